@@ -7,7 +7,8 @@ and randomness as an injected ``random.Random``-like source.
 This file only re-exports; each area lives in a private module.
 """
 
-from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._errors import AuthError, LocalProtocolError, ProtocolError, RemoteProtocolError
+from ._formats import EncodingFormat
 
 # --- messages & codec (wire core) ---
 # --- framing & payload formats ---
@@ -17,6 +18,8 @@ from ._errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 # --- http-over-tcp helpers ---
 
 __all__ = [
+    "AuthError",
+    "EncodingFormat",
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",

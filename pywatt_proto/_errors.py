@@ -15,7 +15,7 @@ Errors are built once with their final class; nothing mutates them afterwards.
 
 from __future__ import annotations
 
-__all__ = ["LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
+__all__ = ["AuthError", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
 
 
 class ProtocolError(Exception):
@@ -49,3 +49,28 @@ class LocalProtocolError(ProtocolError):
 
 class RemoteProtocolError(ProtocolError):
     """The peer sent bytes or a message that break the protocol."""
+
+
+class AuthError(Exception):
+    """A request failed authentication; drivers answer it with ``status`` (401).
+
+    Raised by authenticators (for example the JWT one) and turned into a response
+    by the router. ``reason`` is a short machine-readable code that is logged but
+    never sent to the client; ``www_authenticate`` is the challenge header value.
+    """
+
+    reason: str
+    www_authenticate: str
+    status: int
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        www_authenticate: str = 'Bearer error="invalid_token"',
+        status: int = 401,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.www_authenticate = www_authenticate
+        self.status = status
