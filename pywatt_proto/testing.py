@@ -1,0 +1,117 @@
+"""Test helpers for code built on :mod:`pywatt_proto` (public, importable by users).
+
+The core never reads a clock and never touches a socket, so everything that
+depends on time or on how bytes happen to arrive can be driven exactly from a
+test:
+
+* :class:`FakeClock` -- a manually advanced clock whose :meth:`FakeClock.now`
+  is handed to the core wherever it asks for ``now``.
+* :func:`whole`, :func:`byte_by_byte`, :func:`random_splits` -- the three ways
+  every parser test feeds its input (h11 ``tests/test_io.py`` style). Each
+  returns the list of chunks to pass, in order, to ``receive_data``; joining
+  the chunks always gives back the input. A decoder must produce identical
+  results whichever of the three is used.
+
+Nothing in this module performs I/O or reads the real clock.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+__all__ = ["SPLITTERS", "FakeClock", "byte_by_byte", "random_splits", "whole"]
+
+
+class FakeClock:
+    """A clock that only moves when told to.
+
+    ``now()`` returns the current reading in seconds (a float, like
+    ``time.monotonic()``). The clock never goes backwards: :meth:`advance`
+    refuses negative steps and :meth:`set` refuses earlier times, because the
+    core's timers assume a monotonic source.
+    """
+
+    __slots__ = ("_now",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        """Start the clock at ``start`` seconds (default 0.0).
+
+        Raises:
+            ValueError: ``start`` is not a finite number.
+        """
+        if not math.isfinite(start):
+            raise ValueError(f"clock start must be finite, got {start!r}")
+        self._now = float(start)
+
+    def now(self) -> float:
+        """Return the current reading in seconds."""
+        return self._now
+
+    def advance(self, dt: float) -> float:
+        """Move the clock forward by ``dt`` seconds and return the new reading.
+
+        Raises:
+            ValueError: ``dt`` is negative or not finite; the clock is unchanged.
+        """
+        if not math.isfinite(dt) or dt < 0:
+            raise ValueError(f"can only advance by a finite, non-negative step, got {dt!r}")
+        self._now += dt
+        return self._now
+
+    def set(self, t: float) -> None:
+        """Jump the clock to ``t`` seconds.
+
+        Raises:
+            ValueError: ``t`` is earlier than the current reading or not finite;
+                the clock is unchanged.
+        """
+        if not math.isfinite(t) or t < self._now:
+            raise ValueError(f"clock cannot go backwards: now={self._now!r}, requested {t!r}")
+        self._now = float(t)
+
+    def __repr__(self) -> str:
+        return f"FakeClock(now={self._now!r})"
+
+
+def whole(data: bytes) -> list[bytes]:
+    """Return ``data`` as a single chunk (``[]`` for empty input)."""
+    return [bytes(data)] if data else []
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    """Return ``data`` split into one-byte chunks."""
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def random_splits(data: bytes, rng: random.Random, *, max_chunk: int | None = None) -> list[bytes]:
+    """Return ``data`` cut at random points chosen by ``rng``.
+
+    Chunks are never empty. With ``max_chunk`` given, no chunk is longer than
+    that; otherwise chunk lengths range up to the whole remaining input.
+    The same ``rng`` state always gives the same cuts, so failures replay.
+
+    Raises:
+        ValueError: ``max_chunk`` is given and smaller than 1.
+    """
+    if max_chunk is not None and max_chunk < 1:
+        raise ValueError(f"max_chunk must be at least 1, got {max_chunk}")
+    chunks: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        remaining = len(data) - pos
+        limit = remaining if max_chunk is None else min(remaining, max_chunk)
+        size = rng.randint(1, limit)
+        chunks.append(data[pos : pos + size])
+        pos += size
+    return chunks
+
+
+def _seeded_random_splits(data: bytes) -> list[bytes]:
+    return random_splits(data, random.Random(len(data)))
+
+
+#: The three standard ways to feed a parser, for ``pytest.mark.parametrize``.
+#: Each takes the bytes and returns the chunk list; the random one uses a
+#: fixed seed so a failure replays.
+SPLITTERS = (whole, byte_by_byte, _seeded_random_splits)
