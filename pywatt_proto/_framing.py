@@ -381,7 +381,9 @@ class LineDecoder:
         )
 
 
-def encode_line(json_bytes: bytes, *, max_line_size: int = DEFAULT_MAX_LINE_SIZE) -> bytes:
+def encode_line(
+    json_bytes: bytes | bytearray | memoryview, *, max_line_size: int = DEFAULT_MAX_LINE_SIZE
+) -> bytes:
     """Return ``json_bytes`` followed by ``\\n``, ready to write to the stream.
 
     Refuses anything a :class:`LineDecoder` with the same limit would not hand
@@ -454,7 +456,10 @@ def _check_max_frame_size(max_frame_size: int) -> None:
 
 
 def encode_frame(
-    format: EncodingFormat, payload: bytes, *, max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    format: EncodingFormat,
+    payload: bytes | bytearray | memoryview,
+    *,
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
 ) -> bytes:
     """Return the 5-byte header followed by ``payload``.
 
@@ -538,9 +543,11 @@ class FrameDecoder:
     def buffered_size(self) -> int:
         """Bytes held: complete payloads not yet taken plus the unfinished frame.
 
-        The unfinished part never exceeds ``FRAME_HEADER_SIZE + max_frame_size``.
+        The unfinished frame counts with its header bytes (received but not yet
+        returned); that part never exceeds ``FRAME_HEADER_SIZE + max_frame_size``.
         """
-        return self._queued_bytes + len(self._header) + len(self._payload)
+        in_header = FRAME_HEADER_SIZE if self._pending_format is not None else len(self._header)
+        return self._queued_bytes + in_header + len(self._payload)
 
     @property
     def eof_received(self) -> bool:
