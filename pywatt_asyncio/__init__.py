@@ -4,4 +4,10 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
-__all__: list[str] = []
+# --- http dispatch, server, client ---
+from ._dispatch import dispatch
+
+__all__ = [
+    # http dispatch, server, client
+    "dispatch",
+]
