@@ -1,0 +1,72 @@
+"""Run one request through a :class:`pywatt_proto.Router` on asyncio.
+
+The router decides everything (route, 404/405, auth, conversions, error
+answers, HEAD, metrics); this loop only calls the user's callables and awaits
+them when they return awaitables. Synchronous handlers run inline on the loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pywatt_proto import Plan, Request, Response, Router
+
+__all__ = ["dispatch"]
+
+_log = logging.getLogger("pywatt.http")
+
+
+async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]) -> Response:
+    """Return the response for ``request``; never raises (except cancellation).
+
+    ``now_fn`` is the driver's monotonic clock in seconds; the router measures
+    latency and passes ``now`` to the authenticator with it.
+    """
+    plan = router.plan(request, now_fn())
+    try:
+        response = await _step(router, plan, 0, plan.request)
+    except Exception as exc:
+        response = await _recover(router, plan.request, exc)
+    return router.finish(plan, response, now_fn())
+
+
+async def _step(router: Router, plan: Plan, index: int, request: Request) -> Response:
+    if index < len(plan.middleware):
+
+        async def call_next(req: Request) -> Response:
+            return await _step(router, plan, index + 1, req)
+
+        result: Any = plan.middleware[index](request, call_next)
+        if inspect.isawaitable(result):
+            result = await result
+        return router.to_response(result)
+    if plan.response is not None:
+        return plan.response
+    try:
+        request = router.enter(plan, request)
+        result = plan.route.handler(request)  # type: ignore[union-attr]  # enter() checked
+        if inspect.isawaitable(result):
+            result = await result
+        return router.to_response(result)
+    except Exception as exc:
+        return await _recover(router, request, exc)
+
+
+async def _recover(router: Router, request: Request, exc: Exception) -> Response:
+    handler = router.error_handler_for(exc)
+    if handler is not None:
+        try:
+            result: Any = handler(request, exc)
+            if inspect.isawaitable(result):
+                result = await result
+            return router.to_response(result)
+        except Exception as second:
+            _log.exception("error handler failed", exc_info=second)
+            exc = second
+    response = router.error_response(exc)
+    if response.status >= 500:
+        _log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return response

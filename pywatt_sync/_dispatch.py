@@ -1,0 +1,79 @@
+"""Run one request through a :class:`pywatt_proto.Router` with blocking calls.
+
+The router decides everything (route, 404/405, auth, conversions, error
+answers, HEAD, metrics); this loop only calls the user's callables. A handler
+that returns an awaitable (an ``async def`` handler) is a programming error in
+this driver: it is closed and answered with 500.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pywatt_proto import Plan, Request, Response, Router
+
+__all__ = ["dispatch"]
+
+_log = logging.getLogger("pywatt.http")
+# Router metrics are plain counters; finish() is serialised so threads do not lose counts.
+_metrics_lock = threading.Lock()
+
+
+def dispatch(router: Router, request: Request, now_fn: Callable[[], float]) -> Response:
+    """Return the response for ``request``; never raises.
+
+    ``now_fn`` is the driver's monotonic clock in seconds.
+    """
+    with _metrics_lock:
+        plan = router.plan(request, now_fn())
+    try:
+        response = _step(router, plan, 0, plan.request)
+    except Exception as exc:
+        response = _recover(router, plan.request, exc)
+    end = now_fn()
+    with _metrics_lock:
+        return router.finish(plan, response, end)
+
+
+def _plain(result: Any) -> Any:
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+        raise TypeError("async handler or middleware used with the blocking driver")
+    return result
+
+
+def _step(router: Router, plan: Plan, index: int, request: Request) -> Response:
+    if index < len(plan.middleware):
+
+        def call_next(req: Request) -> Response:
+            return _step(router, plan, index + 1, req)
+
+        return router.to_response(_plain(plan.middleware[index](request, call_next)))
+    if plan.response is not None:
+        return plan.response
+    try:
+        request = router.enter(plan, request)
+        result = _plain(plan.route.handler(request))  # type: ignore[union-attr]  # enter() checked
+        return router.to_response(result)
+    except Exception as exc:
+        return _recover(router, request, exc)
+
+
+def _recover(router: Router, request: Request, exc: Exception) -> Response:
+    handler = router.error_handler_for(exc)
+    if handler is not None:
+        try:
+            return router.to_response(_plain(handler(request, exc)))
+        except Exception as second:
+            _log.exception("error handler failed", exc_info=second)
+            exc = second
+    response = router.error_response(exc)
+    if response.status >= 500:
+        _log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return response
