@@ -78,6 +78,33 @@ from ._framing import (
 
 # --- module / orchestrator state machines ---
 # --- router ---
+from ._router import (
+    LATENCY_BUCKETS,
+    MAX_QUERY_FIELDS,
+    UNMATCHED_LABEL,
+    ApiResponse,
+    ErrorHandler,
+    Headers,
+    HTTPException,
+    Metrics,
+    Middleware,
+    Plan,
+    QueryParams,
+    Request,
+    Response,
+    Route,
+    RouteEndpoint,
+    Router,
+    RouteStats,
+    api_error,
+    api_response,
+    bytes_response,
+    json_response,
+    reason_phrase,
+    redirect,
+    text_response,
+)
+
 # --- circuit breaker, backoff, port negotiation ---
 # --- http-over-tcp helpers ---
 
@@ -148,4 +175,29 @@ __all__ = [
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
+    # router
+    "LATENCY_BUCKETS",
+    "MAX_QUERY_FIELDS",
+    "UNMATCHED_LABEL",
+    "ApiResponse",
+    "ErrorHandler",
+    "Headers",
+    "HTTPException",
+    "Metrics",
+    "Middleware",
+    "Plan",
+    "QueryParams",
+    "Request",
+    "Response",
+    "Route",
+    "RouteEndpoint",
+    "RouteStats",
+    "Router",
+    "api_error",
+    "api_response",
+    "bytes_response",
+    "json_response",
+    "reason_phrase",
+    "redirect",
+    "text_response",
 ]
