@@ -1,0 +1,170 @@
+"""HTTP Bearer authentication with a JWT validator (RFC 6750, RFC 7235).
+
+Shared by the pywatt router hook (:class:`JwtAuthenticator`), the ASGI
+middleware (``pywatt_asyncio``) and the WSGI middleware (``pywatt_sync``), so
+all three parse ``Authorization`` and answer failures identically:
+
+* no ``Authorization`` header, or one with another scheme: 401 with
+  ``WWW-Authenticate: Bearer`` and no error code (RFC 6750 §3.1: "If the
+  request lacks any authentication information ... the resource server SHOULD
+  NOT include an error code");
+* ``Bearer`` with no token or a token that is not ``token68`` syntax, or more
+  than one ``Authorization`` header: 400 with ``Bearer error="invalid_request"``;
+* a token the validator refuses: 401 with ``Bearer error="invalid_token"``.
+
+The scheme name is matched case-insensitively (RFC 7235 §2.1).  Response
+bodies are a fixed JSON object (``{"error":"unauthorized"}`` or
+``{"error":"invalid_request"}``) that never reveals why a token failed; the
+reason is kept on :class:`~pywatt_proto.AuthError` for logging.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+from .._errors import AuthError
+from ._errors import JwtError
+from ._validator import JwtValidator
+
+__all__ = [
+    "CLAIMS_ENVIRON_KEY",
+    "JwtAuthenticator",
+    "PublicPaths",
+    "auth_error_response",
+    "parse_bearer",
+]
+
+#: WSGI environ key under which the middleware stores verified claims.
+CLAIMS_ENVIRON_KEY = "pywatt.jwt.claims"
+
+# RFC 7235 §2.1: credentials = auth-scheme [ 1*SP ( token68 / #auth-param ) ]
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_CREDENTIALS = re.compile(r"[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:[ ]+(.*?))?[ \t]*", re.DOTALL)
+_B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+_MISSING = "missing_token"
+_INVALID_REQUEST = "invalid_request"
+
+
+def parse_bearer(value: str | None) -> str:
+    """Extract the token from an ``Authorization`` header value.
+
+    Returns the token.  Raises :class:`~pywatt_proto.AuthError`: reason
+    ``missing_token`` (401, bare ``Bearer`` challenge) when ``value`` is None
+    or uses another scheme, ``invalid_request`` (400) when the Bearer
+    credentials are empty or not ``b64token`` syntax.
+    """
+    if value is None:
+        raise AuthError(_MISSING, www_authenticate="Bearer")
+    m = _CREDENTIALS.fullmatch(value)
+    if m is None or m.group(1).lower() != "bearer":
+        raise AuthError(_MISSING, www_authenticate="Bearer")
+    token = m.group(2)
+    if not token or _B64TOKEN.fullmatch(token) is None:
+        raise AuthError(
+            _INVALID_REQUEST, www_authenticate='Bearer error="invalid_request"', status=400
+        )
+    return token
+
+
+class _HasHeaders(Protocol):
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+def _lookup(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        value = headers.get(name.title())
+    if value is None:
+        for key, val in headers.items():
+            if key.lower() == name:
+                return val
+    return value
+
+
+class JwtAuthenticator:
+    """The router's authenticator: ``(request, label, now) -> claims``.
+
+    Reads ``request.headers["authorization"]`` (looked up case-insensitively),
+    validates the Bearer token with ``validator`` at ``now`` and returns the
+    claims, which the router hands to the handler as ``request.claims``.
+    ``labels`` restricts the route labels it accepts (default: any); a route
+    with another label is refused with reason ``unknown_auth_label`` (500, so a
+    misconfiguration is never silently open).  Raises
+    :class:`~pywatt_proto.AuthError` as described in :func:`parse_bearer`, or
+    with the :class:`JwtError` reason (401, ``Bearer error="invalid_token"``).
+    """
+
+    __slots__ = ("labels", "validator")
+
+    def __init__(self, validator: JwtValidator, *, labels: Iterable[str] | None = None) -> None:
+        self.validator = validator
+        self.labels = None if labels is None else frozenset(labels)
+
+    def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
+        if self.labels is not None and label not in self.labels:
+            raise AuthError("unknown_auth_label", www_authenticate="", status=500)
+        return self.authenticate(_lookup(request.headers, "authorization"), now)
+
+    def authenticate(self, authorization: str | None, now: float) -> dict[str, Any]:
+        """Validate an ``Authorization`` header value; returns the claims.
+
+        Raises :class:`~pywatt_proto.AuthError` (see the class docstring).
+        """
+        token = parse_bearer(authorization)
+        try:
+            return self.validator.validate(token, now)
+        except JwtError as exc:
+            raise AuthError(exc.reason, www_authenticate='Bearer error="invalid_token"') from exc
+
+
+class PublicPaths:
+    """Paths that skip authentication.
+
+    Each pattern is an exact path (``"/health"``) or a prefix ending in ``*``
+    (``"/static/*"`` matches ``/static/`` and everything below it).  Matching is
+    on the raw path, case-sensitive, without query string.
+    """
+
+    __slots__ = ("_exact", "_prefixes")
+
+    def __init__(self, patterns: Iterable[str] = ()) -> None:
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        for p in patterns:
+            if p.endswith("*"):
+                prefixes.append(p[:-1])
+            else:
+                exact.add(p)
+        self._exact = frozenset(exact)
+        self._prefixes = tuple(prefixes)
+
+    def __contains__(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        return path in self._exact or path.startswith(self._prefixes)
+
+
+def auth_error_response(error: AuthError) -> tuple[int, list[tuple[str, str]], bytes]:
+    """Return ``(status, headers, body)`` answering ``error`` without leaking internals.
+
+    The body is ``{"error":"invalid_request"}`` for 400 and
+    ``{"error":"unauthorized"}`` otherwise (``{"error":"internal"}`` for 5xx).
+    """
+    if error.status == 400:
+        body = b'{"error":"invalid_request"}'
+    elif error.status >= 500:
+        body = b'{"error":"internal"}'
+    else:
+        body = b'{"error":"unauthorized"}'
+    headers = [
+        ("content-type", "application/json"),
+        ("content-length", str(len(body))),
+        ("cache-control", "no-store"),
+    ]
+    if error.www_authenticate:
+        headers.append(("www-authenticate", error.www_authenticate))
+    return error.status, headers, body

@@ -1,0 +1,162 @@
+"""Command line: ``python -m pywatt_proto.jwt encode|decode|verify``.
+
+``verify`` reads a token from stdin and prints exactly one JSON object:
+``{"valid": true, "claims": {...}}`` (exit 0) or
+``{"valid": false, "reason": "<reason>", "error": "<message>"}`` (exit 1);
+a key the validator refuses is reported the same way (reason ``size`` or
+``algorithm``).  Usage errors (no key, unreadable key file, unset variable)
+exit 2 with a message on stderr.  ``encode`` prints a token; ``decode`` prints
+``{"verified": false, "header": ..., "claims": ...}`` without checking anything
+but structure.
+
+Keys: ``--key-env NAME`` (the variable's UTF-8 bytes) or ``--key-file PATH``
+(the file's raw bytes, nothing stripped).  The clock is read here, and only
+here, when ``--now`` is not given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from ._encode import JwtSigner
+from ._errors import JwtError
+from ._validator import DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, JwtValidator, decode_unverified
+
+__all__ = ["main"]
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pywatt_proto.jwt", description="HS256 JSON Web Tokens (strict)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def key_args(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--key-env", metavar="NAME", help="environment variable with the key")
+        group.add_argument("--key-file", metavar="PATH", help="file whose raw bytes are the key")
+
+    enc = sub.add_parser("encode", help="sign a claims JSON object (argument or stdin)")
+    enc.add_argument("claims", nargs="?", help="claims JSON object (default: read stdin)")
+    key_args(enc)
+    enc.add_argument("--kid", help="key id to put in the header")
+    enc.add_argument("--header", metavar="JSON", help="extra header parameters (JSON object)")
+
+    dec = sub.add_parser("decode", help="print header and claims WITHOUT verifying")
+    dec.add_argument("token", nargs="?", help="token (default: read stdin)")
+
+    ver = sub.add_parser("verify", help="verify a token read from stdin")
+    key_args(ver)
+    ver.add_argument("--now", type=float, help="current time, seconds (default: the clock)")
+    ver.add_argument("--leeway", type=float, default=DEFAULT_LEEWAY, help="seconds of leeway")
+    ver.add_argument("--audience", action="append", help="accepted audience (repeatable)")
+    ver.add_argument("--issuer", action="append", help="accepted issuer (repeatable)")
+    ver.add_argument("--require", action="append", default=[], help="required claim (repeatable)")
+    ver.add_argument("--max-size", type=int, default=DEFAULT_MAX_TOKEN_SIZE, help="bytes")
+    return parser
+
+
+def _read_key(args: argparse.Namespace) -> bytes:
+    if args.key_env is not None:
+        value = os.environ.get(args.key_env)
+        if value is None:
+            raise _UsageError(f"environment variable {args.key_env} is not set")
+        return value.encode("utf-8", "surrogateescape")
+    try:
+        with open(args.key_file, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise _UsageError(f"cannot read key file: {exc.strerror}") from None
+
+
+def _emit(out: TextIO, obj: object) -> None:
+    out.write(json.dumps(obj) + "\n")
+
+
+def _verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    key = _read_key(args)
+    token = stdin.read().strip()
+    now = args.now
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc).timestamp()  # noqa: UP017
+    try:
+        validator = JwtValidator(
+            key,
+            leeway=args.leeway,
+            audience=args.audience,
+            issuer=args.issuer,
+            required=args.require,
+            max_size=args.max_size,
+        )
+        claims: dict[str, Any] = validator.validate(token, now)
+    except JwtError as exc:
+        _emit(out, {"valid": False, "reason": exc.reason, "error": exc.message})
+        return 1
+    _emit(out, {"valid": True, "claims": claims})
+    return 0
+
+
+def _encode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    key = _read_key(args)
+    text = args.claims if args.claims is not None else stdin.read()
+    try:
+        claims = json.loads(text)
+        headers = json.loads(args.header) if args.header else None
+    except ValueError as exc:
+        raise _UsageError(f"not JSON: {exc}") from None
+    if not isinstance(claims, dict) or (headers is not None and not isinstance(headers, dict)):
+        raise _UsageError("claims and --header must be JSON objects")
+    if args.kid is not None:
+        headers = {**(headers or {}), "kid": args.kid}
+    try:
+        token = JwtSigner(key, headers=headers).sign(claims)
+    except JwtError as exc:
+        raise _UsageError(f"{exc.reason}: {exc.message}") from None
+    except (TypeError, ValueError) as exc:
+        raise _UsageError(str(exc)) from None
+    out.write(token + "\n")
+    return 0
+
+
+def _decode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    token = (args.token if args.token is not None else stdin.read()).strip()
+    try:
+        parts = decode_unverified(token)
+    except JwtError as exc:
+        _emit(out, {"verified": False, "valid": False, "reason": exc.reason, "error": exc.message})
+        return 1
+    _emit(
+        out,
+        {
+            "verified": False,
+            "warning": "UNVERIFIED: signature and claims were not checked",
+            "header": parts.header,
+            "claims": parts.claims,
+        },
+    )
+    return 0
+
+
+def main(
+    argv: Sequence[str] | None = None, *, stdin: TextIO | None = None, stdout: TextIO | None = None
+) -> int:
+    """Run the command line; returns the exit status (0 ok/valid, 1 invalid, 2 usage)."""
+    args = _parser().parse_args(argv)
+    inp = sys.stdin if stdin is None else stdin
+    out = sys.stdout if stdout is None else stdout
+    handler = {"encode": _encode, "decode": _decode, "verify": _verify}[args.command]
+    try:
+        return handler(args, inp, out)
+    except _UsageError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
