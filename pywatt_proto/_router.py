@@ -44,6 +44,7 @@ from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._errors import AuthError, LocalProtocolError, RemoteProtocolError
+from ._messages import Endpoint
 
 __all__ = [
     "ApiResponse",
@@ -892,6 +893,10 @@ class Router:
         return tuple(
             RouteEndpoint(p, tuple(dict.fromkeys(ms)), a) for (p, a), ms in grouped.items()
         )
+
+    def announce_endpoints(self) -> tuple[Endpoint, ...]:
+        """Return :meth:`endpoints` as ``Endpoint`` messages for the ``announce`` op."""
+        return tuple(Endpoint(path=p, methods=m, auth=a) for p, m, a in self.endpoints())
 
     # -- resolution ------------------------------------------------------------------
 

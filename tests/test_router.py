@@ -16,6 +16,7 @@ from pywatt_proto import (
     UNMATCHED_LABEL,
     ApiResponse,
     AuthError,
+    Endpoint,
     Headers,
     HTTPException,
     LocalProtocolError,
@@ -510,6 +511,9 @@ def test_endpoints_for_announce() -> None:
     assert eps[1] == ("/health", ("GET", "HEAD"), None)
     assert eps[2] == ("/x/{id:int}", ("PUT", "DELETE", "PATCH"), None)
     assert [rt.name for rt in r.routes][:3] == ["a", "b", "c"]
+    announced = r.announce_endpoints()
+    assert announced[0] == Endpoint(path="/items", methods=("GET", "POST"), auth="jwt")
+    assert len(announced) == 3
 
 
 # ---------------------------------------------------------------- metrics
