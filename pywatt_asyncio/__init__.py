@@ -4,10 +4,37 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
+# --- ASGI adapter ---
+from ._asgi import AsgiApp, LifespanFailed
+
 # --- http dispatch, server, client ---
 from ._dispatch import dispatch
 
+# --- circuit breaker wrappers, port negotiation ---
+from ._breaker import AsyncBreakerGuard, Breaker, CircuitOpenError
+from ._ports import (
+    PortNegotiation,
+    PortNegotiationError,
+    PortResult,
+    PortSource,
+    negotiate_port,
+    port_is_free,
+)
+
 __all__ = [
+    # circuit breaker wrappers, port negotiation
+    "AsyncBreakerGuard",
+    "Breaker",
+    "CircuitOpenError",
+    "PortNegotiation",
+    "PortNegotiationError",
+    "PortResult",
+    "PortSource",
+    "negotiate_port",
+    "port_is_free",
+    # ASGI adapter
+    "AsgiApp",
+    "LifespanFailed",
     # http dispatch, server, client
     "dispatch",
 ]

@@ -108,6 +108,17 @@ from ._router import (
 # --- circuit breaker, backoff, port negotiation ---
 # --- http-over-tcp helpers ---
 
+# --- ASGI/WSGI gateway (adapters) ---
+# isort: split
+from ._gateway import (
+    MAX_RESPONSE_BODY,
+    ResponseCollector,
+    asgi_http_scope,
+    error_response,
+    parse_wsgi_status,
+    wsgi_environ,
+)
+
 __all__ = [
     # messages & codec (wire core)
     "Announce",
@@ -200,4 +211,11 @@ __all__ = [
     "reason_phrase",
     "redirect",
     "text_response",
+    # ASGI/WSGI gateway
+    "MAX_RESPONSE_BODY",
+    "ResponseCollector",
+    "asgi_http_scope",
+    "error_response",
+    "parse_wsgi_status",
+    "wsgi_environ",
 ]

@@ -1,0 +1,284 @@
+"""Serve any ASGI 3 application (FastAPI, Starlette, ...) as a PyWatt module.
+
+The conversion rules (scope fields, response ordering, size bound, header
+folding) live in :mod:`pywatt_proto._gateway`; this file only runs the app's
+coroutines:
+
+* **lifespan** -- :meth:`AsgiApp.startup` starts one long-lived task that
+  calls the app with a ``lifespan`` scope, sends ``lifespan.startup`` and waits
+  for ``complete``/``failed``. An app that raises (or returns) before
+  answering does not support lifespan: per the ASGI lifespan spec the server
+  carries on without lifespan events. ``failed`` raises :class:`LifespanFailed`
+  so the module never announces. :meth:`AsgiApp.shutdown` sends
+  ``lifespan.shutdown`` at exit and waits (bounded by :data:`LIFESPAN_TIMEOUT`).
+  The ``state`` dict the app filled during startup is shallow-copied into
+  every request scope (lifespan state extension).
+* **http** -- :meth:`AsgiApp.handle` calls the app once per request. The first
+  ``receive()`` returns the whole body (``more_body=False``); later calls wait
+  until the response is complete and then return ``http.disconnect`` (an
+  immediate disconnect would make Starlette's streaming responses abort).
+  ``send()`` feeds a :class:`~pywatt_proto._gateway.ResponseCollector`, which
+  joins ``more_body`` chunks and bounds the total. An app exception (or an
+  oversized body) becomes a plain-text 500 (502 for oversize) and is logged
+  to stderr; the module keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+from pywatt_proto._errors import LocalProtocolError
+from pywatt_proto._gateway import (
+    ASGI_VERSION,
+    MAX_RESPONSE_BODY,
+    ResponseCollector,
+    asgi_http_scope,
+    error_response,
+)
+from pywatt_proto._router import Request, Response
+
+__all__ = ["LIFESPAN_TIMEOUT", "AsgiApp", "LifespanFailed"]
+
+_log = logging.getLogger("pywatt.asgi")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApplication = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Seconds to wait for the app to answer ``lifespan.startup`` or
+#: ``lifespan.shutdown``. Uvicorn has no default bound; a module that hangs in
+#: startup would never announce, so we stop waiting after this long and fail.
+LIFESPAN_TIMEOUT: Final = 60.0
+
+# Lifespan receive queue: the server sends exactly two events (startup,
+# shutdown), so two slots never block.
+_LIFESPAN_QUEUE: Final = 2
+
+
+class LifespanFailed(Exception):
+    """The app answered ``lifespan.startup.failed`` or ``lifespan.shutdown.failed``
+    (or did not answer within :data:`LIFESPAN_TIMEOUT`); ``args[0]`` is its message."""
+
+
+class AsgiApp:
+    """Runs one ASGI 3 application: its lifespan and one call per request.
+
+    ``scheme``/``root_path``/``server`` fill the corresponding scope keys
+    (``server`` defaults to the request's ``Host``); ``max_body`` bounds each
+    response body; ``lifespan`` is ``"auto"`` (use it when supported),
+    ``"on"`` (an app that does not support it is an error) or ``"off"``.
+    """
+
+    __slots__ = (
+        "_app",
+        "_lifespan_mode",
+        "_lifespan_queue",
+        "_lifespan_task",
+        "_max_body",
+        "_root_path",
+        "_scheme",
+        "_server",
+        "_shutdown_done",
+        "_startup_done",
+        "state",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApplication,
+        *,
+        scheme: str = "http",
+        root_path: str = "",
+        server: tuple[str, int] | None = None,
+        max_body: int = MAX_RESPONSE_BODY,
+        lifespan: str = "auto",
+    ) -> None:
+        """Wrap ``app``; nothing runs until :meth:`startup` / :meth:`handle`.
+
+        Raises:
+            ValueError: ``lifespan`` is not ``"auto"``, ``"on"`` or ``"off"``.
+        """
+        if lifespan not in ("auto", "on", "off"):
+            raise ValueError(f"lifespan must be 'auto', 'on' or 'off', got {lifespan!r}")
+        self._app = app
+        self._scheme = scheme
+        self._root_path = root_path
+        self._server = server
+        self._max_body = max_body
+        self._lifespan_mode = lifespan
+        self._lifespan_queue: asyncio.Queue[Message] | None = None
+        self._lifespan_task: asyncio.Task[None] | None = None
+        self._startup_done: asyncio.Future[str] | None = None
+        self._shutdown_done: asyncio.Future[str] | None = None
+        #: Lifespan state (``scope["state"]``), or None when lifespan is not in use.
+        self.state: dict[str, Any] | None = None
+
+    # -- lifespan --------------------------------------------------------------
+
+    async def _run_lifespan(self, scope: Scope) -> None:
+        assert self._lifespan_queue is not None
+        queue = self._lifespan_queue
+
+        async def receive() -> Message:
+            return await queue.get()
+
+        async def send(message: Message) -> None:
+            kind = message.get("type")
+            text = str(message.get("message", ""))
+            if kind == "lifespan.startup.complete" and self._startup_done is not None:
+                _set(self._startup_done, "")
+            elif kind == "lifespan.startup.failed" and self._startup_done is not None:
+                _set(self._startup_done, "failed: " + text)
+            elif kind == "lifespan.shutdown.complete" and self._shutdown_done is not None:
+                _set(self._shutdown_done, "")
+            elif kind == "lifespan.shutdown.failed" and self._shutdown_done is not None:
+                _set(self._shutdown_done, "failed: " + text)
+            else:
+                raise LocalProtocolError(f"unexpected lifespan message {kind!r}")
+
+        try:
+            await self._app(scope, receive, send)
+        except BaseException as exc:
+            started = self._startup_done is not None and self._startup_done.done()
+            if started:
+                _log.exception("ASGI lifespan task raised after startup")
+            else:
+                _log.info("ASGI lifespan unsupported by the app (%s)", type(exc).__name__)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            for fut in (self._startup_done, self._shutdown_done):
+                if fut is not None:
+                    _set(fut, "returned")
+
+    async def startup(self) -> None:
+        """Run the app's lifespan startup; return once it completed.
+
+        Returns normally, without lifespan, when the app does not support it
+        (mode ``"auto"``) or lifespan is ``"off"``.
+
+        Raises:
+            LifespanFailed: the app sent ``lifespan.startup.failed``, did not
+                answer within :data:`LIFESPAN_TIMEOUT`, or (mode ``"on"``) does
+                not support lifespan.
+        """
+        if self._lifespan_mode == "off" or self._lifespan_task is not None:
+            return
+        loop = asyncio.get_running_loop()
+        self._lifespan_queue = asyncio.Queue(maxsize=_LIFESPAN_QUEUE)
+        self._startup_done = loop.create_future()
+        state: dict[str, Any] = {}
+        scope: Scope = {"type": "lifespan", "asgi": dict(ASGI_VERSION), "state": state}
+        self._lifespan_task = asyncio.create_task(self._run_lifespan(scope))
+        await self._lifespan_queue.put({"type": "lifespan.startup"})
+        try:
+            outcome = await asyncio.wait_for(
+                asyncio.shield(self._startup_done), timeout=LIFESPAN_TIMEOUT
+            )
+        except TimeoutError:
+            await self._cancel_lifespan()
+            raise LifespanFailed("lifespan startup timed out") from None
+        if outcome == "":
+            self.state = state
+            return
+        self._lifespan_task = None
+        if outcome == "returned" and self._lifespan_mode == "auto":
+            return  # lifespan unsupported: carry on without it (ASGI lifespan spec)
+        raise LifespanFailed(outcome if outcome != "returned" else "lifespan unsupported")
+
+    async def shutdown(self) -> None:
+        """Send ``lifespan.shutdown`` and wait for the app to finish it.
+
+        Does nothing when lifespan is not in use or startup never completed.
+
+        Raises:
+            LifespanFailed: the app sent ``lifespan.shutdown.failed`` or did not
+                answer within :data:`LIFESPAN_TIMEOUT` (its task is cancelled).
+        """
+        task, queue = self._lifespan_task, self._lifespan_queue
+        if task is None or queue is None or self.state is None:
+            return
+        self._shutdown_done = asyncio.get_running_loop().create_future()
+        if task.done():
+            _set(self._shutdown_done, "returned")
+        await queue.put({"type": "lifespan.shutdown"})
+        try:
+            outcome = await asyncio.wait_for(
+                asyncio.shield(self._shutdown_done), timeout=LIFESPAN_TIMEOUT
+            )
+        except TimeoutError:
+            outcome = "failed: lifespan shutdown timed out"
+        await self._cancel_lifespan()
+        if outcome.startswith("failed"):
+            raise LifespanFailed(outcome)
+
+    async def _cancel_lifespan(self) -> None:
+        task, self._lifespan_task = self._lifespan_task, None
+        if task is not None and not task.done():
+            task.cancel()
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- requests --------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        """Call the app for one request and return its whole response.
+
+        Never raises for app errors: an exception from the app, a protocol
+        misuse (bad message order, bad types) or an oversized body gives a
+        plain-text 500/502 response and a log line on stderr. Cancellation
+        propagates.
+
+        Raises:
+            RemoteProtocolError: the request has an invalid header (hint 400;
+                the router answers it before the app is called).
+        """
+        scope = asgi_http_scope(
+            request, scheme=self._scheme, root_path=self._root_path, server=self._server
+        )  # raises RemoteProtocolError (400) for invalid headers
+        if self.state is not None:
+            scope["state"] = dict(self.state)
+        collector = ResponseCollector(max_body=self._max_body)
+        finished = asyncio.Event()
+        body_given = False
+
+        async def receive() -> Message:
+            nonlocal body_given
+            if not body_given:
+                body_given = True
+                return {"type": "http.request", "body": request.body, "more_body": False}
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if finished.is_set():
+                raise OSError("ASGI send() after the response was complete")
+            if collector.asgi_send(message):
+                finished.set()
+
+        try:
+            await self._app(scope, receive, send)
+        except Exception as exc:
+            _log.exception("ASGI app failed on %s %s", request.method, request.path)
+            if collector.done and not collector.failed:
+                return collector.finish()  # the answer was complete before the error
+            hint = exc.error_status_hint if isinstance(exc, LocalProtocolError) else 500
+            return error_response(hint if collector.failed else 500)
+        finally:
+            finished.set()
+        if not collector.done:
+            _log.error("ASGI app returned without completing the response")
+            return error_response(500)
+        return collector.finish()
+
+
+def _set(fut: asyncio.Future[str], value: str) -> None:
+    if not fut.done():
+        fut.set_result(value)

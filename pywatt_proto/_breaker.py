@@ -1,0 +1,549 @@
+"""A circuit breaker as a pure state machine: time comes in as ``now``.
+
+Theory of operation
+-------------------
+A breaker sits in front of calls to one dependency. It admits calls while the
+dependency looks healthy (``CLOSED``), refuses them for ``reset_timeout``
+seconds after ``failure_threshold`` consecutive failures (``OPEN``), then lets a
+bounded number of trial calls through (``HALF_OPEN``): ``success_threshold``
+successful trials close it again, one failed trial opens it again.
+
+The core never calls the protected function. A driver asks for admission and
+reports the outcome::
+
+    ticket = breaker.acquire(now)          # -1: refused (see retry_after(now))
+    ... run the call ...
+    breaker.record_success(ticket, now)    # or record_failure / record_exception
+                                           # / record_cancelled
+
+The ticket is the breaker's *epoch*: a counter bumped on every state change.
+Only outcomes whose ticket equals the current epoch can move the state; an
+outcome of a call admitted before the last state change is *stale* -- it is
+counted, but it does not move the state (a slow call admitted while CLOSED that
+fails after the breaker has already opened and half-opened must not re-open it;
+the trial calls decide). Because nothing is admitted while OPEN, no outcome can
+ever carry the epoch of an OPEN period.
+
+Transitions
+-----------
+Everything that changes ``state`` goes through :data:`BREAKER_TRANSITIONS` below; a
+pair that is not in the table raises :class:`LocalProtocolError` naming the
+state and the input. The one hot self-loop, ``(CLOSED, SUCCESS) -> CLOSED``,
+is handled inline by :meth:`CircuitBreaker.record_success` (it changes no
+state, only resets the consecutive-failure count), so the closed-state fast
+path costs two attribute checks and two increments. OPEN -> HALF_OPEN happens
+lazily, in :meth:`CircuitBreaker.acquire` or :meth:`CircuitBreaker.handle_timer`
+once ``now >= opened_at + reset_timeout``; :meth:`CircuitBreaker.get_timer`
+tells a driver when that is.
+
+Listeners are called synchronously with a :class:`BreakerTransition` *after*
+the state change is complete, so a listener always sees a consistent breaker.
+All listeners are called even if one raises; the first exception is then
+re-raised to the caller of the method that caused the transition.
+
+The differences from pybreaker are listed point by point in ``spec/breaker.md``.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ._errors import LocalProtocolError
+
+__all__ = [
+    "BreakerCounters",
+    "BreakerInput",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "REJECTED",
+    "BREAKER_TRANSITIONS",
+]
+
+
+class BreakerState(enum.Enum):
+    """The three states of a circuit breaker."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class BreakerInput(enum.Enum):
+    """What can move a breaker from one state to another."""
+
+    #: an admitted call succeeded (or raised an excluded exception)
+    SUCCESS = "success"
+    #: an admitted call failed, the threshold is not reached
+    FAILURE = "failure"
+    #: a failure that reaches ``failure_threshold`` (CLOSED) or any failed trial (HALF_OPEN)
+    TRIP = "trip"
+    #: ``reset_timeout`` has elapsed since the breaker opened
+    RESET_TIMEOUT = "reset_timeout"
+    #: the ``success_threshold``-th successful trial in HALF_OPEN
+    RECOVER = "recover"
+    #: :meth:`CircuitBreaker.force_open`
+    FORCE_OPEN = "force_open"
+    #: :meth:`CircuitBreaker.reset`
+    FORCE_CLOSE = "force_close"
+
+
+_C, _O, _H = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+_I = BreakerInput
+
+#: Every legal ``(state, input) -> next_state``. Nothing else changes the state.
+BREAKER_TRANSITIONS: dict[tuple[BreakerState, BreakerInput], BreakerState] = {
+    (_C, _I.SUCCESS): _C,  # hot self-loop, inlined in record_success
+    (_C, _I.FAILURE): _C,
+    (_C, _I.TRIP): _O,
+    (_O, _I.RESET_TIMEOUT): _H,
+    (_H, _I.SUCCESS): _H,
+    (_H, _I.RECOVER): _C,
+    (_H, _I.TRIP): _O,
+    (_C, _I.FORCE_OPEN): _O,
+    (_O, _I.FORCE_OPEN): _O,
+    (_H, _I.FORCE_OPEN): _O,
+    (_C, _I.FORCE_CLOSE): _C,
+    (_O, _I.FORCE_CLOSE): _C,
+    (_H, _I.FORCE_CLOSE): _C,
+}
+
+# The fast path in record_success relies on this self-loop; keep them in step.
+if BREAKER_TRANSITIONS[(_C, _I.SUCCESS)] is not _C:  # pragma: no cover - guards edits of the table
+    raise RuntimeError("record_success inlines (CLOSED, SUCCESS) -> CLOSED")
+
+#: The ticket :meth:`CircuitBreaker.acquire` returns when it refuses a call.
+REJECTED = -1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerTransition:
+    """One state change, as handed to listeners.
+
+    ``at`` is the ``now`` of the call that caused it; ``epoch`` is the breaker's
+    epoch *after* the change.
+    """
+
+    name: str | None
+    old: BreakerState
+    new: BreakerState
+    cause: BreakerInput
+    at: float
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerCounters:
+    """A snapshot of a breaker's counters (see :attr:`CircuitBreaker.counters`).
+
+    ``calls`` counts admissions; every admitted call ends up in exactly one of
+    ``successes``, ``failures``, ``ignored`` (excluded exceptions, which count
+    as successes for the state) or ``cancelled`` once its outcome is reported,
+    so ``calls - (successes + failures + ignored + cancelled)`` is the number
+    still in flight. ``rejected`` counts refused admissions, ``opened`` the
+    number of times the breaker went to OPEN, ``stale`` outcomes that arrived
+    after a state change (counted above too, but without effect on the state).
+    """
+
+    calls: int
+    successes: int
+    failures: int
+    ignored: int
+    cancelled: int
+    rejected: int
+    opened: int
+    stale: int
+    consecutive_failures: int
+    half_open_successes: int
+    half_open_in_flight: int
+
+
+class CircuitOpenError(Exception):
+    """A call was refused because the circuit is open (or its trial slots are taken).
+
+    Raised by the driver wrappers (``pywatt_asyncio.Breaker``,
+    ``pywatt_sync.Breaker``), never by the pure core, which returns
+    :data:`REJECTED` instead.
+
+    Attributes:
+        name: the breaker's name (may be ``None``).
+        state: the state at the time of the refusal (OPEN or HALF_OPEN).
+        remaining: seconds until the breaker will admit a trial call; ``0.0``
+            when HALF_OPEN and every trial slot is taken (the wait depends on
+            the trials in flight, not on a timer).
+    """
+
+    name: str | None
+    state: BreakerState
+    remaining: float
+
+    def __init__(self, *, name: str | None, state: BreakerState, remaining: float) -> None:
+        label = f"circuit breaker {name!r}" if name else "circuit breaker"
+        if state is BreakerState.OPEN:
+            msg = f"{label} is open; retry in {remaining:.3f}s"
+        else:
+            msg = f"{label} is half-open and all trial calls are in flight"
+        super().__init__(msg)
+        self.name = name
+        self.state = state
+        self.remaining = remaining
+
+
+Listener = Callable[[BreakerTransition], None]
+
+
+class CircuitBreaker:
+    """Pure circuit breaker; see the module docstring for the protocol.
+
+    Args:
+        failure_threshold: consecutive failures in CLOSED that open the breaker (>= 1).
+        reset_timeout: seconds the breaker stays OPEN before admitting trials (>= 0).
+        success_threshold: successful trials in HALF_OPEN that close it (>= 1).
+        half_open_max_calls: trial calls admitted concurrently in HALF_OPEN (>= 1).
+        excluded: exception types that are *not* failures (a business error
+            proves the dependency answered); they count as successes.
+        is_failure: optional predicate applied to exceptions that are not
+            excluded; returning ``False`` makes the exception count as a success.
+        listeners: callables receiving a :class:`BreakerTransition` per change.
+        name: a label for errors and listeners.
+
+    Raises:
+        ValueError: a parameter is out of range.
+    """
+
+    __slots__ = (
+        "_calls",
+        "_cancelled",
+        "_consecutive_failures",
+        "_epoch",
+        "_excluded",
+        "_failure_threshold",
+        "_failures",
+        "_half_open_in_flight",
+        "_half_open_max_calls",
+        "_half_open_successes",
+        "_ignored",
+        "_is_failure",
+        "_listeners",
+        "_name",
+        "_opened",
+        "_opened_at",
+        "_rejected",
+        "_reset_timeout",
+        "_stale",
+        "_state",
+        "_success_threshold",
+        "_successes",
+    )
+
+    def __init__(
+        self,
+        *,
+        failure_threshold: int = 5,
+        reset_timeout: float = 60.0,
+        success_threshold: int = 1,
+        half_open_max_calls: int = 1,
+        excluded: Iterable[type[BaseException]] = (),
+        is_failure: Callable[[BaseException], bool] | None = None,
+        listeners: Iterable[Listener] = (),
+        name: str | None = None,
+    ) -> None:
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+        if not (math.isfinite(reset_timeout) and reset_timeout >= 0):
+            raise ValueError(f"reset_timeout must be finite and >= 0, got {reset_timeout!r}")
+        if success_threshold < 1:
+            raise ValueError(f"success_threshold must be >= 1, got {success_threshold!r}")
+        if half_open_max_calls < 1:
+            raise ValueError(f"half_open_max_calls must be >= 1, got {half_open_max_calls!r}")
+        self._failure_threshold = failure_threshold
+        self._reset_timeout = float(reset_timeout)
+        self._success_threshold = success_threshold
+        self._half_open_max_calls = half_open_max_calls
+        self._excluded: tuple[type[BaseException], ...] = tuple(excluded)
+        self._is_failure = is_failure
+        self._listeners: list[Listener] = list(listeners)
+        self._name = name
+        self._state = BreakerState.CLOSED
+        self._epoch = 0
+        self._opened_at = 0.0
+        self._consecutive_failures = 0
+        self._half_open_successes = 0
+        self._half_open_in_flight = 0
+        self._calls = 0
+        self._successes = 0
+        self._failures = 0
+        self._ignored = 0
+        self._cancelled = 0
+        self._rejected = 0
+        self._opened = 0
+        self._stale = 0
+
+    # ------------------------------------------------------------------ views
+
+    @property
+    def name(self) -> str | None:
+        """The label given at construction."""
+        return self._name
+
+    @property
+    def state(self) -> BreakerState:
+        """The stored state. An OPEN breaker whose timeout has elapsed stays OPEN
+        here until :meth:`acquire` or :meth:`handle_timer` is called with ``now``."""
+        return self._state
+
+    @property
+    def epoch(self) -> int:
+        """The current epoch (bumped on every state change)."""
+        return self._epoch
+
+    @property
+    def failure_threshold(self) -> int:
+        """Consecutive failures that open the breaker."""
+        return self._failure_threshold
+
+    @property
+    def reset_timeout(self) -> float:
+        """Seconds the breaker stays OPEN."""
+        return self._reset_timeout
+
+    @property
+    def success_threshold(self) -> int:
+        """Successful trials needed to close from HALF_OPEN."""
+        return self._success_threshold
+
+    @property
+    def half_open_max_calls(self) -> int:
+        """Trial calls admitted concurrently in HALF_OPEN."""
+        return self._half_open_max_calls
+
+    @property
+    def opened_at(self) -> float | None:
+        """``now`` at the moment the breaker last opened, or ``None`` unless OPEN."""
+        return self._opened_at if self._state is BreakerState.OPEN else None
+
+    @property
+    def counters(self) -> BreakerCounters:
+        """Return a snapshot of the counters (a new frozen object each time)."""
+        return BreakerCounters(
+            calls=self._calls,
+            successes=self._successes,
+            failures=self._failures,
+            ignored=self._ignored,
+            cancelled=self._cancelled,
+            rejected=self._rejected,
+            opened=self._opened,
+            stale=self._stale,
+            consecutive_failures=self._consecutive_failures,
+            half_open_successes=self._half_open_successes,
+            half_open_in_flight=self._half_open_in_flight,
+        )
+
+    def add_listener(self, listener: Listener) -> None:
+        """Register ``listener`` for future transitions."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Unregister ``listener``.
+
+        Raises:
+            ValueError: it was not registered.
+        """
+        self._listeners.remove(listener)
+
+    # ----------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        """Return when an OPEN breaker will half-open (``opened_at + reset_timeout``),
+        or ``None`` in the other states."""
+        if self._state is BreakerState.OPEN:
+            return self._opened_at + self._reset_timeout
+        return None
+
+    def handle_timer(self, now: float) -> BreakerState:
+        """Apply the OPEN -> HALF_OPEN transition if it is due; return the state."""
+        if self._state is BreakerState.OPEN and now >= self._opened_at + self._reset_timeout:
+            self._transition(BreakerInput.RESET_TIMEOUT, now)
+        return self._state
+
+    def retry_after(self, now: float) -> float:
+        """Return the seconds until a call could be admitted: the rest of the open
+        period when OPEN (``0.0`` once it has elapsed), else ``0.0``."""
+        if self._state is BreakerState.OPEN:
+            return max(0.0, self._opened_at + self._reset_timeout - now)
+        return 0.0
+
+    # -------------------------------------------------------------- admission
+
+    def acquire(self, now: float) -> int:
+        """Ask to make one call at time ``now``.
+
+        Returns:
+            a ticket (the current epoch, ``>= 0``) to hand back with the outcome,
+            or :data:`REJECTED` (``-1``) when OPEN before the timeout, or when
+            HALF_OPEN with ``half_open_max_calls`` trials already in flight.
+            A rejection is counted and changes nothing else. When an OPEN
+            breaker's timeout has elapsed it moves to HALF_OPEN first and the
+            call is admitted as a trial.
+        """
+        if self._state is _C:
+            self._calls += 1
+            return self._epoch
+        return self._acquire_slow(now)
+
+    def _acquire_slow(self, now: float) -> int:
+        if self._state is BreakerState.OPEN:
+            if now < self._opened_at + self._reset_timeout:
+                self._rejected += 1
+                return REJECTED
+            self._transition(BreakerInput.RESET_TIMEOUT, now)
+        # HALF_OPEN
+        if self._half_open_in_flight >= self._half_open_max_calls:
+            self._rejected += 1
+            return REJECTED
+        self._half_open_in_flight += 1
+        self._calls += 1
+        return self._epoch
+
+    # --------------------------------------------------------------- outcomes
+
+    def record_success(self, ticket: int, now: float) -> None:
+        """Report that the call admitted with ``ticket`` succeeded.
+
+        In CLOSED this resets the consecutive-failure count; in HALF_OPEN it
+        counts a successful trial and closes the breaker at ``success_threshold``.
+        A stale ticket is only counted.
+        """
+        self._successes += 1
+        if ticket == self._epoch and self._state is _C:
+            self._consecutive_failures = 0
+            return
+        self._on_success(ticket, now)
+
+    def record_failure(self, ticket: int, now: float) -> None:
+        """Report that the call admitted with ``ticket`` failed.
+
+        In CLOSED this counts a consecutive failure and opens the breaker at
+        ``failure_threshold`` (``opened_at = now``); in HALF_OPEN it re-opens the
+        breaker. A stale ticket is only counted.
+        """
+        self._failures += 1
+        if ticket != self._epoch:
+            self._stale += 1
+            return
+        if self._state is BreakerState.CLOSED:
+            self._consecutive_failures += 1
+            if self._consecutive_failures >= self._failure_threshold:
+                self._transition(BreakerInput.TRIP, now)
+            else:
+                self._check(BreakerInput.FAILURE)
+        else:  # HALF_OPEN: the only other state that admits calls
+            self._half_open_in_flight -= 1
+            self._transition(BreakerInput.TRIP, now)
+
+    def record_exception(self, ticket: int, exc: BaseException, now: float) -> bool:
+        """Classify ``exc`` raised by the call admitted with ``ticket`` and report it.
+
+        * Not an :class:`Exception` (``asyncio.CancelledError``, ``KeyboardInterrupt``,
+          ``SystemExit``, ``GeneratorExit``): the call was abandoned, not failed
+          -> :meth:`record_cancelled`.
+        * An instance of an ``excluded`` type, or ``is_failure(exc)`` is false:
+          counted as ``ignored`` and treated as a success for the state.
+        * Anything else: :meth:`record_failure`.
+
+        Returns:
+            ``True`` if it was recorded as a failure.
+        """
+        if not isinstance(exc, Exception):
+            self.record_cancelled(ticket)
+            return False
+        if (self._excluded and isinstance(exc, self._excluded)) or (
+            self._is_failure is not None and not self._is_failure(exc)
+        ):
+            self._ignored += 1
+            if ticket == self._epoch and self._state is _C:
+                self._consecutive_failures = 0
+            else:
+                self._on_success(ticket, now)
+            return False
+        self.record_failure(ticket, now)
+        return True
+
+    def record_cancelled(self, ticket: int) -> None:
+        """Report that the call admitted with ``ticket`` was abandoned (cancelled,
+        interrupted): it frees its trial slot in HALF_OPEN and counts as neither a
+        success nor a failure."""
+        self._cancelled += 1
+        if ticket != self._epoch:
+            self._stale += 1
+            return
+        if self._state is BreakerState.HALF_OPEN:
+            self._half_open_in_flight -= 1
+
+    def _on_success(self, ticket: int, now: float) -> None:
+        if ticket != self._epoch:
+            self._stale += 1
+            return
+        # HALF_OPEN: the only other state that admits calls
+        self._half_open_in_flight -= 1
+        self._half_open_successes += 1
+        if self._half_open_successes >= self._success_threshold:
+            self._transition(BreakerInput.RECOVER, now)
+        else:
+            self._check(BreakerInput.SUCCESS)
+
+    # ---------------------------------------------------------------- control
+
+    def force_open(self, now: float) -> None:
+        """Open the breaker now (``opened_at = now``), whatever its state."""
+        self._transition(BreakerInput.FORCE_OPEN, now)
+
+    def reset(self, now: float) -> None:
+        """Close the breaker now and clear the consecutive-failure count."""
+        self._transition(BreakerInput.FORCE_CLOSE, now)
+
+    # -------------------------------------------------------------- internals
+
+    def _check(self, event: BreakerInput) -> BreakerState:
+        try:
+            return BREAKER_TRANSITIONS[(self._state, event)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"circuit breaker: no transition from {self._state.name} on {event.name}"
+            ) from None
+
+    def _transition(self, event: BreakerInput, now: float) -> None:
+        old = self._state
+        new = self._check(event)
+        self._state = new
+        self._epoch += 1
+        self._consecutive_failures = 0
+        self._half_open_successes = 0
+        self._half_open_in_flight = 0
+        if new is BreakerState.OPEN:
+            self._opened_at = now
+            self._opened += 1
+        if not self._listeners:
+            return
+        change = BreakerTransition(
+            name=self._name, old=old, new=new, cause=event, at=now, epoch=self._epoch
+        )
+        first: BaseException | None = None
+        for listener in tuple(self._listeners):
+            try:
+                listener(change)
+            except Exception as exc:
+                if first is None:
+                    first = exc
+        if first is not None:
+            raise first
+
+    def __repr__(self) -> str:
+        return (
+            f"CircuitBreaker(name={self._name!r}, state={self._state.name}, "
+            f"consecutive_failures={self._consecutive_failures}, epoch={self._epoch})"
+        )

@@ -1,0 +1,175 @@
+"""Blocking wrapper around the pure :class:`pywatt_proto.CircuitBreaker`.
+
+The core decides; this file only reads the clock (``time.monotonic`` unless
+another clock is given), holds a lock around each core call so threads can
+share one breaker, runs the protected function and reports its outcome. The
+lock is *not* held while the protected function runs (pybreaker holds its
+RLock for the whole call, which serialises every protected call).
+
+Use it as a decorator, a context manager or directly::
+
+    breaker = Breaker(CircuitBreaker(failure_threshold=3, reset_timeout=10.0))
+
+    @breaker
+    def fetch() -> bytes: ...
+
+    with breaker.guard():
+        ...
+
+    breaker.call(fetch)
+
+Each raises :class:`pywatt_proto.CircuitOpenError` (with ``remaining`` seconds)
+instead of calling while the breaker is open.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import ParamSpec, TypeVar
+
+from pywatt_proto._breaker import REJECTED, CircuitBreaker, CircuitOpenError
+
+__all__ = ["Breaker", "BreakerGuard", "CircuitOpenError"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Breaker:
+    """A thread-safe, blocking circuit breaker.
+
+    Args:
+        core: the pure breaker holding the policy and state (a default
+            ``CircuitBreaker()`` -- 5 failures, 60 s -- when omitted).
+        clock: monotonic seconds; injectable for tests.
+    """
+
+    __slots__ = ("_clock", "_core", "_lock")
+
+    def __init__(
+        self, core: CircuitBreaker | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._core = core if core is not None else CircuitBreaker()
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    @property
+    def core(self) -> CircuitBreaker:
+        """The pure breaker (read its ``state`` and ``counters`` here)."""
+        return self._core
+
+    def _refusal(self) -> CircuitOpenError:
+        core = self._core
+        with self._lock:
+            remaining = core.retry_after(self._clock())
+            state = core.state
+        return CircuitOpenError(name=core.name, state=state, remaining=remaining)
+
+    def call(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call ``func(*args, **kwargs)`` through the breaker and return its result.
+
+        Raises:
+            CircuitOpenError: the breaker refused the call; ``func`` was not called.
+            BaseException: whatever ``func`` raised, after recording it (an
+                excluded type counts as a success, a non-``Exception`` such as
+                ``KeyboardInterrupt`` as an abandoned call).
+        """
+        core = self._core
+        lock = self._lock
+        clock = self._clock
+        with lock:
+            ticket = core.acquire(clock())
+        if ticket == REJECTED:
+            raise self._refusal()
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            with lock:
+                core.record_exception(ticket, exc, clock())
+            raise
+        with lock:
+            core.record_success(ticket, clock())
+        return result
+
+    def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
+        """Decorate ``func`` so every call goes through :meth:`call`.
+
+        Raises:
+            TypeError: ``func`` is a coroutine function (use ``pywatt_asyncio.Breaker``).
+        """
+        if inspect.iscoroutinefunction(func):
+            raise TypeError("pywatt_sync.Breaker cannot guard a coroutine function")
+        core = self._core
+        lock = self._lock
+        clock = self._clock
+        refusal = self._refusal
+
+        @functools.wraps(func)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            with lock:
+                ticket = core.acquire(clock())
+            if ticket == REJECTED:
+                raise refusal()
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as exc:
+                with lock:
+                    core.record_exception(ticket, exc, clock())
+                raise
+            with lock:
+                core.record_success(ticket, clock())
+            return result
+
+        return guarded
+
+    def guard(self) -> BreakerGuard:
+        """Return a one-use context manager protecting the ``with`` block.
+
+        ``__enter__`` raises :class:`CircuitOpenError` when the call is refused
+        (the block does not run); ``__exit__`` records the outcome and never
+        suppresses the exception.
+        """
+        return BreakerGuard(self)
+
+    def __repr__(self) -> str:
+        return f"Breaker({self._core!r})"
+
+
+class BreakerGuard:
+    """One protected ``with`` block (see :meth:`Breaker.guard`)."""
+
+    __slots__ = ("_breaker", "_ticket")
+
+    def __init__(self, breaker: Breaker) -> None:
+        self._breaker = breaker
+        self._ticket = REJECTED
+
+    def __enter__(self) -> BreakerGuard:
+        b = self._breaker
+        if self._ticket != REJECTED:
+            raise RuntimeError("a BreakerGuard can only be entered once at a time")
+        with b._lock:
+            ticket = b._core.acquire(b._clock())
+        if ticket == REJECTED:
+            raise b._refusal()
+        self._ticket = ticket
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        b = self._breaker
+        ticket, self._ticket = self._ticket, REJECTED
+        with b._lock:
+            if exc is None:
+                b._core.record_success(ticket, b._clock())
+            else:
+                b._core.record_exception(ticket, exc, b._clock())

@@ -1,0 +1,169 @@
+"""Serve any PEP 3333 (WSGI) application -- Flask, Django, bottle -- as a PyWatt module.
+
+The CGI variables and the response rules live in :mod:`pywatt_proto._gateway`;
+this file adds the objects of the running process and drives the call:
+
+* ``wsgi.input`` is an :class:`io.BytesIO` of the whole request body (the
+  wire delivers it whole); ``CONTENT_LENGTH`` is its real length and
+  ``wsgi.input_terminated`` is True, so reading to EOF is always safe.
+* ``wsgi.errors`` is :data:`sys.stderr` (stdout is the protocol channel).
+* ``wsgi.multithread`` is True (handlers run in a thread pool),
+  ``wsgi.multiprocess`` and ``wsgi.run_once`` are False.
+* ``start_response(status, headers, exc_info=None)`` returns ``write``. The
+  response is buffered until the iterable is exhausted, so headers are never
+  "sent" before the app finishes: a second call with ``exc_info`` replaces
+  them as long as no body byte was produced; after that it re-raises
+  ``exc_info`` as PEP 3333 requires.
+* The iterable's ``close()`` is always called, also on errors.
+
+An exception from the app, a bad status line or an oversized body becomes a
+plain-text 500 (502 for oversize), logged to stderr; the module keeps serving.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication
+
+from pywatt_proto._errors import LocalProtocolError
+from pywatt_proto._gateway import (
+    MAX_RESPONSE_BODY,
+    ResponseCollector,
+    error_response,
+    parse_wsgi_status,
+    wsgi_environ,
+)
+from pywatt_proto._router import Request, Response
+
+__all__ = ["StartResponse", "WSGIApplication", "WsgiApp"]
+
+_log = logging.getLogger("pywatt.wsgi")
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+Write = Callable[[bytes], object]
+
+
+class WsgiApp:
+    """Calls one WSGI application per request and collects the whole response.
+
+    ``url_scheme`` fills ``wsgi.url_scheme``; ``script_name`` is the mount
+    prefix split off ``PATH_INFO``; ``server`` is the ``SERVER_NAME`` /
+    ``SERVER_PORT`` fallback when a request has no ``Host`` header;
+    ``max_body`` bounds each response body. Thread-safe: no state is shared
+    between calls.
+    """
+
+    __slots__ = ("_app", "_max_body", "_script_name", "_server", "_url_scheme")
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        url_scheme: str = "http",
+        script_name: str = "",
+        server: tuple[str, int] = ("localhost", 80),
+        max_body: int = MAX_RESPONSE_BODY,
+    ) -> None:
+        """Wrap ``app``; nothing is called until :meth:`handle`."""
+        self._app = app
+        self._url_scheme = url_scheme
+        self._script_name = script_name
+        self._server = server
+        self._max_body = max_body
+
+    def environ(self, request: Request) -> dict[str, Any]:
+        """Return the full PEP 3333 environ for ``request`` (fresh objects each call).
+
+        Raises:
+            RemoteProtocolError: the request has an invalid header (hint 400).
+        """
+        environ: dict[str, Any] = dict(
+            wsgi_environ(
+                request,
+                url_scheme=self._url_scheme,
+                script_name=self._script_name,
+                server=self._server,
+            )
+        )
+        environ.update(
+            {
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": self._url_scheme,
+                "wsgi.input": io.BytesIO(request.body),
+                "wsgi.errors": sys.stderr,
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": False,
+                "wsgi.run_once": False,
+                "wsgi.input_terminated": True,
+            }
+        )
+        return environ
+
+    def handle(self, request: Request) -> Response:
+        """Call the app for one request and return its whole response.
+
+        Never raises for app errors (see the module docstring); exceptions
+        that are not :class:`Exception` (``KeyboardInterrupt``, ``SystemExit``)
+        propagate after ``close()``.
+
+        Raises:
+            RemoteProtocolError: the request has an invalid header (hint 400;
+                the router answers it before the app is called).
+        """
+        environ = self.environ(request)
+        collector = ResponseCollector(max_body=self._max_body)
+
+        def write(data: bytes) -> None:
+            if not isinstance(data, bytes | bytearray):
+                raise LocalProtocolError(
+                    f"WSGI write() needs bytes, got {type(data).__name__}",
+                    error_status_hint=500,
+                )
+            collector.body(bytes(data))
+
+        def start_response(
+            status: str,
+            headers: list[tuple[str, str]],
+            exc_info: ExcInfo | tuple[None, None, None] | None = None,
+            /,
+        ) -> Write:
+            if exc_info is not None and exc_info[1] is not None:
+                try:
+                    if collector.body_size > 0:
+                        # PEP 3333: headers already sent -> re-raise the app's error.
+                        raise exc_info[1].with_traceback(exc_info[2])
+                finally:
+                    exc_info = None  # break the frame <-> traceback cycle
+                collector.start(parse_wsgi_status(status), headers, replace=True)
+            else:
+                collector.start(parse_wsgi_status(status), headers)
+            return write
+
+        result: Iterable[bytes] | None = None
+        try:
+            result = self._app(environ, start_response)
+            for chunk in result:
+                if not isinstance(chunk, bytes | bytearray):
+                    raise LocalProtocolError(
+                        f"WSGI iterable yielded {type(chunk).__name__}, not bytes",
+                        error_status_hint=500,
+                    )
+                if chunk:
+                    collector.body(bytes(chunk))
+            return collector.finish()
+        except Exception as exc:
+            _log.exception("WSGI app failed on %s %s", request.method, request.path)
+            hint = exc.error_status_hint if isinstance(exc, LocalProtocolError) else 500
+            return error_response(hint if collector.failed else 500)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    _log.exception("WSGI iterable close() failed")

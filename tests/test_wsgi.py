@@ -1,0 +1,283 @@
+"""WSGI adapter: a real Flask app and raw PEP 3333 callables, in-process.
+
+``pywatt_proto.Request.from_target`` builds the request exactly as a module builds it
+from an ``http_request`` line; ``pywatt_sync.WsgiApp`` runs the app. Runs over
+real pipes are in ``test_contract.py`` / ``test_e2e_sync.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask, Response, jsonify, make_response, request
+
+import pywatt_proto as pw
+from pywatt_sync import WsgiApp
+
+ALL_BYTES = bytes(range(256))
+
+
+def call(
+    app: WsgiApp,
+    method: str,
+    uri: str,
+    headers: dict[str, str] | None = None,
+    body: bytes | None = None,
+) -> pw.Response:
+    return app.handle(pw.Request.from_target(method, uri, headers or {}, body or b""))
+
+
+def make_flask() -> Flask:
+    api = Flask("pywatt_test_flask")
+
+    @api.get("/items/<int:item_id>")
+    def item(item_id: int) -> Any:
+        return jsonify(item_id=item_id, q=request.args.get("q"), tags=request.args.getlist("t"))
+
+    @api.get("/files/<path:name>")
+    def files(name: str) -> Any:
+        return jsonify(name=name, path=request.path)
+
+    @api.post("/echo")
+    def echo() -> Response:
+        return Response(request.get_data(), mimetype="application/octet-stream")
+
+    @api.post("/form")
+    def form() -> Any:
+        return jsonify(dict(request.form))
+
+    @api.get("/headers")
+    def headers() -> Any:
+        return jsonify(custom=request.headers.get("X-Custom"), ua=request.user_agent.string)
+
+    @api.get("/cookies")
+    def cookies() -> Response:
+        resp = make_response(jsonify(session=request.cookies.get("session")))
+        resp.set_cookie("a", "1", expires=2145945600)
+        resp.set_cookie("b", "2", httponly=True)
+        return resp
+
+    @api.get("/boom")
+    def boom() -> Any:
+        raise RuntimeError("secret internals")
+
+    @api.get("/url")
+    def url() -> Any:
+        return jsonify(url=request.url, root=request.root_url)
+
+    return api
+
+
+@pytest.fixture
+def flask_app() -> WsgiApp:
+    return WsgiApp(make_flask().wsgi_app)
+
+
+def test_path_and_query_parameters(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "GET", "/items/7?q=caf%C3%A9&t=x&t=y")
+    assert resp.status == 200
+    assert json.loads(resp.body) == {"item_id": 7, "q": "café", "tags": ["x", "y"]}
+    assert call(flask_app, "GET", "/items/abc").status == 404
+
+
+def test_percent_decoded_path(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "GET", "/files/a%20b/%E2%82%AC.txt")
+    assert resp.status == 200
+    assert json.loads(resp.body) == {"name": "a b/€.txt", "path": "/files/a b/€.txt"}
+
+
+def test_binary_body_all_byte_values(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "POST", "/echo", {"content-type": "application/octet-stream"}, ALL_BYTES)
+    assert resp.status == 200
+    assert resp.body == ALL_BYTES
+
+
+def test_form_body_uses_content_type_and_length(flask_app: WsgiApp) -> None:
+    resp = call(
+        flask_app,
+        "POST",
+        "/form",
+        {"Content-Type": "application/x-www-form-urlencoded", "Content-Length": "999"},
+        b"a=1&b=two+words",
+    )
+    assert resp.body.strip() == b'{"a":"1","b":"two words"}'
+
+
+def test_request_headers(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "GET", "/headers", {"X-Custom": "v1", "user-agent": "pywatt-test"})
+    assert resp.body.strip() == b'{"custom":"v1","ua":"pywatt-test"}'
+
+
+def test_cookies_in_and_multiple_set_cookie_out(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "GET", "/cookies", {"Cookie": "session=abc; z=1"})
+    assert resp.body.strip() == b'{"session":"abc"}'
+    cookies = [v for k, v in resp.headers if k.lower() == "set-cookie"]
+    assert len(cookies) == 2
+    assert cookies[0].startswith("a=1;") and "Expires=" in cookies[0] and ", " in cookies[0]
+    assert cookies[1].startswith("b=2;") and "HttpOnly" in cookies[1]
+
+
+def test_host_header_and_url(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "GET", "/url?x=1", {"Host": "example.org:8080"})
+    assert (
+        resp.body.strip()
+        == b'{"root":"http://example.org:8080/","url":"http://example.org:8080/url?x=1"}'
+    )
+
+
+def test_not_found_and_method_not_allowed(flask_app: WsgiApp) -> None:
+    assert call(flask_app, "GET", "/nope").status == 404
+    assert call(flask_app, "GET", "/echo").status == 405
+
+
+def test_app_exception_is_500_without_internals(flask_app: WsgiApp) -> None:
+    resp = call(flask_app, "GET", "/boom")
+    assert resp.status == 500
+    assert b"secret" not in resp.body
+    assert call(flask_app, "GET", "/items/1").status == 200
+
+
+# -- raw WSGI callables: exact environ and PEP 3333 edge cases -----------------------
+
+
+def test_environ_fields_exact() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append(environ)
+        body = environ["wsgi.input"].read()
+        start_response("201 Created", [("X-A", "1")])
+        return [b"got:", body]
+
+    app = WsgiApp(app_, script_name="/mnt", server=("fallback", 9999))
+    resp = call(
+        app,
+        "post",
+        "/mnt/a%20b/%E2%82%AC?x=1&y=%20",
+        {"Content-Type": "text/plain", "X-Mixed-Case": "Value", "Accept": "*/*"},
+        b"payload",
+    )
+    assert (resp.status, resp.headers, resp.body) == (201, (("X-A", "1"),), b"got:payload")
+    env = seen[0]
+    assert env["REQUEST_METHOD"] == "POST"
+    assert env["SCRIPT_NAME"] == "/mnt"
+    assert env["PATH_INFO"] == "/a b/€".encode().decode("latin-1")
+    assert env["QUERY_STRING"] == "x=1&y=%20"
+    assert env["CONTENT_TYPE"] == "text/plain"
+    assert env["CONTENT_LENGTH"] == "7"
+    assert (env["SERVER_NAME"], env["SERVER_PORT"]) == ("fallback", "9999")
+    assert env["SERVER_PROTOCOL"] == "HTTP/1.1"
+    assert env["HTTP_X_MIXED_CASE"] == "Value"
+    assert env["HTTP_ACCEPT"] == "*/*"
+    assert "HTTP_CONTENT_TYPE" not in env and "HTTP_CONTENT_LENGTH" not in env
+    assert env["wsgi.version"] == (1, 0)
+    assert env["wsgi.url_scheme"] == "http"
+    assert isinstance(env["wsgi.input"], io.BytesIO)
+    assert env["wsgi.errors"] is sys.stderr
+    assert env["wsgi.multithread"] is True
+    assert env["wsgi.multiprocess"] is False
+    assert env["wsgi.run_once"] is False
+    assert all(isinstance(v, str) for k, v in env.items() if k.isupper())
+
+
+def test_write_callable_and_close_called() -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"-iter"
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Body:
+        write = start_response("200 OK", [])
+        write(b"written")
+        return Body()
+
+    resp = call(WsgiApp(app_), "GET", "/")
+    assert resp.body == b"written-iter"
+    assert closed == [True]
+
+
+def test_close_called_when_iteration_fails() -> None:
+    closed: list[bool] = []
+
+    class Body:
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"x"
+            raise RuntimeError("mid-stream")
+
+        def close(self) -> None:
+            closed.append(True)
+
+    def app_(environ: dict[str, Any], start_response: Any) -> Body:
+        start_response("200 OK", [])
+        return Body()
+
+    assert call(WsgiApp(app_), "GET", "/").status == 500
+    assert closed == [True]
+
+
+def test_start_response_with_exc_info_replaces_headers() -> None:
+    def app_(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("X-First", "1")])
+        try:
+            raise ValueError("late")
+        except ValueError:
+            start_response("503 Service Unavailable", [("X-Second", "2")], sys.exc_info())
+        return [b"sorry"]
+
+    resp = call(WsgiApp(app_), "GET", "/")
+    assert (resp.status, resp.headers, resp.body) == (503, (("X-Second", "2"),), b"sorry")
+
+
+def test_exc_info_after_body_reraises() -> None:
+    def app_(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [])
+        write(b"partial")
+        try:
+            raise ValueError("late")
+        except ValueError:
+            start_response("500 Oops", [], sys.exc_info())  # must re-raise ValueError
+        return [b"unreachable"]
+
+    resp = call(WsgiApp(app_), "GET", "/")
+    assert resp.status == 500 and resp.body != b"partialunreachable"
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    ["no_start", "twice", "bad_status", "str_chunk", "bad_header"],
+)
+def test_pep3333_misuse_gives_500(behaviour: str) -> None:
+    def app_(environ: dict[str, Any], start_response: Any) -> list[Any]:
+        if behaviour == "twice":
+            start_response("200 OK", [])
+            start_response("200 OK", [])
+        elif behaviour == "bad_status":
+            start_response("OK", [])
+        elif behaviour == "str_chunk":
+            start_response("200 OK", [])
+            return ["text"]
+        elif behaviour == "bad_header":
+            start_response("200 OK", [("Bad Name", "v")])
+        return [b"x"]
+
+    assert call(WsgiApp(app_), "GET", "/").status == 500
+
+
+def test_oversize_response_is_502() -> None:
+    def app_(environ: dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [])
+        for _ in range(10):
+            yield b"y" * 100
+
+    assert call(WsgiApp(app_, max_body=999), "GET", "/").status == 502
+    resp = call(WsgiApp(app_, max_body=1000), "GET", "/")
+    assert resp.status == 200 and len(resp.body) == 1000
