@@ -4,9 +4,6 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
-# --- ASGI adapter ---
-from ._asgi import AsgiApp, LifespanFailed
-
 # --- http dispatch, server, client ---
 from ._dispatch import dispatch
 
@@ -21,6 +18,10 @@ from ._ports import (
     port_is_free,
 )
 
+# --- ASGI adapter ---
+# isort: split
+from ._asgi import AsgiApp, LifespanFailed
+
 __all__ = [
     # circuit breaker wrappers, port negotiation
     "AsyncBreakerGuard",
@@ -32,9 +33,9 @@ __all__ = [
     "PortSource",
     "negotiate_port",
     "port_is_free",
+    # http dispatch, server, client
+    "dispatch",
     # ASGI adapter
     "AsgiApp",
     "LifespanFailed",
-    # http dispatch, server, client
-    "dispatch",
 ]

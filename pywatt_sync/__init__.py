@@ -7,9 +7,6 @@ sockets with blocking I/O and a bounded thread pool.
 # --- http dispatch, server, client ---
 from ._dispatch import dispatch
 
-# --- WSGI adapter ---
-from ._wsgi import WsgiApp
-
 # --- circuit breaker wrappers, port negotiation ---
 from ._breaker import Breaker, BreakerGuard, CircuitOpenError
 from ._ports import (
@@ -20,6 +17,10 @@ from ._ports import (
     negotiate_port,
     port_is_free,
 )
+
+# --- WSGI adapter ---
+# isort: split
+from ._wsgi import WsgiApp
 
 __all__ = [
     # circuit breaker wrappers, port negotiation
@@ -32,8 +33,8 @@ __all__ = [
     "PortSource",
     "negotiate_port",
     "port_is_free",
-    # WSGI adapter
-    "WsgiApp",
     # http dispatch, server, client
     "dispatch",
+    # WSGI adapter
+    "WsgiApp",
 ]
