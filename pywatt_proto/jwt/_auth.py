@@ -63,32 +63,48 @@ def parse_bearer(value: str | None) -> str:
         raise AuthError(_MISSING, www_authenticate="Bearer")
     token = m.group(2)
     if not token or _B64TOKEN.fullmatch(token) is None:
-        raise AuthError(
-            _INVALID_REQUEST, www_authenticate='Bearer error="invalid_request"', status=400
-        )
+        raise _invalid_request()
     return token
+
+
+class _HeaderLookup(Protocol):
+    def get(self, name: str, /) -> str | None: ...
 
 
 class _HasHeaders(Protocol):
     @property
-    def headers(self) -> Mapping[str, str]: ...
+    def headers(self) -> _HeaderLookup: ...
 
 
-def _lookup(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        value = headers.get(name.title())
-    if value is None:
+def _invalid_request() -> AuthError:
+    return AuthError(
+        _INVALID_REQUEST, www_authenticate='Bearer error="invalid_request"', status=400
+    )
+
+
+def _authorization(headers: _HeaderLookup) -> str | None:
+    # The router's Headers is case-insensitive and multi-valued; a plain mapping
+    # is searched case-insensitively.  Two Authorization headers are ambiguous.
+    get_all = getattr(headers, "get_all", None)
+    if callable(get_all):
+        values = get_all("authorization")
+        if len(values) > 1:
+            raise _invalid_request()
+        return str(values[0]) if values else None
+    value = headers.get("authorization")
+    if value is None and isinstance(headers, Mapping):
         for key, val in headers.items():
-            if key.lower() == name:
-                return val
+            if isinstance(key, str) and key.lower() == "authorization":
+                return str(val)
     return value
 
 
 class JwtAuthenticator:
     """The router's authenticator: ``(request, label, now) -> claims``.
 
-    Reads ``request.headers["authorization"]`` (looked up case-insensitively),
+    Reads the ``Authorization`` header of ``request`` (the router's
+    :class:`~pywatt_proto.Request`, or anything whose ``headers`` has a
+    case-insensitive ``get``; two such headers are an ``invalid_request``),
     validates the Bearer token with ``validator`` at ``now`` and returns the
     claims, which the router hands to the handler as ``request.claims``.
     ``labels`` restricts the route labels it accepts (default: any); a route
@@ -107,7 +123,7 @@ class JwtAuthenticator:
     def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
         if self.labels is not None and label not in self.labels:
             raise AuthError("unknown_auth_label", www_authenticate="", status=500)
-        return self.authenticate(_lookup(request.headers, "authorization"), now)
+        return self.authenticate(_authorization(request.headers), now)
 
     def authenticate(self, authorization: str | None, now: float) -> dict[str, Any]:
         """Validate an ``Authorization`` header value; returns the claims.
