@@ -75,6 +75,19 @@ from ._framing import (
     encode_frame,
     encode_line,
 )
+from ._payload import (
+    DEFAULT_MAX_PAYLOAD_SIZE,
+    MAX_CBOR_ITEMS,
+    MAX_PAYLOAD_DEPTH,
+    convert_encoded_message,
+    convert_payload,
+    decode_cbor,
+    decode_encoded_message_value,
+    decode_payload,
+    encode_cbor,
+    encode_payload,
+    encoded_message_from_value,
+)
 
 # --- module / orchestrator state machines ---
 # --- router ---
@@ -181,6 +194,17 @@ __all__ = [
     "TruncatedInput",
     "encode_frame",
     "encode_line",
+    "DEFAULT_MAX_PAYLOAD_SIZE",
+    "MAX_CBOR_ITEMS",
+    "MAX_PAYLOAD_DEPTH",
+    "convert_encoded_message",
+    "convert_payload",
+    "decode_cbor",
+    "decode_encoded_message_value",
+    "decode_payload",
+    "encode_cbor",
+    "encode_payload",
+    "encoded_message_from_value",
     "AuthError",
     "EncodingFormat",
     "LocalProtocolError",

@@ -1,0 +1,567 @@
+"""Payload formats for ``EncodedMessage.data`` and frame payloads.
+
+An :class:`~pywatt_proto.EncodedMessage` is raw bytes plus an
+:class:`~pywatt_proto.EncodingFormat` label. This module turns values into
+those bytes and back, and converts between labels, following the reference's
+``to_format`` rules (``spec/framed.md`` "Payload formats"):
+
+=========  ====  ===========================================================
+format     code  bytes
+=========  ====  ===========================================================
+Json       1     UTF-8 JSON text of one value (compact, keys sorted)
+Binary     2     opaque bytes, passed through untouched
+Base64     3     standard-alphabet, padded base64 (ASCII) of the raw bytes
+Auto       0     never valid: refused on encode and on decode
+=========  ====  ===========================================================
+
+CBOR has no format code of its own. :func:`encode_cbor` produces bytes meant
+to travel labelled ``Binary``; a receiver knows to read them with
+:func:`decode_cbor` only by prior agreement (a reference Rust peer would try
+bincode and fail). The CBOR data model accepted here is the JSON one plus byte
+strings, integer map keys and big integers; every other CBOR tag and simple
+value is refused, because tags such as 28/29 (shared references) can build
+cyclic or enormous objects from a few bytes.
+
+Decoding is for hostile input: every decoder raises
+:class:`~pywatt_proto.RemoteProtocolError` (never anything else) with a message
+saying what was wrong, and the amount of work is bounded by
+:data:`DEFAULT_MAX_PAYLOAD_SIZE`, :data:`MAX_PAYLOAD_DEPTH` and, for CBOR,
+:data:`MAX_CBOR_ITEMS`. CBOR input is checked by a small non-recursive scanner
+*before* cbor2 sees it, so cbor2 only ever decodes well-formed, bounded input.
+Encoders raise :class:`~pywatt_proto.LocalProtocolError` for values that cannot
+be encoded or that the matching decoder would refuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Callable
+from typing import Final
+
+import cbor2
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._formats import EncodingFormat
+from ._messages import EncodedMessage, JsonValue
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_SIZE",
+    "MAX_CBOR_ITEMS",
+    "MAX_PAYLOAD_DEPTH",
+    "convert_encoded_message",
+    "convert_payload",
+    "decode_cbor",
+    "decode_encoded_message_value",
+    "decode_payload",
+    "encode_cbor",
+    "encode_payload",
+    "encoded_message_from_value",
+]
+
+#: Largest payload the decoders accept by default. Why 16 MiB: a payload
+#: arrives inside one stdio line (default limit 16 MiB) or one frame; decoded
+#: Python objects can take ~20x their JSON size, so this keeps one hostile
+#: payload well under a gigabyte while allowing any payload a line can carry.
+DEFAULT_MAX_PAYLOAD_SIZE: Final = 16 * 1024 * 1024
+
+#: Deepest nesting of arrays/objects (maps) accepted and produced. Why 127:
+#: serde_json stops at its 128th nested container, so anything deeper could be
+#: written but never read by a reference peer; it also keeps every walk over a
+#: value shallow.
+MAX_PAYLOAD_DEPTH: Final = 127
+
+#: Most data items one CBOR payload may contain. Why a million: each item can
+#: be one input byte that becomes a ~60-byte Python object, so this caps a
+#: hostile payload at roughly 100 MB of objects while allowing arrays of a
+#: million numbers.
+MAX_CBOR_ITEMS: Final = 1_000_000
+
+_I64_MIN: Final = -(2**63)
+_U64_MAX: Final = 2**64 - 1
+#: Smallest integer CBOR encodes without a bignum tag (major type 1, argument 2**64 - 1).
+_CBOR_INT_MIN: Final = -(2**64)
+#: Integer literals longer than this become floats (as serde_json does for
+#: out-of-range integers) without ever calling int() on a huge digit string.
+_MAX_INT_DIGITS: Final = 20
+
+
+# --------------------------------------------------------------------------- values
+
+
+def _check_value(value: object, *, cbor: bool) -> None:
+    """Check ``value`` against the JSON (or CBOR) data model, without recursion.
+
+    Raises LocalProtocolError naming the first offending part.
+    """
+    stack: list[tuple[object, int, str]] = [(value, 0, "value")]
+    while stack:
+        item, depth, where = stack.pop()
+        t = type(item)
+        if item is None or t is bool or t is str:
+            if t is str:
+                _check_str(item, where, LocalProtocolError)  # type: ignore[arg-type]
+            continue
+        if t is int:
+            assert isinstance(item, int)
+            if not cbor and not _I64_MIN <= item <= _U64_MAX:
+                raise LocalProtocolError(f"{where}: integer {item} does not fit i64 or u64")
+            continue
+        if t is float:
+            assert isinstance(item, float)
+            if not cbor and not math.isfinite(item):
+                raise LocalProtocolError(f"{where}: {item} cannot be written as JSON")
+            continue
+        if cbor and t is bytes:
+            continue
+        if t is list or t is tuple or t is dict:
+            if depth >= MAX_PAYLOAD_DEPTH:
+                raise LocalProtocolError(
+                    f"{where}: nested deeper than {MAX_PAYLOAD_DEPTH} arrays/objects"
+                )
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    if type(k) is str:
+                        _check_str(k, where, LocalProtocolError)
+                    elif not (cbor and type(k) is int and _CBOR_INT_MIN <= k <= _U64_MAX):
+                        raise LocalProtocolError(
+                            f"{where}: map key {k!r} must be a str" + (" or an int" if cbor else "")
+                        )
+                    stack.append((v, depth + 1, f"{where}[{k!r}]"))
+            else:
+                assert isinstance(item, list | tuple)
+                stack.extend((v, depth + 1, f"{where}[{i}]") for i, v in enumerate(item))
+            continue
+        raise LocalProtocolError(f"{where}: {t.__name__} cannot be encoded as a payload value")
+
+
+def _check_str(
+    text: str, where: str, error: type[LocalProtocolError] | type[RemoteProtocolError]
+) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(f"{where}: string contains a lone surrogate") from None
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _encode_json(value: object) -> bytes:
+    _check_value(value, cbor=False)
+    try:
+        text = json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        )
+    except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - pre-checked
+        raise LocalProtocolError(f"value cannot be written as JSON: {exc}") from None
+    return text.encode("utf-8")
+
+
+def _parse_int(literal: str) -> int | float:
+    # serde_json reads integers outside i64/u64 as floats.
+    if len(literal) <= _MAX_INT_DIGITS:
+        number = int(literal)
+        if _I64_MIN <= number <= _U64_MAX:
+            return number
+    return float(literal)
+
+
+def _reject_constant(name: str) -> object:
+    raise RemoteProtocolError(f"JSON payload: {name} is not valid JSON")
+
+
+def _decode_json(data: bytes) -> JsonValue:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError(f"JSON payload is not valid UTF-8: {exc.reason}") from None
+    try:
+        value: JsonValue = json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
+    except RemoteProtocolError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise RemoteProtocolError(f"JSON payload is invalid: {exc}") from None
+    except RecursionError:
+        raise RemoteProtocolError(
+            f"JSON payload nested deeper than {MAX_PAYLOAD_DEPTH} arrays/objects"
+        ) from None
+    except ValueError as exc:  # pragma: no cover - float() of an absurd literal
+        raise RemoteProtocolError(f"JSON payload is invalid: {exc}") from None
+    _check_decoded(value)
+    return value
+
+
+def _check_decoded(value: object) -> None:
+    """Enforce depth and UTF-8-encodable strings on a parsed JSON value."""
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            _check_str(item, "JSON payload", RemoteProtocolError)
+        elif isinstance(item, list | dict):
+            if depth >= MAX_PAYLOAD_DEPTH:
+                raise RemoteProtocolError(
+                    f"JSON payload nested deeper than {MAX_PAYLOAD_DEPTH} arrays/objects"
+                )
+            if isinstance(item, dict):
+                for k, v in item.items():
+                    _check_str(k, "JSON payload key", RemoteProtocolError)
+                    stack.append((v, depth + 1))
+            else:
+                stack.extend((v, depth + 1) for v in item)
+
+
+# --------------------------------------------------------------------------- Base64
+
+
+def _encode_base64(raw: bytes) -> bytes:
+    return base64.b64encode(raw)
+
+
+def _decode_base64(data: bytes) -> bytes:
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise RemoteProtocolError(f"Base64 payload is invalid: {exc}") from None
+    # Strict: padding present and unused bits zero, i.e. the canonical encoding.
+    if base64.b64encode(raw) != data:
+        raise RemoteProtocolError("Base64 payload is not in canonical padded form")
+    return raw
+
+
+# --------------------------------------------------------------------------- CBOR
+
+# Tags the decoder accepts: 2 and 3 are unsigned/negative bignums.
+_ALLOWED_TAGS: Final = frozenset({2, 3})
+_SIMPLE_OK: Final = frozenset({20, 21, 22})  # false, true, null
+_FLOAT_INFO: Final = frozenset({25, 26, 27})  # half, single, double
+_ARG_SIZES: Final = {24: 1, 25: 2, 26: 4, 27: 8}
+
+
+def _cbor_error(msg: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"CBOR payload: {msg}")
+
+
+def _scan_cbor(data: bytes) -> None:
+    """Check that ``data`` is one well-formed CBOR item within our data model.
+
+    Non-recursive; O(len(data)). Raises RemoteProtocolError on the first problem.
+    """
+    n = len(data)
+    pos = 0
+    items = 0
+    # Open containers: [remaining items or -1 if indefinite, is_map, items seen]
+    stack: list[list[int]] = []
+    # Set when the next item must be a byte string (after a bignum tag) or a
+    # chunk of an indefinite string of the given major type.
+    need_major: int | None = None
+    chunk_major: list[int | None] = []  # per open container: major type of string chunks
+    done = False
+    while True:
+        if done:
+            break
+        if pos >= n:
+            raise _cbor_error("truncated")
+        ib = data[pos]
+        pos += 1
+        major, info = ib >> 5, ib & 31
+        in_map_key = bool(stack) and stack[-1][1] == 1 and stack[-1][2] % 2 == 0
+        if ib == 0xFF:
+            if not stack or stack[-1][0] != -1 or need_major is not None:
+                raise _cbor_error("unexpected break")
+            if stack[-1][1] == 1 and stack[-1][2] % 2 == 1:
+                raise _cbor_error("map ended between a key and its value")
+            stack.pop()
+            chunk_major.pop()
+            done = _item_done(stack)
+            continue
+        if stack and chunk_major[-1] is not None and major != chunk_major[-1]:
+            raise _cbor_error("indefinite-length string chunk has the wrong type")
+        if need_major is not None and major != need_major:
+            raise _cbor_error("bignum tag must be followed by a byte string")
+        need_major = None
+        items += 1
+        if items > MAX_CBOR_ITEMS:
+            raise _cbor_error(f"more than {MAX_CBOR_ITEMS} data items")
+        if info in _ARG_SIZES:
+            size = _ARG_SIZES[info]
+            if pos + size > n:
+                raise _cbor_error("truncated")
+            arg = int.from_bytes(data[pos : pos + size], "big")
+            pos += size
+        elif info < 24:
+            arg = info
+        elif info == 31:
+            arg = -1
+        else:
+            raise _cbor_error(f"reserved additional information {info}")
+        if in_map_key and major not in (0, 1, 3):
+            raise _cbor_error("map keys must be text strings or integers")
+        if major in (0, 1):
+            if arg < 0:
+                raise _cbor_error("integers cannot have indefinite length")
+        elif major in (2, 3):
+            if arg < 0:
+                if stack and chunk_major[-1] is not None:
+                    raise _cbor_error("nested indefinite-length string")
+                _push(stack, chunk_major, -1, False, major)
+                continue
+            if arg > n - pos:
+                raise _cbor_error("string longer than the remaining input")
+            pos += arg
+        elif major in (4, 5):
+            if len(stack) >= MAX_PAYLOAD_DEPTH:
+                raise _cbor_error(f"nested deeper than {MAX_PAYLOAD_DEPTH} arrays/maps")
+            count = arg if arg < 0 or major == 4 else 2 * arg
+            if count > n - pos:
+                raise _cbor_error("container claims more items than the input holds")
+            if count == 0:
+                done = _item_done(stack)
+                continue
+            _push(stack, chunk_major, count, major == 5, None)
+            continue
+        elif major == 6:
+            if arg not in _ALLOWED_TAGS:
+                raise _cbor_error(f"tag {arg} is not supported")
+            need_major = 2
+            items -= 1  # the tag and its byte string form one item
+            continue
+        else:  # major 7
+            if info in _FLOAT_INFO or (info < 24 and info in _SIMPLE_OK):
+                pass
+            else:
+                raise _cbor_error(f"simple value {arg} is not supported")
+        done = _item_done(stack)
+    if pos != n:
+        raise _cbor_error(f"{n - pos} bytes of trailing data")
+
+
+def _push(
+    stack: list[list[int]], chunk_major: list[int | None], count: int, is_map: bool, cm: int | None
+) -> None:
+    stack.append([count, 1 if is_map else 0, 0])
+    chunk_major.append(cm)
+
+
+def _item_done(stack: list[list[int]]) -> bool:
+    """Record that one item completed; return True when the top-level item is complete.
+
+    Definite containers whose last item just completed are closed (and count
+    as a completed item of their parent).
+    """
+    while stack:
+        top = stack[-1]
+        top[2] += 1
+        if top[0] == -1 or top[2] < top[0]:
+            return False
+        stack.pop()
+    return True
+
+
+def encode_cbor(value: object) -> bytes:
+    """Return the CBOR encoding of ``value`` (send it labelled ``EncodingFormat.BINARY``).
+
+    Accepts None, bool, int (any size), float, str, bytes, list, tuple and
+    dict with str or int keys, nested at most :data:`MAX_PAYLOAD_DEPTH` deep.
+
+    Raises:
+        LocalProtocolError: the value is outside that data model.
+    """
+    _check_value(value, cbor=True)
+    try:
+        return bytes(cbor2.dumps(value))
+    except Exception as exc:  # pragma: no cover - pre-checked; cbor2 errors vary by version
+        raise LocalProtocolError(f"value cannot be written as CBOR: {exc}") from None
+
+
+def decode_cbor(data: bytes, *, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> object:
+    """Return the value encoded by the CBOR bytes ``data`` (arrays become lists).
+
+    Raises:
+        RemoteProtocolError: ``data`` is longer than ``max_size`` (hint 413),
+            malformed or truncated, has trailing bytes, nests deeper than
+            :data:`MAX_PAYLOAD_DEPTH`, holds more than :data:`MAX_CBOR_ITEMS`
+            items, or uses a tag or simple value outside the data model.
+    """
+    data = _input_bytes(data, max_size, "CBOR")
+    _scan_cbor(data)
+    try:
+        return cbor2.loads(data)
+    except Exception as exc:
+        # cbor2 raises CBORDecodeError, ValueError, UnicodeDecodeError... wrap them all.
+        raise RemoteProtocolError(f"CBOR payload is invalid: {exc}") from None
+
+
+# --------------------------------------------------------------------------- generic API
+
+
+def _input_bytes(data: object, max_size: int, what: str) -> bytes:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise LocalProtocolError(f"{what} payload must be bytes, got {type(data).__name__}")
+    raw = bytes(data)
+    if len(raw) > max_size:
+        raise RemoteProtocolError(
+            f"{what} payload of {len(raw)} bytes exceeds the limit of {max_size}",
+            error_status_hint=413,
+        )
+    return raw
+
+
+def _raw_bytes(value: object, fmt: EncodingFormat) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise LocalProtocolError(
+            f"a {fmt.wire_name} payload takes bytes, got {type(value).__name__}"
+        )
+    return bytes(value)
+
+
+def encode_payload(value: object, format: EncodingFormat) -> bytes:
+    """Return the payload bytes for ``value`` in ``format``.
+
+    * ``JSON``: ``value`` is a JSON value (None, bool, int within i64/u64,
+      finite float, str, list, dict with str keys); returns compact UTF-8
+      JSON text with keys sorted, as serde_json writes a ``Value``.
+    * ``BINARY``: ``value`` is bytes-like; returned unchanged.
+    * ``BASE64``: ``value`` is bytes-like; returns its padded base64 text.
+
+    Raises:
+        LocalProtocolError: ``format`` is ``AUTO`` or not an EncodingFormat,
+            or ``value`` does not fit the format.
+    """
+    if format is EncodingFormat.JSON:
+        return _encode_json(value)
+    if format is EncodingFormat.BINARY:
+        return _raw_bytes(value, format)
+    if format is EncodingFormat.BASE64:
+        return _encode_base64(_raw_bytes(value, format))
+    raise LocalProtocolError(f"cannot encode a payload as {format!r}")
+
+
+def decode_payload(
+    data: bytes, format: EncodingFormat, *, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE
+) -> JsonValue | bytes:
+    """Return the value carried by payload ``data`` labelled ``format``.
+
+    * ``JSON``: the parsed JSON value (integers beyond i64/u64 become floats,
+      as in serde_json; duplicate object keys: the last one wins).
+    * ``BINARY``: ``data`` itself, as bytes.
+    * ``BASE64``: the decoded bytes (strict: standard alphabet, padding
+      required, no whitespace, canonical).
+
+    Raises:
+        RemoteProtocolError: ``format`` is ``AUTO`` (or not a known format),
+            ``data`` is longer than ``max_size`` (hint 413), or ``data`` is not
+            valid for ``format``.
+        LocalProtocolError: ``data`` is not bytes-like.
+    """
+    raw = _input_bytes(data, max_size, "the")
+    if format is EncodingFormat.JSON:
+        return _decode_json(raw)
+    if format is EncodingFormat.BINARY:
+        return raw
+    if format is EncodingFormat.BASE64:
+        return _decode_base64(raw)
+    raise RemoteProtocolError(f"payload labelled {format!r} cannot be decoded")
+
+
+def _binary_to_json(raw: bytes) -> bytes:
+    # Only JSON bytes become Json, re-serialised compactly (serde re-writes a Value).
+    return _encode_json(_decode_json(raw))
+
+
+def _json_to_binary(raw: bytes) -> bytes:
+    # A JSON-labelled source must hold JSON; the bytes themselves are kept.
+    _decode_json(raw)
+    return raw
+
+
+def _json_to_base64(raw: bytes) -> bytes:
+    return _encode_base64(_json_to_binary(raw))
+
+
+def _base64_to_json(raw: bytes) -> bytes:
+    return _binary_to_json(_decode_base64(raw))
+
+
+_CONVERSIONS: Final[dict[tuple[EncodingFormat, EncodingFormat], Callable[[bytes], bytes]]] = {
+    (EncodingFormat.JSON, EncodingFormat.BINARY): _json_to_binary,
+    (EncodingFormat.JSON, EncodingFormat.BASE64): _json_to_base64,
+    (EncodingFormat.BINARY, EncodingFormat.JSON): _binary_to_json,
+    (EncodingFormat.BINARY, EncodingFormat.BASE64): _encode_base64,
+    (EncodingFormat.BASE64, EncodingFormat.JSON): _base64_to_json,
+    (EncodingFormat.BASE64, EncodingFormat.BINARY): _decode_base64,
+}
+
+
+def convert_payload(
+    data: bytes,
+    source: EncodingFormat,
+    target: EncodingFormat,
+    *,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> bytes:
+    """Return ``data`` (labelled ``source``) re-encoded for ``target``.
+
+    The reference's ``to_format`` rules: same format -> unchanged;
+    Json -> Binary keeps the bytes; Json -> Base64 base64-encodes them;
+    Binary -> Json succeeds only if the bytes are JSON (re-serialised
+    compactly); Base64 -> Json decodes, then requires JSON; Base64 -> Binary
+    decodes; Binary -> Base64 encodes. A JSON-labelled source must be JSON.
+
+    Raises:
+        LocalProtocolError: ``target`` is ``AUTO``; ``data`` is not bytes-like.
+        RemoteProtocolError: ``source`` is ``AUTO``; ``data`` is longer than
+            ``max_size`` (hint 413) or is not valid for ``source`` (or, for a
+            Json target, is not JSON).
+    """
+    if not isinstance(target, EncodingFormat) or target is EncodingFormat.AUTO:
+        raise LocalProtocolError(f"cannot convert a payload to {target!r}")
+    if not isinstance(source, EncodingFormat) or source is EncodingFormat.AUTO:
+        raise RemoteProtocolError(f"payload labelled {source!r} cannot be converted")
+    raw = _input_bytes(data, max_size, "the")
+    if source is target:
+        return raw
+    return _CONVERSIONS[source, target](raw)
+
+
+# --------------------------------------------------------------------------- EncodedMessage
+
+
+def encoded_message_from_value(
+    value: object, format: EncodingFormat = EncodingFormat.JSON
+) -> EncodedMessage:
+    """Return an :class:`EncodedMessage` carrying ``value`` encoded as ``format``.
+
+    Raises:
+        LocalProtocolError: as :func:`encode_payload`.
+    """
+    return EncodedMessage(data=encode_payload(value, format), format=format)
+
+
+def decode_encoded_message_value(
+    message: EncodedMessage, *, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE
+) -> JsonValue | bytes:
+    """Return the value carried by ``message`` (see :func:`decode_payload`).
+
+    Raises:
+        RemoteProtocolError: as :func:`decode_payload`.
+    """
+    return decode_payload(message.data, message.format, max_size=max_size)
+
+
+def convert_encoded_message(
+    message: EncodedMessage,
+    target: EncodingFormat,
+    *,
+    max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
+) -> EncodedMessage:
+    """Return ``message`` converted to ``target`` (see :func:`convert_payload`).
+
+    Raises:
+        LocalProtocolError, RemoteProtocolError: as :func:`convert_payload`.
+    """
+    data = convert_payload(message.data, message.format, target, max_size=max_size)
+    return EncodedMessage(data=data, format=target)
