@@ -22,7 +22,13 @@ from ._ports import (
 # isort: split
 from ._asgi import AsgiApp, LifespanFailed
 
+# --- JWT middleware ---
+# isort: split
+from ._jwt_asgi import JwtAsgiMiddleware
+
 __all__ = [
+    # JWT middleware
+    "JwtAsgiMiddleware",
     # circuit breaker wrappers, port negotiation
     "AsyncBreakerGuard",
     "Breaker",

@@ -22,7 +22,15 @@ from ._ports import (
 # isort: split
 from ._wsgi import WsgiApp
 
+# --- JWT middleware ---
+# isort: split
+from ._jwt_wsgi import FlaskJwt, JwtWsgiMiddleware, wsgi_claims
+
 __all__ = [
+    # JWT middleware
+    "FlaskJwt",
+    "JwtWsgiMiddleware",
+    "wsgi_claims",
     # circuit breaker wrappers, port negotiation
     "BreakerGuard",
     "Breaker",

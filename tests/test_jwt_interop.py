@@ -8,7 +8,7 @@ import time
 import jwt as pyjwt
 import pytest
 from jwcrypto import jwk  # type: ignore[import-untyped]
-from jwcrypto import jwt as jwcrypto_jwt  # type: ignore[import-untyped]
+from jwcrypto import jwt as jwcrypto_jwt
 from test_jwt_helpers import KEY, b64
 
 from pywatt_proto.jwt import JwtError, JwtKey, JwtValidator, encode

@@ -1,0 +1,128 @@
+"""WSGI middleware that requires a valid HS256 Bearer token (Flask, Django, ...).
+
+All rules come from :mod:`pywatt_proto.jwt`; this file reads
+``HTTP_AUTHORIZATION`` from the environ, reads the clock and writes the answer.
+Verified claims are stored in ``environ["pywatt.jwt.claims"]``.
+
+:class:`FlaskJwt` installs the middleware on a Flask app and copies the claims
+to ``flask.g.claims`` (and ``g.jwt_claims``) in a ``before_request`` hook,
+because ``g`` only exists inside Flask's app context.  Flask is imported
+lazily, only inside that hook, so it is not a dependency of this package.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+from pywatt_proto._errors import AuthError
+from pywatt_proto.jwt import (
+    CLAIMS_ENVIRON_KEY,
+    JwtAuthenticator,
+    JwtValidator,
+    PublicPaths,
+    auth_error_response,
+)
+
+__all__ = ["FlaskJwt", "JwtWsgiMiddleware", "wsgi_claims"]
+
+_log = logging.getLogger("pywatt.jwt")
+
+_REASONS = {400: "400 Bad Request", 401: "401 Unauthorized", 500: "500 Internal Server Error"}
+
+
+def wsgi_claims(environ: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Return the verified claims the middleware stored in ``environ`` (None on public paths)."""
+    claims = environ.get(CLAIMS_ENVIRON_KEY)
+    return claims if isinstance(claims, dict) else None
+
+
+class JwtWsgiMiddleware:
+    """Wraps a WSGI app so every request needs a valid Bearer token.
+
+    Args:
+        app: the wrapped WSGI application.
+        validator: the :class:`~pywatt_proto.jwt.JwtValidator` to use.
+        public_paths: paths served without a token (exact, or a prefix ending in
+            ``*``), matched against ``PATH_INFO``.
+        clock: returns the current time in seconds (default :func:`time.time`).
+
+    On success the claims are stored in ``environ["pywatt.jwt.claims"]``; on
+    failure the request never reaches ``app`` and is answered as described in
+    :mod:`pywatt_proto.jwt` (401 + ``WWW-Authenticate``, fixed JSON body).
+    """
+
+    __slots__ = ("_auth", "_clock", "_public", "app")
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        validator: JwtValidator,
+        *,
+        public_paths: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.app = app
+        self._auth = JwtAuthenticator(validator)
+        self._public = PublicPaths(public_paths)
+        self._clock = clock
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        environ.pop(CLAIMS_ENVIRON_KEY, None)  # never trust a value set by someone else
+        path = environ.get("PATH_INFO", "")
+        if path in self._public:
+            return self.app(environ, start_response)
+        try:
+            claims = self._auth.authenticate(environ.get("HTTP_AUTHORIZATION"), self._clock())
+        except AuthError as err:
+            _log.info("jwt: refused %s: %s", path, err.reason)
+            status, headers, body = auth_error_response(err)
+            start_response(_REASONS.get(status, f"{status} Error"), headers)
+            return [body]
+        environ[CLAIMS_ENVIRON_KEY] = claims
+        return self.app(environ, start_response)
+
+
+def _copy_claims_to_g() -> None:
+    from flask import g, request  # lazy: Flask is optional
+
+    claims = wsgi_claims(request.environ)
+    if claims is not None:
+        g.claims = claims
+        g.jwt_claims = claims
+
+
+class FlaskJwt:
+    """Flask extension: ``FlaskJwt(app, validator=v, public_paths=["/health"])``.
+
+    :meth:`init_app` wraps ``app.wsgi_app`` in :class:`JwtWsgiMiddleware` and
+    registers a ``before_request`` hook that copies the claims to
+    ``flask.g.claims`` / ``flask.g.jwt_claims``.  ``app`` is any Flask app; it
+    is typed loosely so Flask need not be installed to import this module.
+    """
+
+    __slots__ = ("_clock", "_public", "validator")
+
+    def __init__(
+        self,
+        app: Any = None,
+        *,
+        validator: JwtValidator,
+        public_paths: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.validator = validator
+        self._public = tuple(public_paths)
+        self._clock = clock
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Any) -> None:
+        """Install the middleware and the ``g`` hook on ``app``; returns None."""
+        app.wsgi_app = JwtWsgiMiddleware(
+            app.wsgi_app, self.validator, public_paths=self._public, clock=self._clock
+        )
+        app.before_request(_copy_claims_to_g)
