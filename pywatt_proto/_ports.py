@@ -654,7 +654,8 @@ class PortNegotiator:
             self._end_call(f"could not send port_request: {message}")
             return
         if self._call_attempts >= self._config.max_attempts:
-            self._end_call(f"no response after {self._call_attempts} attempts")
+            n = self._call_attempts
+            self._end_call(f"no response after {n} attempt{'s' if n != 1 else ''}")
             return
         ticket = self._breaker.acquire(now)
         if ticket == REJECTED:
