@@ -11,6 +11,19 @@ from ._errors import AuthError, LocalProtocolError, ProtocolError, RemoteProtoco
 from ._formats import EncodingFormat
 
 # --- messages & codec (wire core) ---
+from ._codec import (
+    EXTENSIONS_KEY,
+    EnvelopeContent,
+    decode_encoded_message,
+    decode_envelope,
+    decode_init,
+    decode_module_line,
+    decode_module_to_orchestrator,
+    decode_orchestrator_to_module,
+    encode,
+    encode_encoded_message,
+    encode_envelope,
+)
 from ._messages import (
     Announce,
     DiscoverServiceProviders,
@@ -37,9 +50,9 @@ from ._messages import (
     RegisterServiceProviderResponse,
     Rotated,
     RotationAck,
-    RouteToModule,
     RoutedModuleMessage,
     RoutedModuleResponse,
+    RouteToModule,
     Secret,
     SecurityLevel,
     ServiceOperation,
@@ -55,6 +68,7 @@ from ._messages import (
     parse_listen_address,
     parse_socket_address,
 )
+
 # --- framing & payload formats ---
 from ._framing import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -134,6 +148,17 @@ from ._gateway import (
 
 __all__ = [
     # messages & codec (wire core)
+    "EXTENSIONS_KEY",
+    "EnvelopeContent",
+    "decode_encoded_message",
+    "decode_envelope",
+    "decode_init",
+    "decode_module_line",
+    "decode_module_to_orchestrator",
+    "decode_orchestrator_to_module",
+    "encode",
+    "encode_encoded_message",
+    "encode_envelope",
     "Announce",
     "DiscoverServiceProviders",
     "DiscoverServiceProvidersResponse",

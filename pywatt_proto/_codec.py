@@ -1,0 +1,1191 @@
+"""Encode and decode PyWatt messages as serde_json does.
+
+Strategy: :func:`pywatt_proto._json.loads` turns text into plain Python values with
+serde's lexical rules; the decoders here then check each struct the way
+``#[derive(Deserialize)]`` would (required fields, ``Option`` fields where a
+missing key and ``null`` both mean None, strict integer types, duplicate *known*
+fields rejected, unknown fields ignored) and build the message dataclass.
+Encoders are hand-written per class: fields in the reference's declaration
+order, ``op`` first, ``null`` or omission exactly as the reference's
+``skip_serializing_if`` attributes say.
+
+Deliberate differences from serde are listed in ``spec/deviations.md``:
+``identify`` carries ``module_id`` and round-trips, and positional (array)
+forms of structs and tagged enums are rejected.
+
+Every decoder raises :class:`RemoteProtocolError` with ``field`` set to the dotted
+path of the offending field; every encoder raises :class:`LocalProtocolError`.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any, Literal
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._formats import EncodingFormat
+from ._json import DupDict, dump_bytes, dump_str, dump_value, loads, normalize_value
+from ._messages import (
+    Announce,
+    DiscoverServiceProviders,
+    DiscoverServiceProvidersResponse,
+    EncodedMessage,
+    Endpoint,
+    GetSecret,
+    Heartbeat,
+    HeartbeatAck,
+    HttpRequest,
+    HttpResponse,
+    Identify,
+    Init,
+    IpcChannelConfig,
+    JsonValue,
+    Message,
+    MessageMetadata,
+    ModuleToOrchestrator,
+    OrchestratorToModule,
+    PortRequest,
+    PortResponse,
+    RegisterServiceProvider,
+    RegisterServiceProviderResponse,
+    Rotated,
+    RotationAck,
+    RoutedModuleMessage,
+    RoutedModuleResponse,
+    RouteToModule,
+    Secret,
+    SecurityLevel,
+    ServiceOperation,
+    ServiceOperationResult,
+    ServiceProviderInfo,
+    ServiceRequest,
+    ServiceResponse,
+    ServiceType,
+    Shutdown,
+    TcpChannelConfig,
+    parse_listen_address,
+    parse_socket_address,
+)
+
+__all__ = [
+    "EXTENSIONS_KEY",
+    "EnvelopeContent",
+    "decode_encoded_message",
+    "decode_envelope",
+    "decode_init",
+    "decode_module_line",
+    "decode_module_to_orchestrator",
+    "decode_orchestrator_to_module",
+    "encode",
+    "encode_encoded_message",
+    "encode_envelope",
+]
+
+#: JSON key of ``Init.extensions`` / ``Announce.extensions`` (omitted when empty).
+EXTENSIONS_KEY = "pywatt_extensions"
+
+#: What ``decode_envelope`` expects as the envelope's content.
+EnvelopeContent = Literal["json", "module_to_orchestrator", "orchestrator_to_module"]
+
+_Input = bytes | bytearray | memoryview | str
+_Obj = dict[str, Any]
+
+# ---------------------------------------------------------------------------
+# decoding helpers
+# ---------------------------------------------------------------------------
+
+
+def _desc(v: Any) -> str:
+    """Describe a JSON value as serde's ``invalid type`` errors do."""
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return f"boolean `{'true' if v else 'false'}`"
+    t = type(v)
+    if t is int:
+        return f"integer `{v}`"
+    if t is float:
+        return f"floating point `{v!r}`"
+    if t is str:
+        return f"string {dump_str(v)}"
+    if t is list:
+        return "sequence"
+    return "map"
+
+
+def _err(path: str, problem: str) -> RemoteProtocolError:
+    return RemoteProtocolError(f"{path}: {problem}", field=path)
+
+
+def _invalid(path: str, v: Any, expected: str) -> RemoteProtocolError:
+    if type(v) is list and expected.startswith("struct"):
+        return _err(path, f"positional (array) form of {expected} is not accepted")
+    return _err(path, f"invalid type: {_desc(v)}, expected {expected}")
+
+
+def _missing(path: str) -> RemoteProtocolError:
+    name = path.rpartition(".")[2]
+    return RemoteProtocolError(f"missing field `{name}`", field=path)
+
+
+def _sub(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _struct(v: Any, path: str, what: str, known: frozenset[str]) -> _Obj:
+    """Check ``v`` is an object with no duplicated known field; return it."""
+    t = type(v)
+    if t is dict:
+        return v  # type: ignore[no-any-return]
+    if t is DupDict:
+        for k in sorted(v.dups):
+            if k in known:
+                raise _err(_sub(path, k), f"duplicate field `{k}`")
+        return v  # type: ignore[no-any-return]
+    raise _invalid(path or what, v, f"struct {what}")
+
+
+def _req(o: _Obj, key: str, path: str) -> Any:
+    try:
+        return o[key]
+    except KeyError:
+        raise _missing(path) from None
+
+
+def _str(v: Any, path: str) -> str:
+    if type(v) is str:
+        return v
+    raise _invalid(path, v, "a string")
+
+
+def _opt_str(v: Any, path: str) -> str | None:
+    if v is None or type(v) is str:
+        return v
+    raise _invalid(path, v, "a string")
+
+
+def _bool(v: Any, path: str) -> bool:
+    if v is True or v is False:
+        return v
+    raise _invalid(path, v, "a boolean")
+
+
+def _u16(v: Any, path: str) -> int:
+    if type(v) is int:
+        if 0 <= v <= 65535:
+            return v
+        raise _err(path, f"invalid value: integer `{v}`, expected u16")
+    raise _invalid(path, v, "u16")
+
+
+def _bytes(v: Any, path: str) -> bytes:
+    if type(v) is not list:
+        raise _invalid(path, v, "a sequence")
+    try:
+        b = bytes(v)
+    except (TypeError, ValueError):
+        b = None
+    # bytes() also takes True/False as 1/0: look closer only if such bytes occur.
+    if b is None or ((b"\x00" in b or b"\x01" in b) and (True in v or False in v)):
+        for i, x in enumerate(v):
+            if type(x) is not int:
+                raise _invalid(f"{path}[{i}]", x, "u8")
+            if not 0 <= x <= 255:
+                raise _err(f"{path}[{i}]", f"invalid value: integer `{x}`, expected u8")
+    return b  # type: ignore[return-value]
+
+
+def _opt_bytes(v: Any, path: str) -> bytes | None:
+    return None if v is None else _bytes(v, path)
+
+
+def _str_map(v: Any, path: str) -> dict[str, str]:
+    t = type(v)
+    if t is not dict:
+        if t is not DupDict:
+            raise _invalid(path, v, "a map")
+        v = dict(v)  # HashMap: last duplicate wins
+    for k, x in v.items():
+        if type(x) is not str:
+            raise _invalid(f"{path}[{dump_str(k)}]", x, "a string")
+    return v  # type: ignore[no-any-return]
+
+
+def _opt_str_map(v: Any, path: str) -> dict[str, str] | None:
+    return None if v is None else _str_map(v, path)
+
+
+def _str_tuple(v: Any, path: str) -> tuple[str, ...]:
+    if type(v) is not list:
+        raise _invalid(path, v, "a sequence")
+    for i, x in enumerate(v):
+        if type(x) is not str:
+            raise _invalid(f"{path}[{i}]", x, "a string")
+    return tuple(v)
+
+
+def _value(v: Any, path: str) -> JsonValue:
+    try:
+        return normalize_value(v)  # type: ignore[no-any-return]
+    except RemoteProtocolError as exc:
+        raise _err(path, exc.message) from None
+
+
+_HEX32 = re.compile(r"[0-9a-fA-F]{32}")
+_HYPHENATED = re.compile(
+    r"([0-9a-fA-F]{8})-([0-9a-fA-F]{4})-([0-9a-fA-F]{4})-([0-9a-fA-F]{4})-([0-9a-fA-F]{12})"
+)
+
+
+def _uuid(v: Any, path: str) -> uuid.UUID:
+    """Parse a UUID in the forms ``uuid::Uuid::parse_str`` accepts."""
+    if type(v) is not str:
+        raise _invalid(path, v, "a UUID string")
+    n = len(v)
+    inner = None
+    if n == 36:
+        inner = v
+    elif n == 38 and v[0] == "{" and v[-1] == "}":
+        inner = v[1:-1]
+    elif n == 45 and v.startswith("urn:uuid:"):
+        inner = v[9:]
+    elif n == 32 and _HEX32.fullmatch(v):
+        return uuid.UUID(hex=v)
+    if inner is not None:
+        m = _HYPHENATED.fullmatch(inner)
+        if m is not None:
+            return uuid.UUID(hex="".join(m.groups()))
+    raise _err(path, f"UUID parsing failed: {dump_str(v)}")
+
+
+def _unit_enum(v: Any, path: str, names: dict[str, Any], what: str) -> Any:
+    """Decode a serde unit-variant enum: ``"Name"`` or ``{"Name": null}``."""
+    t = type(v)
+    if t is str:
+        key = v
+    elif t is dict or t is DupDict:
+        if len(v) != 1 or t is DupDict:
+            raise _err(path, "invalid value: map, expected map with a single key")
+        ((key, inner),) = v.items()
+        if inner is not None and key in names:
+            raise _invalid(path, inner, "unit")
+    else:
+        raise _invalid(path, v, "string or map")
+    try:
+        return names[key]
+    except KeyError:
+        expected = ", ".join(f"`{n}`" for n in names)
+        raise _err(path, f"unknown variant {dump_str(key)}, expected one of {expected}") from None
+
+
+_FORMATS = {f.wire_name: f for f in EncodingFormat}
+_SECURITY = {s.value: s for s in SecurityLevel}
+_SERVICE_UNITS = {
+    "Database": ServiceType.DATABASE,
+    "Cache": ServiceType.CACHE,
+    "Jwt": ServiceType.JWT,
+}
+
+
+def _service_type(v: Any, path: str) -> ServiceType:
+    if type(v) is str:
+        st = _SERVICE_UNITS.get(v)
+        if st is not None:
+            return st
+        if v == "Custom":
+            raise _err(path, "invalid type: unit variant, expected newtype variant")
+    elif type(v) is dict and len(v) == 1 and "Custom" in v:
+        name = v["Custom"]
+        if type(name) is not str:
+            raise _invalid(path, name, "a string")
+        return ServiceType.custom(name)
+    return _unit_enum(v, path, _SERVICE_UNITS, "ServiceType")  # type: ignore[no-any-return]
+
+
+_F_ENCODED = frozenset({"data", "format"})
+
+
+def _encoded(v: Any, path: str) -> EncodedMessage:
+    o = _struct(v, path, "EncodedMessage", _F_ENCODED)
+    data = _bytes(_req(o, "data", _sub(path, "data")), _sub(path, "data"))
+    fmt = _unit_enum(_req(o, "format", _sub(path, "format")), _sub(path, "format"), _FORMATS, "")
+    return EncodedMessage(data=data, format=fmt)
+
+
+_F_ENDPOINT = frozenset({"path", "methods", "auth"})
+
+
+def _endpoints(v: Any, path: str) -> tuple[Endpoint, ...]:
+    if type(v) is not list:
+        raise _invalid(path, v, "a sequence")
+    out = []
+    for i, item in enumerate(v):
+        p = f"{path}[{i}]"
+        o = _struct(item, p, "EndpointAnnounce", _F_ENDPOINT)
+        out.append(
+            Endpoint(
+                path=_str(_req(o, "path", p + ".path"), p + ".path"),
+                methods=_str_tuple(_req(o, "methods", p + ".methods"), p + ".methods"),
+                auth=_opt_str(o.get("auth"), p + ".auth"),
+            )
+        )
+    return tuple(out)
+
+
+_F_PROVIDER = frozenset(
+    {
+        "provider_id",
+        "module_id",
+        "service_type",
+        "name",
+        "version",
+        "address",
+        "metadata",
+        "is_healthy",
+    }
+)
+
+
+def _providers(v: Any, path: str) -> tuple[ServiceProviderInfo, ...]:
+    if type(v) is not list:
+        raise _invalid(path, v, "a sequence")
+    out = []
+    for i, item in enumerate(v):
+        p = f"{path}[{i}]"
+        o = _struct(item, p, "ServiceProviderInfo", _F_PROVIDER)
+        out.append(
+            ServiceProviderInfo(
+                provider_id=_str(_req(o, "provider_id", p + ".provider_id"), p + ".provider_id"),
+                module_id=_str(_req(o, "module_id", p + ".module_id"), p + ".module_id"),
+                service_type=_service_type(
+                    _req(o, "service_type", p + ".service_type"), p + ".service_type"
+                ),
+                name=_str(_req(o, "name", p + ".name"), p + ".name"),
+                version=_opt_str(o.get("version"), p + ".version"),
+                address=_str(_req(o, "address", p + ".address"), p + ".address"),
+                metadata=_str_map(_req(o, "metadata", p + ".metadata"), p + ".metadata"),
+                is_healthy=_bool(_req(o, "is_healthy", p + ".is_healthy"), p + ".is_healthy"),
+            )
+        )
+    return tuple(out)
+
+
+def _extensions(o: _Obj) -> tuple[str, ...]:
+    v = o.get(EXTENSIONS_KEY)
+    return () if v is None else _str_tuple(v, EXTENSIONS_KEY)
+
+
+# ---------------------------------------------------------------------------
+# per-op decoders (the object has already passed the tag checks)
+# ---------------------------------------------------------------------------
+
+
+def _fields(*names: str) -> frozenset[str]:
+    return frozenset(("op", *names))
+
+
+def _d_identify(o: _Obj) -> Identify:
+    _struct(o, "", "Identify", _fields("module_id"))
+    return Identify(module_id=_str(_req(o, "module_id", "module_id"), "module_id"))
+
+
+_F_ANNOUNCE = _fields("listen", "endpoints", EXTENSIONS_KEY)
+
+
+def _d_announce(o: _Obj) -> Announce:
+    _struct(o, "", "AnnounceBlob", _F_ANNOUNCE)
+    return Announce(
+        listen=_str(_req(o, "listen", "listen"), "listen"),
+        endpoints=_endpoints(_req(o, "endpoints", "endpoints"), "endpoints"),
+        extensions=_extensions(o),
+    )
+
+
+def _d_get_secret(o: _Obj) -> GetSecret:
+    _struct(o, "", "GetSecretRequest", _fields("name"))
+    return GetSecret(name=_str(_req(o, "name", "name"), "name"))
+
+
+def _d_rotation_ack(o: _Obj) -> RotationAck:
+    _struct(o, "", "RotationAckRequest", _fields("rotation_id", "status", "message"))
+    return RotationAck(
+        rotation_id=_str(_req(o, "rotation_id", "rotation_id"), "rotation_id"),
+        status=_str(_req(o, "status", "status"), "status"),
+        message=_opt_str(o.get("message"), "message"),
+    )
+
+
+def _d_register_sp(o: _Obj) -> RegisterServiceProvider:
+    _struct(o, "", "", _fields("service_type", "name", "version", "address", "metadata"))
+    return RegisterServiceProvider(
+        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
+        name=_str(_req(o, "name", "name"), "name"),
+        version=_opt_str(o.get("version"), "version"),
+        address=_str(_req(o, "address", "address"), "address"),
+        metadata=_opt_str_map(o.get("metadata"), "metadata"),
+    )
+
+
+def _d_discover_sp(o: _Obj) -> DiscoverServiceProviders:
+    _struct(o, "", "", _fields("service_type", "all_providers"))
+    all_providers = o.get("all_providers")
+    return DiscoverServiceProviders(
+        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
+        all_providers=None if all_providers is None else _bool(all_providers, "all_providers"),
+    )
+
+
+def _d_service_request(o: _Obj) -> ServiceRequest:
+    _struct(o, "", "", _fields("id", "service_type", "config"))
+    return ServiceRequest(
+        id=_str(_req(o, "id", "id"), "id"),
+        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
+        config=_value(o.get("config"), "config"),
+    )
+
+
+def _d_service_operation(o: _Obj) -> ServiceOperation:
+    _struct(o, "", "", _fields("connection_id", "service_type", "operation", "params"))
+    return ServiceOperation(
+        connection_id=_str(_req(o, "connection_id", "connection_id"), "connection_id"),
+        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
+        operation=_str(_req(o, "operation", "operation"), "operation"),
+        params=_value(_req(o, "params", "params"), "params"),
+    )
+
+
+_F_HTTP_RESPONSE = _fields("request_id", "status_code", "headers", "body")
+
+
+def _d_http_response(o: _Obj) -> HttpResponse:
+    if type(o) is DupDict:
+        _struct(o, "", "", _F_HTTP_RESPONSE)
+    body = o.get("body")
+    return HttpResponse(
+        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
+        status_code=_u16(_req(o, "status_code", "status_code"), "status_code"),
+        headers=_str_map(_req(o, "headers", "headers"), "headers"),
+        body=None if body is None else _bytes(body, "body"),
+    )
+
+
+def _d_port_request(o: _Obj) -> PortRequest:
+    _struct(o, "", "", _fields("request_id", "specific_port"))
+    port = o.get("specific_port")
+    return PortRequest(
+        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
+        specific_port=None if port is None else _u16(port, "specific_port"),
+    )
+
+
+def _d_route_to_module(o: _Obj) -> RouteToModule:
+    _struct(o, "", "", _fields("target_module_id", "target_endpoint", "request_id", "payload"))
+    return RouteToModule(
+        target_module_id=_str(_req(o, "target_module_id", "target_module_id"), "target_module_id"),
+        target_endpoint=_str(_req(o, "target_endpoint", "target_endpoint"), "target_endpoint"),
+        request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
+        payload=_encoded(_req(o, "payload", "payload"), "payload"),
+    )
+
+
+_HEARTBEAT_ACK = HeartbeatAck()
+_HEARTBEAT = Heartbeat()
+_SHUTDOWN = Shutdown()
+
+
+def _d_heartbeat_ack(o: _Obj) -> HeartbeatAck:
+    return _HEARTBEAT_ACK
+
+
+_F_INIT = _fields(
+    "orchestrator_api",
+    "module_id",
+    "env",
+    "listen",
+    "tcp_channel",
+    "ipc_channel",
+    "auth_token",
+    "security_level",
+    EXTENSIONS_KEY,
+)
+_F_TCP = frozenset({"address", "tls_enabled", "required"})
+_F_IPC = frozenset({"socket_path", "required"})
+
+
+def _d_init(o: _Obj) -> Init:
+    _struct(o, "", "InitBlob", _F_INIT)
+    listen_v = _req(o, "listen", "listen")
+    if type(listen_v) is not str:
+        raise _err("listen", "data did not match any variant of untagged enum ListenAddress")
+    tcp_v = o.get("tcp_channel")
+    tcp = None
+    if tcp_v is not None:
+        t = _struct(tcp_v, "tcp_channel", "TcpChannelConfig", _F_TCP)
+        addr_text = _str(_req(t, "address", "tcp_channel.address"), "tcp_channel.address")
+        addr = parse_socket_address(addr_text)
+        if addr is None:
+            raise _err("tcp_channel.address", "invalid socket address syntax")
+        tcp = TcpChannelConfig(
+            address=addr,
+            tls_enabled=_bool(
+                _req(t, "tls_enabled", "tcp_channel.tls_enabled"), "tcp_channel.tls_enabled"
+            ),
+            required=_bool(_req(t, "required", "tcp_channel.required"), "tcp_channel.required"),
+        )
+    ipc_v = o.get("ipc_channel")
+    ipc = None
+    if ipc_v is not None:
+        c = _struct(ipc_v, "ipc_channel", "IpcChannelConfig", _F_IPC)
+        sp = _req(c, "socket_path", "ipc_channel.socket_path")
+        if type(sp) is not str:
+            raise _invalid("ipc_channel.socket_path", sp, "path string")
+        ipc = IpcChannelConfig(
+            socket_path=sp,
+            required=_bool(_req(c, "required", "ipc_channel.required"), "ipc_channel.required"),
+        )
+    security = SecurityLevel.NONE
+    if "security_level" in o:  # serde(default): absent -> None, but null is an error
+        security = _unit_enum(o["security_level"], "security_level", _SECURITY, "SecurityLevel")
+    return Init(
+        orchestrator_api=_str(_req(o, "orchestrator_api", "orchestrator_api"), "orchestrator_api"),
+        module_id=_str(_req(o, "module_id", "module_id"), "module_id"),
+        env=_str_map(_req(o, "env", "env"), "env"),
+        listen=parse_listen_address(listen_v),
+        tcp_channel=tcp,
+        ipc_channel=ipc,
+        auth_token=_opt_str(o.get("auth_token"), "auth_token"),
+        security_level=security,
+        extensions=_extensions(o),
+    )
+
+
+def _d_secret(o: _Obj) -> Secret:
+    _struct(o, "", "", _fields("name", "value", "rotation_id"))
+    return Secret(
+        name=_str(_req(o, "name", "name"), "name"),
+        value=_str(_req(o, "value", "value"), "value"),
+        rotation_id=_opt_str(o.get("rotation_id"), "rotation_id"),
+    )
+
+
+def _d_rotated(o: _Obj) -> Rotated:
+    _struct(o, "", "", _fields("keys", "rotation_id"))
+    return Rotated(
+        keys=_str_tuple(_req(o, "keys", "keys"), "keys"),
+        rotation_id=_str(_req(o, "rotation_id", "rotation_id"), "rotation_id"),
+    )
+
+
+def _d_shutdown(o: _Obj) -> Shutdown:
+    return _SHUTDOWN
+
+
+def _d_heartbeat(o: _Obj) -> Heartbeat:
+    return _HEARTBEAT
+
+
+def _d_register_sp_response(o: _Obj) -> RegisterServiceProviderResponse:
+    _struct(o, "", "", _fields("success", "provider_id", "error"))
+    return RegisterServiceProviderResponse(
+        success=_bool(_req(o, "success", "success"), "success"),
+        provider_id=_opt_str(o.get("provider_id"), "provider_id"),
+        error=_opt_str(o.get("error"), "error"),
+    )
+
+
+def _d_discover_sp_response(o: _Obj) -> DiscoverServiceProvidersResponse:
+    _struct(o, "", "", _fields("success", "providers", "error"))
+    return DiscoverServiceProvidersResponse(
+        success=_bool(_req(o, "success", "success"), "success"),
+        providers=_providers(_req(o, "providers", "providers"), "providers"),
+        error=_opt_str(o.get("error"), "error"),
+    )
+
+
+def _d_service_response(o: _Obj) -> ServiceResponse:
+    _struct(o, "", "", _fields("id", "service_type", "success", "error", "connection_id"))
+    return ServiceResponse(
+        id=_str(_req(o, "id", "id"), "id"),
+        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
+        success=_bool(_req(o, "success", "success"), "success"),
+        error=_opt_str(o.get("error"), "error"),
+        connection_id=_opt_str(o.get("connection_id"), "connection_id"),
+    )
+
+
+def _d_service_operation_result(o: _Obj) -> ServiceOperationResult:
+    _struct(o, "", "", _fields("success", "result", "error"))
+    return ServiceOperationResult(
+        success=_bool(_req(o, "success", "success"), "success"),
+        result=_value(o.get("result"), "result"),
+        error=_opt_str(o.get("error"), "error"),
+    )
+
+
+_F_HTTP_REQUEST = _fields("request_id", "method", "uri", "headers", "body")
+
+
+def _d_http_request(o: _Obj) -> HttpRequest:
+    if type(o) is DupDict:
+        _struct(o, "", "", _F_HTTP_REQUEST)
+    body = o.get("body")
+    return HttpRequest(
+        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
+        method=_str(_req(o, "method", "method"), "method"),
+        uri=_str(_req(o, "uri", "uri"), "uri"),
+        headers=_str_map(_req(o, "headers", "headers"), "headers"),
+        body=None if body is None else _bytes(body, "body"),
+    )
+
+
+def _d_port_response(o: _Obj) -> PortResponse:
+    _struct(o, "", "", _fields("request_id", "success", "port", "error_message"))
+    return PortResponse(
+        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
+        success=_bool(_req(o, "success", "success"), "success"),
+        port=_u16(_req(o, "port", "port"), "port"),
+        error_message=_opt_str(o.get("error_message"), "error_message"),
+    )
+
+
+def _d_routed_message(o: _Obj) -> RoutedModuleMessage:
+    _struct(o, "", "", _fields("source_module_id", "original_request_id", "payload"))
+    return RoutedModuleMessage(
+        source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
+        original_request_id=_uuid(
+            _req(o, "original_request_id", "original_request_id"), "original_request_id"
+        ),
+        payload=_encoded(_req(o, "payload", "payload"), "payload"),
+    )
+
+
+def _d_routed_response(o: _Obj) -> RoutedModuleResponse:
+    _struct(o, "", "", _fields("source_module_id", "request_id", "payload"))
+    return RoutedModuleResponse(
+        source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
+        request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
+        payload=_encoded(_req(o, "payload", "payload"), "payload"),
+    )
+
+
+_M2O: dict[str, Callable[[_Obj], Any]] = {
+    "identify": _d_identify,
+    "announce": _d_announce,
+    "get_secret": _d_get_secret,
+    "rotation_ack": _d_rotation_ack,
+    "register_service_provider": _d_register_sp,
+    "discover_service_providers": _d_discover_sp,
+    "service_request": _d_service_request,
+    "service_operation": _d_service_operation,
+    "http_response": _d_http_response,
+    "port_request": _d_port_request,
+    "route_to_module": _d_route_to_module,
+    "heartbeat_ack": _d_heartbeat_ack,
+}
+_O2M: dict[str, Callable[[_Obj], Any]] = {
+    "init": _d_init,
+    "secret": _d_secret,
+    "rotated": _d_rotated,
+    "shutdown": _d_shutdown,
+    "register_service_provider_response": _d_register_sp_response,
+    "discover_service_providers_response": _d_discover_sp_response,
+    "service_response": _d_service_response,
+    "service_operation_result": _d_service_operation_result,
+    "http_request": _d_http_request,
+    "port_response": _d_port_response,
+    "routed_module_message": _d_routed_message,
+    "routed_module_response": _d_routed_response,
+    "heartbeat": _d_heartbeat,
+}
+
+
+def _tagged(obj: Any, table: dict[str, Callable[[_Obj], Any]], enum_name: str) -> Any:
+    t = type(obj)
+    if t is not dict:
+        if t is DupDict:
+            if "op" in obj.dups:
+                raise _err("op", "duplicate field `op`")
+        elif t is list:
+            raise RemoteProtocolError(
+                f"positional (array) form of {enum_name} is not accepted", field=None
+            )
+        else:
+            raise RemoteProtocolError(
+                f"invalid type: {_desc(obj)}, expected internally tagged enum {enum_name}"
+            )
+    try:
+        op = obj["op"]
+    except KeyError:
+        raise _missing("op") from None
+    if type(op) is not str:
+        raise _invalid("op", op, "variant identifier")
+    decoder = table.get(op)
+    if decoder is None:
+        expected = ", ".join(f"`{n}`" for n in table)
+        raise _err("op", f"unknown variant {dump_str(op)}, expected one of {expected}")
+    try:
+        return decoder(obj)
+    except LocalProtocolError as exc:  # a value the dataclass itself refused
+        raise RemoteProtocolError(exc.message, field=exc.field) from None
+
+
+def decode_module_to_orchestrator(data: _Input) -> ModuleToOrchestrator:
+    """Decode one module-to-orchestrator message (``{"op": ..., ...}``).
+
+    Returns the message dataclass. Raises RemoteProtocolError (``field`` set) if the
+    text is not valid JSON, has no/unknown ``op``, or any field is missing, of the
+    wrong type, duplicated or out of range.
+    """
+    return _tagged(loads(data), _M2O, "ModuleToOrchestrator")  # type: ignore[no-any-return]
+
+
+def decode_orchestrator_to_module(data: _Input) -> OrchestratorToModule:
+    """Decode one orchestrator-to-module message (``{"op": ..., ...}``).
+
+    Returns the message dataclass; raises RemoteProtocolError like
+    :func:`decode_module_to_orchestrator`.
+    """
+    return _tagged(loads(data), _O2M, "OrchestratorToModule")  # type: ignore[no-any-return]
+
+
+def decode_init(data: _Input) -> Init:
+    """Decode the handshake line: a bare ``InitBlob`` or one tagged ``"op":"init"``.
+
+    Returns the :class:`Init`. Raises RemoteProtocolError if the line is not an
+    init blob (including when it carries an ``op`` other than ``"init"``).
+    """
+    obj = loads(data)
+    if isinstance(obj, dict) and "op" in obj:
+        return _tagged(obj, {"init": _d_init}, "InitBlob")  # type: ignore[no-any-return]
+    if not isinstance(obj, dict):
+        raise _invalid("", obj, "struct InitBlob")
+    try:
+        return _d_init(obj)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.message, field=exc.field) from None
+
+
+_F_WRAPPER = frozenset({"content", "metadata"})
+
+
+def decode_module_line(data: _Input) -> ModuleToOrchestrator:
+    """Decode a line a module wrote on stdout.
+
+    Accepts every module-to-orchestrator message, and also the reference's HTTP
+    response wrapper ``{"content": {request_id, status_code, headers, body},
+    "metadata": {...}}`` (no ``op``), which yields an :class:`HttpResponse` (the
+    metadata is validated and dropped). Raises RemoteProtocolError otherwise.
+    """
+    obj = loads(data)
+    if isinstance(obj, dict) and "op" not in obj and "content" in obj:
+        _struct(obj, "", "", _F_WRAPPER)
+        content = _struct(obj["content"], "content", "IpcHttpResponse", _F_HTTP_RESPONSE)
+        if "metadata" in obj:
+            _metadata(obj["metadata"], "metadata")
+        if "op" in content and content["op"] != "http_response":
+            raise _err("content.op", "expected `http_response` inside the response wrapper")
+        try:
+            return _d_http_response(content)
+        except RemoteProtocolError as exc:
+            field = f"content.{exc.field}" if exc.field else "content"
+            raise RemoteProtocolError(f"content: {exc.message}", field=field) from None
+        except LocalProtocolError as exc:
+            raise RemoteProtocolError(exc.message, field=exc.field) from None
+    return _tagged(obj, _M2O, "ModuleToOrchestrator")  # type: ignore[no-any-return]
+
+
+def decode_encoded_message(data: _Input) -> EncodedMessage:
+    """Decode a standalone ``{"data": [ints], "format": "Json"}`` object.
+
+    Returns the :class:`EncodedMessage`; raises RemoteProtocolError on any error.
+    """
+    return _encoded(loads(data), "")
+
+
+_F_METADATA = frozenset({"id", "timestamp", "source", "destination", "properties"})
+
+
+def _metadata(v: Any, path: str) -> MessageMetadata:
+    o = _struct(v, path, "MessageMetadata", _F_METADATA)
+    if not o:
+        return _EMPTY_METADATA
+    ts = o.get("timestamp")
+    if ts is not None:
+        if type(ts) is not int:
+            raise _invalid(_sub(path, "timestamp"), ts, "i64")
+        if not -(2**63) <= ts < 2**63:
+            raise _err(_sub(path, "timestamp"), f"invalid value: integer `{ts}`, expected i64")
+    props = o.get("properties")
+    if props is not None:
+        if type(props) is not dict and type(props) is not DupDict:
+            raise _invalid(_sub(path, "properties"), props, "a map")
+        props = normalize_value(props)
+    return MessageMetadata(
+        id=_opt_str(o.get("id"), _sub(path, "id")),
+        timestamp=ts,
+        source=_opt_str(o.get("source"), _sub(path, "source")),
+        destination=_opt_str(o.get("destination"), _sub(path, "destination")),
+        properties=props,
+    )
+
+
+_EMPTY_METADATA = MessageMetadata()
+_F_ENVELOPE = frozenset({"id", "content", "metadata"})
+
+
+def decode_envelope(data: _Input, *, content: EnvelopeContent = "json") -> Message:
+    """Decode a ``Message<T>`` envelope ``{"id", "content", "metadata"}``.
+
+    ``content`` says what T is: ``"json"`` (any JSON value), ``"module_to_orchestrator"``
+    or ``"orchestrator_to_module"`` (a tagged message). ``metadata`` may be absent
+    (empty metadata) but not ``null``. Returns the :class:`Message`; raises
+    RemoteProtocolError on any error (fields inside the content are prefixed
+    ``content.``).
+    """
+    o = _struct(loads(data), "", "Message", _F_ENVELOPE)
+    try:
+        msg_id = _uuid(_req(o, "id", "id"), "id")
+        raw = _req(o, "content", "content")
+        metadata = _metadata(o["metadata"], "metadata") if "metadata" in o else _EMPTY_METADATA
+        body: Any
+        if content == "json":
+            body = _value(raw, "content")
+        else:
+            table = _M2O if content == "module_to_orchestrator" else _O2M
+            try:
+                body = _tagged(raw, table, "message")
+            except RemoteProtocolError as exc:
+                field = f"content.{exc.field}" if exc.field else "content"
+                raise RemoteProtocolError(f"content: {exc.message}", field=field) from None
+        return Message(id=msg_id, content=body, metadata=metadata)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(exc.message, field=exc.field) from None
+
+
+# ---------------------------------------------------------------------------
+# encoding
+# ---------------------------------------------------------------------------
+
+
+def _e_str_map(m: dict[str, str]) -> str:
+    return "{" + ",".join([dump_str(k) + ":" + dump_str(v) for k, v in m.items()]) + "}"
+
+
+def _e_str_list(xs: tuple[str, ...]) -> str:
+    return "[" + ",".join(map(dump_str, xs)) + "]"
+
+
+def _e_opt_str(s: str | None) -> str:
+    return "null" if s is None else dump_str(s)
+
+
+def _e_bool(b: bool) -> str:
+    return "true" if b else "false"
+
+
+def _e_service_type(st: ServiceType) -> str:
+    if st.is_custom:
+        return '{"Custom":' + dump_str(st.name) + "}"
+    return '"' + st.name + '"'
+
+
+def _e_encoded(em: EncodedMessage) -> str:
+    return f'{{"data":{dump_bytes(em.data)},"format":"{em.format.wire_name}"}}'
+
+
+def _e_extensions(ext: tuple[str, ...]) -> str:
+    return f',"{EXTENSIONS_KEY}":{_e_str_list(ext)}' if ext else ""
+
+
+def _e_endpoint(ep: Endpoint) -> str:
+    auth = "" if ep.auth is None else ',"auth":' + dump_str(ep.auth)
+    return f'{{"path":{dump_str(ep.path)},"methods":{_e_str_list(ep.methods)}{auth}}}'
+
+
+def _e_identify(m: Identify) -> str:
+    return '{"op":"identify","module_id":' + dump_str(m.module_id) + "}"
+
+
+def _e_announce(m: Announce) -> str:
+    eps = ",".join(map(_e_endpoint, m.endpoints))
+    return (
+        f'{{"op":"announce","listen":{dump_str(m.listen)},"endpoints":[{eps}]'
+        f"{_e_extensions(m.extensions)}}}"
+    )
+
+
+def _e_get_secret(m: GetSecret) -> str:
+    return '{"op":"get_secret","name":' + dump_str(m.name) + "}"
+
+
+def _e_rotation_ack(m: RotationAck) -> str:
+    msg = "" if m.message is None else ',"message":' + dump_str(m.message)
+    return (
+        f'{{"op":"rotation_ack","rotation_id":{dump_str(m.rotation_id)},'
+        f'"status":{dump_str(m.status)}{msg}}}'
+    )
+
+
+def _e_register_sp(m: RegisterServiceProvider) -> str:
+    md = "null" if m.metadata is None else _e_str_map(m.metadata)
+    return (
+        f'{{"op":"register_service_provider","service_type":{_e_service_type(m.service_type)},'
+        f'"name":{dump_str(m.name)},"version":{_e_opt_str(m.version)},'
+        f'"address":{dump_str(m.address)},"metadata":{md}}}'
+    )
+
+
+def _e_discover_sp(m: DiscoverServiceProviders) -> str:
+    ap = "null" if m.all_providers is None else _e_bool(m.all_providers)
+    return (
+        f'{{"op":"discover_service_providers","service_type":{_e_service_type(m.service_type)},'
+        f'"all_providers":{ap}}}'
+    )
+
+
+def _e_service_request(m: ServiceRequest) -> str:
+    return (
+        f'{{"op":"service_request","id":{dump_str(m.id)},'
+        f'"service_type":{_e_service_type(m.service_type)},"config":{dump_value(m.config)}}}'
+    )
+
+
+def _e_service_operation(m: ServiceOperation) -> str:
+    return (
+        f'{{"op":"service_operation","connection_id":{dump_str(m.connection_id)},'
+        f'"service_type":{_e_service_type(m.service_type)},'
+        f'"operation":{dump_str(m.operation)},"params":{dump_value(m.params)}}}'
+    )
+
+
+def _e_http_response(m: HttpResponse) -> str:
+    body = "null" if m.body is None else dump_bytes(m.body)
+    return (
+        f'{{"op":"http_response","request_id":{dump_str(m.request_id)},'
+        f'"status_code":{m.status_code},"headers":{_e_str_map(m.headers)},"body":{body}}}'
+    )
+
+
+def _e_port_request(m: PortRequest) -> str:
+    port = "null" if m.specific_port is None else str(m.specific_port)
+    return f'{{"op":"port_request","request_id":{dump_str(m.request_id)},"specific_port":{port}}}'
+
+
+def _e_route_to_module(m: RouteToModule) -> str:
+    return (
+        f'{{"op":"route_to_module","target_module_id":{dump_str(m.target_module_id)},'
+        f'"target_endpoint":{dump_str(m.target_endpoint)},"request_id":"{m.request_id}",'
+        f'"payload":{_e_encoded(m.payload)}}}'
+    )
+
+
+def _e_heartbeat_ack(m: HeartbeatAck) -> str:
+    return '{"op":"heartbeat_ack"}'
+
+
+def _e_init(m: Init) -> str:
+    parts = [
+        '{"op":"init","orchestrator_api":',
+        dump_str(m.orchestrator_api),
+        ',"module_id":',
+        dump_str(m.module_id),
+        ',"env":',
+        _e_str_map(m.env),
+        ',"listen":',
+        dump_str(str(m.listen)),
+    ]
+    if m.tcp_channel is not None:
+        tc = m.tcp_channel
+        parts.append(
+            f',"tcp_channel":{{"address":"{tc.address}","tls_enabled":{_e_bool(tc.tls_enabled)},'
+            f'"required":{_e_bool(tc.required)}}}'
+        )
+    if m.ipc_channel is not None:
+        ic = m.ipc_channel
+        parts.append(
+            f',"ipc_channel":{{"socket_path":{dump_str(ic.socket_path)},'
+            f'"required":{_e_bool(ic.required)}}}'
+        )
+    if m.auth_token is not None:
+        parts.append(',"auth_token":' + dump_str(m.auth_token))
+    parts.append(f',"security_level":"{m.security_level.value}"')
+    parts.append(_e_extensions(m.extensions))
+    parts.append("}")
+    return "".join(parts)
+
+
+def _e_secret(m: Secret) -> str:
+    rot = "" if m.rotation_id is None else ',"rotation_id":' + dump_str(m.rotation_id)
+    return f'{{"op":"secret","name":{dump_str(m.name)},"value":{dump_str(m.value)}{rot}}}'
+
+
+def _e_rotated(m: Rotated) -> str:
+    return (
+        f'{{"op":"rotated","keys":{_e_str_list(m.keys)},"rotation_id":{dump_str(m.rotation_id)}}}'
+    )
+
+
+def _e_shutdown(m: Shutdown) -> str:
+    return '{"op":"shutdown"}'
+
+
+def _e_heartbeat(m: Heartbeat) -> str:
+    return '{"op":"heartbeat"}'
+
+
+def _e_register_sp_response(m: RegisterServiceProviderResponse) -> str:
+    return (
+        f'{{"op":"register_service_provider_response","success":{_e_bool(m.success)},'
+        f'"provider_id":{_e_opt_str(m.provider_id)},"error":{_e_opt_str(m.error)}}}'
+    )
+
+
+def _e_provider(p: ServiceProviderInfo) -> str:
+    return (
+        f'{{"provider_id":{dump_str(p.provider_id)},"module_id":{dump_str(p.module_id)},'
+        f'"service_type":{_e_service_type(p.service_type)},"name":{dump_str(p.name)},'
+        f'"version":{_e_opt_str(p.version)},"address":{dump_str(p.address)},'
+        f'"metadata":{_e_str_map(p.metadata)},"is_healthy":{_e_bool(p.is_healthy)}}}'
+    )
+
+
+def _e_discover_sp_response(m: DiscoverServiceProvidersResponse) -> str:
+    providers = ",".join(map(_e_provider, m.providers))
+    return (
+        f'{{"op":"discover_service_providers_response","success":{_e_bool(m.success)},'
+        f'"providers":[{providers}],"error":{_e_opt_str(m.error)}}}'
+    )
+
+
+def _e_service_response(m: ServiceResponse) -> str:
+    return (
+        f'{{"op":"service_response","id":{dump_str(m.id)},'
+        f'"service_type":{_e_service_type(m.service_type)},"success":{_e_bool(m.success)},'
+        f'"error":{_e_opt_str(m.error)},"connection_id":{_e_opt_str(m.connection_id)}}}'
+    )
+
+
+def _e_service_operation_result(m: ServiceOperationResult) -> str:
+    return (
+        f'{{"op":"service_operation_result","success":{_e_bool(m.success)},'
+        f'"result":{dump_value(m.result)},"error":{_e_opt_str(m.error)}}}'
+    )
+
+
+def _e_http_request(m: HttpRequest) -> str:
+    body = "null" if m.body is None else dump_bytes(m.body)
+    return (
+        f'{{"op":"http_request","request_id":{dump_str(m.request_id)},'
+        f'"method":{dump_str(m.method)},"uri":{dump_str(m.uri)},'
+        f'"headers":{_e_str_map(m.headers)},"body":{body}}}'
+    )
+
+
+def _e_port_response(m: PortResponse) -> str:
+    return (
+        f'{{"op":"port_response","request_id":{dump_str(m.request_id)},'
+        f'"success":{_e_bool(m.success)},"port":{m.port},'
+        f'"error_message":{_e_opt_str(m.error_message)}}}'
+    )
+
+
+def _e_routed_message(m: RoutedModuleMessage) -> str:
+    return (
+        f'{{"op":"routed_module_message","source_module_id":{dump_str(m.source_module_id)},'
+        f'"original_request_id":"{m.original_request_id}","payload":{_e_encoded(m.payload)}}}'
+    )
+
+
+def _e_routed_response(m: RoutedModuleResponse) -> str:
+    return (
+        f'{{"op":"routed_module_response","source_module_id":{dump_str(m.source_module_id)},'
+        f'"request_id":"{m.request_id}","payload":{_e_encoded(m.payload)}}}'
+    )
+
+
+_ENCODERS: dict[type, Callable[[Any], str]] = {
+    Identify: _e_identify,
+    Announce: _e_announce,
+    GetSecret: _e_get_secret,
+    RotationAck: _e_rotation_ack,
+    RegisterServiceProvider: _e_register_sp,
+    DiscoverServiceProviders: _e_discover_sp,
+    ServiceRequest: _e_service_request,
+    ServiceOperation: _e_service_operation,
+    HttpResponse: _e_http_response,
+    PortRequest: _e_port_request,
+    RouteToModule: _e_route_to_module,
+    HeartbeatAck: _e_heartbeat_ack,
+    Init: _e_init,
+    Secret: _e_secret,
+    Rotated: _e_rotated,
+    Shutdown: _e_shutdown,
+    RegisterServiceProviderResponse: _e_register_sp_response,
+    DiscoverServiceProvidersResponse: _e_discover_sp_response,
+    ServiceResponse: _e_service_response,
+    ServiceOperationResult: _e_service_operation_result,
+    HttpRequest: _e_http_request,
+    PortResponse: _e_port_response,
+    RoutedModuleMessage: _e_routed_message,
+    RoutedModuleResponse: _e_routed_response,
+    Heartbeat: _e_heartbeat,
+}
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise LocalProtocolError(
+            f"string holds a lone surrogate ({exc.reason}) and cannot be sent"
+        ) from None
+
+
+def encode(msg: ModuleToOrchestrator | OrchestratorToModule) -> bytes:
+    """Return ``msg`` as the exact compact JSON serde_json writes (no newline).
+
+    Raises LocalProtocolError if ``msg`` is not a message object, or a string in it
+    cannot be UTF-8 encoded (lone surrogates).
+    """
+    encoder = _ENCODERS.get(type(msg))
+    if encoder is None:
+        raise LocalProtocolError(f"{type(msg).__name__} is not a PyWatt message")
+    return _utf8(encoder(msg))
+
+
+def encode_encoded_message(em: EncodedMessage) -> bytes:
+    """Return ``{"data":[...],"format":"..."}`` for ``em``. Raises LocalProtocolError if
+    ``em`` is not an :class:`EncodedMessage`."""
+    if type(em) is not EncodedMessage:
+        raise LocalProtocolError(f"{type(em).__name__} is not an EncodedMessage")
+    return _e_encoded(em).encode("ascii")
+
+
+def _e_metadata(md: MessageMetadata) -> str:
+    parts = []
+    if md.id is not None:
+        parts.append('"id":' + dump_str(md.id))
+    if md.timestamp is not None:
+        parts.append(f'"timestamp":{md.timestamp}')
+    if md.source is not None:
+        parts.append('"source":' + dump_str(md.source))
+    if md.destination is not None:
+        parts.append('"destination":' + dump_str(md.destination))
+    if md.properties is not None:
+        parts.append('"properties":' + dump_value(md.properties))
+    return "{" + ",".join(parts) + "}"
+
+
+def encode_envelope(msg: Message) -> bytes:
+    """Return the ``Message<T>`` envelope as serde writes it (``id``, ``content``, ``metadata``).
+
+    ``content`` is written as a tagged message when it is a message object, else as a
+    JSON value (object keys sorted). Raises LocalProtocolError for invalid content.
+    """
+    if type(msg) is not Message:
+        raise LocalProtocolError(f"{type(msg).__name__} is not a Message")
+    encoder = _ENCODERS.get(type(msg.content))
+    content = encoder(msg.content) if encoder is not None else dump_value(msg.content)
+    return _utf8(f'{{"id":"{msg.id}","content":{content},"metadata":{_e_metadata(msg.metadata)}}}')
