@@ -24,11 +24,12 @@ from ._asgi import AsgiApp, LifespanFailed
 
 # --- JWT middleware ---
 # isort: split
-from ._jwt_asgi import JwtAsgiMiddleware
+from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator
 
 __all__ = [
     # JWT middleware
     "JwtAsgiMiddleware",
+    "jwt_authenticator",
     # circuit breaker wrappers, port negotiation
     "AsyncBreakerGuard",
     "Breaker",

@@ -20,7 +20,7 @@ from typing import Any
 from pywatt_proto._errors import AuthError
 from pywatt_proto.jwt import JwtAuthenticator, JwtValidator, PublicPaths, auth_error_response
 
-__all__ = ["JwtAsgiMiddleware"]
+__all__ = ["JwtAsgiMiddleware", "jwt_authenticator"]
 
 _log = logging.getLogger("pywatt.jwt")
 
@@ -44,6 +44,20 @@ def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
                 )
             found = value.decode("latin-1")
     return found
+
+
+def jwt_authenticator(
+    validator: JwtValidator,
+    *,
+    labels: Iterable[str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> JwtAuthenticator:
+    """Return a router authenticator (``Router(authenticator=...)``) reading epoch time.
+
+    The router hands authenticators the driver's monotonic clock reading; JWT
+    ``exp``/``nbf`` need epoch seconds, so this reads ``clock`` (``time.time``).
+    """
+    return JwtAuthenticator(validator, labels=labels, clock=clock)
 
 
 class JwtAsgiMiddleware:

@@ -24,12 +24,13 @@ from ._wsgi import WsgiApp
 
 # --- JWT middleware ---
 # isort: split
-from ._jwt_wsgi import FlaskJwt, JwtWsgiMiddleware, wsgi_claims
+from ._jwt_wsgi import FlaskJwt, JwtWsgiMiddleware, jwt_authenticator, wsgi_claims
 
 __all__ = [
     # JWT middleware
     "FlaskJwt",
     "JwtWsgiMiddleware",
+    "jwt_authenticator",
     "wsgi_claims",
     # circuit breaker wrappers, port negotiation
     "BreakerGuard",

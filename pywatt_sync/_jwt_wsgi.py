@@ -27,7 +27,7 @@ from pywatt_proto.jwt import (
     auth_error_response,
 )
 
-__all__ = ["FlaskJwt", "JwtWsgiMiddleware", "wsgi_claims"]
+__all__ = ["FlaskJwt", "JwtWsgiMiddleware", "jwt_authenticator", "wsgi_claims"]
 
 _log = logging.getLogger("pywatt.jwt")
 
@@ -38,6 +38,20 @@ def wsgi_claims(environ: Mapping[str, Any]) -> dict[str, Any] | None:
     """Return the verified claims the middleware stored in ``environ`` (None on public paths)."""
     claims = environ.get(CLAIMS_ENVIRON_KEY)
     return claims if isinstance(claims, dict) else None
+
+
+def jwt_authenticator(
+    validator: JwtValidator,
+    *,
+    labels: Iterable[str] | None = None,
+    clock: Callable[[], float] = time.time,
+) -> JwtAuthenticator:
+    """Return a router authenticator (``Router(authenticator=...)``) reading epoch time.
+
+    The router hands authenticators the driver's monotonic clock reading; JWT
+    ``exp``/``nbf`` need epoch seconds, so this reads ``clock`` (``time.time``).
+    """
+    return JwtAuthenticator(validator, labels=labels, clock=clock)
 
 
 class JwtWsgiMiddleware:

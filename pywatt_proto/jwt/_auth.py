@@ -21,7 +21,7 @@ reason is kept on :class:`~pywatt_proto.AuthError` for logging.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from .._errors import AuthError
@@ -107,6 +107,11 @@ class JwtAuthenticator:
     case-insensitive ``get``; two such headers are an ``invalid_request``),
     validates the Bearer token with ``validator`` at ``now`` and returns the
     claims, which the router hands to the handler as ``request.claims``.
+    ``clock``: the router passes its own ``now`` (the reading it uses for
+    metrics); the pywatt drivers read a *monotonic* clock there, which is not
+    epoch time, so an authenticator used with them must be given
+    ``clock=time.time`` (the drivers' ``jwt_authenticator`` helpers do this).
+    With ``clock=None`` the router's ``now`` is used as epoch seconds.
     ``labels`` restricts the route labels it accepts (default: any); a route
     with another label is refused with reason ``unknown_auth_label`` (500, so a
     misconfiguration is never silently open).  Raises
@@ -114,15 +119,24 @@ class JwtAuthenticator:
     with the :class:`JwtError` reason (401, ``Bearer error="invalid_token"``).
     """
 
-    __slots__ = ("labels", "validator")
+    __slots__ = ("clock", "labels", "validator")
 
-    def __init__(self, validator: JwtValidator, *, labels: Iterable[str] | None = None) -> None:
+    def __init__(
+        self,
+        validator: JwtValidator,
+        *,
+        labels: Iterable[str] | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.validator = validator
         self.labels = None if labels is None else frozenset(labels)
+        self.clock = clock
 
     def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
         if self.labels is not None and label not in self.labels:
             raise AuthError("unknown_auth_label", www_authenticate="", status=500)
+        if self.clock is not None:
+            now = self.clock()
         return self.authenticate(_authorization(request.headers), now)
 
     def authenticate(self, authorization: str | None, now: float) -> dict[str, Any]:
