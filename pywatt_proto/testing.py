@@ -115,3 +115,85 @@ def _seeded_random_splits(data: bytes) -> list[bytes]:
 #: Each takes the bytes and returns the chunk list; the random one uses a
 #: fixed seed so a failure replays.
 SPLITTERS = (whole, byte_by_byte, _seeded_random_splits)
+
+
+# --------------------------------------------------------------------------- connection pair
+# (module runtime owner) Both sides of the stdio link wired together with no I/O.
+
+from ._framing import END_OF_INPUT as _END  # noqa: E402
+from ._framing import NEED_DATA as _NEED  # noqa: E402
+from ._module import ModuleConnection, ModuleEvent  # noqa: E402
+from ._orchestrator import OrchestratorConnection, OrchestratorEvent  # noqa: E402
+
+__all__ += ["MAX_PUMP_ROUNDS", "ConnectionPair"]
+
+#: Rounds ``ConnectionPair.pump`` makes before giving up (a ping-pong that never settles is
+#: a bug in a core, not something to loop on forever).
+MAX_PUMP_ROUNDS = 1000
+
+
+class ConnectionPair:
+    """A :class:`ModuleConnection` and an :class:`OrchestratorConnection` talking directly.
+
+    ``start()`` queues the orchestrator's init; ``pump()`` moves bytes both ways (feeding
+    each side what the other queued, stamped with ``clock.now()``) until neither has
+    anything to send, and returns the events each side produced, in order. Tests then act
+    on events (``module.send_response``, ``orchestrator.answer_port``, ...) and pump again.
+    """
+
+    def __init__(
+        self,
+        module: ModuleConnection,
+        orchestrator: OrchestratorConnection,
+        clock: FakeClock | None = None,
+    ) -> None:
+        self.module = module
+        self.orchestrator = orchestrator
+        self.clock = clock if clock is not None else FakeClock()
+
+    def start(self) -> None:
+        """Queue the init line (``orchestrator.start(now)``)."""
+        self.orchestrator.start(self.clock.now())
+
+    def handle_timers(self) -> None:
+        """Run both sides' ``handle_timer`` at the current time if their timer is due."""
+        now = self.clock.now()
+        for side in (self.module, self.orchestrator):
+            due = side.get_timer()
+            if due is not None and due <= now:
+                side.handle_timer(now)
+
+    def pump(self) -> tuple[list[ModuleEvent], list[OrchestratorEvent]]:
+        """Exchange bytes until both sides are quiet; return (module events, orch events).
+
+        Raises ``RuntimeError`` if the exchange does not settle in ``MAX_PUMP_ROUNDS``.
+        """
+        m_events: list[ModuleEvent] = []
+        o_events: list[OrchestratorEvent] = []
+        for _ in range(MAX_PUMP_ROUNDS):
+            self._drain_module(m_events)
+            self._drain_orchestrator(o_events)
+            to_module = self.orchestrator.data_to_send()
+            to_orch = self.module.data_to_send()
+            if not to_module and not to_orch:
+                return m_events, o_events
+            now = self.clock.now()
+            if to_module:
+                self.module.receive_data(to_module, now)
+            if to_orch:
+                self.orchestrator.receive_data(to_orch, now)
+        raise RuntimeError("ConnectionPair.pump did not settle")
+
+    def _drain_module(self, out: list[ModuleEvent]) -> None:
+        while True:
+            ev = self.module.next_event()
+            if ev is _NEED or ev is _END:
+                return
+            out.append(ev)
+
+    def _drain_orchestrator(self, out: list[OrchestratorEvent]) -> None:
+        while True:
+            ev = self.orchestrator.next_event()
+            if ev is _NEED or ev is _END:
+                return
+            out.append(ev)

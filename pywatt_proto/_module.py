@@ -1,0 +1,848 @@
+"""``ModuleConnection``: the module's side of the stdio link, as a pure state machine.
+
+How a driver uses it
+--------------------
+A driver (``pywatt_asyncio.Module``, ``pywatt_sync.Module``, a test) owns exactly one
+reader of stdin, one writer of stdout and a clock. Its loop is::
+
+    conn = ModuleConnection(endpoints=router_endpoints, prefetch=["DB_URL"])
+    while True:
+        conn.receive_data(chunk, now)            # b"" is NOT EOF; call receive_eof()
+        while (event := conn.next_event()) is not NEED_DATA:
+            if event is END_OF_INPUT: ...        # stdin closed; finish in-flight work
+            elif isinstance(event, RequestReceived):
+                start handler -> later conn.send_response(event.request_id, status, hdrs, body)
+            elif isinstance(event, RequestTimedOut): cancel that handler (already answered 504)
+            elif isinstance(event, SecretUpdated | SecretFailed): wake waiters of event.name
+            elif isinstance(event, RotationRequested):
+                run callbacks -> conn.ack_rotation(event.rotation_id, error=None | "why")
+            elif isinstance(event, ShutdownRequested): stop accepting, finish in-flight
+            elif isinstance(event, BadLine): log it (already skipped / answered)
+            else: a plain orchestrator message (PortResponse, ServiceResponse, ...)
+        write(conn.data_to_send())               # whole lines only; one writer
+        arm a timer for conn.get_timer(); when it fires: conn.handle_timer(now)
+        stop once conn.state is ModuleState.CLOSED
+
+``await app.secret(name)`` is ``conn.get_secret(name, now)``: the cached value, or ``None``
+after making sure exactly one ``get_secret`` for that name is outstanding; the answer arrives as
+``SecretUpdated`` (or ``SecretFailed`` at the deadline). Automatic replies (``heartbeat_ack``,
+400/503/504 answers, the announce) are queued in ``data_to_send()`` without driver involvement.
+
+Theory of operation
+-------------------
+Input is parsed lazily: ``receive_data`` only buffers (bounded by the line decoder's limit),
+and each ``next_event`` call decodes as many lines as it takes to produce one event. So the
+memory held for input never exceeds one chunk plus one partial line, and an event is never
+produced for a line the driver has not asked for yet.
+
+Every ``http_request`` is answered exactly once: by the driver (``send_response``), or by the
+core itself -- 400 for an invalid request or a duplicate id, 503 beyond ``max_in_flight``,
+503 before the announce / after shutdown, 504 when its deadline passes. A late
+``send_response`` for a request that was already answered 504 returns ``False`` and sends
+nothing.
+
+Header join rule (the wire map is single-valued): repeated header names are joined with
+``", "`` (RFC 9110 section 5.3), except ``set-cookie``, whose values are joined with ``"\\n"``
+because cookie values may contain commas (``Expires``) while a newline can never occur inside
+a header value; a receiver splits ``set-cookie`` on ``"\\n"``. Names are sent lower-cased.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+from ._codec import decode_init, decode_orchestrator_to_module, encode
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._framing import (
+    DEFAULT_MAX_LINE_SIZE,
+    END_OF_INPUT,
+    NEED_DATA,
+    EndOfInput,
+    LineDecoder,
+    NeedData,
+    encode_line,
+)
+from ._messages import (
+    Announce,
+    Endpoint,
+    GetSecret,
+    Heartbeat,
+    HeartbeatAck,
+    HttpRequest,
+    HttpResponse,
+    Init,
+    OrchestratorToModule,
+    Rotated,
+    RotationAck,
+    Secret,
+    Shutdown,
+)
+from ._router import Headers, Request
+
+__all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_SECRET_TIMEOUT",
+    "EXT_HEARTBEAT_ACK",
+    "EXT_HTTP_RESPONSE_OP",
+    "EXT_IDENTIFY",
+    "MAX_INIT_LINE",
+    "MAX_LINE",
+    "MAX_PENDING_ROTATIONS",
+    "MAX_PENDING_SECRETS",
+    "MAX_REMEMBERED_ANSWERED",
+    "SUPPORTED_EXTENSIONS",
+    "Announced",
+    "BadLine",
+    "InitReceived",
+    "ModuleConnection",
+    "ModuleEvent",
+    "ModuleState",
+    "RequestReceived",
+    "RequestTimedOut",
+    "RotationRequested",
+    "SecretFailed",
+    "SecretUpdated",
+    "SecretUnavailable",
+    "ShutdownRequested",
+    "join_headers",
+    "valid_method",
+]
+
+# ============================================================================
+# STATE TABLE -- everything that changes ModuleConnection.state lives here.
+#   * AWAITING_INIT: the first line must be the init blob (bare or op-tagged).
+#   * PREFETCHING: get_secret sent for every prefetch name; leaves when all are
+#     answered or failed (SECRETS_READY is fed at once when there is nothing to
+#     prefetch). Leaving PREFETCHING sends the announce.
+#   * RUNNING: requests are accepted.
+#   * CLOSING: shutdown or end of input seen; new requests get 503, in-flight
+#     ones are still answered. DRAINED (nothing in flight) -> CLOSED.
+#   * A (state, input) pair not in the table is a LocalProtocolError; any
+#     uncaught error moves to ERROR, after which every call fails fast.
+# ============================================================================
+
+
+class ModuleState(enum.Enum):
+    AWAITING_INIT = "awaiting_init"
+    PREFETCHING = "prefetching"
+    RUNNING = "running"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    ERROR = "error"
+
+
+class _Input(enum.Enum):
+    INIT = "init"
+    SECRETS_READY = "secrets_ready"
+    SHUTDOWN = "shutdown"
+    EOF = "eof"
+    DRAINED = "drained"
+
+
+_S = ModuleState
+_TRANSITIONS: Final[dict[tuple[ModuleState, _Input], ModuleState]] = {
+    (_S.AWAITING_INIT, _Input.INIT): _S.PREFETCHING,
+    (_S.PREFETCHING, _Input.SECRETS_READY): _S.RUNNING,
+    (_S.PREFETCHING, _Input.SHUTDOWN): _S.CLOSING,
+    (_S.PREFETCHING, _Input.EOF): _S.CLOSING,
+    (_S.RUNNING, _Input.SHUTDOWN): _S.CLOSING,
+    (_S.RUNNING, _Input.EOF): _S.CLOSING,
+    (_S.CLOSING, _Input.SHUTDOWN): _S.CLOSING,
+    (_S.CLOSING, _Input.EOF): _S.CLOSING,
+    (_S.CLOSING, _Input.DRAINED): _S.CLOSED,
+    (_S.CLOSED, _Input.EOF): _S.CLOSED,
+    (_S.CLOSED, _Input.SHUTDOWN): _S.CLOSED,
+}
+
+# ---------------------------------------------------------------------------
+# Limits and defaults
+# ---------------------------------------------------------------------------
+
+#: The reference's init-line limit (PROTOCOL-FACTS section 1.1): 1 MiB.
+MAX_INIT_LINE: Final = 1024 * 1024
+#: Longest line accepted after the handshake. The reference has none (W2); the framing
+#: default (16 MiB) admits a ~4 MiB body, since a body byte costs up to 4 JSON bytes.
+MAX_LINE: Final = DEFAULT_MAX_LINE_SIZE
+#: Requests accepted but not yet answered; one more is answered 503. The reference's http_ipc
+#: server allows 100 concurrent handlers; in-flight also counts queued ones, hence larger.
+DEFAULT_MAX_IN_FLIGHT: Final = 1024
+#: Seconds a request may take before the core answers 504 ([P] client timeout: 30 s).
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
+#: Seconds to wait for a ``secret`` answer ([R] 5 s nominal timeout).
+DEFAULT_SECRET_TIMEOUT: Final = 5.0
+#: Distinct secret names with a get_secret outstanding; a misbehaving caller cannot grow the
+#: pending table without bound (W8).
+MAX_PENDING_SECRETS: Final = 256
+#: Rotations announced to the driver and not yet acknowledged (the reference's rotation
+#: broadcast holds 10; acks are normally immediate).
+MAX_PENDING_ROTATIONS: Final = 64
+#: Ids of requests already answered by the core (504) whose late result must be dropped
+#: silently; older ones are forgotten and a late answer for them is a LocalProtocolError.
+MAX_REMEMBERED_ANSWERED: Final = 4096
+#: Cached secret values; beyond this the least recently stored one is evicted.
+MAX_CACHED_SECRETS: Final = 1024
+
+EXT_HTTP_RESPONSE_OP: Final = "http_response_op"
+EXT_HEARTBEAT_ACK: Final = "heartbeat_ack"
+EXT_IDENTIFY: Final = "identify"
+#: Extensions this implementation uses when the orchestrator lists them (identify is not
+#: used: no known orchestrator expects it on stdio, PROTOCOL-FACTS W9).
+SUPPORTED_EXTENSIONS: Final = frozenset({EXT_HTTP_RESPONSE_OP, EXT_HEARTBEAT_ACK})
+
+# RFC 9110 section 5.6.2: token = 1*tchar; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" /
+# "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA. Methods are tokens (9.1).
+_TCHAR: Final = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+_COMMON_METHODS: Final = frozenset(
+    {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"}
+)
+_JSON_HEADERS: Final = {"content-type": "application/json"}
+
+
+def valid_method(method: str) -> bool:
+    """Return True if ``method`` is an RFC 9110 token (what a request method must be)."""
+    return method in _COMMON_METHODS or (bool(method) and all(c in _TCHAR for c in method))
+
+
+def join_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Fold header pairs into the single-valued wire map (rule in the module docstring).
+
+    Returns a new dict with lower-cased names; repeated names are joined with ``", "``,
+    ``set-cookie`` with ``"\\n"``. Never raises for well-typed input.
+    """
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.lower()
+        if key in out:
+            out[key] = out[key] + ("\n" if key == "set-cookie" else ", ") + value
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Events (what next_event returns besides plain OrchestratorToModule messages)
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InitReceived:
+    """The init blob arrived; ``extensions`` is what the module will use (already decided)."""
+
+    init: Init
+    extensions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Announced:
+    """The announce was queued in ``data_to_send()``; the connection is now RUNNING."""
+
+    announce: Announce
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestReceived:
+    """An ``http_request`` to hand to the router; answer it with ``send_response``.
+
+    ``path`` and ``query`` are ``request.uri`` split at the first ``?`` (query without it,
+    ``""`` when absent), still percent-encoded.
+    """
+
+    request_id: str
+    request: HttpRequest
+    path: str
+    query: str
+
+    def to_router_request(self) -> Request:
+        """Return the router's :class:`Request` for this message (method upper-cased).
+
+        Headers keep the wire's single values; a ``set-cookie``-style joined value is not
+        split here (requests do not carry ``set-cookie``).
+        """
+        msg = self.request
+        return Request(
+            method=msg.method.upper(),
+            path=self.path,
+            query_string=self.query,
+            headers=Headers(msg.headers),
+            body=msg.body or b"",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestTimedOut:
+    """The deadline of ``request_id`` passed; the core already answered 504."""
+
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretUpdated:
+    """A ``secret`` arrived (answer or unsolicited push); the cache holds ``value``."""
+
+    name: str
+    value: str
+    rotation_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretFailed:
+    """A ``get_secret`` for ``name`` got no answer in time (the protocol has no negative reply)."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotationRequested:
+    """``rotated``: stale cached values of ``keys`` were evicted; call ``ack_rotation``.
+
+    Values pushed with the same ``rotation_id`` just before are kept (they are the new ones).
+    """
+
+    rotation_id: str
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShutdownRequested:
+    """The orchestrator asked the module to stop; in-flight requests are still answered."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadLine:
+    """A line was skipped (malformed, or rejected); ``answered_status`` if the core replied."""
+
+    line: bytes
+    error: RemoteProtocolError
+    answered_status: int | None = None
+
+
+ModuleEvent: TypeAlias = (
+    InitReceived
+    | Announced
+    | RequestReceived
+    | RequestTimedOut
+    | SecretUpdated
+    | SecretFailed
+    | RotationRequested
+    | ShutdownRequested
+    | BadLine
+    | OrchestratorToModule
+)
+
+
+class SecretUnavailable(LookupError):
+    """Raised by drivers' ``secret(name)`` when the orchestrator did not answer in time."""
+
+
+def _error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()
+
+
+class ModuleConnection:
+    """The module's side of the orchestrator link (see the module docstring for a driver loop).
+
+    Args:
+        endpoints: announced routes (``Endpoint(path, methods, auth)``).
+        prefetch: secret names fetched after init and before the announce.
+        listen: the ``listen`` announced; default: the init's ``listen``.
+        max_in_flight: unanswered requests allowed; the next is answered 503.
+        request_timeout: seconds before an unanswered request is answered 504
+            (``None``: never).
+        secret_timeout: seconds to wait for a ``secret`` answer.
+        rng: randomness for the response wrapper's metadata ids (default: a fresh
+            ``random.Random()``).
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[Endpoint] = (),
+        prefetch: Sequence[str] = (),
+        listen: str | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise LocalProtocolError("max_in_flight must be at least 1")
+        self._endpoints = tuple(endpoints)
+        self._prefetch = tuple(dict.fromkeys(prefetch))
+        self._listen = listen
+        self._max_in_flight = max_in_flight
+        self._request_timeout = request_timeout
+        self._secret_timeout = secret_timeout
+        self._rng = rng if rng is not None else random.Random()
+        self._state = ModuleState.AWAITING_INIT
+        self._decoder = LineDecoder(MAX_LINE)
+        self._now = 0.0
+        self._out: list[bytes] = []
+        # Bounded by in-flight/pending limits: only timers and prefetch put more than one here.
+        self._events: list[ModuleEvent] = []
+        self._init: Init | None = None
+        self._extensions: frozenset[str] = frozenset()
+        self._flat_responses = False
+        self._source = "unknown_module"
+        # request_id -> deadline (insertion order == deadline order: constant timeout and
+        # monotonic now, so the first entry is always the earliest).
+        self._in_flight: dict[str, float] = {}
+        self._answered: OrderedDict[str, None] = OrderedDict()
+        self._secrets: OrderedDict[str, str] = OrderedDict()
+        self._pending_secrets: dict[str, float] = {}
+        # name -> rotation_id of the cached value, when it arrived with one.
+        self._secret_rotation: dict[str, str] = {}
+        self._pending_rotations: set[str] = set()
+        self._eof = False
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> ModuleState:
+        """The current state (see the table at the top of this file)."""
+        return self._state
+
+    @property
+    def init(self) -> Init | None:
+        """The init blob, once received."""
+        return self._init
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """Extensions in use (the subset of init's list this module supports)."""
+        return self._extensions
+
+    @property
+    def in_flight(self) -> int:
+        """Requests received and not yet answered."""
+        return len(self._in_flight)
+
+    def _fire(self, inp: _Input) -> None:
+        try:
+            self._state = _TRANSITIONS[(self._state, inp)]
+        except KeyError:
+            self._state = ModuleState.ERROR
+            raise LocalProtocolError(
+                f"no transition from {self._state.name} on {inp.name}"
+            ) from None
+
+    def _check_alive(self) -> None:
+        if self._state is ModuleState.ERROR:
+            raise LocalProtocolError("connection is in the ERROR state")
+
+    def _maybe_drained(self) -> None:
+        if self._state is ModuleState.CLOSING and not self._in_flight:
+            self._fire(_Input.DRAINED)
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Buffer bytes read from stdin; ``now`` is their arrival time.
+
+        Lines are decoded lazily by ``next_event``, and a request's deadline counts from the
+        ``now`` of the latest ``receive_data``/``handle_timer`` -- so drain ``next_event``
+        after every call, as the driver loop in the module docstring does.
+
+        Returns None. Raises ``LocalProtocolError`` after EOF or in the ERROR state.
+        Oversized lines are reported by ``next_event``, not here.
+        """
+        self._check_alive()
+        if self._eof:
+            raise LocalProtocolError("receive_data after receive_eof")
+        self._now = now
+        self._decoder.receive_data(data)
+
+    def receive_eof(self) -> None:
+        """Record that stdin is closed; ``next_event`` returns END_OF_INPUT after the last line."""
+        self._check_alive()
+        self._eof = True
+        self._decoder.receive_eof()
+
+    def next_event(self) -> ModuleEvent | NeedData | EndOfInput:
+        """Return the next event, ``NEED_DATA``, or ``END_OF_INPUT`` (repeatedly, once closed).
+
+        Raises ``RemoteProtocolError`` if the init line is invalid or input ends before it
+        (state -> ERROR). Malformed later lines never raise: they become ``BadLine``.
+        """
+        self._check_alive()
+        events = self._events
+        while not events:
+            try:
+                line = self._decoder.next_line()
+            except RemoteProtocolError as exc:  # oversized line: reported, decoder resyncs
+                if self._state is ModuleState.AWAITING_INIT:
+                    self._state = ModuleState.ERROR
+                    raise
+                return BadLine(line=b"", error=exc)
+            if line is NEED_DATA:
+                return NEED_DATA
+            if line is END_OF_INPUT:
+                return self._on_eof()
+            assert isinstance(line, bytes)
+            try:
+                self._handle_line(line)
+            except RemoteProtocolError:
+                self._state = ModuleState.ERROR
+                raise
+        return events.pop(0)
+
+    def _on_eof(self) -> ModuleEvent | EndOfInput:
+        if self._state is ModuleState.AWAITING_INIT:
+            self._state = ModuleState.ERROR
+            raise RemoteProtocolError("stdin closed before the init line")
+        if self._state is not ModuleState.CLOSED:
+            self._fire(_Input.EOF)
+            self._pending_secrets_fail("input closed")
+            self._maybe_drained()
+            if self._events:
+                return self._events.pop(0)
+        return END_OF_INPUT
+
+    def _handle_line(self, line: bytes) -> None:
+        if self._state is ModuleState.AWAITING_INIT:
+            self._handle_init(line)
+            return
+        if not line.strip():
+            return  # blank lines are harmless keep-alives; skip without a report
+        try:
+            msg = decode_orchestrator_to_module(line)
+        except RemoteProtocolError as exc:
+            self._bad_request_line(line, exc)
+            return
+        handler = _HANDLERS.get(type(msg))
+        if handler is None:
+            self._events.append(msg)  # port_response, service replies, routed messages, init
+        else:
+            handler(self, msg, line)
+
+    def _handle_init(self, line: bytes) -> None:
+        if len(line) > MAX_INIT_LINE:
+            raise RemoteProtocolError(
+                f"init line exceeds {MAX_INIT_LINE} bytes", error_status_hint=413
+            )
+        init = decode_init(line)
+        self._init = init
+        offered = frozenset(getattr(init, "extensions", ()) or ())
+        self._extensions = offered & SUPPORTED_EXTENSIONS
+        self._flat_responses = EXT_HTTP_RESPONSE_OP in self._extensions
+        self._source = init.module_id or "unknown_module"
+        self._fire(_Input.INIT)
+        self._events.append(InitReceived(init=init, extensions=self._extensions))
+        for name in self._prefetch:
+            if name not in self._secrets:
+                self._request_secret(name)
+        self._maybe_secrets_ready()
+
+    def _maybe_secrets_ready(self) -> None:
+        if self._state is ModuleState.PREFETCHING and not any(
+            n in self._pending_secrets for n in self._prefetch
+        ):
+            self._fire(_Input.SECRETS_READY)
+            assert self._init is not None
+            listen = self._listen if self._listen is not None else _listen_text(self._init)
+            announce = Announce(
+                listen=listen,
+                endpoints=self._endpoints,
+                extensions=tuple(sorted(self._extensions)),
+            )
+            self._out.append(encode_line(encode(announce)))
+            self._events.append(Announced(announce=announce))
+
+    # ---------------------------------------------------------- per-op handlers
+    def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
+        rid = msg.request_id
+        if rid in self._in_flight:
+            err = RemoteProtocolError(
+                f"duplicate request_id {rid!r} while in flight", field="request_id"
+            )
+            # The original request keeps its own answer; this one gets 400 now.
+            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("duplicate request_id"))
+            self._events.append(BadLine(line=line, error=err, answered_status=400))
+            return
+        if self._state is not ModuleState.RUNNING:
+            why = "module not ready" if self._state is ModuleState.PREFETCHING else "shutting down"
+            self._queue_response(rid, 503, _JSON_HEADERS, _error_body(why))
+            return
+        if not valid_method(msg.method):
+            err = RemoteProtocolError(f"invalid method {msg.method!r}", field="method")
+            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid method"))
+            self._events.append(BadLine(line=line, error=err, answered_status=400))
+            return
+        if len(self._in_flight) >= self._max_in_flight:
+            self._queue_response(
+                rid, 503, _JSON_HEADERS, _error_body("too many requests in flight")
+            )
+            return
+        uri = msg.uri
+        if not uri.startswith("/") and uri != "*":
+            err = RemoteProtocolError(f"invalid uri {uri!r}", field="uri")
+            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid uri"))
+            self._events.append(BadLine(line=line, error=err, answered_status=400))
+            return
+        timeout = self._request_timeout
+        self._in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
+        self._answered.pop(rid, None)
+        path, _, query = uri.partition("?")
+        self._events.append(RequestReceived(request_id=rid, request=msg, path=path, query=query))
+
+    def _on_secret(self, msg: Secret, line: bytes) -> None:
+        self._store_secret(msg.name, msg.value)
+        if msg.rotation_id is not None:
+            self._secret_rotation[msg.name] = msg.rotation_id
+        else:
+            self._secret_rotation.pop(msg.name, None)
+        self._pending_secrets.pop(msg.name, None)
+        self._events.append(
+            SecretUpdated(name=msg.name, value=msg.value, rotation_id=msg.rotation_id)
+        )
+        self._maybe_secrets_ready()
+
+    def _on_rotated(self, msg: Rotated, line: bytes) -> None:
+        for key in msg.keys:
+            # A value pushed with this very rotation_id is already the new one (the
+            # orchestrator sends `secret`s first, then `rotated`); anything else is stale.
+            if self._secret_rotation.get(key) != msg.rotation_id:
+                self._secrets.pop(key, None)
+        if len(self._pending_rotations) >= MAX_PENDING_ROTATIONS:
+            err = RemoteProtocolError("too many unacknowledged rotations", field="rotation_id")
+            self._send(RotationAck(rotation_id=msg.rotation_id, status="error", message=str(err)))
+            self._events.append(BadLine(line=line, error=err))
+            return
+        self._pending_rotations.add(msg.rotation_id)
+        self._events.append(RotationRequested(rotation_id=msg.rotation_id, keys=tuple(msg.keys)))
+
+    def _on_heartbeat(self, msg: Heartbeat, line: bytes) -> None:
+        # Always answered: heartbeat_ack is a valid ModuleToOrchestrator op (PROTOCOL-FACTS W10).
+        self._out.append(_HEARTBEAT_ACK_LINE)
+
+    def _on_shutdown(self, msg: Shutdown, line: bytes) -> None:
+        if self._state is ModuleState.CLOSED:
+            return
+        self._fire(_Input.SHUTDOWN)
+        self._events.append(ShutdownRequested())
+        self._maybe_drained()
+
+    def _bad_request_line(self, line: bytes, exc: RemoteProtocolError) -> None:
+        """Skip an undecodable line; answer 400 if it is recognisably an http_request."""
+        status: int | None = None
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict) and obj.get("op") == "http_request":
+            rid = obj.get("request_id")
+            if isinstance(rid, str) and rid not in self._in_flight:
+                status = 400
+                self._queue_response(rid, 400, _JSON_HEADERS, _error_body("malformed request"))
+        self._events.append(BadLine(line=line, error=exc, answered_status=status))
+
+    # ----------------------------------------------------------------- output
+    def _send(self, msg: RotationAck | GetSecret) -> None:
+        self._out.append(encode_line(encode(msg)))
+
+    def _queue_response(
+        self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
+    ) -> None:
+        resp = HttpResponse(request_id=request_id, status_code=status, headers=headers, body=body)
+        text = encode(resp)
+        if not self._flat_responses:
+            text = self._wrap(text, request_id)
+        self._out.append(text + b"\n")
+
+    def _wrap(self, flat: bytes, request_id: str) -> bytes:
+        # The reference's stdout shape (PROTOCOL-FACTS section 1.9): content = the response
+        # without "op", metadata = {id, source, properties.correlation_id}; keys sorted.
+        prefix = b'{"op":"http_response",'
+        if not flat.startswith(prefix):  # pragma: no cover - codec always writes op first
+            raise LocalProtocolError("unexpected http_response encoding")
+        content = b"{" + flat[len(prefix) :]
+        meta = {
+            "id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            "properties": {"correlation_id": request_id},
+            "source": self._source,
+        }
+        return (
+            b'{"content":'
+            + content
+            + b',"metadata":'
+            + json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+            + b"}"
+        )
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) every queued outbound byte: whole lines only, possibly b""."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def send_response(
+        self,
+        request_id: str,
+        status_code: int,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes | None,
+    ) -> bool:
+        """Answer ``request_id``; headers are folded by :func:`join_headers`.
+
+        Returns True if the response was queued, False if the core had already answered
+        it (504) -- the late result is dropped. Raises ``LocalProtocolError`` for an id
+        that was never received (or answered twice); the state is unchanged then.
+        """
+        self._check_alive()
+        if self._in_flight.pop(request_id, None) is None:
+            if request_id in self._answered:
+                return False
+            raise LocalProtocolError(f"no request {request_id!r} in flight")
+        if not 0 <= status_code <= 65535:
+            self._in_flight[request_id] = self._now
+            raise LocalProtocolError(f"status code {status_code} out of range")
+        hdrs = headers if type(headers) is dict and _lower_keys(headers) else join_headers(headers)
+        self._queue_response(request_id, status_code, hdrs, body)
+        if self._state is ModuleState.CLOSING and not self._in_flight:
+            self._fire(_Input.DRAINED)
+        return True
+
+    def send(self, message: object) -> None:
+        """Queue any other module->orchestrator message (port_request, service_request, ...).
+
+        Raises ``LocalProtocolError`` for messages the connection manages itself
+        (announce, http_response, rotation_ack, get_secret, heartbeat_ack) or before init.
+        """
+        self._check_alive()
+        if isinstance(message, Announce | HttpResponse | RotationAck | GetSecret | HeartbeatAck):
+            raise LocalProtocolError(f"{type(message).__name__} is sent by ModuleConnection itself")
+        if self._state is ModuleState.AWAITING_INIT:
+            raise LocalProtocolError("cannot send before the init line was received")
+        self._out.append(encode_line(encode(message)))  # type: ignore[arg-type]
+
+    # ---------------------------------------------------------------- secrets
+    def get_secret(self, name: str, now: float) -> str | None:
+        """Return the cached value of ``name``, or None with a ``get_secret`` outstanding.
+
+        Concurrent callers share one round trip: the request is sent only if none is
+        pending for ``name``. Answer: ``SecretUpdated``/``SecretFailed`` event.
+        Raises ``LocalProtocolError`` before init or past ``MAX_PENDING_SECRETS``.
+        """
+        self._check_alive()
+        value = self._secrets.get(name)
+        if value is not None:
+            return value
+        if self._state is ModuleState.AWAITING_INIT:
+            raise LocalProtocolError("cannot request secrets before init")
+        if name not in self._pending_secrets:
+            if len(self._pending_secrets) >= MAX_PENDING_SECRETS:
+                raise LocalProtocolError("too many secret requests outstanding")
+            self._now = max(self._now, now)
+            self._request_secret(name)
+        return None
+
+    def cached_secret(self, name: str) -> str | None:
+        """Return the cached value of ``name`` without asking the orchestrator."""
+        return self._secrets.get(name)
+
+    def _request_secret(self, name: str) -> None:
+        self._pending_secrets[name] = self._now + self._secret_timeout
+        self._send(GetSecret(name=name))
+
+    def _store_secret(self, name: str, value: str) -> None:
+        secrets = self._secrets
+        secrets.pop(name, None)
+        secrets[name] = value
+        if len(secrets) > MAX_CACHED_SECRETS:
+            old, _ = secrets.popitem(last=False)
+            self._secret_rotation.pop(old, None)
+
+    def _pending_secrets_fail(self, reason: str) -> None:
+        for name in list(self._pending_secrets):
+            del self._pending_secrets[name]
+            self._events.append(SecretFailed(name=name, reason=reason))
+
+    def ack_rotation(self, rotation_id: str, error: str | None = None) -> None:
+        """Answer a ``RotationRequested``: ``status`` "success", or "error" with ``error``.
+
+        Raises ``LocalProtocolError`` for a rotation id that is not awaiting an ack.
+        """
+        self._check_alive()
+        try:
+            self._pending_rotations.remove(rotation_id)
+        except KeyError:
+            raise LocalProtocolError(f"no rotation {rotation_id!r} awaiting an ack") from None
+        if error is None:
+            self._send(RotationAck(rotation_id=rotation_id, status="success", message=None))
+        else:
+            self._send(RotationAck(rotation_id=rotation_id, status="error", message=error))
+
+    # ----------------------------------------------------------------- timers
+    def get_timer(self) -> float | None:
+        """Return the earliest deadline (same clock as ``now``), or None if nothing is timed."""
+        best: float | None = None
+        if self._in_flight:
+            best = next(iter(self._in_flight.values()))
+            if best == float("inf"):
+                best = None
+        for deadline in self._pending_secrets.values():
+            if best is None or deadline < best:
+                best = deadline
+        return best
+
+    def handle_timer(self, now: float) -> None:
+        """Expire every deadline at or before ``now``.
+
+        Overdue requests are answered 504 (``RequestTimedOut`` event each); overdue secret
+        requests give ``SecretFailed``. Returns None; never raises except in ERROR state.
+        """
+        self._check_alive()
+        self._now = max(self._now, now)
+        in_flight = self._in_flight
+        while in_flight:
+            rid, deadline = next(iter(in_flight.items()))
+            if deadline > now:
+                break
+            del in_flight[rid]
+            self._remember_answered(rid)
+            self._queue_response(rid, 504, _JSON_HEADERS, _error_body("request timed out"))
+            self._events.append(RequestTimedOut(request_id=rid))
+        for name, deadline in list(self._pending_secrets.items()):
+            if deadline <= now:
+                del self._pending_secrets[name]
+                self._events.append(SecretFailed(name=name, reason="timed out"))
+        self._maybe_secrets_ready()
+        self._maybe_drained()
+
+    def _remember_answered(self, rid: str) -> None:
+        answered = self._answered
+        answered[rid] = None
+        if len(answered) > MAX_REMEMBERED_ANSWERED:
+            answered.popitem(last=False)
+
+
+def _lower_keys(headers: dict[str, str]) -> bool:
+    return all(k.islower() or not any(c.isupper() for c in k) for k in headers)
+
+
+def _listen_text(init: Init) -> str:
+    listen = init.listen
+    return listen if isinstance(listen, str) else str(listen)
+
+
+_HEARTBEAT_ACK_LINE: Final = encode_line(encode(HeartbeatAck()))
+
+_Handler: TypeAlias = Callable[[ModuleConnection, Any, bytes], None]
+_HANDLERS: Final[dict[type, _Handler]] = {
+    HttpRequest: ModuleConnection._on_http_request,
+    Secret: ModuleConnection._on_secret,
+    Rotated: ModuleConnection._on_rotated,
+    Heartbeat: ModuleConnection._on_heartbeat,
+    Shutdown: ModuleConnection._on_shutdown,
+}

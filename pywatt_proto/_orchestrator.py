@@ -1,0 +1,584 @@
+"""``OrchestratorConnection``: the orchestrator's side of a module's stdio link (pure).
+
+Theory of operation
+-------------------
+The orchestrator writes to the module's stdin and reads its stdout. A driver (the ``pywatt``
+development orchestrator, a test) loops exactly like a module driver::
+
+    conn = OrchestratorConnection(init=Init(...), secrets={"DB": "..."})
+    conn.start(now)                                 # queues the init line (with extensions)
+    write(conn.data_to_send())
+    feed stdout bytes: conn.receive_data(chunk, now) / conn.receive_eof()
+    drain conn.next_event() until NEED_DATA:
+        AnnounceReceived            -> start forwarding HTTP: rid = conn.send_request(...)
+        ResponseReceived     -> answer the client of rid
+        RequestFailed        -> answer that client with event.status (502 crash, 504 timeout)
+        PortRequested        -> allocate, then conn.answer_port(...)
+        SecretRequested      -> (unknown names only; known ones were answered already)
+        RotationAcknowledged, ModuleUnresponsive, AnnounceTimedOut, BadModuleLine, END_OF_INPUT
+    arm conn.get_timer(); on expiry conn.handle_timer(now) (heartbeats, deadlines, grace)
+
+Responses are accepted in both shapes a module may write on stdout: the flat
+``{"op":"http_response",...}`` and the reference's ``{"content":...,"metadata":...}`` wrapper
+(``decode_module_line``). Heartbeats are sent every ``heartbeat_interval``; misses are only
+counted when the module announced the ``heartbeat_ack`` extension (a reference Rust module
+never acks on stdio, PROTOCOL-FACTS section 1.8), and ``ModuleUnresponsive`` is emitted once
+when ``max_missed_heartbeats`` in a row go unanswered.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Final, TypeAlias
+
+from ._codec import decode_module_line, encode
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._framing import (
+    DEFAULT_MAX_LINE_SIZE,
+    END_OF_INPUT,
+    NEED_DATA,
+    EndOfInput,
+    LineDecoder,
+    NeedData,
+)
+from ._messages import (
+    Announce,
+    GetSecret,
+    Heartbeat,
+    HeartbeatAck,
+    HttpRequest,
+    HttpResponse,
+    Init,
+    ModuleToOrchestrator,
+    PortRequest,
+    PortResponse,
+    Rotated,
+    RotationAck,
+    Secret,
+    Shutdown,
+)
+
+__all__ = [
+    "DEFAULT_ANNOUNCE_TIMEOUT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_MAX_MISSED_HEARTBEATS",
+    "DEFAULT_ORCH_MAX_IN_FLIGHT",
+    "DEFAULT_ORCH_REQUEST_TIMEOUT",
+    "DEFAULT_SHUTDOWN_GRACE",
+    "ORCHESTRATOR_EXTENSIONS",
+    "AnnounceTimedOut",
+    "AnnounceReceived",
+    "BadModuleLine",
+    "ModuleUnresponsive",
+    "OrchestratorConnection",
+    "OrchestratorEvent",
+    "OrchestratorState",
+    "PortRequested",
+    "RequestFailed",
+    "ResponseReceived",
+    "RotationAcknowledged",
+    "SecretRequested",
+    "ShutdownGraceExpired",
+]
+
+# ============================================================================
+# STATE TABLE -- everything that changes OrchestratorConnection.state lives here.
+#   * CREATED --start--> AWAITING_ANNOUNCE (init queued, announce deadline armed).
+#   * AWAITING_ANNOUNCE --announce--> RUNNING; --deadline--> FAILED.
+#   * RUNNING --shutdown()--> SHUTTING_DOWN (shutdown queued, grace deadline armed).
+#   * module output ends (EOF) in any live state -> EXITED; every in-flight request
+#     becomes RequestFailed(502) ("the module went away").
+#   * SHUTTING_DOWN --grace expired--> EXITED as far as the protocol is concerned
+#     (the driver then kills the process).
+#   * A (state, input) pair not in the table is a LocalProtocolError.
+# ============================================================================
+
+
+class OrchestratorState(enum.Enum):
+    CREATED = "created"
+    AWAITING_ANNOUNCE = "awaiting_announce"
+    RUNNING = "running"
+    SHUTTING_DOWN = "shutting_down"
+    EXITED = "exited"
+    FAILED = "failed"
+
+
+class _Input(enum.Enum):
+    START = "start"
+    ANNOUNCE = "announce"
+    ANNOUNCE_DEADLINE = "announce_deadline"
+    SHUTDOWN = "shutdown"
+    EOF = "eof"
+    GRACE_EXPIRED = "grace_expired"
+
+
+_S = OrchestratorState
+_TRANSITIONS: Final[dict[tuple[OrchestratorState, _Input], OrchestratorState]] = {
+    (_S.CREATED, _Input.START): _S.AWAITING_ANNOUNCE,
+    (_S.AWAITING_ANNOUNCE, _Input.ANNOUNCE): _S.RUNNING,
+    (_S.AWAITING_ANNOUNCE, _Input.ANNOUNCE_DEADLINE): _S.FAILED,
+    (_S.AWAITING_ANNOUNCE, _Input.EOF): _S.EXITED,
+    (_S.AWAITING_ANNOUNCE, _Input.SHUTDOWN): _S.SHUTTING_DOWN,
+    (_S.RUNNING, _Input.SHUTDOWN): _S.SHUTTING_DOWN,
+    (_S.RUNNING, _Input.EOF): _S.EXITED,
+    (_S.SHUTTING_DOWN, _Input.EOF): _S.EXITED,
+    (_S.SHUTTING_DOWN, _Input.SHUTDOWN): _S.SHUTTING_DOWN,
+    (_S.SHUTTING_DOWN, _Input.GRACE_EXPIRED): _S.EXITED,
+    (_S.FAILED, _Input.EOF): _S.FAILED,
+    (_S.FAILED, _Input.SHUTDOWN): _S.FAILED,
+    (_S.EXITED, _Input.EOF): _S.EXITED,
+    (_S.EXITED, _Input.SHUTDOWN): _S.EXITED,
+}
+
+#: Seconds the module has to announce after init (the reference has no such limit; 10 s
+#: is long enough for a module that prefetches secrets with the 5 s secret timeout).
+DEFAULT_ANNOUNCE_TIMEOUT: Final = 10.0
+#: Seconds between heartbeats.
+DEFAULT_HEARTBEAT_INTERVAL: Final = 5.0
+#: Consecutive unanswered heartbeats before ModuleUnresponsive (only with heartbeat_ack).
+DEFAULT_MAX_MISSED_HEARTBEATS: Final = 3
+#: Seconds before a forwarded request is failed with 504 ([P] client timeout 30 s).
+DEFAULT_ORCH_REQUEST_TIMEOUT: Final = 30.0
+#: Seconds between shutdown and ShutdownGraceExpired (then the driver kills the process).
+DEFAULT_SHUTDOWN_GRACE: Final = 5.0
+#: Requests forwarded and not yet answered; send_request refuses more (hint 503) so the
+#: correlation table stays bounded (W8). Matches the module side's default.
+DEFAULT_ORCH_MAX_IN_FLIGHT: Final = 1024
+#: Unanswered port requests remembered (the module retries at most a few times).
+MAX_PENDING_PORT_REQUESTS: Final = 64
+#: Extensions the orchestrator offers in init.
+ORCHESTRATOR_EXTENSIONS: Final = ("heartbeat_ack", "http_response_op")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnounceReceived:
+    """The module announced; ``extensions`` = what it will use."""
+
+    announce: Announce
+    extensions: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AnnounceTimedOut:
+    """No announce within the deadline; the connection is FAILED."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseReceived:
+    """The module answered ``request_id`` (flat op or wrapper)."""
+
+    request_id: str
+    response: HttpResponse
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestFailed:
+    """``request_id`` will never be answered: ``status`` 504 (deadline) or 502 (module gone)."""
+
+    request_id: str
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortRequested:
+    """The module asked for a port; allocate one and call ``answer_port``."""
+
+    request: PortRequest
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRequested:
+    """``get_secret`` for a name not in the store (the protocol has no negative answer)."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotationAcknowledged:
+    """The module answered a rotation."""
+
+    rotation_id: str
+    status: str
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModuleUnresponsive:
+    """``missed`` heartbeats in a row went unanswered (emitted once per silence)."""
+
+    missed: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShutdownGraceExpired:
+    """The module did not exit within the grace period; the driver should kill it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadModuleLine:
+    """A module line was skipped (malformed, or an answer nobody is waiting for)."""
+
+    line: bytes
+    error: RemoteProtocolError
+
+
+OrchestratorEvent: TypeAlias = (
+    AnnounceReceived
+    | AnnounceTimedOut
+    | ResponseReceived
+    | RequestFailed
+    | PortRequested
+    | SecretRequested
+    | RotationAcknowledged
+    | ModuleUnresponsive
+    | ShutdownGraceExpired
+    | BadModuleLine
+    | ModuleToOrchestrator
+)
+
+
+class OrchestratorConnection:
+    """The orchestrator's side of one module (see the module docstring for a driver loop).
+
+    Args:
+        init: the init blob to send (its ``extensions`` default to ``ORCHESTRATOR_EXTENSIONS``
+            when it has none).
+        secrets: name -> value served to ``get_secret``; updated by ``rotate``.
+        announce_timeout, heartbeat_interval, max_missed_heartbeats, request_timeout,
+        shutdown_grace: seconds / counts, see the module constants. ``heartbeat_interval``
+            ``None`` disables heartbeats.
+        max_in_flight: forwarded requests awaiting an answer.
+    """
+
+    def __init__(
+        self,
+        *,
+        init: Init,
+        secrets: Mapping[str, str] | None = None,
+        announce_timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
+        heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
+        max_missed_heartbeats: int = DEFAULT_MAX_MISSED_HEARTBEATS,
+        request_timeout: float = DEFAULT_ORCH_REQUEST_TIMEOUT,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        max_in_flight: int = DEFAULT_ORCH_MAX_IN_FLIGHT,
+    ) -> None:
+        if not init.extensions:
+            init = replace(init, extensions=ORCHESTRATOR_EXTENSIONS)
+        self._init = init
+        self._secrets: dict[str, str] = dict(secrets or {})
+        self._announce_timeout = announce_timeout
+        self._heartbeat_interval = heartbeat_interval
+        self._max_missed = max_missed_heartbeats
+        self._request_timeout = request_timeout
+        self._shutdown_grace = shutdown_grace
+        self._max_in_flight = max_in_flight
+        self._state = OrchestratorState.CREATED
+        self._decoder = LineDecoder(DEFAULT_MAX_LINE_SIZE)
+        self._out: list[bytes] = []
+        self._events: list[OrchestratorEvent] = []  # bounded by in-flight + a few timers
+        self._now = 0.0
+        self._announce: Announce | None = None
+        self._extensions: frozenset[str] = frozenset()
+        self._announce_deadline: float | None = None
+        self._grace_deadline: float | None = None
+        self._next_heartbeat: float | None = None
+        self._missed = 0
+        self._unresponsive_reported = False
+        self._next_id = 0
+        # request_id -> deadline; insertion order is deadline order (constant timeout).
+        self._in_flight: dict[str, float] = {}
+        self._pending_ports: set[str] = set()
+        self._pending_rotations: set[str] = set()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> OrchestratorState:
+        """The current state (table at the top of this file)."""
+        return self._state
+
+    @property
+    def announce(self) -> Announce | None:
+        """The module's announce, once received."""
+        return self._announce
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """Extensions the module said it uses."""
+        return self._extensions
+
+    @property
+    def in_flight(self) -> int:
+        """Forwarded requests not yet answered or failed."""
+        return len(self._in_flight)
+
+    def _fire(self, inp: _Input) -> None:
+        try:
+            self._state = _TRANSITIONS[(self._state, inp)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"no transition from {self._state.name} on {inp.name}"
+            ) from None
+
+    # ----------------------------------------------------------------- output
+    def _send(self, msg: object) -> None:
+        self._out.append(encode(msg) + b"\n")  # type: ignore[arg-type]
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) every queued byte for the module's stdin (whole lines)."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return b"".join(out)
+
+    def start(self, now: float) -> None:
+        """Queue the init line and arm the announce deadline.
+
+        Raises ``LocalProtocolError`` if already started.
+        """
+        self._fire(_Input.START)
+        self._now = now
+        self._send(self._init)
+        self._announce_deadline = now + self._announce_timeout
+
+    def send_request(
+        self,
+        method: str,
+        uri: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        now: float,
+        *,
+        request_id: str | None = None,
+    ) -> str:
+        """Forward one HTTP request; return its ``request_id`` (``"r<n>"`` unless given).
+
+        Raises ``LocalProtocolError`` if the module is not RUNNING (hint 503), the id is
+        already in flight, or ``max_in_flight`` is reached (hint 503). State unchanged then.
+        """
+        if self._state is not OrchestratorState.RUNNING:
+            raise LocalProtocolError(
+                f"module is not running ({self._state.name})", error_status_hint=503
+            )
+        if len(self._in_flight) >= self._max_in_flight:
+            raise LocalProtocolError("too many requests in flight", error_status_hint=503)
+        if request_id is None:
+            self._next_id += 1
+            request_id = f"r{self._next_id}"
+        elif request_id in self._in_flight:
+            raise LocalProtocolError(f"request {request_id!r} already in flight")
+        msg = HttpRequest(
+            request_id=request_id, method=method, uri=uri, headers=dict(headers), body=body
+        )
+        self._send(msg)
+        self._now = max(self._now, now)
+        self._in_flight[request_id] = self._now + self._request_timeout
+        return request_id
+
+    def cancel_request(self, request_id: str) -> bool:
+        """Forget ``request_id`` (its client went away); a later answer becomes a BadModuleLine.
+
+        Returns True if it was in flight.
+        """
+        return self._in_flight.pop(request_id, None) is not None
+
+    def answer_port(
+        self, request_id: str, *, port: int | None = None, error: str | None = None
+    ) -> None:
+        """Answer a ``PortRequested``: ``port`` on success, else ``error``.
+
+        Raises ``LocalProtocolError`` for an unknown request id or when neither/both given.
+        """
+        if (port is None) == (error is None):
+            raise LocalProtocolError("answer_port needs exactly one of port and error")
+        try:
+            self._pending_ports.remove(request_id)
+        except KeyError:
+            raise LocalProtocolError(f"no port request {request_id!r} pending") from None
+        if port is not None:
+            self._send(
+                PortResponse(request_id=request_id, success=True, port=port, error_message=None)
+            )
+        else:
+            self._send(
+                PortResponse(request_id=request_id, success=False, port=0, error_message=error)
+            )
+
+    def set_secret(self, name: str, value: str) -> None:
+        """Add or change a served secret without telling the module."""
+        self._secrets[name] = value
+
+    def push_secret(self, name: str, value: str) -> None:
+        """Store ``value`` and send it to the module unsolicited."""
+        self._secrets[name] = value
+        self._send(Secret(name=name, value=value, rotation_id=None))
+
+    def rotate(self, values: Mapping[str, str], rotation_id: str) -> None:
+        """Rotate secrets: store them, push each ``secret`` and then ``rotated``.
+
+        The answer comes back as ``RotationAcknowledged``.
+        """
+        for name, value in values.items():
+            self._secrets[name] = value
+            self._send(Secret(name=name, value=value, rotation_id=rotation_id))
+        self._pending_rotations.add(rotation_id)
+        self._send(Rotated(keys=tuple(values), rotation_id=rotation_id))
+
+    def shutdown(self, now: float) -> None:
+        """Queue ``shutdown`` and arm the grace deadline (no-op when already stopping/gone)."""
+        if self._state in (OrchestratorState.EXITED, OrchestratorState.FAILED):
+            return
+        if self._state is OrchestratorState.SHUTTING_DOWN:
+            return
+        if self._state is OrchestratorState.CREATED:
+            raise LocalProtocolError("shutdown before start")
+        self._fire(_Input.SHUTDOWN)
+        self._send(Shutdown())
+        self._grace_deadline = now + self._shutdown_grace
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Buffer bytes read from the module's stdout."""
+        self._now = max(self._now, now)
+        self._decoder.receive_data(data)
+
+    def receive_eof(self) -> None:
+        """The module's stdout closed (it exited or crashed)."""
+        self._decoder.receive_eof()
+
+    def next_event(self) -> OrchestratorEvent | NeedData | EndOfInput:
+        """Return the next event, ``NEED_DATA`` or ``END_OF_INPUT``. Never raises for bad input."""
+        events = self._events
+        while not events:
+            try:
+                line = self._decoder.next_line()
+            except RemoteProtocolError as exc:
+                return BadModuleLine(line=b"", error=exc)
+            if line is NEED_DATA:
+                return NEED_DATA
+            if line is END_OF_INPUT:
+                if self._state not in (OrchestratorState.EXITED, OrchestratorState.FAILED):
+                    self._fire(_Input.EOF)
+                    self._fail_all(502, "module exited")
+                    if events:
+                        break
+                return END_OF_INPUT
+            assert isinstance(line, bytes)
+            self._handle_line(line)
+        return events.pop(0)
+
+    def _fail_all(self, status: int, reason: str) -> None:
+        for rid in self._in_flight:
+            self._events.append(RequestFailed(request_id=rid, status=status, reason=reason))
+        self._in_flight.clear()
+
+    def _handle_line(self, line: bytes) -> None:
+        try:
+            msg = decode_module_line(line)
+        except RemoteProtocolError as exc:
+            self._events.append(BadModuleLine(line=line, error=exc))
+            return
+        t = type(msg)
+        if t is HttpResponse:
+            assert isinstance(msg, HttpResponse)
+            if self._in_flight.pop(msg.request_id, None) is None:
+                err = RemoteProtocolError(
+                    f"response for unknown request {msg.request_id!r}", field="request_id"
+                )
+                self._events.append(BadModuleLine(line=line, error=err))
+                return
+            self._events.append(ResponseReceived(request_id=msg.request_id, response=msg))
+        elif t is HeartbeatAck:
+            self._missed = 0
+            self._unresponsive_reported = False
+        elif t is Announce:
+            assert isinstance(msg, Announce)
+            if self._state is not OrchestratorState.AWAITING_ANNOUNCE:
+                err = RemoteProtocolError("announce received twice", field="op")
+                self._events.append(BadModuleLine(line=line, error=err))
+                return
+            self._fire(_Input.ANNOUNCE)
+            self._announce = msg
+            offered = frozenset(self._init.extensions)
+            self._extensions = frozenset(msg.extensions or ()) & offered
+            self._announce_deadline = None
+            if self._heartbeat_interval is not None:
+                self._next_heartbeat = self._now + self._heartbeat_interval
+            self._events.append(AnnounceReceived(announce=msg, extensions=self._extensions))
+        elif t is GetSecret:
+            assert isinstance(msg, GetSecret)
+            value = self._secrets.get(msg.name)
+            if value is None:
+                self._events.append(SecretRequested(name=msg.name))
+            else:
+                self._send(Secret(name=msg.name, value=value, rotation_id=None))
+        elif t is RotationAck:
+            assert isinstance(msg, RotationAck)
+            self._pending_rotations.discard(msg.rotation_id)
+            self._events.append(
+                RotationAcknowledged(
+                    rotation_id=msg.rotation_id, status=msg.status, message=msg.message
+                )
+            )
+        elif t is PortRequest:
+            assert isinstance(msg, PortRequest)
+            if len(self._pending_ports) >= MAX_PENDING_PORT_REQUESTS:
+                err = RemoteProtocolError("too many port requests pending", field="request_id")
+                self._events.append(BadModuleLine(line=line, error=err))
+                return
+            self._pending_ports.add(msg.request_id)
+            self._events.append(PortRequested(request=msg))
+        else:
+            self._events.append(msg)
+
+    # ----------------------------------------------------------------- timers
+    def get_timer(self) -> float | None:
+        """Return the earliest deadline (heartbeat, announce, request, grace) or None."""
+        cands = [
+            d
+            for d in (self._announce_deadline, self._grace_deadline, self._next_heartbeat)
+            if d is not None
+        ]
+        if self._in_flight:
+            cands.append(next(iter(self._in_flight.values())))
+        return min(cands) if cands else None
+
+    def handle_timer(self, now: float) -> None:
+        """Act on every deadline at or before ``now`` (events are then in ``next_event``)."""
+        self._now = max(self._now, now)
+        if self._announce_deadline is not None and now >= self._announce_deadline:
+            self._announce_deadline = None
+            if self._state is OrchestratorState.AWAITING_ANNOUNCE:
+                self._fire(_Input.ANNOUNCE_DEADLINE)
+                self._events.append(AnnounceTimedOut())
+        in_flight = self._in_flight
+        while in_flight:
+            rid, deadline = next(iter(in_flight.items()))
+            if deadline > now:
+                break
+            del in_flight[rid]
+            self._events.append(
+                RequestFailed(request_id=rid, status=504, reason="module did not answer in time")
+            )
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            if self._state is OrchestratorState.RUNNING:
+                if "heartbeat_ack" in self._extensions:
+                    # _missed = heartbeats sent since the last ack (i.e. unanswered so far).
+                    if self._missed >= self._max_missed and not self._unresponsive_reported:
+                        self._unresponsive_reported = True
+                        self._events.append(ModuleUnresponsive(missed=self._missed))
+                    self._missed += 1
+                self._send(Heartbeat())
+                assert self._heartbeat_interval is not None
+                self._next_heartbeat = now + self._heartbeat_interval
+            else:
+                self._next_heartbeat = None
+        if self._grace_deadline is not None and now >= self._grace_deadline:
+            self._grace_deadline = None
+            if self._state is OrchestratorState.SHUTTING_DOWN:
+                self._fire(_Input.GRACE_EXPIRED)
+                self._fail_all(502, "module did not stop in time")
+                self._events.append(ShutdownGraceExpired())
