@@ -276,6 +276,7 @@ def test_breaker_invariants(
         before_opened_at = cb.opened_at
         before_trials = cb.counters.half_open_in_flight
         before_consecutive = cb.counters.consecutive_failures
+        before_successes = cb.counters.half_open_successes
         if op == "acquire":
             acquires += 1
             t = cb.acquire(now)
@@ -319,9 +320,11 @@ def test_breaker_invariants(
                     assert before is C
                     assert cb.state is (O if before_consecutive + 1 >= threshold else C)
             elif op in ("success", "excluded"):
-                assert cb.state is (C if before in (C, H) else before)
-                if before is H and cb.state is H:
-                    assert cb.counters.half_open_successes < success_threshold
+                if before is H:
+                    recovered = before_successes + 1 >= success_threshold
+                    assert cb.state is (C if recovered else H)
+                else:
+                    assert before is C and cb.state is C
             else:
                 assert cb.state is before
 
