@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
@@ -186,15 +186,30 @@ def _bytes(v: Any, path: str) -> bytes:
     try:
         b = bytes(v)
     except (TypeError, ValueError):
-        b = None
-    # bytes() also takes True/False as 1/0: look closer only if such bytes occur.
-    if b is None or ((b"\x00" in b or b"\x01" in b) and (True in v or False in v)):
-        for i, x in enumerate(v):
-            if type(x) is not int:
-                raise _invalid(f"{path}[{i}]", x, "u8")
-            if not 0 <= x <= 255:
-                raise _err(f"{path}[{i}]", f"invalid value: integer `{x}`, expected u8")
-    return b  # type: ignore[return-value]
+        _bad_byte(v, path)
+    # bytes() also takes True/False as 1/0, so look at the elements that became
+    # a 0 or 1 byte (few in typical bodies; a C-level type scan when many).
+    zeros_ones = b.count(0) + b.count(1)
+    if zeros_ones:
+        if zeros_ones <= 64:
+            for needle in (0, 1):
+                i = b.find(needle)
+                while i >= 0:
+                    if type(v[i]) is not int:
+                        _bad_byte(v, path)
+                    i = b.find(needle, i + 1)
+        elif bool in set(map(type, v)):
+            _bad_byte(v, path)
+    return b
+
+
+def _bad_byte(v: list[Any], path: str) -> NoReturn:
+    for i, x in enumerate(v):
+        if type(x) is not int:
+            raise _invalid(f"{path}[{i}]", x, "u8")
+        if not 0 <= x <= 255:
+            raise _err(f"{path}[{i}]", f"invalid value: integer `{x}`, expected u8")
+    raise AssertionError("unreachable: no bad byte found")  # pragma: no cover
 
 
 def _opt_bytes(v: Any, path: str) -> bytes | None:
