@@ -206,6 +206,12 @@ def test_valid_surrogate_pairs_and_escaped_backslashes_are_fine() -> None:
     assert claims == {"a": "\U0001f600", "b": "\\ud800"}
 
 
+def test_json_whitespace_is_allowed_around_and_inside() -> None:
+    for payload in (b' {"a":1}', b'{"a":1}\r\n', b'\t{ "a" : 1 }\n'):
+        assert v().validate(raw_token(HS256, payload), NOW) == {"a": 1}
+    assert reason(v(), raw_token(HS256, b'\x0c{"a":1}')) == "malformed"  # form feed is not JSON
+
+
 def test_malformed_header_json() -> None:
     assert reason(v(), raw_token(b'{"alg":"HS256","alg":"HS256"}', b"{}")) == "malformed"
     assert reason(v(), raw_token(b'["HS256"]', b"{}")) == "malformed"

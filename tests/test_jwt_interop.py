@@ -83,3 +83,12 @@ def test_jwcrypto_rejects_our_token_under_another_key() -> None:
     token = encode(CLAIMS, KEY)
     with pytest.raises(Exception):  # noqa: B017 - jwcrypto's own error type
         jwcrypto_jwt.JWT(key=jw_key(b"q" * 32), jwt=token, algs=["HS256"])
+
+
+@pytest.mark.parametrize("length", [32, 63, 64, 65, 100, 1000])
+def test_tokens_match_pyjwt_byte_for_byte_for_any_key_length(length: int) -> None:
+    key = bytes(range(256)) * 4
+    key = key[:length]
+    claims = {"sub": "x", "n": length}
+    assert encode(claims, key) == pyjwt.encode(claims, key, algorithm="HS256")
+    assert JwtValidator(key).validate(pyjwt.encode(claims, key, algorithm="HS256"), NOW) == claims

@@ -10,15 +10,14 @@ so a signer never produces a token its own validator would call malformed.
 from __future__ import annotations
 
 import binascii
-import hashlib
-import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
 
 from ._b64 import b64url_encode
 from ._claims import check_types
-from ._keys import KeyInput, to_key
+from ._hmac import HmacSha256
+from ._keys import JwtKey, KeyInput, to_key
 
 __all__ = ["JwtSigner", "encode"]
 
@@ -58,7 +57,7 @@ class JwtSigner:
     def __init__(self, key: KeyInput, *, headers: Mapping[str, Any] | None = None) -> None:
         checked = to_key(key)
         self._header = _header_segment(checked.kid, headers) + b"."
-        self._mac = hmac.new(checked.secret, digestmod=hashlib.sha256)
+        self._mac = HmacSha256(checked.secret)
 
     def sign(self, claims: Mapping[str, Any]) -> str:
         """Return the compact JWS (``header.payload.signature``) for ``claims``.
@@ -77,13 +76,12 @@ class JwtSigner:
         check_types(claims)
         payload = _ENCODER.encode(claims).encode("utf-8")
         signing_input = self._header + b64url_encode(payload)
-        m = self._mac.copy()
-        m.update(signing_input)
-        sig = binascii.b2a_base64(m.digest(), newline=False)[:-1].translate(_TO_URL)
+        sig = binascii.b2a_base64(self._mac.mac(signing_input), newline=False)
+        sig = sig[:-1].translate(_TO_URL)
         return (signing_input + b"." + sig).decode("ascii")
 
 
-_DEFAULT_SIGNERS: dict[tuple[bytes, str | None], JwtSigner] = {}
+_DEFAULT_SIGNERS: dict[JwtKey | bytes | str, JwtSigner] = {}
 _SIGNER_CACHE_LIMIT = 32
 
 
@@ -98,11 +96,11 @@ def encode(
     """
     if headers:
         return JwtSigner(key, headers=headers).sign(claims)
-    checked = to_key(key)
-    cache_key = (checked.secret, checked.kid)
+    cache_key = bytes(key) if isinstance(key, bytearray) else key
     signer = _DEFAULT_SIGNERS.get(cache_key)
     if signer is None:
+        signer = JwtSigner(key)  # checks the key; refused keys are never cached
         if len(_DEFAULT_SIGNERS) >= _SIGNER_CACHE_LIMIT:
             _DEFAULT_SIGNERS.clear()
-        signer = _DEFAULT_SIGNERS[cache_key] = JwtSigner(checked)
+        _DEFAULT_SIGNERS[cache_key] = signer
     return signer.sign(claims)

@@ -16,8 +16,10 @@ documents that could exceed the limit.
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from ._errors import JwtError
@@ -50,6 +52,10 @@ def _float(text: str) -> float:
 _DECODER = json.JSONDecoder(
     object_pairs_hook=_object_pairs, parse_constant=_constant, parse_float=_float
 )
+# The decoder's scanner, called directly on the common case (no leading
+# whitespace): it skips ``JSONDecoder.decode``'s Python-level wrapping.
+_SCAN: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]
+_JSON_WS = " \t\n\r"  # RFC 8259 §2 insignificant whitespace
 # A complete JSON string, written as an unrolled loop so it cannot backtrack badly.
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
@@ -98,7 +104,13 @@ def parse_object(data: bytes, max_depth: int, what: str) -> dict[str, Any]:
         text = data.decode("utf-8")
         if b"\\u" in data:
             _check_surrogates(data)
-        value = _DECODER.decode(text)
+        try:
+            value, end = _SCAN(text, 0)
+        except StopIteration:
+            value = _DECODER.decode(text)  # leading whitespace, or raises the error
+        else:
+            if end != len(text) and text[end:].strip(_JSON_WS):
+                raise _Rejected("extra data after the JSON value")
     except (ValueError, RecursionError) as exc:
         # ValueError covers UnicodeDecodeError, JSONDecodeError, _Rejected and
         # int() digit-limit errors.

@@ -28,7 +28,6 @@ threads validate.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
 import math
 from collections.abc import Iterable
@@ -38,6 +37,7 @@ from typing import Any
 from ._b64 import ALPHABET, decode_segment
 from ._claims import at_or_after, check_types
 from ._errors import JwtError
+from ._hmac import HmacSha256
 from ._keys import JwtKey, KeyInput, coerce_keys
 from ._strict_json import parse_object
 
@@ -179,13 +179,13 @@ def decode_unverified(
 @dataclass(frozen=True, slots=True)
 class _KeySet:
     keys: tuple[JwtKey, ...]
-    macs: tuple[Any, ...]  # hmac.HMAC templates, copied per use
-    by_kid: dict[str, Any]
+    macs: tuple[HmacSha256, ...]
+    by_kid: dict[str, HmacSha256]
 
 
 def _build_keyset(keys: KeyInput | Iterable[KeyInput]) -> _KeySet:
     checked = coerce_keys(keys)
-    macs = tuple(hmac.new(k.secret, digestmod=hashlib.sha256) for k in checked)
+    macs = tuple(HmacSha256(k.secret) for k in checked)
     by_kid = {k.kid: m for k, m in zip(checked, macs, strict=True) if k.kid is not None}
     return _KeySet(keys=checked, macs=macs, by_kid=by_kid)
 
@@ -319,10 +319,8 @@ class JwtValidator:
         signing_input = b"%s.%s" % (h, p)
         template = keyset.by_kid.get(kid) if kid is not None else None
         for mac in (template,) if template is not None else keyset.macs:
-            m = mac.copy()
-            m.update(signing_input)
-            expected = binascii.b2a_base64(m.digest(), newline=False)[:-1].translate(_TO_URL)
-            if hmac.compare_digest(expected, s):
+            expected = binascii.b2a_base64(mac.mac(signing_input), newline=False)
+            if hmac.compare_digest(expected[:-1].translate(_TO_URL), s):
                 break
         else:
             raise JwtError("signature", "signature does not match")
