@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 from collections.abc import Callable
 from typing import Final
 
 import cbor2
 
+from . import _json
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
 from ._messages import EncodedMessage, JsonValue
@@ -83,9 +83,6 @@ _I64_MIN: Final = -(2**63)
 _U64_MAX: Final = 2**64 - 1
 #: Smallest integer CBOR encodes without a bignum tag (major type 1, argument 2**64 - 1).
 _CBOR_INT_MIN: Final = -(2**64)
-#: Integer literals longer than this become floats (as serde_json does for
-#: out-of-range integers) without ever calling int() on a huge digit string.
-_MAX_INT_DIGITS: Final = 20
 
 
 # --------------------------------------------------------------------------- values
@@ -151,67 +148,21 @@ def _check_str(
 
 def _encode_json(value: object) -> bytes:
     _check_value(value, cbor=False)
-    try:
-        text = json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-        )
-    except (TypeError, ValueError, RecursionError) as exc:  # pragma: no cover - pre-checked
-        raise LocalProtocolError(f"value cannot be written as JSON: {exc}") from None
-    return text.encode("utf-8")
-
-
-def _parse_int(literal: str) -> int | float:
-    # serde_json reads integers outside i64/u64 as floats.
-    if len(literal) <= _MAX_INT_DIGITS:
-        number = int(literal)
-        if _I64_MIN <= number <= _U64_MAX:
-            return number
-    return float(literal)
-
-
-def _reject_constant(name: str) -> object:
-    raise RemoteProtocolError(f"JSON payload: {name} is not valid JSON")
+    # serde_json's layout: compact, keys sorted, ryu floats, serde string escapes.
+    return _json.dump_value(value).encode("utf-8")
 
 
 def _decode_json(data: bytes) -> JsonValue:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RemoteProtocolError(f"JSON payload is not valid UTF-8: {exc.reason}") from None
-    try:
-        value: JsonValue = json.loads(text, parse_int=_parse_int, parse_constant=_reject_constant)
-    except RemoteProtocolError:
-        raise
-    except json.JSONDecodeError as exc:
+        # serde_json's reader rules (strict UTF-8, no BOM, no NaN, lone surrogates,
+        # depth), then serde's Value conversion (out-of-range integers become floats).
+        value: JsonValue = _json.normalize_value(_json.loads(data))
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"JSON payload is invalid: {exc.message}") from None
+    except (ValueError, RecursionError) as exc:
+        # Defensive: e.g. an integer literal past Python's int-conversion digit limit.
         raise RemoteProtocolError(f"JSON payload is invalid: {exc}") from None
-    except RecursionError:
-        raise RemoteProtocolError(
-            f"JSON payload nested deeper than {MAX_PAYLOAD_DEPTH} arrays/objects"
-        ) from None
-    except ValueError as exc:  # pragma: no cover - float() of an absurd literal
-        raise RemoteProtocolError(f"JSON payload is invalid: {exc}") from None
-    _check_decoded(value)
     return value
-
-
-def _check_decoded(value: object) -> None:
-    """Enforce depth and UTF-8-encodable strings on a parsed JSON value."""
-    stack: list[tuple[object, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, str):
-            _check_str(item, "JSON payload", RemoteProtocolError)
-        elif isinstance(item, list | dict):
-            if depth >= MAX_PAYLOAD_DEPTH:
-                raise RemoteProtocolError(
-                    f"JSON payload nested deeper than {MAX_PAYLOAD_DEPTH} arrays/objects"
-                )
-            if isinstance(item, dict):
-                for k, v in item.items():
-                    _check_str(k, "JSON payload key", RemoteProtocolError)
-                    stack.append((v, depth + 1))
-            else:
-                stack.extend((v, depth + 1) for v in item)
 
 
 # --------------------------------------------------------------------------- Base64
