@@ -479,3 +479,18 @@ async def test_async_breaker_decorator_call_guard_and_cancel() -> None:
 def test_async_breaker_rejects_plain_functions() -> None:
     with pytest.raises(TypeError):
         pywatt_asyncio.Breaker()(lambda: None)  # type: ignore[arg-type, return-value]
+
+
+def spec_table(marker: str) -> set[tuple[str, str, str]]:
+    """Rows of the ``| from | input | to |`` table between the markers in spec/breaker.md."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "spec" / "breaker.md").read_text(encoding="utf-8")
+    body = text.split(f"<!-- {marker}:begin -->")[1].split(f"<!-- {marker}:end -->")[0]
+    rows = [line.strip("| ").split(" | ") for line in body.strip().splitlines()[2:]]
+    return {(a, b, c) for a, b, c in rows}
+
+
+def test_spec_table_matches_the_code() -> None:
+    code = {(s.name, i.name, n.name) for (s, i), n in BREAKER_TRANSITIONS.items()}
+    assert spec_table("breaker-transitions") == code

@@ -532,3 +532,15 @@ def test_negotiator_never_breaks_its_invariants(
         assert k.calls - (k.successes + k.failures + k.cancelled) == (
             1 if neg.state is S.AWAITING_RESPONSE else 0
         )
+
+
+def test_spec_table_matches_the_code() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "spec" / "breaker.md").read_text(encoding="utf-8")
+    body = text.split("<!-- negotiation-transitions:begin -->")[1].split(
+        "<!-- negotiation-transitions:end -->"
+    )[0]
+    rows = {tuple(line.strip("| ").split(" | ")) for line in body.strip().splitlines()[2:]}
+    code = {(s.name, i.name, n.name) for (s, i), n in NEGOTIATION_TRANSITIONS.items()}
+    assert rows == code
