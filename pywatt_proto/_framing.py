@@ -440,7 +440,7 @@ class Frame:
                 f"Frame.payload must be bytes, got {type(self.payload).__name__}",
                 field="payload",
             )
-        if len(self.payload) > MAX_FRAME_SIZE_LIMIT:
+        if len(self.payload) > MAX_FRAME_SIZE_LIMIT:  # pragma: no cover - needs a 4 GiB payload
             raise LocalProtocolError(
                 "a frame payload cannot exceed 2**32 - 1 bytes", field="payload"
             )
