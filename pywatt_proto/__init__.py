@@ -133,6 +133,40 @@ from ._router import (
 )
 
 # --- circuit breaker, backoff, port negotiation ---
+from ._backoff import Backoff, RandomSource, RetryState
+from ._breaker import (
+    BREAKER_TRANSITIONS,
+    REJECTED,
+    BreakerCounters,
+    BreakerInput,
+    BreakerState,
+    BreakerTransition,
+    CircuitBreaker,
+    CircuitOpenError,
+)
+from ._ports import (
+    NEGOTIATION_TRANSITIONS,
+    AttemptFailed,
+    AttemptFailure,
+    BreakerChanged,
+    FallbackChosen,
+    FallbackPolicy,
+    NeedFallbackCandidate,
+    NegotiationFailed,
+    NegotiationInput,
+    NegotiationState,
+    PortAssigned,
+    PortEvent,
+    PortNegotiationConfig,
+    PortNegotiationError,
+    PortNegotiator,
+    PortResult,
+    PortSource,
+    UnsolicitedReason,
+    UnsolicitedResponse,
+    preassigned_port,
+)
+
 # --- http-over-tcp helpers ---
 
 # --- ASGI/WSGI gateway (adapters) ---
@@ -147,6 +181,38 @@ from ._gateway import (
 )
 
 __all__ = [
+    # circuit breaker, backoff, port negotiation
+    "Backoff",
+    "RandomSource",
+    "RetryState",
+    "BREAKER_TRANSITIONS",
+    "REJECTED",
+    "BreakerCounters",
+    "BreakerInput",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "CircuitOpenError",
+    "NEGOTIATION_TRANSITIONS",
+    "AttemptFailed",
+    "AttemptFailure",
+    "BreakerChanged",
+    "FallbackChosen",
+    "FallbackPolicy",
+    "NeedFallbackCandidate",
+    "NegotiationFailed",
+    "NegotiationInput",
+    "NegotiationState",
+    "PortAssigned",
+    "PortEvent",
+    "PortNegotiationError",
+    "PortResult",
+    "PortSource",
+    "PortNegotiationConfig",
+    "PortNegotiator",
+    "UnsolicitedReason",
+    "UnsolicitedResponse",
+    "preassigned_port",
     # messages & codec (wire core)
     "EXTENSIONS_KEY",
     "EnvelopeContent",
