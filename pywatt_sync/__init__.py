@@ -18,9 +18,10 @@ from ._ports import (
     port_is_free,
 )
 
-# --- WSGI adapter ---
+# --- module runtime (blocking) and WSGI adapter ---
 # isort: split
-from ._wsgi import WsgiApp
+from ._module import Module
+from ._wsgi import WsgiApp, WsgiModule, wsgi_module
 
 # --- JWT middleware ---
 # isort: split
@@ -44,6 +45,9 @@ __all__ = [
     "port_is_free",
     # http dispatch, server, client
     "dispatch",
-    # WSGI adapter
+    # module runtime (blocking) and WSGI adapter
+    "Module",
     "WsgiApp",
+    "WsgiModule",
+    "wsgi_module",
 ]

@@ -1,5 +1,7 @@
 """Serve any PEP 3333 (WSGI) application -- Flask, Django, bottle -- as a PyWatt module.
 
+``wsgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``).
+
 The CGI variables and the response rules live in :mod:`pywatt_proto._gateway`;
 this file adds the objects of the running process and drives the call:
 
@@ -24,10 +26,11 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 from wsgiref.types import StartResponse, WSGIApplication
 
 from pywatt_proto._errors import LocalProtocolError
@@ -38,9 +41,22 @@ from pywatt_proto._gateway import (
     parse_wsgi_status,
     wsgi_environ,
 )
+from pywatt_proto._messages import Endpoint
 from pywatt_proto._router import Request, Response
 
-__all__ = ["StartResponse", "WSGIApplication", "WsgiApp"]
+from ._module import Module
+
+__all__ = [
+    "ADAPTER_METHODS",
+    "CATCH_ALL_ENDPOINTS",
+    "StartResponse",
+    "WSGIApplication",
+    "WsgiApp",
+    "WsgiModule",
+    "flask_endpoints",
+    "flask_rule_to_pattern",
+    "wsgi_module",
+]
 
 _log = logging.getLogger("pywatt.wsgi")
 
@@ -167,3 +183,108 @@ class WsgiApp:
                     close()
                 except Exception:
                     _log.exception("WSGI iterable close() failed")
+
+
+# -- serving a WSGI app as a module -----------------------------------------------
+
+#: Methods the catch-all routes accept on the app's behalf (HEAD and OPTIONS
+#: included so the app answers them itself, as behind gunicorn).
+ADAPTER_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+#: Announced when the app's routes cannot be listed: every path, every method.
+CATCH_ALL_ENDPOINTS: Final = (
+    Endpoint(path="/", methods=ADAPTER_METHODS),
+    Endpoint(path="/{path:path}", methods=ADAPTER_METHODS),
+)
+
+# Werkzeug rule converters -> router parameter types ("default"/"string"/"any" -> str).
+_CONVERTERS: Final = {"int": "int", "float": "float", "path": "path", "uuid": "uuid"}
+_RULE_PARAM = re.compile(r"<(?:([a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
+
+
+def flask_rule_to_pattern(rule: str) -> str:
+    """Return a Werkzeug rule (``/items/<int:id>``) in router syntax (``/items/{id:int}``).
+
+    Unknown converters (``string``, ``any(...)``, custom ones) become plain
+    ``{name}`` segments. Never raises.
+    """
+
+    def repl(match: re.Match[str]) -> str:
+        kind = _CONVERTERS.get(match.group(1) or "")
+        return f"{{{match.group(2)}:{kind}}}" if kind else f"{{{match.group(2)}}}"
+
+    return _RULE_PARAM.sub(repl, rule)
+
+
+def flask_endpoints(app: object) -> tuple[Endpoint, ...] | None:
+    """Return the endpoints of a Flask/Werkzeug app (its ``url_map``), or None.
+
+    ``HEAD`` and ``OPTIONS``, which Flask adds to every rule, are dropped (the
+    router announces neither). Returns None when ``app`` has no ``url_map``.
+    """
+    url_map = getattr(app, "url_map", None)
+    if url_map is None or not hasattr(url_map, "iter_rules"):
+        return None
+    found: dict[str, list[str]] = {}
+    for rule in url_map.iter_rules():
+        path = flask_rule_to_pattern(str(rule.rule))
+        methods = sorted(m for m in (rule.methods or ()) if m not in ("HEAD", "OPTIONS"))
+        bucket = found.setdefault(path, [])
+        bucket.extend(m for m in methods if m not in bucket)
+    return tuple(Endpoint(path=p, methods=tuple(ms)) for p, ms in found.items() if ms)
+
+
+def _app_of(app: WSGIApplication) -> object:
+    # Flask's wsgi_app is a bound method of the Flask object that owns url_map.
+    return getattr(app, "__self__", app)
+
+
+class WsgiModule(Module):
+    """A :class:`Module` whose requests are served by a WSGI application.
+
+    Every path and every method in :data:`ADAPTER_METHODS` goes to the app
+    through catch-all routes, so the app answers its own 404/405. Routes added
+    with the decorator API win over the catch-all. The announce lists
+    ``endpoints`` if given, else the app's own rules (:func:`flask_endpoints`),
+    else :data:`CATCH_ALL_ENDPOINTS`. Handlers run on the module's worker
+    threads (``wsgi.multithread`` is True).
+    """
+
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        endpoints: Iterable[Endpoint] | None = None,
+        url_scheme: str = "http",
+        script_name: str = "",
+        max_body: int = MAX_RESPONSE_BODY,
+        **module_options: Any,
+    ) -> None:
+        """Wrap ``app``; ``module_options`` go to :class:`Module` (``secrets``, ...).
+
+        Raises:
+            ValueError: an invalid module option.
+        """
+        super().__init__(**module_options)
+        self.wsgi = WsgiApp(app, url_scheme=url_scheme, script_name=script_name, max_body=max_body)
+        if endpoints is not None:
+            self._wsgi_endpoints = tuple(endpoints)
+        else:
+            self._wsgi_endpoints = flask_endpoints(_app_of(app)) or CATCH_ALL_ENDPOINTS
+        for pattern in ("/", "/{path:path}"):
+            self.router.add_route(pattern, self.wsgi.handle, ADAPTER_METHODS, name="wsgi")
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Return the announced endpoints: the app's plus any added with decorators."""
+        own = tuple(e for e in super().endpoints() if e.path not in ("/", "/{path:path}"))
+        return own + tuple(e for e in self._wsgi_endpoints if e not in own)
+
+
+def wsgi_module(app: WSGIApplication, **options: Any) -> WsgiModule:
+    """Return a module serving the WSGI application ``app`` (see :class:`WsgiModule`).
+
+    ``options``: ``endpoints``, ``url_scheme``, ``script_name``, ``max_body``
+    and every :class:`Module` option (``secrets``, ``max_workers``, ...).
+    ``wsgi_module(app).run()`` serves stdin/stdout and exits the process.
+    """
+    return WsgiModule(app, **options)

@@ -1,0 +1,622 @@
+"""``pywatt_sync.Module``: the decorator API over ``ModuleConnection``, with threads.
+
+Same API as ``pywatt_asyncio.Module``, for blocking code (plain ``def`` handlers,
+blocking database drivers, WSGI apps)::
+
+    app = Module()
+
+    @app.get("/hello")
+    def hello(request):
+        return {"message": "hello"}
+
+    if __name__ == "__main__":
+        app.run()
+
+Threads and locks
+-----------------
+* **one reader thread** reads stdin and feeds the core. It is the only code
+  that reads stdin.
+* **worker threads** (at most ``max_workers``) run handlers and rotation
+  callbacks. A request waits for a free *slot* (``max_workers`` running +
+  ``max_queued`` waiting); when none is free the reader blocks before taking
+  the next event, so it stops reading stdin: back-pressure on the
+  orchestrator's pipe instead of dropped requests (the core still answers 503
+  past ``max_in_flight``).
+* **the calling thread** of :meth:`Module.serve_stdio` waits for the core's
+  next deadline (504s, secret timeouts) on a condition variable and stops the
+  module once the core is CLOSED.
+* ``_lock`` guards the core (a plain object, not thread-safe). Output goes
+  through one :class:`BlockingWriter`: whoever takes bytes from the core
+  acquires the writer's lock *before* releasing ``_lock``, so lines reach
+  stdout in exactly the order the core produced them, each written whole.
+
+The protocol (handshake, announce, heartbeat acks, 400/503/504 answers,
+secret correlation, rotation acks) is the core's; this file only moves bytes
+and runs callables.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+from pywatt_proto import Request, Response, Router
+from pywatt_proto._errors import ProtocolError
+from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._messages import Endpoint, PortResponse
+from pywatt_proto._module import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SECRET_TIMEOUT,
+    Announced,
+    BadLine,
+    InitReceived,
+    ModuleConnection,
+    ModuleState,
+    RequestReceived,
+    RequestTimedOut,
+    RotationRequested,
+    SecretFailed,
+    SecretUnavailable,
+    SecretUpdated,
+    ShutdownRequested,
+)
+
+from ._dispatch import dispatch
+from ._stdio import BlockingWriter, guard_stdout, read_chunks
+
+__all__ = ["DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
+
+_log = logging.getLogger("pywatt.module")
+
+#: Handler threads. Blocking handlers spend most of their time waiting on I/O,
+#: so more threads than cores pays; 32 matches ThreadPoolExecutor's cap.
+DEFAULT_MAX_WORKERS: Final = 32
+#: Requests read and waiting for a worker before the reader stops reading
+#: stdin. Two per worker keeps every worker busy across a burst without
+#: holding many requests whose deadlines are already running.
+DEFAULT_MAX_QUEUED: Final = 64
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+RotationCallback = Callable[[tuple[str, ...]], Any]
+_Job = Callable[[], None]
+_STOP: Final = None  # worker queue sentinel
+
+
+class _SecretWait:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: str | None = None
+        self.error: str | None = None
+
+
+class Module:
+    """A PyWatt module served over the process's stdin/stdout with threads.
+
+    Args:
+        secrets: names fetched after init and before the announce.
+        max_workers: handler threads.
+        max_queued: requests waiting for a worker before stdin reading pauses.
+        max_in_flight: requests accepted and unanswered (503 beyond).
+        request_timeout: seconds before the core answers 504 (the handler's
+            thread cannot be interrupted; its late result is dropped).
+        secret_timeout: seconds to wait for each ``secret`` answer.
+        router: an existing :class:`Router` (default: a new one).
+        listen: the ``listen`` to announce (default: the init's).
+
+    Raises:
+        ValueError: ``max_workers`` < 1 or ``max_queued`` < 0.
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: Sequence[str] = (),
+        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
+        router: Router | None = None,
+        listen: str | None = None,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        if max_queued < 0:
+            raise ValueError("max_queued must not be negative")
+        self.router = router if router is not None else Router()
+        self._prefetch = tuple(secrets)
+        self._max_workers = max_workers
+        self._max_queued = max_queued
+        self._max_in_flight = max_in_flight
+        self._request_timeout = request_timeout
+        self._secret_timeout = secret_timeout
+        self._listen = listen
+        self._rotation_callbacks: list[RotationCallback] = []
+        self._port_listeners: list[Callable[[PortResponse], None]] = []
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._conn: ModuleConnection | None = None
+        self._writer: BlockingWriter | None = None
+        self._slots = threading.BoundedSemaphore(self._max_workers + self._max_queued)
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._workers: list[threading.Thread] = []
+        self._secret_waits: dict[str, list[_SecretWait]] = {}
+        self._armed: float | None = None
+        self._code: int | None = None
+        self._eof_logged = False
+        self._ready = threading.Event()
+
+    # ------------------------------------------------------------ registration
+    def route(
+        self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
+    ) -> Callable[[_F], _F]:
+        """Return a decorator registering a handler for ``methods`` on ``path``."""
+        return self.router.route(path, methods, auth=auth)  # type: ignore[return-value]
+
+    def get(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``GET path`` (also answers HEAD)."""
+        return self.router.get(path, auth=auth)  # type: ignore[return-value]
+
+    def post(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``POST path``."""
+        return self.router.post(path, auth=auth)  # type: ignore[return-value]
+
+    def put(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``PUT path``."""
+        return self.router.put(path, auth=auth)  # type: ignore[return-value]
+
+    def delete(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``DELETE path``."""
+        return self.router.delete(path, auth=auth)  # type: ignore[return-value]
+
+    def patch(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``PATCH path``."""
+        return self.router.patch(path, auth=auth)  # type: ignore[return-value]
+
+    def middleware(self, fn: _F) -> _F:
+        """Register ``fn(request, call_next)`` as middleware (outermost first)."""
+        self.router.middleware(fn)
+        return fn
+
+    def error_handler(self, key: int | type[BaseException]) -> Callable[[_F], _F]:
+        """Decorator registering ``fn(request, exc)`` for a status code or exception type."""
+        return self.router.error_handler(key)  # type: ignore[return-value]
+
+    def on_rotation(self, fn: _F) -> _F:
+        """Register ``fn(keys)``, called on a worker thread when secrets are rotated.
+
+        The rotation is acknowledged ``success`` when every callback returns,
+        ``error`` (with the exception's message) when one raises.
+        """
+        self._rotation_callbacks.append(fn)
+        return fn
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Return the endpoints announced for the registered routes."""
+        return self.router.announce_endpoints()
+
+    # --------------------------------------------------------------- services
+    @property
+    def connection(self) -> ModuleConnection | None:
+        """The protocol core while serving (None otherwise). Guarded by the module's lock."""
+        return self._conn
+
+    def secret(self, name: str, timeout: float | None = None) -> str:
+        """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
+
+        Blocks the calling thread (call it from handlers, not from the reader).
+        Concurrent calls for one name share one round trip. The core's
+        ``secret_timeout`` bounds the wait; ``timeout`` can shorten it.
+
+        Raises:
+            SecretUnavailable: no answer in time, or the module stopped.
+            RuntimeError: the module is not serving.
+        """
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            raise RuntimeError("Module.secret() needs a running module (serve_stdio)")
+        try:
+            value = conn.get_secret(name, time.monotonic())
+        except BaseException:
+            self._lock.release()
+            raise
+        if value is not None:
+            self._lock.release()
+            return value
+        wait = _SecretWait()
+        self._secret_waits.setdefault(name, []).append(wait)
+        self._wake_timer_locked()
+        self._flush_and_unlock()
+        if not wait.done.wait(timeout):
+            raise SecretUnavailable(f"{name}: timed out")
+        if wait.value is None:
+            raise SecretUnavailable(f"{name}: {wait.error}")
+        return wait.value
+
+    def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
+        """Call ``fn`` (on the reader thread) with every ``port_response``; return a remover."""
+        self._port_listeners.append(fn)
+        return lambda: self._port_listeners.remove(fn)
+
+    def send_message(self, message: object) -> None:
+        """Send a module->orchestrator message (port_request, service_request, ...) now.
+
+        Raises:
+            RuntimeError: the module is not serving.
+            LocalProtocolError: the core sends this kind of message itself.
+        """
+        self._lock.acquire()
+        if self._conn is None:
+            self._lock.release()
+            raise RuntimeError("module is not serving")
+        try:
+            self._conn.send(message)
+        except BaseException:
+            self._lock.release()
+            raise
+        self._flush_and_unlock()
+
+    def negotiate_port(self, specific_port: int | None = None) -> int:
+        """Return a TCP port for this module (the init's ``listen`` port, else negotiated).
+
+        Raises:
+            PortNegotiationError: negotiation ended without a port.
+            RuntimeError: the module is not serving.
+        """
+        from ._ports import PortNegotiation, negotiate_port
+
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("module is not serving")
+        negotiation = PortNegotiation(send=self.send_message)
+        remove = self.add_port_listener(negotiation.feed_response)
+        try:
+            return negotiate_port(negotiation, init=conn.init, specific_port=specific_port).port
+        finally:
+            remove()
+
+    # ---------------------------------------------------------------- running
+    def run(self) -> None:
+        """Serve stdin/stdout until shutdown or end of input, then exit the process.
+
+        Sets up stderr logging if none is configured. Exits with status 0 on a
+        clean stop, 1 on a protocol failure, 130 on Ctrl-C.
+        """
+        if not logging.getLogger().handlers:
+            logging.basicConfig(
+                stream=sys.stderr,
+                level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+        try:
+            code = self.serve_stdio()
+        except KeyboardInterrupt:
+            code = 130
+        sys.exit(code)
+
+    def serve_stdio(
+        self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True
+    ) -> int:
+        """Serve the protocol on ``read_fd``/``write_fd`` (default: stdin and the real stdout).
+
+        With ``guard`` (default) and no ``write_fd``, fd 1 and ``sys.stdout``
+        are redirected to stderr first. Blocks until the core is CLOSED
+        (shutdown or end of input, every in-flight request answered) or the
+        link fails. Returns 0 after a clean stop, 1 after a protocol or output
+        failure. Handler threads still running (past their 504) are abandoned
+        (daemon threads).
+
+        Raises:
+            RuntimeError: the module is already serving.
+        """
+        with self._lock:
+            if self._conn is not None:
+                raise RuntimeError("module is already serving")
+            if write_fd is None:
+                write_fd = guard_stdout() if guard else 1
+            self._conn = ModuleConnection(
+                endpoints=self.endpoints(),
+                prefetch=self._prefetch,
+                listen=self._listen,
+                max_in_flight=self._max_in_flight,
+                request_timeout=self._request_timeout,
+                secret_timeout=self._secret_timeout,
+            )
+            self._writer = BlockingWriter(write_fd, self._on_write_error)
+        for index in range(self._max_workers):
+            worker = threading.Thread(
+                target=self._worker, name=f"pywatt-worker-{index}", daemon=True
+            )
+            self._workers.append(worker)
+            worker.start()
+        reader = threading.Thread(
+            target=read_chunks,
+            args=(read_fd, self._on_data, self._on_eof),
+            name="pywatt-stdin",
+            daemon=True,
+        )
+        reader.start()
+        try:
+            return self._timer_loop()
+        finally:
+            writer = self._writer
+            if writer is not None:
+                with writer.lock:  # let a write that is under way finish
+                    pass
+            self._stop_workers()
+            with self._lock:
+                for waits in self._secret_waits.values():
+                    for wait in waits:
+                        wait.error = "module stopped"
+                        wait.done.set()
+                self._reset()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Block until the announce has been sent; return False on timeout."""
+        return self._ready.wait(timeout)
+
+    # ----------------------------------------------------------- core driving
+    def _timer_loop(self) -> int:
+        """Sleep until the core's next deadline or a wake-up; return the exit code."""
+        self._lock.acquire()
+        try:
+            while True:
+                conn = self._conn
+                assert conn is not None
+                if self._code is not None:
+                    return self._code
+                if conn.state is ModuleState.CLOSED:
+                    return 0
+                deadline = conn.get_timer()
+                self._armed = deadline
+                now = time.monotonic()
+                if deadline is None or deadline > now:
+                    self._cond.wait(None if deadline is None else deadline - now)
+                    self._armed = None
+                    continue
+                self._armed = None
+                conn.handle_timer(now)
+                jobs = self._pump_locked()
+                self._flush_and_unlock()
+                self._submit(jobs)
+                self._lock.acquire()
+        finally:
+            self._lock.release()
+
+    def _wake_timer_locked(self) -> None:
+        """Wake the timer loop if the core now has an earlier deadline (or stopped)."""
+        conn = self._conn
+        if conn is None:
+            return
+        if self._code is not None or conn.state is ModuleState.CLOSED:
+            self._cond.notify()
+            return
+        deadline = conn.get_timer()
+        if deadline is not None and (self._armed is None or deadline < self._armed):
+            self._cond.notify()
+
+    def _finish_locked(self, code: int) -> None:
+        if self._code is None:
+            self._code = code
+        self._cond.notify()
+
+    def _on_data(self, chunk: bytes) -> None:
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            return
+        try:
+            conn.receive_data(chunk, time.monotonic())
+        except ProtocolError:  # after EOF / in ERROR: nothing more to feed
+            self._lock.release()
+            return
+        self._drive_and_unlock()
+
+    def _on_eof(self) -> None:
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            return
+        try:
+            conn.receive_eof()
+        except ProtocolError:
+            self._lock.release()
+            return
+        self._drive_and_unlock()
+
+    def _drive_and_unlock(self) -> None:
+        """Pull events until the core needs data; submit requests one slot at a time.
+
+        Called with ``_lock`` held; returns with it released. Between requests
+        the lock is dropped while waiting for a slot, which is where reading
+        pauses when every worker and queue place is taken.
+        """
+        while True:
+            jobs = self._pump_locked(limit=1)
+            self._wake_timer_locked()
+            if not jobs:
+                self._flush_and_unlock()
+                return
+            self._flush_and_unlock()
+            self._submit(jobs)
+            self._lock.acquire()
+
+    def _pump_locked(self, limit: int | None = None) -> list[_Job]:
+        """Handle the core's events; return the jobs (requests, rotations) to run.
+
+        Stops after ``limit`` jobs (so the caller can wait for slots before
+        the core parses further lines) or when the core needs data.
+        """
+        conn = self._conn
+        assert conn is not None
+        jobs: list[_Job] = []
+        try:
+            while limit is None or len(jobs) < limit:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is END_OF_INPUT:
+                    if not self._eof_logged:
+                        self._eof_logged = True
+                        _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
+                    break
+                job = self._handle_event_locked(event)
+                if job is not None:
+                    jobs.append(job)
+        except ProtocolError as exc:
+            _log.error("protocol failure: %s", exc)
+            self._finish_locked(1)
+        if conn.state is ModuleState.CLOSED:
+            self._cond.notify()
+        return jobs
+
+    def _handle_event_locked(self, event: object) -> _Job | None:
+        t = type(event)
+        if t is RequestReceived:
+            assert isinstance(event, RequestReceived)
+            return lambda: self._serve(event)
+        if t is SecretUpdated:
+            assert isinstance(event, SecretUpdated)
+            for wait in self._secret_waits.pop(event.name, ()):
+                wait.value = event.value
+                wait.done.set()
+        elif t is SecretFailed:
+            assert isinstance(event, SecretFailed)
+            waits = self._secret_waits.pop(event.name, ())
+            if not waits:
+                _log.error("secret %r unavailable: %s", event.name, event.reason)
+            for wait in waits:
+                wait.error = event.reason
+                wait.done.set()
+        elif t is RotationRequested:
+            assert isinstance(event, RotationRequested)
+            return lambda: self._rotate(event)
+        elif t is RequestTimedOut:
+            assert isinstance(event, RequestTimedOut)
+            _log.warning("request %s timed out (answered 504)", event.request_id)
+        elif t is ShutdownRequested:
+            assert self._conn is not None
+            _log.info("shutdown requested; finishing %d in-flight request(s)", self._conn.in_flight)
+        elif t is BadLine:
+            assert isinstance(event, BadLine)
+            _log.warning("skipped input line: %s", event.error)
+        elif t is PortResponse:
+            assert isinstance(event, PortResponse)
+            for fn in list(self._port_listeners):
+                fn(event)
+        elif t is Announced:
+            assert isinstance(event, Announced)
+            self._ready.set()
+            _log.info("announced %d endpoint(s)", len(event.announce.endpoints))
+        elif t is InitReceived:
+            _log.debug("init received")
+        else:
+            _log.debug("ignored message %s", t.__name__)
+        return None
+
+    def _flush_and_unlock(self) -> None:
+        """Write what the core has queued, keeping order; releases ``_lock``.
+
+        The writer's lock is taken before ``_lock`` is released, so a later
+        flush from another thread cannot overtake this one.
+        """
+        conn, writer = self._conn, self._writer
+        data = conn.data_to_send() if conn is not None else b""
+        if not data or writer is None:
+            self._lock.release()
+            return
+        writer.lock.acquire()
+        self._lock.release()
+        try:
+            writer.write_locked(data)
+        finally:
+            writer.lock.release()
+        if writer.failed:
+            # Only now, holding no lock, may _lock be taken (lock order: _lock, then writer).
+            with self._lock:
+                self._finish_locked(1)
+
+    def _on_write_error(self, exc: OSError) -> None:
+        # Runs under the writer's lock: must not take _lock (see _flush_and_unlock).
+        _log.error("protocol output failed (%s); stopping", exc)
+
+    # ---------------------------------------------------------------- workers
+    def _submit(self, jobs: list[_Job]) -> None:
+        """Queue each job once a slot is free (blocks: this is the back-pressure)."""
+        for job in jobs:
+            self._slots.acquire()
+            self._jobs.put(job)
+
+    def _worker(self) -> None:
+        jobs, slots = self._jobs, self._slots
+        while True:
+            job = jobs.get()
+            if job is _STOP:
+                return
+            try:
+                job()
+            except BaseException:  # a job never raises; keep the worker alive regardless
+                _log.exception("worker job failed")
+            finally:
+                slots.release()
+
+    def _stop_workers(self) -> None:
+        for _ in self._workers:
+            self._jobs.put(_STOP)
+
+    def _serve(self, event: RequestReceived) -> None:
+        rid = event.request_id
+        try:
+            request: Request = event.to_router_request()
+            response: Response = dispatch(self.router, request, time.monotonic)
+        except Exception as exc:  # dispatch never raises; belt and braces
+            _log.exception("request %s failed", rid, exc_info=exc)
+            response = self.router.error_response(exc)
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            return
+        try:
+            conn.send_response(rid, response.status, response.headers, response.body)
+        except ProtocolError as exc:
+            _log.error("could not answer request %s: %s", rid, exc)
+        if conn.state is ModuleState.CLOSED:
+            self._cond.notify()
+        self._flush_and_unlock()
+
+    def _rotate(self, event: RotationRequested) -> None:
+        error: str | None = None
+        for fn in list(self._rotation_callbacks):
+            try:
+                fn(event.keys)
+            except Exception as exc:
+                _log.exception("rotation callback failed")
+                error = f"{type(exc).__name__}: {exc}"
+                break
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            return
+        try:
+            conn.ack_rotation(event.rotation_id, error=error)
+        except ProtocolError as exc:
+            _log.error("could not acknowledge rotation %s: %s", event.rotation_id, exc)
+        self._flush_and_unlock()
