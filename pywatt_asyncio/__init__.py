@@ -24,12 +24,13 @@ from ._asgi import AsgiApp, LifespanFailed
 
 # --- JWT middleware ---
 # isort: split
-from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator
+from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator, module_jwt
 
 __all__ = [
     # JWT middleware
     "JwtAsgiMiddleware",
     "jwt_authenticator",
+    "module_jwt",
     # circuit breaker wrappers, port negotiation
     "AsyncBreakerGuard",
     "Breaker",

@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
 from pywatt_proto._errors import AuthError
-from pywatt_proto.jwt import JwtAuthenticator, JwtValidator, PublicPaths, auth_error_response
+from pywatt_proto.jwt import (
+    JwtAuthenticator,
+    JwtSecretAuthenticator,
+    JwtValidator,
+    PublicPaths,
+    auth_error_response,
+)
 
-__all__ = ["JwtAsgiMiddleware", "jwt_authenticator"]
+__all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
 
 _log = logging.getLogger("pywatt.jwt")
 
@@ -124,3 +130,43 @@ class JwtAsgiMiddleware:
         new_scope = dict(scope)
         new_scope["state"] = state
         await self.app(new_scope, receive, send)
+
+
+if TYPE_CHECKING:
+    from ._module import Module
+
+
+def module_jwt(
+    app: Module,
+    secrets: Mapping[str, str | None] | Iterable[str] = ("JWT_SECRET",),
+    *,
+    clock: Callable[[], float] = time.time,
+    **policy: Any,
+) -> JwtSecretAuthenticator:
+    """Protect ``app``'s ``auth=`` routes with HS256 keys kept in orchestrator secrets.
+
+    Installs a :class:`~pywatt_proto.jwt.JwtSecretAuthenticator` as the router's
+    authenticator and an ``on_rotation`` callback that re-fetches each rotated
+    secret (``app.secret(name)``) and swaps the keys while the module runs; a
+    rotated value that is not a usable key makes the callback raise, so the
+    rotation is acknowledged ``error`` and the old keys stay.  List the same
+    names in ``Module(secrets=[...])`` so they are fetched before the announce.
+    ``policy`` takes the other :class:`JwtSecretAuthenticator` arguments
+    (``audience``, ``issuer``, ``leeway``, ``required``, ``encoding``, ...).
+    Returns the authenticator (its ``validator`` exists once the keys are known).
+    """
+
+    def lookup(name: str) -> str | None:
+        conn = app.connection
+        return None if conn is None else conn.cached_secret(name)
+
+    auth = JwtSecretAuthenticator(secrets, lookup=lookup, clock=clock, **policy)
+    app.router.set_authenticator(auth)
+
+    async def on_rotation(keys: tuple[str, ...]) -> None:
+        for name in auth.names:
+            if name in keys:
+                auth.update(name, await app.secret(name))
+
+    app.on_rotation(on_rotation)
+    return auth

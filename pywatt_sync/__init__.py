@@ -25,13 +25,20 @@ from ._wsgi import WsgiApp, WsgiModule, wsgi_module
 
 # --- JWT middleware ---
 # isort: split
-from ._jwt_wsgi import FlaskJwt, JwtWsgiMiddleware, jwt_authenticator, wsgi_claims
+from ._jwt_wsgi import (
+    FlaskJwt,
+    JwtWsgiMiddleware,
+    jwt_authenticator,
+    module_jwt,
+    wsgi_claims,
+)
 
 __all__ = [
     # JWT middleware
     "FlaskJwt",
     "JwtWsgiMiddleware",
     "jwt_authenticator",
+    "module_jwt",
     "wsgi_claims",
     # circuit breaker wrappers, port negotiation
     "BreakerGuard",

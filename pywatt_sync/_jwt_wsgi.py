@@ -15,19 +15,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from pywatt_proto._errors import AuthError
 from pywatt_proto.jwt import (
     CLAIMS_ENVIRON_KEY,
     JwtAuthenticator,
+    JwtSecretAuthenticator,
     JwtValidator,
     PublicPaths,
     auth_error_response,
 )
 
-__all__ = ["FlaskJwt", "JwtWsgiMiddleware", "jwt_authenticator", "wsgi_claims"]
+__all__ = ["FlaskJwt", "JwtWsgiMiddleware", "jwt_authenticator", "module_jwt", "wsgi_claims"]
 
 _log = logging.getLogger("pywatt.jwt")
 
@@ -140,3 +141,43 @@ class FlaskJwt:
             app.wsgi_app, self.validator, public_paths=self._public, clock=self._clock
         )
         app.before_request(_copy_claims_to_g)
+
+
+if TYPE_CHECKING:
+    from ._module import Module
+
+
+def module_jwt(
+    app: Module,
+    secrets: Mapping[str, str | None] | Iterable[str] = ("JWT_SECRET",),
+    *,
+    clock: Callable[[], float] = time.time,
+    **policy: Any,
+) -> JwtSecretAuthenticator:
+    """Protect ``app``'s ``auth=`` routes with HS256 keys kept in orchestrator secrets.
+
+    Installs a :class:`~pywatt_proto.jwt.JwtSecretAuthenticator` as the router's
+    authenticator and an ``on_rotation`` callback that re-fetches each rotated
+    secret (``app.secret(name)``) and swaps the keys while the module runs; a
+    rotated value that is not a usable key makes the callback raise, so the
+    rotation is acknowledged ``error`` and the old keys stay.  List the same
+    names in ``Module(secrets=[...])`` so they are fetched before the announce.
+    ``policy`` takes the other :class:`JwtSecretAuthenticator` arguments
+    (``audience``, ``issuer``, ``leeway``, ``required``, ``encoding``, ...).
+    Returns the authenticator (its ``validator`` exists once the keys are known).
+    """
+
+    def lookup(name: str) -> str | None:
+        conn = app.connection
+        return None if conn is None else conn.cached_secret(name)
+
+    auth = JwtSecretAuthenticator(secrets, lookup=lookup, clock=clock, **policy)
+    app.router.set_authenticator(auth)
+
+    def on_rotation(keys: tuple[str, ...]) -> None:
+        for name in auth.names:
+            if name in keys:
+                auth.update(name, app.secret(name))
+
+    app.on_rotation(on_rotation)
+    return auth

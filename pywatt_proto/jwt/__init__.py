@@ -26,6 +26,7 @@ from ._keys import (
     key_from_env,
     key_from_text,
 )
+from ._secret_auth import JwtSecretAuthenticator
 from ._validator import (
     DEFAULT_LEEWAY,
     DEFAULT_MAX_DEPTH,
@@ -47,6 +48,7 @@ __all__ = [
     "JwtKey",
     "JwtKeyError",
     "JwtReason",
+    "JwtSecretAuthenticator",
     "JwtSecretKeys",
     "JwtSigner",
     "JwtValidator",

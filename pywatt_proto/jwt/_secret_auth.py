@@ -1,0 +1,137 @@
+"""A router authenticator whose HS256 keys live in orchestrator secrets.
+
+The module runtime (``pywatt_asyncio.Module`` / ``pywatt_sync.Module``)
+prefetches the named secrets before it announces, and tells its
+``on_rotation`` callbacks which secrets rotated.  This object holds the
+policy, builds the :class:`~pywatt_proto.jwt.JwtValidator` from the secret
+values the first time a request needs it (reading the runtime's cache through
+``lookup``), and swaps the key set when :meth:`JwtSecretAuthenticator.update`
+is called with a rotated value -- keeping the previous key usable until
+:meth:`retire_previous`, so tokens signed just before a rotation still pass.
+
+No I/O here: the drivers' ``module_jwt`` helpers connect ``lookup``, the
+rotation callback (which fetches the new value) and the clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from .._errors import AuthError
+from ._auth import JwtAuthenticator, _HasHeaders
+from ._keys import JwtKey, JwtSecretKeys, KeyEncoding
+from ._validator import DEFAULT_LEEWAY, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_SIZE, JwtValidator
+
+__all__ = ["JwtSecretAuthenticator"]
+
+
+class JwtSecretAuthenticator:
+    """Router authenticator ``(request, label, now) -> claims`` keyed by named secrets.
+
+    Args:
+        secrets: secret names (each key without ``kid``) or ``{name: kid}``.
+        lookup: returns a secret's current value or None (the runtime's cache);
+            used until every secret has a value.
+        clock: epoch seconds for ``exp``/``nbf`` (None: the router's ``now``).
+        encoding: how secret text holds the key bytes (``raw``, ``base64url``, ``hex``).
+        keep_previous: keep a rotated-out key usable until :meth:`retire_previous`.
+        labels, leeway, audience, issuer, required, max_size, max_depth, typ:
+            as for :class:`JwtAuthenticator` and :class:`JwtValidator`.
+
+    Requests that arrive before every secret has a value are refused with
+    :class:`~pywatt_proto.AuthError` reason ``keys_unavailable`` and status 503
+    (fail closed); a secret value that is not a usable key raises
+    :class:`~pywatt_proto.jwt.JwtKeyError` from :meth:`update` (and from the
+    first request, answered 503), leaving the previous keys in force.
+    """
+
+    __slots__ = ("_auth", "_labels", "_lookup", "_policy", "_source", "clock")
+
+    def __init__(
+        self,
+        secrets: Mapping[str, str | None] | Iterable[str],
+        *,
+        lookup: Callable[[str], str | None] | None = None,
+        clock: Callable[[], float] | None = None,
+        encoding: KeyEncoding = "raw",
+        keep_previous: bool = True,
+        labels: Iterable[str] | None = None,
+        leeway: float = DEFAULT_LEEWAY,
+        audience: str | Iterable[str] | None = None,
+        issuer: str | Iterable[str] | None = None,
+        required: Iterable[str] = (),
+        max_size: int = DEFAULT_MAX_TOKEN_SIZE,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        typ: str | None = None,
+    ) -> None:
+        self._policy: dict[str, Any] = {
+            "leeway": leeway,
+            "audience": audience,
+            "issuer": issuer,
+            "required": tuple(required),
+            "max_size": max_size,
+            "max_depth": max_depth,
+            "typ": typ,
+        }
+        JwtValidator(JwtKey(secret=bytes(32)), **self._policy)  # check the policy now
+        self._labels = None if labels is None else frozenset(labels)
+        self._lookup = lookup
+        self.clock = clock
+        self._auth: JwtAuthenticator | None = None
+        self._source = JwtSecretKeys(
+            secrets, on_change=self._keys_changed, encoding=encoding, keep_previous=keep_previous
+        )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The secret names the keys come from."""
+        return self._source.names
+
+    @property
+    def validator(self) -> JwtValidator | None:
+        """The validator, once every secret has a value (None before)."""
+        return None if self._auth is None else self._auth.validator
+
+    def _keys_changed(self, keys: tuple[JwtKey, ...]) -> None:
+        if self._auth is None:
+            validator = JwtValidator(keys, **self._policy)
+            self._auth = JwtAuthenticator(validator, labels=self._labels, clock=self.clock)
+        else:
+            self._auth.validator.set_keys(keys)
+
+    def update(self, name: str, value: str | bytes) -> bool:
+        """Record a (rotated) value of secret ``name``; returns True if the keys changed.
+
+        Raises :class:`KeyError` for a name not followed, :class:`JwtKeyError` /
+        :class:`ValueError` for a value that is not a usable key.
+        """
+        return self._source.update(name, value)
+
+    def retire_previous(self) -> None:
+        """Stop accepting keys that rotations replaced."""
+        self._source.retire_previous()
+
+    def load(self) -> bool:
+        """Pull missing secret values through ``lookup``; returns True once ready.
+
+        Raises what :meth:`update` raises for an unusable value.
+        """
+        if self._auth is None and self._lookup is not None:
+            for name in self._source.names:
+                value = self._lookup(name)
+                if value is not None:
+                    self._source.update(name, value)
+        return self._auth is not None
+
+    def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
+        auth = self._auth
+        if auth is None:
+            try:
+                ready = self.load()
+            except ValueError:  # JwtKeyError included: a configured secret is unusable
+                ready = False
+            auth = self._auth
+            if not ready or auth is None:
+                raise AuthError("keys_unavailable", www_authenticate="", status=503)
+        return auth(request, label, now)
