@@ -17,6 +17,7 @@ from pywatt_proto import AuthError, Router
 from pywatt_proto import Request as PwRequest
 from pywatt_proto.jwt import (
     JwtAuthenticator,
+    JwtSecretAuthenticator,
     JwtValidator,
     PublicPaths,
     auth_error_response,
@@ -315,3 +316,38 @@ def test_wsgi_middleware_ignores_spoofed_environ_claims() -> None:
     body = mw({"PATH_INFO": "/x", "HTTP_AUTHORIZATION": "Bearer"}, start_response)
     assert list(body) == [b'{"error":"invalid_request"}']
     assert statuses == ["200 OK", "400 Bad Request"]
+
+
+# ---------------------------------------------------------------- keys from secrets
+
+
+def test_secret_authenticator_fails_closed_until_keys_arrive() -> None:
+    store: dict[str, str] = {}
+    auth = JwtSecretAuthenticator({"jwt": "k1"}, lookup=store.get, audience="svc", leeway=0)
+    router = _router(auth)
+    headers = {"Authorization": f"Bearer {GOOD}"}
+    first = _call(router, headers)
+    assert first.status == 503
+    assert auth.validator is None
+    store["jwt"] = "short"  # not a usable key: still unavailable, never open
+    assert _call(router, headers).status == 503
+    store["jwt"] = KEY.decode()
+    assert _call(router, headers).status == 200
+    assert auth.validator is not None
+    assert auth.names == ("jwt",)
+
+
+def test_secret_authenticator_rotation_and_retirement() -> None:
+    auth = JwtSecretAuthenticator(["jwt"], audience="svc", leeway=0)
+    assert auth.update("jwt", KEY)
+    router = _router(auth)
+    new_key = b"r" * 40
+    new = encode({"sub": "bob", "aud": "svc", "exp": NOW + 600}, new_key)
+    assert _call(router, {"Authorization": f"Bearer {new}"}).status == 401
+    assert auth.update("jwt", new_key)
+    assert _call(router, {"Authorization": f"Bearer {new}"}).status == 200
+    assert _call(router, {"Authorization": f"Bearer {GOOD}"}).status == 200  # grace
+    auth.retire_previous()
+    assert _call(router, {"Authorization": f"Bearer {GOOD}"}).status == 401
+    with pytest.raises(ValueError):
+        JwtSecretAuthenticator(["jwt"], leeway=-1)
