@@ -314,3 +314,30 @@ def test_encoded_message_helpers() -> None:
     assert convert_encoded_message(as_b64, JSON) == msg
     raw = encoded_message_from_value(b"\x00", BINARY)
     assert decode_encoded_message_value(raw) == b"\x00"
+
+
+@given(st.binary(max_size=64), st.sampled_from([JSON, BINARY, BASE64]))
+def test_decoders_only_raise_protocol_errors(data: bytes, fmt: EncodingFormat) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        decode_payload(data, fmt)
+    for target in (JSON, BINARY, BASE64):
+        with contextlib.suppress(RemoteProtocolError):
+            convert_payload(data, fmt, target)
+
+
+@given(cbor_values, st.data())
+def test_cbor_mutations_only_raise_protocol_errors(value: object, data: st.DataObject) -> None:
+    # Valid encodings with bytes flipped, cut or appended: the scanner and cbor2 together
+    # must turn every one into a value or a RemoteProtocolError, nothing else.
+    encoded = bytearray(encode_cbor(value))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "append"]))
+        if op == "flip" and encoded:
+            i = data.draw(st.integers(0, len(encoded) - 1))
+            encoded[i] = data.draw(st.integers(0, 255))
+        elif op == "cut" and encoded:
+            del encoded[data.draw(st.integers(0, len(encoded) - 1)) :]
+        else:
+            encoded += data.draw(st.binary(min_size=1, max_size=4))
+    with contextlib.suppress(RemoteProtocolError):
+        decode_cbor(bytes(encoded))
