@@ -601,7 +601,7 @@ class PortNegotiator:
     def _move(self, event: NegotiationInput) -> None:
         try:
             self._state = NEGOTIATION_TRANSITIONS[(self._state, event)]
-        except KeyError:
+        except KeyError:  # pragma: no cover - unreachable unless the table is edited badly
             raise LocalProtocolError(
                 f"port negotiation: no transition from {self._state.name} on {event.name}"
             ) from None

@@ -494,3 +494,44 @@ def spec_table(marker: str) -> set[tuple[str, str, str]]:
 def test_spec_table_matches_the_code() -> None:
     code = {(s.name, i.name, n.name) for (s, i), n in BREAKER_TRANSITIONS.items()}
     assert spec_table("breaker-transitions") == code
+
+
+async def test_async_breaker_outcomes_through_every_entry_point() -> None:
+    clock = FakeClock()
+    b = pywatt_asyncio.Breaker(
+        CircuitBreaker(failure_threshold=3, reset_timeout=1.0, name="svc"), clock=clock.now
+    )
+
+    async def value() -> int:
+        return 5
+
+    @b
+    async def failing() -> None:
+        raise Boom()
+
+    assert await b.call(value) == 5
+    g = b.guard()
+    async with g:
+        with pytest.raises(RuntimeError):
+            await g.__aenter__()  # one use at a time
+    with pytest.raises(Boom):
+        await failing()
+    with pytest.raises(Boom):
+        async with b.guard():
+            raise Boom()
+    assert b.core.counters.failures == 2 and b.core.counters.successes == 2
+    assert b.core.state is C
+    with pytest.raises(Boom):
+        await failing()
+    assert b.core.state is O
+    with pytest.raises(CircuitOpenError, match=r"'svc' is open; retry in 1\.000s"):
+        await b.call(value)
+    assert "state=OPEN" in repr(b) and "svc" in repr(b.core)
+
+
+def test_sync_guard_is_one_use_at_a_time() -> None:
+    b = pywatt_sync.Breaker()
+    g = b.guard()
+    with g, pytest.raises(RuntimeError):
+        g.__enter__()
+    assert b.core.counters.successes == 1 and repr(b).startswith("Breaker(")

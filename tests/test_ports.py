@@ -544,3 +544,14 @@ def test_spec_table_matches_the_code() -> None:
     rows = {tuple(line.strip("| ").split(" | ")) for line in body.strip().splitlines()[2:]}
     code = {(s.name, i.name, n.name) for (s, i), n in NEGOTIATION_TRANSITIONS.items()}
     assert rows == code
+
+
+def test_events_and_results_validate_themselves() -> None:
+    from pywatt_proto import PortResult, PortSource
+
+    with pytest.raises(ValueError):
+        NeedFallbackCandidate(port=0, try_number=1, max_tries=1)
+    with pytest.raises(ValueError):
+        PortResult(port=70000, source=PortSource.FALLBACK)
+    neg = PortNegotiator(rng=random.Random(0))
+    assert "IDLE" in repr(neg) and neg.config == PortNegotiationConfig()

@@ -316,3 +316,21 @@ def test_sync_listen_port_and_unix_listen() -> None:
     )
     assert pywatt_sync.negotiate_port(neg, init=tcp).source is pywatt_sync.PortSource.LISTEN
     assert pywatt_sync.negotiate_port(neg, init=unix).port == 8300
+
+
+def test_sync_send_failure_and_stray_response(occupied: Occupied) -> None:
+    occupied.release(occupied.lo + 3)
+    events: list[PortEvent] = []
+
+    def broken(req: PortRequest) -> None:
+        raise OSError("pipe closed")
+
+    neg = pywatt_sync.PortNegotiation(
+        broken, config=refusing_config(occupied), on_event=events.append
+    )
+    neg.feed_response(PortResponse(request_id="x", success=True, port=5))
+    assert isinstance(events[-1], UnsolicitedResponse)
+    result = neg.negotiate()
+    assert result.port == occupied.lo + 3
+    assert result.reason == "could not send port_request: OSError: pipe closed"
+    assert neg.core.state is NegotiationState.FALLBACK
