@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,15 +136,15 @@ print(json.dumps({"at_start": at_start, "after": after, "executed": executed,
 """
 
 
-def _probe() -> dict[str, list[str] | list[list[str]]]:
+def _probe(root: Path = REPO_ROOT) -> dict[str, list[str] | list[list[str]]]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    env["PYTHONPATH"] = str(root)
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, json.dumps(sorted(FORBIDDEN))],
         capture_output=True,
         text=True,
         env=env,
-        cwd=REPO_ROOT,
+        cwd=root,
         timeout=120,
         check=True,
     )
@@ -172,3 +173,15 @@ def test_no_dependency_loads_io_machinery(probe: dict[str, list[str] | list[list
     # ``time`` is preloaded by the interpreter itself; see the module docstring.
     new = set(map(str, probe["after"])) - set(map(str, probe["at_start"])) - {"time"}
     assert new == set(), f"importing pywatt_proto loaded {sorted(new)}"
+
+
+def test_probe_detects_a_violation(tmp_path: Path) -> None:
+    # A copy of the package with one offending module: the probe must see it.
+    shutil.copytree(PACKAGE_DIR, tmp_path / "pywatt_proto", ignore=shutil.ignore_patterns("*.pyc"))
+    (tmp_path / "pywatt_proto" / "_offender.py").write_text(
+        "import importlib\n_sock = importlib.import_module('selectors')\nimport time\n"
+    )
+    result = _probe(tmp_path)
+    assert ["pywatt_proto._offender", "time"] in result["executed"]
+    assert "selectors" in result["after"]
+    assert _forbidden_imports(ast.parse((tmp_path / "pywatt_proto" / "_offender.py").read_text()))
