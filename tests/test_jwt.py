@@ -88,6 +88,11 @@ def test_rfc_example_with_wrong_key_is_a_signature_failure() -> None:
 
 def test_rfc7519_unsecured_jwt_is_refused() -> None:
     assert reason(rfc_validator(), RFC_UNSECURED, RFC_EXP - 1) == "algorithm"
+    # ... but can be inspected (clearly unverified)
+    parts = decode_unverified(RFC_UNSECURED)
+    assert parts.header == {"alg": "none"}
+    assert parts.claims == RFC_CLAIMS
+    assert parts.signature == b""
 
 
 # ---------------------------------------------------------------- round trip & defaults

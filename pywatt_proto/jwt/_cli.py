@@ -6,8 +6,8 @@
 a key the validator refuses is reported the same way (reason ``size`` or
 ``algorithm``).  Usage errors (no key, unreadable key file, unset variable)
 exit 2 with a message on stderr.  ``encode`` prints a token; ``decode`` prints
-``{"verified": false, "header": ..., "claims": ...}`` without checking anything
-but structure.
+``{"verified": false, "warning": ..., "header": ..., "claims": ...}`` without
+checking anything but structure (any ``alg`` decodes).
 
 Keys: ``--key-env NAME`` (the variable's UTF-8 bytes) or ``--key-file PATH``
 (the file's raw bytes, nothing stripped).  The clock is read here, and only

@@ -163,14 +163,15 @@ def decode_unverified(
     max_size: int = DEFAULT_MAX_TOKEN_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> UnverifiedToken:
-    """Decode a token WITHOUT checking its signature or claims (for inspection only).
+    """Decode a token WITHOUT checking anything but its structure (for inspection only).
 
-    Returns an :class:`UnverifiedToken`.  Raises :class:`JwtError` for the same
-    structural faults :meth:`JwtValidator.validate` refuses (size, malformed,
-    algorithm, header).
+    The header is not checked either (an ``alg: none`` token decodes), so the
+    result must never be trusted.  Returns an :class:`UnverifiedToken`.  Raises
+    :class:`JwtError` with reason ``size`` or ``malformed`` when the token is not
+    three canonical base64url segments holding strict JSON objects.
     """
     h, p, s = split_token(token, max_size)
-    header = parse_header(h, max_depth, None)
+    header = parse_object(_segment(h, "header"), max_depth, "header")
     signature = _segment(s, "signature")
     claims = parse_object(_segment(p, "payload"), max_depth, "claims")
     return UnverifiedToken(header=header, claims=claims, signature=signature)
