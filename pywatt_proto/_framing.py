@@ -572,11 +572,18 @@ class FrameDecoder:
         end = len(chunk)
         while pos < end and self._error is None:
             if self._pending_format is None:
+                if not self._header and end - pos >= FRAME_HEADER_SIZE:
+                    # Fast path: the whole header is in this chunk.
+                    self._accept_header(*_HEADER.unpack_from(chunk, pos))
+                    pos += FRAME_HEADER_SIZE
+                    continue
                 take = min(FRAME_HEADER_SIZE - len(self._header), end - pos)
                 self._header += chunk[pos : pos + take]
                 pos += take
                 if len(self._header) == FRAME_HEADER_SIZE:
-                    self._accept_header()
+                    header = _HEADER.unpack(self._header)
+                    self._header.clear()
+                    self._accept_header(*header)
                 continue
             need = self._pending_length - len(self._payload)
             if not self._payload and end - pos >= need:
@@ -591,9 +598,7 @@ class FrameDecoder:
                     self._finish_frame(bytes(self._payload))
                     self._payload.clear()
 
-    def _accept_header(self) -> None:
-        length, code = _HEADER.unpack(self._header)
-        self._header.clear()
+    def _accept_header(self, length: int, code: int) -> None:
         fmt = _WIRE_FORMATS.get(code)
         if fmt is None:
             self._error = InvalidFormatCode(code)
