@@ -284,8 +284,7 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         raise RemoteProtocolError("recursion limit exceeded") from None
     if end != len(text) and text[end:].strip(_WS):
         raise RemoteProtocolError(f"trailing characters {_where(text, end)}")
-    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
-        raise RemoteProtocolError("lone surrogate in \\u escape")
+    # Depth first: the walks below recurse, and must only see bounded nesting.
     if text.count("[") + text.count("{") > MAX_DEPTH:
         try:
             depth = _depth(obj)
@@ -293,6 +292,8 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
             depth = MAX_DEPTH + 1
         if depth > MAX_DEPTH:
             raise RemoteProtocolError("recursion limit exceeded")
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(obj):
+        raise RemoteProtocolError("lone surrogate in \\u escape")
     return obj
 
 

@@ -83,10 +83,10 @@ _I64_MIN = -(2**63)
 _U64_MAX = 2**64 - 1
 _U32_MAX = 2**32 - 1
 
-# Nesting a JSON value may have inside a message: the reference parser stops at
-# depth 128 (counting the message object itself), so anything deeper could be
-# written but never read back by a serde peer.
-MAX_JSON_VALUE_DEPTH = 120
+# Nesting a JSON value may have: serde's reader stops at 128 levels and the message
+# object around a value is one level, so a deeper value could be written but never
+# read back by a serde peer.
+MAX_JSON_VALUE_DEPTH = 126
 
 
 # ---------------------------------------------------------------------------
