@@ -13,8 +13,9 @@ import asyncio
 import random
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -334,3 +335,90 @@ def test_sync_send_failure_and_stray_response(occupied: Occupied) -> None:
     assert result.port == occupied.lo + 3
     assert result.reason == "could not send port_request: OSError: pipe closed"
     assert neg.core.state is NegotiationState.FALLBACK
+
+
+# ------------------------------------------- one contract, both drivers
+# The same scenarios run against pywatt_asyncio and pywatt_sync, through the same
+# calls, so the two drivers cannot drift apart.
+
+Driver = str
+DRIVERS = ["asyncio", "sync"]
+
+
+def make(kind: Driver, send: Callable[[PortRequest], None], **kw: Any) -> Any:
+    mod: Any = pywatt_asyncio if kind == "asyncio" else pywatt_sync
+    return mod.PortNegotiation(send, **kw)
+
+
+def run_negotiation(kind: Driver, neg: Any, **kw: Any) -> Any:
+    if kind == "asyncio":
+        return asyncio.run(pywatt_asyncio.negotiate_port(neg, **kw))
+    return pywatt_sync.negotiate_port(neg, **kw)
+
+
+@pytest.mark.parametrize("kind", DRIVERS)
+def test_contract_grant_ignores_strays(kind: Driver) -> None:
+    events: list[PortEvent] = []
+    sent: list[PortRequest] = []
+
+    def send(req: PortRequest) -> None:
+        sent.append(req)
+        neg.feed_response(PortResponse(request_id="other", success=True, port=1))
+        neg.feed_response(PortResponse(request_id=req.request_id, success=True, port=8400))
+
+    neg = make(kind, send, rng=random.Random(5), on_event=events.append)
+    result = run_negotiation(kind, neg, specific_port=8400)
+    assert (result.port, result.source.value, result.reason) == (8400, "orchestrator", None)
+    assert [r.specific_port for r in sent] == [8400]
+    assert [e.reason for e in events if isinstance(e, UnsolicitedResponse)] == [
+        UnsolicitedReason.UNKNOWN_ID
+    ]
+
+
+@pytest.mark.parametrize("kind", DRIVERS)
+def test_contract_fallback_in_a_partly_occupied_range(kind: Driver, occupied: Occupied) -> None:
+    def attempt() -> tuple[list[PortEvent], Any]:
+        events: list[PortEvent] = []
+
+        def send(req: PortRequest) -> None:
+            neg.feed_response(refuse(req))
+
+        neg = make(
+            kind,
+            send,
+            config=refusing_config(occupied),
+            rng=random.Random(SEED),
+            id_factory=ids().__next__,
+            on_event=events.append,
+        )
+        try:
+            return events, run_negotiation(kind, neg)
+        except (pywatt_asyncio.PortNegotiationError, pywatt_sync.PortNegotiationError) as exc:
+            return events, exc
+
+    events, outcome = attempt()  # everything taken
+    order = candidates(events)
+    assert sorted(order) == list(range(occupied.lo, occupied.hi + 1))
+    assert isinstance(outcome, pywatt_asyncio.PortNegotiationError)
+    assert pywatt_asyncio.PortNegotiationError is pywatt_sync.PortNegotiationError
+    occupied.release(order[1])
+    occupied.release(order[5])
+    events, outcome = attempt()  # two free: the first free candidate in order wins
+    assert candidates(events) == order[:2]
+    assert outcome.port == order[1] and outcome.source.value == "fallback"
+
+
+@pytest.mark.parametrize("kind", DRIVERS)
+def test_contract_unresponsive_orchestrator(kind: Driver, occupied: Occupied) -> None:
+    occupied.release(occupied.hi)
+    sent: list[PortRequest] = []
+    cfg = refusing_config(
+        occupied, initial_timeout=0.01, timeout_step=0.01, max_timeout=0.02, max_attempts=3
+    )
+    events: list[PortEvent] = []
+    neg = make(kind, sent.append, config=cfg, on_event=events.append)
+    result = run_negotiation(kind, neg, specific_port=9100)
+    assert result.port == occupied.hi and result.reason == "no response after 3 attempts"
+    assert [r.specific_port for r in sent] == [9100] * 3
+    assert [e.timeout for e in events if isinstance(e, AttemptFailed)] == [0.01, 0.02, 0.02]
+    assert neg.core.breaker.counters.failures == 3
