@@ -7,6 +7,13 @@ sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 # --- http dispatch, server, client ---
 from ._dispatch import dispatch
 
+from ._server import (
+    DEFAULT_MAX_CONNECTIONS,
+    HttpServer,
+    serve,
+    start_server,
+)
+
 # --- circuit breaker wrappers, port negotiation ---
 from ._breaker import AsyncBreakerGuard, Breaker, CircuitOpenError
 from ._ports import (
@@ -41,9 +48,13 @@ __all__ = [
     "PortSource",
     "negotiate_port",
     "port_is_free",
-    # http dispatch, server, client
-    "dispatch",
     # ASGI adapter
     "AsgiApp",
     "LifespanFailed",
+    # http dispatch, server, client
+    "DEFAULT_MAX_CONNECTIONS",
+    "HttpServer",
+    "dispatch",
+    "serve",
+    "start_server",
 ]

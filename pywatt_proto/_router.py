@@ -38,8 +38,10 @@ import bisect
 import json
 import re
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from http import HTTPStatus
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -110,11 +112,19 @@ _ERROR_CODES = {
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
+_JSON_HEADERS = (("content-type", _JSON),)
+_TEXT_HEADERS = (("content-type", _TEXT),)
 
 
 def reason_phrase(status: int) -> str:
-    """Return the standard reason phrase for ``status`` (or ``"Error"``/``"OK"``)."""
-    return _REASONS.get(status, "OK" if status < 400 else "Error")
+    """Return the standard reason phrase for ``status`` (``""`` for unknown codes)."""
+    phrase = _REASONS.get(status)
+    if phrase is None:
+        try:
+            phrase = HTTPStatus(status).phrase
+        except ValueError:
+            phrase = ""
+    return phrase
 
 
 def _json_bytes(data: object) -> bytes:
@@ -131,18 +141,28 @@ class Headers:
     in order; ``items()`` the ``(name, value)`` pairs as received.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("_decoded", "_raw")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
-        self._items: tuple[tuple[str, str], ...] = tuple((k.lower(), v) for k, v in pairs)
+        self._decoded: tuple[tuple[str, str], ...] | None = tuple((k.lower(), v) for k, v in pairs)
+        self._raw: Sequence[tuple[bytes, bytes]] = ()
 
     @classmethod
-    def from_raw(cls, raw: Iterable[tuple[bytes, bytes]]) -> Headers:
-        """Return headers decoded from byte pairs (latin-1, names lower-cased)."""
+    def from_raw(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
+        """Return headers for byte pairs (latin-1, names lower-cased), decoded on first use."""
         new = cls.__new__(cls)
-        new._items = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
+        new._decoded = None
+        new._raw = raw
         return new
+
+    @property
+    def _items(self) -> tuple[tuple[str, str], ...]:
+        items = self._decoded
+        if items is None:
+            items = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw)
+            self._decoded = items
+        return items
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name`` or ``default``."""
@@ -242,6 +262,7 @@ class QueryParams:
 
 
 _EMPTY_QUERY = QueryParams()
+_NO_VALUES: Mapping[str, object] = MappingProxyType({})
 _EMPTY_HEADERS = Headers()
 
 
@@ -264,8 +285,8 @@ class Request:
     query_string: str = ""
     headers: Headers = _EMPTY_HEADERS
     body: bytes = b""
-    path_params: Mapping[str, object] = field(default_factory=dict)
-    claims: Mapping[str, object] = field(default_factory=dict)
+    path_params: Mapping[str, object] = field(default_factory=lambda: _NO_VALUES)
+    claims: Mapping[str, object] = field(default_factory=lambda: _NO_VALUES)
     state: dict[str, object] = field(default_factory=dict)
     client: tuple[str, int] | None = None
     route: Route | None = None
@@ -392,6 +413,15 @@ class Response:
         return json.loads(self.body)
 
 
+def _trusted(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> Response:
+    """Build a Response from values known valid (skips ``__post_init__`` checks)."""
+    resp = object.__new__(Response)
+    object.__setattr__(resp, "status", status)
+    object.__setattr__(resp, "headers", headers)
+    object.__setattr__(resp, "body", body)
+    return resp
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApiResponse:
     """The reference ``ApiResponse`` body ``{"status","data","message"}`` plus its HTTP status.
@@ -430,7 +460,7 @@ class HTTPException(Exception):
         self, status: int, message: str | None = None, *, headers: Iterable[tuple[str, str]] = ()
     ) -> None:
         self.status = status
-        self.message = message if message is not None else reason_phrase(status)
+        self.message = message if message is not None else (reason_phrase(status) or "Error")
         self.headers = tuple(headers)
         super().__init__(status, self.message)
 
@@ -637,9 +667,11 @@ class RouteEndpoint(NamedTuple):
     auth: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Plan:
+class Plan(NamedTuple):
     """What a driver runs for one request (built by :meth:`Router.plan`).
+
+    An immutable record; a NamedTuple rather than a dataclass because one is
+    built per request on the hot path.
 
     ``request`` carries ``path_params`` and ``route``; ``middleware`` is the chain
     to walk; ``route`` the matched route (None for 404/405/OPTIONS); ``error``
@@ -790,6 +822,8 @@ class Router:
         self._static: dict[str, dict[str, Route]] = {}
         self._dynamic: list[Route] = []
         self._middleware: list[Middleware] = []
+        self._chain: tuple[Middleware, ...] = ()
+        self._labels: dict[tuple[str, str], str] = {}
         self._by_type: dict[type[BaseException], ErrorHandler] = {}
         self._by_status: dict[int, ErrorHandler] = {}
 
@@ -856,6 +890,7 @@ class Router:
     def middleware(self, fn: Middleware) -> Middleware:
         """Register ``fn(request, call_next)`` (outermost first) and return it."""
         self._middleware.append(fn)
+        self._chain = tuple(self._middleware)
         return fn
 
     def add_error_handler(self, key: int | type[BaseException], fn: ErrorHandler) -> None:
@@ -933,18 +968,16 @@ class Router:
             params = params_of.get(lookup, {}) if route is not None else {}
             if route is None:
                 return self._unrouted(request, found, now)
-        label = f"{method} {route.path}"
+        label = self._labels.get((method, route.path))
+        if label is None:  # bounded: (method, route) pairs of registered routes only
+            label = self._labels[(method, route.path)] = f"{method} {route.path}"
         self.metrics.record_request(label)
-        req = replace(request, path_params=params, route=route)
-        return Plan(
-            request=req,
-            middleware=tuple(self._middleware),
-            route=route,
-            error=None,
-            response=None,
-            started=now,
-            label=label,
-        )
+        # plan() completes the request it is handed (route, path_params) before any
+        # user code sees it; building a copy here would cost more than routing.
+        object.__setattr__(request, "route", route)
+        if params:
+            object.__setattr__(request, "path_params", params)
+        return Plan(request, self._chain, route, None, None, now, label)
 
     def _unrouted(self, request: Request, found: Mapping[str, Route], now: float) -> Plan:
         error: HTTPException | None = None
@@ -1008,11 +1041,9 @@ class Router:
         if isinstance(result, Response):
             return result
         if isinstance(result, dict | list):
-            return Response(
-                status=200, headers=(("content-type", _JSON),), body=_json_bytes(result)
-            )
+            return _trusted(200, _JSON_HEADERS, _json_bytes(result))
         if isinstance(result, str):
-            return Response(status=200, headers=(("content-type", _TEXT),), body=result.encode())
+            return _trusted(200, _TEXT_HEADERS, result.encode())
         if isinstance(result, bytes | bytearray | memoryview):
             return bytes_response(bytes(result))
         if result is None:
@@ -1044,21 +1075,28 @@ class Router:
             return api_error(exc.message, exc.status, headers=exc.headers)
         if isinstance(exc, AuthError):
             hdrs = [("www-authenticate", exc.www_authenticate)] if exc.status == 401 else []
-            return api_error(reason_phrase(exc.status), exc.status, headers=hdrs)
+            return api_error(reason_phrase(exc.status) or "Error", exc.status, headers=hdrs)
         if isinstance(exc, RemoteProtocolError):
             return api_error(reason_phrase(exc.error_status_hint), exc.error_status_hint)
         return api_error("Internal server error", 500)
 
     def finish(self, plan: Plan, response: Response, now: float) -> Response:
         """Return the response to send (HEAD: body stripped, Content-Length kept); count it."""
-        no_length = response.header("content-length") is None
-        if plan.request.method == "HEAD" and (response.body or no_length):
-            headers = response.headers
-            if no_length and response.status not in (204, 304):
-                headers = (*headers, ("content-length", str(len(response.body))))
-            response = Response(status=response.status, headers=headers, body=b"")
+        if plan.request.method == "HEAD":
+            response = _strip_head(response)
         self.metrics.record_response(plan.label, response.status, now - plan.started)
         return response
+
+
+def _strip_head(response: Response) -> Response:
+    """Return a HEAD answer: no body, Content-Length of the body it replaces."""
+    no_length = response.header("content-length") is None
+    if response.body or no_length:
+        headers = response.headers
+        if no_length and response.status not in (204, 304):
+            headers = (*headers, ("content-length", str(len(response.body))))
+        response = Response(status=response.status, headers=headers, body=b"")
+    return response
 
 
 def _status_of(exc: BaseException) -> int:

@@ -50,11 +50,11 @@ __all__ = [
     "PortSource",
     "negotiate_port",
     "port_is_free",
-    # http dispatch, server, client
-    "dispatch",
     # module runtime (blocking) and WSGI adapter
     "Module",
     "WsgiApp",
     "WsgiModule",
     "wsgi_module",
+    # http dispatch, server, client
+    "dispatch",
 ]

@@ -1,0 +1,462 @@
+"""HTTP/1.1 server on asyncio serving a :class:`pywatt_proto.Router`.
+
+One ``asyncio.Protocol`` and one task per connection. The protocol only moves
+bytes into :class:`pywatt_proto.HttpServerConnection` (which owns limits,
+deadlines, keep-alive and error answers) and wakes the task; the task is the
+driver loop: pull an event, read / dispatch / write, arm the core's timer.
+Requests on one connection are answered in order (pipelining is supported;
+reading pauses while more than ``ServerLimits.max_pending_bytes`` are queued).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl as _ssl
+import sys
+import time
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any, TextIO
+
+from pywatt_proto import (
+    END_OF_INPUT,
+    NEED_DATA,
+    HttpServerConnection,
+    Request,
+    Response,
+    Router,
+    ServerLimits,
+    format_access_log,
+    http_date,
+)
+
+from ._dispatch import dispatch
+
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "HttpServer", "serve", "start_server"]
+
+_log = logging.getLogger("pywatt.http")
+
+# Open connections per server; one more is answered 503 and closed. Each idle
+# connection costs a task and ~64 KiB of buffers at most (max_pending_bytes).
+DEFAULT_MAX_CONNECTIONS = 1024
+# Seconds a graceful close waits for in-flight requests before cancelling them.
+DEFAULT_DRAIN_TIMEOUT = 10.0
+_BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+def router_of(app: Any) -> Router:
+    """Return ``app`` if it is a Router, else ``app.router`` (a Module app, for example).
+
+    Raises:
+        TypeError: neither.
+    """
+    if isinstance(app, Router):
+        return app
+    router = getattr(app, "router", None)
+    if isinstance(router, Router):
+        return router
+    raise TypeError(f"expected a Router or an object with a .router, got {type(app).__name__}")
+
+
+class _DateCache:
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = b""
+
+    def get(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._value = http_date(now).encode("ascii")
+        return self._value
+
+
+class _Resume:
+    """Await a coroutine that was already started with ``send(None)`` and suspended.
+
+    Requests are dispatched eagerly inside ``data_received``: most handlers
+    finish without suspending, and then no task is created at all. When one
+    does suspend, this wrapper lets a task take over the half-run coroutine:
+    it yields what the coroutine yielded (the future it waits on) and forwards
+    what the task sends or throws back.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Response], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Response]:
+        coro = self._coro
+        value = self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation and the like go to the handler
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                continue
+            try:
+                value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value  # type: ignore[no-any-return]
+
+
+class _Connection(asyncio.Protocol):
+    """Driver for one connection: feeds the core, runs handlers, writes answers."""
+
+    __slots__ = (
+        "_busy",
+        "_core",
+        "_loop",
+        "_lost",
+        "_now",
+        "_paused",
+        "_server",
+        "_task",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "_write_paused",
+    )
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._loop = server.loop
+        self._now = server.loop.time
+        self._transport: asyncio.Transport | None = None
+        self._core: HttpServerConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._paused = False
+        self._write_paused = False
+        self._busy = False
+        self._lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- protocol callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        server = self._server
+        if len(server.connections) >= server.max_connections or server.closing:
+            transport.write(_BUSY)
+            transport.close()
+            self._lost = True
+            return
+        peer = transport.get_extra_info("peername")
+        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self._core = HttpServerConnection(server.limits, self._now(), client=client)
+        server.connections.add(self)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        if core is None:
+            return
+        core.receive_data(data, self._now())
+        if not core.wants_data and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()  # type: ignore[union-attr]
+        if not self._busy:
+            self._drive()
+
+    def eof_received(self) -> bool:
+        if self._core is not None:
+            self._core.receive_data(b"", self._now())
+            if not self._busy:
+                self._drive()
+        return True  # keep the write side open for the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._core is not None:
+            self._core.send_failed()
+            self._server.connection_done(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if not self._busy and not self._lost:
+            self._drive()
+
+    def shutdown(self) -> None:
+        """Finish: an idle connection closes now, a busy one after its answer."""
+        if self._core is not None and not self._lost:
+            self._core.start_shutdown()
+            if not self._busy:
+                self._drive()
+
+    # -- the driver loop -----------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        """Handle every complete request buffered, in order, until the core needs data."""
+        core = self._core
+        transport = self._transport
+        assert core is not None and transport is not None
+        now = self._now
+        while not self._write_paused:
+            start = now()
+            event = core.next_event(start)
+            if event is NEED_DATA:
+                out = core.data_to_send()
+                if out:
+                    transport.write(out)
+                if self._paused and core.wants_data:
+                    self._paused = False
+                    transport.resume_reading()
+                self._arm()
+                return
+            if event is END_OF_INPUT:
+                self._close()
+                return
+            assert isinstance(event, Request)
+            coro = dispatch(self._server.router, event, now)
+            try:
+                first = coro.send(None)
+            except StopIteration as stop:
+                self._answer(event, stop.value, start)
+                continue
+            # The handler is waiting for something: flush and let a task finish it.
+            out = core.data_to_send()
+            if out:
+                transport.write(out)
+            self._busy = True
+            self._task = self._loop.create_task(self._finish(coro, first, event, start))
+            return
+
+    async def _finish(
+        self, coro: Coroutine[Any, Any, Response], first: Any, request: Request, start: float
+    ) -> None:
+        try:
+            response = await _Resume(coro, first)
+        except asyncio.CancelledError:
+            self._close()
+            raise
+        self._busy = False
+        self._task = None
+        if self._lost:
+            return
+        self._answer(request, response, start)
+        self._drive()
+
+    def _answer(self, request: Request, response: Response, start: float) -> None:
+        core = self._core
+        assert core is not None
+        server = self._server
+        core.send_response(response, start, date=server.date.get())
+        if server.access_log is not None:
+            server.log_access(core.client, request, response, self._now() - start)
+
+    def _close(self) -> None:
+        core = self._core
+        transport = self._transport
+        if core is not None and transport is not None and not self._lost:
+            out = core.data_to_send()
+            if out:
+                transport.write(out)
+            transport.close()
+
+    def cancel(self) -> None:
+        """Abort: cancel a running handler and drop the connection."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- timer: one lazily re-armed handle per connection --------------------------------------
+
+    def _arm(self) -> None:
+        core = self._core
+        deadline = core.get_timer() if core is not None else None
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                return  # fires early and re-arms itself
+            timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        core = self._core
+        if core is None or self._lost:
+            return
+        deadline = core.get_timer()
+        if deadline is None:
+            return
+        if self._now() >= deadline:
+            core.handle_timer(self._now())
+            if not self._busy:
+                self._drive()
+        else:
+            self._arm()
+
+
+class HttpServer:
+    """A running HTTP server (from :func:`start_server`).
+
+    ``port``/``host`` give the bound address; ``await close()`` stops accepting,
+    lets in-flight requests finish (answered with ``Connection: close``) for up
+    to ``drain_timeout`` seconds, then cancels the rest. Usable as
+    ``async with``.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        limits: ServerLimits,
+        max_connections: int,
+        access_log: TextIO | None,
+    ) -> None:
+        self.router = router
+        self.limits = limits
+        self.max_connections = max_connections
+        self.access_log = access_log
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[_Connection] = set()
+        self.date = _DateCache()
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self._idle: asyncio.Event | None = None
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """Return the listening sockets."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def port(self) -> int:
+        """Return the port of the first listening socket."""
+        return int(self.sockets[0].getsockname()[1])
+
+    @property
+    def host(self) -> str:
+        """Return the host of the first listening socket."""
+        return str(self.sockets[0].getsockname()[0])
+
+    def log_access(
+        self, client: tuple[str, int] | None, request: Request, response: Response, took: float
+    ) -> None:
+        """Write one access-log line to the configured stream."""
+        if self.access_log is not None:
+            line = format_access_log(client, request, response.status, len(response.body), took)
+            self.access_log.write(line + "\n")
+
+    def connection_done(self, conn: _Connection) -> None:
+        """Called by connections when they end (wakes a draining close)."""
+        self.connections.discard(conn)
+        if self._idle is not None and not self.connections:
+            self._idle.set()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; then close gracefully."""
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        except asyncio.CancelledError:
+            await self.close()
+            raise
+
+    async def close(self, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
+        """Stop accepting, drain in-flight requests, then cancel what is left."""
+        if self._server is None:
+            return
+        self.closing = True
+        self._server.close()
+        self._idle = asyncio.Event()
+        for conn in list(self.connections):
+            conn.shutdown()
+        if self.connections:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), drain_timeout)
+        for conn in list(self.connections):
+            conn.cancel()
+        await self._server.wait_closed()
+
+    async def __aenter__(self) -> HttpServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def start_server(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    sock: socket.socket | None = None,
+    limits: ServerLimits | None = None,
+    ssl: _ssl.SSLContext | None = None,
+    access_log: bool | TextIO = False,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    backlog: int = 1024,
+) -> HttpServer:
+    """Start serving ``app`` (a Router, or anything with ``.router``) and return the server.
+
+    Binds ``host:port`` (port 0 picks a free one) unless ``sock``, an already
+    bound socket, is given. ``access_log=True`` logs to stderr; a stream logs there.
+
+    Raises:
+        TypeError: ``app`` has no router. OSError: the address cannot be bound.
+    """
+    router = router_of(app)
+    log_stream: TextIO | None = sys.stderr if access_log is True else (access_log or None)
+    server = HttpServer(
+        router,
+        limits=limits or ServerLimits(),
+        max_connections=max_connections,
+        access_log=log_stream,
+    )
+    loop = server.loop
+
+    def factory() -> _Connection:
+        return _Connection(server)
+
+    if sock is not None:
+        server._server = await loop.create_server(factory, sock=sock, ssl=ssl, backlog=backlog)
+    else:
+        server._server = await loop.create_server(
+            factory, host, port, ssl=ssl, backlog=backlog, reuse_address=True
+        )
+    return server
+
+
+async def serve(
+    app: Any,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    ready: Callable[[HttpServer], None] | None = None,
+    **options: Any,
+) -> None:
+    """Serve ``app`` until cancelled, then close gracefully.
+
+    ``options`` are those of :func:`start_server`; ``ready`` is called with the
+    server once it listens (to learn the port when ``port=0``).
+    """
+    server = await start_server(app, host, port, **options)
+    if ready is not None:
+        ready(server)
+    await server.serve_forever()

@@ -1,0 +1,883 @@
+"""HTTP/1.1 over TCP: the parts h11 does not do, shared by both drivers.
+
+Theory of operation
+-------------------
+h11 parses and writes HTTP/1.1 messages; it has no opinion on limits, time,
+keep-alive policy or what to answer when a peer misbehaves. Those decisions
+are the same for the asyncio and the blocking driver, so they live here:
+
+* :class:`HttpServerConnection` wraps one server-side ``h11.Connection``. The
+  driver feeds bytes (``receive_data(data, now)``, ``b""`` for EOF) and pulls
+  events with ``next_event(now)``: a complete :class:`~pywatt_proto.Request`
+  (body collected, limits checked), ``NEED_DATA`` (read more; the deadline is
+  ``get_timer()``), or ``END_OF_INPUT`` (send ``data_to_send()`` and close).
+  ``send_response`` writes an answer and applies the keep-alive policy.
+  ``handle_timer(now)`` turns expired deadlines into 408 or a quiet close.
+* Client side: URL joining and query encoding, :class:`ClientExchange` (one
+  request/response over an ``h11.Connection`` with a response-size limit),
+  :class:`RetryPolicy` (which failures to retry, delays from ``Backoff``) and
+  :class:`ConnectionPool` (idle keep-alive connections per origin, bounded).
+
+Server phases and the deadline each one arms (``get_timer``)::
+
+    IDLE     -- waiting for the first byte of a request: keep-alive timeout, then
+                close quietly (no request was started, nothing to answer).
+    RECEIVING-- headers/body arriving: min(last read + read_timeout, request start
+                + request_timeout), then 408 and close (slow-client protection).
+    HANDLING -- the driver runs the handler: no deadline here.
+    CLOSING  -- an answer that ends the connection is queued; next_event returns
+                END_OF_INPUT.
+
+Nothing here reads a clock or touches a socket: ``now`` is passed in.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from urllib.parse import quote, urlencode, urlsplit
+
+import h11
+
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._framing import END_OF_INPUT, NEED_DATA, EndOfInput, NeedData
+from ._router import Headers, Request, Response, api_error, reason_phrase
+
+if TYPE_CHECKING:
+    from ._backoff import Backoff, RandomSource
+
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DEFAULT_MAX_HEADER_BYTES",
+    "DEFAULT_MAX_PENDING_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
+    "IDEMPOTENT_METHODS",
+    "ClientEvent",
+    "ClientExchange",
+    "ClientResponse",
+    "ConnectError",
+    "ConnectTimeout",
+    "ConnectionPool",
+    "QueryParamsArg",
+    "HTTPClientError",
+    "HTTPProtocolError",
+    "HTTPStatusError",
+    "HTTPTimeoutError",
+    "HttpServerConnection",
+    "Origin",
+    "ReadTimeout",
+    "RetryPolicy",
+    "ServerLimits",
+    "ServerEvent",
+    "ServerPhase",
+    "TotalTimeout",
+    "add_query",
+    "encode_query",
+    "format_access_log",
+    "http_date",
+    "join_url",
+    "split_url",
+]
+
+# Request line + headers. h11's own default (16 KiB) -- nginx uses 8 KiB per
+# line / 32 KiB total, Node 16 KiB; beyond it we answer 431 and close.
+DEFAULT_MAX_HEADER_BYTES = 16 * 1024
+# Request body. 1 MiB is nginx's client_max_body_size; modules that take
+# uploads raise it. Beyond it we answer 413 and close (body left unread).
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Bytes a client may send ahead (pipelining) while a request is being handled.
+# Above it the driver stops reading from the socket until the core catches up.
+DEFAULT_MAX_PENDING_BYTES = 64 * 1024
+# Response body a client accepts before raising HTTPProtocolError (64 MiB,
+# the reference's advertised maximum message size on TCP).
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+# Methods safe to retry after a failure (RFC 9110 section 9.2.2).
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+_REASON_BYTES = {code: reason_phrase(code).encode("ascii") for code in (200, 201, 204, 404)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerLimits:
+    """Server limits; every time is in seconds.
+
+    ``read_timeout`` bounds the wait for each read while a request arrives,
+    ``request_timeout`` the whole arrival of one request (headers and body; the
+    slow-loris bound), ``keepalive_timeout`` the idle time between requests
+    (uvicorn's default is 5 s). ``max_requests_per_connection`` closes a
+    connection after that many answers (0 = unlimited).
+
+    Raises:
+        ValueError: a limit is not positive.
+    """
+
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
+    read_timeout: float = 10.0
+    request_timeout: float = 30.0
+    keepalive_timeout: float = 5.0
+    max_requests_per_connection: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("max_header_bytes", "max_body_bytes", "max_pending_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("read_timeout", "request_timeout", "keepalive_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_requests_per_connection < 0:
+            raise ValueError("max_requests_per_connection must be >= 0")
+
+
+class ServerPhase(enum.Enum):
+    """Where a server connection is; see the module docstring."""
+
+    IDLE = "idle"
+    RECEIVING = "receiving"
+    HANDLING = "handling"
+    CLOSING = "closing"
+
+
+ServerEvent = Request | NeedData | EndOfInput
+
+# --------------------------------------------------------------------------- dates / logs
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(epoch_seconds: float) -> str:
+    """Return the IMF-fixdate for a Unix time (``Sun, 06 Nov 1994 08:49:37 GMT``)."""
+    secs = int(epoch_seconds)
+    days, rem = divmod(secs, 86400)
+    hh, rem = divmod(rem, 3600)
+    mm, ss = divmod(rem, 60)
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday (index 3)
+    # civil_from_days (H. Hinnant, "chrono-Compatible Low-Level Date Algorithms")
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    year = yoe + era * 400 + (1 if month <= 2 else 0)
+    clock = f"{hh:02d}:{mm:02d}:{ss:02d}"
+    return f"{_DAYS[weekday]}, {day:02d} {_MONTHS[month - 1]} {year:04d} {clock} GMT"
+
+
+def format_access_log(
+    client: tuple[str, int] | None, request: Request, status: int, size: int, duration: float
+) -> str:
+    """Return one access-log line (no newline): client, request line, status, size, ms."""
+    who = f"{client[0]}:{client[1]}" if client else "-"
+    target = request.target.replace('"', "%22")
+    return f'{who} "{request.method} {target}" {status} {size} {duration * 1000.0:.2f}ms'
+
+
+# --------------------------------------------------------------------------- server
+
+
+# Encoded forms of recently used response header tuples: handlers mostly return
+# the same few constant header sets. Cleared when it reaches this many entries.
+_HEADER_CACHE_SIZE = 256
+_header_cache: dict[tuple[tuple[str, str], ...], tuple[list[tuple[bytes, bytes]], bool]] = {}
+
+
+def _encode_headers(
+    headers: tuple[tuple[str, str], ...],
+) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """Return the headers as h11 byte pairs (framing headers dropped) and whether
+    a Content-Length was among them."""
+    cached = _header_cache.get(headers)
+    if cached is not None:
+        return cached
+    pairs: list[tuple[bytes, bytes]] = []
+    has_length = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-length":
+            has_length = True
+        elif lname in ("transfer-encoding", "connection"):
+            continue  # framing is ours (h11's) to decide
+        pairs.append((lname.encode("ascii"), value.encode("latin-1")))
+    if len(_header_cache) >= _HEADER_CACHE_SIZE:
+        _header_cache.clear()
+    result = _header_cache[headers] = (pairs, has_length)
+    return result
+
+
+class HttpServerConnection:
+    """One server-side HTTP/1.1 connection (Sans-IO). See the module docstring.
+
+    After any method raises, the connection is unusable; ``next_event`` never
+    raises for bad peer input (it queues the answer and returns END_OF_INPUT).
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_size",
+        "_client",
+        "_conn",
+        "_deadline_read",
+        "_deadline_request",
+        "_head",
+        "_idle_since",
+        "_limits",
+        "_out",
+        "_pending",
+        "_pending_size",
+        "_phase",
+        "_served",
+        "_shutdown",
+    )
+
+    def __init__(
+        self, limits: ServerLimits, now: float, *, client: tuple[str, int] | None = None
+    ) -> None:
+        self._limits = limits
+        self._client = client
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._phase = ServerPhase.IDLE
+        self._out: list[bytes] = []
+        self._pending: deque[bytes] = deque()
+        self._pending_size = 0
+        self._head: h11.Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._idle_since = now
+        self._deadline_read = 0.0
+        self._deadline_request = 0.0
+        self._served = 0
+        self._shutdown = False
+
+    # -- state views -------------------------------------------------------------------
+
+    @property
+    def phase(self) -> ServerPhase:
+        """Return the current phase."""
+        return self._phase
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """Return the peer address given at construction."""
+        return self._client
+
+    @property
+    def wants_data(self) -> bool:
+        """Return False when the driver should pause reading (pending bytes over the bound)."""
+        return self._pending_size < self._limits.max_pending_bytes
+
+    def get_timer(self) -> float | None:
+        """Return the time at which :meth:`handle_timer` must run, or None."""
+        if self._phase is ServerPhase.IDLE:
+            return self._idle_since + self._limits.keepalive_timeout
+        if self._phase is ServerPhase.RECEIVING:
+            return min(self._deadline_read, self._deadline_request)
+        return None
+
+    # -- input -------------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Buffer bytes from the peer (``b""`` means the peer closed its side)."""
+        self._pending.append(data)
+        self._pending_size += len(data)
+        if self._phase is ServerPhase.IDLE and data:
+            self._start_request(now)
+        elif self._phase is ServerPhase.RECEIVING:
+            self._deadline_read = now + self._limits.read_timeout
+
+    def _start_request(self, now: float) -> None:
+        self._phase = ServerPhase.RECEIVING
+        self._deadline_read = now + self._limits.read_timeout
+        self._deadline_request = now + self._limits.request_timeout
+
+    def next_event(self, now: float) -> ServerEvent:
+        """Return the next thing the driver must act on.
+
+        ``Request``: dispatch it and call :meth:`send_response`. ``NEED_DATA``:
+        read more (or wait for ``get_timer()``). ``END_OF_INPUT``: send
+        :meth:`data_to_send` and close.
+        """
+        conn = self._conn
+        while True:
+            if self._phase is ServerPhase.CLOSING:
+                return END_OF_INPUT
+            if self._phase is ServerPhase.HANDLING:
+                raise LocalProtocolError("next_event() while a response is owed")
+            if self._pending:
+                pending = self._pending
+                conn.receive_data(pending[0] if len(pending) == 1 else b"".join(pending))
+                pending.clear()
+                self._pending_size = 0
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._fail(exc.error_status_hint)
+                continue
+            if event is h11.NEED_DATA:
+                if self._shutdown and self._phase is ServerPhase.IDLE:
+                    self._phase = ServerPhase.CLOSING
+                    continue
+                return NEED_DATA
+            etype = type(event)
+            if etype is h11.Request:
+                self._on_head(event, now)  # type: ignore[arg-type]
+            elif etype is h11.Data:
+                self._body.append(event.data)  # type: ignore[union-attr]
+                self._body_size += len(event.data)  # type: ignore[union-attr]
+                if self._body_size > self._limits.max_body_bytes:
+                    self._fail(413)
+            elif etype is h11.EndOfMessage:
+                request = self._complete()
+                if request is not None:
+                    return request
+            else:  # ConnectionClosed, or PAUSED after a protocol switch we never accept
+                self._phase = ServerPhase.CLOSING
+
+    def _on_head(self, head: h11.Request, now: float) -> None:
+        if self._phase is ServerPhase.IDLE:  # whole request arrived with the first read
+            self._start_request(now)
+        self._head = head
+        self._body = []
+        self._body_size = 0
+        if self._conn.their_state is not h11.SEND_BODY:
+            return  # no body follows (the common GET)
+        for name, value in head.headers.raw_items():
+            if name.lower() == b"content-length" and int(value) > self._limits.max_body_bytes:
+                self._fail(413)  # refuse before reading (and before any 100 Continue)
+                return
+        if self._conn.they_are_waiting_for_100_continue:
+            self._out.append(
+                self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
+            )
+
+    def _complete(self) -> Request | None:
+        head = self._head
+        assert head is not None
+        self._phase = ServerPhase.HANDLING
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._body = []
+        target = head.target.decode("latin-1")
+        headers = Headers.from_raw(head.headers)
+        method = head.method.decode("ascii")
+        if target[:1] == "/" and "#" not in target:  # origin-form: the common case
+            path, _, query = target.partition("?")
+            return Request(method=method, path=path, query_string=query, headers=headers,
+                           body=body, client=self._client)  # fmt: skip
+        try:
+            return Request.from_target(method, target, headers, body, client=self._client)
+        except RemoteProtocolError:
+            # h11 accepts any target; ours must be origin- or absolute-form.
+            self._fail(400, "Bad Request")
+            return None
+
+    def _fail(self, status: int, message: str | None = None) -> None:
+        """Queue an error answer (if no response has started) and close.
+
+        The answer is written directly, not through h11: after a peer error h11
+        refuses to send, and the connection ends right after it anyway.
+        """
+        if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            resp = api_error(message or reason_phrase(status), status)
+            lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
+            lines += [f"{k}: {v}" for k, v in resp.headers]
+            lines += [f"content-length: {len(resp.body)}", "connection: close", "", ""]
+            self._out.append("\r\n".join(lines).encode("latin-1") + resp.body)
+        self._phase = ServerPhase.CLOSING
+
+    # -- timers / shutdown ----------------------------------------------------------------
+
+    def handle_timer(self, now: float) -> None:
+        """Apply expired deadlines: IDLE -> close quietly; RECEIVING -> 408 and close."""
+        deadline = self.get_timer()
+        if deadline is None or now < deadline:
+            return
+        if self._phase is ServerPhase.IDLE:
+            self._phase = ServerPhase.CLOSING
+        else:
+            self._fail(408)
+
+    def start_shutdown(self) -> None:
+        """Stop keep-alive: an idle connection closes, a busy one answers with ``close``."""
+        self._shutdown = True
+        if self._phase is ServerPhase.IDLE and not self._pending:
+            self._phase = ServerPhase.CLOSING
+
+    def send_failed(self) -> None:
+        """Tell the core the driver could not write: the connection is over."""
+        self._phase = ServerPhase.CLOSING
+
+    # -- output ---------------------------------------------------------------------------
+
+    def send_response(self, response: Response, now: float, *, date: bytes | None = None) -> None:
+        """Queue ``response`` for the request last returned by :meth:`next_event`.
+
+        Keeps the connection alive unless the client, HTTP/1.0, the per-connection
+        request limit or a shutdown says otherwise.
+
+        Raises:
+            LocalProtocolError: no request is waiting for an answer.
+        """
+        if self._phase is not ServerPhase.HANDLING:
+            raise LocalProtocolError(f"send_response() in phase {self._phase.value}")
+        self._served += 1
+        limit = self._limits.max_requests_per_connection
+        close = self._shutdown or (limit > 0 and self._served >= limit)
+        try:
+            self._write(response, close=close, date=date)
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"cannot send response: {exc}") from exc
+        conn = self._conn
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            self._phase = ServerPhase.IDLE
+            self._idle_since = now
+            if self._pending:
+                self._start_request(now)
+        else:
+            self._phase = ServerPhase.CLOSING
+
+    def _write(self, response: Response, *, close: bool, date: bytes | None) -> None:
+        body = response.body
+        encoded = _encode_headers(response.headers)
+        headers = [(b"date", date), *encoded[0]] if date is not None else list(encoded[0])
+        has_length = encoded[1]
+        status = response.status
+        if not has_length and status >= 200 and status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        if close:
+            headers.append((b"connection", b"close"))
+        conn = self._conn
+        out = self._out
+        reason = _REASON_BYTES.get(status)
+        if reason is None:
+            reason = reason_phrase(status).encode("ascii")
+        out.append(
+            conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+        )
+        if body:
+            out.append(conn.send(h11.Data(data=body)) or b"")
+        out.append(conn.send(h11.EndOfMessage()) or b"")
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) every byte queued for the peer (``b""`` if none)."""
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
+
+
+# --------------------------------------------------------------------------- client errors
+
+
+class HTTPClientError(Exception):
+    """Root of the HTTP client's errors; ``url`` is the request URL when known."""
+
+    url: str | None
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ConnectError(HTTPClientError):
+    """The TCP (or TLS) connection could not be established; nothing was sent."""
+
+
+class HTTPTimeoutError(HTTPClientError, TimeoutError):
+    """A client deadline passed (also a builtin ``TimeoutError``)."""
+
+
+class ConnectTimeout(HTTPTimeoutError):
+    """Connecting took longer than the connect timeout; nothing was sent."""
+
+
+class ReadTimeout(HTTPTimeoutError):
+    """No byte of the response arrived within the read timeout."""
+
+
+class TotalTimeout(HTTPTimeoutError):
+    """The whole exchange (retries included) exceeded the total timeout."""
+
+
+class HTTPProtocolError(HTTPClientError, RemoteProtocolError):
+    """The server broke HTTP/1.1 (bad framing, oversize response, early close)."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        RemoteProtocolError.__init__(self, message, error_status_hint=502)
+        self.url = url
+
+
+class HTTPStatusError(HTTPClientError):
+    """Raised by :meth:`ClientResponse.raise_for_status` for 4xx/5xx answers."""
+
+    response: ClientResponse
+
+    def __init__(self, message: str, *, response: ClientResponse) -> None:
+        super().__init__(message, url=response.url)
+        self.response = response
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Origin:
+    """Scheme, host and port of a URL: the key of the connection pool."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        """Return the ``Host`` header value (port omitted when it is the default)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def split_url(url: str) -> tuple[Origin, str]:
+    """Return the origin of an absolute ``http(s)`` URL and its request target.
+
+    Raises:
+        LocalProtocolError: not an absolute http/https URL, or a bad port.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not parts.hostname:
+        raise LocalProtocolError(f"not an absolute http(s) URL: {url!r}", field="url")
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError as exc:
+        raise LocalProtocolError(f"bad port in {url!r}", field="url") from exc
+    target = quote(parts.path or "/", safe="/:@!$&'()*+,;=-._~%")
+    if parts.query:
+        target += "?" + parts.query
+    return Origin(scheme=scheme, host=parts.hostname, port=port), target
+
+
+def join_url(base: str | None, url: str) -> str:
+    """Return ``url`` resolved against ``base``.
+
+    Absolute ``http(s)://`` URLs are returned unchanged. Otherwise ``base`` is a
+    prefix (as in httpx and the reference client): its path and ``url`` are
+    joined with exactly one ``/``, so ``("http://h/api", "/users")`` gives
+    ``http://h/api/users``.
+
+    Raises:
+        LocalProtocolError: a relative ``url`` without a ``base``.
+    """
+    if url.lower().startswith(("http://", "https://")):
+        return url
+    if not base:
+        raise LocalProtocolError(f"relative URL {url!r} needs a base URL", field="url")
+    if not url:
+        return base
+    if url.startswith("?"):
+        return base + url
+    return base.rstrip("/") + "/" + url.lstrip("/")
+
+
+QueryValue = str | int | float | bool | None
+QueryParamsArg = Mapping[str, QueryValue | Sequence[QueryValue]] | Iterable[tuple[str, QueryValue]]
+
+
+def _qv(value: QueryValue) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return str(value)
+
+
+def encode_query(params: QueryParamsArg) -> str:
+    """Return ``params`` percent-encoded (RFC 3986: space is ``%20``); ``None`` values
+    are skipped, sequences repeat the key, booleans are ``true``/``false``."""
+    pairs: list[tuple[str, str]] = []
+    items: Iterable[tuple[str, Any]] = params.items() if isinstance(params, Mapping) else params
+    for key, value in items:
+        if isinstance(value, list | tuple):
+            pairs.extend((key, _qv(v)) for v in value if v is not None)
+        elif value is not None:
+            pairs.append((key, _qv(value)))
+    return urlencode(pairs, quote_via=quote, safe="-._~")
+
+
+def add_query(url: str, params: QueryParamsArg) -> str:
+    """Return ``url`` with ``params`` appended to its query string."""
+    encoded = encode_query(params)
+    if not encoded:
+        return url
+    base, hash_mark, fragment = url.partition("#")
+    sep = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        sep = ""
+    return base + sep + encoded + (hash_mark + fragment)
+
+
+# --------------------------------------------------------------------------- client exchange
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientResponse:
+    """A complete response as the client returns it."""
+
+    status: int
+    headers: Headers
+    body: bytes
+    url: str
+    reason: str = ""
+    http_version: str = "1.1"
+
+    @property
+    def is_success(self) -> bool:
+        """Return whether the status is 2xx."""
+        return 200 <= self.status < 300
+
+    @property
+    def text(self) -> str:
+        """Return the body decoded as UTF-8 (invalid bytes replaced)."""
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """Return the body parsed as JSON (raises ``ValueError`` if it is not JSON)."""
+        import json
+
+        return json.loads(self.body)
+
+    def raise_for_status(self) -> ClientResponse:
+        """Return ``self`` for 1xx-3xx.
+
+        Raises:
+            HTTPStatusError: the status is 4xx or 5xx.
+        """
+        if self.status >= 400:
+            raise HTTPStatusError(f"HTTP {self.status} for {self.url}", response=self)
+        return self
+
+
+ClientEvent = ClientResponse | NeedData
+
+
+class ClientExchange:
+    """One request and its response over a client-side ``h11.Connection`` (Sans-IO).
+
+    ``bytes_to_send()`` gives the request; feed the answer with
+    ``receive_data`` (``b""`` on EOF) until ``next_event()`` returns the
+    :class:`ClientResponse`. ``reusable`` then says whether the connection may
+    serve another request (it has been reset for the next cycle).
+
+    Raises (``next_event``):
+        HTTPProtocolError: malformed answer, early close, or a body over
+            ``max_response_bytes``.
+    """
+
+    __slots__ = ("_body", "_conn", "_head", "_method", "_out", "_size", "_url", "max_bytes")
+
+    def __init__(
+        self,
+        conn: h11.Connection,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes = b"",
+        *,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    ) -> None:
+        origin, target = split_url(url)
+        self._conn = conn
+        self._method = method.upper()
+        self._url = url
+        self.max_bytes = max_response_bytes
+        hdrs: list[tuple[bytes, bytes]] = []
+        seen: set[str] = set()
+        for name, value in headers:
+            lname = name.lower()
+            seen.add(lname)
+            hdrs.append((lname.encode("ascii"), value.encode("latin-1")))
+        if "host" not in seen:
+            hdrs.insert(0, (b"host", origin.host_header.encode("ascii")))
+        framed = "content-length" in seen or "transfer-encoding" in seen
+        if not framed and (body or self._method in ("POST", "PUT", "PATCH")):
+            hdrs.append((b"content-length", str(len(body)).encode("ascii")))
+        try:
+            out = [conn.send(h11.Request(method=self._method, target=target, headers=hdrs)) or b""]
+            if body:
+                out.append(conn.send(h11.Data(data=body)) or b"")
+            out.append(conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"cannot send request: {exc}", field="request") from exc
+        self._out = b"".join(out)
+        self._head: h11.Response | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+
+    def bytes_to_send(self) -> bytes:
+        """Return (and forget) the request bytes."""
+        out, self._out = self._out, b""
+        return out
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the server (``b""`` when it closed)."""
+        self._conn.receive_data(data)
+
+    @property
+    def started(self) -> bool:
+        """Return whether the response head has arrived."""
+        return self._head is not None
+
+    def next_event(self) -> ClientEvent:
+        """Return the response once complete, or ``NEED_DATA``."""
+        conn = self._conn
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise HTTPProtocolError(f"bad response: {exc}", url=self._url) from exc
+            if event is h11.NEED_DATA:
+                return NEED_DATA
+            etype = type(event)
+            if etype is h11.Response:
+                self._head = event  # type: ignore[assignment]
+            elif etype is h11.Data:
+                self._size += len(event.data)  # type: ignore[union-attr]
+                if self._size > self.max_bytes:
+                    raise HTTPProtocolError("response body too large", url=self._url)
+                self._body.append(event.data)  # type: ignore[union-attr]
+            elif etype is h11.EndOfMessage:
+                head = self._head
+                assert head is not None
+                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                    conn.start_next_cycle()
+                return ClientResponse(
+                    status=head.status_code,
+                    headers=Headers.from_raw(head.headers),
+                    body=b"".join(self._body),
+                    url=self._url,
+                    reason=head.reason.decode("latin-1"),
+                    http_version=head.http_version.decode("ascii"),
+                )
+            elif etype is h11.ConnectionClosed:
+                raise HTTPProtocolError("server closed the connection early", url=self._url)
+            # InformationalResponse (100 Continue etc.): skip
+
+    @property
+    def reusable(self) -> bool:
+        """Return whether the connection is ready for another request."""
+        return self._conn.our_state is h11.IDLE and self._conn.their_state is h11.IDLE
+
+
+# --------------------------------------------------------------------------- retries and pool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryPolicy:
+    """Which failed attempts the client repeats, and after how long.
+
+    Connect failures are retried for every method (nothing reached the server);
+    other errors and ``retry_statuses`` answers only for ``methods`` (idempotent
+    by default). Delays come from ``backoff`` (its ``max_attempts`` counts the
+    first try); a ``Retry-After`` in seconds is honoured up to ``backoff.cap``.
+    """
+
+    backoff: Backoff
+    retry_statuses: frozenset[int] = frozenset({429, 502, 503, 504})
+    methods: frozenset[str] = IDEMPOTENT_METHODS
+
+    def next_delay(
+        self,
+        *,
+        method: str,
+        attempts: int,
+        rng: RandomSource,
+        status: int | None = None,
+        error: BaseException | None = None,
+        retry_after: str | None = None,
+    ) -> float | None:
+        """Return the wait before the next attempt, or None to stop.
+
+        ``attempts`` is the number made so far; give either the answer's
+        ``status`` (with its ``Retry-After`` value) or the ``error`` raised.
+        """
+        if not self.backoff.allows(attempts):
+            return None
+        if error is not None:
+            if not isinstance(error, ConnectError | ConnectTimeout) and method not in self.methods:
+                return None
+            if isinstance(error, HTTPStatusError | TotalTimeout | LocalProtocolError):
+                return None
+        elif status is None or status not in self.retry_statuses or method not in self.methods:
+            return None
+        delay = self.backoff.delay(attempts, rng)
+        if retry_after is not None and retry_after.strip().isdigit():
+            delay = max(delay, min(float(retry_after.strip()), self.backoff.cap))
+        return delay
+
+
+C = TypeVar("C")
+
+
+class ConnectionPool(Generic[C]):
+    """Idle keep-alive connections per :class:`Origin` (Sans-IO bookkeeping).
+
+    Holds at most ``max_per_host`` idle connections per origin, each for at most
+    ``idle_timeout`` seconds. The driver bounds *active* connections per host
+    with its own semaphore of the same size.
+    """
+
+    __slots__ = ("_idle", "idle_timeout", "max_per_host")
+
+    def __init__(self, *, max_per_host: int = 10, idle_timeout: float = 30.0) -> None:
+        if max_per_host < 1 or not idle_timeout > 0:
+            raise ValueError("max_per_host must be >= 1 and idle_timeout > 0")
+        self.max_per_host = max_per_host
+        self.idle_timeout = idle_timeout
+        self._idle: dict[Origin, list[tuple[float, C]]] = {}
+
+    def take(self, origin: Origin, now: float) -> tuple[C | None, list[C]]:
+        """Return the most recently used live idle connection (or None) and the
+        expired ones the driver must close."""
+        stack = self._idle.get(origin)
+        expired: list[C] = []
+        if not stack:
+            return None, expired
+        while stack:
+            since, conn = stack.pop()
+            if now - since < self.idle_timeout:
+                expired.extend(c for _, c in self._evict(stack, now))
+                return conn, expired
+            expired.append(conn)
+        return None, expired
+
+    def _evict(self, stack: list[tuple[float, C]], now: float) -> list[tuple[float, C]]:
+        keep = [(t, c) for t, c in stack if now - t < self.idle_timeout]
+        gone = [(t, c) for t, c in stack if now - t >= self.idle_timeout]
+        stack[:] = keep
+        return gone
+
+    def put(self, origin: Origin, conn: C, now: float) -> bool:
+        """Store ``conn`` as idle; return False (caller closes it) when the origin is full."""
+        stack = self._idle.setdefault(origin, [])
+        if len(stack) >= self.max_per_host:
+            return False
+        stack.append((now, conn))
+        return True
+
+    def idle_count(self, origin: Origin) -> int:
+        """Return the number of idle connections kept for ``origin``."""
+        return len(self._idle.get(origin, ()))
+
+    def drain(self) -> list[C]:
+        """Remove and return every idle connection (to close them)."""
+        out = [c for stack in self._idle.values() for _, c in stack]
+        self._idle.clear()
+        return out
