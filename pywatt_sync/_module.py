@@ -155,6 +155,8 @@ class Module:
         self._secret_waits: dict[str, list[_SecretWait]] = {}
         self._armed: float | None = None
         self._code: int | None = None
+        self._flushing = False  # a thread is writing the core's output (see _flush_and_unlock)
+        self._stopping = False  # serve_stdio is waiting for the last flush
         self._eof_logged = False
         self._ready = threading.Event()
 
@@ -353,10 +355,10 @@ class Module:
         try:
             return self._timer_loop()
         finally:
-            writer = self._writer
-            if writer is not None:
-                with writer.lock:  # let a write that is under way finish
-                    pass
+            with self._lock:  # let the flush under way (the last responses) finish
+                self._stopping = True
+                while self._flushing:
+                    self._cond.wait()
             self._stop_workers()
             with self._lock:
                 for waits in self._secret_waits.values():
@@ -531,29 +533,48 @@ class Module:
         return None
 
     def _flush_and_unlock(self) -> None:
-        """Write what the core has queued, keeping order; releases ``_lock``.
+        """Write what the core has queued, in order; releases ``_lock``.
 
-        The writer's lock is taken before ``_lock`` is released, so a later
-        flush from another thread cannot overtake this one.
+        One thread at a time is the *flusher*. It takes the core's bytes under
+        ``_lock``, writes them without it, and loops until the core has
+        nothing more, so bytes queued meanwhile by other threads (who see a
+        flusher at work and just return) go out in the same order, batched
+        into fewer writes under load. The writer's lock is taken before
+        ``_lock`` is released, so :meth:`serve_stdio` can wait for the last
+        write to finish.
         """
         conn, writer = self._conn, self._writer
-        data = conn.data_to_send() if conn is not None else b""
-        if not data or writer is None:
+        if self._flushing or conn is None or writer is None:
             self._lock.release()
             return
-        writer.lock.acquire()
-        self._lock.release()
+        self._flushing = True
+        locked = True
         try:
-            writer.write_locked(data)
-        finally:
-            writer.lock.release()
-        if writer.failed:
-            # Only now, holding no lock, may _lock be taken (lock order: _lock, then writer).
-            with self._lock:
+            while not writer.failed:
+                data = conn.data_to_send()
+                if not data:
+                    break
+                writer.lock.acquire()
+                self._lock.release()
+                locked = False
+                try:
+                    writer.write_locked(data)
+                finally:
+                    writer.lock.release()
+                self._lock.acquire()
+                locked = True
+            if writer.failed:
                 self._finish_locked(1)
+        finally:
+            if not locked:
+                self._lock.acquire()
+            self._flushing = False
+            if self._stopping:
+                self._cond.notify()
+            self._lock.release()
 
     def _on_write_error(self, exc: OSError) -> None:
-        # Runs under the writer's lock: must not take _lock (see _flush_and_unlock).
+        # Runs under the writer's lock, without _lock: the flusher reports it afterwards.
         _log.error("protocol output failed (%s); stopping", exc)
 
     # ---------------------------------------------------------------- workers

@@ -9,79 +9,19 @@ directly (``python -m pywatt_asyncio._apprunner TARGET``) and checks the wire.
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from modproc import INIT, REPO, WAIT, ModuleProcess
+from modproc import INIT, WAIT, ModuleProcess, Orchestrator
 
 from pywatt_proto import Announce, HttpResponse
 
 ALL_BYTES = bytes(range(256))
-_SERVING = re.compile(r"pywatt: serving .* on (http://\S+) ")
-
-
-class Orchestrator:
-    """``pywatt run TARGET`` as a child process; ``url`` is where it serves HTTP."""
-
-    def __init__(self, target: str) -> None:
-        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pywatt_asyncio._cli", "run", target, "--http", "127.0.0.1:0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            cwd=str(REPO),
-        )
-        self.stderr_lines: list[str] = []
-        found = threading.Event()
-        self.url = ""
-
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for raw in self.proc.stderr:
-                line = raw.decode("utf-8", "replace")
-                self.stderr_lines.append(line)
-                match = _SERVING.search(line)
-                if match:
-                    self.url = match.group(1)
-                    found.set()
-            found.set()
-
-        self._reader = threading.Thread(target=read, daemon=True)
-        self._reader.start()
-        if not found.wait(WAIT) or not self.url:
-            self.proc.kill()
-            raise AssertionError("pywatt run did not start:\n" + self.stderr)
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.stderr_lines)
-
-    def stop(self) -> int:
-        """SIGTERM the orchestrator (it shuts the module down) and return its status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        self._reader.join(5)
-        assert self.proc.stdout is not None
-        self.stdout = self.proc.stdout.read()
-        self.proc.stdout.close()
-        return code
 
 
 @pytest.fixture
