@@ -14,6 +14,11 @@ from ._server import (
     start_server,
 )
 
+# --- module runtime, stdio, development orchestrator ---
+from ._module import DEFAULT_MAX_CONCURRENCY, Module
+from ._orchestrator import ModuleProcess, PortPolicy
+from ._stdio import guard_stdout
+
 # --- circuit breaker wrappers, port negotiation ---
 from ._breaker import AsyncBreakerGuard, Breaker, CircuitOpenError
 from ._ports import (
@@ -34,6 +39,12 @@ from ._asgi import AsgiApp, LifespanFailed
 from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator, module_jwt
 
 __all__ = [
+    # module runtime, stdio, development orchestrator
+    "DEFAULT_MAX_CONCURRENCY",
+    "Module",
+    "ModuleProcess",
+    "PortPolicy",
+    "guard_stdout",
     # JWT middleware
     "JwtAsgiMiddleware",
     "jwt_authenticator",

@@ -104,6 +104,38 @@ from ._payload import (
 )
 
 # --- module / orchestrator state machines ---
+from ._module import (
+    Announced,
+    BadLine,
+    InitReceived,
+    ModuleConnection,
+    ModuleEvent,
+    ModuleState,
+    RequestReceived,
+    RequestTimedOut,
+    RotationRequested,
+    SecretFailed,
+    SecretUnavailable,
+    SecretUpdated,
+    ShutdownRequested,
+    join_headers,
+)
+from ._orchestrator import (
+    AnnounceReceived,
+    AnnounceTimedOut,
+    BadModuleLine,
+    ModuleUnresponsive,
+    OrchestratorConnection,
+    OrchestratorEvent,
+    OrchestratorState,
+    PortRequested,
+    RequestFailed,
+    ResponseReceived,
+    RotationAcknowledged,
+    SecretRequested,
+    ShutdownGraceExpired,
+)
+
 # --- router ---
 from ._router import (
     LATENCY_BUCKETS,
@@ -201,7 +233,6 @@ from ._http import (
     split_url,
 )
 
-
 # --- ASGI/WSGI gateway (adapters) ---
 # isort: split
 from ._gateway import (
@@ -214,6 +245,34 @@ from ._gateway import (
 )
 
 __all__ = [
+    # module / orchestrator state machines
+    "Announced",
+    "BadLine",
+    "InitReceived",
+    "ModuleConnection",
+    "ModuleEvent",
+    "ModuleState",
+    "RequestReceived",
+    "RequestTimedOut",
+    "RotationRequested",
+    "SecretFailed",
+    "SecretUnavailable",
+    "SecretUpdated",
+    "ShutdownRequested",
+    "join_headers",
+    "AnnounceReceived",
+    "AnnounceTimedOut",
+    "BadModuleLine",
+    "ModuleUnresponsive",
+    "OrchestratorConnection",
+    "OrchestratorEvent",
+    "OrchestratorState",
+    "PortRequested",
+    "RequestFailed",
+    "ResponseReceived",
+    "RotationAcknowledged",
+    "SecretRequested",
+    "ShutdownGraceExpired",
     # circuit breaker, backoff, port negotiation
     "Backoff",
     "RandomSource",

@@ -1,0 +1,490 @@
+"""``pywatt_asyncio.Module``: the decorator API over :class:`pywatt_proto.ModuleConnection`.
+
+The protocol lives in the core; this file is the asyncio loop around it: read stdin into the
+core, run the handlers it names (at most ``max_concurrency`` at once, the rest queued in
+arrival order; the core answers 503 beyond ``max_in_flight``), write what it hands back with
+the single writer, and arm the one timer it asks for.
+
+Example::
+
+    app = Module()
+
+    @app.get("/hello")
+    async def hello(request):
+        return {"message": "hello"}
+
+    if __name__ == "__main__":
+        app.run()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import sys
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from pywatt_proto import Request, Response, Router
+from pywatt_proto._errors import ProtocolError
+from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._messages import Endpoint, PortResponse
+from pywatt_proto._module import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SECRET_TIMEOUT,
+    Announced,
+    BadLine,
+    InitReceived,
+    ModuleConnection,
+    ModuleEvent,
+    ModuleState,
+    RequestReceived,
+    RequestTimedOut,
+    RotationRequested,
+    SecretFailed,
+    SecretUnavailable,
+    SecretUpdated,
+    ShutdownRequested,
+)
+
+from ._dispatch import dispatch
+from ._ports import PortNegotiation, PortResult, negotiate_port
+from ._stdio import PipeLink, guard_stdout
+
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "Module"]
+
+_log = logging.getLogger("pywatt.module")
+
+#: Handlers running at once; further requests wait in arrival order (bounded by the core's
+#: max_in_flight). The reference http_ipc server uses 100; 64 keeps latency predictable.
+DEFAULT_MAX_CONCURRENCY = 64
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+RotationCallback = Callable[[tuple[str, ...]], Any]
+
+
+class Module:
+    """A PyWatt module served over the process's stdin/stdout with asyncio.
+
+    Args:
+        secrets: names fetched after init and before the announce.
+        max_concurrency: handlers running at once.
+        max_in_flight: requests accepted and unanswered (503 beyond).
+        request_timeout: seconds before the core answers 504 and the handler is cancelled.
+        secret_timeout: seconds to wait for each ``secret`` answer.
+        router: an existing :class:`Router` (default: a new one).
+        listen: the ``listen`` to announce (default: the init's).
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: Sequence[str] = (),
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
+        router: Router | None = None,
+        listen: str | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.router = router if router is not None else Router()
+        self._prefetch = tuple(secrets)
+        self._max_concurrency = max_concurrency
+        self._max_in_flight = max_in_flight
+        self._request_timeout = request_timeout
+        self._secret_timeout = secret_timeout
+        self._listen = listen
+        self._rotation_callbacks: list[RotationCallback] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._conn: ModuleConnection | None = None
+        self._link: PipeLink | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._waiting: deque[RequestReceived] = deque()  # bounded by the core's max_in_flight
+        self._secret_waiters: dict[str, list[asyncio.Future[str]]] = {}
+        self._port_listeners: list[Callable[[PortResponse], None]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._flush_scheduled = False
+        self._done: asyncio.Future[int] | None = None
+        self._ready: asyncio.Event | None = None
+        self._bg: set[asyncio.Task[Any]] = set()
+        self._negotiation: PortNegotiation | None = None
+
+    # ------------------------------------------------------------ registration
+    def route(
+        self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
+    ) -> Callable[[_F], _F]:
+        """Return a decorator registering a handler for ``methods`` on ``path``."""
+        return self.router.route(path, methods, auth=auth)  # type: ignore[return-value]
+
+    def get(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``GET path`` (also answers HEAD)."""
+        return self.router.get(path, auth=auth)  # type: ignore[return-value]
+
+    def post(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``POST path``."""
+        return self.router.post(path, auth=auth)  # type: ignore[return-value]
+
+    def put(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``PUT path``."""
+        return self.router.put(path, auth=auth)  # type: ignore[return-value]
+
+    def delete(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``DELETE path``."""
+        return self.router.delete(path, auth=auth)  # type: ignore[return-value]
+
+    def patch(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Decorator for ``PATCH path``."""
+        return self.router.patch(path, auth=auth)  # type: ignore[return-value]
+
+    def middleware(self, fn: _F) -> _F:
+        """Register ``fn(request, call_next)`` as middleware (outermost first)."""
+        self.router.middleware(fn)
+        return fn
+
+    def error_handler(self, key: int | type[BaseException]) -> Callable[[_F], _F]:
+        """Decorator registering ``fn(request, exc)`` for a status code or exception type."""
+        return self.router.error_handler(key)  # type: ignore[return-value]
+
+    def on_rotation(self, fn: _F) -> _F:
+        """Register ``fn(keys)`` (sync or async), called when secrets are rotated.
+
+        The rotation is acknowledged ``success`` when every callback returns, ``error``
+        (with the exception's message) when one raises.
+        """
+        self._rotation_callbacks.append(fn)
+        return fn
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Return the endpoints announced for the registered routes."""
+        return self.router.announce_endpoints()
+
+    # --------------------------------------------------------------- services
+    @property
+    def connection(self) -> ModuleConnection | None:
+        """The protocol core while serving (None otherwise)."""
+        return self._conn
+
+    async def secret(self, name: str) -> str:
+        """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
+
+        Concurrent calls for one name share a single round trip. Raises
+        ``SecretUnavailable`` if no answer arrives within ``secret_timeout`` and
+        ``RuntimeError`` when the module is not serving.
+        """
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            raise RuntimeError("Module.secret() needs a running module (serve_stdio)")
+        value = conn.get_secret(name, loop.time())
+        if value is not None:
+            return value
+        fut: asyncio.Future[str] = loop.create_future()
+        self._secret_waiters.setdefault(name, []).append(fut)
+        self._flush()
+        self._arm_timer()
+        return await fut
+
+    def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
+        """Call ``fn`` with every ``port_response``; return a function removing it."""
+        self._port_listeners.append(fn)
+        return lambda: self._port_listeners.remove(fn)
+
+    def send_message(self, message: object) -> None:
+        """Send a module->orchestrator message (port_request, service_request, ...) now."""
+        if self._conn is None:
+            raise RuntimeError("module is not serving")
+        self._conn.send(message)
+        self._flush()
+
+    async def negotiate_port(self, specific_port: int | None = None) -> PortResult:
+        """Return the TCP port to serve on: the init's ``listen`` port, or one negotiated
+        with ``port_request`` (see ``pywatt_asyncio.negotiate_port``).
+
+        Raises ``PortNegotiationError`` when no port could be obtained and
+        ``RuntimeError`` when the module is not serving.
+        """
+        conn = self._conn
+        if conn is None:
+            raise RuntimeError("Module.negotiate_port() needs a running module")
+        if self._negotiation is None:
+            self._negotiation = PortNegotiation(send=self.send_message)
+            self.add_port_listener(self._negotiation.feed_response)
+        return await negotiate_port(self._negotiation, init=conn.init, specific_port=specific_port)
+
+    # ---------------------------------------------------------------- running
+    def run(self) -> None:
+        """Serve stdin/stdout until shutdown or end of input, then exit the process.
+
+        Sets up stderr logging if none is configured. Exits with status 0 on a clean stop,
+        1 on a protocol failure.
+        """
+        if not logging.getLogger().handlers:
+            logging.basicConfig(
+                stream=sys.stderr,
+                level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+        try:
+            code = asyncio.run(self.serve_stdio())
+        except KeyboardInterrupt:
+            code = 130
+        sys.exit(code)
+
+    async def serve_stdio(
+        self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True
+    ) -> int:
+        """Serve the protocol on ``read_fd``/``write_fd`` (default: stdin and the real stdout).
+
+        With ``guard`` (default) and no ``write_fd``, fd 1 and ``sys.stdout`` are redirected
+        to stderr first (see ``guard_stdout``). Returns 0 after a clean stop (shutdown or end
+        of input, in-flight requests answered), 1 after a protocol failure.
+        """
+        if self._conn is not None:
+            raise RuntimeError("module is already serving")
+        if write_fd is None:
+            write_fd = guard_stdout() if guard else 1
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._done = loop.create_future()
+        self._ready = asyncio.Event()
+        self._conn = ModuleConnection(
+            endpoints=self.endpoints(),
+            prefetch=self._prefetch,
+            listen=self._listen,
+            max_in_flight=self._max_in_flight,
+            request_timeout=self._request_timeout,
+            secret_timeout=self._secret_timeout,
+        )
+        self._link = PipeLink(
+            read_fd,
+            write_fd,
+            on_data=self._on_data,
+            on_eof=self._on_eof,
+            on_write_error=self._on_write_error,
+        )
+        try:
+            await self._link.start()
+            code = await self._done
+            await self._link.flush_and_close()
+            return code
+        finally:
+            self._cancel_all()
+            if self._timer is not None:
+                self._timer.cancel()
+            self._reset()
+
+    async def wait_ready(self) -> None:
+        """Wait until the announce has been sent (useful for startup work in tasks)."""
+        while self._ready is None:
+            await asyncio.sleep(0)
+        await self._ready.wait()
+
+    # ----------------------------------------------------------- core driving
+    def _finish(self, code: int) -> None:
+        if self._done is not None and not self._done.done():
+            self._done.set_result(code)
+
+    def _on_data(self, data: bytes) -> None:
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            return
+        try:
+            conn.receive_data(data, loop.time())
+        except ProtocolError:
+            return  # after EOF/ERROR: nothing more to read
+        self._process()
+
+    def _on_eof(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.receive_eof()
+        except ProtocolError:
+            return
+        self._process()
+
+    def _on_write_error(self, exc: BaseException) -> None:
+        _log.error("protocol output failed (%s); stopping", exc)
+        self._finish(1)
+
+    def _process(self) -> None:
+        """Drain every event the core has, then write and re-arm the timer."""
+        conn = self._conn
+        assert conn is not None
+        try:
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is END_OF_INPUT:
+                    _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
+                    break
+                self._handle_event(event)
+        except ProtocolError as exc:
+            _log.error("protocol failure: %s", exc)
+            self._flush()
+            self._finish(1)
+            return
+        self._flush()
+        self._arm_timer()
+        if conn.state is ModuleState.CLOSED:
+            self._finish(0)
+
+    def _handle_event(self, event: ModuleEvent) -> None:
+        t = type(event)
+        if t is RequestReceived:
+            assert isinstance(event, RequestReceived)
+            if len(self._tasks) < self._max_concurrency:
+                self._start(event)
+            else:
+                self._waiting.append(event)
+        elif t is RequestTimedOut:
+            assert isinstance(event, RequestTimedOut)
+            task = self._tasks.pop(event.request_id, None)
+            if task is not None:
+                task.cancel()
+                self._start_waiting()
+            else:
+                self._waiting = deque(r for r in self._waiting if r.request_id != event.request_id)
+            _log.warning("request %s timed out (answered 504)", event.request_id)
+        elif t is SecretUpdated:
+            assert isinstance(event, SecretUpdated)
+            for fut in self._secret_waiters.pop(event.name, ()):
+                if not fut.done():
+                    fut.set_result(event.value)
+        elif t is SecretFailed:
+            assert isinstance(event, SecretFailed)
+            if event.name not in self._secret_waiters:
+                _log.error("secret %r unavailable: %s", event.name, event.reason)
+            for fut in self._secret_waiters.pop(event.name, ()):
+                if not fut.done():
+                    fut.set_exception(SecretUnavailable(f"{event.name}: {event.reason}"))
+        elif t is RotationRequested:
+            assert isinstance(event, RotationRequested)
+            self._spawn(self._rotate(event))
+        elif t is ShutdownRequested:
+            assert self._conn is not None
+            _log.info("shutdown requested; finishing %d in-flight request(s)", self._conn.in_flight)
+        elif t is BadLine:
+            assert isinstance(event, BadLine)
+            _log.warning("skipped input line: %s", event.error)
+        elif t is PortResponse:
+            assert isinstance(event, PortResponse)
+            for fn in list(self._port_listeners):
+                fn(event)
+        elif t is Announced:
+            assert self._ready is not None
+            self._ready.set()
+            _log.info("announced %d endpoint(s)", len(event.announce.endpoints))  # type: ignore[union-attr]
+        elif t is InitReceived:
+            _log.debug("init received")
+        else:
+            _log.debug("ignored message %s", t.__name__)
+
+    def _start(self, event: RequestReceived) -> None:
+        rid = event.request_id
+        self._tasks[rid] = asyncio.ensure_future(self._serve(event))
+
+    def _start_waiting(self) -> None:
+        while self._waiting and len(self._tasks) < self._max_concurrency:
+            self._start(self._waiting.popleft())
+
+    async def _serve(self, event: RequestReceived) -> None:
+        rid = event.request_id
+        loop = self._loop
+        assert loop is not None
+        try:
+            try:
+                request: Request = event.to_router_request()
+                response: Response = await dispatch(self.router, request, loop.time)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # dispatch never raises; belt and braces
+                _log.exception("request %s failed", rid, exc_info=exc)
+                response = self.router.error_response(exc)
+            conn = self._conn
+            if conn is not None and self._tasks.pop(rid, None) is not None:
+                conn.send_response(rid, response.status, response.headers, response.body)
+                self._schedule_flush()
+                if conn.state is ModuleState.CLOSED:
+                    self._finish(0)
+        finally:
+            self._tasks.pop(rid, None)
+            if self._waiting:
+                self._start_waiting()
+
+    async def _rotate(self, event: RotationRequested) -> None:
+        error: str | None = None
+        for fn in list(self._rotation_callbacks):
+            try:
+                result = fn(event.keys)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as exc:
+                _log.exception("rotation callback failed")
+                error = f"{type(exc).__name__}: {exc}"
+                break
+        if self._conn is not None:
+            self._conn.ack_rotation(event.rotation_id, error=error)
+            self._flush()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled and self._loop is not None:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        conn, link = self._conn, self._link
+        if conn is None or link is None:
+            return
+        data = conn.data_to_send()
+        if data:
+            link.write(data)
+
+    def _arm_timer(self) -> None:
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            return
+        when = conn.get_timer()
+        if when is None or (self._timer_at is not None and self._timer_at <= when):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        fired_at = self._timer_at or 0.0
+        self._timer = None
+        self._timer_at = None
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            return
+        # asyncio may run a timer up to one clock resolution early.
+        conn.handle_timer(max(loop.time(), fired_at))
+        self._process()
+
+    def _cancel_all(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._bg):
+            task.cancel()
+        for futs in self._secret_waiters.values():
+            for fut in futs:
+                if not fut.done():
+                    fut.set_exception(SecretUnavailable("module stopped"))

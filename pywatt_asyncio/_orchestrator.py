@@ -1,0 +1,510 @@
+"""Development orchestrator on asyncio: a module child process plus an HTTP/1.1 front door.
+
+:class:`ModuleProcess` starts a module as a child, drives
+:class:`pywatt_proto.OrchestratorConnection` over the child's stdin/stdout (its stderr passes
+through to ours) and turns forwarded requests into awaitables. :func:`serve_http` is a small
+h11 server that forwards every request through a :class:`ModuleProcess`.
+
+Answers the front door makes itself: 502 when the module exits or crashes with the request in
+flight (or is not running), 504 past the request deadline, 413 for bodies over
+:data:`MAX_HTTP_BODY`, 400 for requests h11 cannot parse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Final
+
+import h11
+
+from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._messages import HttpResponse, Init, TcpListen
+from pywatt_proto._module import join_headers
+from pywatt_proto._orchestrator import (
+    DEFAULT_ANNOUNCE_TIMEOUT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_ORCH_REQUEST_TIMEOUT,
+    DEFAULT_SHUTDOWN_GRACE,
+    AnnounceReceived,
+    AnnounceTimedOut,
+    BadModuleLine,
+    ModuleUnresponsive,
+    OrchestratorConnection,
+    OrchestratorEvent,
+    OrchestratorState,
+    PortRequested,
+    RequestFailed,
+    ResponseReceived,
+    RotationAcknowledged,
+    SecretRequested,
+    ShutdownGraceExpired,
+)
+
+__all__ = ["MAX_HTTP_BODY", "MAX_PENDING_HTTP", "ModuleProcess", "PortPolicy", "serve_http"]
+
+_log = logging.getLogger("pywatt.orchestrator")
+
+#: Largest HTTP request body forwarded: a stdio line holds at most 16 MiB and each body byte
+#: costs up to 4 JSON bytes.
+MAX_HTTP_BODY: Final = 4 * 1024 * 1024
+#: Requests forwarded to the module at once; more wait for a slot (the module answers 503
+#: only beyond its own bound, which is the same number by default).
+MAX_PENDING_HTTP: Final = 1024
+#: Bytes read from the child's stdout per call.
+READ_CHUNK: Final = 256 * 1024
+#: Listen backlog of the HTTP front door (1,000 clients may connect at once).
+HTTP_BACKLOG: Final = 2048
+#: Hop-by-hop / framing headers the front door recomputes instead of forwarding.
+_HOP: Final = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te"}
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PortPolicy:
+    """How ``port_request`` is answered: after ``delay`` seconds, refused if ``refuse``."""
+
+    delay: float = 0.0
+    refuse: bool = False
+
+
+def _synth(request_id: str, status: int, message: str) -> HttpResponse:
+    body = ('{"error":"' + message.replace('"', "'") + '"}').encode()
+    return HttpResponse(
+        request_id=request_id,
+        status_code=status,
+        headers={"content-type": "application/json"},
+        body=body,
+    )
+
+
+def allocate_port(specific: int | None, host: str = "127.0.0.1") -> int:
+    """Return a free TCP port (``specific`` if it is free, else any). Raises ``OSError``."""
+    for candidate in ([specific] if specific else []) + [0]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, candidate))
+            except OSError:
+                continue
+            port: int = s.getsockname()[1]
+            return port
+    raise OSError("no free port")
+
+
+class ModuleProcess:
+    """A module child process and the orchestrator side of its stdio link."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        module_id: str = "module",
+        orchestrator_api: str = "http://127.0.0.1:0",
+        secrets: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        request_timeout: float = DEFAULT_ORCH_REQUEST_TIMEOUT,
+        announce_timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
+        heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
+        shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
+        port_policy: PortPolicy = PortPolicy(),
+    ) -> None:
+        self._argv = list(argv)
+        self._env = dict(env) if env is not None else None
+        self._port_policy = port_policy
+        init = Init(
+            orchestrator_api=orchestrator_api,
+            module_id=module_id,
+            env={},
+            listen=TcpListen(host="127.0.0.1", port=0),
+        )
+        self.conn = OrchestratorConnection(
+            init=init,
+            secrets=secrets,
+            announce_timeout=announce_timeout,
+            heartbeat_interval=heartbeat_interval,
+            request_timeout=request_timeout,
+            shutdown_grace=shutdown_grace,
+            max_in_flight=MAX_PENDING_HTTP,
+        )
+        self._proc: asyncio.subprocess.Process | None = None
+        self._waiters: dict[str, asyncio.Future[HttpResponse]] = {}
+        self._slots = asyncio.Semaphore(MAX_PENDING_HTTP)
+        self._announced: asyncio.Future[None] | None = None
+        self._exited = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._bg: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.returncode: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id once started."""
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Spawn the child, send init and wait for the announce.
+
+        Raises ``RuntimeError`` if the module exits or does not announce in time (the child
+        is killed then).
+        """
+        loop = asyncio.get_running_loop()
+        self._announced = loop.create_future()
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,
+            env=self._env,
+        )
+        self.conn.start(loop.time())
+        self._flush()
+        self._arm_timer()
+        self._reader = asyncio.ensure_future(self._read_loop())
+        try:
+            await self._announced
+        except BaseException:
+            await self.kill()
+            raise
+
+    async def _read_loop(self) -> None:
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                data = await proc.stdout.read(READ_CHUNK)
+                if not data:
+                    break
+                self.conn.receive_data(data, loop.time())
+                self._process()
+        except (OSError, ValueError) as exc:
+            _log.error("reading module output failed: %s", exc)
+        self.conn.receive_eof()
+        self.returncode = await proc.wait()
+        self._process()
+        if not self._stopping:
+            print(
+                f"pywatt: module exited unexpectedly with status {self.returncode}",
+                file=sys.stderr,
+                flush=True,
+            )
+        if self._announced is not None and not self._announced.done():
+            self._announced.set_exception(
+                RuntimeError(f"module exited (status {self.returncode}) before announcing")
+            )
+        for rid, fut in list(self._waiters.items()):
+            if not fut.done():
+                fut.set_result(_synth(rid, 502, "module exited"))
+        self._waiters.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._exited.set()
+
+    def _process(self) -> None:
+        conn = self.conn
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA or event is END_OF_INPUT:
+                break
+            self._handle(event)
+        self._flush()
+        self._arm_timer()
+
+    def _handle(self, event: OrchestratorEvent) -> None:
+        t = type(event)
+        if t is ResponseReceived:
+            assert isinstance(event, ResponseReceived)
+            fut = self._waiters.pop(event.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(event.response)
+        elif t is RequestFailed:
+            assert isinstance(event, RequestFailed)
+            fut = self._waiters.pop(event.request_id, None)
+            if fut is not None and not fut.done():
+                fut.set_result(_synth(event.request_id, event.status, event.reason))
+            if event.status == 504:
+                _log.warning("request %s: %s (504)", event.request_id, event.reason)
+        elif t is AnnounceReceived:
+            assert isinstance(event, AnnounceReceived)
+            if self._announced is not None and not self._announced.done():
+                self._announced.set_result(None)
+            paths = ", ".join(f"{'/'.join(e.methods)} {e.path}" for e in event.announce.endpoints)
+            _log.info("module announced: %s", paths or "(no endpoints)")
+        elif t is AnnounceTimedOut:
+            if self._announced is not None and not self._announced.done():
+                self._announced.set_exception(RuntimeError("module did not announce in time"))
+        elif t is PortRequested:
+            assert isinstance(event, PortRequested)
+            self._spawn(self._answer_port(event))
+        elif t is SecretRequested:
+            assert isinstance(event, SecretRequested)
+            _log.warning("module asked for unknown secret %r (not answered)", event.name)
+        elif t is RotationAcknowledged:
+            assert isinstance(event, RotationAcknowledged)
+            _log.info("rotation %s acknowledged: %s", event.rotation_id, event.status)
+        elif t is ModuleUnresponsive:
+            assert isinstance(event, ModuleUnresponsive)
+            _log.error("module missed %d heartbeats", event.missed)
+        elif t is ShutdownGraceExpired:
+            _log.warning("module did not stop within the grace period; killing it")
+            self._spawn(self.kill())
+        elif t is BadModuleLine:
+            assert isinstance(event, BadModuleLine)
+            _log.warning("bad line from module: %s", event.error)
+        else:
+            _log.info("module sent %s (not handled by the dev orchestrator)", t.__name__)
+
+    async def _answer_port(self, event: PortRequested) -> None:
+        policy = self._port_policy
+        if policy.delay:
+            await asyncio.sleep(policy.delay)
+        rid = event.request.request_id
+        try:
+            if policy.refuse:
+                self.conn.answer_port(rid, error="port allocation refused (--port-refuse)")
+            else:
+                try:
+                    port = allocate_port(event.request.specific_port)
+                except OSError as exc:
+                    self.conn.answer_port(rid, error=str(exc))
+                else:
+                    self.conn.answer_port(rid, port=port)
+        except Exception as exc:  # the connection went away meanwhile
+            _log.debug("port answer dropped: %s", exc)
+            return
+        self._flush()
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    def _flush(self) -> None:
+        data = self.conn.data_to_send()
+        proc = self._proc
+        if not data or proc is None or proc.stdin is None:
+            return
+        if proc.stdin.is_closing():
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # reader sees EOF
+            proc.stdin.write(data)
+
+    def _arm_timer(self) -> None:
+        when = self.conn.get_timer()
+        if when is None or (self._timer_at is not None and self._timer_at <= when):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = when
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        fired = self._timer_at or 0.0
+        self._timer = None
+        self._timer_at = None
+        self.conn.handle_timer(max(asyncio.get_running_loop().time(), fired))
+        self._process()
+
+    async def request(
+        self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
+    ) -> HttpResponse:
+        """Forward one request; return the module's response or a synthesized 502/504/503."""
+        async with self._slots:
+            if self.conn.state is not OrchestratorState.RUNNING:
+                return _synth("", 502 if self._exited.is_set() else 503, "module is not running")
+            loop = asyncio.get_running_loop()
+            rid = self.conn.send_request(method, uri, headers, body, loop.time())
+            fut: asyncio.Future[HttpResponse] = loop.create_future()
+            self._waiters[rid] = fut
+            self._flush()
+            self._arm_timer()
+            try:
+                return await fut
+            except asyncio.CancelledError:
+                self._waiters.pop(rid, None)
+                self.conn.cancel_request(rid)
+                raise
+
+    def rotate(self, values: Mapping[str, str], rotation_id: str) -> None:
+        """Push new secret values and a ``rotated`` notice to the module."""
+        self.conn.rotate(values, rotation_id)
+        self._flush()
+
+    async def wait(self) -> int:
+        """Wait for the child to exit; return its status."""
+        await self._exited.wait()
+        return self.returncode if self.returncode is not None else -1
+
+    async def shutdown(self) -> int:
+        """Send ``shutdown``, wait for the exit (the grace timer kills it if needed)."""
+        self._stopping = True
+        if not self._exited.is_set():
+            loop = asyncio.get_running_loop()
+            self.conn.shutdown(loop.time())
+            self._flush()
+            self._arm_timer()
+        return await self.wait()
+
+    async def kill(self) -> None:
+        """Kill the child now (no-op if it already exited)."""
+        self._stopping = True
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        if self._reader is not None:
+            with contextlib.suppress(BaseException):
+                await self._reader
+
+
+# ------------------------------------------------------------------ HTTP front door
+
+
+async def _handle_http(
+    module: ModuleProcess, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
+    try:
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                data = await reader.read(65536)
+                conn.receive_data(data)
+                continue
+            if isinstance(event, h11.Request):
+                await _serve_one(module, conn, event, reader, writer)
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                    break
+                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+                    conn.start_next_cycle()
+                    continue
+                break
+            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                break
+    except h11.RemoteProtocolError as exc:
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            with contextlib.suppress(Exception):
+                await _write(conn, writer, exc.error_status_hint, [], str(exc).encode())
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            writer.close()
+
+
+async def _serve_one(
+    module: ModuleProcess,
+    conn: h11.Connection,
+    req: h11.Request,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+) -> None:
+    chunks: list[bytes] = []
+    size = 0
+    too_big = False
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            conn.receive_data(await reader.read(65536))
+            continue
+        if isinstance(ev, h11.Data):
+            size += len(ev.data)
+            if size > MAX_HTTP_BODY:
+                too_big = True
+            else:
+                chunks.append(ev.data)
+            continue
+        if isinstance(ev, h11.EndOfMessage):
+            break
+        if isinstance(ev, h11.ConnectionClosed):
+            return
+    if too_big:
+        await _write(conn, writer, 413, [], b'{"error":"request body too large"}')
+        return
+    headers = join_headers((k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers)
+    body = b"".join(chunks) if chunks else None
+    resp = await module.request(
+        req.method.decode("ascii"), req.target.decode("latin-1"), headers, body
+    )
+    out_headers: list[tuple[str, str]] = []
+    for name, value in resp.headers.items():
+        lname = name.lower()
+        if lname in _HOP:
+            continue
+        if lname == "set-cookie":
+            out_headers.extend((name, v) for v in value.split("\n"))
+        else:
+            out_headers.append((name, value))
+    body_out = resp.body or b""
+    if req.method == b"HEAD":
+        cl = resp.headers.get("content-length")
+        await _write(conn, writer, resp.status_code, out_headers, b"", content_length=cl)
+    else:
+        await _write(conn, writer, resp.status_code, out_headers, body_out)
+
+
+async def _write(
+    conn: h11.Connection,
+    writer: asyncio.StreamWriter,
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    *,
+    content_length: str | None = None,
+) -> None:
+    if not 200 <= status <= 999:
+        status, body = 502, b'{"error":"module sent an invalid status"}'
+    hdrs = [*headers, ("content-length", content_length or str(len(body)))]
+    try:
+        reason = HTTPStatus(status).phrase.encode()
+    except ValueError:
+        reason = b""
+    data = conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason))
+    if body:
+        data += conn.send(h11.Data(data=body))
+    data += conn.send(h11.EndOfMessage())
+    writer.write(data)
+    await writer.drain()
+
+
+async def serve_http(module: ModuleProcess, host: str, port: int) -> asyncio.AbstractServer:
+    """Start the HTTP/1.1 front door forwarding to ``module``; return the server."""
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _handle_http(module, reader, writer)
+
+    return await asyncio.start_server(on_client, host, port, backlog=HTTP_BACKLOG)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """Set ``stop`` on SIGINT/SIGTERM (where the loop supports signal handlers)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def python_argv(target: str) -> list[str]:
+    """Return the child command line that runs ``target`` through the app runner."""
+    return [sys.executable, "-m", "pywatt_asyncio._apprunner", target]
+
+
+def child_env() -> dict[str, str]:
+    """Return the child's environment: ours, with the current directory importable."""
+    env = dict(os.environ)
+    cwd = os.getcwd()
+    env["PYTHONPATH"] = cwd + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

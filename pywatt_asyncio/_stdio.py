@@ -1,0 +1,254 @@
+"""The process's stdin/stdout as one reader and one writer for the asyncio loop.
+
+Two jobs:
+
+* :func:`guard_stdout` keeps the protocol channel clean. It duplicates the real fd 1 for the
+  protocol writer and then points fd 1 (and ``sys.stdout``) at stderr, so ``print()``, logging,
+  C extensions and child processes that write to "stdout" end up on stderr and can never put a
+  stray byte between two protocol lines.
+* :class:`PipeLink` reads chunks from one fd and writes whole byte strings to another through
+  asyncio pipe transports (falling back to a reader thread / blocking writes for regular
+  files). Each ``write`` call is handed to the transport in one piece, and there is only one
+  writer, so lines never interleave. When the transport's write buffer passes
+  :data:`WRITE_HIGH_WATER` (the peer stopped reading), reading is paused until it drains:
+  back-pressure instead of an unbounded buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["PROTOCOL_FD_ENV", "READ_CHUNK", "WRITE_HIGH_WATER", "PipeLink", "guard_stdout"]
+
+#: Bytes asked for per read of stdin (a pipe holds 64 KiB on Linux).
+READ_CHUNK: Final = 256 * 1024
+#: Unsent output above which reading is paused (bounded memory when the peer stalls).
+WRITE_HIGH_WATER: Final = 16 * 1024 * 1024
+#: Output below which reading resumes.
+WRITE_LOW_WATER: Final = 1024 * 1024
+
+#: Environment marker "<pid>:<fd>" left by the guard, so a second guard in the same process
+#: (the blocking driver, an adapter) finds the protocol fd instead of duplicating stderr.
+#: The pid makes it meaningless in child processes, which do not inherit the fd.
+PROTOCOL_FD_ENV: Final = "PYWATT_PROTOCOL_FD"
+
+_guard_lock = threading.Lock()
+_guarded_fd: int | None = None
+
+
+def guard_stdout() -> int:
+    """Reserve the real stdout for the protocol and return its (duplicated) fd.
+
+    After the call fd 1 and ``sys.stdout`` write to stderr. Idempotent: later calls return the
+    same fd. Raises ``OSError`` if the fds cannot be duplicated.
+    """
+    global _guarded_fd
+    with _guard_lock:
+        if _guarded_fd is not None:
+            return _guarded_fd
+        inherited = _marked_fd()
+        if inherited is not None:  # another driver in this process guarded already
+            _guarded_fd = inherited
+            return inherited
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stdout.flush()
+        proto_fd = os.dup(1)
+        os.dup2(2, 1)
+        # fd 1 is now stderr; give sys.stdout a line-buffered writer on it so print()
+        # output appears promptly and interleaves sanely with logging.
+        try:
+            sys.stdout = io.TextIOWrapper(
+                open(1, "wb", buffering=0, closefd=False),  # noqa: SIM115
+                encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                errors="backslashreplace",
+                line_buffering=True,
+                write_through=True,
+            )
+        except (OSError, ValueError):  # pragma: no cover - exotic platforms
+            sys.stdout = sys.stderr
+        _guarded_fd = proto_fd
+        os.environ[PROTOCOL_FD_ENV] = f"{os.getpid()}:{proto_fd}"
+        return proto_fd
+
+
+def _marked_fd() -> int | None:
+    """Return the protocol fd recorded by a guard earlier in *this* process, if any."""
+    pid, _, fd = os.environ.get(PROTOCOL_FD_ENV, "").partition(":")
+    if pid != str(os.getpid()) or not fd.isdigit():
+        return None
+    try:
+        os.fstat(int(fd))
+    except OSError:
+        return None
+    return int(fd)
+
+
+class _ReadProtocol(asyncio.Protocol):
+    def __init__(self, link: PipeLink) -> None:
+        self._link = link
+
+    def data_received(self, data: bytes) -> None:
+        self._link._on_data(data)
+
+    def eof_received(self) -> bool | None:
+        self._link._on_eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link._on_eof()
+
+
+class _WriteProtocol(asyncio.Protocol):
+    def __init__(self, link: PipeLink) -> None:
+        self._link = link
+
+    def pause_writing(self) -> None:
+        self._link._set_write_paused(True)
+
+    def resume_writing(self) -> None:
+        self._link._set_write_paused(False)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._link._on_write_lost(exc)
+
+
+class PipeLink:
+    """One reader fd and one writer fd, wired to callbacks on the running loop.
+
+    ``on_data(chunk)`` is called for each chunk read, ``on_eof()`` once when input ends (or
+    reading fails), ``on_write_error(exc)`` once if the output side breaks. ``write`` never
+    blocks and never splits a call across other writes.
+    """
+
+    def __init__(
+        self,
+        read_fd: int,
+        write_fd: int,
+        *,
+        on_data: Callable[[bytes], None],
+        on_eof: Callable[[], None],
+        on_write_error: Callable[[BaseException], None],
+    ) -> None:
+        self._read_fd = read_fd
+        self._write_fd = write_fd
+        self._on_data_cb = on_data
+        self._on_eof_cb = on_eof
+        self._on_write_error_cb = on_write_error
+        self._eof_seen = False
+        self._write_failed = False
+        self._rtransport: asyncio.ReadTransport | None = None
+        self._wtransport: asyncio.WriteTransport | None = None
+        self._thread_reader: threading.Thread | None = None
+        self._blocking_write = False
+        self._paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drained: asyncio.Event | None = None
+
+    async def start(self) -> None:
+        """Attach both fds to the running loop (threads/blocking writes for regular files)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._drained = asyncio.Event()
+        self._drained.set()
+        # Writer first: the reader may deliver data (and the core answer it) at once.
+        wfile = open(self._write_fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
+        try:
+            self._wtransport, _ = await loop.connect_write_pipe(lambda: _WriteProtocol(self), wfile)
+            self._wtransport.set_write_buffer_limits(high=WRITE_HIGH_WATER, low=WRITE_LOW_WATER)
+        except (ValueError, OSError):
+            wfile.close()
+            self._blocking_write = True
+        rfile = open(self._read_fd, "rb", buffering=0, closefd=False)  # noqa: SIM115
+        try:
+            self._rtransport, _ = await loop.connect_read_pipe(lambda: _ReadProtocol(self), rfile)
+        except (ValueError, OSError):
+            rfile.close()
+            self._thread_reader = threading.Thread(
+                target=self._read_thread, name="pywatt-stdin", daemon=True
+            )
+            self._thread_reader.start()
+
+    def _read_thread(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(OSError):
+            while True:
+                chunk = os.read(self._read_fd, READ_CHUNK)
+                if not chunk:
+                    break
+                loop.call_soon_threadsafe(self._on_data, chunk)
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            loop.call_soon_threadsafe(self._on_eof)
+
+    def _on_data(self, data: bytes) -> None:
+        if not self._eof_seen:
+            self._on_data_cb(data)
+
+    def _on_eof(self) -> None:
+        if not self._eof_seen:
+            self._eof_seen = True
+            self._on_eof_cb()
+
+    def _set_write_paused(self, paused: bool) -> None:
+        self._paused = paused
+        assert self._drained is not None
+        if paused:
+            self._drained.clear()
+            if self._rtransport is not None and not self._eof_seen:
+                self._rtransport.pause_reading()
+        else:
+            self._drained.set()
+            if self._rtransport is not None and not self._eof_seen:
+                self._rtransport.resume_reading()
+
+    def _on_write_lost(self, exc: BaseException | None) -> None:
+        if exc is not None and not self._write_failed:
+            self._write_failed = True
+            self._on_write_error_cb(exc)
+        if self._drained is not None:
+            self._drained.set()
+
+    def write(self, data: bytes) -> None:
+        """Queue ``data`` (whole lines) for the output fd; errors go to ``on_write_error``."""
+        if self._write_failed or not data:
+            return
+        if self._blocking_write:
+            try:
+                view = memoryview(data)
+                while view:
+                    n = os.write(self._write_fd, view)
+                    view = view[n:]
+            except OSError as exc:
+                self._write_failed = True
+                self._on_write_error_cb(exc)
+            return
+        t = self._wtransport
+        if t is None or t.is_closing():
+            self._write_failed = True
+            self._on_write_error_cb(BrokenPipeError("output closed"))
+            return
+        t.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the output buffer is below the low-water mark (or output broke)."""
+        if self._drained is not None:
+            await self._drained.wait()
+
+    async def flush_and_close(self, timeout: float = 5.0) -> None:
+        """Wait (up to ``timeout`` s) for queued output to be written, then detach both fds."""
+        t = self._wtransport
+        if t is not None and not t.is_closing():
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while t.get_write_buffer_size() and loop.time() < deadline and not self._write_failed:
+                await asyncio.sleep(0.005)
+            t.close()
+        if self._rtransport is not None:
+            self._rtransport.close()
