@@ -7,6 +7,13 @@ sockets with blocking I/O and a bounded thread pool.
 # --- http dispatch, server, client ---
 from ._dispatch import dispatch
 
+from ._server import (
+    DEFAULT_MAX_WORKERS,
+    HttpServer,
+    serve,
+    start_server,
+)
+
 # --- circuit breaker wrappers, port negotiation ---
 from ._breaker import Breaker, BreakerGuard, CircuitOpenError
 from ._ports import (
@@ -56,5 +63,9 @@ __all__ = [
     "WsgiModule",
     "wsgi_module",
     # http dispatch, server, client
+    "DEFAULT_MAX_WORKERS",
+    "HttpServer",
     "dispatch",
+    "serve",
+    "start_server",
 ]
