@@ -5,6 +5,11 @@ sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
 # --- http dispatch, server, client ---
+from ._client import (
+    AsyncClient,
+    AsyncRequestBuilder,
+)
+
 from ._dispatch import dispatch
 
 from ._server import (
@@ -64,6 +69,8 @@ __all__ = [
     "LifespanFailed",
     # http dispatch, server, client
     "DEFAULT_MAX_CONNECTIONS",
+    "AsyncClient",
+    "AsyncRequestBuilder",
     "HttpServer",
     "dispatch",
     "serve",

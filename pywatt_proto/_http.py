@@ -36,8 +36,8 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import h11
@@ -69,6 +69,7 @@ __all__ = [
     "HttpServerConnection",
     "Origin",
     "ReadTimeout",
+    "RequestSpec",
     "RetryPolicy",
     "ServerLimits",
     "ServerEvent",
@@ -192,8 +193,9 @@ _header_cache: dict[tuple[tuple[str, str], ...], tuple[list[tuple[bytes, bytes]]
 def _encode_headers(
     headers: tuple[tuple[str, str], ...],
 ) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Return the headers as h11 byte pairs (framing headers dropped) and whether
-    a Content-Length was among them."""
+    """Return the headers as h11 byte pairs (framing headers dropped) and whether the
+    framing is set: a Content-Length, or a Transfer-Encoding asking for chunked output
+    (h11 then writes the body as a chunk)."""
     cached = _header_cache.get(headers)
     if cached is not None:
         return cached
@@ -203,8 +205,11 @@ def _encode_headers(
         lname = name.lower()
         if lname == "content-length":
             has_length = True
-        elif lname in ("transfer-encoding", "connection"):
-            continue  # framing is ours (h11's) to decide
+        elif lname == "transfer-encoding":
+            has_length = True  # the handler asked for chunked framing: h11 writes it
+            continue
+        elif lname == "connection":
+            continue  # keep-alive is ours to decide
         pairs.append((lname.encode("ascii"), value.encode("latin-1")))
     if len(_header_cache) >= _HEADER_CACHE_SIZE:
         _header_cache.clear()
@@ -881,3 +886,83 @@ class ConnectionPool(Generic[C]):
         out = [c for stack in self._idle.values() for _, c in stack]
         self._idle.clear()
         return out
+
+
+# --------------------------------------------------------------------------- request builder
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestSpec:
+    """An immutable description of one client request, built fluently.
+
+    Every method returns a new spec; drivers subclass it to add ``send()``.
+    ``url`` may be relative (joined to the client's base URL when sent).
+    """
+
+    method: str
+    url: str
+    headers: tuple[tuple[str, str], ...] = ()
+    params: tuple[tuple[str, QueryValue], ...] = ()
+    body: bytes = b""
+    timeout: float | None = None
+
+    def header(self, name: str, value: str) -> Self:
+        """Return a copy with header ``name: value`` added (repeats allowed)."""
+        return replace(self, headers=(*self.headers, (name, value)))
+
+    def with_headers(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> Self:
+        """Return a copy with all ``headers`` added."""
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        return replace(self, headers=(*self.headers, *items))
+
+    def bearer(self, token: str) -> Self:
+        """Return a copy with ``Authorization: Bearer <token>``."""
+        return self.header("authorization", f"Bearer {token}")
+
+    def query(self, params: QueryParamsArg | None = None, **more: QueryValue) -> Self:
+        """Return a copy with query parameters added (percent-encoded when sent)."""
+        pairs: list[tuple[str, QueryValue]] = []
+        if params is not None:
+            items: Iterable[tuple[str, Any]] = (
+                params.items() if isinstance(params, Mapping) else params
+            )
+            for key, value in items:
+                if isinstance(value, list | tuple):
+                    pairs.extend((key, v) for v in value)
+                else:
+                    pairs.append((key, value))
+        pairs.extend(more.items())
+        return replace(self, params=(*self.params, *pairs))
+
+    def content(self, body: bytes, content_type: str | None = None) -> Self:
+        """Return a copy with a raw body (and ``Content-Type`` when given)."""
+        new = replace(self, body=bytes(body))
+        return new.header("content-type", content_type) if content_type else new
+
+    def json(self, value: object) -> Self:
+        """Return a copy with a compact JSON body and ``Content-Type: application/json``."""
+        import json
+
+        data = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return self.content(data.encode(), "application/json")
+
+    def text(self, value: str) -> Self:
+        """Return a copy with a UTF-8 text body."""
+        return self.content(value.encode(), "text/plain; charset=utf-8")
+
+    def form(self, fields: QueryParamsArg) -> Self:
+        """Return a copy with an ``application/x-www-form-urlencoded`` body."""
+        return self.content(encode_query(fields).encode(), "application/x-www-form-urlencoded")
+
+    def with_timeout(self, total: float) -> Self:
+        """Return a copy whose whole exchange (retries included) must end within ``total`` s."""
+        return replace(self, timeout=total)
+
+    def resolve(self, base_url: str | None) -> str:
+        """Return the absolute URL with the query parameters appended.
+
+        Raises:
+            LocalProtocolError: a relative URL without base URL, or not http(s).
+        """
+        url = join_url(base_url, self.url)
+        return add_query(url, self.params) if self.params else url

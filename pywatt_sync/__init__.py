@@ -5,6 +5,11 @@ sockets with blocking I/O and a bounded thread pool.
 """
 
 # --- http dispatch, server, client ---
+from ._client import (
+    Client,
+    RequestBuilder,
+)
+
 from ._dispatch import dispatch
 
 from ._server import (
@@ -64,7 +69,9 @@ __all__ = [
     "wsgi_module",
     # http dispatch, server, client
     "DEFAULT_MAX_WORKERS",
+    "Client",
     "HttpServer",
+    "RequestBuilder",
     "dispatch",
     "serve",
     "start_server",

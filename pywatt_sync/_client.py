@@ -1,0 +1,394 @@
+"""Blocking HTTP/1.1 client on h11: keep-alive pool, timeouts, retries, breaker.
+
+The protocol work (request bytes, response parsing and limits, URL joining,
+query encoding, retry decisions, idle-pool bookkeeping) is in
+:mod:`pywatt_proto`; this module connects sockets, waits with deadlines and
+sleeps between retries. A client may be shared by threads.
+
+    with Client("http://127.0.0.1:8080") as client:
+        resp = client.get("/items").query(page=2).header("x-trace", "1").send()
+        data = client.post("/items").json({"name": "a"}).send_json()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import ssl as _ssl
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+
+from pywatt_proto import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    NEED_DATA,
+    REJECTED,
+    CircuitBreaker,
+    CircuitOpenError,
+    ClientExchange,
+    ClientResponse,
+    ConnectError,
+    ConnectionPool,
+    ConnectTimeout,
+    HTTPClientError,
+    HTTPProtocolError,
+    Origin,
+    RandomSource,
+    ReadTimeout,
+    RequestSpec,
+    RetryPolicy,
+    TotalTimeout,
+    split_url,
+)
+
+__all__ = ["Client", "RequestBuilder"]
+
+_READ_SIZE = 64 * 1024
+_USER_AGENT = "pywatt"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestBuilder(RequestSpec):
+    """A :class:`~pywatt_proto.RequestSpec` bound to a client: ``builder.send()`` performs it."""
+
+    client: Client | None = None
+
+    def send(self) -> ClientResponse:
+        """Send the request and return the response (any status).
+
+        Raises:
+            ConnectError, ConnectTimeout, ReadTimeout, TotalTimeout, HTTPProtocolError,
+            CircuitOpenError: see :meth:`Client.send`.
+        """
+        assert self.client is not None, "builder is not bound to a client"
+        return self.client.send(self)
+
+    def send_json(self) -> Any:
+        """Send, require a 2xx answer and return its JSON body.
+
+        Raises:
+            HTTPStatusError: 4xx/5xx; ``ValueError`` if the body is not JSON.
+        """
+        return self.send().raise_for_status().json()
+
+
+class _Conn:
+    __slots__ = ("h11", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class Client:
+    """An HTTP client with a keep-alive pool (at most ``max_per_host`` connections per
+    origin, idle ones kept ``idle_timeout`` s).
+
+    Timeouts (seconds): ``connect_timeout`` per connection attempt,
+    ``read_timeout`` per wait for response bytes, ``timeout`` for the whole
+    call including retries (None = unbounded). ``retry`` enables retries
+    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every attempt with
+    a :class:`~pywatt_proto.CircuitBreaker` (5xx answers and transport errors
+    count as failures).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = 60.0,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        max_per_host: int = 10,
+        idle_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        breaker: CircuitBreaker | None = None,
+        ssl: _ssl.SSLContext | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        rng: RandomSource | None = None,
+    ) -> None:
+        self.base_url = base_url
+        self.headers: tuple[tuple[str, str], ...] = tuple((headers or {}).items())
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.retry = retry
+        self.breaker = breaker
+        self.max_response_bytes = max_response_bytes
+        self._ssl = ssl
+        self._rng: RandomSource = rng or random.Random()
+        self._pool: ConnectionPool[_Conn] = ConnectionPool(
+            max_per_host=max_per_host, idle_timeout=idle_timeout
+        )
+        self._slots: dict[Origin, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+        self._max_per_host = max_per_host
+        self._closed = False
+
+    # -- builders ------------------------------------------------------------------------------
+
+    def request(self, method: str, url: str) -> RequestBuilder:
+        """Return a builder for ``method url``."""
+        return RequestBuilder(method=method.upper(), url=url, client=self)
+
+    def get(self, url: str) -> RequestBuilder:
+        """Return a builder for ``GET url``."""
+        return self.request("GET", url)
+
+    def post(self, url: str) -> RequestBuilder:
+        """Return a builder for ``POST url``."""
+        return self.request("POST", url)
+
+    def put(self, url: str) -> RequestBuilder:
+        """Return a builder for ``PUT url``."""
+        return self.request("PUT", url)
+
+    def delete(self, url: str) -> RequestBuilder:
+        """Return a builder for ``DELETE url``."""
+        return self.request("DELETE", url)
+
+    def patch(self, url: str) -> RequestBuilder:
+        """Return a builder for ``PATCH url``."""
+        return self.request("PATCH", url)
+
+    def head(self, url: str) -> RequestBuilder:
+        """Return a builder for ``HEAD url``."""
+        return self.request("HEAD", url)
+
+    def options(self, url: str) -> RequestBuilder:
+        """Return a builder for ``OPTIONS url``."""
+        return self.request("OPTIONS", url)
+
+    def get_json(self, url: str, **params: Any) -> Any:
+        """GET ``url`` (with query ``params``), require 2xx, return the JSON body."""
+        return self.get(url).query(params).send_json()
+
+    def post_json(self, url: str, value: object) -> Any:
+        """POST ``value`` as JSON, require 2xx, return the JSON body."""
+        return self.post(url).json(value).send_json()
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def send(self, spec: RequestSpec) -> ClientResponse:
+        """Perform ``spec`` (retrying per the policy) and return the last response.
+
+        Raises:
+            ConnectError / ConnectTimeout: no connection could be made.
+            ReadTimeout: the server did not answer in time.
+            TotalTimeout: the whole call exceeded its timeout.
+            HTTPProtocolError: the server broke HTTP/1.1 or the response is too large.
+            CircuitOpenError: the breaker refused the call.
+            LocalProtocolError: bad URL or header.
+        """
+        if self._closed:
+            raise HTTPClientError("client is closed")
+        url = spec.resolve(self.base_url)
+        headers = [*self.headers, *spec.headers]
+        if not any(k.lower() == "user-agent" for k, _ in headers):
+            headers.append(("user-agent", _USER_AGENT))
+        total = spec.timeout if spec.timeout is not None else self.timeout
+        deadline = None if total is None else time.monotonic() + total
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                response = self._guarded(spec.method, url, headers, spec.body, deadline)
+            except (HTTPClientError, OSError) as exc:
+                delay = None
+                if self.retry is not None and not isinstance(exc, TotalTimeout):
+                    delay = self.retry.next_delay(
+                        method=spec.method, attempts=attempts, rng=self._rng, error=exc
+                    )
+                if delay is None:
+                    raise
+            else:
+                if self.retry is None:
+                    return response
+                delay = self.retry.next_delay(
+                    method=spec.method,
+                    attempts=attempts,
+                    rng=self._rng,
+                    status=response.status,
+                    retry_after=response.headers.get("retry-after"),
+                )
+                if delay is None:
+                    return response
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                raise TotalTimeout("no time left for another attempt", url=url)
+            time.sleep(delay)
+
+    def _guarded(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        deadline: float | None,
+    ) -> ClientResponse:
+        breaker = self.breaker
+        if breaker is None:
+            return self._attempt(method, url, headers, body, deadline)
+        now = time.monotonic
+        with self._lock:  # the pure breaker is not thread-safe by itself
+            ticket = breaker.acquire(now())
+            if ticket == REJECTED:
+                raise CircuitOpenError(
+                    name=breaker.name, state=breaker.state, remaining=breaker.retry_after(now())
+                )
+        try:
+            response = self._attempt(method, url, headers, body, deadline)
+        except BaseException as exc:
+            with self._lock:
+                breaker.record_exception(ticket, exc, now())
+            raise
+        with self._lock:
+            if response.status >= 500:
+                breaker.record_failure(ticket, now())
+            else:
+                breaker.record_success(ticket, now())
+        return response
+
+    def _wait(self, deadline: float | None, limit: float) -> tuple[float, bool]:
+        """Return (seconds to wait, whether the total deadline is the tighter bound)."""
+        if deadline is None:
+            return limit, False
+        left = deadline - time.monotonic()
+        return (left, True) if left < limit else (limit, False)
+
+    def _attempt(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        deadline: float | None,
+    ) -> ClientResponse:
+        origin, _ = split_url(url)
+        with self._lock:
+            slots = self._slots.get(origin)
+            if slots is None:
+                slots = self._slots[origin] = threading.BoundedSemaphore(self._max_per_host)
+        wait, _ = self._wait(deadline, 1e9)
+        if not slots.acquire(timeout=max(wait, 0.0)):
+            raise TotalTimeout("timed out waiting for a pooled connection", url=url)
+        try:
+            with self._lock:
+                conn, expired = self._pool.take(origin, time.monotonic())
+            for old in expired:
+                old.close()
+            if conn is not None:
+                try:
+                    return self._exchange(conn, origin, method, url, headers, body, deadline)
+                except _Stale:
+                    pass  # the server closed an idle connection: use a fresh one
+            conn = self._connect(origin, url, deadline)
+            try:
+                return self._exchange(conn, origin, method, url, headers, body, deadline)
+            except _Stale as stale:
+                raise HTTPProtocolError("server closed the connection", url=url) from stale
+        finally:
+            slots.release()
+
+    def _connect(self, origin: Origin, url: str, deadline: float | None) -> _Conn:
+        wait, is_total = self._wait(deadline, self.connect_timeout)
+        try:
+            sock = socket.create_connection((origin.host, origin.port), timeout=max(wait, 0.001))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if origin.scheme == "https":
+                ctx = self._ssl or _ssl.create_default_context()
+                sock = ctx.wrap_socket(sock, server_hostname=origin.host)
+        except TimeoutError:
+            if is_total:
+                raise TotalTimeout("timed out connecting", url=url) from None
+            msg = f"connect to {origin.host}:{origin.port} timed out"
+            raise ConnectTimeout(msg, url=url) from None
+        except OSError as exc:
+            msg = f"cannot connect to {origin.host}:{origin.port}: {exc}"
+            raise ConnectError(msg, url=url) from exc
+        return _Conn(sock)
+
+    def _exchange(
+        self,
+        conn: _Conn,
+        origin: Origin,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        deadline: float | None,
+    ) -> ClientResponse:
+        exchange = ClientExchange(
+            conn.h11, method, url, headers, body, max_response_bytes=self.max_response_bytes
+        )
+        ok = False
+        try:
+            sock = conn.sock
+            try:
+                sock.settimeout(max(self._wait(deadline, self.read_timeout)[0], 0.001))
+                sock.sendall(exchange.bytes_to_send())
+            except TimeoutError:
+                raise ReadTimeout("timed out sending the request", url=url) from None
+            except OSError as exc:
+                raise _Stale() from exc
+            while True:
+                event = exchange.next_event()
+                if event is not NEED_DATA:
+                    break
+                wait, is_total = self._wait(deadline, self.read_timeout)
+                try:
+                    if wait <= 0:
+                        raise TimeoutError
+                    sock.settimeout(wait)
+                    data = sock.recv(_READ_SIZE)
+                except TimeoutError:
+                    if is_total:
+                        raise TotalTimeout("timed out reading the response", url=url) from None
+                    raise ReadTimeout("timed out reading the response", url=url) from None
+                except OSError as exc:
+                    if not exchange.started:
+                        raise _Stale() from exc
+                    raise HTTPProtocolError(f"connection lost: {exc}", url=url) from exc
+                if not data and not exchange.started:
+                    raise _Stale()
+                exchange.receive_data(data)
+            assert isinstance(event, ClientResponse)
+            ok = True
+            return event
+        finally:
+            if ok and exchange.reusable and not self._closed:
+                with self._lock:
+                    kept = self._pool.put(origin, conn, time.monotonic())
+                if not kept:
+                    conn.close()
+            else:
+                conn.close()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every pooled connection; later calls raise ``HTTPClientError``."""
+        self._closed = True
+        with self._lock:
+            conns = self._pool.drain()
+        for conn in conns:
+            conn.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _Stale(Exception):
+    """A reused connection turned out closed before any response byte arrived."""
