@@ -5,11 +5,6 @@ sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
 # --- http dispatch, server, client ---
-from ._client import (
-    AsyncClient,
-    AsyncRequestBuilder,
-)
-
 from ._dispatch import dispatch
 
 from ._server import (
@@ -37,7 +32,7 @@ from ._ports import (
 
 # --- ASGI adapter ---
 # isort: split
-from ._asgi import AsgiApp, LifespanFailed
+from ._asgi import AsgiApp, AsgiModule, LifespanFailed, asgi_module
 
 # --- JWT middleware ---
 # isort: split
@@ -66,11 +61,11 @@ __all__ = [
     "port_is_free",
     # ASGI adapter
     "AsgiApp",
+    "AsgiModule",
     "LifespanFailed",
+    "asgi_module",
     # http dispatch, server, client
     "DEFAULT_MAX_CONNECTIONS",
-    "AsyncClient",
-    "AsyncRequestBuilder",
     "HttpServer",
     "dispatch",
     "serve",

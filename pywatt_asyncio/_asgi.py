@@ -1,5 +1,7 @@
 """Serve any ASGI 3 application (FastAPI, Starlette, ...) as a PyWatt module.
 
+``asgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``).
+
 The conversion rules (scope fields, response ordering, size bound, header
 folding) live in :mod:`pywatt_proto._gateway`; this file only runs the app's
 coroutines:
@@ -28,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
 from pywatt_proto._errors import LocalProtocolError
@@ -39,9 +41,22 @@ from pywatt_proto._gateway import (
     asgi_http_scope,
     error_response,
 )
+from pywatt_proto._messages import Endpoint
 from pywatt_proto._router import Request, Response
 
-__all__ = ["LIFESPAN_TIMEOUT", "AsgiApp", "LifespanFailed"]
+from ._module import Module
+from ._stdio import guard_stdout
+
+__all__ = [
+    "ADAPTER_METHODS",
+    "CATCH_ALL_ENDPOINTS",
+    "LIFESPAN_TIMEOUT",
+    "AsgiApp",
+    "AsgiModule",
+    "LifespanFailed",
+    "asgi_module",
+    "starlette_endpoints",
+]
 
 _log = logging.getLogger("pywatt.asgi")
 
@@ -282,3 +297,139 @@ class AsgiApp:
 def _set(fut: asyncio.Future[str], value: str) -> None:
     if not fut.done():
         fut.set_result(value)
+
+
+# -- serving an ASGI app as a module ----------------------------------------------
+
+#: Methods the catch-all routes accept on the app's behalf. HEAD and OPTIONS are
+#: included so the app (not the router) answers them, as it would behind uvicorn.
+ADAPTER_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+#: Announced when the app's routes cannot be listed (a bare ASGI callable):
+#: every path, every adapter method.
+CATCH_ALL_ENDPOINTS: Final = (
+    Endpoint(path="/", methods=ADAPTER_METHODS),
+    Endpoint(path="/{path:path}", methods=ADAPTER_METHODS),
+)
+
+
+def starlette_endpoints(app: object) -> tuple[Endpoint, ...] | None:
+    """Return the endpoints of a Starlette/FastAPI app (its ``routes``), or None.
+
+    Route patterns use the same ``{name}`` / ``{name:type}`` syntax as the
+    router. ``HEAD`` is dropped where ``GET`` is present (as the router does);
+    a mounted app without a route list becomes ``<mount>/{path:path}``;
+    websocket routes are skipped. Returns None when ``app`` has no ``routes``.
+    """
+    routes = getattr(app, "routes", None)
+    if not isinstance(routes, list):
+        return None
+    found: dict[str, list[str]] = {}
+    _walk_routes(routes, "", found)
+    return tuple(Endpoint(path=p, methods=tuple(ms)) for p, ms in found.items())
+
+
+def _walk_routes(routes: list[Any], prefix: str, found: dict[str, list[str]]) -> None:
+    for route in routes:
+        path = getattr(route, "path", None)
+        if not isinstance(path, str):
+            continue
+        methods = getattr(route, "methods", None)
+        if methods:
+            names = sorted(str(m).upper() for m in methods)
+            if "GET" in names and "HEAD" in names:
+                names.remove("HEAD")
+            bucket = found.setdefault(prefix + path or "/", [])
+            bucket.extend(m for m in names if m not in bucket)
+        elif hasattr(route, "app") and hasattr(route, "routes"):  # Mount
+            sub = route.routes
+            if sub:
+                _walk_routes(list(sub), prefix + path, found)
+            else:
+                found.setdefault(prefix + path + "/{path:path}", list(ADAPTER_METHODS))
+
+
+class AsgiModule(Module):
+    """A :class:`Module` whose requests are served by an ASGI application.
+
+    Every path and every method in :data:`ADAPTER_METHODS` goes to the app
+    through catch-all routes, so the app answers its own 404/405/422. Routes
+    registered on this module with the decorator API are literal or earlier
+    patterns and win over the catch-all (handy for a ``/health`` the app lacks).
+    The announce lists ``endpoints`` if given, else the app's own routes
+    (:func:`starlette_endpoints`), else :data:`CATCH_ALL_ENDPOINTS`.
+
+    Lifespan: startup runs before stdin is read (so before the announce);
+    ``lifespan.startup.failed`` makes :meth:`serve_stdio` return 1 without
+    announcing; shutdown runs after the last response was written.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApplication,
+        *,
+        endpoints: Iterable[Endpoint] | None = None,
+        scheme: str = "http",
+        root_path: str = "",
+        lifespan: str = "auto",
+        max_body: int = MAX_RESPONSE_BODY,
+        **module_options: Any,
+    ) -> None:
+        """Wrap ``app``; ``module_options`` go to :class:`Module` (``secrets``, ...).
+
+        Raises:
+            ValueError: invalid ``lifespan`` mode or module option.
+        """
+        super().__init__(**module_options)
+        self.asgi = AsgiApp(
+            app, scheme=scheme, root_path=root_path, lifespan=lifespan, max_body=max_body
+        )
+        if endpoints is not None:
+            self._asgi_endpoints = tuple(endpoints)
+        else:
+            self._asgi_endpoints = starlette_endpoints(app) or CATCH_ALL_ENDPOINTS
+        for pattern in ("/", "/{path:path}"):
+            self.router.add_route(pattern, self.asgi.handle, ADAPTER_METHODS, name="asgi")
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Return the announced endpoints: the app's plus any added with decorators."""
+        own = tuple(e for e in super().endpoints() if e.path not in ("/", "/{path:path}"))
+        return own + tuple(e for e in self._asgi_endpoints if e not in own)
+
+    async def serve_stdio(
+        self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True
+    ) -> int:
+        """Run lifespan startup, serve like :meth:`Module.serve_stdio`, then shut down.
+
+        The stdout guard is installed before startup, so the app's startup code
+        cannot write to the protocol channel either. Returns 0 after a clean
+        stop, 1 after a protocol failure or a failed lifespan startup/shutdown.
+        """
+        if write_fd is None:
+            write_fd = guard_stdout() if guard else 1
+        try:
+            await self.asgi.startup()
+        except LifespanFailed as exc:
+            _log.error("ASGI lifespan startup failed: %s", exc)
+            return 1
+        code = 1
+        try:
+            code = await super().serve_stdio(read_fd=read_fd, write_fd=write_fd, guard=False)
+        finally:
+            try:
+                await self.asgi.shutdown()
+            except LifespanFailed as exc:
+                _log.error("ASGI lifespan shutdown failed: %s", exc)
+                code = 1
+        return code
+
+
+def asgi_module(app: ASGIApplication, **options: Any) -> AsgiModule:
+    """Return a module serving the ASGI application ``app`` (see :class:`AsgiModule`).
+
+    ``options``: ``endpoints``, ``scheme``, ``root_path``, ``lifespan``
+    (``"auto"``/``"on"``/``"off"``), ``max_body`` and every :class:`Module`
+    option (``secrets``, ``max_concurrency``, ``request_timeout``, ...).
+    ``asgi_module(app).run()`` serves stdin/stdout and exits the process.
+    """
+    return AsgiModule(app, **options)

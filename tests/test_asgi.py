@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from modproc import INIT, WAIT, ModuleProcess, Orchestrator
 
 import pywatt_proto as pw
-from pywatt_asyncio import AsgiApp, LifespanFailed
+from pywatt_asyncio import AsgiApp, LifespanFailed, asgi_module, dispatch
+from pywatt_proto import Announce
 
 ALL_BYTES = bytes(range(256))
 
@@ -241,6 +247,14 @@ async def test_http_scope_fields_exact() -> None:
     await app.shutdown()
 
 
+async def test_invalid_request_header_is_a_remote_error() -> None:
+    app = AsgiApp(ScopeRecorder(), lifespan="off")
+    with pytest.raises(pw.RemoteProtocolError):
+        await call(app, "GET", "/", {"bad name": "v"})
+    with pytest.raises(pw.RemoteProtocolError):
+        await call(app, "GET", "/", {"x-ok": "line\r\nbreak"})
+
+
 async def test_second_receive_waits_for_response_then_disconnects() -> None:
     seen: list[str] = []
 
@@ -342,3 +356,170 @@ async def test_requests_run_concurrently() -> None:
     second = await call(app, "GET", "/go")
     assert second.body == b"/go"
     assert (await first).body == b"/wait"
+
+
+# -- as a module process: lifespan order, failure, announce, real HTTP --------------------
+
+LIFESPAN_APP = """
+import contextlib
+import pathlib
+import sys
+
+from fastapi import FastAPI
+
+MARKS = pathlib.Path(sys.argv[1])
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    if MARKS.joinpath("fail").exists():
+        raise RuntimeError("startup refused")
+    MARKS.joinpath("started").write_text("yes")
+    print("lifespan startup ran")
+    yield {"token": "from-lifespan"}
+    MARKS.joinpath("stopped").write_text("yes")
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/state")
+async def state(request: __import__("fastapi").Request):
+    return {"token": request.state.token}
+
+
+if __name__ == "__main__":
+    from pywatt_asyncio import asgi_module
+
+    asgi_module(app).run()
+"""
+
+
+def _lifespan_module(tmp_path: Path) -> ModuleProcess:
+    script = tmp_path / "lifespan_app.py"
+    script.write_text(LIFESPAN_APP)
+    return ModuleProcess.python(script, str(tmp_path))
+
+
+def test_lifespan_startup_before_announce_shutdown_at_exit(tmp_path: Path) -> None:
+    mod = _lifespan_module(tmp_path)
+    try:
+        mod.send(INIT)
+        announce = mod.next()
+        assert isinstance(announce, Announce)
+        assert (tmp_path / "started").exists(), "startup must finish before the announce"
+        assert not (tmp_path / "stopped").exists()
+        assert [(e.path, tuple(e.methods)) for e in announce.endpoints if e.path == "/state"] == [
+            ("/state", ("GET",))
+        ]
+        mod.request("s", "GET", "/state")
+        assert mod.response("s").body == b'{"token":"from-lifespan"}'
+        mod.close_stdin()
+        assert mod.wait() == 0
+    finally:
+        mod.stop()
+    assert (tmp_path / "stopped").exists(), "shutdown runs when the module stops"
+    assert "lifespan startup ran" in mod.stderr
+    assert len(mod.raw_lines) == 2
+
+
+def test_lifespan_startup_failure_exits_without_announcing(tmp_path: Path) -> None:
+    (tmp_path / "fail").write_text("1")
+    mod = _lifespan_module(tmp_path)
+    try:
+        mod.send(INIT)
+        assert mod.wait() == 1
+    finally:
+        mod.stop()
+    assert mod.raw_lines == []
+    assert "startup refused" in mod.stderr
+
+
+def test_bare_asgi_callable_announces_catch_all(tmp_path: Path) -> None:
+    script = tmp_path / "bare_asgi.py"
+    script.write_text(
+        "async def app(scope, receive, send):\n"
+        "    assert scope['type'] == 'http'\n"
+        "    await send({'type': 'http.response.start', 'status': 200, 'headers': []})\n"
+        "    await send({'type': 'http.response.body', 'body': scope['path'].encode()})\n"
+    )
+    mod = ModuleProcess([sys.executable, "-m", "pywatt_asyncio._apprunner", str(script)])
+    try:
+        mod.send(INIT)
+        announce = mod.next()
+        assert isinstance(announce, Announce)
+        assert {e.path for e in announce.endpoints} == {"/", "/{path:path}"}
+        mod.request("x", "PATCH", "/any/where%20else")
+        assert mod.response("x").body == b"/any/where else"
+        mod.close_stdin()
+        assert mod.wait() == 0
+    finally:
+        mod.stop()
+
+
+@pytest.mark.parametrize("target", ["examples/fastapi_app.py", "examples.fastapi_app:app"])
+def test_fastapi_example_over_http(target: str) -> None:
+    orch = Orchestrator(target)
+    try:
+        with httpx.Client(base_url=orch.url, timeout=WAIT) as client:
+            assert client.get("/hello").json() == {"message": "Hello from FastAPI on PyWatt!"}
+            created = client.post("/items", json={"name": "pen", "price": 1.5})
+            assert created.status_code == 201
+            item_id = created.json()["item_id"]
+            got = client.get(f"/items/{item_id}", params={"q": "x"}).json()
+            assert got == {"item_id": item_id, "q": "x", "item": {"name": "pen", "price": 1.5}}
+            assert client.get("/items/abc").status_code == 422
+            cookies = client.get("/cookies").headers.get_list("set-cookie")
+            assert [c.split(";")[0] for c in cookies] == ["a=1", "b=2"]
+    finally:
+        assert orch.stop() == 0
+    assert "FastAPI startup" in orch.stderr
+    assert "FastAPI shutdown" in orch.stderr
+
+
+# -- asgi_module: announce and routing ----------------------------------------------------
+
+
+def test_asgi_module_announces_app_routes_and_mounts() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    async def plain(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    async def raw_app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    app = Starlette(
+        routes=[
+            Route("/x/{n:int}", plain, methods=["GET", "POST"]),
+            Mount("/sub", routes=[Route("/y", plain)]),
+            Mount("/static", app=raw_app),
+        ]
+    )
+    table = {e.path: e.methods for e in asgi_module(app).endpoints()}
+    assert table == {
+        "/x/{n:int}": ("GET", "POST"),
+        "/sub/y": ("GET",),
+        "/static/{path:path}": ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"),
+    }
+
+
+async def test_asgi_module_decorator_routes_win_over_the_app() -> None:
+    api, _ = make_fastapi()
+    mod = asgi_module(api, lifespan="off")
+
+    @mod.get("/health")
+    async def health(request: pw.Request) -> dict[str, str]:
+        return {"status": "module"}
+
+    assert mod.endpoints()[0] == pw.Endpoint(path="/health", methods=("GET",))
+    resp = await dispatch(mod.router, pw.Request.from_target("GET", "/health"), time.monotonic)
+    assert resp.json() == {"status": "module"}
+    resp = await dispatch(mod.router, pw.Request.from_target("GET", "/items/5"), time.monotonic)
+    assert resp.json() == {"item_id": 5, "q": None}
+    # HEAD goes to the app too (FastAPI answers 405 for GET-only routes, as under uvicorn);
+    # the router strips the body of every HEAD answer.
+    resp = await dispatch(mod.router, pw.Request.from_target("HEAD", "/items/5"), time.monotonic)
+    assert (resp.status, resp.header("allow"), resp.body) == (405, "GET", b"")

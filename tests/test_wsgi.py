@@ -17,7 +17,7 @@ import pytest
 from flask import Flask, Response, jsonify, make_response, request
 
 import pywatt_proto as pw
-from pywatt_sync import WsgiApp
+from pywatt_sync import WsgiApp, wsgi_module
 
 ALL_BYTES = bytes(range(256))
 
@@ -281,3 +281,35 @@ def test_oversize_response_is_502() -> None:
     assert call(WsgiApp(app_, max_body=999), "GET", "/").status == 502
     resp = call(WsgiApp(app_, max_body=1000), "GET", "/")
     assert resp.status == 200 and len(resp.body) == 1000
+
+
+def test_invalid_request_header_is_a_remote_error(flask_app: WsgiApp) -> None:
+    with pytest.raises(pw.RemoteProtocolError):
+        call(flask_app, "GET", "/hello", {"bad name": "v"})
+
+
+def test_wsgi_module_announces_flask_rules() -> None:
+    api = make_flask()
+
+    @api.route("/a/<int:x>/<y>/<path:rest>", methods=["GET", "PUT"])
+    def rules(x: int, y: str, rest: str) -> str:
+        return "ok"
+
+    @api.get("/u/<uuid:u>/<string(length=2):s>")
+    def uuids(u: object, s: str) -> str:
+        return "ok"
+
+    table = {e.path: e.methods for e in wsgi_module(api.wsgi_app).endpoints()}
+    assert table["/a/{x:int}/{y}/{rest:path}"] == ("GET", "PUT")
+    assert table["/u/{u:uuid}/{s}"] == ("GET",)
+    assert table["/items/{item_id:int}"] == ("GET",)
+    assert table["/echo"] == ("POST",)
+
+
+def test_wsgi_module_endpoints_for_a_bare_callable() -> None:
+    def bare(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        return []
+
+    assert {e.path for e in wsgi_module(bare).endpoints()} == {"/", "/{path:path}"}
+    explicit = pw.Endpoint(path="/only", methods=("GET",))
+    assert wsgi_module(bare, endpoints=[explicit]).endpoints() == (explicit,)
