@@ -5,6 +5,11 @@ sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
 # --- http dispatch, server, client ---
+from ._client import (
+    AsyncClient,
+    AsyncRequestBuilder,
+)
+
 from ._dispatch import dispatch
 
 from ._server import (
@@ -66,6 +71,8 @@ __all__ = [
     "asgi_module",
     # http dispatch, server, client
     "DEFAULT_MAX_CONNECTIONS",
+    "AsyncClient",
+    "AsyncRequestBuilder",
     "HttpServer",
     "dispatch",
     "serve",

@@ -231,6 +231,7 @@ class HttpServerConnection:
         "_conn",
         "_deadline_read",
         "_deadline_request",
+        "_fed",
         "_head",
         "_idle_since",
         "_limits",
@@ -260,6 +261,7 @@ class HttpServerConnection:
         self._deadline_request = 0.0
         self._served = 0
         self._shutdown = False
+        self._fed = 0  # bytes handed to h11 since the current request head began
 
     # -- state views -------------------------------------------------------------------
 
@@ -318,6 +320,7 @@ class HttpServerConnection:
             if self._pending:
                 pending = self._pending
                 conn.receive_data(pending[0] if len(pending) == 1 else b"".join(pending))
+                self._fed += self._pending_size
                 pending.clear()
                 self._pending_size = 0
             try:
@@ -351,6 +354,14 @@ class HttpServerConnection:
         self._head = head
         self._body = []
         self._body_size = 0
+        fed, self._fed = self._fed, 0
+        # h11 only bounds *incomplete* heads; a complete one that arrived in a single
+        # read is measured here (cheaply skipped when fewer bytes than the limit came in).
+        if fed > self._limits.max_header_bytes:
+            size = len(head.target) + sum(len(k) + len(v) + 4 for k, v in head.headers.raw_items())
+            if size > self._limits.max_header_bytes:
+                self._fail(431)
+                return
         if self._conn.their_state is not h11.SEND_BODY:
             return  # no body follows (the common GET)
         for name, value in head.headers.raw_items():

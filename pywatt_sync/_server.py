@@ -224,6 +224,9 @@ class HttpServer:
             assert isinstance(event, Request)
             start = now()
             response = dispatch(router, event, now)
+            if stopping.is_set() and not shut:
+                shut = True
+                core.start_shutdown()  # this answer says Connection: close
             core.send_response(response, start, date=self._date.get())
             try:
                 sock.sendall(core.data_to_send())
