@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any, Final, TypeVar
 
 from pywatt_proto import Request, Response, Router
@@ -345,9 +346,10 @@ class Module:
             )
             self._workers.append(worker)
             worker.start()
+        conn = self._conn
         reader = threading.Thread(
             target=read_chunks,
-            args=(read_fd, self._on_data, self._on_eof),
+            args=(read_fd, partial(self._on_data, conn), partial(self._on_eof, conn)),
             name="pywatt-stdin",
             daemon=True,
         )
@@ -416,23 +418,23 @@ class Module:
             self._code = code
         self._cond.notify()
 
-    def _on_data(self, chunk: bytes) -> None:
+    def _on_data(self, conn: ModuleConnection, chunk: bytes) -> bool:
+        """Feed a chunk to ``conn``; return False (stop reading) once it is not served."""
         self._lock.acquire()
-        conn = self._conn
-        if conn is None:
+        if self._conn is not conn:  # this serve_stdio call is over: the reader stops
             self._lock.release()
-            return
+            return False
         try:
             conn.receive_data(chunk, time.monotonic())
-        except ProtocolError:  # after EOF / in ERROR: nothing more to feed
+        except ProtocolError:  # in ERROR: nothing more to feed
             self._lock.release()
-            return
+            return False
         self._drive_and_unlock()
+        return True
 
-    def _on_eof(self) -> None:
+    def _on_eof(self, conn: ModuleConnection) -> None:
         self._lock.acquire()
-        conn = self._conn
-        if conn is None:
+        if self._conn is not conn:
             self._lock.release()
             return
         try:

@@ -88,11 +88,13 @@ class BlockingWriter:
             self._on_error(exc)
 
 
-def read_chunks(fd: int, on_data: Callable[[bytes], None], on_eof: Callable[[], None]) -> None:
+def read_chunks(fd: int, on_data: Callable[[bytes], bool], on_eof: Callable[[], None]) -> None:
     """Read ``fd`` until end of input, calling ``on_data`` per chunk, then ``on_eof`` once.
 
-    A read error counts as end of input. Returns after ``on_eof``; exceptions
-    from the callbacks propagate (after ``on_eof`` has not been called).
+    ``on_data`` returns False to stop reading at once (without ``on_eof``):
+    the consumer is gone, and a stray reader must not take input meant for
+    the next one. A read error counts as end of input. Exceptions from the
+    callbacks propagate.
     """
     while True:
         try:
@@ -102,4 +104,5 @@ def read_chunks(fd: int, on_data: Callable[[bytes], None], on_eof: Callable[[], 
         if not chunk:
             on_eof()
             return
-        on_data(chunk)
+        if not on_data(chunk):
+            return

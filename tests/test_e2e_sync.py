@@ -9,8 +9,14 @@ directly (``python -m pywatt_asyncio._apprunner TARGET``) and checks the wire.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import select
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +25,9 @@ import httpx
 import pytest
 from modproc import INIT, WAIT, ModuleProcess, Orchestrator
 
+import pywatt_proto as pw
 from pywatt_proto import Announce, HttpResponse
+from pywatt_sync import Module
 
 ALL_BYTES = bytes(range(256))
 
@@ -150,3 +158,136 @@ def test_wsgi_import_time_print_goes_to_stderr(tmp_path: Path) -> None:
     assert len(mod.raw_lines) == 2  # the announce and the response: nothing else on stdout
     assert "import-time print from a WSGI app" in mod.stderr
     assert "request-time print /anything/at/all" in mod.stderr
+
+
+# -- in-process: pywatt_sync.Module.serve_stdio on os.pipe() pairs ------------------------
+
+
+class PipeModule:
+    """Run ``module.serve_stdio`` in a thread over two pipes; talk to it with lines."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.to_mod_r, self.to_mod_w = os.pipe()
+        self.from_mod_r, self.from_mod_w = os.pipe()
+        self.result: list[int] = []
+        self.thread = threading.Thread(
+            target=lambda: self.result.append(
+                module.serve_stdio(read_fd=self.to_mod_r, write_fd=self.from_mod_w)
+            ),
+            daemon=True,
+        )
+        self.thread.start()
+        self.buffer = b""
+
+    def send(self, *lines: str) -> None:
+        os.write(self.to_mod_w, "".join(line + "\n" for line in lines).encode())
+
+    def line(self) -> bytes:
+        while b"\n" not in self.buffer:
+            readable, _, _ = select.select([self.from_mod_r], [], [], WAIT)
+            assert readable, "no output from the module"
+            chunk = os.read(self.from_mod_r, 65536)
+            assert chunk, "module output closed"
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line + b"\n"
+
+    def pending(self) -> bool:
+        """Return whether output is waiting (non-blocking)."""
+        return bool(self.buffer) or bool(select.select([self.from_mod_r], [], [], 0)[0])
+
+    def close_output(self) -> None:
+        """Stop reading the module's output (its writes then fail with EPIPE)."""
+        os.close(self.from_mod_r)
+
+    def finish(self) -> int:
+        os.close(self.to_mod_w)
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        for fd in (self.to_mod_r, self.from_mod_w, self.from_mod_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        return self.result[0]
+
+
+INIT_LINE = json.dumps(INIT)
+
+
+def _req(rid: str, path: str) -> str:
+    return json.dumps(
+        {"op": "http_request", "request_id": rid, "method": "GET", "uri": path, "headers": {}}
+    )
+
+
+def test_back_pressure_stops_reading_instead_of_dropping() -> None:
+    app = Module(max_workers=1, max_queued=0)
+    running, release = threading.Event(), threading.Event()
+
+    @app.get("/block")
+    def block(request: pw.Request) -> str:
+        running.set()
+        assert release.wait(WAIT)
+        return "unblocked"
+
+    @app.get("/hello")
+    def hello(request: pw.Request) -> str:
+        return "hello"
+
+    pm = PipeModule(app)
+    pm.send(INIT_LINE)
+    assert b'"announce"' in pm.line()
+    pm.send(_req("b", "/block"), _req("h", "/hello"), '{"op":"heartbeat"}')
+    assert running.wait(WAIT)
+    conn = app.connection
+    assert conn is not None
+    for _ in range(2000):  # wait (bounded) until the reader has taken /hello from the pipe
+        if conn.in_flight == 2:
+            break
+        time.sleep(0.005)
+    assert conn.in_flight == 2
+    # The only worker is busy and no queue place is free: the reader waits for a slot
+    # before parsing further, so the heartbeat behind /hello cannot have been answered.
+    assert not pm.pending()
+    release.set()
+    lines = [pm.line() for _ in range(3)]
+    assert sum(b'"request_id":"b"' in line for line in lines) == 1
+    assert sum(b'"request_id":"h"' in line for line in lines) == 1
+    assert sum(line == b'{"op":"heartbeat_ack"}\n' for line in lines) == 1
+    assert pm.finish() == 0
+
+
+def test_output_failure_stops_with_status_1() -> None:
+    app = Module()
+
+    @app.get("/hello")
+    def hello(request: pw.Request) -> str:
+        return "hello"
+
+    pm = PipeModule(app)
+    pm.send(INIT_LINE)
+    assert b'"announce"' in pm.line()
+    pm.close_output()  # the orchestrator stops reading: writes fail with EPIPE
+    pm.send(_req("x", "/hello"))
+    pm.thread.join(WAIT)
+    assert pm.result == [1]
+    os.close(pm.to_mod_w)
+
+
+def test_serve_twice_in_one_process() -> None:
+    app = Module()
+
+    @app.get("/hello")
+    def hello(request: pw.Request) -> str:
+        return "hello"
+
+    for _ in range(2):
+        pm = PipeModule(app)
+        pm.send(INIT_LINE)
+        assert b'"announce"' in pm.line()
+        pm.send(_req("r", "/hello"))
+        assert b'"request_id":"r"' in pm.line()
+        assert pm.finish() == 0
+    assert app.connection is None
+    with pytest.raises(RuntimeError):
+        app.secret("X")
