@@ -291,3 +291,32 @@ def test_serve_twice_in_one_process() -> None:
     assert app.connection is None
     with pytest.raises(RuntimeError):
         app.secret("X")
+
+
+def test_negotiate_port_through_the_module() -> None:
+    app = Module()
+
+    @app.get("/port")
+    def port(request: pw.Request) -> dict[str, int]:
+        return {"port": app.negotiate_port()}
+
+    pm = PipeModule(app)
+    pm.send(json.dumps(dict(INIT, listen="127.0.0.1:0")))  # no pre-assigned port
+    assert b'"announce"' in pm.line()
+    pm.send(_req("p", "/port"))
+    port_request = json.loads(pm.line())
+    assert port_request["op"] == "port_request"
+    pm.send(
+        json.dumps(
+            {
+                "op": "port_response",
+                "request_id": port_request["request_id"],
+                "success": True,
+                "port": 18123,
+                "error_message": None,
+            }
+        )
+    )
+    answer = json.loads(pm.line())
+    assert bytes(answer["content"]["body"]) == b'{"port":18123}'
+    assert pm.finish() == 0
