@@ -14,6 +14,8 @@ Contenders, alternated round by round so machine load hits both alike:
 * ``pywatt-sync``  -- ``pywatt_sync.Module`` with one ``@app.get("/hello")``
   handler returning a dict: the reader thread, the core, the router, the
   worker pool, the ordered writer.
+* ``pywatt-asyncio`` (``--with-asyncio``, for context) -- the same module on
+  ``pywatt_asyncio.Module`` with an ``async def`` handler.
 * ``stdlib-floor`` -- a single-threaded loop with no pywatt code: read a line,
   ``json.loads``, look the path up in a dict, ``json.dumps`` a flat
   ``http_response``, write the line. No validation, no limits, no
@@ -61,6 +63,20 @@ app = Module()
 
 @app.get("/hello")
 def hello(request):
+    return {"message": "hello"}
+
+
+app.run()
+"""
+
+PYWATT_ASYNCIO = """
+from pywatt_asyncio import Module
+
+app = Module()
+
+
+@app.get("/hello")
+async def hello(request):
     return {"message": "hello"}
 
 
@@ -214,6 +230,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20000, help="requests per run")
     parser.add_argument("--rounds", type=int, default=3, help="rounds (best is kept)")
+    parser.add_argument(
+        "--with-asyncio", action="store_true", help="also run pywatt_asyncio.Module (context)"
+    )
     args = parser.parse_args()
     lines = request_lines(args.requests)
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,15 +242,18 @@ def main() -> None:
         }
         scripts["pywatt-sync"].write_text(textwrap.dedent(PYWATT_SYNC))
         scripts["stdlib-floor"].write_text(textwrap.dedent(STDLIB_FLOOR))
+        if args.with_asyncio:
+            scripts["pywatt-asyncio"] = Path(tmp) / "pywatt_asyncio_module.py"
+            scripts["pywatt-asyncio"].write_text(textwrap.dedent(PYWATT_ASYNCIO))
         print(f"{args.requests} requests per run, best of {args.rounds} rounds, GET /hello")
-        print(f"{'depth':>5}  {'contender':<13} {'req/s':>10}")
+        print(f"{'depth':>5}  {'contender':<14} {'req/s':>10}")
         for depth in (1, 64):
             best = {name: 0.0 for name in scripts}
             for _ in range(args.rounds):
                 for name, script in scripts.items():
                     best[name] = max(best[name], run_once(script, lines, depth))
             for name in scripts:
-                print(f"{depth:>5}  {name:<13} {best[name]:>10.0f}")
+                print(f"{depth:>5}  {name:<14} {best[name]:>10.0f}")
             ratio = best["pywatt-sync"] / best["stdlib-floor"]
             verdict = "ok" if ratio >= 0.8 else "BELOW TARGET"
             print(
