@@ -798,7 +798,10 @@ def decode_module_line(data: _Input) -> ModuleToOrchestrator:
         _struct(obj, "", "", _F_WRAPPER)
         content = _struct(obj["content"], "content", "IpcHttpResponse", _F_HTTP_RESPONSE)
         if "metadata" in obj:
-            _metadata(obj["metadata"], "metadata")
+            try:
+                _metadata(obj["metadata"], "metadata")
+            except LocalProtocolError as exc:
+                raise RemoteProtocolError(exc.message, field=f"metadata.{exc.field}") from None
         if "op" in content and content["op"] != "http_response":
             raise _err("content.op", "expected `http_response` inside the response wrapper")
         try:
