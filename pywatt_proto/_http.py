@@ -930,19 +930,21 @@ class RequestSpec:
         """Return a copy with ``Authorization: Bearer <token>``."""
         return self.header("authorization", f"Bearer {token}")
 
-    def query(self, params: QueryParamsArg | None = None, **more: QueryValue) -> Self:
-        """Return a copy with query parameters added (percent-encoded when sent)."""
+    def query(
+        self, params: QueryParamsArg | None = None, **more: QueryValue | Sequence[QueryValue]
+    ) -> Self:
+        """Return a copy with query parameters added (percent-encoded when sent);
+        a list value repeats the key."""
         pairs: list[tuple[str, QueryValue]] = []
+        items: list[tuple[str, Any]] = []
         if params is not None:
-            items: Iterable[tuple[str, Any]] = (
-                params.items() if isinstance(params, Mapping) else params
-            )
-            for key, value in items:
-                if isinstance(value, list | tuple):
-                    pairs.extend((key, v) for v in value)
-                else:
-                    pairs.append((key, value))
-        pairs.extend(more.items())
+            items.extend(params.items() if isinstance(params, Mapping) else params)
+        items.extend(more.items())
+        for key, value in items:
+            if isinstance(value, list | tuple):
+                pairs.extend((key, v) for v in value)
+            else:
+                pairs.append((key, value))
         return replace(self, params=(*self.params, *pairs))
 
     def content(self, body: bytes, content_type: str | None = None) -> Self:
