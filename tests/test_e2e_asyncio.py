@@ -1,0 +1,311 @@
+"""End to end: ``pywatt run`` with real child processes and real HTTP clients (httpx)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HELLO = str(ROOT / "examples" / "hello.py")
+READY = re.compile(r"serving .* on (http://[\d.]+:\d+)")
+
+
+class Running:
+    """A ``pywatt run`` process, its base URL and everything it wrote to stderr."""
+
+    def __init__(self, target: str, *args: str, ready: bool = True) -> None:
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pywatt_asyncio._cli",
+                "run",
+                target,
+                "--http",
+                "127.0.0.1:0",
+                *list(args),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=str(ROOT),
+        )
+        self.lines: list[str] = []
+        self._url: str | None = None
+        self._seen = threading.Condition()
+        threading.Thread(target=self._collect, daemon=True).start()
+        if ready:
+            self.url = self.wait_for(READY).group(1)
+
+    def _collect(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._seen:
+                self.lines.append(raw.decode(errors="replace"))
+                self._seen.notify_all()
+        with self._seen:
+            self.lines.append("<EOF>")
+            self._seen.notify_all()
+
+    def wait_for(self, pattern: re.Pattern[str], timeout: float = 15.0) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while True:
+                for line in self.lines:
+                    m = pattern.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.lines and self.lines[-1] == "<EOF>"):
+                    raise AssertionError(f"{pattern.pattern!r} not seen in:\n{self.stderr}")
+                self._seen.wait(left)
+
+    @property
+    def stderr(self) -> str:
+        with self._seen:
+            return "".join(self.lines)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def stdout(self) -> bytes:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
+
+
+@pytest.fixture(scope="module")
+def hello() -> Iterator[Running]:
+    run = Running(HELLO)
+    yield run
+    assert run.stop() == 0
+    assert run.stdout() == b""  # the dev orchestrator never writes to stdout
+
+
+def write_module(tmp_path: Path, body: str) -> str:
+    path = tmp_path / "mod.py"
+    path.write_text(
+        "import asyncio, os, sys\nfrom pywatt_asyncio import Module\napp = Module()\n"
+        + textwrap.dedent(body)
+    )
+    return str(path)
+
+
+# ------------------------------------------------------------------ hello
+
+
+def test_hello_routes(hello: Running) -> None:
+    r = httpx.get(hello.url + "/hello")
+    assert r.status_code == 200 and r.json() == {"message": "Hello from PyWatt!"}
+    assert r.headers["content-type"] == "application/json"
+    assert httpx.get(hello.url + "/hello/ada").json() == {"message": "Hello, ada!"}
+    assert httpx.get(hello.url + "/missing").status_code == 404
+    assert httpx.post(hello.url + "/hello").status_code == 405
+
+
+def test_all_256_byte_values_round_trip(hello: Running) -> None:
+    body = bytes(range(256)) * 64
+    r = httpx.post(
+        hello.url + "/echo", content=body, headers={"content-type": "application/x-bytes"}
+    )
+    assert r.status_code == 200
+    assert r.content == body
+    assert r.headers["content-type"] == "application/x-bytes"
+
+
+def test_1000_concurrent_requests_no_mismatch(hello: Running) -> None:
+    # 1,000 client threads (urllib: a real HTTP/1.1 client) released at once by a barrier,
+    # each with its own connection and a unique token that must come back in its response.
+    # (httpx's async pool degrades badly at this fan-out on small machines.)
+    n = 1000
+    results: list[tuple[int, bytes] | BaseException | None] = [None] * n
+    tokens = [f"token-{i}-{os.urandom(6).hex()}".encode() for i in range(n)]
+    barrier = threading.Barrier(n)
+
+    def one(i: int) -> None:
+        req = urllib.request.Request(hello.url + "/echo", data=tokens[i], method="POST")
+        try:
+            barrier.wait(30)
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                results[i] = (resp.status, resp.read())
+        except BaseException as exc:
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    mismatched = [(i, r) for i, r in enumerate(results) if r != (200, tokens[i])]
+    assert mismatched == []
+
+
+# ------------------------------------------------------------- failure modes
+
+
+def test_module_crash_answers_502_to_in_flight(tmp_path: Path) -> None:
+    target = write_module(
+        tmp_path,
+        """
+        @app.get("/slow")
+        async def slow(request):
+            await asyncio.sleep(30)
+            return "never"
+
+        @app.get("/crash")
+        async def crash(request):
+            await asyncio.sleep(0.3)
+            os._exit(3)
+        """,
+    )
+    run = Running(target)
+
+    async def main() -> list[int]:
+        async with httpx.AsyncClient(base_url=run.url, timeout=20) as client:
+            reqs = [client.get("/slow") for _ in range(5)] + [client.get("/crash")]
+            return [r.status_code for r in await asyncio.gather(*reqs)]
+
+    assert asyncio.run(main()) == [502] * 6
+    run.wait_for(re.compile(r"module exited unexpectedly with status 3"))
+    assert run.proc.wait(10) == 1
+
+
+def test_hanging_handler_gets_504(tmp_path: Path) -> None:
+    target = write_module(
+        tmp_path,
+        """
+        import time
+
+        @app.get("/hang")
+        async def hang(request):
+            await asyncio.sleep(60)
+
+        @app.get("/block")
+        def block(request):
+            time.sleep(2.5)  # blocks the module's loop: the orchestrator's deadline fires
+            return "late"
+
+        @app.get("/ok")
+        async def ok(request):
+            return "ok"
+        """,
+    )
+    run = Running(target, "--request-timeout", "1", "--shutdown-grace", "1")
+    try:
+        t0 = time.monotonic()
+        assert httpx.get(run.url + "/hang", timeout=10).status_code == 504
+        assert httpx.get(run.url + "/block", timeout=10).status_code == 504
+        assert time.monotonic() - t0 < 6
+        time.sleep(2)  # the late answer of /block arrives and is dropped
+        r = httpx.get(run.url + "/ok", timeout=10)
+        assert (r.status_code, r.text) == (200, "ok")
+    finally:
+        assert run.stop() == 0
+
+
+def test_module_that_never_announces(tmp_path: Path) -> None:
+    path = tmp_path / "mute.py"
+    path.write_text("import time\ntime.sleep(60)\n")
+    run = Running(str(path), "--announce-timeout", "1", ready=False)
+    assert run.proc.wait(15) == 1
+    assert "did not announce in time" in run.stderr
+
+
+def test_shutdown_with_requests_in_flight(tmp_path: Path) -> None:
+    target = write_module(
+        tmp_path,
+        """
+        @app.get("/slow")
+        async def slow(request):
+            await asyncio.sleep(1.0)
+            return {"done": True}
+        """,
+    )
+    run = Running(target)
+    results: list[int] = []
+
+    def call() -> None:
+        results.append(httpx.get(run.url + "/slow", timeout=10).status_code)
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(0.4)
+    assert run.stop() == 0
+    for t in threads:
+        t.join(10)
+    assert results == [200, 200, 200]
+    assert "shutdown requested" in run.stderr
+
+
+def test_print_inside_handler_goes_to_stderr(tmp_path: Path) -> None:
+    target = write_module(
+        tmp_path,
+        """
+        print("import-time print")
+
+        @app.get("/p")
+        async def p(request):
+            print("hello from a handler")
+            print("{\\"op\\":\\"shutdown\\"}")  # would be a protocol line on a shared stdout
+            sys.stdout.write("raw write\\n")
+            os.write(1, b"fd write\\n")
+            return "ok"
+        """,
+    )
+    run = Running(target)
+    try:
+        for _ in range(3):
+            r = httpx.get(run.url + "/p", timeout=10)
+            assert (r.status_code, r.text) == (200, "ok")
+        run.wait_for(re.compile("hello from a handler"))
+        run.wait_for(re.compile("fd write"))
+        assert "import-time print" in run.stderr
+        assert "bad line from module" not in run.stderr
+    finally:
+        assert run.stop() == 0
+
+
+def test_secrets_and_ports(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("# comment\nexport API_KEY='k-123'\n")
+    target = write_module(
+        tmp_path,
+        """
+        @app.get("/secret/{name}")
+        async def secret(request):
+            return {"value": await app.secret(request.path_params["name"])}
+
+        @app.get("/port")
+        async def port(request):
+            result = await app.negotiate_port()
+            return {"port": result.port, "source": result.source.value}
+        """,
+    )
+    run = Running(target, "--secret", "DB=pg://x", "--env-file", str(env))
+    try:
+        assert httpx.get(run.url + "/secret/DB").json() == {"value": "pg://x"}
+        assert httpx.get(run.url + "/secret/API_KEY").json() == {"value": "k-123"}
+        got = httpx.get(run.url + "/port", timeout=10).json()
+        assert got["source"] == "orchestrator" and 0 < got["port"] < 65536
+    finally:
+        assert run.stop() == 0
