@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 import pytest
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from flask import Flask, g
 from test_jwt_helpers import KEY
@@ -230,24 +231,62 @@ def test_fastapi_rotation_while_running() -> None:
     assert client.get("/me", headers={"Authorization": f"Bearer {token}"}).json() == {"v": 2}
 
 
-def test_asgi_websocket_refused_and_lifespan_passes() -> None:
-    app = FastAPI()
+async def test_asgi_websocket_gets_claims_or_is_closed_1008() -> None:
+    # Raw ASGI (no TestClient): the scope the app sees, and what is sent on refusal.
+    seen: list[dict[str, Any]] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(dict(scope))
+
+    mw = JwtAsgiMiddleware(inner, VALIDATOR)
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "websocket.connect"}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    shared_state = {"from_lifespan": 1}
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "headers": [(b"authorization", f"Bearer {GOOD}".encode())],
+        "state": shared_state,
+    }
+    await mw(scope, receive, send)
+    assert seen[0]["state"]["claims"]["sub"] == "alice"
+    assert seen[0]["state"]["from_lifespan"] == 1
+    assert shared_state == {"from_lifespan": 1}  # the server's dict is not mutated
+    assert sent == []
+    await mw({"type": "websocket", "path": "/ws", "headers": []}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+    assert len(seen) == 1
+    two = [(b"authorization", f"Bearer {GOOD}".encode())] * 2
+    await mw({"type": "http", "path": "/x", "headers": two}, receive, send)
+    assert sent[1]["status"] == 400
+
+
+def test_asgi_lifespan_passes_through() -> None:
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    app = FastAPI(lifespan=lifespan)
     app.add_middleware(JwtAsgiMiddleware, validator=VALIDATOR)
 
-    @app.websocket("/ws")
-    async def ws_endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.send_json(websocket.state.claims)
-        await websocket.close()
+    @app.get("/me")
+    async def me(request: Request) -> Any:
+        return request.state.claims["sub"]
 
-    with TestClient(app) as client:  # runs lifespan through the middleware
-        with client.websocket_connect("/ws", headers={"Authorization": f"Bearer {GOOD}"}) as ws:
-            assert ws.receive_json()["sub"] == "alice"
-        from starlette.websockets import WebSocketDisconnect
-
-        with pytest.raises(WebSocketDisconnect) as info, client.websocket_connect("/ws") as ws:
-            ws.receive_json()
-        assert info.value.code == 1008
+    with TestClient(app) as client:
+        assert events == ["startup"]
+        assert client.get("/me", headers={"Authorization": f"Bearer {GOOD}"}).json() == "alice"
+    assert events == ["startup", "shutdown"]
 
 
 # ---------------------------------------------------------------- WSGI: Flask
