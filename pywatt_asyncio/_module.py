@@ -433,9 +433,12 @@ class Module:
                 _log.exception("rotation callback failed")
                 error = f"{type(exc).__name__}: {exc}"
                 break
-        if self._conn is not None:
-            self._conn.ack_rotation(event.rotation_id, error=error)
+        conn = self._conn
+        if conn is not None:
+            conn.ack_rotation(event.rotation_id, error=error)
             self._flush()
+            if conn.state is ModuleState.CLOSED:
+                self._finish(0)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

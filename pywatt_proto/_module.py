@@ -124,7 +124,8 @@ __all__ = [
 #     prefetch). Leaving PREFETCHING sends the announce.
 #   * RUNNING: requests are accepted.
 #   * CLOSING: shutdown or end of input seen; new requests get 503, in-flight
-#     ones are still answered. DRAINED (nothing in flight) -> CLOSED.
+#     ones are still answered. DRAINED (no request in flight and no rotation
+#     awaiting its ack) -> CLOSED.
 #   * A (state, input) pair not in the table is a LocalProtocolError; any
 #     uncaught error moves to ERROR, after which every call fails fast.
 # ============================================================================
@@ -441,7 +442,11 @@ class ModuleConnection:
             raise LocalProtocolError("connection is in the ERROR state")
 
     def _maybe_drained(self) -> None:
-        if self._state is ModuleState.CLOSING and not self._in_flight:
+        if (
+            self._state is ModuleState.CLOSING
+            and not self._in_flight
+            and not self._pending_rotations
+        ):
             self._fire(_Input.DRAINED)
 
     # ------------------------------------------------------------------ input
@@ -710,7 +715,7 @@ class ModuleConnection:
         hdrs = headers if type(headers) is dict and _lower_keys(headers) else join_headers(headers)
         self._queue_response(request_id, status_code, hdrs, body)
         if self._state is ModuleState.CLOSING and not self._in_flight:
-            self._fire(_Input.DRAINED)
+            self._maybe_drained()
         return True
 
     def send(self, message: object) -> None:
@@ -782,6 +787,7 @@ class ModuleConnection:
             self._send(RotationAck(rotation_id=rotation_id, status="success", message=None))
         else:
             self._send(RotationAck(rotation_id=rotation_id, status="error", message=error))
+        self._maybe_drained()
 
     # ----------------------------------------------------------------- timers
     def get_timer(self) -> float | None:

@@ -309,3 +309,131 @@ def test_secrets_and_ports(tmp_path: Path) -> None:
         assert got["source"] == "orchestrator" and 0 < got["port"] < 65536
     finally:
         assert run.stop() == 0
+
+
+# ------------------------------------------------ in-process driver (pipes, no orchestrator)
+
+INIT_LINE = (
+    b'{"orchestrator_api":"http://127.0.0.1:1","module_id":"t","env":{},'
+    b'"listen":"127.0.0.1:0","pywatt_extensions":["http_response_op"]}\n'
+)
+
+
+def http_line(rid: str, uri: str) -> bytes:
+    return (
+        b'{"op":"http_request","request_id":"%s","method":"GET","uri":"%s","headers":{},'
+        b'"body":null}\n' % (rid.encode(), uri.encode())
+    )
+
+
+def serve_script(app: object, script: bytes, timeout: float = 10.0) -> tuple[int, list[dict]]:
+    """Run ``app.serve_stdio`` on pipes fed ``script`` then EOF; return (code, output)."""
+    import json
+
+    from pywatt_asyncio import Module
+
+    assert isinstance(app, Module)
+    r_in, w_in = os.pipe()
+    r_out, w_out = os.pipe()
+    os.write(w_in, script)
+    os.close(w_in)
+
+    async def main() -> int:
+        return await asyncio.wait_for(
+            app.serve_stdio(read_fd=r_in, write_fd=w_out, guard=False), timeout
+        )
+
+    try:
+        code = asyncio.run(main())
+    finally:
+        os.close(r_in)
+        os.close(w_out)
+    with os.fdopen(r_out, "rb") as fh:
+        out = [json.loads(x) for x in fh.read().splitlines()]
+    return code, out
+
+
+def test_eof_with_requests_in_flight_answers_them_then_exits_0() -> None:
+    from pywatt_asyncio import Module
+
+    app = Module()
+
+    @app.get("/slow")
+    async def slow(request: object) -> str:
+        await asyncio.sleep(0.2)
+        return "done"
+
+    code, out = serve_script(app, INIT_LINE + http_line("a", "/slow") + http_line("b", "/slow"))
+    assert code == 0
+    assert out[0]["op"] == "announce"
+    assert sorted((m["request_id"], m["status_code"], bytes(m["body"])) for m in out[1:]) == [
+        ("a", 200, b"done"),
+        ("b", 200, b"done"),
+    ]
+
+
+def test_concurrency_bound_queues_instead_of_dropping() -> None:
+    from pywatt_asyncio import Module
+
+    app = Module(max_concurrency=2)
+    running = 0
+    peak = 0
+
+    @app.get("/w")
+    async def work(request: object) -> str:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        return "ok"
+
+    script = INIT_LINE + b"".join(http_line(f"r{i}", "/w") for i in range(10))
+    code, out = serve_script(app, script)
+    assert code == 0 and peak == 2
+    assert sorted(m["request_id"] for m in out[1:]) == sorted(f"r{i}" for i in range(10))
+    assert {m["status_code"] for m in out[1:]} == {200}
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_rotation_callbacks_ack_success_and_error(fail: bool) -> None:
+    from pywatt_asyncio import Module
+
+    app = Module()
+    seen: list[tuple[str, ...]] = []
+
+    @app.on_rotation
+    async def on_rotation(keys: tuple[str, ...]) -> None:
+        seen.append(keys)
+        if fail:
+            raise ValueError("cannot reconnect")
+
+    script = INIT_LINE + b'{"op":"rotated","keys":["DB"],"rotation_id":"rot-1"}\n'
+    code, out = serve_script(app, script)
+    assert code == 0 and seen == [("DB",)]
+    ack = out[-1]
+    assert ack["op"] == "rotation_ack" and ack["rotation_id"] == "rot-1"
+    if fail:
+        assert ack["status"] == "error"
+        assert ack["message"] == "ValueError: cannot reconnect"
+    else:
+        assert ack["status"] == "success" and "message" not in ack
+
+
+def test_secret_without_answer_raises_secret_unavailable() -> None:
+    from pywatt_asyncio import Module
+    from pywatt_proto import SecretUnavailable
+
+    app = Module(secret_timeout=0.1)
+
+    @app.get("/s")
+    async def s(request: object) -> str:
+        try:
+            return await app.secret("MISSING")
+        except SecretUnavailable:
+            return "unavailable"
+
+    code, out = serve_script(app, INIT_LINE + http_line("x", "/s"))
+    assert code == 0
+    assert out[1] == {"op": "get_secret", "name": "MISSING"}
+    assert bytes(out[2]["body"]) == b"unavailable"

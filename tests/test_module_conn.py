@@ -419,3 +419,14 @@ def test_join_headers_rule() -> None:
     ) == {"set-cookie": "a=1; Expires=Wed, 21 Oct 2015\nb=2"}
     assert join_headers({"Accept": "x"}) == {"accept": "x"}
     assert join_headers([("Vary", "a"), ("VARY", "b")]) == {"vary": "a, b"}
+
+
+def test_close_waits_for_pending_rotation_ack() -> None:
+    conn = running()
+    conn.receive_data(line({"op": "rotated", "keys": ["K"], "rotation_id": "r"}), 0.0)
+    conn.receive_eof()
+    assert [type(e) for e in drain(conn)] == [RotationRequested]
+    assert conn.state is ModuleState.CLOSING
+    conn.ack_rotation("r")
+    assert conn.state is ModuleState.CLOSED
+    assert sent(conn) == [{"op": "rotation_ack", "rotation_id": "r", "status": "success"}]
