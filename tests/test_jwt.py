@@ -515,3 +515,73 @@ def test_secret_keys_wait_for_all_names() -> None:
     assert seen == [2]
     source.update("a", b"q" * 32)
     assert seen == [2, 2]
+
+
+# ---------------------------------------------------------------- API edges
+
+
+def test_api_misuse_is_reported() -> None:
+    with pytest.raises(TypeError):
+        JwtKey(secret="text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        JwtKey(secret=KEY, kid=7)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        JwtValidator(12345)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        JwtValidator([12345])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        key_from_text("x" * 40, encoding="rot13")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        JwtSecretKeys([], on_change=print)
+    with pytest.raises(ValueError):
+        v(max_size=0)
+    with pytest.raises(ValueError):
+        v(required=[1])
+    with pytest.raises(TypeError):
+        v().validate([1], NOW)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        JwtSigner(KEY, headers={1: "x"})  # type: ignore[dict-item]
+    with pytest.raises(TypeError):
+        JwtSigner(KEY).sign(["not", "a", "mapping"])  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        b64url_decode("é")
+
+
+def test_error_message_and_repr() -> None:
+    err = JwtError("expired", "token has expired")
+    assert err.message == "token has expired"
+    assert repr(err) == "JwtError('expired', 'token has expired')"
+
+
+def test_signer_accepts_any_mapping_and_encode_caches_many_keys() -> None:
+    from types import MappingProxyType
+
+    token = JwtSigner(KEY).sign(MappingProxyType({"a": 1}))
+    assert v().validate(token, NOW) == {"a": 1}
+    keys = [bytes([i]) * 32 for i in range(40)]  # more keys than encode() caches
+    for key in keys + keys[:3]:
+        assert JwtValidator(key).validate(encode({"k": key[0]}, bytearray(key)), NOW) == {
+            "k": key[0]
+        }
+
+
+def test_more_surrogate_and_recursion_cases() -> None:
+    for payload in (b'{"a":"\\ud800\\u0041"}', b'{"a":"\\ud800\\n"}', b'{"a":"\\ud800 \\udc00"}'):
+        assert reason(v(), raw_token(HS256, payload)) == "malformed"
+    deep = b"[" * 5000 + b"]" * 5000
+    roomy = v(max_depth=100_000, max_size=100_000)
+    assert reason(roomy, raw_token(HS256, b'{"a":' + deep + b"}")) == "malformed"
+
+
+def test_retire_previous_without_previous_keys_is_a_no_op() -> None:
+    seen: list[int] = []
+    source = JwtSecretKeys(["a"], on_change=lambda keys: seen.append(len(keys)))
+    source.retire_previous()
+    source.update("a", KEY)
+    source.retire_previous()
+    assert seen == [1]
+    two = JwtSecretKeys(["a", "b"], on_change=lambda keys: seen.append(len(keys)))
+    two.update("a", KEY)
+    two.update("a", OTHER_KEY)  # a previous key, but "b" has no value yet
+    two.retire_previous()
+    assert seen == [1]

@@ -390,3 +390,23 @@ def test_secret_authenticator_rotation_and_retirement() -> None:
     assert _call(router, {"Authorization": f"Bearer {GOOD}"}).status == 401
     with pytest.raises(ValueError):
         JwtSecretAuthenticator(["jwt"], leeway=-1)
+
+
+def test_authenticator_reads_plain_mapping_headers_case_insensitively() -> None:
+    class Req:
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.headers = headers
+
+    auth = JwtAuthenticator(VALIDATOR)
+    assert auth(Req({"AUTHORIZATION": f"Bearer {GOOD}"}), "jwt", NOW)["sub"] == "alice"
+    assert auth(Req({"authorization": f"Bearer {GOOD}"}), "jwt", NOW)["sub"] == "alice"
+    with pytest.raises(AuthError):
+        auth(Req({"x": "y"}), "jwt", NOW)
+
+
+def test_error_response_for_server_errors_has_no_challenge() -> None:
+    status, headers, body = auth_error_response(
+        AuthError("keys_unavailable", www_authenticate="", status=503)
+    )
+    assert (status, body) == (503, b'{"error":"internal"}')
+    assert all(name != "www-authenticate" for name, _ in headers)
