@@ -10,11 +10,15 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
+from types import CoroutineType
 from typing import Any
 
 from pywatt_proto import Plan, Request, Response, Router
 
 __all__ = ["dispatch"]
+
+# Result types that are certainly not awaitable (skips inspect.isawaitable).
+_PLAIN = frozenset({dict, list, str, bytes, type(None), Response, tuple})
 
 _log = logging.getLogger("pywatt.http")
 
@@ -31,7 +35,9 @@ async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]
         # fast path: no middleware, nothing to check -- call the handler directly
         try:
             result: Any = route.handler(plan.request)
-            if inspect.isawaitable(result):
+            if type(result) is CoroutineType or (
+                type(result) not in _PLAIN and inspect.isawaitable(result)
+            ):
                 result = await result
             response = router.to_response(result)
         except Exception as exc:

@@ -166,18 +166,19 @@ class _Connection(asyncio.Protocol):
         core = self._core
         if core is None:
             return
-        core.receive_data(data, self._now())
+        now = self._now()
+        core.receive_data(data, now)
         if not core.wants_data and not self._paused:
             self._paused = True
             self._transport.pause_reading()  # type: ignore[union-attr]
         if not self._busy:
-            self._drive()
+            self._drive(now)
 
     def eof_received(self) -> bool:
         if self._core is not None:
             self._core.receive_data(b"", self._now())
             if not self._busy:
-                self._drive()
+                self._drive(self._now())
         return True  # keep the write side open for the answer
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -195,25 +196,28 @@ class _Connection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         if not self._busy and not self._lost:
-            self._drive()
+            self._drive(self._now())
 
     def shutdown(self) -> None:
         """Finish: an idle connection closes now, a busy one after its answer."""
         if self._core is not None and not self._lost:
             self._core.start_shutdown()
             if not self._busy:
-                self._drive()
+                self._drive(self._now())
 
     # -- the driver loop -----------------------------------------------------------------------
 
-    def _drive(self) -> None:
-        """Handle every complete request buffered, in order, until the core needs data."""
+    def _drive(self, start: float) -> None:
+        """Handle every complete request buffered, in order, until the core needs data.
+
+        ``start`` is the loop time when the bytes arrived; it stands for "now" in the
+        core's bookkeeping during this call (handler latency is measured separately).
+        """
         core = self._core
         transport = self._transport
         assert core is not None and transport is not None
         now = self._now
         while not self._write_paused:
-            start = now()
             event = core.next_event(start)
             if event is NEED_DATA:
                 out = core.data_to_send()
@@ -233,6 +237,7 @@ class _Connection(asyncio.Protocol):
                 first = coro.send(None)
             except StopIteration as stop:
                 self._answer(event, stop.value, start)
+                start = now()
                 continue
             # The handler is waiting for something: flush and let a task finish it.
             out = core.data_to_send()
@@ -255,7 +260,7 @@ class _Connection(asyncio.Protocol):
         if self._lost:
             return
         self._answer(request, response, start)
-        self._drive()
+        self._drive(self._now())
 
     def _answer(self, request: Request, response: Response, start: float) -> None:
         core = self._core
@@ -307,7 +312,7 @@ class _Connection(asyncio.Protocol):
         if self._now() >= deadline:
             core.handle_timer(self._now())
             if not self._busy:
-                self._drive()
+                self._drive(self._now())
         else:
             self._arm()
 

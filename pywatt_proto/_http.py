@@ -184,6 +184,9 @@ def format_access_log(
 # --------------------------------------------------------------------------- server
 
 
+# Methods whose requests normally carry no body: their Content-Length is not
+# pre-checked (a body, if any, is still bounded by max_body_bytes while read).
+_BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 # Encoded forms of recently used response header tuples: handlers mostly return
 # the same few constant header sets. Cleared when it reaches this many entries.
 _HEADER_CACHE_SIZE = 256
@@ -362,8 +365,8 @@ class HttpServerConnection:
             if size > self._limits.max_header_bytes:
                 self._fail(431)
                 return
-        if self._conn.their_state is not h11.SEND_BODY:
-            return  # no body follows (the common GET)
+        if head.method in _BODYLESS and not self._conn.they_are_waiting_for_100_continue:
+            return  # the common GET: an (unusual) body is still bounded while it is read
         for name, value in head.headers.raw_items():
             if name.lower() == b"content-length" and int(value) > self._limits.max_body_bytes:
                 self._fail(413)  # refuse before reading (and before any 100 Continue)

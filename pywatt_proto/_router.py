@@ -41,7 +41,6 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
-from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import parse_qsl, quote, unquote
 
@@ -262,7 +261,30 @@ class QueryParams:
 
 
 _EMPTY_QUERY = QueryParams()
-_NO_VALUES: Mapping[str, object] = MappingProxyType({})
+
+
+class _NoValues(Mapping[str, object]):
+    """An empty, immutable and hashable mapping: the default path_params and claims."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> object:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "{}"
+
+
+_NO_VALUES: Mapping[str, object] = _NoValues()
 _EMPTY_HEADERS = Headers()
 
 
@@ -285,8 +307,8 @@ class Request:
     query_string: str = ""
     headers: Headers = _EMPTY_HEADERS
     body: bytes = b""
-    path_params: Mapping[str, object] = field(default_factory=lambda: _NO_VALUES)
-    claims: Mapping[str, object] = field(default_factory=lambda: _NO_VALUES)
+    path_params: Mapping[str, object] = _NO_VALUES
+    claims: Mapping[str, object] = _NO_VALUES
     state: dict[str, object] = field(default_factory=dict)
     client: tuple[str, int] | None = None
     route: Route | None = None
@@ -733,11 +755,16 @@ class Metrics:
 
     def record_request(self, label: str) -> None:
         """Count one received request for ``label``."""
-        self._row(label)[0] += 1
+        row = self._table.get(label)
+        if row is None:
+            row = self._row(label)
+        row[0] += 1
 
     def record_response(self, label: str, status: int, duration: float) -> None:
         """Count one response for ``label`` with its status and duration (seconds)."""
-        row = self._row(label)
+        row = self._table.get(label)
+        if row is None:
+            row = self._row(label)
         row[1] += 1
         if status >= 500:
             row[2] += 1
@@ -957,7 +984,8 @@ class Router:
         404/405 errors, raised later by :meth:`enter` inside the middleware chain.
         """
         method = request.method
-        canonical = _canonical(request.path)
+        path = request.path
+        canonical = path if "%" not in path and path.isascii() else _canonical(path)
         table = self._static.get(canonical)
         route = None if table is None else table.get(method)
         params: Mapping[str, object] = {}
