@@ -26,7 +26,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pywatt_proto import Request, Response, Router
 from pywatt_proto._errors import ProtocolError
@@ -52,8 +52,10 @@ from pywatt_proto._module import (
 )
 
 from ._dispatch import dispatch
-from ._ports import PortNegotiation, PortResult, negotiate_port
 from ._stdio import PipeLink, guard_stdout
+
+if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port (start-up time)
+    from ._ports import PortNegotiation, PortResult
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "Module"]
 
@@ -215,6 +217,8 @@ class Module:
         conn = self._conn
         if conn is None:
             raise RuntimeError("Module.negotiate_port() needs a running module")
+        from ._ports import PortNegotiation, negotiate_port
+
         if self._negotiation is None:
             self._negotiation = PortNegotiation(send=self.send_message)
             self.add_port_listener(self._negotiation.feed_response)

@@ -229,6 +229,11 @@ def main() -> None:
             print(line)
     bare = startup(FLOOR_STDLIB)
     print(f"start-up to first response: floor-stdlib {bare * 1000:7.1f} ms")
+    afloor = startup(FLOOR_ASYNCIO)
+    print(
+        f"start-up to first response: floor-asyncio {afloor * 1000:6.1f} ms   "
+        f"{afloor / bare:5.2f}x (context: importing asyncio alone)"
+    )
     for name, (program, floor) in SUBJECTS.items():
         if floor is None:
             continue
