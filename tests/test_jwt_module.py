@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import queue
 import re
 import signal
@@ -45,11 +46,63 @@ auth = module_jwt(app, {{"JWT_SECRET": None}}, audience="svc", leeway=0)
 """
 
 
+FASTAPI_SOURCE = """
+from fastapi import FastAPI, Request
+from pywatt_asyncio import JwtAsgiMiddleware
+from pywatt_proto.jwt import JwtValidator, key_from_env
+
+app = FastAPI()
+app.add_middleware(
+    JwtAsgiMiddleware,
+    validator=JwtValidator(key_from_env("JWT_SECRET"), audience="svc", leeway=0),
+    public_paths=["/health"],
+)
+
+
+@app.get("/me")
+async def me(request: Request):
+    return {"sub": request.state.claims["sub"]}
+
+
+@app.get("/health")
+async def health():
+    return {"ok": True}
+"""
+
+FLASK_SOURCE = """
+from flask import Flask, g
+from pywatt_proto.jwt import JwtValidator, key_from_env
+from pywatt_sync import FlaskJwt
+
+app = Flask(__name__)
+FlaskJwt(
+    app,
+    validator=JwtValidator(key_from_env("JWT_SECRET"), audience="svc", leeway=0),
+    public_paths=["/health"],
+)
+
+
+@app.get("/me")
+def me():
+    return {"sub": g.claims["sub"]}
+
+
+@app.get("/health")
+def health():
+    return {"ok": True}
+"""
+
+
 def write_module(tmp_path: Path, driver: str) -> Path:
     path = tmp_path / f"jwt_{driver}_mod.py"
-    path.write_text(
-        MODULE_SOURCE.format(driver=driver, async_="async " if driver == "asyncio" else "")
-    )
+    if driver == "fastapi":
+        path.write_text(FASTAPI_SOURCE)
+    elif driver == "flask":
+        path.write_text(FLASK_SOURCE)
+    else:
+        path.write_text(
+            MODULE_SOURCE.format(driver=driver, async_="async " if driver == "asyncio" else "")
+        )
     return path
 
 
@@ -59,7 +112,7 @@ def token(key: bytes | JwtKey, sub: str = "alice", exp_in: float = 600) -> str:
     return encode({"sub": sub, "aud": "svc", "exp": time.time() + exp_in}, key)
 
 
-@pytest.mark.parametrize("driver", ["asyncio", "sync"])
+@pytest.mark.parametrize("driver", ["asyncio", "sync", "fastapi", "flask"])
 def test_pywatt_run_serves_a_jwt_protected_module(tmp_path: Path, driver: str) -> None:
     module = write_module(tmp_path, driver)
     proc = subprocess.Popen(
@@ -77,6 +130,7 @@ def test_pywatt_run_serves_a_jwt_protected_module(tmp_path: Path, driver: str) -
             "0",
         ],
         cwd=ROOT,
+        env={**os.environ, "JWT_SECRET": KEY.decode()},  # for the ASGI/WSGI apps
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -145,7 +199,7 @@ async def test_rotation_swaps_keys_while_the_module_runs(tmp_path: Path, driver:
     mod = ModuleProcess(
         [sys.executable, "-m", "pywatt_asyncio._apprunner", str(module)],
         secrets={"JWT_SECRET": KEY.decode()},
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         heartbeat_interval=None,
     )
     await mod.start()
