@@ -165,7 +165,7 @@ class AsgiApp:
                 _log.exception("ASGI lifespan task raised after startup")
             else:
                 _log.info("ASGI lifespan unsupported by the app (%s)", type(exc).__name__)
-            if isinstance(exc, asyncio.CancelledError):
+            if not isinstance(exc, Exception):  # cancellation, KeyboardInterrupt, SystemExit
                 raise
         finally:
             for fut in (self._startup_done, self._shutdown_done):
