@@ -208,6 +208,30 @@ def test_request_response_correlation(module: ModuleProcess) -> None:
     assert body_json(module.response("h")) == {"message": "hello", "db": "postgres://db"}
 
 
+def test_many_pipelined_requests_each_answered_once(module: ModuleProcess) -> None:
+    count = 300
+    lines = [
+        json.dumps(
+            {
+                "op": "http_request",
+                "request_id": f"p{i}",
+                "method": "GET",
+                "uri": f"/items/{i}",
+                "headers": {},
+                "body": None,
+            }
+        )
+        for i in range(count)
+    ]
+    module.send_raw("\n".join(lines))  # one write: the module sees them all at once
+    seen: dict[str, Any] = {}
+    for _ in range(count):
+        resp = module.expect(HttpResponse)
+        assert resp.request_id not in seen
+        seen[resp.request_id] = body_json(resp)
+    assert seen == {f"p{i}": {"id": i, "q": None} for i in range(count)}
+
+
 def test_concurrent_requests_answer_out_of_order(module: ModuleProcess) -> None:
     module.request("waiter", "GET", "/wait")
     module.request("releaser", "GET", "/release")
