@@ -320,3 +320,34 @@ def test_negotiate_port_through_the_module() -> None:
     answer = json.loads(pm.line())
     assert bytes(answer["content"]["body"]) == b'{"port":18123}'
     assert pm.finish() == 0
+
+
+def test_deadlines_fire_from_the_timer_loop() -> None:
+    app = Module(request_timeout=1.5, secret_timeout=0.1)
+    release = threading.Event()
+
+    @app.get("/stuck")
+    def stuck(request: pw.Request) -> str:
+        assert release.wait(WAIT)
+        return "too late"
+
+    @app.get("/secret")
+    def secret(request: pw.Request) -> str:
+        try:
+            return app.secret("NEVER_ANSWERED")
+        except pw.SecretUnavailable:
+            return "unavailable"
+
+    pm = PipeModule(app)
+    pm.send(INIT_LINE)
+    assert b'"announce"' in pm.line()
+    pm.send(_req("s", "/stuck"))
+    timed_out = json.loads(pm.line())  # the core's 504, sent by the timer loop
+    assert (timed_out["content"]["request_id"], timed_out["content"]["status_code"]) == ("s", 504)
+    release.set()  # the handler's late answer is dropped
+    pm.send(_req("k", "/secret"))
+    assert json.loads(pm.line()) == {"op": "get_secret", "name": "NEVER_ANSWERED"}
+    answer = json.loads(pm.line())
+    assert answer["content"]["request_id"] == "k"
+    assert bytes(answer["content"]["body"]) == b"unavailable"
+    assert pm.finish() == 0
