@@ -34,12 +34,14 @@ from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+from ._framing import DEFAULT_MAX_LINE_SIZE
 from ._router import Request, Response
 
 __all__ = [
     "ASGI_VERSION",
     "MAX_RESPONSE_BODY",
     "MAX_RESPONSE_HEADERS",
+    "RESPONSE_LINE_OVERHEAD",
     "ResponseCollector",
     "asgi_http_scope",
     "error_response",
@@ -48,11 +50,16 @@ __all__ = [
     "wsgi_environ",
 ]
 
-#: Largest response body an adapter collects, in bytes. A body crosses stdio as
-#: a JSON array of numbers (up to 4 bytes per byte) and the line limit is
-#: 16 MiB, so a larger body could not be sent anyway; 4 MiB leaves room for the
-#: headers. Exceeding it is a :class:`LocalProtocolError` with hint 502.
-MAX_RESPONSE_BODY: Final = 4 * 1024 * 1024
+#: Room kept on the response line for everything but the body: the
+#: ``http_response`` (or wrapper) keys, request id, status and headers.
+RESPONSE_LINE_OVERHEAD: Final = 64 * 1024
+
+#: Largest response body an adapter collects, in bytes. On stdio a body is a
+#: JSON array of numbers, up to 4 line bytes per body byte (``"255,"``), and a
+#: line may be at most ``DEFAULT_MAX_LINE_SIZE`` (16 MiB), so this is the
+#: largest body that always fits on one line (just under 4 MiB). Exceeding it
+#: is a :class:`LocalProtocolError` with hint 502.
+MAX_RESPONSE_BODY: Final = (DEFAULT_MAX_LINE_SIZE - RESPONSE_LINE_OVERHEAD) // 4
 
 #: Largest number of response header pairs an app may set. Servers cap request
 #: headers near 100 (h11, nginx defaults); a response with more than this is a

@@ -313,3 +313,28 @@ def test_wsgi_module_endpoints_for_a_bare_callable() -> None:
     assert {e.path for e in wsgi_module(bare).endpoints()} == {"/", "/{path:path}"}
     explicit = pw.Endpoint(path="/only", methods=("GET",))
     assert wsgi_module(bare, endpoints=[explicit]).endpoints() == (explicit,)
+
+
+def test_largest_collectable_body_fits_one_protocol_line() -> None:
+    def big(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        headers = [(f"X-Extra-{i}", "v" * 100) for i in range(100)]
+        start_response("200 OK", headers)
+        return [b"\xff" * pw.MAX_RESPONSE_BODY]  # worst case: 4 line bytes per body byte
+
+    resp = call(WsgiApp(big), "GET", "/")
+    assert resp.status == 200 and len(resp.body) == pw.MAX_RESPONSE_BODY
+    conn = pw.ModuleConnection()
+    init = b'{"orchestrator_api":"x","module_id":"m","env":{},"listen":"127.0.0.1:1"}\n'
+    conn.receive_data(init, 0.0)
+    while conn.next_event() is not pw.NEED_DATA:
+        pass
+    conn.data_to_send()
+    request = b'{"op":"http_request","request_id":"r","method":"GET","uri":"/","headers":{}}\n'
+    conn.receive_data(request, 0.0)
+    assert isinstance(conn.next_event(), pw.RequestReceived)
+    conn.send_response("r", resp.status, resp.headers, resp.body)
+    line = conn.data_to_send()
+    assert len(line) <= pw.DEFAULT_MAX_LINE_SIZE
+    decoder = pw.LineDecoder(pw.DEFAULT_MAX_LINE_SIZE)
+    decoder.receive_data(line)
+    assert decoder.next_line() == line.rstrip(b"\n")
