@@ -9,8 +9,11 @@ Run it with either of::
         localhost:8080/items
 
 or as a plain script (``python examples/fastapi_app.py``) under an orchestrator.
-The app's lifespan runs before the module announces itself and after it stops;
-its routes are announced as the module's endpoints.
+``/cookies`` sets two cookies: the wire's header map is single-valued, so the
+module joins repeated ``Set-Cookie`` values with a newline (which can never
+occur inside a header value) and ``pywatt run`` splits them back into separate
+header lines. The app's lifespan runs before the module announces itself and
+after it stops; its routes are announced as the module's endpoints.
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ Run it with either of::
     curl -s -X POST --data-binary 'ping' localhost:8080/echo
 
 or as a plain script (``python examples/flask_app.py``) under an orchestrator.
-Views run on the module's worker threads; the app's URL rules are announced as
-the module's endpoints.
+``/cookies`` sets two cookies: the wire's header map is single-valued, so the
+module joins repeated ``Set-Cookie`` values with a newline (which can never
+occur inside a header value) and ``pywatt run`` splits them back into separate
+header lines. Views run on the module's worker threads; the app's URL rules
+are announced as the module's endpoints.
 """
 
 from __future__ import annotations
