@@ -25,10 +25,16 @@ Threads and locks
 * **the calling thread** of :meth:`Module.serve_stdio` waits for the core's
   next deadline (504s, secret timeouts) on a condition variable and stops the
   module once the core is CLOSED.
-* ``_lock`` guards the core (a plain object, not thread-safe). Output goes
-  through one :class:`BlockingWriter`: whoever takes bytes from the core
-  acquires the writer's lock *before* releasing ``_lock``, so lines reach
-  stdout in exactly the order the core produced them, each written whole.
+* ``_lock`` guards the core (a plain object, not thread-safe). Output has a
+  single *flusher* at a time: the thread that finds output queued and no
+  flush under way takes the core's bytes and writes them through one
+  :class:`BlockingWriter`, looping until the core has nothing more; threads
+  that queue output meanwhile leave it to that flusher. Lines therefore reach
+  stdout in exactly the order the core produced them, each written whole and
+  never interleaved, batched into fewer writes under load.
+* Every queue is bounded: handler jobs by the slots above, output by the
+  blocking write itself (a stalled orchestrator stalls the flusher, and with
+  it the reader: the same back-pressure as the asyncio driver pausing reads).
 
 The protocol (handshake, announce, heartbeat acks, 400/503/504 answers,
 secret correlation, rotation acks) is the core's; this file only moves bytes
