@@ -65,18 +65,25 @@ def router_of(app: Any) -> Router:
 
 
 class _DateCache:
-    __slots__ = ("_second", "_value")
+    """The Date header value, recomputed at most every 0.1 s of loop time."""
+
+    __slots__ = ("until", "value")
 
     def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
+        self.until = -1.0
+        self.value = b""
+
+    def refresh(self, loop_now: float) -> bytes:
+        self.until = loop_now + 0.1
+        self.value = http_date(time.time()).encode("ascii")
+        return self.value
 
     def get(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = http_date(now).encode("ascii")
-        return self._value
+        return (
+            self.value
+            if self.until > asyncio.get_running_loop().time()
+            else self.refresh(asyncio.get_running_loop().time())
+        )
 
 
 class _Resume:
@@ -167,8 +174,7 @@ class _Connection(asyncio.Protocol):
         if core is None:
             return
         now = self._now()
-        core.receive_data(data, now)
-        if not core.wants_data and not self._paused:
+        if not core.receive_data(data, now) and not self._paused:
             self._paused = True
             self._transport.pause_reading()  # type: ignore[union-attr]
         if not self._busy:
@@ -217,6 +223,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         assert core is not None and transport is not None
         now = self._now
+        server = self._server
         while not self._write_paused:
             event = core.next_event(start)
             if event is NEED_DATA:
@@ -226,18 +233,25 @@ class _Connection(asyncio.Protocol):
                 if self._paused and core.wants_data:
                     self._paused = False
                     transport.resume_reading()
-                self._arm()
+                deadline = core.get_timer()
+                if deadline is not None and (self._timer is None or self._timer_at > deadline):
+                    self._arm()
                 return
             if event is END_OF_INPUT:
                 self._close()
                 return
             assert isinstance(event, Request)
-            coro = dispatch(self._server.router, event, now)
+            coro = dispatch(server.router, event, now)
             try:
                 first = coro.send(None)
             except StopIteration as stop:
-                self._answer(event, stop.value, start)
-                start = now()
+                response = stop.value
+                date = server.date
+                core.send_response(
+                    response, start, date=date.value if date.until > start else date.refresh(start)
+                )
+                if server.access_log is not None:
+                    server.log_access(core.client, event, response, now() - start)
                 continue
             # The handler is waiting for something: flush and let a task finish it.
             out = core.data_to_send()

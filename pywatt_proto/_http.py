@@ -293,14 +293,21 @@ class HttpServerConnection:
 
     # -- input -------------------------------------------------------------------------
 
-    def receive_data(self, data: bytes, now: float) -> None:
-        """Buffer bytes from the peer (``b""`` means the peer closed its side)."""
+    def receive_data(self, data: bytes, now: float) -> bool:
+        """Buffer bytes from the peer (``b""`` means the peer closed its side).
+
+        Returns :attr:`wants_data`: False when the driver should pause reading.
+        """
         self._pending.append(data)
         self._pending_size += len(data)
-        if self._phase is ServerPhase.IDLE and data:
-            self._start_request(now)
-        elif self._phase is ServerPhase.RECEIVING:
+        phase = self._phase
+        if phase is ServerPhase.IDLE and data:
+            self._phase = ServerPhase.RECEIVING
             self._deadline_read = now + self._limits.read_timeout
+            self._deadline_request = now + self._limits.request_timeout
+        elif phase is ServerPhase.RECEIVING:
+            self._deadline_read = now + self._limits.read_timeout
+        return self._pending_size < self._limits.max_pending_bytes
 
     def _start_request(self, now: float) -> None:
         self._phase = ServerPhase.RECEIVING
@@ -338,7 +345,17 @@ class HttpServerConnection:
                 return NEED_DATA
             etype = type(event)
             if etype is h11.Request:
-                self._on_head(event, now)  # type: ignore[arg-type]
+                if self._phase is ServerPhase.IDLE:  # the whole head came with one read
+                    self._start_request(now)
+                self._head = event  # type: ignore[assignment]
+                self._body_size = 0
+                fed, self._fed = self._fed, 0
+                if (
+                    fed > self._limits.max_header_bytes
+                    or event.method not in _BODYLESS  # type: ignore[union-attr]
+                    or conn.client_is_waiting_for_100_continue
+                ):
+                    self._check_head(event, fed)  # type: ignore[arg-type]
             elif etype is h11.Data:
                 self._body.append(event.data)  # type: ignore[union-attr]
                 self._body_size += len(event.data)  # type: ignore[union-attr]
@@ -351,13 +368,8 @@ class HttpServerConnection:
             else:  # ConnectionClosed, or PAUSED after a protocol switch we never accept
                 self._phase = ServerPhase.CLOSING
 
-    def _on_head(self, head: h11.Request, now: float) -> None:
-        if self._phase is ServerPhase.IDLE:  # whole request arrived with the first read
-            self._start_request(now)
-        self._head = head
-        self._body = []
-        self._body_size = 0
-        fed, self._fed = self._fed, 0
+    def _check_head(self, head: h11.Request, fed: int) -> None:
+        """Check a head that may be too large or announce a body (431 / 413 / 100)."""
         # h11 only bounds *incomplete* heads; a complete one that arrived in a single
         # read is measured here (cheaply skipped when fewer bytes than the limit came in).
         if fed > self._limits.max_header_bytes:
@@ -365,8 +377,6 @@ class HttpServerConnection:
             if size > self._limits.max_header_bytes:
                 self._fail(431)
                 return
-        if head.method in _BODYLESS and not self._conn.they_are_waiting_for_100_continue:
-            return  # the common GET: an (unusual) body is still bounded while it is read
         for name, value in head.headers.raw_items():
             if name.lower() == b"content-length" and int(value) > self._limits.max_body_bytes:
                 self._fail(413)  # refuse before reading (and before any 100 Continue)
@@ -380,8 +390,12 @@ class HttpServerConnection:
         head = self._head
         assert head is not None
         self._phase = ServerPhase.HANDLING
-        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
-        self._body = []
+        parts = self._body
+        if not parts:
+            body = b""
+        else:
+            body = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._body = []
         target = head.target.decode("latin-1")
         headers = Headers.from_raw(head.headers)
         method = head.method.decode("ascii")
@@ -448,27 +462,11 @@ class HttpServerConnection:
         self._served += 1
         limit = self._limits.max_requests_per_connection
         close = self._shutdown or (limit > 0 and self._served >= limit)
-        try:
-            self._write(response, close=close, date=date)
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"cannot send response: {exc}") from exc
-        conn = self._conn
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
-            self._phase = ServerPhase.IDLE
-            self._idle_since = now
-            if self._pending:
-                self._start_request(now)
-        else:
-            self._phase = ServerPhase.CLOSING
-
-    def _write(self, response: Response, *, close: bool, date: bytes | None) -> None:
         body = response.body
-        encoded = _encode_headers(response.headers)
-        headers = [(b"date", date), *encoded[0]] if date is not None else list(encoded[0])
-        has_length = encoded[1]
         status = response.status
-        if not has_length and status >= 200 and status not in (204, 304):
+        encoded = _header_cache.get(response.headers) or _encode_headers(response.headers)
+        headers = [(b"date", date), *encoded[0]] if date is not None else list(encoded[0])
+        if not encoded[1] and status >= 200 and status not in (204, 304):
             headers.append((b"content-length", str(len(body)).encode("ascii")))
         if close:
             headers.append((b"connection", b"close"))
@@ -477,12 +475,23 @@ class HttpServerConnection:
         reason = _REASON_BYTES.get(status)
         if reason is None:
             reason = reason_phrase(status).encode("ascii")
-        out.append(
-            conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
-        )
-        if body:
-            out.append(conn.send(h11.Data(data=body)) or b"")
-        out.append(conn.send(h11.EndOfMessage()) or b"")
+        try:
+            out.append(
+                conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
+            )
+            if body:
+                out.append(conn.send(h11.Data(data=body)) or b"")
+            out.append(conn.send(h11.EndOfMessage()) or b"")
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(f"cannot send response: {exc}") from exc
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+            self._phase = ServerPhase.IDLE
+            self._idle_since = now
+            if self._pending:
+                self._start_request(now)
+        else:
+            self._phase = ServerPhase.CLOSING
 
     def data_to_send(self) -> bytes:
         """Return (and forget) every byte queued for the peer (``b""`` if none)."""

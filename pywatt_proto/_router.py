@@ -126,8 +126,12 @@ def reason_phrase(status: int) -> str:
     return phrase
 
 
+# One shared encoder: json.dumps() with non-default options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
 def _json_bytes(data: object) -> bytes:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _ENCODER.encode(data).encode()
 
 
 # --------------------------------------------------------------------------- headers / query
