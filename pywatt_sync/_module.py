@@ -78,7 +78,7 @@ from pywatt_proto._module import (
 from ._dispatch import dispatch
 from ._stdio import BlockingWriter, guard_stdout, read_chunks
 
-__all__ = ["DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
+__all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
 
 _log = logging.getLogger("pywatt.module")
 
@@ -89,6 +89,13 @@ DEFAULT_MAX_WORKERS: Final = 32
 #: stdin. Two per worker keeps every worker busy across a burst without
 #: holding many requests whose deadlines are already running.
 DEFAULT_MAX_QUEUED: Final = 64
+
+#: Output taken from the core but not yet written, in bytes, above which the
+#: reader stops taking input until the backlog is down to a sixteenth of it.
+#: Same marks as the asyncio driver's write buffer (16 MiB / 1 MiB): one
+#: maximal response line fits, and a stalled orchestrator cannot make the
+#: module buffer without bound.
+DEFAULT_MAX_OUTPUT_BACKLOG: Final = 16 * 1024 * 1024
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 RotationCallback = Callable[[tuple[str, ...]], Any]
@@ -112,6 +119,8 @@ class Module:
         secrets: names fetched after init and before the announce.
         max_workers: handler threads.
         max_queued: requests waiting for a worker before stdin reading pauses.
+        max_output_backlog: bytes of output waiting to be written above which
+            stdin reading pauses (until it is down to a sixteenth).
         max_in_flight: requests accepted and unanswered (503 beyond).
         request_timeout: seconds before the core answers 504 (the handler's
             thread cannot be interrupted; its late result is dropped).
@@ -129,6 +138,7 @@ class Module:
         secrets: Sequence[str] = (),
         max_workers: int = DEFAULT_MAX_WORKERS,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        max_output_backlog: int = DEFAULT_MAX_OUTPUT_BACKLOG,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
         secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
@@ -143,6 +153,8 @@ class Module:
         self._prefetch = tuple(secrets)
         self._max_workers = max_workers
         self._max_queued = max_queued
+        self._high_water = max_output_backlog
+        self._low_water = max_output_backlog // 16
         self._max_in_flight = max_in_flight
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
@@ -150,7 +162,8 @@ class Module:
         self._rotation_callbacks: list[RotationCallback] = []
         self._port_listeners: list[Callable[[PortResponse], None]] = []
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # the timer loop waits here
+        self._drained = threading.Condition(self._lock)  # the paused reader waits here
         self._reset()
 
     def _reset(self) -> None:
@@ -163,6 +176,9 @@ class Module:
         self._armed: float | None = None
         self._code: int | None = None
         self._flushing = False  # a thread is writing the core's output (see _flush_and_unlock)
+        self._out: list[bytes] = []  # taken from the core, not yet handed to the writer
+        self._backlog = 0  # bytes in _out plus the chunk being written
+        self._paused = False  # the reader waits for the backlog to drain
         self._stopping = False  # serve_stdio is waiting for the last flush
         self._eof_logged = False
         self._ready = threading.Event()
@@ -221,6 +237,16 @@ class Module:
     def connection(self) -> ModuleConnection | None:
         """The protocol core while serving (None otherwise). Guarded by the module's lock."""
         return self._conn
+
+    @property
+    def output_backlog(self) -> int:
+        """Bytes of protocol output taken from the core and not yet written."""
+        return self._backlog
+
+    @property
+    def reading_paused(self) -> bool:
+        """True while stdin reading is paused because output is not draining."""
+        return self._paused
 
     def secret(self, name: str, timeout: float | None = None) -> str:
         """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
@@ -458,6 +484,10 @@ class Module:
         pauses when every worker and queue place is taken.
         """
         while True:
+            while self._backlog > self._high_water and self._code is None:
+                self._paused = True  # output is not draining: stop taking input
+                self._drained.wait()
+            self._paused = False
             jobs = self._pump_locked(limit=1)
             self._wake_timer_locked()
             if not jobs:
@@ -543,36 +573,49 @@ class Module:
     def _flush_and_unlock(self) -> None:
         """Write what the core has queued, in order; releases ``_lock``.
 
-        One thread at a time is the *flusher*. It takes the core's bytes under
-        ``_lock``, writes them without it, and loops until the core has
-        nothing more, so bytes queued meanwhile by other threads (who see a
-        flusher at work and just return) go out in the same order, batched
-        into fewer writes under load. The writer's lock is taken before
-        ``_lock`` is released, so :meth:`serve_stdio` can wait for the last
-        write to finish.
+        Every caller moves the core's bytes to ``_out`` (under ``_lock``, so
+        in the core's order). One thread at a time is the *flusher*: it hands
+        ``_out`` to the writer without ``_lock`` held and loops until ``_out``
+        is empty; threads that queue output meanwhile just leave it there.
+        ``_backlog`` counts the bytes not yet written; when it falls to the
+        low-water mark a paused reader is woken.
         """
         conn, writer = self._conn, self._writer
-        if self._flushing or conn is None or writer is None:
+        if conn is not None:
+            data = conn.data_to_send()
+            if data:
+                self._out.append(data)
+                self._backlog += len(data)
+        if self._flushing or not self._out or writer is None:
             self._lock.release()
             return
         self._flushing = True
         locked = True
         try:
-            while not writer.failed:
-                data = conn.data_to_send()
-                if not data:
-                    break
+            while self._out and not writer.failed:
+                chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                self._out.clear()
                 writer.lock.acquire()
                 self._lock.release()
                 locked = False
                 try:
-                    writer.write_locked(data)
+                    writer.write_locked(chunk)
                 finally:
                     writer.lock.release()
                 self._lock.acquire()
                 locked = True
+                self._backlog -= len(chunk)
+                if self._paused and self._backlog <= self._low_water:
+                    self._drained.notify()
+                more = conn.data_to_send() if conn is not None else b""
+                if more:
+                    self._out.append(more)
+                    self._backlog += len(more)
             if writer.failed:
+                self._out.clear()
+                self._backlog = 0
                 self._finish_locked(1)
+                self._drained.notify()
         finally:
             if not locked:
                 self._lock.acquire()

@@ -351,3 +351,36 @@ def test_deadlines_fire_from_the_timer_loop() -> None:
     assert answer["content"]["request_id"] == "k"
     assert bytes(answer["content"]["body"]) == b"unavailable"
     assert pm.finish() == 0
+
+
+def test_output_backlog_pauses_reading_until_drained() -> None:
+    app = Module(max_output_backlog=64 * 1024)
+    payload = bytes(range(256)) * 32  # 8 KiB body: about 28 KiB on the wire
+
+    @app.get("/big")
+    def big(request: pw.Request) -> bytes:
+        return payload
+
+    pm = PipeModule(app)
+    pm.send(INIT_LINE)
+    assert b'"announce"' in pm.line()
+    count = 100
+    writer = threading.Thread(
+        target=pm.send, args=tuple(_req(f"b{i}", "/big") for i in range(count)), daemon=True
+    )
+    writer.start()  # nobody reads the module's output for now
+    for _ in range(4000):  # bounded wait for the reader to pause
+        if app.reading_paused:
+            break
+        time.sleep(0.005)
+    assert app.reading_paused, "the reader must stop taking input while output is stuck"
+    assert app.output_backlog > 64 * 1024
+    seen = set()
+    for _ in range(count):  # reading the output lets the module resume and finish
+        answer = json.loads(pm.line())
+        assert bytes(answer["content"]["body"]) == payload
+        seen.add(answer["content"]["request_id"])
+    assert seen == {f"b{i}" for i in range(count)}
+    writer.join(WAIT)
+    assert not app.reading_paused
+    assert pm.finish() == 0
