@@ -13,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import ssl as _ssl
 import sys
+import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TextIO
@@ -470,12 +472,35 @@ async def serve(
     ready: Callable[[HttpServer], None] | None = None,
     **options: Any,
 ) -> None:
-    """Serve ``app`` until cancelled, then close gracefully.
+    """Serve ``app`` until cancelled (or SIGTERM, when run in the main thread), then
+    close gracefully.
 
     ``options`` are those of :func:`start_server`; ``ready`` is called with the
     server once it listens (to learn the port when ``port=0``).
     """
     server = await start_server(app, host, port, **options)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    handled = False
+    terminated: list[bool] = []
+
+    def on_term() -> None:
+        terminated.append(True)
+        if task is not None:
+            task.cancel()
+
+    if task is not None and threading.current_thread() is threading.main_thread():
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGTERM, on_term)
+            handled = True
     if ready is not None:
         ready(server)
-    await server.serve_forever()
+    try:
+        await server.serve_forever()
+    except asyncio.CancelledError:
+        if not terminated:
+            raise  # cancelled by our caller: propagate after the graceful close
+        task.uncancel()  # type: ignore[union-attr]  # SIGTERM: a normal, graceful exit
+    finally:
+        if handled:
+            loop.remove_signal_handler(signal.SIGTERM)

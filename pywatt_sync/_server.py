@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import selectors
+import signal
 import socket
 import ssl as _ssl
 import sys
@@ -288,10 +289,15 @@ def start_server(app: Any, host: str = "127.0.0.1", port: int = 0, **options: An
 
 
 def serve(app: Any, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
-    """Serve ``app`` in the current thread until interrupted, then shut down gracefully."""
+    """Serve ``app`` until Ctrl-C (or SIGTERM, in the main thread), then shut down
+    gracefully. ``options`` are those of :class:`HttpServer`."""
     server = HttpServer(app, host, port, **options)
     runner = threading.Thread(target=server.serve_forever, daemon=True)
     runner.start()
+    previous: Any = None
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while runner.is_alive():
             runner.join(0.5)
@@ -299,3 +305,9 @@ def serve(app: Any, host: str = "127.0.0.1", port: int = 8080, **options: Any) -
         pass
     finally:
         server.shutdown()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

@@ -486,3 +486,40 @@ def test_wrk_short_run_has_no_errors(start: Starter) -> None:
     ).stdout  # fmt: skip
     assert "Non-2xx" not in out and "Socket errors" not in out
     assert int(out.split(" requests in")[0].split()[-1]) > 100
+
+
+@pytest.mark.parametrize("example", ["http_server.py", "http_server_sync.py"])
+def test_example_servers_serve_hello_and_stop_on_sigterm(example: str) -> None:
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(root))
+    proc = subprocess.Popen(
+        [sys.executable, str(root / "examples" / example), "--port", str(port), "--access-log"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                resp = httpx.get(f"http://127.0.0.1:{port}/hello", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+        assert resp.json() == {"message": "hello, world"}
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert out == b""  # library code never prints to stdout
+    assert b'"GET /hello" 200' in err  # the access log goes to stderr
