@@ -275,6 +275,8 @@ class Module:
             on_eof=self._on_eof,
             on_write_error=self._on_write_error,
         )
+        if os.isatty(read_fd):
+            _log.warning("waiting for the init line on a terminal; run modules with `pywatt run`")
         try:
             await self._link.start()
             code = await self._done

@@ -272,15 +272,17 @@ def test_print_inside_handler_goes_to_stderr(tmp_path: Path) -> None:
             return "ok"
         """,
     )
-    run = Running(target)
+    run = Running(target, "--heartbeat-interval", "0.1")
     try:
         for _ in range(3):
             r = httpx.get(run.url + "/p", timeout=10)
             assert (r.status_code, r.text) == (200, "ok")
+        time.sleep(0.6)  # several heartbeats, each acknowledged between the printed lines
         run.wait_for(re.compile("hello from a handler"))
         run.wait_for(re.compile("fd write"))
         assert "import-time print" in run.stderr
         assert "bad line from module" not in run.stderr
+        assert "missed" not in run.stderr
     finally:
         assert run.stop() == 0
 
@@ -437,3 +439,21 @@ def test_secret_without_answer_raises_secret_unavailable() -> None:
     assert code == 0
     assert out[1] == {"op": "get_secret", "name": "MISSING"}
     assert bytes(out[2]["body"]) == b"unavailable"
+
+
+def test_refused_port_request_falls_back_to_a_free_port(tmp_path: Path) -> None:
+    target = write_module(
+        tmp_path,
+        """
+        @app.get("/port")
+        async def port(request):
+            result = await app.negotiate_port()
+            return {"port": result.port, "source": result.source.value}
+        """,
+    )
+    run = Running(target, "--port-refuse", "--port-delay", "0.1")
+    try:
+        got = httpx.get(run.url + "/port", timeout=10).json()
+        assert got["source"] == "fallback" and 10000 <= got["port"] <= 10999
+    finally:
+        assert run.stop() == 0
