@@ -430,3 +430,69 @@ def test_close_waits_for_pending_rotation_ack() -> None:
     conn.ack_rotation("r")
     assert conn.state is ModuleState.CLOSED
     assert sent(conn) == [{"op": "rotation_ack", "rotation_id": "r", "status": "success"}]
+
+
+# ------------------------------------------------ property: every request answered exactly once
+
+_ACTIONS = st.lists(
+    st.one_of(
+        st.tuples(st.just("req"), st.sampled_from(["a", "b", "c", "d", "e"])),
+        st.tuples(st.just("badmethod"), st.sampled_from(["x", "y"])),
+        st.tuples(st.just("answer"), st.integers(0, 10)),
+        st.tuples(st.just("tick"), st.floats(0, 6)),
+        st.tuples(st.just("heartbeat"), st.none()),
+        st.tuples(st.just("garbage"), st.none()),
+        st.tuples(st.just("shutdown"), st.none()),
+    ),
+    max_size=40,
+)
+
+
+@given(_ACTIONS, st.booleans())
+def test_every_request_line_gets_exactly_one_response(
+    actions: list[tuple[str, Any]], flat: bool
+) -> None:
+    clock = FakeClock()
+    conn = running(clock, extensions=FLAT if flat else None, max_in_flight=3, request_timeout=5.0)
+    sent_count: dict[str, int] = {}
+    answered: dict[str, int] = {}
+    pending: list[str] = []
+
+    def collect() -> None:
+        for ev in drain(conn):
+            if isinstance(ev, RequestReceived):
+                pending.append(ev.request_id)
+            elif isinstance(ev, RequestTimedOut):
+                pending.remove(ev.request_id)
+        for msg in sent(conn):
+            body = msg.get("content", msg)
+            if "status_code" in body:
+                answered[body["request_id"]] = answered.get(body["request_id"], 0) + 1
+            assert conn.in_flight <= 3
+
+    for kind, arg in actions:
+        if kind in ("req", "badmethod"):
+            rid = f"{kind}-{arg}"
+            sent_count[rid] = sent_count.get(rid, 0) + 1
+            method = "GET" if kind == "req" else "B@D"
+            conn.receive_data(req(rid, method=method), clock.now())
+        elif kind == "answer" and pending:
+            rid = pending.pop(arg % len(pending))
+            assert conn.send_response(rid, 200, {}, b"") is True
+        elif kind == "tick":
+            clock.advance(arg)
+            conn.handle_timer(clock.now())
+        elif kind == "heartbeat":
+            conn.receive_data(line({"op": "heartbeat"}), clock.now())
+        elif kind == "garbage":
+            conn.receive_data(b"{nope\n", clock.now())
+        elif kind == "shutdown":
+            conn.receive_data(line({"op": "shutdown"}), clock.now())
+        collect()
+    for rid in list(pending):
+        conn.send_response(rid, 200, {}, b"")
+    pending.clear()
+    collect()
+    assert answered == sent_count
+    assert conn.in_flight == 0
+    assert conn.state in (ModuleState.RUNNING, ModuleState.CLOSED)
