@@ -397,8 +397,9 @@ class Module:
             _log.debug("ignored message %s", t.__name__)
 
     def _start(self, event: RequestReceived) -> None:
-        rid = event.request_id
-        self._tasks[rid] = asyncio.ensure_future(self._serve(event))
+        loop = self._loop
+        assert loop is not None
+        self._tasks[event.request_id] = loop.create_task(self._serve(event))
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._tasks) < self._max_concurrency:
