@@ -44,6 +44,7 @@ and runs callables.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import sys
@@ -158,6 +159,9 @@ class Module:
         self._max_in_flight = max_in_flight
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
+        self._min_timeout = min(
+            math.inf if request_timeout is None else request_timeout, secret_timeout
+        )
         self._listen = listen
         self._rotation_callbacks: list[RotationCallback] = []
         self._port_listeners: list[Callable[[PortResponse], None]] = []
@@ -173,7 +177,7 @@ class Module:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._secret_waits: dict[str, list[_SecretWait]] = {}
-        self._armed: float | None = None
+        self._wake_at = 0.0  # when the timer loop wakes at the latest (see _timer_loop)
         self._code: int | None = None
         self._flushing = False  # a thread is writing the core's output (see _flush_and_unlock)
         self._out: list[bytes] = []  # taken from the core, not yet handed to the writer
@@ -407,7 +411,15 @@ class Module:
 
     # ----------------------------------------------------------- core driving
     def _timer_loop(self) -> int:
-        """Sleep until the core's next deadline or a wake-up; return the exit code."""
+        """Sleep until the core's next deadline or a wake-up; return the exit code.
+
+        Every deadline the core creates is an arrival time plus a fixed
+        timeout (``request_timeout`` or ``secret_timeout``), so one created
+        after this loop looked is never earlier than "now + the smaller
+        timeout". Waking at that time at the latest is therefore early enough,
+        and adding a deadline almost never needs a wake-up: one thread switch
+        less per request.
+        """
         self._lock.acquire()
         try:
             while True:
@@ -417,14 +429,15 @@ class Module:
                     return self._code
                 if conn.state is ModuleState.CLOSED:
                     return 0
-                deadline = conn.get_timer()
-                self._armed = deadline
                 now = time.monotonic()
+                deadline = conn.get_timer()
                 if deadline is None or deadline > now:
-                    self._cond.wait(None if deadline is None else deadline - now)
-                    self._armed = None
+                    wake_at = now + self._min_timeout
+                    if deadline is not None and deadline < wake_at:
+                        wake_at = deadline
+                    self._wake_at = wake_at
+                    self._cond.wait(None if wake_at == math.inf else wake_at - now)
                     continue
-                self._armed = None
                 conn.handle_timer(now)
                 jobs = self._pump_locked()
                 self._flush_and_unlock()
@@ -434,7 +447,7 @@ class Module:
             self._lock.release()
 
     def _wake_timer_locked(self) -> None:
-        """Wake the timer loop if the core now has an earlier deadline (or stopped)."""
+        """Wake the timer loop if the core stopped or has a deadline before its wake-up."""
         conn = self._conn
         if conn is None:
             return
@@ -442,7 +455,7 @@ class Module:
             self._cond.notify()
             return
         deadline = conn.get_timer()
-        if deadline is not None and (self._armed is None or deadline < self._armed):
+        if deadline is not None and deadline < self._wake_at:
             self._cond.notify()
 
     def _finish_locked(self, code: int) -> None:
