@@ -421,7 +421,10 @@ class Module:
             conn = self._conn
             if conn is not None and self._tasks.pop(rid, None) is not None:
                 conn.send_response(rid, response.status, response.headers, response.body)
-                self._schedule_flush()
+                if self._tasks:
+                    self._schedule_flush()  # more answers are coming: one write for all
+                else:
+                    self._flush()  # nothing else running: answer now (latency at depth 1)
                 if conn.state is ModuleState.CLOSED:
                     self._finish(0)
         finally:
