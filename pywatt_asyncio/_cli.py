@@ -3,8 +3,10 @@
 ``pywatt run TARGET`` starts TARGET as a module child process (through
 ``python -m pywatt_asyncio._apprunner TARGET``), performs the handshake over its
 stdin/stdout, serves HTTP/1.1 on ``--http`` (default 127.0.0.1:8080) and forwards every
-request over IPC. TARGET is a module file (``examples/hello.py``), a ``package.module:app``
-reference, or ``file.py:attr``; ASGI and WSGI apps are wrapped by the adapters.
+request over IPC. TARGET is a module file (``examples/hello.py``), a
+``package.module:app`` reference, or ``file.py:attr``; ASGI and WSGI apps are wrapped by
+the adapters. SIGHUP re-reads ``--env-file``/``--secret`` and pushes the changed values to
+the module as one rotation (``secret`` lines, then ``rotated``).
 
 Everything the command says goes to stderr; the child's stderr passes through.
 Exit status: 0 after Ctrl-C/SIGTERM and a clean module stop, 1 if the module crashed or
@@ -15,8 +17,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -105,11 +109,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-async def _run(args: argparse.Namespace) -> int:
+def _load_secrets(args: argparse.Namespace) -> dict[str, str]:
     secrets: dict[str, str] = {}
     for path in args.env_file:
         secrets.update(parse_env_file(path))
     secrets.update(dict(args.secret))
+    return secrets
+
+
+def _rotate_on_sighup(module: ModuleProcess, args: argparse.Namespace) -> None:
+    """SIGHUP: re-read the secrets; push changed ones to the module as one rotation."""
+    current = _load_secrets(args)
+    counter = 0
+
+    def on_hup() -> None:
+        nonlocal current, counter
+        try:
+            fresh = _load_secrets(args)
+        except (OSError, ValueError) as exc:
+            print(f"pywatt: cannot reload secrets: {exc}", file=sys.stderr, flush=True)
+            return
+        changed = {k: v for k, v in fresh.items() if current.get(k) != v}
+        current = fresh
+        if not changed:
+            print("pywatt: SIGHUP: no secret changed", file=sys.stderr, flush=True)
+            return
+        counter += 1
+        rotation_id = f"rotation-{counter}"
+        print(
+            f"pywatt: rotating {', '.join(sorted(changed))} ({rotation_id})",
+            file=sys.stderr,
+            flush=True,
+        )
+        module.rotate(changed, rotation_id)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    secrets = _load_secrets(args)
     host, port = args.http
     target: str = args.target
     module_id = args.module_id or os.path.splitext(os.path.basename(target.split(":")[0]))[0]
@@ -138,6 +177,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"pywatt: cannot listen on {host}:{port}: {exc}", file=sys.stderr, flush=True)
         await module.shutdown()
         return 1
+    _rotate_on_sighup(module, args)
     bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
     print(
         f"pywatt: serving {target} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)",

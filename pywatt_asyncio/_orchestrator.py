@@ -166,6 +166,9 @@ class ModuleProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,
             env=self._env,
+            # Own process group: a terminal's Ctrl-C reaches only us, and we stop the module
+            # gracefully with `shutdown` instead of it dying mid-request on SIGINT.
+            start_new_session=True,
         )
         self.conn.start(loop.time())
         self._flush()

@@ -457,3 +457,31 @@ def test_refused_port_request_falls_back_to_a_free_port(tmp_path: Path) -> None:
         assert got["source"] == "fallback" and 10000 <= got["port"] <= 10999
     finally:
         assert run.stop() == 0
+
+
+def test_sighup_rotates_changed_secrets(tmp_path: Path) -> None:
+    env = tmp_path / ".env"
+    env.write_text("DB=v1\nOTHER=x\n")
+    target = write_module(
+        tmp_path,
+        """
+        rotations = []
+
+        @app.on_rotation
+        def rotated(keys):
+            rotations.append(list(keys))
+
+        @app.get("/db")
+        async def db(request):
+            return {"value": await app.secret("DB"), "rotations": rotations}
+        """,
+    )
+    run = Running(target, "--env-file", str(env))
+    try:
+        assert httpx.get(run.url + "/db").json() == {"value": "v1", "rotations": []}
+        env.write_text("DB=v2\nOTHER=x\n")
+        run.proc.send_signal(signal.SIGHUP)
+        run.wait_for(re.compile(r"rotation-1 acknowledged: success"))
+        assert httpx.get(run.url + "/db").json() == {"value": "v2", "rotations": [["DB"]]}
+    finally:
+        assert run.stop() == 0
