@@ -84,8 +84,11 @@ __all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORK
 _log = logging.getLogger("pywatt.module")
 
 #: Handler threads. Blocking handlers spend most of their time waiting on I/O,
-#: so more threads than cores pays; 32 matches ThreadPoolExecutor's cap.
-DEFAULT_MAX_WORKERS: Final = 32
+#: so more threads than cores pays; but every runnable thread also competes
+#: for the GIL, and in bench_ipc_sync 32 workers served fewer requests per
+#: second at 64 in flight than 8 or 16 did. 16 keeps 16 blocking calls going
+#: at once; raise it for handlers that mostly wait.
+DEFAULT_MAX_WORKERS: Final = 16
 #: Requests read and waiting for a worker before the reader stops reading
 #: stdin. Two per worker keeps every worker busy across a burst without
 #: holding many requests whose deadlines are already running.
