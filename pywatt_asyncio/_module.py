@@ -23,7 +23,9 @@ import asyncio
 import inspect
 import logging
 import os
+import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -275,6 +277,7 @@ class Module:
             on_eof=self._on_eof,
             on_write_error=self._on_write_error,
         )
+        stop_signal = self._install_sigterm(loop)
         if os.isatty(read_fd):
             _log.warning("waiting for the init line on a terminal; run modules with `pywatt run`")
         try:
@@ -283,10 +286,31 @@ class Module:
             await self._link.flush_and_close()
             return code
         finally:
+            if stop_signal:
+                loop.remove_signal_handler(signal.SIGTERM)
             self._cancel_all()
             if self._timer is not None:
                 self._timer.cancel()
             self._reset()
+
+    def _install_sigterm(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Treat SIGTERM like ``shutdown`` (finish in-flight work); False if not possible."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        try:
+            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+        except (NotImplementedError, RuntimeError, ValueError):
+            return False
+        return True
+
+    def _on_sigterm(self) -> None:
+        conn = self._conn
+        if conn is None or conn.state is ModuleState.AWAITING_INIT:
+            self._finish(0)
+            return
+        _log.info("SIGTERM: finishing %d in-flight request(s)", conn.in_flight)
+        conn.begin_shutdown()
+        self._process()
 
     async def wait_ready(self) -> None:
         """Wait until the announce has been sent (useful for startup work in tasks)."""

@@ -636,6 +636,19 @@ class ModuleConnection:
         self._events.append(ShutdownRequested())
         self._maybe_drained()
 
+    def begin_shutdown(self) -> None:
+        """Stop accepting requests as if ``shutdown`` had arrived (e.g. on SIGTERM).
+
+        New requests are answered 503; the state becomes CLOSING, and CLOSED once nothing
+        is in flight. No event is emitted (the driver asked). No-op when already closing.
+        Raises ``LocalProtocolError`` before init.
+        """
+        self._check_alive()
+        if self._state in (ModuleState.CLOSING, ModuleState.CLOSED):
+            return
+        self._fire(_Input.SHUTDOWN)
+        self._maybe_drained()
+
     def _bad_request_line(self, line: bytes, exc: RemoteProtocolError) -> None:
         """Skip an undecodable line; answer 400 if it is recognisably an http_request."""
         status: int | None = None

@@ -485,3 +485,21 @@ def test_sighup_rotates_changed_secrets(tmp_path: Path) -> None:
         assert httpx.get(run.url + "/db").json() == {"value": "v2", "rotations": [["DB"]]}
     finally:
         assert run.stop() == 0
+
+
+def test_sigterm_to_the_module_finishes_in_flight_requests(tmp_path: Path) -> None:
+    target = write_module(
+        tmp_path,
+        """
+        @app.get("/slow")
+        async def slow(request):
+            os.kill(os.getpid(), 15)  # SIGTERM to ourselves mid-request
+            await asyncio.sleep(0.3)
+            return "finished"
+        """,
+    )
+    run = Running(target)
+    r = httpx.get(run.url + "/slow", timeout=10)
+    assert (r.status_code, r.text) == (200, "finished")
+    run.wait_for(re.compile("module exited unexpectedly with status 0"))
+    assert run.proc.wait(10) == 1

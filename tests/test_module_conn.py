@@ -496,3 +496,17 @@ def test_every_request_line_gets_exactly_one_response(
     assert answered == sent_count
     assert conn.in_flight == 0
     assert conn.state in (ModuleState.RUNNING, ModuleState.CLOSED)
+
+
+def test_begin_shutdown_is_a_local_shutdown() -> None:
+    conn = running()
+    conn.receive_data(req("a"), 0.0)
+    drain(conn)
+    conn.begin_shutdown()
+    conn.begin_shutdown()  # idempotent
+    assert conn.state is ModuleState.CLOSING
+    conn.receive_data(req("b"), 0.0)
+    assert drain(conn) == []
+    assert [m["status_code"] for m in sent(conn)] == [503]
+    conn.send_response("a", 200, {}, b"")
+    assert conn.state is ModuleState.CLOSED
