@@ -90,8 +90,9 @@ _log = logging.getLogger("pywatt.module")
 #: at once; raise it for handlers that mostly wait.
 DEFAULT_MAX_WORKERS: Final = 16
 #: Requests read and waiting for a worker before the reader stops reading
-#: stdin. Two per worker keeps every worker busy across a burst without
-#: holding many requests whose deadlines are already running.
+#: stdin. Four per worker keeps every worker busy across a burst while the
+#: number of accepted requests whose deadlines are already running stays
+#: small (the core's own limit, max_in_flight, is 1024).
 DEFAULT_MAX_QUEUED: Final = 64
 
 #: Output taken from the core but not yet written, in bytes, above which the
