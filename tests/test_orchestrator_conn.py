@@ -287,3 +287,66 @@ def test_pair_round_trip_secrets_rotation_and_shutdown() -> None:
     orch.shutdown(clock.now())
     pair.pump()
     assert module.state.name == "CLOSED"
+
+
+# ---------------------------------------- property: every forwarded request has one outcome
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.tuples(st.just("send"), st.none()),
+            st.tuples(st.just("answer"), st.integers(0, 20)),
+            st.tuples(st.just("wrapped"), st.integers(0, 20)),
+            st.tuples(st.just("tick"), st.floats(0, 3)),
+            st.tuples(st.just("shutdown"), st.none()),
+            st.tuples(st.just("junk"), st.none()),
+        ),
+        max_size=40,
+    )
+)
+def test_every_forwarded_request_has_exactly_one_outcome(actions: list[tuple[str, Any]]) -> None:
+    clock = FakeClock()
+    conn = running(clock, request_timeout=2.0, shutdown_grace=4.0)
+    outcomes: dict[str, int] = {}
+    ids: list[str] = []
+    live: list[str] = []
+
+    def collect() -> None:
+        for ev in drain(conn):
+            if isinstance(ev, ResponseReceived | RequestFailed):
+                outcomes[ev.request_id] = outcomes.get(ev.request_id, 0) + 1
+                if ev.request_id in live:
+                    live.remove(ev.request_id)
+        sent(conn)
+
+    for kind, arg in actions:
+        if kind == "send":
+            if conn.state is OrchestratorState.RUNNING:
+                rid = conn.send_request("GET", "/a", {}, None, clock.now())
+                ids.append(rid)
+                live.append(rid)
+        elif kind in ("answer", "wrapped") and ids:
+            rid = ids[arg % len(ids)]  # may be answered already: then it is a BadModuleLine
+            content = {"request_id": rid, "status_code": 200, "headers": {}, "body": None}
+            msg = (
+                {"op": "http_response", **content}
+                if kind == "answer"
+                else {"content": content, "metadata": {"id": "i", "source": "m"}}
+            )
+            conn.receive_data(line(msg), clock.now())
+        elif kind == "tick":
+            clock.advance(arg)
+            conn.handle_timer(clock.now())
+        elif kind == "shutdown":
+            conn.shutdown(clock.now())
+        elif kind == "junk":
+            conn.receive_data(b"][\n", clock.now())
+        collect()
+    conn.receive_eof()
+    collect()
+    assert outcomes == {rid: 1 for rid in ids}
+    assert conn.in_flight == 0
