@@ -313,10 +313,19 @@ class Request:
     body: bytes = b""
     path_params: Mapping[str, object] = _NO_VALUES
     claims: Mapping[str, object] = _NO_VALUES
-    state: dict[str, object] = field(default_factory=dict)
     client: tuple[str, int] | None = None
     route: Route | None = None
     _query: QueryParams | None = field(default=None, init=False, compare=False, repr=False)
+    _state: dict[str, object] | None = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def state(self) -> dict[str, object]:
+        """Return the per-request scratch dict for middleware (created on first use)."""
+        st = self._state
+        if st is None:
+            st = {}
+            object.__setattr__(self, "_state", st)
+        return st
 
     @property
     def query(self) -> QueryParams:
@@ -1059,7 +1068,10 @@ class Router:
         if auth is None:
             raise HTTPException(500, "Internal server error")
         claims = auth(request, route.auth, plan.started)
-        return replace(request, claims=dict(claims))
+        new = replace(request, claims=dict(claims))
+        object.__setattr__(new, "_state", request._state)  # same request: keep its scratch dict
+        object.__setattr__(new, "_query", request._query)
+        return new
 
     # -- results and errors ------------------------------------------------------------
 

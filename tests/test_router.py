@@ -449,6 +449,18 @@ def test_auth_hook(run: Callable[[Router, Request], Response]) -> None:
     assert log == []
 
 
+def test_state_set_by_middleware_reaches_authenticated_handler() -> None:
+    r = Router(authenticator=lambda q, label, now: {"sub": "x"})
+
+    @r.middleware
+    def tag(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        request.state["tag"] = "mw"
+        return call_next(request)
+
+    r.add_route("/s", lambda q: {"tag": q.state["tag"], "sub": q.claims["sub"]}, auth="jwt")
+    assert body_json(run_sync(r, req("GET", "/s"))) == {"tag": "mw", "sub": "x"}
+
+
 def test_auth_without_authenticator_fails_closed() -> None:
     r = Router()
     r.add_route("/secure", lambda q: "secret", auth="jwt")
