@@ -163,7 +163,11 @@ class PortNegotiation:
                             if inspect.isawaitable(pending):
                                 await pending
                         except Exception as exc:
-                            core.send_failed(self._clock(), f"{type(exc).__name__}: {exc}")
+                            core.send_failed(
+                                self._clock(),
+                                f"{type(exc).__name__}: {exc}",
+                                request_id=request.request_id,
+                            )
                     result = self._handle_events()
                     if result is not None:
                         return result

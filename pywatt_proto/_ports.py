@@ -533,15 +533,20 @@ class PortNegotiator:
             PortAssigned(port=response.port, request_id=rid, attempts=self._call_attempts)
         )
 
-    def send_failed(self, now: float, error: str) -> None:
+    def send_failed(self, now: float, error: str, *, request_id: str | None = None) -> None:
         """Tell the negotiator that the driver could not write the pending request.
 
         The attempt fails (``SEND_FAILED``, a breaker failure) and the call ends
         without retrying -- the output is broken -- with fallback per policy.
+        With ``request_id``, a report about an attempt that has already ended
+        (answered or timed out while the write was blocked) is ignored.
 
         Raises:
-            LocalProtocolError: no attempt is pending; nothing changes.
+            LocalProtocolError: no attempt is pending and no ``request_id`` was
+                given; nothing changes.
         """
+        if request_id is not None and request_id != self._current_id:
+            return
         if self._current_id is None:
             raise LocalProtocolError(f"no port request is pending ({self._state.name})")
         self._attempt_failed(AttemptFailure.SEND_FAILED, now, error)

@@ -555,3 +555,13 @@ def test_events_and_results_validate_themselves() -> None:
         PortResult(port=70000, source=PortSource.FALLBACK)
     neg = PortNegotiator(rng=random.Random(0))
     assert "IDLE" in repr(neg) and neg.config == PortNegotiationConfig()
+
+
+def test_send_failure_report_for_an_ended_attempt_is_ignored() -> None:
+    neg = PortNegotiator(rng=random.Random(9))
+    neg.start(0.0)
+    req = only_request(neg)
+    neg.receive_response(ok(req, 8600), 0.1)  # answered while the write was still blocked
+    neg.send_failed(0.2, "BrokenPipeError", request_id=req.request_id)
+    assert neg.state is S.ASSIGNED and neg.port == 8600
+    assert neg.breaker.counters.failures == 0
