@@ -334,11 +334,19 @@ class ModuleProcess:
             self._flush()
             self._arm_timer()
             try:
+                await self._drain()  # back-pressure when the module stops reading
                 return await fut
             except asyncio.CancelledError:
                 self._waiters.pop(rid, None)
                 self.conn.cancel_request(rid)
                 raise
+
+    async def _drain(self) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or proc.stdin.is_closing():
+            return
+        with contextlib.suppress(ConnectionError):  # the reader reports the exit
+            await proc.stdin.drain()
 
     def rotate(self, values: Mapping[str, str], rotation_id: str) -> None:
         """Push new secret values and a ``rotated`` notice to the module."""
@@ -451,11 +459,18 @@ async def _serve_one(
         else:
             out_headers.append((name, value))
     body_out = resp.body or b""
-    if req.method == b"HEAD":
-        cl = resp.headers.get("content-length")
-        await _write(conn, writer, resp.status_code, out_headers, b"", content_length=cl)
-    else:
-        await _write(conn, writer, resp.status_code, out_headers, body_out)
+    try:
+        if req.method == b"HEAD":
+            cl = resp.headers.get("content-length")
+            await _write(conn, writer, resp.status_code, out_headers, b"", content_length=cl)
+        else:
+            await _write(conn, writer, resp.status_code, out_headers, body_out)
+    except h11.LocalProtocolError as exc:  # the module's answer is not valid HTTP/1.1
+        _log.warning("invalid response from module for %s: %s", req.target, exc)
+        if conn.our_state is h11.SEND_RESPONSE:
+            await _write(conn, writer, 502, [], b'{"error":"invalid response from module"}')
+        else:
+            raise
 
 
 async def _write(

@@ -503,3 +503,76 @@ def test_sigterm_to_the_module_finishes_in_flight_requests(tmp_path: Path) -> No
     assert (r.status_code, r.text) == (200, "finished")
     run.wait_for(re.compile("module exited unexpectedly with status 0"))
     assert run.proc.wait(10) == 1
+
+
+def test_raw_module_with_invalid_answers_gets_502_and_wrapper_is_accepted(tmp_path: Path) -> None:
+    # A hand-written module speaking the wire directly (no SDK): garbage lines, the
+    # reference's wrapper shape, an invalid header name and an invalid status.
+    path = tmp_path / "raw.py"
+    path.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            out = sys.stdout
+            sys.stdin.readline()
+            out.write('{"op":"announce","listen":"127.0.0.1:0","endpoints":[]}\\n')
+            out.write('this is not json\\n')
+            out.flush()
+            for line in sys.stdin:
+                req = json.loads(line)
+                if req.get("op") == "shutdown":
+                    break
+                if req.get("op") != "http_request":
+                    continue
+                rid, uri = req["request_id"], req["uri"]
+                resp = {"request_id": rid, "status_code": 200, "headers": {}, "body": [111, 107]}
+                if uri == "/badheader":
+                    resp["headers"] = {"bad header": "x"}
+                elif uri == "/badstatus":
+                    resp["status_code"] = 42
+                if uri == "/wrapped":
+                    meta = {"id": "x", "source": "raw", "properties": {"correlation_id": rid}}
+                    out.write(json.dumps({"content": resp, "metadata": meta}) + "\\n")
+                else:
+                    out.write(json.dumps({"op": "http_response", **resp}) + "\\n")
+                out.flush()
+            """
+        )
+    )
+    # Driven by ModuleProcess + serve_http directly (the module is a plain script).
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RAW_ORCHESTRATOR, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=str(ROOT),
+    )
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()
+    assert out.decode().split() == ["200:ok", "502", "502"], err.decode()
+    assert b"bad line from module" in err
+
+
+RAW_ORCHESTRATOR = """
+import asyncio, sys, logging
+from pywatt_asyncio import ModuleProcess
+from pywatt_asyncio._orchestrator import serve_http
+import httpx
+
+logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                    format="pywatt: %(levelname)s %(name)s: %(message)s")
+
+async def main():
+    m = ModuleProcess([sys.executable, sys.argv[1]], heartbeat_interval=None)
+    await m.start()
+    server = await serve_http(m, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+        r = await c.get("/wrapped")
+        print(f"{r.status_code}:{r.text}")
+        print((await c.get("/badheader")).status_code)
+        print((await c.get("/badstatus")).status_code)
+    server.close()
+    await m.shutdown()
+
+asyncio.run(main())
+"""
