@@ -238,6 +238,7 @@ from ._http import (
 # isort: split
 from ._gateway import (
     MAX_RESPONSE_BODY,
+    MAX_RESPONSE_HEADERS,
     ResponseCollector,
     asgi_http_scope,
     error_response,
@@ -396,6 +397,7 @@ __all__ = [
     "RemoteProtocolError",
     # ASGI/WSGI gateway
     "MAX_RESPONSE_BODY",
+    "MAX_RESPONSE_HEADERS",
     "ResponseCollector",
     "asgi_http_scope",
     "error_response",

@@ -289,11 +289,6 @@ class ResponseCollector:
         return LocalProtocolError(msg, error_status_hint=hint)
 
     @property
-    def started(self) -> bool:
-        """True once a status has been given."""
-        return self.status is not None
-
-    @property
     def body_size(self) -> int:
         """Number of body bytes collected so far."""
         return self._size

@@ -523,3 +523,60 @@ async def test_asgi_module_decorator_routes_win_over_the_app() -> None:
     # the router strips the body of every HEAD answer.
     resp = await dispatch(mod.router, pw.Request.from_target("HEAD", "/items/5"), time.monotonic)
     assert (resp.status, resp.header("allow"), resp.body) == (405, "GET", b"")
+
+
+# -- gateway edge cases (pywatt_proto's public conversion helpers) -----------------------
+
+
+async def test_scope_host_forms_and_non_latin1_header() -> None:
+    rec = ScopeRecorder()
+    app = AsgiApp(rec, lifespan="off")
+    await call(app, "GET", "/", {"host": "[::1]:8443", "x-euro": "€"})
+    await call(app, "GET", "/", {"host": "example.org:notaport"})
+    await call(app, "GET", "/")
+    v6, bad_port, no_host = rec.scopes
+    assert list(v6["server"]) == ["[::1]", 8443]
+    assert [tuple(h) for h in v6["headers"]][1] == (b"x-euro", "€".encode())
+    assert list(bad_port["server"]) == ["example.org", 80]
+    assert no_host["server"] is None
+
+
+@pytest.mark.parametrize(
+    "messages",
+    [
+        [{"type": "http.response.start", "status": 200, "headers": [(b"only-name",)]}],
+        [{"type": "http.response.start", "status": 200, "headers": [(1, 2)]}],
+        [
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"x-n", b"v")] * (pw.MAX_RESPONSE_HEADERS + 1),
+            }
+        ],
+        [
+            {"type": "http.response.start", "status": 200, "headers": []},
+            {"type": "http.response.body", "body": "text, not bytes"},
+        ],
+        [{"type": "http.response.start", "status": 99, "headers": []}],
+    ],
+)
+async def test_bad_response_messages_give_500(messages: list[dict[str, Any]]) -> None:
+    async def bad(scope: Any, receive: Any, send: Any) -> None:
+        for m in messages:
+            await send(m)
+
+    assert (await call(AsgiApp(bad, lifespan="off"), "GET", "/")).status == 500
+
+
+def test_response_collector_refuses_use_after_finish() -> None:
+    collector = pw.ResponseCollector(max_body=10)
+    collector.start(200, [("content-type", "text/plain")])
+    collector.body(b"0123456789")
+    resp = collector.finish()
+    assert (resp.status, resp.body) == (200, b"0123456789")
+    with pytest.raises(pw.LocalProtocolError):
+        collector.start(200, [])
+    with pytest.raises(pw.LocalProtocolError):
+        collector.body(b"x")
+    with pytest.raises(pw.LocalProtocolError):
+        pw.ResponseCollector().finish()  # never started

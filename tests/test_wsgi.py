@@ -338,3 +338,27 @@ def test_largest_collectable_body_fits_one_protocol_line() -> None:
     decoder = pw.LineDecoder(pw.DEFAULT_MAX_LINE_SIZE)
     decoder.receive_data(line)
     assert decoder.next_line() == line.rstrip(b"\n")
+
+
+def test_remote_addr_and_no_start_response() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def app_(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(environ)
+        if environ["PATH_INFO"] == "/silent":
+            return []  # never calls start_response: a broken app
+        start_response("204 No Content", [])
+        return []
+
+    app = WsgiApp(app_)
+    request = pw.Request.from_target("GET", "/", {}, b"", client=("10.0.0.7", 51234))
+    assert app.handle(request).status == 204
+    assert (seen[0]["REMOTE_ADDR"], seen[0]["REMOTE_PORT"]) == ("10.0.0.7", "51234")
+    assert call(app, "GET", "/silent").status == 500
+
+
+@pytest.mark.parametrize("status", ["99 Too Low", "600 Too High", "2000 Long", "abc OK", "200"])
+def test_bad_status_lines(status: str) -> None:
+    with pytest.raises(pw.LocalProtocolError):
+        pw.parse_wsgi_status(status)
+    assert pw.parse_wsgi_status("418 I'm a teapot") == 418
