@@ -588,6 +588,14 @@ class ModuleConnection:
             )
             return
         uri = msg.uri
+        if uri[:1] != "/" and uri[:8].lower().startswith(("http://", "https://")):
+            # absolute-form (RFC 9112 section 3.2.2): keep the path and query only
+            slash = uri.find("/", uri.find("//") + 2)
+            query_at = uri.find("?", uri.find("//") + 2)
+            if slash < 0 or (0 <= query_at < slash):
+                uri = "/" + (uri[query_at:] if query_at >= 0 else "")
+            else:
+                uri = uri[slash:]
         if not uri.startswith("/") and uri != "*":
             err = RemoteProtocolError(f"invalid uri {uri!r}", field="uri")
             self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid uri"))
@@ -847,7 +855,7 @@ class ModuleConnection:
 
 
 def _lower_keys(headers: dict[str, str]) -> bool:
-    return all(k.islower() or not any(c.isupper() for c in k) for k in headers)
+    return all(k == k.lower() for k in headers)
 
 
 def _listen_text(init: Init) -> str:

@@ -510,3 +510,26 @@ def test_begin_shutdown_is_a_local_shutdown() -> None:
     assert [m["status_code"] for m in sent(conn)] == [503]
     conn.send_response("a", 200, {}, b"")
     assert conn.state is ModuleState.CLOSED
+
+
+@pytest.mark.parametrize(
+    ("uri", "path", "query"),
+    [
+        ("http://h:1/a/b?x=1", "/a/b", "x=1"),
+        ("HTTPS://h", "/", ""),
+        ("http://h?q=2", "/", "q=2"),
+        ("/plain?", "/plain", ""),
+    ],
+)
+def test_uri_forms(uri: str, path: str, query: str) -> None:
+    conn = running()
+    conn.receive_data(req("u", uri=uri), 0.0)
+    (ev,) = drain(conn)
+    assert (ev.path, ev.query) == (path, query)
+
+
+def test_relative_uri_is_answered_400() -> None:
+    conn = running()
+    conn.receive_data(req("u", uri="no-slash"), 0.0)
+    (ev,) = drain(conn)
+    assert isinstance(ev, BadLine) and ev.answered_status == 400
