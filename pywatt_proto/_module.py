@@ -87,6 +87,7 @@ from ._messages import (
 from ._router import Headers, Request
 
 __all__ = [
+    "state_diagram",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SECRET_TIMEOUT",
@@ -162,6 +163,16 @@ _TRANSITIONS: Final[dict[tuple[ModuleState, _Input], ModuleState]] = {
     (_S.CLOSED, _Input.EOF): _S.CLOSED,
     (_S.CLOSED, _Input.SHUTDOWN): _S.CLOSED,
 }
+
+
+def state_diagram() -> str:
+    """Return the state table above as a Mermaid ``stateDiagram-v2`` (docs are generated
+    from the table, so they cannot drift)."""
+    lines = ["stateDiagram-v2"]
+    for (src, inp), dst in _TRANSITIONS.items():
+        lines.append(f"    {src.name} --> {dst.name}: {inp.name}")
+    return "\n".join(lines) + "\n"
+
 
 # ---------------------------------------------------------------------------
 # Limits and defaults

@@ -61,6 +61,7 @@ from ._messages import (
 )
 
 __all__ = [
+    "state_diagram",
     "DEFAULT_ANNOUNCE_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_MISSED_HEARTBEATS",
@@ -131,6 +132,16 @@ _TRANSITIONS: Final[dict[tuple[OrchestratorState, _Input], OrchestratorState]] =
     (_S.EXITED, _Input.EOF): _S.EXITED,
     (_S.EXITED, _Input.SHUTDOWN): _S.EXITED,
 }
+
+
+def state_diagram() -> str:
+    """Return the state table above as a Mermaid ``stateDiagram-v2`` (docs are generated
+    from the table, so they cannot drift)."""
+    lines = ["stateDiagram-v2"]
+    for (src, inp), dst in _TRANSITIONS.items():
+        lines.append(f"    {src.name} --> {dst.name}: {inp.name}")
+    return "\n".join(lines) + "\n"
+
 
 #: Seconds the module has to announce after init (the reference has no such limit; 10 s
 #: is long enough for a module that prefetches secrets with the 5 s secret timeout).

@@ -533,3 +533,12 @@ def test_relative_uri_is_answered_400() -> None:
     conn.receive_data(req("u", uri="no-slash"), 0.0)
     (ev,) = drain(conn)
     assert isinstance(ev, BadLine) and ev.answered_status == 400
+
+
+def test_state_diagrams_are_generated_from_the_tables() -> None:
+    from pywatt_proto import _module, _orchestrator
+
+    for mod in (_module, _orchestrator):
+        text = mod.state_diagram()
+        assert text.startswith("stateDiagram-v2\n")
+        assert text.count("-->") == len(mod._TRANSITIONS)
