@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from modproc import INIT, WAIT, ModuleProcess, Orchestrator
 
 import pywatt_proto as pw
@@ -580,3 +584,28 @@ def test_response_collector_refuses_use_after_finish() -> None:
         collector.body(b"x")
     with pytest.raises(pw.LocalProtocolError):
         pw.ResponseCollector().finish()  # never started
+
+
+_PROPERTY_API = FastAPI()
+
+
+@_PROPERTY_API.post("/files/{name:path}")
+async def _property_files(name: str, request: Request) -> dict[str, Any]:
+    return {"name": name, "size": len(await request.body())}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    # "/" excluded: the decoded ASGI path cannot tell %2F from / (raw_path can).
+    name=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),
+        min_size=1,
+        max_size=20,
+    ).filter(lambda s: s not in (".", "..")),
+    body=st.binary(max_size=512),
+)
+def test_property_path_text_and_body_survive_asgi(name: str, body: bytes) -> None:
+    app = AsgiApp(_PROPERTY_API, lifespan="off")
+    resp = asyncio.run(call(app, "POST", "/files/" + quote(name, safe=""), {}, body))
+    assert resp.status == 200, resp.body
+    assert json.loads(resp.body) == {"name": name, "size": len(body)}

@@ -12,9 +12,12 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask import Flask, Response, jsonify, make_response, request
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import pywatt_proto as pw
 from pywatt_sync import WsgiApp, wsgi_module
@@ -362,3 +365,27 @@ def test_bad_status_lines(status: str) -> None:
     with pytest.raises(pw.LocalProtocolError):
         pw.parse_wsgi_status(status)
     assert pw.parse_wsgi_status("418 I'm a teapot") == 418
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    # "/" is excluded: WSGI's PATH_INFO is decoded, so %2F and / are the same there;
+    # control characters too: Werkzeug's path converter does not match "\n".
+    name=st.text(
+        st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="/"),
+        min_size=1,
+        max_size=20,
+    ).filter(lambda s: s not in (".", "..")),
+    body=st.binary(max_size=512),
+)
+def test_property_path_text_and_body_survive_wsgi(name: str, body: bytes) -> None:
+    api = Flask("pywatt_property")
+
+    @api.post("/files/<path:name>")
+    def files(name: str) -> Any:
+        return jsonify(name=name, size=len(request.get_data()))
+
+    app = WsgiApp(api.wsgi_app)
+    resp = call(app, "POST", "/files/" + quote(name, safe=""), {}, body)
+    assert resp.status == 200, resp.body
+    assert json.loads(resp.body) == {"name": name, "size": len(body)}
