@@ -425,6 +425,8 @@ async def _serve_one(
     chunks: list[bytes] = []
     size = 0
     too_big = False
+    if conn.they_are_waiting_for_100_continue:  # curl sends Expect for bodies > 1 KiB
+        writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
     while True:
         ev = conn.next_event()
         if ev is h11.NEED_DATA:

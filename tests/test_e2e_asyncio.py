@@ -576,3 +576,23 @@ async def main():
 
 asyncio.run(main())
 """
+
+
+def test_expect_100_continue_is_answered(hello: Running) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(hello.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+        s.sendall(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n"
+        )
+        first = s.recv(1024)
+        assert first.startswith(b"HTTP/1.1 100 ")
+        s.sendall(b"ping")
+        data = b""
+        while not data.endswith(b"ping"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
