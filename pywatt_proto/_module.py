@@ -359,7 +359,8 @@ class SecretUnavailable(LookupError):
 
 
 def _error_body(message: str) -> bytes:
-    return json.dumps({"error": message}).encode()
+    # spec/limits.md section 3: {"error":"<short reason>"}, naming no internal detail.
+    return json.dumps({"error": message}, separators=(",", ":")).encode()
 
 
 class ModuleConnection:
@@ -689,7 +690,13 @@ class ModuleConnection:
     def _queue_response(
         self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
     ) -> None:
-        resp = HttpResponse(request_id=request_id, status_code=status, headers=headers, body=body)
+        # spec/exchanges.md section 3.5: the body is always an array ([] when empty).
+        resp = HttpResponse(
+            request_id=request_id,
+            status_code=status,
+            headers=headers,
+            body=body if body is not None else b"",
+        )
         text = encode(resp)
         if not self._flat_responses:
             text = self._wrap(text, request_id)

@@ -182,7 +182,7 @@ def test_without_extension_responses_use_the_reference_wrapper() -> None:
     conn.send_response("r-9", 201, {}, None)
     (out,) = sent(conn)
     assert set(out) == {"content", "metadata"}
-    assert out["content"] == {"request_id": "r-9", "status_code": 201, "headers": {}, "body": None}
+    assert out["content"] == {"request_id": "r-9", "status_code": 201, "headers": {}, "body": []}
     assert out["metadata"]["source"] == "m1"
     assert out["metadata"]["properties"] == {"correlation_id": "r-9"}
     assert len(out["metadata"]["id"]) == 36
@@ -217,7 +217,7 @@ def test_overflow_beyond_max_in_flight_is_503_not_dropped() -> None:
             "request_id": "c",
             "status_code": 503,
             "headers": {"content-type": "application/json"},
-            "body": list(b'{"error": "too many requests in flight"}'),
+            "body": list(b'{"error":"too many requests in flight"}'),
         }
     ]
 
