@@ -168,7 +168,7 @@ async def _run(args: argparse.Namespace) -> int:
     install_stop_signals(stop)
     try:
         await module.start()
-    except RuntimeError as exc:
+    except (RuntimeError, OSError) as exc:
         print(f"pywatt: module failed to start: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
