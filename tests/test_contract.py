@@ -58,6 +58,11 @@ app = Module(secrets=["DB_URL"])
     return request.body
 
 
+@app.get("/big/{{size:int}}")
+{a}def big(request):
+    return bytes(range(256)) * (request.path_params["size"] // 256)
+
+
 @app.get("/print")
 {a}def printer(request):
     print("printed-from-handler")
@@ -105,6 +110,7 @@ ENDPOINTS = {
     ("/hello", ("GET",)),
     ("/items/{item_id:int}", ("GET",)),
     ("/echo", ("POST",)),
+    ("/big/{size:int}", ("GET",)),
     ("/print", ("GET",)),
     ("/secret/{name}", ("GET",)),
     ("/wait", ("GET",)),
@@ -230,6 +236,22 @@ def test_many_pipelined_requests_each_answered_once(module: ModuleProcess) -> No
         assert resp.request_id not in seen
         seen[resp.request_id] = body_json(resp)
     assert seen == {f"p{i}": {"id": i, "q": None} for i in range(count)}
+
+
+def test_large_concurrent_responses_never_interleave(module: ModuleProcess) -> None:
+    sizes = {f"big{i}": 256 * (200 + 37 * i) for i in range(24)}  # ~50 KiB .. ~260 KiB
+    module.send_raw(
+        "\n".join(
+            json.dumps(
+                {"op": "http_request", "request_id": rid, "method": "GET", "uri": f"/big/{size}"}
+                | {"headers": {}, "body": None}
+            )
+            for rid, size in sizes.items()
+        )
+    )
+    for _ in sizes:
+        resp = module.expect(HttpResponse)  # every line decodes: nothing was interleaved
+        assert resp.body == bytes(range(256)) * (sizes[resp.request_id] // 256)
 
 
 def test_concurrent_requests_answer_out_of_order(module: ModuleProcess) -> None:
