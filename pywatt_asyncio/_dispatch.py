@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any
 
 from pywatt_proto import Plan, Request, Response, Router
 
-__all__ = ["dispatch"]
+__all__ = ["Resume", "dispatch", "dispatch_eager"]
 
 # Result types that are certainly not awaitable (skips inspect.isawaitable).
 _PLAIN = frozenset({dict, list, str, bytes, type(None), Response, tuple})
@@ -48,6 +48,93 @@ async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]
     except Exception as exc:
         response = await _recover(router, plan.request, exc)
     return router.finish(plan, response, now_fn())
+
+
+def dispatch_eager(
+    router: Router, request: Request, now_fn: Callable[[], float]
+) -> Response | Coroutine[Any, Any, Response]:
+    """Return the response if it is ready without waiting, else a coroutine to await.
+
+    The same contract as :func:`dispatch`; servers use it so that a handler that
+    never suspends costs no task and no extra coroutine. When the handler's
+    coroutine suspends, the returned coroutine resumes it where it stopped.
+    """
+    plan = router.plan(request, now_fn())
+    route = plan.route
+    if plan.middleware or route is None or route.auth is not None:
+        return _dispatch_plan(router, plan, now_fn)
+    try:
+        result: Any = route.handler(plan.request)
+        if type(result) is CoroutineType:
+            try:
+                suspended = result.send(None)
+            except StopIteration as stop:
+                result = stop.value
+            else:
+                return _finish_later(router, plan, Resume(result, suspended), now_fn)
+        elif type(result) not in _PLAIN and inspect.isawaitable(result):
+            return _finish_later(router, plan, result, now_fn)
+        response = router.to_response(result)
+    except Exception as exc:
+        return _finish_error(router, plan, exc, now_fn)
+    return router.finish(plan, response, now_fn())
+
+
+async def _dispatch_plan(router: Router, plan: Plan, now_fn: Callable[[], float]) -> Response:
+    try:
+        response = await _step(router, plan, 0, plan.request)
+    except Exception as exc:
+        response = await _recover(router, plan.request, exc)
+    return router.finish(plan, response, now_fn())
+
+
+async def _finish_later(
+    router: Router, plan: Plan, pending: Awaitable[Any], now_fn: Callable[[], float]
+) -> Response:
+    try:
+        response = router.to_response(await pending)
+    except Exception as exc:
+        response = await _recover(router, plan.request, exc)
+    return router.finish(plan, response, now_fn())
+
+
+async def _finish_error(
+    router: Router, plan: Plan, exc: Exception, now_fn: Callable[[], float]
+) -> Response:
+    response = await _recover(router, plan.request, exc)
+    return router.finish(plan, response, now_fn())
+
+
+class Resume:
+    """Await a coroutine that was already started with ``send(None)`` and suspended.
+
+    It yields what the coroutine yielded (the future it waits on) to the task
+    that awaits this object, and forwards what the task sends or throws back,
+    so a half-run coroutine can be finished by any task.
+    """
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro = self._coro
+        value = self._first
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # cancellation and the like go to the coroutine
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                value = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
 
 
 async def _step(router: Router, plan: Plan, index: int, request: Request) -> Response:

@@ -19,7 +19,7 @@ import ssl as _ssl
 import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
 from pywatt_proto import (
@@ -34,7 +34,7 @@ from pywatt_proto import (
     http_date,
 )
 
-from ._dispatch import dispatch
+from ._dispatch import Resume, dispatch_eager
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "HttpServer", "serve", "start_server"]
 
@@ -86,40 +86,6 @@ class _DateCache:
             if self.until > asyncio.get_running_loop().time()
             else self.refresh(asyncio.get_running_loop().time())
         )
-
-
-class _Resume:
-    """Await a coroutine that was already started with ``send(None)`` and suspended.
-
-    Requests are dispatched eagerly inside ``data_received``: most handlers
-    finish without suspending, and then no task is created at all. When one
-    does suspend, this wrapper lets a task take over the half-run coroutine:
-    it yields what the coroutine yielded (the future it waits on) and forwards
-    what the task sends or throws back.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Response], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Response]:
-        coro = self._coro
-        value = self._first
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:  # cancellation and the like go to the handler
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                continue
-            try:
-                value = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value  # type: ignore[no-any-return]
 
 
 class _Connection(asyncio.Protocol):
@@ -243,31 +209,35 @@ class _Connection(asyncio.Protocol):
                 self._close()
                 return
             assert isinstance(event, Request)
-            coro = dispatch(server.router, event, now)
-            try:
-                first = coro.send(None)
-            except StopIteration as stop:
-                response = stop.value
-                date = server.date
-                core.send_response(
-                    response, start, date=date.value if date.until > start else date.refresh(start)
-                )
-                if server.access_log is not None:
-                    server.log_access(core.client, event, response, now() - start)
-                continue
-            # The handler is waiting for something: flush and let a task finish it.
-            out = core.data_to_send()
-            if out:
-                transport.write(out)
-            self._busy = True
-            self._task = self._loop.create_task(self._finish(coro, first, event, start))
-            return
+            outcome = dispatch_eager(server.router, event, now)
+            if type(outcome) is Response:
+                response = outcome
+            else:
+                coro: Any = outcome
+                try:
+                    first = coro.send(None)
+                except StopIteration as stop:
+                    response = stop.value
+                else:
+                    # The handler is waiting for something: flush, let a task finish it.
+                    out = core.data_to_send()
+                    if out:
+                        transport.write(out)
+                    self._busy = True
+                    self._task = self._loop.create_task(self._finish(coro, first, event, start))
+                    return
+            date = server.date
+            core.send_response(
+                response, start, date=date.value if date.until > start else date.refresh(start)
+            )
+            if server.access_log is not None:
+                server.log_access(core.client, event, response, now() - start)
 
     async def _finish(
         self, coro: Coroutine[Any, Any, Response], first: Any, request: Request, start: float
     ) -> None:
         try:
-            response = await _Resume(coro, first)
+            response = await Resume(coro, first)
         except asyncio.CancelledError:
             self._close()
             raise
