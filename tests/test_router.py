@@ -50,7 +50,21 @@ def run_async(router: Router, req: Request) -> Response:
     return asyncio.run(pywatt_asyncio.dispatch(router, req, Clock()))
 
 
-DRIVERS = [pytest.param(run_sync, id="sync"), pytest.param(run_async, id="asyncio")]
+def run_eager(router: Router, req: Request) -> Response:
+    from pywatt_asyncio._dispatch import dispatch_eager
+
+    async def main() -> Response:
+        outcome = dispatch_eager(router, req, Clock())
+        return outcome if isinstance(outcome, Response) else await outcome
+
+    return asyncio.run(main())
+
+
+DRIVERS = [
+    pytest.param(run_sync, id="sync"),
+    pytest.param(run_async, id="asyncio"),
+    pytest.param(run_eager, id="asyncio-eager"),
+]
 
 
 def req(method: str, target: str, body: bytes = b"", headers: Any = ()) -> Request:
@@ -394,13 +408,25 @@ def test_async_handlers_and_middleware() -> None:
     async def boom(q: Request) -> Any:
         raise KeyError("x")
 
+    async def late_boom(q: Request) -> Any:
+        await asyncio.sleep(0)
+        raise KeyError("y")
+
     r.add_route("/a", handler)
     r.add_route("/boom", boom)
+    r.add_route("/late", late_boom)
     r.middleware(mw)
     r.add_error_handler(KeyError, on_err)
     resp = run_async(r, req("GET", "/a"))
     assert body_json(resp) == {"async": True} and resp.header("x-mw") == "1"
     assert run_async(r, req("GET", "/boom")).status == 400
+    for path in ("/boom", "/late"):
+        assert run_eager(r, req("GET", path)).status == 400
+    direct = Router()
+    direct.add_route("/a", handler)
+    direct.add_route("/late", late_boom)
+    assert body_json(run_eager(direct, req("GET", "/a"))) == {"async": True}
+    assert run_eager(direct, req("GET", "/late")).status == 500
     # the blocking driver refuses coroutines with a 500 instead of leaking them
     plain = Router()
     plain.add_route("/a", handler)
