@@ -34,6 +34,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
+sys.path[:0] = [str(ROOT), str(HERE)]  # this checkout first, for in-process imports
 BODY = {"message": "hello, world"}
 
 

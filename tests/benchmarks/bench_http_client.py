@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import httpx
 
-from pywatt_asyncio import AsyncClient
-from pywatt_sync import Client
+sys.path[:0] = [str(Path(__file__).resolve().parents[2]), str(Path(__file__).resolve().parent)]
+
+from pywatt_asyncio import AsyncClient  # noqa: E402
+from pywatt_sync import Client  # noqa: E402
 
 
 def _sync_loop(call: Callable[[], object], duration: float) -> float:
