@@ -218,6 +218,7 @@ _COMMON_METHODS: Final = frozenset(
     {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"}
 )
 _JSON_HEADERS: Final = {"content-type": "application/json"}
+_WHITESPACE: Final = frozenset(b" \t\r\n")
 
 
 def valid_method(method: str) -> bool:
@@ -528,8 +529,8 @@ class ModuleConnection:
         if self._state is ModuleState.AWAITING_INIT:
             self._handle_init(line)
             return
-        if not line.strip():
-            return  # blank lines are harmless keep-alives; skip without a report
+        if line[0] in _WHITESPACE and not line.strip():
+            return  # whitespace-only lines carry no message (JSON whitespace); skip quietly
         try:
             msg = decode_orchestrator_to_module(line)
         except RemoteProtocolError as exc:
@@ -615,7 +616,8 @@ class ModuleConnection:
             return
         timeout = self._request_timeout
         self._in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
-        self._answered.pop(rid, None)
+        if self._answered:
+            self._answered.pop(rid, None)
         path, _, query = uri.partition("?")
         self._events.append(RequestReceived(request_id=rid, request=msg, path=path, query=query))
 

@@ -542,3 +542,9 @@ def test_state_diagrams_are_generated_from_the_tables() -> None:
         text = mod.state_diagram()
         assert text.startswith("stateDiagram-v2\n")
         assert text.count("-->") == len(mod._TRANSITIONS)
+
+
+def test_whitespace_only_line_is_skipped_quietly() -> None:
+    conn = running()
+    conn.receive_data(b"  \t \n" + req("w"), 0.0)
+    assert [type(e) for e in drain(conn)] == [RequestReceived]
