@@ -171,7 +171,11 @@ class Module:
         self._port_listeners: list[Callable[[PortResponse], None]] = []
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the timer loop waits here
-        self._drained = threading.Condition(self._lock)  # the paused reader waits here
+        # Output handed over by the core, not yet written: guarded by its own small lock so
+        # the flusher never waits for _lock (held by the reader while it parses).
+        # Lock order: _lock, then _out_lock.
+        self._out_lock = threading.Lock()
+        self._out_cond = threading.Condition(self._out_lock)  # backlog drained / flush ended
         self._reset()
 
     def _reset(self) -> None:
@@ -183,11 +187,10 @@ class Module:
         self._secret_waits: dict[str, list[_SecretWait]] = {}
         self._wake_at = 0.0  # when the timer loop wakes at the latest (see _timer_loop)
         self._code: int | None = None
-        self._flushing = False  # a thread is writing the core's output (see _flush_and_unlock)
-        self._out: list[bytes] = []  # taken from the core, not yet handed to the writer
-        self._backlog = 0  # bytes in _out plus the chunk being written
+        self._flushing = False  # a thread is writing _out (see _flush_and_unlock); _out_lock
+        self._out: list[bytes] = []  # taken from the core, not yet written; _out_lock
+        self._backlog = 0  # bytes in _out plus the chunk being written; _out_lock
         self._paused = False  # the reader waits for the backlog to drain
-        self._stopping = False  # serve_stdio is waiting for the last flush
         self._eof_logged = False
         self._ready = threading.Event()
 
@@ -397,10 +400,9 @@ class Module:
         try:
             return self._timer_loop()
         finally:
-            with self._lock:  # let the flush under way (the last responses) finish
-                self._stopping = True
+            with self._out_lock:  # let the flush under way (the last responses) finish
                 while self._flushing:
-                    self._cond.wait()
+                    self._out_cond.wait()
             self._stop_workers()
             with self._lock:
                 for waits in self._secret_waits.values():
@@ -501,10 +503,15 @@ class Module:
         pauses when every worker and queue place is taken.
         """
         while True:
-            while self._backlog > self._high_water and self._code is None:
+            if self._backlog > self._high_water and self._code is None:
                 self._paused = True  # output is not draining: stop taking input
-                self._drained.wait()
-            self._paused = False
+                self._lock.release()
+                with self._out_lock:
+                    while self._backlog > self._low_water and self._flushing:
+                        self._out_cond.wait()
+                self._lock.acquire()
+                self._paused = False
+                continue
             jobs = self._pump_locked(limit=1)
             self._wake_timer_locked()
             if not jobs:
@@ -588,58 +595,52 @@ class Module:
         return None
 
     def _flush_and_unlock(self) -> None:
-        """Write what the core has queued, in order; releases ``_lock``.
+        """Move the core's output to ``_out`` and write it, in order; releases ``_lock``.
 
-        Every caller moves the core's bytes to ``_out`` (under ``_lock``, so
-        in the core's order). One thread at a time is the *flusher*: it hands
-        ``_out`` to the writer without ``_lock`` held and loops until ``_out``
-        is empty; threads that queue output meanwhile just leave it there.
-        ``_backlog`` counts the bytes not yet written; when it falls to the
-        low-water mark a paused reader is woken.
+        The bytes are taken from the core and appended to ``_out`` under
+        ``_lock`` (so in the core's order). One thread at a time is the
+        *flusher*: it writes ``_out`` holding only ``_out_lock`` for the list
+        operations, never ``_lock``, and loops until ``_out`` is empty;
+        threads that queue output meanwhile leave it to that flusher.
+        ``_backlog`` counts the bytes not yet written.
         """
         conn, writer = self._conn, self._writer
-        if conn is not None:
-            data = conn.data_to_send()
+        data = conn.data_to_send() if conn is not None else b""
+        with self._out_lock:
             if data:
                 self._out.append(data)
                 self._backlog += len(data)
-        if self._flushing or not self._out or writer is None:
-            self._lock.release()
-            return
-        self._flushing = True
-        locked = True
-        try:
-            while self._out and not writer.failed:
+            flusher = bool(self._out) and not self._flushing and writer is not None
+            if flusher:
+                self._flushing = True
+        self._lock.release()
+        if flusher:
+            assert writer is not None
+            self._write_out(writer)
+
+    def _write_out(self, writer: BlockingWriter) -> None:
+        """The flusher's loop: write ``_out`` until it is empty (or the output failed)."""
+        out_lock, cond = self._out_lock, self._out_cond
+        while True:
+            with out_lock:
+                if not self._out or writer.failed:
+                    failed = writer.failed
+                    if failed:
+                        self._out.clear()
+                        self._backlog = 0
+                    self._flushing = False
+                    cond.notify_all()  # a paused reader, or serve_stdio waiting for the end
+                    break
                 chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
                 self._out.clear()
-                writer.lock.acquire()
-                self._lock.release()
-                locked = False
-                try:
-                    writer.write_locked(chunk)
-                finally:
-                    writer.lock.release()
-                self._lock.acquire()
-                locked = True
+            writer.write(chunk)
+            with out_lock:
                 self._backlog -= len(chunk)
                 if self._paused and self._backlog <= self._low_water:
-                    self._drained.notify()
-                more = conn.data_to_send() if conn is not None else b""
-                if more:
-                    self._out.append(more)
-                    self._backlog += len(more)
-            if writer.failed:
-                self._out.clear()
-                self._backlog = 0
+                    cond.notify_all()
+        if failed:
+            with self._lock:
                 self._finish_locked(1)
-                self._drained.notify()
-        finally:
-            if not locked:
-                self._lock.acquire()
-            self._flushing = False
-            if self._stopping:
-                self._cond.notify()
-            self._lock.release()
 
     def _on_write_error(self, exc: OSError) -> None:
         # Runs under the writer's lock, without _lock: the flusher reports it afterwards.
