@@ -25,16 +25,19 @@ Threads and locks
 * **the calling thread** of :meth:`Module.serve_stdio` waits for the core's
   next deadline (504s, secret timeouts) on a condition variable and stops the
   module once the core is CLOSED.
-* ``_lock`` guards the core (a plain object, not thread-safe). Output has a
-  single *flusher* at a time: the thread that finds output queued and no
-  flush under way takes the core's bytes and writes them through one
-  :class:`BlockingWriter`, looping until the core has nothing more; threads
-  that queue output meanwhile leave it to that flusher. Lines therefore reach
-  stdout in exactly the order the core produced them, each written whole and
-  never interleaved, batched into fewer writes under load.
-* Every queue is bounded: handler jobs by the slots above, output by the
-  blocking write itself (a stalled orchestrator stalls the flusher, and with
-  it the reader: the same back-pressure as the asyncio driver pausing reads).
+* ``_lock`` guards the core (a plain object, not thread-safe). Whoever
+  changes the core moves its output, under ``_lock`` and so in the core's
+  order, to a small output list guarded by ``_out_lock``. One thread at a
+  time is the *flusher*: it writes that list through one
+  :class:`BlockingWriter` holding only ``_out_lock`` (never ``_lock``) and
+  loops until the list is empty; threads that queue output meanwhile leave it
+  to that flusher. Lines therefore reach stdout in exactly the order the core
+  produced them, each written whole and never interleaved, batched into fewer
+  writes under load. Lock order: ``_lock``, then ``_out_lock``.
+* Every queue is bounded: handler jobs by the slots above; output by
+  ``max_output_backlog`` -- above it the reader stops taking input until the
+  backlog is down to a sixteenth (the asyncio driver's 16 MiB / 1 MiB marks),
+  so a stalled orchestrator cannot make the module buffer without bound.
 
 The protocol (handshake, announce, heartbeat acks, 400/503/504 answers,
 secret correlation, rotation acks) is the core's; this file only moves bytes
