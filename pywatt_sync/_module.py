@@ -27,9 +27,9 @@ Threads and locks
   module once the core is CLOSED.
 * ``_lock`` guards the core (a plain object, not thread-safe). Whoever
   changes the core moves its output, under ``_lock`` and so in the core's
-  order, to a small output list guarded by ``_out_lock``. One thread at a
-  time is the *flusher*: it writes that list through one
-  :class:`BlockingWriter` holding only ``_out_lock`` (never ``_lock``) and
+  order, to a small output list guarded by ``_out_lock``. One thread at a time
+  is the *flusher*: it writes that list through one :class:`BlockingWriter`,
+  taking ``_out_lock`` only for the list operations and never ``_lock``, and
   loops until the list is empty; threads that queue output meanwhile leave it
   to that flusher. Lines therefore reach stdout in exactly the order the core
   produced them, each written whole and never interleaved, batched into fewer
