@@ -119,7 +119,7 @@ class Module:
         self._timer_at: float | None = None
         self._flush_scheduled = False
         self._done: asyncio.Future[int] | None = None
-        self._ready: asyncio.Event | None = None
+        self._ready = asyncio.Event()  # binds to a loop on first wait (3.10+)
         self._bg: set[asyncio.Task[Any]] = set()
         self._negotiation: PortNegotiation | None = None
 
@@ -261,7 +261,6 @@ class Module:
         loop = asyncio.get_running_loop()
         self._loop = loop
         self._done = loop.create_future()
-        self._ready = asyncio.Event()
         self._conn = ModuleConnection(
             endpoints=self.endpoints(),
             prefetch=self._prefetch,
@@ -314,8 +313,6 @@ class Module:
 
     async def wait_ready(self) -> None:
         """Wait until the announce has been sent (useful for startup work in tasks)."""
-        while self._ready is None:
-            await asyncio.sleep(0)
         await self._ready.wait()
 
     # ----------------------------------------------------------- core driving
@@ -412,7 +409,6 @@ class Module:
             for fn in list(self._port_listeners):
                 fn(event)
         elif t is Announced:
-            assert self._ready is not None
             self._ready.set()
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))  # type: ignore[union-attr]
         elif t is InitReceived:
