@@ -108,11 +108,25 @@ FLOOR_ASYNCIO = textwrap.dedent(
     """
 )
 
+SYNC_MODULE = textwrap.dedent(
+    """
+    from pywatt_sync import Module
+    app = Module()
+
+    @app.get("/hello")
+    def hello(request):
+        return {"message": "hello"}
+
+    app.run()
+    """
+)
+
 #: name -> (program text, floor it is compared with or None for a floor)
 SUBJECTS: dict[str, tuple[str, str | None]] = {
     "floor-stdlib": (FLOOR_STDLIB, None),
     "floor-asyncio": (FLOOR_ASYNCIO, None),
     "asyncio-module": (ASYNCIO_MODULE, "floor-asyncio"),
+    "sync-module": (SYNC_MODULE, "floor-stdlib"),
 }
 
 
