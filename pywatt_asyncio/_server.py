@@ -1,11 +1,15 @@
 """HTTP/1.1 server on asyncio serving a :class:`pywatt_proto.Router`.
 
-One ``asyncio.Protocol`` and one task per connection. The protocol only moves
-bytes into :class:`pywatt_proto.HttpServerConnection` (which owns limits,
-deadlines, keep-alive and error answers) and wakes the task; the task is the
-driver loop: pull an event, read / dispatch / write, arm the core's timer.
-Requests on one connection are answered in order (pipelining is supported;
-reading pauses while more than ``ServerLimits.max_pending_bytes`` are queued).
+One ``asyncio.Protocol`` per connection, and no task unless a handler waits.
+The protocol moves bytes into :class:`pywatt_proto.HttpServerConnection`
+(which owns limits, deadlines, keep-alive and error answers) and then runs the
+driver loop inline in ``data_received``: pull events, dispatch each complete
+request with :func:`~pywatt_asyncio._dispatch.dispatch_eager`, write the
+answers, arm the core's timer (one lazily re-armed handle per connection).
+A handler that suspends is finished by a task; the connection processes
+nothing else meanwhile, so requests on one connection are answered in order
+(pipelining is supported; reading pauses while more than
+``ServerLimits.max_pending_bytes`` are queued).
 """
 
 from __future__ import annotations
