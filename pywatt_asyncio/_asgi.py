@@ -2,9 +2,10 @@
 
 ``asgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``).
 
-The conversion rules (scope fields, response ordering, size bound, header
-folding) live in :mod:`pywatt_proto._gateway`; this file only runs the app's
-coroutines:
+The conversion rules (scope fields, response ordering, size bound) live in
+:mod:`pywatt_proto._gateway`; repeated response headers stay separate pairs
+until the module connection folds them into the wire map (``set-cookie``
+values joined with ``"\n"``). This file only runs the app's coroutines:
 
 * **lifespan** -- :meth:`AsgiApp.startup` starts one long-lived task that
   calls the app with a ``lifespan`` scope, sends ``lifespan.startup`` and waits
