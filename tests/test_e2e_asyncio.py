@@ -596,3 +596,19 @@ def test_expect_100_continue_is_answered(hello: Running) -> None:
             assert chunk, data
             data += chunk
         assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_module_runs_with_regular_files_as_stdin_and_stdout(tmp_path: Path) -> None:
+    import json
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(INIT_LINE + http_line("a", "/hello") + b'{"op":"heartbeat"}\n')
+    out = tmp_path / "out.jsonl"
+    with inp.open("rb") as fin, out.open("wb") as fout:
+        proc = subprocess.run(
+            [sys.executable, HELLO], stdin=fin, stdout=fout, stderr=subprocess.PIPE, timeout=30
+        )
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(x) for x in out.read_bytes().splitlines()]
+    assert [m["op"] for m in lines] == ["announce", "heartbeat_ack", "http_response"]
+    assert bytes(lines[2]["body"]) == b'{"message":"Hello from PyWatt!"}'
