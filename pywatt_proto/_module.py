@@ -402,6 +402,9 @@ class ModuleConnection:
         self._state = ModuleState.AWAITING_INIT
         self._decoder = LineDecoder(MAX_LINE)
         self._now = 0.0
+        # Whole lines for stdout. The driver drains it after every call, so it holds one
+        # call's output: at most one answer per line of one chunk, or per in-flight request
+        # (handle_timer), both bounded above.
         self._out: list[bytes] = []
         # Bounded by in-flight/pending limits: only timers and prefetch put more than one here.
         self._events: list[ModuleEvent] = []

@@ -68,6 +68,8 @@ __all__ = [
     "DEFAULT_ORCH_MAX_IN_FLIGHT",
     "DEFAULT_ORCH_REQUEST_TIMEOUT",
     "DEFAULT_SHUTDOWN_GRACE",
+    "MAX_PENDING_PORT_REQUESTS",
+    "MAX_PENDING_ROTATIONS",
     "ORCHESTRATOR_EXTENSIONS",
     "AnnounceTimedOut",
     "AnnounceReceived",
@@ -159,6 +161,8 @@ DEFAULT_SHUTDOWN_GRACE: Final = 5.0
 DEFAULT_ORCH_MAX_IN_FLIGHT: Final = 1024
 #: Unanswered port requests remembered (the module retries at most a few times).
 MAX_PENDING_PORT_REQUESTS: Final = 64
+#: Rotations sent and not yet acknowledged (the module side bounds the same at 64).
+MAX_PENDING_ROTATIONS: Final = 64
 #: Extensions the orchestrator offers in init.
 ORCHESTRATOR_EXTENSIONS: Final = ("heartbeat_ack", "http_response_op")
 
@@ -288,6 +292,8 @@ class OrchestratorConnection:
         self._max_in_flight = max_in_flight
         self._state = OrchestratorState.CREATED
         self._decoder = LineDecoder(DEFAULT_MAX_LINE_SIZE)
+        # Whole lines for the module's stdin; the driver drains it after every call, so it
+        # holds one call's output (at most max_in_flight requests' worth).
         self._out: list[bytes] = []
         self._events: list[OrchestratorEvent] = []  # bounded by in-flight + a few timers
         self._now = 0.0
@@ -430,8 +436,11 @@ class OrchestratorConnection:
     def rotate(self, values: Mapping[str, str], rotation_id: str) -> None:
         """Rotate secrets: store them, push each ``secret`` and then ``rotated``.
 
-        The answer comes back as ``RotationAcknowledged``.
+        The answer comes back as ``RotationAcknowledged``. Raises ``LocalProtocolError``
+        (nothing sent) when ``MAX_PENDING_ROTATIONS`` rotations are still unacknowledged.
         """
+        if len(self._pending_rotations) >= MAX_PENDING_ROTATIONS:
+            raise LocalProtocolError("too many rotations awaiting an ack", error_status_hint=503)
         for name, value in values.items():
             self._secrets[name] = value
             self._send(Secret(name=name, value=value, rotation_id=rotation_id))

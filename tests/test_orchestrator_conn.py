@@ -350,3 +350,20 @@ def test_every_forwarded_request_has_exactly_one_outcome(actions: list[tuple[str
     collect()
     assert outcomes == {rid: 1 for rid in ids}
     assert conn.in_flight == 0
+
+
+def test_pending_rotations_are_bounded() -> None:
+    from pywatt_proto._orchestrator import MAX_PENDING_ROTATIONS
+
+    clock = FakeClock()
+    conn = running(clock)
+    for i in range(MAX_PENDING_ROTATIONS):
+        conn.rotate({"K": str(i)}, f"r{i}")
+    sent(conn)
+    with pytest.raises(LocalProtocolError):
+        conn.rotate({"K": "x"}, "one-too-many")
+    assert sent(conn) == []
+    ack = {"op": "rotation_ack", "rotation_id": "r0", "status": "success"}
+    conn.receive_data(line(ack), clock.now())
+    drain(conn)
+    conn.rotate({"K": "x"}, "now-fine")
