@@ -24,6 +24,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from pywatt_proto import LocalProtocolError
+
 from ._orchestrator import (
     ModuleProcess,
     PortPolicy,
@@ -141,7 +143,10 @@ def _rotate_on_sighup(module: ModuleProcess, args: argparse.Namespace) -> None:
             file=sys.stderr,
             flush=True,
         )
-        module.rotate(changed, rotation_id)
+        try:
+            module.rotate(changed, rotation_id)
+        except LocalProtocolError as exc:
+            print(f"pywatt: rotation not sent: {exc}", file=sys.stderr, flush=True)
 
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)

@@ -341,6 +341,8 @@ class Module:
 
     def _on_write_error(self, exc: BaseException) -> None:
         _log.error("protocol output failed (%s); stopping", exc)
+        if self._conn is not None:
+            self._conn.send_failed()
         self._finish(1)
 
     def _process(self) -> None:
@@ -440,7 +442,11 @@ class Module:
                 response = self.router.error_response(exc)
             conn = self._conn
             if conn is not None and self._tasks.pop(rid, None) is not None:
-                conn.send_response(rid, response.status, response.headers, response.body)
+                try:
+                    conn.send_response(rid, response.status, response.headers, response.body)
+                except ProtocolError as exc:  # output already failed (ERROR state)
+                    _log.debug("response to %s not sent: %s", rid, exc)
+                    return
                 if self._tasks:
                     self._schedule_flush()  # more answers are coming: one write for all
                 else:
@@ -464,7 +470,7 @@ class Module:
                 error = f"{type(exc).__name__}: {exc}"
                 break
         conn = self._conn
-        if conn is not None:
+        if conn is not None and conn.state is not ModuleState.ERROR:
             conn.ack_rotation(event.rotation_id, error=error)
             self._flush()
             if conn.state is ModuleState.CLOSED:

@@ -727,6 +727,14 @@ class ModuleConnection:
             + b"}"
         )
 
+    def send_failed(self) -> None:
+        """Record that the driver could not write (broken pipe, cancellation, ...).
+
+        Moves to the ERROR state: every later call raises ``LocalProtocolError``, so a
+        driver cannot keep using a connection whose output stream is gone. Returns None.
+        """
+        self._state = ModuleState.ERROR
+
     def data_to_send(self) -> bytes:
         """Return (and forget) every queued outbound byte: whole lines only, possibly b""."""
         out = self._out

@@ -548,3 +548,15 @@ def test_whitespace_only_line_is_skipped_quietly() -> None:
     conn = running()
     conn.receive_data(b"  \t \n" + req("w"), 0.0)
     assert [type(e) for e in drain(conn)] == [RequestReceived]
+
+
+def test_send_failed_moves_to_error_and_fails_fast() -> None:
+    conn = running()
+    conn.receive_data(req("a"), 0.0)
+    drain(conn)
+    conn.send_failed()
+    assert conn.state is ModuleState.ERROR
+    with pytest.raises(LocalProtocolError):
+        conn.send_response("a", 200, {}, b"")
+    with pytest.raises(LocalProtocolError):
+        conn.next_event()
