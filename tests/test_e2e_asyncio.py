@@ -132,6 +132,14 @@ def test_all_256_byte_values_round_trip(hello: Running) -> None:
     assert r.headers["content-type"] == "application/x-bytes"
 
 
+def test_large_bodies(hello: Running) -> None:
+    body = os.urandom(1024 * 1024)
+    r = httpx.post(hello.url + "/echo", content=body, timeout=30)
+    assert r.status_code == 200 and r.content == body
+    too_big = b"x" * (4 * 1024 * 1024 + 1)
+    assert httpx.post(hello.url + "/echo", content=too_big, timeout=30).status_code == 413
+
+
 def test_1000_concurrent_requests_no_mismatch(hello: Running) -> None:
     # 1,000 client threads (urllib: a real HTTP/1.1 client) released at once by a barrier,
     # each with its own connection and a unique token that must come back in its response.
@@ -269,6 +277,8 @@ def test_print_inside_handler_goes_to_stderr(tmp_path: Path) -> None:
             print("{\\"op\\":\\"shutdown\\"}")  # would be a protocol line on a shared stdout
             sys.stdout.write("raw write\\n")
             os.write(1, b"fd write\\n")
+            import subprocess
+            subprocess.run(["echo", "from a child process"], check=True)
             return "ok"
         """,
     )
@@ -280,6 +290,7 @@ def test_print_inside_handler_goes_to_stderr(tmp_path: Path) -> None:
         time.sleep(0.6)  # several heartbeats, each acknowledged between the printed lines
         run.wait_for(re.compile("hello from a handler"))
         run.wait_for(re.compile("fd write"))
+        run.wait_for(re.compile("from a child process"))
         assert "import-time print" in run.stderr
         assert "bad line from module" not in run.stderr
         assert "missed" not in run.stderr
