@@ -161,6 +161,7 @@ class Module:
         self._prefetch = tuple(secrets)
         self._max_workers = max_workers
         self._max_queued = max_queued
+        self._capacity = max_workers + max_queued  # slots: running + waiting jobs
         self._high_water = max_output_backlog
         self._low_water = max_output_backlog // 16
         self._max_in_flight = max_in_flight
@@ -184,7 +185,7 @@ class Module:
     def _reset(self) -> None:
         self._conn: ModuleConnection | None = None
         self._writer: BlockingWriter | None = None
-        self._slots = threading.BoundedSemaphore(self._max_workers + self._max_queued)
+        self._slots = threading.BoundedSemaphore(self._capacity)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._workers: list[threading.Thread] = []
         self._secret_waits: dict[str, list[_SecretWait]] = {}
@@ -448,7 +449,7 @@ class Module:
                     self._cond.wait(None if wake_at == math.inf else wake_at - now)
                     continue
                 conn.handle_timer(now)
-                jobs = self._pump_locked()
+                jobs, _ = self._pump_locked()
                 self._flush_and_unlock()
                 self._submit(jobs)
                 self._lock.acquire()
@@ -499,11 +500,14 @@ class Module:
         self._drive_and_unlock()
 
     def _drive_and_unlock(self) -> None:
-        """Pull events until the core needs data; submit requests one slot at a time.
+        """Pull events until the core needs data; submit the requests they carry.
 
-        Called with ``_lock`` held; returns with it released. Between requests
-        the lock is dropped while waiting for a slot, which is where reading
-        pauses when every worker and queue place is taken.
+        Called with ``_lock`` held; returns with it released. At most as many
+        requests as there are slots are pulled before they are submitted, and
+        submitting waits for free slots: that is where reading pauses when
+        every worker and queue place is taken. When the core had nothing more,
+        the reader goes straight back to reading after the last submission
+        (the woken worker then gets the interpreter at once).
         """
         while True:
             if self._backlog > self._high_water and self._code is None:
@@ -515,26 +519,30 @@ class Module:
                 self._lock.acquire()
                 self._paused = False
                 continue
-            jobs = self._pump_locked(limit=1)
+            jobs, exhausted = self._pump_locked(limit=self._capacity)
             self._wake_timer_locked()
-            if not jobs:
-                self._flush_and_unlock()
-                return
             self._flush_and_unlock()
             self._submit(jobs)
+            if exhausted:
+                return
             self._lock.acquire()
 
-    def _pump_locked(self, limit: int | None = None) -> list[_Job]:
+    def _pump_locked(self, limit: int | None = None) -> tuple[list[_Job], bool]:
         """Handle the core's events; return the jobs (requests, rotations) to run.
 
         Stops after ``limit`` jobs (so the caller can wait for slots before
-        the core parses further lines) or when the core needs data.
+        the core parses further lines) or when the core needs data; the flag
+        returned is True in the second case (nothing left to pull for now).
         """
         conn = self._conn
         assert conn is not None
         jobs: list[_Job] = []
+        exhausted = True
         try:
-            while limit is None or len(jobs) < limit:
+            while True:
+                if limit is not None and len(jobs) >= limit:
+                    exhausted = False
+                    break
                 event = conn.next_event()
                 if event is NEED_DATA:
                     break
@@ -551,7 +559,7 @@ class Module:
             self._finish_locked(1)
         if conn.state is ModuleState.CLOSED:
             self._cond.notify()
-        return jobs
+        return jobs, exhausted
 
     def _handle_event_locked(self, event: object) -> _Job | None:
         t = type(event)

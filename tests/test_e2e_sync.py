@@ -354,8 +354,8 @@ def test_deadlines_fire_from_the_timer_loop() -> None:
 
 
 def test_output_backlog_pauses_reading_until_drained() -> None:
-    app = Module(max_output_backlog=64 * 1024)
-    payload = bytes(range(256)) * 32  # 8 KiB body: about 28 KiB on the wire
+    app = Module(max_output_backlog=16 * 1024)
+    payload = bytes(range(256)) * 8  # 2 KiB body: about 7 KiB on the wire
 
     @app.get("/big")
     def big(request: pw.Request) -> bytes:
@@ -364,7 +364,7 @@ def test_output_backlog_pauses_reading_until_drained() -> None:
     pm = PipeModule(app)
     pm.send(INIT_LINE)
     assert b'"announce"' in pm.line()
-    count = 100
+    count = 300  # more than the module's slots (80), so the reader must come back for more
     writer = threading.Thread(
         target=pm.send, args=tuple(_req(f"b{i}", "/big") for i in range(count)), daemon=True
     )
@@ -374,7 +374,7 @@ def test_output_backlog_pauses_reading_until_drained() -> None:
             break
         time.sleep(0.005)
     assert app.reading_paused, "the reader must stop taking input while output is stuck"
-    assert app.output_backlog > 64 * 1024
+    assert app.output_backlog > 16 * 1024
     seen = set()
     for _ in range(count):  # reading the output lets the module resume and finish
         answer = json.loads(pm.line())
