@@ -18,8 +18,9 @@ Threads and locks
   that reads stdin.
 * **worker threads** (at most ``max_workers``) run handlers and rotation
   callbacks. A request waits for a free *slot* (``max_workers`` running +
-  ``max_queued`` waiting); when none is free the reader blocks before taking
-  the next event, so it stops reading stdin: back-pressure on the
+  ``max_queued`` waiting). The reader pulls at most one slot-capacity batch of
+  requests from the core before submitting them, and submitting blocks while
+  no slot is free, so the reader stops reading stdin: back-pressure on the
   orchestrator's pipe instead of dropped requests (the core still answers 503
   past ``max_in_flight``).
 * **the calling thread** of :meth:`Module.serve_stdio` waits for the core's
