@@ -27,6 +27,9 @@ reader of stdin, one writer of stdout and a clock. Its loop is::
 after making sure exactly one ``get_secret`` for that name is outstanding; the answer arrives as
 ``SecretUpdated`` (or ``SecretFailed`` at the deadline). Automatic replies (``heartbeat_ack``,
 400/503/504 answers, the announce) are queued in ``data_to_send()`` without driver involvement.
+A driver that stops on its own (SIGTERM) calls ``conn.begin_shutdown()``; one whose output
+broke calls ``conn.send_failed()`` (ERROR: every later call raises). Other outbound messages
+(``port_request``, ``service_request``, ...) go through ``conn.send(message)``.
 
 Theory of operation
 -------------------
