@@ -217,13 +217,17 @@ def test_hanging_handler_gets_504(tmp_path: Path) -> None:
             return "ok"
         """,
     )
-    run = Running(target, "--request-timeout", "1", "--shutdown-grace", "1")
+    run = Running(
+        target, "--request-timeout", "1", "--shutdown-grace", "1", "--heartbeat-interval", "0.2"
+    )
     try:
         t0 = time.monotonic()
         assert httpx.get(run.url + "/hang", timeout=10).status_code == 504
         assert httpx.get(run.url + "/block", timeout=10).status_code == 504
         assert time.monotonic() - t0 < 6
         time.sleep(2)  # the late answer of /block arrives and is dropped
+        # while its loop was blocked the module missed heartbeats (it acks them otherwise)
+        run.wait_for(re.compile(r"module missed \d+ heartbeats"))
         r = httpx.get(run.url + "/ok", timeout=10)
         assert (r.status_code, r.text) == (200, "ok")
     finally:
