@@ -246,6 +246,22 @@ from ._gateway import (
     wsgi_environ,
 )
 
+# --- framed TCP / Unix-socket channels (module side) ---
+# isort: split
+from ._channel import (
+    CONNECT_BACKOFF,
+    DEFAULT_CONNECT_TIMEOUT,
+    RECONNECT_BACKOFF,
+    BadFrame,
+    ChannelConnection,
+    ChannelEvent,
+    ChannelKind,
+    ChannelState,
+    ChannelTarget,
+    channel_state_diagram,
+    channel_targets,
+)
+
 __all__ = [
     # module / orchestrator state machines
     "Announced",
@@ -460,4 +476,16 @@ __all__ = [
     "http_date",
     "join_url",
     "split_url",
+    # framed TCP / Unix-socket channels (module side)
+    "CONNECT_BACKOFF",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "RECONNECT_BACKOFF",
+    "BadFrame",
+    "ChannelConnection",
+    "ChannelEvent",
+    "ChannelKind",
+    "ChannelState",
+    "ChannelTarget",
+    "channel_state_diagram",
+    "channel_targets",
 ]

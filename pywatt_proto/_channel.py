@@ -1,0 +1,776 @@
+"""``ChannelConnection``: the module's side of one framed TCP / Unix-socket channel.
+
+How a driver uses it
+--------------------
+The init object may offer ``tcp_channel`` and/or ``ipc_channel``; :func:`channel_targets`
+lists them. A driver keeps one ``ChannelConnection`` per target for the module's whole life
+(across reconnects) and runs::
+
+    conn = ChannelConnection(kind=target.kind)
+    while True:
+        conn.start_connect(now)                      # IDLE / BACKING_OFF -> CONNECTING
+        try: open the socket (bounded by DEFAULT_CONNECT_TIMEOUT)
+        except OSError as exc:
+            retry_at = conn.connect_failed(now, str(exc))     # None: FAILED, give up
+            sleep until retry_at; continue
+        conn.connected(now)                          # -> OPEN, fresh frame decoder
+        read loop:
+            conn.receive_data(chunk, now)  /  conn.receive_eof()
+            while (ev := conn.next_event()) not in (NEED_DATA, END_OF_INPUT):
+                RequestReceived  -> run the router -> conn.send_response(...)
+                ShutdownRequested-> begin the module's graceful close
+                RequestTimedOut  -> cancel that handler (already answered 504)
+                BadFrame         -> log it (skipped; maybe answered 400)
+                anything else    -> a plain orchestrator message
+            write(conn.data_to_send())               # whole frames; one writer
+            arm a timer for conn.get_timer(); when it fires: conn.handle_timer(now)
+        retry_at = conn.connection_lost(now, reason)  # None: CLOSED / FAILED, stop
+
+``next_event`` raises :class:`~pywatt_proto.FrameTooLarge` or
+:class:`~pywatt_proto.InvalidFormatCode` when the peer sends a header that cannot be
+trusted; the channel is then FAILED for good (``error`` holds the exception) and the driver
+closes the socket without reconnecting: a peer that framed one message wrongly will do so
+again, and nothing after a bad header is aligned.
+
+Theory of operation
+-------------------
+The two directions are asymmetric (``spec/framed.md`` section 3): the orchestrator sends a
+*bare* message object, the module answers with the ``Message`` envelope
+``{"id":<uuid v4>,"content":<message>,"metadata":{}}``. As the spec recommends, the reader
+also accepts an envelope, and (section 5) JSON bytes labelled Binary or Base64.
+
+Automatic replies are queued in ``data_to_send()`` without driver involvement: every
+``heartbeat`` gets an enveloped ``heartbeat_ack``; an ``http_request`` the core refuses gets
+its 400/503 answer. Every accepted ``http_request`` is answered exactly once: by the driver
+(``send_response``: an enveloped ``http_response`` op) or by the core (504 at its deadline).
+Requests in flight when a connection is lost cannot be answered any more (the orchestrator's
+side of that connection is gone); a later ``send_response`` for them returns False.
+
+Reconnecting (the reference retries forever without jitter, PROTOCOL-FACTS W15): the first
+connection follows ``connect_backoff`` (a few quick attempts: the orchestrator created the
+listener just before sending init, so only a start-up race is expected); after an
+established connection is lost, ``reconnect_backoff`` applies (more attempts, delays up to
+30 s, for an orchestrator that restarts). Both use full jitter and a bounded attempt count;
+when it is used up the channel is FAILED and the module carries on with stdio alone.
+Input is decoded lazily (one frame per ``next_event`` call), so memory for input never
+exceeds one chunk plus one partial frame.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from ._backoff import Backoff, RetryState
+from ._codec import decode_envelope, decode_orchestrator_to_module, encode_envelope
+from ._errors import LocalProtocolError, RemoteProtocolError
+from ._formats import EncodingFormat
+from ._framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    END_OF_INPUT,
+    NEED_DATA,
+    EndOfInput,
+    Frame,
+    FrameDecoder,
+    NeedData,
+    TruncatedInput,
+    encode_frame,
+)
+from ._messages import (
+    Heartbeat,
+    HeartbeatAck,
+    HttpRequest,
+    HttpResponse,
+    Init,
+    Message,
+    MessageMetadata,
+    ModuleToOrchestrator,
+    OrchestratorToModule,
+    Shutdown,
+    TcpListen,
+)
+from ._module import (
+    DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_REQUEST_TIMEOUT,
+    RequestReceived,
+    RequestTimedOut,
+    ShutdownRequested,
+    join_headers,
+    valid_method,
+)
+from ._payload import convert_payload
+
+__all__ = [
+    "CONNECT_BACKOFF",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "RECONNECT_BACKOFF",
+    "BadFrame",
+    "ChannelConnection",
+    "ChannelEvent",
+    "ChannelKind",
+    "ChannelState",
+    "ChannelTarget",
+    "channel_state_diagram",
+    "channel_targets",
+]
+
+# ============================================================================
+# STATE TABLE -- everything that changes ChannelConnection.state lives here.
+#   * IDLE: created, never connected.  CONNECTING: the driver is opening a socket.
+#   * OPEN: frames flow both ways.  BACKING_OFF: waiting for the next attempt.
+#   * CLOSING: shutdown received (or the module is stopping): the connection stays
+#     up so in-flight requests are answered, new requests get 503; a lost
+#     connection is not re-opened.
+#   * CLOSED: stopped on purpose.  FAILED: attempts used up, or a fatal framing
+#     error (``error`` says which). Both are terminal.
+#   * A (state, input) pair not in the table is a LocalProtocolError naming both.
+# ============================================================================
+
+
+class ChannelState(enum.Enum):
+    IDLE = "idle"
+    CONNECTING = "connecting"
+    OPEN = "open"
+    BACKING_OFF = "backing_off"
+    CLOSING = "closing"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+class _Input(enum.Enum):
+    CONNECT = "connect"
+    CONNECTED = "connected"
+    RETRY = "retry"  # an attempt failed / the connection was lost; another is allowed
+    GIVE_UP = "give_up"  # ... and no attempt is left
+    FATAL = "fatal"  # a frame header that cannot be trusted
+    SHUTDOWN = "shutdown"
+    LOST = "lost"  # connection lost while CLOSING
+    CLOSE = "close"
+
+
+_S = ChannelState
+_TRANSITIONS: Final[dict[tuple[ChannelState, _Input], ChannelState]] = {
+    (_S.IDLE, _Input.CONNECT): _S.CONNECTING,
+    (_S.BACKING_OFF, _Input.CONNECT): _S.CONNECTING,
+    (_S.CONNECTING, _Input.CONNECTED): _S.OPEN,
+    (_S.CONNECTING, _Input.RETRY): _S.BACKING_OFF,
+    (_S.CONNECTING, _Input.GIVE_UP): _S.FAILED,
+    (_S.OPEN, _Input.RETRY): _S.BACKING_OFF,
+    (_S.OPEN, _Input.GIVE_UP): _S.FAILED,
+    (_S.OPEN, _Input.FATAL): _S.FAILED,
+    (_S.OPEN, _Input.SHUTDOWN): _S.CLOSING,
+    (_S.IDLE, _Input.SHUTDOWN): _S.CLOSED,
+    (_S.CONNECTING, _Input.SHUTDOWN): _S.CLOSED,
+    (_S.BACKING_OFF, _Input.SHUTDOWN): _S.CLOSED,
+    (_S.CLOSING, _Input.SHUTDOWN): _S.CLOSING,
+    (_S.CLOSING, _Input.FATAL): _S.FAILED,
+    (_S.CLOSING, _Input.LOST): _S.CLOSED,
+    (_S.CLOSED, _Input.SHUTDOWN): _S.CLOSED,
+    (_S.FAILED, _Input.SHUTDOWN): _S.FAILED,
+    (_S.IDLE, _Input.CLOSE): _S.CLOSED,
+    (_S.CONNECTING, _Input.CLOSE): _S.CLOSED,
+    (_S.OPEN, _Input.CLOSE): _S.CLOSED,
+    (_S.BACKING_OFF, _Input.CLOSE): _S.CLOSED,
+    (_S.CLOSING, _Input.CLOSE): _S.CLOSED,
+    (_S.CLOSED, _Input.CLOSE): _S.CLOSED,
+    (_S.FAILED, _Input.CLOSE): _S.FAILED,
+}
+
+
+def channel_state_diagram() -> str:
+    """Return the state table above as a Mermaid ``stateDiagram-v2``."""
+    lines = ["stateDiagram-v2"]
+    for (src, inp), dst in _TRANSITIONS.items():
+        lines.append(f"    {src.name} --> {dst.name}: {inp.name}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# Limits and policies
+# ---------------------------------------------------------------------------
+
+#: Seconds one connect attempt may take. The reference uses 30 s per attempt; 10 s is
+#: ample for a local orchestrator and keeps a blackholed required channel from stalling
+#: start-up for minutes.
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+#: First connection: 4 attempts, delays drawn from [0, 0.1), [0, 0.2), [0, 0.4) s (at most
+#: 0.7 s in total). The orchestrator opened the listener before sending init; retries only
+#: cover a start-up race (e.g. the Unix socket file not created yet).
+CONNECT_BACKOFF: Final = Backoff(base=0.1, factor=2.0, cap=1.0, max_attempts=4, jitter=True)
+#: After an established connection is lost: 10 attempts (the loss counts as the first),
+#: ceilings 0.1 s doubling to a 30 s cap (at most ~77 s in total), then give up.
+RECONNECT_BACKOFF: Final = Backoff(base=0.1, factor=2.0, cap=30.0, max_attempts=10, jitter=True)
+#: Ids of requests the core already answered (504, or lost with their connection) whose late
+#: answer is dropped silently; older ones are forgotten (a late answer is then an error).
+MAX_REMEMBERED_ANSWERED: Final = 4096
+
+_JSON_HEADERS: Final = {"content-type": "application/json"}
+
+
+class ChannelKind(enum.Enum):
+    """Which init member a channel came from; the value is the reference's channel name."""
+
+    TCP = "TCP"
+    IPC = "IPC"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelTarget:
+    """Where to connect: ``address`` (TCP) or ``socket_path`` (IPC), from the init object.
+
+    ``required``: a module that cannot connect must not start. ``tls``: wrap the TCP
+    connection in TLS (the drivers use the platform's default client context).
+    """
+
+    kind: ChannelKind
+    address: TcpListen | None = None
+    socket_path: str | None = None
+    required: bool = False
+    tls: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind is ChannelKind.TCP and self.address is None:
+            raise LocalProtocolError("a TCP channel needs an address", field="address")
+        if self.kind is ChannelKind.IPC and not self.socket_path:
+            raise LocalProtocolError("an IPC channel needs a socket_path", field="socket_path")
+
+    def describe(self) -> str:
+        """Return e.g. ``"TCP channel 127.0.0.1:9000"`` (for log and error messages)."""
+        where = str(self.address) if self.kind is ChannelKind.TCP else self.socket_path
+        return f"{self.kind.value} channel {where}"
+
+
+def channel_targets(init: Init) -> tuple[ChannelTarget, ...]:
+    """Return the channels ``init`` offers (TCP first, as the reference connects them)."""
+    out: list[ChannelTarget] = []
+    if init.tcp_channel is not None:
+        tcp = init.tcp_channel
+        out.append(
+            ChannelTarget(
+                kind=ChannelKind.TCP,
+                address=tcp.address,
+                required=tcp.required,
+                tls=tcp.tls_enabled,
+            )
+        )
+    if init.ipc_channel is not None:
+        ipc = init.ipc_channel
+        out.append(
+            ChannelTarget(kind=ChannelKind.IPC, socket_path=ipc.socket_path, required=ipc.required)
+        )
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------
+# Events
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BadFrame:
+    """A frame was skipped: its payload is not a valid message (or the stream ended inside
+    a frame: ``error`` is then a ``TruncatedInput``). ``answered_status`` if the core
+    replied to it (400 for a recognisable but invalid ``http_request``)."""
+
+    format: EncodingFormat | None
+    payload: bytes
+    error: RemoteProtocolError
+    answered_status: int | None = None
+
+
+ChannelEvent: TypeAlias = (
+    RequestReceived | RequestTimedOut | ShutdownRequested | BadFrame | OrchestratorToModule
+)
+
+
+def _error_body(message: str) -> bytes:
+    # spec/limits.md section 3: {"error":"<short reason>"}, naming no internal detail.
+    return json.dumps({"error": message}, separators=(",", ":")).encode()
+
+
+class ChannelConnection:
+    """The module's side of one framed channel (driver loop in the module docstring).
+
+    Args:
+        kind: TCP or IPC (only used in messages).
+        max_in_flight: unanswered requests allowed; the next one is answered 503.
+        request_timeout: seconds before an unanswered request is answered 504 (None: never).
+        max_frame_size: largest payload accepted and sent.
+        connect_backoff, reconnect_backoff: retry policies (see the module docstring).
+        rng: randomness for jitter and, without ``id_factory``, envelope ids
+            (default: a fresh ``random.Random()``).
+        id_factory: returns the ``id`` of each outgoing envelope.
+
+    Raises:
+        LocalProtocolError: ``max_in_flight`` < 1.
+    """
+
+    def __init__(
+        self,
+        *,
+        kind: ChannelKind = ChannelKind.TCP,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        connect_backoff: Backoff = CONNECT_BACKOFF,
+        reconnect_backoff: Backoff = RECONNECT_BACKOFF,
+        rng: random.Random | None = None,
+        id_factory: Callable[[], uuid.UUID] | None = None,
+    ) -> None:
+        if max_in_flight < 1:
+            raise LocalProtocolError("max_in_flight must be at least 1")
+        self._kind = kind
+        self._max_in_flight = max_in_flight
+        self._request_timeout = request_timeout
+        self._max_frame_size = max_frame_size
+        self._reconnect_backoff = reconnect_backoff
+        self._rng = rng if rng is not None else random.Random()
+        self._id_factory = id_factory if id_factory is not None else self._random_id
+        self._retry = RetryState(policy=connect_backoff, rng=self._rng)
+        self._state = ChannelState.IDLE
+        self._decoder = FrameDecoder(max_frame_size)
+        self._eof_done = False
+        self._now = 0.0
+        self._retry_at: float | None = None
+        self._error: Exception | None = None
+        self._last_failure: str | None = None
+        self._connections = 0
+        # Whole frames to write. The driver drains it after every call, so it holds one
+        # call's output: at most one reply per frame decoded (one per next_event call) or one
+        # 504 per in-flight request (handle_timer), both bounded.
+        self._out: list[bytes] = []
+        # At most one event: next_event decodes a single frame per call.
+        self._events: list[ChannelEvent] = []
+        # request_id -> deadline; insertion order is deadline order (constant timeout,
+        # monotonic now), so the first entry is the earliest. Bounded by max_in_flight.
+        self._in_flight: dict[str, float] = {}
+        self._answered: OrderedDict[str, None] = OrderedDict()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def kind(self) -> ChannelKind:
+        """TCP or IPC."""
+        return self._kind
+
+    @property
+    def state(self) -> ChannelState:
+        """The current state (see the table at the top of this file)."""
+        return self._state
+
+    @property
+    def error(self) -> Exception | None:
+        """Why the channel is FAILED: the fatal framing error, or None (see ``last_failure``)."""
+        return self._error
+
+    @property
+    def last_failure(self) -> str | None:
+        """The reason given with the latest failed attempt or lost connection."""
+        return self._last_failure
+
+    @property
+    def attempts(self) -> int:
+        """Failed attempts since the last successful connect (a lost connection counts)."""
+        return self._retry.attempts
+
+    @property
+    def connections(self) -> int:
+        """How many times a connection was established."""
+        return self._connections
+
+    @property
+    def in_flight(self) -> int:
+        """Requests received on the current connection and not yet answered."""
+        return len(self._in_flight)
+
+    def _fire(self, inp: _Input) -> None:
+        try:
+            self._state = _TRANSITIONS[(self._state, inp)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"{self._kind.value} channel: no transition from {self._state.name} on {inp.name}"
+            ) from None
+
+    def _require_stream(self, api: str) -> None:
+        if self._state not in (ChannelState.OPEN, ChannelState.CLOSING):
+            raise LocalProtocolError(f"{api}() needs an open connection (state {self._state.name})")
+
+    # -------------------------------------------------------------- lifecycle
+    def start_connect(self, now: float) -> None:
+        """Record that the driver is starting a connect attempt (IDLE/BACKING_OFF ->
+        CONNECTING). Returns None.
+
+        Raises:
+            LocalProtocolError: in any other state (nothing changes).
+        """
+        self._fire(_Input.CONNECT)
+        self._now = max(self._now, now)
+        self._retry_at = None
+
+    def connect_failed(self, now: float, reason: str) -> float | None:
+        """Record a failed connect attempt. Returns when to try again (same clock as
+        ``now``; state BACKING_OFF), or None when the policy allows no more attempts (state
+        FAILED).
+
+        Raises:
+            LocalProtocolError: not CONNECTING (nothing changes).
+        """
+        if self._state is not ChannelState.CONNECTING:
+            raise LocalProtocolError(f"connect_failed() in state {self._state.name}")
+        self._last_failure = reason
+        return self._schedule_retry(now)
+
+    def _schedule_retry(self, now: float) -> float | None:
+        self._now = max(self._now, now)
+        at = self._retry.failed(now)
+        self._fire(_Input.GIVE_UP if at is None else _Input.RETRY)
+        self._retry_at = at
+        return at
+
+    def connected(self, now: float) -> None:
+        """Record that the socket is open (CONNECTING -> OPEN): a fresh frame decoder, the
+        attempt count reset, and from now on ``reconnect_backoff`` applies. Returns None.
+
+        Raises:
+            LocalProtocolError: not CONNECTING (nothing changes).
+        """
+        self._fire(_Input.CONNECTED)
+        self._now = max(self._now, now)
+        self._decoder = FrameDecoder(self._max_frame_size)
+        self._eof_done = False
+        self._out = []
+        if self._connections == 0:
+            self._retry = RetryState(policy=self._reconnect_backoff, rng=self._rng)
+        else:
+            self._retry.succeeded()
+        self._connections += 1
+
+    def connection_lost(self, now: float, reason: str | None = None) -> float | None:
+        """Record that the current connection is gone (end of stream, I/O error, or the
+        driver closed it after a fatal error). Requests in flight on it are abandoned.
+
+        Returns when to reconnect (state BACKING_OFF), or None: the channel is CLOSED
+        (shutdown) or FAILED (attempts used up, or a fatal framing error earlier).
+
+        Raises:
+            LocalProtocolError: called while IDLE, CONNECTING or BACKING_OFF.
+        """
+        state = self._state
+        if state in (ChannelState.CLOSED, ChannelState.FAILED):
+            self._abandon_in_flight()
+            return None
+        if state is ChannelState.CLOSING:
+            self._fire(_Input.LOST)
+            self._abandon_in_flight()
+            return None
+        if state is not ChannelState.OPEN:
+            raise LocalProtocolError(f"connection_lost() in state {state.name}")
+        self._last_failure = reason or "connection closed by the peer"
+        self._abandon_in_flight()
+        return self._schedule_retry(now)
+
+    def begin_shutdown(self) -> None:
+        """Stop accepting requests because the module is stopping (no event is emitted).
+
+        OPEN -> CLOSING (in-flight requests are still answered); not yet connected ->
+        CLOSED (no more attempts). No-op when already closing or terminal. Returns None.
+        """
+        self._fire(_Input.SHUTDOWN)
+        if self._state is ChannelState.CLOSED:
+            self._retry_at = None
+
+    def close(self) -> None:
+        """Stop for good (the driver closes the socket). In-flight requests are abandoned.
+        Returns None; never raises.
+        """
+        self._fire(_Input.CLOSE)
+        self._retry_at = None
+        self._abandon_in_flight()
+
+    def _abandon_in_flight(self) -> None:
+        for rid in self._in_flight:
+            self._remember_answered(rid)
+        self._in_flight.clear()
+
+    def _remember_answered(self, rid: str) -> None:
+        answered = self._answered
+        answered[rid] = None
+        if len(answered) > MAX_REMEMBERED_ANSWERED:
+            answered.popitem(last=False)
+
+    # ------------------------------------------------------------------ input
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Buffer bytes read from the socket; ``now`` is their arrival time. Frames are
+        decoded lazily by ``next_event``. Returns None.
+
+        Raises:
+            LocalProtocolError: no open connection, after ``receive_eof``, or ``data`` empty.
+        """
+        self._require_stream("receive_data")
+        self._now = max(self._now, now)
+        self._decoder.receive_data(data)
+
+    def receive_eof(self) -> None:
+        """Record that the peer closed the stream; ``next_event`` returns END_OF_INPUT after
+        the last frame. No-op unless a connection is open."""
+        if self._state in (ChannelState.OPEN, ChannelState.CLOSING):
+            self._decoder.receive_eof()
+
+    def next_event(self) -> ChannelEvent | NeedData | EndOfInput:
+        """Return the next event, ``NEED_DATA``, or ``END_OF_INPUT`` (the stream ended, or
+        there is no open connection; then call ``connection_lost``).
+
+        Raises:
+            FrameTooLarge, InvalidFormatCode: a header that cannot be trusted arrived. The
+                channel is now FAILED (``error`` holds it); frames before it were returned
+                first. Close the socket; ``connection_lost`` then returns None.
+        """
+        events = self._events
+        while not events:
+            if self._state not in (ChannelState.OPEN, ChannelState.CLOSING) or self._eof_done:
+                return END_OF_INPUT
+            try:
+                frame = self._decoder.next_frame()
+            except TruncatedInput as exc:
+                self._eof_done = True
+                return BadFrame(format=None, payload=b"", error=exc)
+            except RemoteProtocolError as exc:  # FrameTooLarge / InvalidFormatCode
+                self._error = exc
+                self._last_failure = str(exc)
+                self._fire(_Input.FATAL)
+                self._abandon_in_flight()
+                raise
+            if frame is NEED_DATA:
+                return NEED_DATA
+            if frame is END_OF_INPUT:
+                self._eof_done = True
+                return END_OF_INPUT
+            assert isinstance(frame, Frame)
+            self._handle_frame(frame)
+        return events.pop(0)
+
+    def _handle_frame(self, frame: Frame) -> None:
+        payload = frame.payload
+        try:
+            text = (
+                payload
+                if frame.format is EncodingFormat.JSON
+                else convert_payload(payload, frame.format, EncodingFormat.JSON)
+            )
+            msg = _decode_message(text)
+        except RemoteProtocolError as exc:
+            self._bad_frame(frame, exc)
+            return
+        t = type(msg)
+        if t is HttpRequest:
+            assert isinstance(msg, HttpRequest)
+            self._on_http_request(msg, frame)
+        elif t is Heartbeat:
+            # spec/framed.md section 3: "a heartbeat is always answered with heartbeat_ack
+            # on the same channel".
+            self._send_enveloped(HeartbeatAck())
+        elif t is Shutdown:
+            if self._state is ChannelState.OPEN:
+                self._fire(_Input.SHUTDOWN)
+                self._events.append(ShutdownRequested())
+        else:
+            self._events.append(msg)
+
+    def _bad_frame(self, frame: Frame, exc: RemoteProtocolError) -> None:
+        """Skip an undecodable frame; answer 400 if it is recognisably an http_request."""
+        status: int | None = None
+        try:
+            obj = json.loads(frame.payload) if frame.format is EncodingFormat.JSON else None
+        except (ValueError, RecursionError):
+            obj = None
+        if isinstance(obj, dict) and obj.get("op") == "http_request":
+            rid = obj.get("request_id")
+            if isinstance(rid, str) and rid not in self._in_flight:
+                status = 400
+                self._queue_response(rid, 400, _JSON_HEADERS, _error_body("malformed request"))
+        self._events.append(
+            BadFrame(format=frame.format, payload=frame.payload, error=exc, answered_status=status)
+        )
+
+    def _on_http_request(self, msg: HttpRequest, frame: Frame) -> None:
+        rid = msg.request_id
+
+        def refuse(status: int, why: str, err: RemoteProtocolError | None = None) -> None:
+            self._queue_response(rid, status, _JSON_HEADERS, _error_body(why))
+            if err is not None:
+                self._events.append(
+                    BadFrame(
+                        format=frame.format,
+                        payload=frame.payload,
+                        error=err,
+                        answered_status=status,
+                    )
+                )
+
+        if rid in self._in_flight:
+            err = RemoteProtocolError(f"duplicate request_id {rid!r} in flight", field="request_id")
+            refuse(400, "duplicate request_id", err)
+        elif self._state is not ChannelState.OPEN:
+            refuse(503, "shutting down")
+        elif not valid_method(msg.method):
+            refuse(400, "invalid method", RemoteProtocolError("invalid method", field="method"))
+        elif len(self._in_flight) >= self._max_in_flight:
+            refuse(503, "too many requests in flight")
+        else:
+            uri = _origin_form(msg.uri)
+            if uri is None:
+                err = RemoteProtocolError(f"invalid uri {msg.uri!r}", field="uri")
+                refuse(400, "invalid uri", err)
+                return
+            timeout = self._request_timeout
+            self._in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
+            self._answered.pop(rid, None)
+            path, _, query = uri.partition("?")
+            self._events.append(
+                RequestReceived(request_id=rid, request=msg, path=path, query=query)
+            )
+
+    # ----------------------------------------------------------------- output
+    def _random_id(self) -> uuid.UUID:
+        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    def _send_enveloped(self, content: ModuleToOrchestrator) -> None:
+        envelope = Message(id=self._id_factory(), content=content, metadata=MessageMetadata())
+        self._out.append(
+            encode_frame(
+                EncodingFormat.JSON, encode_envelope(envelope), max_frame_size=self._max_frame_size
+            )
+        )
+
+    def _queue_response(
+        self, request_id: str, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> None:
+        self._send_enveloped(
+            HttpResponse(
+                request_id=request_id,
+                status_code=status,
+                headers=dict(headers),
+                body=body if body is not None else b"",
+            )
+        )
+
+    def send_response(
+        self,
+        request_id: str,
+        status_code: int,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: bytes | None,
+    ) -> bool:
+        """Answer ``request_id`` with an enveloped ``http_response`` (headers folded by
+        ``join_headers``).
+
+        Returns True if queued, False if the core already answered it (504) or its
+        connection was lost -- the late result is dropped.
+
+        Raises:
+            LocalProtocolError: an id never received (or answered twice), a status outside
+                0..65535, or a response too large for a frame (state unchanged).
+        """
+        if self._in_flight.pop(request_id, None) is None:
+            if request_id in self._answered:
+                return False
+            raise LocalProtocolError(f"no request {request_id!r} in flight on this channel")
+        try:
+            if not 0 <= status_code <= 65535:
+                raise LocalProtocolError(f"status code {status_code} out of range")
+            self._queue_response(request_id, status_code, join_headers(headers), body)
+        except LocalProtocolError:
+            self._in_flight[request_id] = self._now
+            raise
+        return True
+
+    def send(self, message: ModuleToOrchestrator) -> None:
+        """Queue any other module->orchestrator message, enveloped.
+
+        Raises:
+            LocalProtocolError: no open connection, or a message the channel sends itself
+                (http_response, heartbeat_ack).
+        """
+        self._require_stream("send")
+        if isinstance(message, HttpResponse | HeartbeatAck):
+            raise LocalProtocolError(f"{type(message).__name__} is sent by ChannelConnection")
+        self._send_enveloped(message)
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) every queued outbound byte: whole frames only, possibly b""."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    # ----------------------------------------------------------------- timers
+    @property
+    def retry_at(self) -> float | None:
+        """When the next connect attempt is due (BACKING_OFF only), else None."""
+        return self._retry_at
+
+    def get_timer(self) -> float | None:
+        """Return the earliest request deadline (same clock as ``now``), or None."""
+        if self._in_flight:
+            first = next(iter(self._in_flight.values()))
+            return None if first == float("inf") else first
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Answer 504 to every request whose deadline is at or before ``now`` (one
+        ``RequestTimedOut`` event each). Returns None; never raises."""
+        self._now = max(self._now, now)
+        in_flight = self._in_flight
+        while in_flight:
+            rid, deadline = next(iter(in_flight.items()))
+            if deadline > now:
+                break
+            del in_flight[rid]
+            self._remember_answered(rid)
+            if self._state in (ChannelState.OPEN, ChannelState.CLOSING):
+                self._queue_response(rid, 504, _JSON_HEADERS, _error_body("request timed out"))
+            self._events.append(RequestTimedOut(request_id=rid))
+
+    def __repr__(self) -> str:
+        return (
+            f"ChannelConnection(kind={self._kind.name}, state={self._state.name}, "
+            f"in_flight={len(self._in_flight)})"
+        )
+
+
+def _decode_message(data: bytes) -> OrchestratorToModule:
+    """Decode a bare message; if it has no ``op``, try the ``Message`` envelope form
+    (spec/framed.md section 3: a reader SHOULD accept both). Raises the bare form's error
+    when neither fits."""
+    try:
+        return decode_orchestrator_to_module(data)
+    except RemoteProtocolError as exc:
+        if exc.field != "op":
+            raise
+        try:
+            content = decode_envelope(data, content="orchestrator_to_module").content
+        except RemoteProtocolError:
+            raise exc from None
+        return content  # type: ignore[return-value]  # a message object for this content kind
+
+
+def _origin_form(uri: str) -> str | None:
+    """Return ``uri`` as origin-form (absolute-form reduced to path and query, RFC 9112
+    section 3.2.2), or None when it is neither."""
+    if uri[:1] != "/" and uri[:8].lower().startswith(("http://", "https://")):
+        start = uri.find("//") + 2
+        slash = uri.find("/", start)
+        query_at = uri.find("?", start)
+        if slash < 0 or (0 <= query_at < slash):
+            uri = "/" + (uri[query_at:] if query_at >= 0 else "")
+        else:
+            uri = uri[slash:]
+    if uri.startswith("/") or uri == "*":
+        return uri
+    return None
