@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pywatt_proto import Request, Response, Router
+from pywatt_proto._channel import BadFrame, ChannelEvent, channel_targets
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, PortResponse
@@ -53,6 +54,7 @@ from pywatt_proto._module import (
     ShutdownRequested,
 )
 
+from ._channel import AsyncChannel
 from ._dispatch import dispatch
 from ._stdio import PipeLink, guard_stdout
 
@@ -68,6 +70,8 @@ _log = logging.getLogger("pywatt.module")
 DEFAULT_MAX_CONCURRENCY = 64
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+#: A request waiting for a handler slot: from stdio, or from a framed channel.
+_Pending = RequestReceived | tuple[AsyncChannel, RequestReceived]
 RotationCallback = Callable[[tuple[str, ...]], Any]
 
 
@@ -111,8 +115,10 @@ class Module:
         self._conn: ModuleConnection | None = None
         self._link: PipeLink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._waiting: deque[RequestReceived] = deque()  # bounded by the core's max_in_flight
+        # Handler tasks: stdio requests by request_id, channel requests by (channel, id).
+        self._tasks: dict[object, asyncio.Task[None]] = {}
+        self._waiting: deque[_Pending] = deque()  # bounded by the cores' max_in_flight
+        self._channels: list[AsyncChannel] = []
         self._secret_waiters: dict[str, list[asyncio.Future[str]]] = {}
         self._port_listeners: list[Callable[[PortResponse], None]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -282,11 +288,13 @@ class Module:
         try:
             await self._link.start()
             code = await self._done
+            await self._close_channels(drain=code == 0)
             await self._link.flush_and_close()
             return code
         finally:
             if stop_signal:
                 loop.remove_signal_handler(signal.SIGTERM)
+            await self._close_channels(drain=False)
             self._cancel_all()
             if self._timer is not None:
                 self._timer.cancel()
@@ -309,6 +317,7 @@ class Module:
             return
         _log.info("SIGTERM: finishing %d in-flight request(s)", conn.in_flight)
         conn.begin_shutdown()
+        self._shutdown_channels()
         self._process()
 
     async def wait_ready(self) -> None:
@@ -383,7 +392,11 @@ class Module:
                 task.cancel()
                 self._start_waiting()
             else:
-                self._waiting = deque(r for r in self._waiting if r.request_id != event.request_id)
+                self._waiting = deque(
+                    r
+                    for r in self._waiting
+                    if not (isinstance(r, RequestReceived) and r.request_id == event.request_id)
+                )
             _log.warning("request %s timed out (answered 504)", event.request_id)
         elif t is SecretUpdated:
             assert isinstance(event, SecretUpdated)
@@ -403,6 +416,7 @@ class Module:
         elif t is ShutdownRequested:
             assert self._conn is not None
             _log.info("shutdown requested; finishing %d in-flight request(s)", self._conn.in_flight)
+            self._shutdown_channels()
         elif t is BadLine:
             assert isinstance(event, BadLine)
             _log.warning("skipped input line: %s", event.error)
@@ -415,13 +429,21 @@ class Module:
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))  # type: ignore[union-attr]
         elif t is InitReceived:
             _log.debug("init received")
+            assert isinstance(event, InitReceived)
+            if channel_targets(event.init):
+                self._spawn(self._open_channels(event))
         else:
             _log.debug("ignored message %s", t.__name__)
 
-    def _start(self, event: RequestReceived) -> None:
+    def _start(self, item: _Pending) -> None:
         loop = self._loop
         assert loop is not None
-        self._tasks[event.request_id] = loop.create_task(self._serve(event))
+        if isinstance(item, RequestReceived):
+            self._tasks[item.request_id] = loop.create_task(self._serve(item))
+        else:
+            channel, event = item
+            key = (channel, event.request_id)
+            self._tasks[key] = loop.create_task(self._serve_channel(channel, event))
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._tasks) < self._max_concurrency:
@@ -457,6 +479,106 @@ class Module:
             self._tasks.pop(rid, None)
             if self._waiting:
                 self._start_waiting()
+
+    # ------------------------------------------------------ framed channels
+    async def _open_channels(self, event: InitReceived) -> None:
+        """Connect the channels init offers; a required one that fails stops the module."""
+        channels = [
+            AsyncChannel(target, on_event=self._on_channel_event)
+            for target in channel_targets(event.init)
+        ]
+        self._channels.extend(channels)
+        failures = await asyncio.gather(*(ch.start() for ch in channels))
+        for ch, failure in zip(channels, failures, strict=True):
+            if failure is None:
+                continue
+            what = ch.target.describe()
+            if ch.target.required:
+                _log.critical(
+                    "required %s could not be connected after %d attempt(s): %s; exiting",
+                    what,
+                    ch.conn.attempts,
+                    failure,
+                )
+                self._finish(1)
+            else:
+                _log.warning("%s could not be connected (%s); continuing on stdio", what, failure)
+
+    def _on_channel_event(self, channel: AsyncChannel, event: ChannelEvent) -> None:
+        t = type(event)
+        if t is RequestReceived:
+            assert isinstance(event, RequestReceived)
+            if len(self._tasks) < self._max_concurrency:
+                self._start((channel, event))
+            else:
+                self._waiting.append((channel, event))
+        elif t is RequestTimedOut:
+            assert isinstance(event, RequestTimedOut)
+            key = (channel, event.request_id)
+            task = self._tasks.pop(key, None)
+            if task is not None:
+                task.cancel()
+                self._start_waiting()
+            else:
+                self._waiting = deque(
+                    r
+                    for r in self._waiting
+                    if not (isinstance(r, tuple) and (r[0], r[1].request_id) == key)
+                )
+            _log.warning("%s: request %s timed out (answered 504)", channel, event.request_id)
+        elif t is ShutdownRequested:
+            conn = self._conn
+            _log.info("shutdown requested on %s", channel.target.describe())
+            if conn is not None and conn.state is not ModuleState.ERROR:
+                try:
+                    conn.begin_shutdown()
+                except ProtocolError:  # before init: nothing to drain
+                    self._finish(0)
+                self._shutdown_channels()
+                self._process()
+        elif t is BadFrame:
+            assert isinstance(event, BadFrame)
+            _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
+        else:
+            self._handle_event(event)  # type: ignore[arg-type]  # plain orchestrator messages
+
+    async def _serve_channel(self, channel: AsyncChannel, event: RequestReceived) -> None:
+        key = (channel, event.request_id)
+        loop = self._loop
+        assert loop is not None
+        try:
+            try:
+                response = await dispatch(self.router, event.to_router_request(), loop.time)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # dispatch never raises; belt and braces
+                _log.exception("request %s failed", event.request_id, exc_info=exc)
+                response = self.router.error_response(exc)
+            if self._tasks.pop(key, None) is not None:
+                await channel.send_response(
+                    event.request_id, response.status, response.headers, response.body
+                )
+        finally:
+            self._tasks.pop(key, None)
+            if self._waiting:
+                self._start_waiting()
+
+    def _shutdown_channels(self) -> None:
+        for ch in self._channels:
+            ch.begin_shutdown()
+
+    async def _close_channels(self, *, drain: bool) -> None:
+        """Stop the channels; with ``drain``, first let their in-flight handlers answer
+        (up to the request timeout)."""
+        channels, self._channels = self._channels, []
+        if not channels:
+            return
+        for ch in channels:
+            ch.begin_shutdown()
+        pending = [t for k, t in self._tasks.items() if isinstance(k, tuple)]
+        if drain and pending:
+            await asyncio.wait(pending, timeout=self._request_timeout)
+        await asyncio.gather(*(ch.aclose() for ch in channels), return_exceptions=True)
 
     async def _rotate(self, event: RotationRequested) -> None:
         error: str | None = None
