@@ -103,6 +103,7 @@ class _Connection(asyncio.Protocol):
         "_now",
         "_paused",
         "_server",
+        "_stall",
         "_task",
         "_timer",
         "_timer_at",
@@ -120,6 +121,7 @@ class _Connection(asyncio.Protocol):
         self._timer_at = 0.0
         self._paused = False
         self._write_paused = False
+        self._stall: asyncio.TimerHandle | None = None
         self._busy = False
         self._lost = False
         self._task: asyncio.Task[None] | None = None
@@ -161,6 +163,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -169,12 +174,22 @@ class _Connection(asyncio.Protocol):
             self._server.connection_done(self)
 
     def pause_writing(self) -> None:
+        # A client that stops reading its answers gets read_timeout to drain them.
         self._write_paused = True
+        self._stall = self._loop.call_later(self._server.limits.read_timeout, self._stalled)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         if not self._busy and not self._lost:
             self._drive(self._now())
+
+    def _stalled(self) -> None:
+        self._stall = None
+        if self._write_paused and self._transport is not None:
+            self._transport.abort()
 
     def shutdown(self) -> None:
         """Finish: an idle connection closes now, a busy one after its answer."""

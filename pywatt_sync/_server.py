@@ -23,6 +23,7 @@ import selectors
 import signal
 import socket
 import ssl as _ssl
+import struct
 import sys
 import threading
 import time
@@ -55,6 +56,8 @@ DEFAULT_DRAIN_TIMEOUT = 10.0
 # Longest single blocking wait of an idle connection, so shutdown is noticed.
 _SHUTDOWN_POLL = 0.25
 _RECV_SIZE = 64 * 1024
+# SO_LINGER on with a zero timeout: close() resets the connection, dropping unsent data.
+_ABORT_LINGER = struct.pack("ii", 1, 0)
 
 
 def router_of(app: Any) -> Router:
@@ -230,8 +233,12 @@ class HttpServer:
                 core.start_shutdown()  # this answer says Connection: close
             core.send_response(response, start, date=self._date.get())
             try:
+                # a client that stops reading its answers gets read_timeout to drain them
+                sock.settimeout(self.limits.read_timeout)
                 sock.sendall(core.data_to_send())
-            except OSError:
+            except OSError:  # TimeoutError included: drop what is queued (RST on close)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
                 core.send_failed()
             if self.access_log is not None:
                 self._log_access(client, event, response, now() - start)

@@ -52,6 +52,8 @@ def build_router(kind: str, gate: threading.Event | None = None) -> Router:
         return {"slow": True}
 
     r.add_route("/slow", slow_async if kind == "asyncio" else slow_sync)
+    big = b"x" * (32 * 1024 * 1024)
+    r.add_route("/big", lambda q: big)
     return r
 
 
@@ -523,3 +525,13 @@ def test_example_servers_serve_hello_and_stop_on_sigterm(example: str) -> None:
     assert proc.returncode == 0
     assert out == b""  # library code never prints to stdout
     assert b'"GET /hello" 200' in err  # the access log goes to stderr
+
+
+def test_client_that_stops_reading_is_dropped(start: Starter) -> None:
+    srv = start(limits=ServerLimits(read_timeout=0.5))
+    with connect(srv.port) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(2.0)  # read nothing while the server tries to send 32 MiB
+        received = len(read_until_closed(s, limit=5.0))
+    assert received < 32 * 1024 * 1024  # the server gave up and closed
