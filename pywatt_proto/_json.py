@@ -282,6 +282,16 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
         raise RemoteProtocolError(f"{exc.msg} {_where(text, exc.pos)}") from None
     except RecursionError:
         raise RemoteProtocolError("recursion limit exceeded") from None
+    except ValueError:
+        # int() refuses integer literals over sys.get_int_max_str_digits() digits;
+        # rescan with serde's number rules (such integers become floats or are out
+        # of range), never letting a plain ValueError escape.
+        if scan is _scan_slow:
+            raise RemoteProtocolError("number out of range") from None
+        try:
+            obj, end = _scan_slow(text, idx)
+        except (ValueError, StopIteration, RecursionError):
+            raise RemoteProtocolError("number out of range") from None
     if end != len(text) and text[end:].strip(_WS):
         raise RemoteProtocolError(f"trailing characters {_where(text, end)}")
     # Depth first: the walks below recurse, and must only see bounded nesting.
