@@ -106,6 +106,11 @@ DEFAULT_MAX_QUEUED: Final = 64
 #: module buffer without bound.
 DEFAULT_MAX_OUTPUT_BACKLOG: Final = 16 * 1024 * 1024
 
+#: Seconds serve_stdio waits at exit for the last output to be written (the
+#: asyncio driver's flush_and_close waits as long): an orchestrator that no
+#: longer reads cannot keep the module from exiting.
+FINAL_FLUSH_TIMEOUT: Final = 5.0
+
 _F = TypeVar("_F", bound=Callable[..., Any])
 RotationCallback = Callable[[tuple[str, ...]], Any]
 _Job = Callable[[], None]
@@ -406,8 +411,9 @@ class Module:
             return self._timer_loop()
         finally:
             with self._out_lock:  # let the flush under way (the last responses) finish
-                while self._flushing:
-                    self._out_cond.wait()
+                give_up = time.monotonic() + FINAL_FLUSH_TIMEOUT
+                while self._flushing and time.monotonic() < give_up:
+                    self._out_cond.wait(give_up - time.monotonic())
             self._stop_workers()
             with self._lock:
                 for waits in self._secret_waits.values():
