@@ -125,8 +125,7 @@ class AsyncChannel:
         if queue is not None and writer_task is not None and not writer_task.done():
             with contextlib.suppress(asyncio.QueueFull):
                 queue.put_nowait(None)
-            with contextlib.suppress(TimeoutError, Exception):
-                await asyncio.wait_for(asyncio.shield(writer_task), timeout)
+            await asyncio.wait({writer_task}, timeout=timeout)
         self._close_socket()
         for task in (self._task, self._writer_task):
             if task is not None and not task.done():

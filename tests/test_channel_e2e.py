@@ -302,3 +302,102 @@ def test_optional_channel_refused_warns_and_continues() -> None:
         assert mod.wait() == 0
     finally:
         mod.stop()
+
+
+# ---------------------------------------------------------------------------
+# The drivers in-process (no module around them): reconnect after a loss.
+
+
+def _answer_and_reconnect(srv: socket.socket, start: Any, respond: Any) -> None:
+    """Shared script: heartbeat, a request answered by ``respond``, drop, reconnect."""
+    conn, _ = srv.accept()
+    peer = Peer(conn)
+    try:
+        peer.send(Heartbeat())
+        assert peer.message().content == HeartbeatAck()
+        peer.send(HttpRequest(request_id="d-1", method="GET", uri="/x", headers={}, body=None))
+        resp = peer.message()
+        assert isinstance(resp.content, HttpResponse)
+        assert (resp.content.request_id, resp.content.status_code) == ("d-1", 201)
+    finally:
+        peer.close()  # the module side sees the loss and reconnects
+    conn, _ = srv.accept()
+    peer = Peer(conn)
+    try:
+        peer.send(Heartbeat())
+        assert peer.message().content == HeartbeatAck()
+    finally:
+        peer.close()
+
+
+def test_sync_channel_driver_answers_and_reconnects() -> None:
+    import threading
+
+    from pywatt_proto import ChannelKind, ChannelTarget, RequestReceived, TcpListen
+    from pywatt_sync._channel import SyncChannel
+
+    with tcp_listener() as srv:
+        host, port = srv.getsockname()
+        target = ChannelTarget(kind=ChannelKind.TCP, address=TcpListen(host=host, port=port))
+
+        def on_event(ch: SyncChannel, event: object) -> None:
+            if isinstance(event, RequestReceived):
+                # answered from another thread, as a worker pool would
+                threading.Thread(
+                    target=ch.send_response, args=(event.request_id, 201, {}, b"made")
+                ).start()
+
+        channel = SyncChannel(target, on_event=on_event)
+        result: list[str | None] = []
+        starter = threading.Thread(target=lambda: result.append(channel.start()))
+        starter.start()
+        try:
+            _answer_and_reconnect(srv, None, None)
+            starter.join(WAIT)
+            assert result == [None]
+            assert channel.conn.connections == 2
+        finally:
+            channel.close()
+        assert channel.conn.state.name == "CLOSED"
+
+
+def test_asyncio_channel_driver_answers_and_reconnects() -> None:
+    import asyncio
+    import threading
+
+    from pywatt_asyncio._channel import AsyncChannel
+    from pywatt_proto import ChannelKind, ChannelTarget, RequestReceived, TcpListen
+
+    with tcp_listener() as srv:
+        host, port = srv.getsockname()
+        target = ChannelTarget(kind=ChannelKind.TCP, address=TcpListen(host=host, port=port))
+        errors: list[BaseException] = []
+        peer_thread = threading.Thread(
+            target=lambda: _capture(errors, _answer_and_reconnect, srv, None, None)
+        )
+        peer_thread.start()
+
+        async def main() -> int:
+            tasks: set[asyncio.Task[bool]] = set()
+
+            def on_event(ch: AsyncChannel, event: object) -> None:
+                if isinstance(event, RequestReceived):
+                    t = asyncio.ensure_future(ch.send_response(event.request_id, 201, {}, b"made"))
+                    tasks.add(t)
+
+            channel = AsyncChannel(target, on_event=on_event)
+            assert await channel.start() is None
+            await asyncio.get_running_loop().run_in_executor(None, peer_thread.join, WAIT)
+            connections = channel.conn.connections
+            await channel.aclose()
+            return connections
+
+        assert asyncio.run(main()) == 2
+        assert errors == []
+
+
+def _capture(errors: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as exc:  # reported by the test thread
+        errors.append(exc)
