@@ -43,6 +43,10 @@ from ._asgi import AsgiApp, AsgiModule, LifespanFailed, asgi_module
 # isort: split
 from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator, module_jwt
 
+# --- framed TCP / Unix-socket channels ---
+# isort: split
+from ._channel import AsyncChannel
+
 __all__ = [
     # module runtime, stdio, development orchestrator
     "DEFAULT_MAX_CONCURRENCY",
@@ -77,4 +81,6 @@ __all__ = [
     "dispatch",
     "serve",
     "start_server",
+    # framed TCP / Unix-socket channels
+    "AsyncChannel",
 ]

@@ -45,6 +45,10 @@ from ._jwt_wsgi import (
     wsgi_claims,
 )
 
+# --- framed TCP / Unix-socket channels ---
+# isort: split
+from ._channel import SyncChannel
+
 __all__ = [
     # JWT middleware
     "FlaskJwt",
@@ -75,4 +79,6 @@ __all__ = [
     "dispatch",
     "serve",
     "start_server",
+    # framed TCP / Unix-socket channels
+    "SyncChannel",
 ]
