@@ -77,6 +77,7 @@ class SyncChannel:
         self._connect_timeout = connect_timeout
         self._clock = clock
         self._lock = threading.Lock()  # guards the core
+        self._drained = threading.Condition(self._lock)  # notified when in_flight may drop
         self._write_lock = threading.Lock()  # one writer at a time, whole frames
         self._stop = threading.Event()  # close() interrupts back-off sleeps
         self._first = threading.Event()
@@ -118,6 +119,7 @@ class SyncChannel:
                     _log.error("%s: response to %s not sent: %s", self, request_id, exc)
                     return False
                 data = self.conn.data_to_send()
+                self._drained.notify_all()
             self._write_locked(data)
         return sent
 
@@ -129,10 +131,17 @@ class SyncChannel:
         if stopped:
             self._stop.set()
 
+    def wait_drained(self, timeout: float | None) -> bool:
+        """Wait until no request received on this channel is unanswered (answered by the
+        module, 504, or abandoned with a lost connection). Returns False on timeout."""
+        with self._drained:
+            return self._drained.wait_for(lambda: self.conn.in_flight == 0, timeout)
+
     def close(self, timeout: float = 1.0) -> None:
         """Close the socket and stop the reader thread (joined for up to ``timeout`` s)."""
         with self._lock:
             self.conn.close()
+            self._drained.notify_all()
         self._stop.set()
         self._shutdown_socket()
         thread = self._thread
@@ -174,6 +183,7 @@ class SyncChannel:
                 self._shutdown_socket()
                 with self._lock:
                     at = conn.connection_lost(self._clock(), reason)
+                    self._drained.notify_all()
                 if at is None:
                     return
                 _log.warning("%s lost (%s); reconnecting", what, reason)
@@ -231,6 +241,7 @@ class SyncChannel:
                 if not readable:
                     with self._lock:
                         conn.handle_timer(self._clock())
+                        self._drained.notify_all()
                     self._dispatch()
                     continue
             try:
@@ -266,6 +277,7 @@ class SyncChannel:
                 except RemoteProtocolError as exc:
                     _log.error("%s: closing the channel: %s", self.target.describe(), exc)
                     ok = False
+                    self._drained.notify_all()  # in-flight requests were abandoned
                 data = self.conn.data_to_send()
             self._write_locked(data)
         for event in events:

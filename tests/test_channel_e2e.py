@@ -356,6 +356,7 @@ def test_sync_channel_driver_answers_and_reconnects() -> None:
             starter.join(WAIT)
             assert result == [None]
             assert channel.conn.connections == 2
+            assert channel.wait_drained(WAIT)
         finally:
             channel.close()
         assert channel.conn.state.name == "CLOSED"
