@@ -20,6 +20,7 @@ import logging
 import signal
 import socket
 import ssl as _ssl
+import struct
 import sys
 import threading
 import time
@@ -47,6 +48,8 @@ _log = logging.getLogger("pywatt.http")
 # Open connections per server; one more is answered 503 and closed. Each idle
 # connection costs a task and ~64 KiB of buffers at most (max_pending_bytes).
 DEFAULT_MAX_CONNECTIONS = 1024
+# SO_LINGER on with a zero timeout: closing resets the connection, dropping unsent data.
+_ABORT_LINGER = struct.pack("ii", 1, 0)
 # Seconds a graceful close waits for in-flight requests before cancelling them.
 DEFAULT_DRAIN_TIMEOUT = 10.0
 _BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
@@ -188,8 +191,13 @@ class _Connection(asyncio.Protocol):
 
     def _stalled(self) -> None:
         self._stall = None
-        if self._write_paused and self._transport is not None:
-            self._transport.abort()
+        transport = self._transport
+        if self._write_paused and transport is not None:
+            sock = transport.get_extra_info("socket")
+            if sock is not None:  # reset: the kernel drops what is still queued
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
+            transport.abort()
 
     def shutdown(self) -> None:
         """Finish: an idle connection closes now, a busy one after its answer."""
