@@ -712,7 +712,8 @@ class Plan(NamedTuple):
     to walk; ``route`` the matched route (None for 404/405/OPTIONS); ``error``
     the exception :meth:`Router.enter` raises at the end of the chain (404/405);
     ``response`` a settled answer (automatic OPTIONS) returned by ``enter``'s
-    caller instead of a handler; ``started`` the driver clock at plan time.
+    caller instead of a handler; ``started`` the driver clock at plan time;
+    ``label`` the metrics label and ``counters`` its (internal) metrics row.
     """
 
     request: Request
@@ -722,6 +723,7 @@ class Plan(NamedTuple):
     response: Response | None
     started: float
     label: str
+    counters: list[Any]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -765,6 +767,11 @@ class Metrics:
         if row is None:
             row = self._table[label] = [0, 0, 0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1), {}]
         return row
+
+    def counters(self, label: str) -> list[Any]:
+        """Return the internal counter row of ``label`` (created on first use)."""
+        row = self._table.get(label)
+        return row if row is not None else self._row(label)
 
     def record_request(self, label: str) -> None:
         """Count one received request for ``label``."""
@@ -1012,13 +1019,14 @@ class Router:
         label = self._labels.get((method, route.path))
         if label is None:  # bounded: (method, route) pairs of registered routes only
             label = self._labels[(method, route.path)] = f"{method} {route.path}"
-        self.metrics.record_request(label)
+        counters = self.metrics.counters(label)
+        counters[0] += 1
         # plan() completes the request it is handed (route, path_params) before any
         # user code sees it; building a copy here would cost more than routing.
         object.__setattr__(request, "route", route)
         if params:
             object.__setattr__(request, "path_params", params)
-        return Plan(request, self._chain, route, None, None, now, label)
+        return Plan(request, self._chain, route, None, None, now, label, counters)
 
     def _unrouted(self, request: Request, found: Mapping[str, Route], now: float) -> Plan:
         error: HTTPException | None = None
@@ -1038,7 +1046,8 @@ class Router:
             else:
                 msg = f"Method {request.method} not allowed for endpoint {request.path}"
                 error = HTTPException(405, msg, headers=(("allow", allow_value),))
-        self.metrics.record_request(label)
+        counters = self.metrics.counters(label)
+        counters[0] += 1
         return Plan(
             request=request,
             middleware=tuple(self._middleware),
@@ -1047,6 +1056,7 @@ class Router:
             response=response,
             started=now,
             label=label,
+            counters=counters,
         )
 
     def enter(self, plan: Plan, request: Request) -> Request:
@@ -1128,7 +1138,17 @@ class Router:
         """Return the response to send (HEAD: body stripped, Content-Length kept); count it."""
         if plan.request.method == "HEAD":
             response = _strip_head(response)
-        self.metrics.record_response(plan.label, response.status, now - plan.started)
+        status = response.status
+        duration = now - plan.started
+        row = plan.counters  # Metrics.record_response, inlined for the hot path
+        row[1] += 1
+        if status >= 500:
+            row[2] += 1
+        if duration > 0.0:
+            row[3] += duration
+        row[4][bisect.bisect_left(LATENCY_BUCKETS, duration)] += 1
+        statuses = row[5]
+        statuses[status] = statuses.get(status, 0) + 1
         return response
 
 
