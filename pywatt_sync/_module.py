@@ -51,6 +51,7 @@ import logging
 import math
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -59,6 +60,7 @@ from functools import partial
 from typing import Any, Final, TypeVar
 
 from pywatt_proto import Request, Response, Router
+from pywatt_proto._channel import BadFrame, ChannelEvent, channel_targets
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, PortResponse
@@ -80,6 +82,7 @@ from pywatt_proto._module import (
     ShutdownRequested,
 )
 
+from ._channel import SyncChannel
 from ._dispatch import dispatch
 from ._stdio import BlockingWriter, guard_stdout, read_chunks
 
@@ -201,6 +204,9 @@ class Module:
         self._out: list[bytes] = []  # taken from the core, not yet written; _out_lock
         self._backlog = 0  # bytes in _out plus the chunk being written; _out_lock
         self._paused = False  # the reader waits for the backlog to drain
+        self._channels: list[SyncChannel] = []  # framed channels offered by init
+        self._channel_jobs = 0  # channel requests being handled; _lock
+        self._stopping = False  # serve_stdio is draining channel requests; _lock
         self._eof_logged = False
         self._ready = threading.Event()
 
@@ -407,9 +413,15 @@ class Module:
             daemon=True,
         )
         reader.start()
+        previous = self._install_sigterm()
+        code = 1
         try:
-            return self._timer_loop()
+            code = self._timer_loop()
+            return code
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            self._close_channels(drain=code == 0)
             with self._out_lock:  # let the flush under way (the last responses) finish
                 give_up = time.monotonic() + FINAL_FLUSH_TIMEOUT
                 while self._flushing and time.monotonic() < give_up:
@@ -595,6 +607,7 @@ class Module:
         elif t is ShutdownRequested:
             assert self._conn is not None
             _log.info("shutdown requested; finishing %d in-flight request(s)", self._conn.in_flight)
+            self._shutdown_channels()
         elif t is BadLine:
             assert isinstance(event, BadLine)
             _log.warning("skipped input line: %s", event.error)
@@ -607,7 +620,15 @@ class Module:
             self._ready.set()
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))
         elif t is InitReceived:
+            assert isinstance(event, InitReceived)
             _log.debug("init received")
+            if channel_targets(event.init):
+                threading.Thread(
+                    target=self._open_channels,
+                    args=(event.init,),
+                    name="pywatt-channels",
+                    daemon=True,
+                ).start()
         else:
             _log.debug("ignored message %s", t.__name__)
         return None
@@ -663,6 +684,129 @@ class Module:
     def _on_write_error(self, exc: OSError) -> None:
         # Runs under the writer's lock, without _lock: the flusher reports it afterwards.
         _log.error("protocol output failed (%s); stopping", exc)
+
+    # ------------------------------------------------------------- signals
+    def _install_sigterm(self) -> Any:
+        """Treat SIGTERM like ``shutdown``; return the previous handler (None if not set)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        try:
+            return signal.signal(signal.SIGTERM, self._on_sigterm_signal)
+        except (ValueError, OSError):  # pragma: no cover - exotic embedding
+            return None
+
+    def _on_sigterm_signal(self, signum: int, frame: object) -> None:
+        # Runs in the main thread between bytecodes, possibly inside a lock wait: hand the
+        # work to a thread so no lock is taken from the signal handler itself.
+        threading.Thread(target=self._begin_shutdown, name="pywatt-sigterm", daemon=True).start()
+
+    def _begin_shutdown(self) -> None:
+        """Stop accepting requests (503) and finish in-flight ones, as ``shutdown`` does."""
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None or conn.state is ModuleState.AWAITING_INIT:
+            if conn is not None:
+                self._finish_locked(0)
+            self._lock.release()
+            return
+        _log.info("SIGTERM: finishing %d in-flight request(s)", conn.in_flight)
+        try:
+            conn.begin_shutdown()
+        except ProtocolError:
+            self._finish_locked(0)
+        self._shutdown_channels()
+        self._wake_timer_locked()
+        self._flush_and_unlock()
+
+    # ------------------------------------------------------- framed channels
+    def _open_channels(self, init: Any) -> None:
+        """Connect the channels init offers (own thread); a required one that fails stops
+        the module with status 1, an optional one is logged and skipped."""
+        channels = [
+            SyncChannel(target, on_event=self._on_channel_event) for target in channel_targets(init)
+        ]
+        with self._lock:
+            if self._conn is None:
+                return
+            self._channels.extend(channels)
+        for ch in channels:
+            failure = ch.start()
+            if failure is None:
+                continue
+            what = ch.target.describe()
+            if ch.target.required:
+                _log.critical(
+                    "required %s could not be connected after %d attempt(s): %s; exiting",
+                    what,
+                    ch.conn.attempts,
+                    failure,
+                )
+                with self._lock:
+                    self._finish_locked(1)
+            else:
+                _log.warning("%s could not be connected (%s); continuing on stdio", what, failure)
+
+    def _on_channel_event(self, channel: SyncChannel, event: ChannelEvent) -> None:
+        """Handle one event of a channel (on its reader thread, channel lock not held)."""
+        t = type(event)
+        if t is RequestReceived:
+            assert isinstance(event, RequestReceived)
+            with self._lock:
+                self._channel_jobs += 1
+            self._submit([lambda: self._serve_channel(channel, event)])
+        elif t is RequestTimedOut:
+            assert isinstance(event, RequestTimedOut)
+            _log.warning("%s: request %s timed out (answered 504)", channel, event.request_id)
+        elif t is ShutdownRequested:
+            _log.info("shutdown requested on %s", channel.target.describe())
+            self._begin_shutdown()
+        elif t is BadFrame:
+            assert isinstance(event, BadFrame)
+            _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
+        else:
+            self._lock.acquire()
+            job = self._handle_event_locked(event) if self._conn is not None else None
+            self._flush_and_unlock()
+            if job is not None:
+                self._submit([job])
+
+    def _serve_channel(self, channel: SyncChannel, event: RequestReceived) -> None:
+        try:
+            try:
+                response = dispatch(self.router, event.to_router_request(), time.monotonic)
+            except Exception as exc:  # dispatch never raises; belt and braces
+                _log.exception("request %s failed", event.request_id, exc_info=exc)
+                response = self.router.error_response(exc)
+            channel.send_response(
+                event.request_id, response.status, response.headers, response.body
+            )
+        finally:
+            with self._lock:
+                self._channel_jobs -= 1
+                if self._stopping and self._channel_jobs == 0:
+                    self._cond.notify()
+
+    def _shutdown_channels(self) -> None:
+        for ch in self._channels:
+            ch.begin_shutdown()
+
+    def _close_channels(self, *, drain: bool) -> None:
+        """Stop the channels; with ``drain``, first let their in-flight handlers answer
+        (up to the request timeout)."""
+        with self._lock:
+            channels, self._channels = self._channels, []
+            if not channels:
+                return
+            for ch in channels:
+                ch.begin_shutdown()
+            if drain:
+                self._stopping = True
+                limit = self._request_timeout if self._request_timeout is not None else 30.0
+                give_up = time.monotonic() + limit
+                while self._channel_jobs and time.monotonic() < give_up:
+                    self._cond.wait(give_up - time.monotonic())
+        for ch in channels:
+            ch.close()
 
     # ---------------------------------------------------------------- workers
     def _submit(self, jobs: list[_Job]) -> None:

@@ -18,6 +18,7 @@ nothing but protocol lines even when handlers ``print()``.
 from __future__ import annotations
 
 import json
+import signal
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -328,6 +329,28 @@ def test_shutdown_answers_in_flight_and_refuses_new(script: Path) -> None:
         mod.send({"op": "secret", "name": "GO", "value": "yes"})
         resp = mod.response("inflight")
         assert (resp.status_code, body_json(resp)) == (200, {"value": "yes"})
+        assert mod.wait() == 0
+    finally:
+        mod.stop()
+    assert_clean_stdout(mod)
+
+
+def test_sigterm_is_a_graceful_shutdown(script: Path) -> None:
+    mod, _ = start(script)
+    try:
+        mod.request("inflight", "GET", "/secret/GO")
+        assert mod.next() == GetSecret(name="GO")
+        mod.proc.send_signal(signal.SIGTERM)
+        # No event tells the test when the signal was handled: poll with fresh requests
+        # until one is refused, so the in-flight one is known to be answered after it.
+        for attempt in range(200):
+            mod.request(f"late{attempt}", "GET", "/hello")
+            if mod.response(f"late{attempt}").status_code == 503:
+                break
+        else:
+            raise AssertionError("SIGTERM never stopped new requests")
+        mod.send({"op": "secret", "name": "GO", "value": "yes"})
+        assert mod.response("inflight").status_code == 200
         assert mod.wait() == 0
     finally:
         mod.stop()
