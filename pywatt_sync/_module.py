@@ -40,6 +40,14 @@ Threads and locks
   backlog is down to a sixteenth (the asyncio driver's 16 MiB / 1 MiB marks),
   so a stalled orchestrator cannot make the module buffer without bound.
 
+Framed channels offered by init (``tcp_channel`` / ``ipc_channel``) are
+connected with :class:`~pywatt_sync._channel.SyncChannel` (its own reader
+thread each); their requests go through the same router and worker slots and
+are answered on the channel. A required channel that cannot be connected stops
+the module with status 1. SIGTERM is a graceful shutdown, like the
+``shutdown`` op (new requests 503, in-flight ones answered), as in the asyncio
+driver.
+
 The protocol (handshake, announce, heartbeat acks, 400/503/504 answers,
 secret correlation, rotation acks) is the core's; this file only moves bytes
 and runs callables.
@@ -84,6 +92,7 @@ from pywatt_proto._module import (
 
 from ._channel import SyncChannel
 from ._dispatch import dispatch
+from ._ports import PortNegotiation, PortResult
 from ._stdio import BlockingWriter, guard_stdout, read_chunks
 
 __all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
@@ -182,6 +191,7 @@ class Module:
         self._listen = listen
         self._rotation_callbacks: list[RotationCallback] = []
         self._port_listeners: list[Callable[[PortResponse], None]] = []
+        self._negotiation: PortNegotiation | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the timer loop waits here
         # Output handed over by the core, not yet written: guarded by its own small lock so
@@ -332,24 +342,26 @@ class Module:
             raise
         self._flush_and_unlock()
 
-    def negotiate_port(self, specific_port: int | None = None) -> int:
-        """Return a TCP port for this module (the init's ``listen`` port, else negotiated).
+    def negotiate_port(self, specific_port: int | None = None) -> PortResult:
+        """Return the TCP port to serve on: the init's ``listen`` port, or one negotiated
+        with ``port_request`` (see ``pywatt_sync.negotiate_port``). Blocks the calling
+        thread; one negotiation state (breaker, back-off) is kept per module.
 
         Raises:
-            PortNegotiationError: negotiation ended without a port.
+            PortNegotiationError: no port could be obtained.
             RuntimeError: the module is not serving.
         """
-        from ._ports import PortNegotiation, negotiate_port
+        from ._ports import negotiate_port
 
         conn = self._conn
         if conn is None:
-            raise RuntimeError("module is not serving")
-        negotiation = PortNegotiation(send=self.send_message)
-        remove = self.add_port_listener(negotiation.feed_response)
-        try:
-            return negotiate_port(negotiation, init=conn.init, specific_port=specific_port).port
-        finally:
-            remove()
+            raise RuntimeError("Module.negotiate_port() needs a running module")
+        with self._lock:
+            if self._negotiation is None:
+                self._negotiation = PortNegotiation(send=self.send_message)
+                self.add_port_listener(self._negotiation.feed_response)
+            negotiation = self._negotiation
+        return negotiate_port(negotiation, init=conn.init, specific_port=specific_port)
 
     # ---------------------------------------------------------------- running
     def run(self) -> None:

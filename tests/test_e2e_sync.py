@@ -298,7 +298,7 @@ def test_negotiate_port_through_the_module() -> None:
 
     @app.get("/port")
     def port(request: pw.Request) -> dict[str, int]:
-        return {"port": app.negotiate_port()}
+        return {"port": app.negotiate_port().port}
 
     pm = PipeModule(app)
     pm.send(json.dumps(dict(INIT, listen="127.0.0.1:0")))  # no pre-assigned port
