@@ -11,8 +11,11 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pywatt_proto import (
+    DEFAULT_MAX_FRAME_SIZE,
     END_OF_INPUT,
     NEED_DATA,
     Backoff,
@@ -22,6 +25,7 @@ from pywatt_proto import (
     ChannelState,
     ChannelTarget,
     EncodingFormat,
+    FrameDecoder,
     FrameTooLarge,
     Heartbeat,
     HttpRequest,
@@ -29,6 +33,7 @@ from pywatt_proto import (
     LocalProtocolError,
     PortRequest,
     PortResponse,
+    RemoteProtocolError,
     RequestReceived,
     RequestTimedOut,
     Shutdown,
@@ -36,6 +41,7 @@ from pywatt_proto import (
     TruncatedInput,
     channel_state_diagram,
     channel_targets,
+    decode_envelope,
     decode_init,
     encode,
     encode_frame,
@@ -459,3 +465,94 @@ def test_channel_targets_from_init() -> None:
         ChannelTarget(kind=ChannelKind.TCP)
     with pytest.raises(LocalProtocolError):
         ChannelTarget(kind=ChannelKind.IPC)
+
+
+# ------------------------------------------------------------------- properties
+
+_GOOD_FRAMES = [
+    _frame(Heartbeat()),
+    _frame(Shutdown()),
+    _frame(_req("a")),
+    _frame(_req("b")),
+    encode_frame(EncodingFormat.JSON, b'{"op":"http_request","request_id":"c"}'),
+    encode_frame(EncodingFormat.BINARY, b"\x00"),
+]
+
+_OPS = st.one_of(
+    st.tuples(st.just("data"), st.one_of(st.sampled_from(_GOOD_FRAMES), st.binary(min_size=1))),
+    st.tuples(st.just("eof"), st.none()),
+    st.tuples(
+        st.sampled_from(["connect", "connected", "failed", "lost", "shutdown", "close"]), st.none()
+    ),
+    st.tuples(st.just("timer"), st.floats(min_value=0, max_value=100)),
+    st.tuples(st.just("respond"), st.sampled_from(["a", "b", "zz"])),
+)
+
+
+@given(st.lists(_OPS, max_size=40))
+def test_any_call_sequence_is_legal_or_a_local_error(ops: list[tuple[str, object]]) -> None:
+    """Every call either succeeds or raises LocalProtocolError (next_event may also raise
+    the two fatal framing errors); output is always whole enveloped frames."""
+    conn = ChannelConnection(
+        id_factory=_ids(), rng=random.Random(0), max_in_flight=2, request_timeout=5.0
+    )
+    now = 0.0
+    out = FrameDecoder()
+    for op, arg in ops:
+        now += 1.0
+        try:
+            if op == "data":
+                conn.receive_data(arg, now)  # type: ignore[arg-type]
+            elif op == "eof":
+                conn.receive_eof()
+            elif op == "connect":
+                conn.start_connect(now)
+            elif op == "connected":
+                conn.connected(now)
+            elif op == "failed":
+                conn.connect_failed(now, "x")
+            elif op == "lost":
+                conn.connection_lost(now, "x")
+            elif op == "shutdown":
+                conn.begin_shutdown()
+            elif op == "close":
+                conn.close()
+            elif op == "timer":
+                conn.handle_timer(now + float(arg))  # type: ignore[arg-type]
+            elif op == "respond":
+                conn.send_response(str(arg), 200, {}, b"")
+        except LocalProtocolError:
+            pass
+        try:
+            _drain(conn)
+        except (FrameTooLarge, InvalidFormatCode):
+            assert conn.state is ChannelState.FAILED
+        assert isinstance(conn.state, ChannelState)
+        assert conn.in_flight <= 2
+        data = conn.data_to_send()
+        if data:
+            out.receive_data(data)
+    while True:
+        frame = out.next_frame()
+        if frame is NEED_DATA:
+            break
+        assert not isinstance(frame, type(END_OF_INPUT))
+        decode_envelope(frame.payload, content="module_to_orchestrator")  # type: ignore[union-attr]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=64), max_size=20))
+def test_random_bytes_never_raise_anything_else(chunks: list[bytes]) -> None:
+    conn = _open(max_frame_size=1024)
+    for chunk in chunks:
+        try:
+            conn.receive_data(chunk, 0.0)
+        except LocalProtocolError:
+            assert conn.state is ChannelState.FAILED
+            return
+        try:
+            events = _drain(conn)
+        except RemoteProtocolError as exc:
+            assert isinstance(exc, FrameTooLarge | InvalidFormatCode)
+            return
+        assert all(not isinstance(e, BaseException) for e in events)
+    assert DEFAULT_MAX_FRAME_SIZE > 1024
