@@ -288,7 +288,8 @@ def test_shutdown_drains_in_flight_and_refuses_new_requests() -> None:
     assert conn.data_to_send() == _env(2, ACK)
     assert conn.send_response("a", 200, {}, b"ok")
     assert conn.connection_lost(1.0) is None  # no reconnect after shutdown
-    assert conn.state is ChannelState.CLOSED
+    state: ChannelState = conn.state  # (mypy narrowed it above)
+    assert state is ChannelState.CLOSED
 
 
 def test_begin_shutdown_before_connecting_closes() -> None:
