@@ -402,3 +402,38 @@ def _capture(errors: list[BaseException], fn: Any, *args: Any) -> None:
         fn(*args)
     except BaseException as exc:  # reported by the test thread
         errors.append(exc)
+
+
+def test_tls_channel_never_falls_back_to_plain_text() -> None:
+    """``tls_enabled: true`` against a peer that does not speak TLS: every attempt starts
+    with a TLS handshake record (0x16), none with a plain frame; the required channel then
+    fails start-up."""
+    import threading
+
+    first_bytes: list[bytes] = []
+
+    def serve(srv: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = srv.accept()
+                with conn:
+                    conn.settimeout(WAIT)
+                    first_bytes.append(conn.recv(1))
+
+    with tcp_listener() as srv:
+        host, port = srv.getsockname()
+        thread = threading.Thread(target=serve, args=(srv,), daemon=True)
+        thread.start()
+        mod = _start_module(
+            HELLO,
+            _init_line(
+                tcp_channel={"address": f"{host}:{port}", "tls_enabled": True, "required": True}
+            ),
+        )
+        try:
+            assert mod.wait() == 1
+            assert f"required TCP channel {host}:{port} could not be connected" in mod.stderr
+        finally:
+            mod.stop()
+    # Every attempt failed only after the listener had recorded its first byte and closed.
+    assert first_bytes and all(b == b"\x16" for b in first_bytes)
