@@ -248,18 +248,27 @@ class AsyncChannel:
 
     async def _flush(self) -> None:
         data = self.conn.data_to_send()
-        queue = self._queue
-        if data and queue is not None:
-            await queue.put(data)
+        queue, writer_task = self._queue, self._writer_task
+        if data and queue is not None and writer_task is not None and not writer_task.done():
+            await queue.put(data)  # waits while the queue is full: back-pressure
 
-    @staticmethod
-    async def _write_loop(writer: asyncio.StreamWriter, queue: asyncio.Queue[bytes | None]) -> None:
-        while True:
-            data = await queue.get()
-            if data is None:
-                return
-            writer.write(data)
-            await writer.drain()
+    async def _write_loop(
+        self, writer: asyncio.StreamWriter, queue: asyncio.Queue[bytes | None]
+    ) -> None:
+        try:
+            while True:
+                data = await queue.get()
+                if data is None:
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ssl.SSLError) as exc:
+            _log.warning("%s: write failed: %s", self.target.describe(), exc)
+            writer.close()  # the reader sees the end and reports the loss
+        finally:
+            # Wake producers waiting on a full queue; their output has nowhere to go now.
+            while not queue.empty():
+                queue.get_nowait()
 
     def _close_socket(self) -> None:
         writer = self._writer
