@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pywatt_proto import Request, Response, Router
-from pywatt_proto._channel import BadFrame, ChannelEvent, channel_targets
+from pywatt_proto._channel import BadFrame, ChannelConnection, ChannelEvent, channel_targets
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, PortResponse
@@ -484,7 +484,16 @@ class Module:
     async def _open_channels(self, event: InitReceived) -> None:
         """Connect the channels init offers; a required one that fails stops the module."""
         channels = [
-            AsyncChannel(target, on_event=self._on_channel_event)
+            AsyncChannel(
+                target,
+                on_event=self._on_channel_event,
+                # the same per-request rules as stdio: this module's limits
+                conn=ChannelConnection(
+                    kind=target.kind,
+                    max_in_flight=self._max_in_flight,
+                    request_timeout=self._request_timeout,
+                ),
+            )
             for target in channel_targets(event.init)
         ]
         self._channels.extend(channels)
