@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import CoroutineType
 from typing import Any
 
-from pywatt_proto import Plan, Request, Response, Router
+from pywatt_proto._router import Plan, Request, Response, Router
 
 __all__ = ["Resume", "dispatch", "dispatch_eager"]
 

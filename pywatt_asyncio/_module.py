@@ -28,14 +28,13 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from pywatt_proto import Request, Response, Router
-from pywatt_proto._channel import BadFrame, ChannelConnection, ChannelEvent, channel_targets
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, PortResponse
-from pywatt_proto._module import (
+from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SECRET_TIMEOUT,
@@ -53,12 +52,15 @@ from pywatt_proto._module import (
     SecretUpdated,
     ShutdownRequested,
 )
+from pywatt_proto._router import Response, Router
 
-from ._channel import AsyncChannel
-from ._dispatch import dispatch
+from ._dispatch import dispatch, dispatch_eager
 from ._stdio import PipeLink, guard_stdout
 
-if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port (start-up time)
+if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
+    from pywatt_proto._channel import ChannelEvent
+
+    from ._channel import AsyncChannel
     from ._ports import PortNegotiation, PortResult
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "Module"]
@@ -71,7 +73,7 @@ DEFAULT_MAX_CONCURRENCY = 64
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 #: A request waiting for a handler slot: from stdio, or from a framed channel.
-_Pending = RequestReceived | tuple[AsyncChannel, RequestReceived]
+_Pending: TypeAlias = "RequestReceived | tuple[AsyncChannel, RequestReceived]"
 RotationCallback = Callable[[tuple[str, ...]], Any]
 
 
@@ -116,7 +118,7 @@ class Module:
         self._link: PipeLink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # Handler tasks: stdio requests by request_id, channel requests by (channel, id).
-        self._tasks: dict[object, asyncio.Task[None]] = {}
+        self._tasks: dict[object, asyncio.Task[Any]] = {}
         self._waiting: deque[_Pending] = deque()  # bounded by the cores' max_in_flight
         self._channels: list[AsyncChannel] = []
         self._secret_waiters: dict[str, list[asyncio.Future[str]]] = {}
@@ -124,6 +126,7 @@ class Module:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flush_scheduled = False
+        self._processing = False  # inside _process: it writes the output at its end
         self._done: asyncio.Future[int] | None = None
         self._ready = asyncio.Event()  # binds to a loop on first wait (3.10+)
         self._bg: set[asyncio.Task[Any]] = set()
@@ -358,6 +361,7 @@ class Module:
         """Drain every event the core has, then write and re-arm the timer."""
         conn = self._conn
         assert conn is not None
+        self._processing = True
         try:
             while True:
                 event = conn.next_event()
@@ -367,11 +371,15 @@ class Module:
                     _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
                     break
                 self._handle_event(event)
+            if self._waiting:
+                self._start_waiting()
         except ProtocolError as exc:
             _log.error("protocol failure: %s", exc)
             self._flush()
             self._finish(1)
             return
+        finally:
+            self._processing = False
         self._flush()
         self._arm_timer()
         if conn.state is ModuleState.CLOSED:
@@ -381,10 +389,9 @@ class Module:
         t = type(event)
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)
-            if len(self._tasks) < self._max_concurrency:
-                self._start(event)
-            else:
-                self._waiting.append(event)
+            # Started by _process once the chunk's lines are all read, so what the core
+            # queued for those lines (heartbeat acks, 503s) is written before the answers.
+            self._waiting.append(event)
         elif t is RequestTimedOut:
             assert isinstance(event, RequestTimedOut)
             task = self._tasks.pop(event.request_id, None)
@@ -430,7 +437,8 @@ class Module:
         elif t is InitReceived:
             _log.debug("init received")
             assert isinstance(event, InitReceived)
-            if channel_targets(event.init):
+            init = event.init
+            if init.tcp_channel is not None or init.ipc_channel is not None:
                 self._spawn(self._open_channels(event))
         else:
             _log.debug("ignored message %s", t.__name__)
@@ -439,7 +447,21 @@ class Module:
         loop = self._loop
         assert loop is not None
         if isinstance(item, RequestReceived):
-            self._tasks[item.request_id] = loop.create_task(self._serve(item))
+            # The handler runs at once (as in the HTTP server): one that returns without
+            # suspending is answered here, with no task; one that suspends is finished by a
+            # task (which a 504 cancels).
+            rid = item.request_id
+            try:
+                ready = dispatch_eager(self.router, item.to_router_request(), loop.time)
+            except Exception as exc:  # dispatch never raises; belt and braces
+                _log.exception("request %s failed", rid, exc_info=exc)
+                ready = self.router.error_response(exc)
+            if isinstance(ready, Response):
+                self._answer(rid, ready)
+                return
+            task = loop.create_task(ready)
+            self._tasks[rid] = task
+            task.add_done_callback(partial(self._on_served, rid))
         else:
             channel, event = item
             key = (channel, event.request_id)
@@ -449,40 +471,45 @@ class Module:
         while self._waiting and len(self._tasks) < self._max_concurrency:
             self._start(self._waiting.popleft())
 
-    async def _serve(self, event: RequestReceived) -> None:
-        rid = event.request_id
-        loop = self._loop
-        assert loop is not None
+    def _on_served(self, rid: str, task: asyncio.Task[Response]) -> None:
+        """A suspended handler's task ended: answer unless it was cancelled (504, stop)."""
+        if self._tasks.get(rid) is task:
+            del self._tasks[rid]
+            if not task.cancelled():
+                exc = task.exception()
+                if exc is None:
+                    self._answer(rid, task.result())
+                else:  # dispatch never raises; belt and braces
+                    _log.exception("request %s failed", rid, exc_info=exc)
+                    self._answer(rid, self.router.error_response(exc))
+        if self._waiting:
+            self._start_waiting()
+
+    def _answer(self, rid: str, response: Response) -> None:
+        conn = self._conn
+        if conn is None:
+            return
         try:
-            try:
-                request: Request = event.to_router_request()
-                response: Response = await dispatch(self.router, request, loop.time)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # dispatch never raises; belt and braces
-                _log.exception("request %s failed", rid, exc_info=exc)
-                response = self.router.error_response(exc)
-            conn = self._conn
-            if conn is not None and self._tasks.pop(rid, None) is not None:
-                try:
-                    conn.send_response(rid, response.status, response.headers, response.body)
-                except ProtocolError as exc:  # output already failed (ERROR state)
-                    _log.debug("response to %s not sent: %s", rid, exc)
-                    return
-                if self._tasks:
-                    self._schedule_flush()  # more answers are coming: one write for all
-                else:
-                    self._flush()  # nothing else running: answer now (latency at depth 1)
-                if conn.state is ModuleState.CLOSED:
-                    self._finish(0)
-        finally:
-            self._tasks.pop(rid, None)
-            if self._waiting:
-                self._start_waiting()
+            conn.send_response(rid, response.status, response.headers, response.body)
+        except ProtocolError as exc:  # output already failed (ERROR state)
+            _log.debug("response to %s not sent: %s", rid, exc)
+            return
+        if self._processing:
+            pass  # _process writes everything the chunk produced in one write
+        elif self._tasks:
+            self._schedule_flush()  # more answers are coming: one write for all
+        else:
+            self._flush()  # nothing else running: answer now (latency at depth 1)
+        if conn.state is ModuleState.CLOSED:
+            self._finish(0)
 
     # ------------------------------------------------------ framed channels
     async def _open_channels(self, event: InitReceived) -> None:
         """Connect the channels init offers; a required one that fails stops the module."""
+        from pywatt_proto._channel import ChannelConnection, channel_targets
+
+        from ._channel import AsyncChannel
+
         channels = [
             AsyncChannel(
                 target,
@@ -514,6 +541,8 @@ class Module:
                 _log.warning("%s could not be connected (%s); continuing on stdio", what, failure)
 
     def _on_channel_event(self, channel: AsyncChannel, event: ChannelEvent) -> None:
+        from pywatt_proto._channel import BadFrame
+
         t = type(event)
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)
