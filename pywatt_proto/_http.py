@@ -11,7 +11,11 @@ are the same for the asyncio and the blocking driver, so they live here:
   events with ``next_event(now)``: a complete :class:`~pywatt_proto.Request`
   (body collected, limits checked), ``NEED_DATA`` (read more; the deadline is
   ``get_timer()``), or ``END_OF_INPUT`` (send ``data_to_send()`` and close).
-  ``send_response`` writes an answer and applies the keep-alive policy.
+  ``send_response`` writes an answer and applies the keep-alive policy. A
+  plain keep-alive answer (nothing pipelined behind its request, headers h11
+  accepts, Content-Length framing) is written directly in h11's exact bytes and
+  the finished h11 connection is replaced by a fresh one: h11's send path costs
+  as much as parsing the request, and the floor of this server is h11 itself.
   ``handle_timer(now)`` turns expired deadlines into 408 or a quiet close.
 * Client side: URL joining and query encoding, :class:`ClientExchange` (one
   request/response over an ``h11.Connection`` with a response-size limit),
@@ -37,7 +41,7 @@ import enum
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 import h11
@@ -190,15 +194,25 @@ _BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 # Encoded forms of recently used response header tuples: handlers mostly return
 # the same few constant header sets. Cleared when it reaches this many entries.
 _HEADER_CACHE_SIZE = 256
-_header_cache: dict[tuple[tuple[str, str], ...], tuple[list[tuple[bytes, bytes]], bool]] = {}
 
 
-def _encode_headers(
-    headers: tuple[tuple[str, str], ...],
-) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """Return the headers as h11 byte pairs (framing headers dropped) and whether the
+class _EncodedHeaders(NamedTuple):
+    pairs: list[tuple[bytes, bytes]]  # h11 byte pairs, framing and Connection dropped
+    framed: bool  # the handler set Content-Length or asked for chunked framing
+    # The pairs as h11 writes them (``name: value\r\n`` each), when h11 accepts them
+    # and they carry no framing: the direct writer in send_response uses it. None
+    # sends the answer through h11, which raises for headers it refuses.
+    block: bytes | None
+
+
+_header_cache: dict[tuple[tuple[str, str], ...], _EncodedHeaders] = {}
+
+
+def _encode_headers(headers: tuple[tuple[str, str], ...]) -> _EncodedHeaders:
+    """Return the headers as h11 byte pairs (framing headers dropped), whether the
     framing is set: a Content-Length, or a Transfer-Encoding asking for chunked output
-    (h11 then writes the body as a chunk)."""
+    (h11 then writes the body as a chunk), and the pre-written block (see
+    :class:`_EncodedHeaders`)."""
     cached = _header_cache.get(headers)
     if cached is not None:
         return cached
@@ -214,9 +228,17 @@ def _encode_headers(
         elif lname == "connection":
             continue  # keep-alive is ours to decide
         pairs.append((lname.encode("ascii"), value.encode("latin-1")))
+    block: bytes | None = None
+    if not has_length and all(name != b"host" for name, _ in pairs):  # h11 writes Host first
+        try:
+            h11.Response(status_code=200, headers=pairs)  # h11's own header validation
+        except h11.LocalProtocolError:
+            pass
+        else:
+            block = b"".join(b"%s: %s\r\n" % pair for pair in pairs)
     if len(_header_cache) >= _HEADER_CACHE_SIZE:
         _header_cache.clear()
-    result = _header_cache[headers] = (pairs, has_length)
+    result = _header_cache[headers] = _EncodedHeaders(pairs, has_length, block)
     return result
 
 
@@ -465,16 +487,29 @@ class HttpServerConnection:
         body = response.body
         status = response.status
         encoded = _header_cache.get(response.headers) or _encode_headers(response.headers)
-        headers = [(b"date", date), *encoded[0]] if date is not None else list(encoded[0])
-        if not encoded[1] and status >= 200 and status not in (204, 304):
-            headers.append((b"content-length", str(len(body)).encode("ascii")))
-        if close:
-            headers.append((b"connection", b"close"))
-        conn = self._conn
-        out = self._out
         reason = _REASON_BYTES.get(status)
         if reason is None:
             reason = reason_phrase(status).encode("ascii")
+        conn = self._conn
+        if (
+            encoded.block is not None
+            and not close
+            and status >= 200
+            and status not in (204, 304)
+            and conn.their_state is h11.DONE  # a whole keep-alive request, no upgrade
+            and conn.our_state is h11.SEND_RESPONSE
+            and self._head is not None
+            and self._head.method != b"HEAD"
+            and conn.next_event() is h11.NEED_DATA  # nothing pipelined, no EOF yet
+        ):
+            self._write_direct(status, reason, encoded.block, body, date, now)
+            return
+        headers = [(b"date", date), *encoded.pairs] if date is not None else list(encoded.pairs)
+        if not encoded.framed and status >= 200 and status not in (204, 304):
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        if close:
+            headers.append((b"connection", b"close"))
+        out = self._out
         try:
             out.append(
                 conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
@@ -486,12 +521,37 @@ class HttpServerConnection:
             raise LocalProtocolError(f"cannot send response: {exc}") from exc
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
-            self._phase = ServerPhase.IDLE
-            self._idle_since = now
-            if self._pending:
-                self._start_request(now)
+            self._next_cycle(now)
         else:
             self._phase = ServerPhase.CLOSING
+
+    def _write_direct(
+        self, status: int, reason: bytes, block: bytes, body: bytes, date: bytes | None, now: float
+    ) -> None:
+        """Write a keep-alive answer without h11, then take a fresh h11 connection.
+
+        Only for the case h11 handles trivially: the request was read whole and
+        nothing follows it, headers already validated by h11 (``block``), a body
+        framed by Content-Length. The bytes are exactly those h11 writes for the
+        same Response/Data/EndOfMessage; sending them through h11 costs about as
+        much as parsing the request. The old connection, finished on both sides,
+        holds no state a fresh one lacks (its receive buffer is empty).
+        """
+        dated = b"date: %s\r\n" % date if date is not None else b""
+        self._out.append(
+            b"HTTP/1.1 %d %s\r\n%s%scontent-length: %d\r\n\r\n%s"
+            % (status, reason, dated, block, len(body), body)
+        )
+        self._conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes
+        )
+        self._next_cycle(now)
+
+    def _next_cycle(self, now: float) -> None:
+        self._phase = ServerPhase.IDLE
+        self._idle_since = now
+        if self._pending:
+            self._start_request(now)
 
     def data_to_send(self) -> bytes:
         """Return (and forget) every byte queued for the peer (``b""`` if none)."""
