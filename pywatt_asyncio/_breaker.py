@@ -66,10 +66,7 @@ class Breaker:
         return self._core
 
     def _refusal(self) -> CircuitOpenError:
-        core = self._core
-        return CircuitOpenError(
-            name=core.name, state=core.state, remaining=core.retry_after(self._clock())
-        )
+        return self._core.refusal(self._clock())
 
     async def call(
         self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs

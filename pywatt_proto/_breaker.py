@@ -377,6 +377,12 @@ class CircuitBreaker:
             return max(0.0, self._opened_at + self._reset_timeout - now)
         return 0.0
 
+    def refusal(self, now: float) -> CircuitOpenError:
+        """Return the :class:`CircuitOpenError` a driver raises after :meth:`acquire`
+        returned :data:`REJECTED`: this breaker's name and state, and
+        :meth:`retry_after` at ``now``. Changes nothing."""
+        return CircuitOpenError(name=self.name, state=self.state, remaining=self.retry_after(now))
+
     # -------------------------------------------------------------- admission
 
     def acquire(self, now: float) -> int:

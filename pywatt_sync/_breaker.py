@@ -65,11 +65,8 @@ class Breaker:
         return self._core
 
     def _refusal(self) -> CircuitOpenError:
-        core = self._core
         with self._lock:
-            remaining = core.retry_after(self._clock())
-            state = core.state
-        return CircuitOpenError(name=core.name, state=state, remaining=remaining)
+            return self._core.refusal(self._clock())
 
     def call(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``func(*args, **kwargs)`` through the breaker and return its result.
