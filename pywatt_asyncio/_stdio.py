@@ -2,10 +2,9 @@
 
 Two jobs:
 
-* :func:`guard_stdout` keeps the protocol channel clean. It duplicates the real fd 1 for the
-  protocol writer and then points fd 1 (and ``sys.stdout``) at stderr, so ``print()``, logging,
-  C extensions and child processes that write to "stdout" end up on stderr and can never put a
-  stray byte between two protocol lines.
+* :func:`guard_stdout` (defined in ``_guard``, shared with the blocking driver) keeps the
+  protocol channel clean: fd 1 and ``sys.stdout`` are pointed at stderr, and the real stdout
+  is kept for the protocol writer.
 * :class:`PipeLink` reads chunks from one fd and writes whole byte strings to another through
   asyncio pipe transports (falling back to a reader thread / blocking writes for regular
   files). Each ``write`` call is handed to the transport in one piece, and there is only one
@@ -18,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import os
-import sys
 import threading
 from collections.abc import Callable
 from typing import Final
+
+from ._guard import PROTOCOL_FD_ENV, guard_stdout
 
 __all__ = ["PROTOCOL_FD_ENV", "READ_CHUNK", "WRITE_HIGH_WATER", "PipeLink", "guard_stdout"]
 
@@ -33,61 +32,6 @@ READ_CHUNK: Final = 256 * 1024
 WRITE_HIGH_WATER: Final = 16 * 1024 * 1024
 #: Output below which reading resumes.
 WRITE_LOW_WATER: Final = 1024 * 1024
-
-#: Environment marker "<pid>:<fd>" left by the guard, so a second guard in the same process
-#: (the blocking driver, an adapter) finds the protocol fd instead of duplicating stderr.
-#: The pid makes it meaningless in child processes, which do not inherit the fd.
-PROTOCOL_FD_ENV: Final = "PYWATT_PROTOCOL_FD"
-
-_guard_lock = threading.Lock()
-_guarded_fd: int | None = None
-
-
-def guard_stdout() -> int:
-    """Reserve the real stdout for the protocol and return its (duplicated) fd.
-
-    After the call fd 1 and ``sys.stdout`` write to stderr. Idempotent: later calls return the
-    same fd. Raises ``OSError`` if the fds cannot be duplicated.
-    """
-    global _guarded_fd
-    with _guard_lock:
-        if _guarded_fd is not None:
-            return _guarded_fd
-        inherited = _marked_fd()
-        if inherited is not None:  # another driver in this process guarded already
-            _guarded_fd = inherited
-            return inherited
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            sys.stdout.flush()
-        proto_fd = os.dup(1)
-        os.dup2(2, 1)
-        # fd 1 is now stderr; give sys.stdout a line-buffered writer on it so print()
-        # output appears promptly and interleaves sanely with logging.
-        try:
-            sys.stdout = io.TextIOWrapper(
-                open(1, "wb", buffering=0, closefd=False),  # noqa: SIM115
-                encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
-                errors="backslashreplace",
-                line_buffering=True,
-                write_through=True,
-            )
-        except (OSError, ValueError):  # pragma: no cover - exotic platforms
-            sys.stdout = sys.stderr
-        _guarded_fd = proto_fd
-        os.environ[PROTOCOL_FD_ENV] = f"{os.getpid()}:{proto_fd}"
-        return proto_fd
-
-
-def _marked_fd() -> int | None:
-    """Return the protocol fd recorded by a guard earlier in *this* process, if any."""
-    pid, _, fd = os.environ.get(PROTOCOL_FD_ENV, "").partition(":")
-    if pid != str(os.getpid()) or not fd.isdigit():
-        return None
-    try:
-        os.fstat(int(fd))
-    except OSError:
-        return None
-    return int(fd)
 
 
 class _ReadProtocol(asyncio.Protocol):

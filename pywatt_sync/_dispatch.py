@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pywatt_proto import Plan, Request, Response, Router
+from pywatt_proto._router import Plan, Request, Response, Router
 
 __all__ = ["dispatch"]
 

@@ -65,14 +65,12 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-from pywatt_proto import Request, Response, Router
-from pywatt_proto._channel import BadFrame, ChannelEvent, channel_targets
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, PortResponse
-from pywatt_proto._module import (
+from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SECRET_TIMEOUT,
@@ -89,11 +87,16 @@ from pywatt_proto._module import (
     SecretUpdated,
     ShutdownRequested,
 )
+from pywatt_proto._router import Request, Response, Router
 
-from ._channel import SyncChannel
 from ._dispatch import dispatch
-from ._ports import PortNegotiation, PortResult
 from ._stdio import BlockingWriter, guard_stdout, read_chunks
+
+if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
+    from pywatt_proto._channel import ChannelEvent
+
+    from ._channel import SyncChannel
+    from ._ports import PortNegotiation, PortResult
 
 __all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
 
@@ -351,7 +354,7 @@ class Module:
             PortNegotiationError: no port could be obtained.
             RuntimeError: the module is not serving.
         """
-        from ._ports import negotiate_port
+        from ._ports import PortNegotiation, negotiate_port
 
         conn = self._conn
         if conn is None:
@@ -634,7 +637,8 @@ class Module:
         elif t is InitReceived:
             assert isinstance(event, InitReceived)
             _log.debug("init received")
-            if channel_targets(event.init):
+            init = event.init
+            if init.tcp_channel is not None or init.ipc_channel is not None:
                 threading.Thread(
                     target=self._open_channels,
                     args=(event.init,),
@@ -734,6 +738,10 @@ class Module:
     def _open_channels(self, init: Any) -> None:
         """Connect the channels init offers (own thread); a required one that fails stops
         the module with status 1, an optional one is logged and skipped."""
+        from pywatt_proto._channel import channel_targets
+
+        from ._channel import SyncChannel
+
         channels = [
             SyncChannel(target, on_event=self._on_channel_event) for target in channel_targets(init)
         ]
@@ -760,6 +768,8 @@ class Module:
 
     def _on_channel_event(self, channel: SyncChannel, event: ChannelEvent) -> None:
         """Handle one event of a channel (on its reader thread, channel lock not held)."""
+        from pywatt_proto._channel import BadFrame
+
         t = type(event)
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)

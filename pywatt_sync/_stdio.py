@@ -40,7 +40,7 @@ def guard_stdout() -> int:
     Raises:
         OSError: the fds cannot be duplicated.
     """
-    from pywatt_asyncio._stdio import guard_stdout as guard
+    from pywatt_asyncio._guard import guard_stdout as guard
 
     return guard()
 
