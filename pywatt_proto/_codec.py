@@ -67,6 +67,7 @@ from ._messages import (
     TcpChannelConfig,
     parse_listen_address,
     parse_socket_address,
+    trusted_http_request,
 )
 
 __all__ = [
@@ -646,12 +647,13 @@ def _d_http_request(o: _Obj) -> HttpRequest:
     if type(o) is DupDict:
         _struct(o, "", "", _F_HTTP_REQUEST)
     body = o.get("body")
-    return HttpRequest(
-        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
-        method=_str(_req(o, "method", "method"), "method"),
-        uri=_str(_req(o, "uri", "uri"), "uri"),
-        headers=_str_map(_req(o, "headers", "headers"), "headers"),
-        body=None if body is None else _bytes(body, "body"),
+    # Every field is checked here, so the message is built without re-checking.
+    return trusted_http_request(
+        _str(_req(o, "request_id", "request_id"), "request_id"),
+        _str(_req(o, "method", "method"), "method"),
+        _str(_req(o, "uri", "uri"), "uri"),
+        _str_map(_req(o, "headers", "headers"), "headers"),
+        None if body is None else _bytes(body, "body"),
     )
 
 

@@ -883,6 +883,30 @@ class HttpRequest:
         _opt_bytes("body", self.body)
 
 
+# The slot descriptors' setters: they bypass the frozen __setattr__ (for trusted_http_request).
+_HTTP_REQUEST_SET = tuple(
+    HttpRequest.__dict__[n].__set__ for n in ("request_id", "method", "uri", "headers", "body")
+)
+
+
+def trusted_http_request(
+    request_id: str, method: str, uri: str, headers: dict[str, str], body: bytes | None
+) -> HttpRequest:
+    """Return an :class:`HttpRequest` from fields the decoder has already checked.
+
+    For the codec's hot path only: ``__post_init__`` would repeat the decoder's checks
+    (about 1 us per request). Public construction (``HttpRequest(...)``) still validates.
+    """
+    msg = object.__new__(HttpRequest)
+    set_id, set_method, set_uri, set_headers, set_body = _HTTP_REQUEST_SET
+    set_id(msg, request_id)
+    set_method(msg, method)
+    set_uri(msg, uri)
+    set_headers(msg, headers)
+    set_body(msg, body)
+    return msg
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PortResponse:
     """Answer to a ``port_request`` (``port`` is 0 on failure by convention)."""
