@@ -13,43 +13,42 @@ sleeps between retries. A client may be shared by threads.
 from __future__ import annotations
 
 import contextlib
-import random
 import socket
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 
 from pywatt_proto import (
-    DEFAULT_MAX_RESPONSE_BYTES,
     NEED_DATA,
     REJECTED,
-    CircuitBreaker,
-    CircuitOpenError,
     ClientExchange,
     ClientResponse,
-    ConnectError,
-    ConnectionPool,
-    ConnectTimeout,
     HTTPClientError,
     HTTPProtocolError,
     Origin,
-    RandomSource,
     ReadTimeout,
     RequestSpec,
-    RetryPolicy,
     TotalTimeout,
     split_url,
+)
+from pywatt_proto._client_common import (
+    ClientBase,
+    StaleConnection,
+    connect_error,
+    connect_timeout_error,
+    lost_connection_error,
+    read_timeout_error,
+    record_response,
 )
 
 __all__ = ["Client", "RequestBuilder"]
 
 _READ_SIZE = 64 * 1024
-_USER_AGENT = "pywatt"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,7 +88,7 @@ class _Conn:
             self.sock.close()
 
 
-class Client:
+class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
     """An HTTP client with a keep-alive pool (at most ``max_per_host`` connections per
     origin, idle ones kept ``idle_timeout`` s).
 
@@ -101,73 +100,15 @@ class Client:
     count as failures).
     """
 
-    def __init__(
-        self,
-        base_url: str | None = None,
-        *,
-        headers: Mapping[str, str] | None = None,
-        timeout: float | None = 60.0,
-        connect_timeout: float = 10.0,
-        read_timeout: float = 30.0,
-        max_per_host: int = 10,
-        idle_timeout: float = 30.0,
-        retry: RetryPolicy | None = None,
-        breaker: CircuitBreaker | None = None,
-        ssl: _ssl.SSLContext | None = None,
-        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        rng: RandomSource | None = None,
-    ) -> None:
-        self.base_url = base_url
-        self.headers: tuple[tuple[str, str], ...] = tuple((headers or {}).items())
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.read_timeout = read_timeout
-        self.retry = retry
-        self.breaker = breaker
-        self.max_response_bytes = max_response_bytes
-        self._ssl = ssl
-        self._rng: RandomSource = rng or random.Random()
-        self._pool: ConnectionPool[_Conn] = ConnectionPool(
-            max_per_host=max_per_host, idle_timeout=idle_timeout
-        )
-        self._slots: dict[Origin, threading.BoundedSemaphore] = {}
-        self._lock = threading.Lock()
-        self._max_per_host = max_per_host
-        self._closed = False
-
-    # -- builders ------------------------------------------------------------------------------
+    def _init_driver(self) -> None:
+        self._lock = threading.Lock()  # guards the pool, the slots and the pure breaker
 
     def request(self, method: str, url: str) -> RequestBuilder:
         """Return a builder for ``method url``."""
         return RequestBuilder(method=method.upper(), url=url, client=self)
 
-    def get(self, url: str) -> RequestBuilder:
-        """Return a builder for ``GET url``."""
-        return self.request("GET", url)
-
-    def post(self, url: str) -> RequestBuilder:
-        """Return a builder for ``POST url``."""
-        return self.request("POST", url)
-
-    def put(self, url: str) -> RequestBuilder:
-        """Return a builder for ``PUT url``."""
-        return self.request("PUT", url)
-
-    def delete(self, url: str) -> RequestBuilder:
-        """Return a builder for ``DELETE url``."""
-        return self.request("DELETE", url)
-
-    def patch(self, url: str) -> RequestBuilder:
-        """Return a builder for ``PATCH url``."""
-        return self.request("PATCH", url)
-
-    def head(self, url: str) -> RequestBuilder:
-        """Return a builder for ``HEAD url``."""
-        return self.request("HEAD", url)
-
-    def options(self, url: str) -> RequestBuilder:
-        """Return a builder for ``OPTIONS url``."""
-        return self.request("OPTIONS", url)
+    def _now(self) -> float:
+        return time.monotonic()
 
     def get_json(self, url: str, **params: Any) -> Any:
         """GET ``url`` (with query ``params``), require 2xx, return the JSON body."""
@@ -190,41 +131,21 @@ class Client:
             CircuitOpenError: the breaker refused the call.
             LocalProtocolError: bad URL or header.
         """
-        if self._closed:
-            raise HTTPClientError("client is closed")
-        url = spec.resolve(self.base_url)
-        headers = [*self.headers, *spec.headers]
-        if not any(k.lower() == "user-agent" for k, _ in headers):
-            headers.append(("user-agent", _USER_AGENT))
-        total = spec.timeout if spec.timeout is not None else self.timeout
-        deadline = None if total is None else time.monotonic() + total
-        attempts = 0
+        call = self._start(spec)
         while True:
-            attempts += 1
             try:
-                response = self._guarded(spec.method, url, headers, spec.body, deadline)
+                response = self._guarded(
+                    call.method, call.url, call.headers, call.body, call.deadline
+                )
             except (HTTPClientError, OSError) as exc:
-                delay = None
-                if self.retry is not None and not isinstance(exc, TotalTimeout):
-                    delay = self.retry.next_delay(
-                        method=spec.method, attempts=attempts, rng=self._rng, error=exc
-                    )
+                delay = call.retry_after_error(exc)
                 if delay is None:
                     raise
             else:
-                if self.retry is None:
-                    return response
-                delay = self.retry.next_delay(
-                    method=spec.method,
-                    attempts=attempts,
-                    rng=self._rng,
-                    status=response.status,
-                    retry_after=response.headers.get("retry-after"),
-                )
+                delay = call.retry_after_response(response)
                 if delay is None:
                     return response
-            if deadline is not None and time.monotonic() + delay >= deadline:
-                raise TotalTimeout("no time left for another attempt", url=url)
+            call.check_time_left(delay, time.monotonic())
             time.sleep(delay)
 
     def _guarded(
@@ -242,9 +163,7 @@ class Client:
         with self._lock:  # the pure breaker is not thread-safe by itself
             ticket = breaker.acquire(now())
             if ticket == REJECTED:
-                raise CircuitOpenError(
-                    name=breaker.name, state=breaker.state, remaining=breaker.retry_after(now())
-                )
+                raise breaker.refusal(now())
         try:
             response = self._attempt(method, url, headers, body, deadline)
         except BaseException as exc:
@@ -252,18 +171,8 @@ class Client:
                 breaker.record_exception(ticket, exc, now())
             raise
         with self._lock:
-            if response.status >= 500:
-                breaker.record_failure(ticket, now())
-            else:
-                breaker.record_success(ticket, now())
+            record_response(breaker, ticket, response.status, now())
         return response
-
-    def _wait(self, deadline: float | None, limit: float) -> tuple[float, bool]:
-        """Return (seconds to wait, whether the total deadline is the tighter bound)."""
-        if deadline is None:
-            return limit, False
-        left = deadline - time.monotonic()
-        return (left, True) if left < limit else (limit, False)
 
     def _attempt(
         self,
@@ -289,12 +198,12 @@ class Client:
             if conn is not None:
                 try:
                     return self._exchange(conn, origin, method, url, headers, body, deadline)
-                except _Stale:
+                except StaleConnection:
                     pass  # the server closed an idle connection: use a fresh one
             conn = self._connect(origin, url, deadline)
             try:
                 return self._exchange(conn, origin, method, url, headers, body, deadline)
-            except _Stale as stale:
+            except StaleConnection as stale:
                 raise HTTPProtocolError("server closed the connection", url=url) from stale
         finally:
             slots.release()
@@ -308,13 +217,9 @@ class Client:
                 ctx = self._ssl or _ssl.create_default_context()
                 sock = ctx.wrap_socket(sock, server_hostname=origin.host)
         except TimeoutError:
-            if is_total:
-                raise TotalTimeout("timed out connecting", url=url) from None
-            msg = f"connect to {origin.host}:{origin.port} timed out"
-            raise ConnectTimeout(msg, url=url) from None
+            raise connect_timeout_error(origin, url, is_total) from None
         except OSError as exc:
-            msg = f"cannot connect to {origin.host}:{origin.port}: {exc}"
-            raise ConnectError(msg, url=url) from exc
+            raise connect_error(origin, url, exc) from exc
         return _Conn(sock)
 
     def _exchange(
@@ -339,7 +244,7 @@ class Client:
             except TimeoutError:
                 raise ReadTimeout("timed out sending the request", url=url) from None
             except OSError as exc:
-                raise _Stale() from exc
+                raise StaleConnection() from exc
             while True:
                 event = exchange.next_event()
                 if event is not NEED_DATA:
@@ -351,15 +256,11 @@ class Client:
                     sock.settimeout(wait)
                     data = sock.recv(_READ_SIZE)
                 except TimeoutError:
-                    if is_total:
-                        raise TotalTimeout("timed out reading the response", url=url) from None
-                    raise ReadTimeout("timed out reading the response", url=url) from None
+                    raise read_timeout_error(url, is_total) from None
                 except OSError as exc:
-                    if not exchange.started:
-                        raise _Stale() from exc
-                    raise HTTPProtocolError(f"connection lost: {exc}", url=url) from exc
+                    raise lost_connection_error(exchange, url, exc) from exc
                 if not data and not exchange.started:
-                    raise _Stale()
+                    raise StaleConnection()
                 exchange.receive_data(data)
             assert isinstance(event, ClientResponse)
             ok = True
@@ -388,7 +289,3 @@ class Client:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class _Stale(Exception):
-    """A reused connection turned out closed before any response byte arrived."""
