@@ -44,6 +44,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     ModuleConnection,
     ModuleEvent,
     ModuleState,
+    ReadyToAnnounce,
     RequestReceived,
     RequestTimedOut,
     RotationRequested,
@@ -59,6 +60,7 @@ from ._stdio import PipeLink, guard_stdout
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
     from pywatt_proto._channel import ChannelEvent
+    from pywatt_proto._messages import Init
 
     from ._channel import AsyncChannel
     from ._ports import PortNegotiation, PortResult
@@ -66,6 +68,11 @@ if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or ope
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "Module"]
 
 _log = logging.getLogger("pywatt.module")
+
+
+def _name(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", fn))
+
 
 #: Handlers running at once; further requests wait in arrival order (bounded by the core's
 #: max_in_flight). The reference http_ipc server uses 100; 64 keeps latency predictable.
@@ -75,6 +82,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: A request waiting for a handler slot: from stdio, or from a framed channel.
 _Pending: TypeAlias = "RequestReceived | tuple[AsyncChannel, RequestReceived]"
 RotationCallback = Callable[[tuple[str, ...]], Any]
+StartupHook = Callable[[], Awaitable[Any]]
 
 
 class Module:
@@ -111,6 +119,7 @@ class Module:
         self._secret_timeout = secret_timeout
         self._listen = listen
         self._rotation_callbacks: list[RotationCallback] = []
+        self._startup_hooks: list[StartupHook] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -131,6 +140,7 @@ class Module:
         self._ready = asyncio.Event()  # binds to a loop on first wait (3.10+)
         self._bg: set[asyncio.Task[Any]] = set()
         self._negotiation: PortNegotiation | None = None
+        self._startup_listen: str | None = None  # set_listen() during on_startup
 
     # ------------------------------------------------------------ registration
     def route(
@@ -177,6 +187,31 @@ class Module:
         self._rotation_callbacks.append(fn)
         return fn
 
+    def on_startup(self, fn: _F) -> _F:
+        """Register ``async def fn()``, awaited after init and secret prefetch and before
+        the announce, in registration order (bind listeners here: bind, then announce).
+
+        Inside, ``await app.negotiate_port()``, ``await app.secret(name)`` and ``app.init``
+        work, and ``app.set_listen("host:port")`` chooses the announced ``listen``; requests
+        are answered 503 until every hook has returned. A hook that raises is logged and the
+        module exits with status 1 without announcing. With no hook registered the announce
+        is sent as soon as prefetch is done, as before.
+        """
+        self._startup_hooks.append(fn)
+        return fn
+
+    def set_listen(self, listen: str) -> None:
+        """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
+        constructor's ``listen``, else the init's). Call it from an ``on_startup`` hook.
+
+        Raises ``RuntimeError`` outside startup (use ``Module(listen=...)`` for a fixed
+        address).
+        """
+        conn = self._conn
+        if conn is None or conn.state is not ModuleState.STARTING:
+            raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
+        self._startup_listen = listen
+
     def endpoints(self) -> tuple[Endpoint, ...]:
         """Return the endpoints announced for the registered routes."""
         return self.router.announce_endpoints()
@@ -186,6 +221,11 @@ class Module:
     def connection(self) -> ModuleConnection | None:
         """The protocol core while serving (None otherwise)."""
         return self._conn
+
+    @property
+    def init(self) -> Init | None:
+        """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
+        return self._conn.init if self._conn is not None else None
 
     async def secret(self, name: str) -> str:
         """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
@@ -277,6 +317,7 @@ class Module:
             max_in_flight=self._max_in_flight,
             request_timeout=self._request_timeout,
             secret_timeout=self._secret_timeout,
+            hold_announce=bool(self._startup_hooks),
         )
         self._link = PipeLink(
             read_fd,
@@ -431,6 +472,8 @@ class Module:
             assert isinstance(event, PortResponse)
             for fn in list(self._port_listeners):
                 fn(event)
+        elif t is ReadyToAnnounce:
+            self._spawn(self._startup())
         elif t is Announced:
             self._ready.set()
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))  # type: ignore[union-attr]
@@ -617,6 +660,21 @@ class Module:
         if drain and pending:
             await asyncio.wait(pending, timeout=self._request_timeout)
         await asyncio.gather(*(ch.aclose() for ch in channels), return_exceptions=True)
+
+    async def _startup(self) -> None:
+        """Await the on_startup hooks, then announce; a failing hook stops the module (1)."""
+        for fn in list(self._startup_hooks):
+            try:
+                await fn()
+            except Exception:
+                _log.exception("on_startup hook %s failed; exiting without announcing", _name(fn))
+                self._finish(1)
+                return
+        conn = self._conn
+        if conn is None or conn.state is not ModuleState.STARTING:
+            return  # shutdown or end of input arrived meanwhile: nothing to announce
+        conn.announce(self._startup_listen)
+        self._process()
 
     async def _rotate(self, event: RotationRequested) -> None:
         error: str | None = None

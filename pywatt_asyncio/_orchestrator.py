@@ -243,7 +243,11 @@ class ModuleProcess:
             if self._announced is not None and not self._announced.done():
                 self._announced.set_result(None)
             paths = ", ".join(f"{'/'.join(e.methods)} {e.path}" for e in event.announce.endpoints)
-            _log.info("module announced: %s", paths or "(no endpoints)")
+            _log.info(
+                "module announced: %s (listen %s)",
+                paths or "(no endpoints)",
+                event.announce.listen,
+            )
         elif t is AnnounceTimedOut:
             if self._announced is not None and not self._announced.done():
                 self._announced.set_exception(RuntimeError("module did not announce in time"))

@@ -37,17 +37,13 @@ from collections.abc import Awaitable, Callable
 from pywatt_proto._breaker import CircuitBreaker
 from pywatt_proto._messages import Init, PortRequest, PortResponse
 from pywatt_proto._ports import (
-    FallbackChosen,
-    NeedFallbackCandidate,
-    NegotiationFailed,
-    PortAssigned,
     PortEvent,
     PortNegotiationConfig,
     PortNegotiationError,
     PortNegotiator,
     PortResult,
     PortSource,
-    preassigned_port,
+    preassigned_result,
 )
 
 __all__ = [
@@ -191,20 +187,10 @@ class PortNegotiation:
             await asyncio.wait_for(self._wake.wait(), delay)
 
     def _handle_events(self) -> PortResult | None:
-        core = self._core
-        while (event := core.next_event()) is not None:
-            self._report(event)
-            if isinstance(event, PortAssigned):
-                return PortResult(port=event.port, source=PortSource.ORCHESTRATOR)
-            if isinstance(event, FallbackChosen):
-                return PortResult(port=event.port, source=PortSource.FALLBACK, reason=event.reason)
-            if isinstance(event, NegotiationFailed):
-                raise PortNegotiationError(event.reason, event.attempts)
-            if isinstance(event, NeedFallbackCandidate):
-                core.fallback_candidate_result(
-                    event.port, port_is_free(self._bind_host, event.port)
-                )
-        return None
+        return self._core.next_result(self._port_is_free, self._report)
+
+    def _port_is_free(self, port: int) -> bool:
+        return port_is_free(self._bind_host, port)
 
     def _drain_idle(self) -> None:
         while (event := self._core.next_event()) is not None:
@@ -228,8 +214,7 @@ async def negotiate_port(
     Raises:
         PortNegotiationError: negotiation ended without a port.
     """
-    if init is not None:
-        port = preassigned_port(init)
-        if port is not None:
-            return PortResult(port=port, source=PortSource.LISTEN)
+    preassigned = preassigned_result(init)
+    if preassigned is not None:
+        return preassigned
     return await negotiation.negotiate(specific_port)

@@ -18,6 +18,8 @@ reader of stdin, one writer of stdout and a clock. Its loop is::
                 run callbacks -> conn.ack_rotation(event.rotation_id, error=None | "why")
             elif isinstance(event, ShutdownRequested): stop accepting, finish in-flight
             elif isinstance(event, BadLine): log it (already skipped / answered)
+            elif isinstance(event, ReadyToAnnounce):    # only with hold_announce=True
+                run startup work (may send port_request) -> conn.announce(listen)
             else: a plain orchestrator message (PortResponse, ServiceResponse, ...)
         write(conn.data_to_send())               # whole lines only; one writer
         arm a timer for conn.get_timer(); when it fires: conn.handle_timer(now)
@@ -26,7 +28,8 @@ reader of stdin, one writer of stdout and a clock. Its loop is::
 ``await app.secret(name)`` is ``conn.get_secret(name, now)``: the cached value, or ``None``
 after making sure exactly one ``get_secret`` for that name is outstanding; the answer arrives as
 ``SecretUpdated`` (or ``SecretFailed`` at the deadline). Automatic replies (``heartbeat_ack``,
-400/503/504 answers, the announce) are queued in ``data_to_send()`` without driver involvement.
+400/503/504 answers, the announce unless ``hold_announce``) are queued in ``data_to_send()``
+without driver involvement.
 A driver that stops on its own (SIGTERM) calls ``conn.begin_shutdown()``; one whose output
 broke calls ``conn.send_failed()`` (ERROR: every later call raises). Other outbound messages
 (``port_request``, ``service_request``, ...) go through ``conn.send(message)``.
@@ -109,6 +112,7 @@ __all__ = [
     "ModuleConnection",
     "ModuleEvent",
     "ModuleState",
+    "ReadyToAnnounce",
     "RequestReceived",
     "RequestTimedOut",
     "RotationRequested",
@@ -125,7 +129,13 @@ __all__ = [
 #   * AWAITING_INIT: the first line must be the init blob (bare or op-tagged).
 #   * PREFETCHING: get_secret sent for every prefetch name; leaves when all are
 #     answered or failed (SECRETS_READY is fed at once when there is nothing to
-#     prefetch). Leaving PREFETCHING sends the announce.
+#     prefetch).
+#   * STARTING: the announce is not sent yet; requests get 503 "module not ready"
+#     as in PREFETCHING. ANNOUNCE sends it: fed at once by default (so STARTING
+#     is never observed), or, with hold_announce=True, by the driver's
+#     announce() after its ReadyToAnnounce event (startup work: bind, then
+#     announce, W26). announce() in any other state raises LocalProtocolError
+#     and leaves the state unchanged (the driver may lose a race with shutdown).
 #   * RUNNING: requests are accepted.
 #   * CLOSING: shutdown or end of input seen; new requests get 503, in-flight
 #     ones are still answered. DRAINED (no request in flight and no rotation
@@ -138,6 +148,7 @@ __all__ = [
 class ModuleState(enum.Enum):
     AWAITING_INIT = "awaiting_init"
     PREFETCHING = "prefetching"
+    STARTING = "starting"
     RUNNING = "running"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -147,6 +158,7 @@ class ModuleState(enum.Enum):
 class _Input(enum.Enum):
     INIT = "init"
     SECRETS_READY = "secrets_ready"
+    ANNOUNCE = "announce"
     SHUTDOWN = "shutdown"
     EOF = "eof"
     DRAINED = "drained"
@@ -155,9 +167,12 @@ class _Input(enum.Enum):
 _S = ModuleState
 _TRANSITIONS: Final[dict[tuple[ModuleState, _Input], ModuleState]] = {
     (_S.AWAITING_INIT, _Input.INIT): _S.PREFETCHING,
-    (_S.PREFETCHING, _Input.SECRETS_READY): _S.RUNNING,
+    (_S.PREFETCHING, _Input.SECRETS_READY): _S.STARTING,
     (_S.PREFETCHING, _Input.SHUTDOWN): _S.CLOSING,
     (_S.PREFETCHING, _Input.EOF): _S.CLOSING,
+    (_S.STARTING, _Input.ANNOUNCE): _S.RUNNING,
+    (_S.STARTING, _Input.SHUTDOWN): _S.CLOSING,
+    (_S.STARTING, _Input.EOF): _S.CLOSING,
     (_S.RUNNING, _Input.SHUTDOWN): _S.CLOSING,
     (_S.RUNNING, _Input.EOF): _S.CLOSING,
     (_S.CLOSING, _Input.SHUTDOWN): _S.CLOSING,
@@ -260,6 +275,15 @@ class InitReceived:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ReadyToAnnounce:
+    """Prefetch is done and the announce is held (``hold_announce=True``): run startup work,
+    then call ``announce(listen)``. ``listen`` is what an ``announce()`` without one sends."""
+
+    init: Init
+    listen: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Announced:
     """The announce was queued in ``data_to_send()``; the connection is now RUNNING."""
 
@@ -346,6 +370,7 @@ class BadLine:
 
 ModuleEvent: TypeAlias = (
     InitReceived
+    | ReadyToAnnounce
     | Announced
     | RequestReceived
     | RequestTimedOut
@@ -380,6 +405,9 @@ class ModuleConnection:
         secret_timeout: seconds to wait for a ``secret`` answer.
         rng: randomness for the response wrapper's metadata ids (default: a fresh
             ``random.Random()``).
+        hold_announce: with True, the announce is not sent when prefetch is done: the
+            connection emits ``ReadyToAnnounce`` and stays STARTING (requests answered 503,
+            ``send()`` and ``port_response`` events work) until ``announce()`` is called.
     """
 
     def __init__(
@@ -392,12 +420,14 @@ class ModuleConnection:
         request_timeout: float | None = DEFAULT_REQUEST_TIMEOUT,
         secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
         rng: random.Random | None = None,
+        hold_announce: bool = False,
     ) -> None:
         if max_in_flight < 1:
             raise LocalProtocolError("max_in_flight must be at least 1")
         self._endpoints = tuple(endpoints)
         self._prefetch = tuple(dict.fromkeys(prefetch))
         self._listen = listen
+        self._hold_announce = hold_announce
         self._max_in_flight = max_in_flight
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
@@ -571,15 +601,40 @@ class ModuleConnection:
             n in self._pending_secrets for n in self._prefetch
         ):
             self._fire(_Input.SECRETS_READY)
-            assert self._init is not None
-            listen = self._listen if self._listen is not None else _listen_text(self._init)
-            announce = Announce(
-                listen=listen,
-                endpoints=self._endpoints,
-                extensions=tuple(sorted(self._extensions)),
-            )
-            self._out.append(encode_line(encode(announce)))
-            self._events.append(Announced(announce=announce))
+            if self._hold_announce:
+                init = self._init
+                assert init is not None
+                self._events.append(ReadyToAnnounce(init=init, listen=self._default_listen()))
+            else:
+                self._send_announce(None)
+
+    def _default_listen(self) -> str:
+        assert self._init is not None
+        return self._listen if self._listen is not None else _listen_text(self._init)
+
+    def _send_announce(self, listen: str | None) -> None:
+        self._fire(_Input.ANNOUNCE)
+        announce = Announce(
+            listen=listen if listen is not None else self._default_listen(),
+            endpoints=self._endpoints,
+            extensions=tuple(sorted(self._extensions)),
+        )
+        self._out.append(encode_line(encode(announce)))
+        self._events.append(Announced(announce=announce))
+
+    def announce(self, listen: str | None = None) -> None:
+        """Send the held announce (``hold_announce=True``) and start accepting requests.
+
+        ``listen``: the address announced (default: the constructor's ``listen``, else the
+        init's). Queues the announce in ``data_to_send()`` and an ``Announced`` event; the
+        state becomes RUNNING. Raises ``LocalProtocolError`` outside STARTING (before
+        ``ReadyToAnnounce``, after the announce, or once shutdown or end of input arrived);
+        the state is unchanged then.
+        """
+        self._check_alive()
+        if (self._state, _Input.ANNOUNCE) not in _TRANSITIONS:
+            raise LocalProtocolError(f"cannot announce in state {self._state.name}")
+        self._send_announce(listen)
 
     # ---------------------------------------------------------- per-op handlers
     def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
@@ -593,7 +648,9 @@ class ModuleConnection:
             self._events.append(BadLine(line=line, error=err, answered_status=400))
             return
         if self._state is not ModuleState.RUNNING:
-            why = "module not ready" if self._state is ModuleState.PREFETCHING else "shutting down"
+            state = self._state
+            not_ready = state is ModuleState.PREFETCHING or state is ModuleState.STARTING
+            why = "module not ready" if not_ready else "shutting down"
             self._queue_response(rid, 503, _JSON_HEADERS, _error_body(why))
             return
         if not valid_method(msg.method):

@@ -349,6 +349,16 @@ def preassigned_port(init: Init) -> int | None:
     return None
 
 
+def preassigned_result(init: Init | None) -> PortResult | None:
+    """Return the drivers' ``negotiate_port`` answer when no negotiation is needed
+    (``PortSource.LISTEN``, see :func:`preassigned_port`), else ``None``."""
+    if init is not None:
+        port = preassigned_port(init)
+        if port is not None:
+            return PortResult(port=port, source=PortSource.LISTEN)
+    return None
+
+
 class PortNegotiator:
     """The module's side of port negotiation; see the module docstring.
 
@@ -483,6 +493,34 @@ class PortNegotiator:
     def next_event(self) -> PortEvent | None:
         """Return the oldest queued event, or ``None`` when there is none."""
         return self._events.popleft() if self._events else None
+
+    def next_result(
+        self, port_is_free: Callable[[int], bool], report: Callable[[PortEvent], None]
+    ) -> PortResult | None:
+        """Take every pending event, handing each to ``report``, until one ends the call.
+
+        A :class:`NeedFallbackCandidate` is answered at once with
+        ``port_is_free(port)`` (the driver's bind test).
+
+        Returns:
+            the :class:`PortResult` of a :class:`PortAssigned` or
+            :class:`FallbackChosen` event, or ``None`` when the events ran out first.
+
+        Raises:
+            PortNegotiationError: a :class:`NegotiationFailed` event (the call ended
+                without a port).
+        """
+        while (event := self.next_event()) is not None:
+            report(event)
+            if isinstance(event, PortAssigned):
+                return PortResult(port=event.port, source=PortSource.ORCHESTRATOR)
+            if isinstance(event, FallbackChosen):
+                return PortResult(port=event.port, source=PortSource.FALLBACK, reason=event.reason)
+            if isinstance(event, NegotiationFailed):
+                raise PortNegotiationError(event.reason, event.attempts)
+            if isinstance(event, NeedFallbackCandidate):
+                self.fallback_candidate_result(event.port, port_is_free(event.port))
+        return None
 
     def get_timer(self) -> float | None:
         """Return the deadline of the pending attempt, or ``None`` if none is pending."""

@@ -69,7 +69,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._messages import Endpoint, PortResponse
+from pywatt_proto._messages import Endpoint, Init, PortResponse
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -79,6 +79,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     InitReceived,
     ModuleConnection,
     ModuleState,
+    ReadyToAnnounce,
     RequestReceived,
     RequestTimedOut,
     RotationRequested,
@@ -101,6 +102,11 @@ if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or ope
 __all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
 
 _log = logging.getLogger("pywatt.module")
+
+
+def _name(fn: object) -> str:
+    return str(getattr(fn, "__qualname__", fn))
+
 
 #: Handler threads. Blocking handlers spend most of their time waiting on I/O,
 #: so more threads than cores pays; but every runnable thread also competes
@@ -128,6 +134,7 @@ FINAL_FLUSH_TIMEOUT: Final = 5.0
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 RotationCallback = Callable[[tuple[str, ...]], Any]
+StartupHook = Callable[[], Any]
 _Job = Callable[[], None]
 _STOP: Final = None  # worker queue sentinel
 
@@ -193,6 +200,7 @@ class Module:
         )
         self._listen = listen
         self._rotation_callbacks: list[RotationCallback] = []
+        self._startup_hooks: list[StartupHook] = []
         self._port_listeners: list[Callable[[PortResponse], None]] = []
         self._negotiation: PortNegotiation | None = None
         self._lock = threading.Lock()
@@ -222,6 +230,7 @@ class Module:
         self._stopping = False  # serve_stdio is draining channel requests; _lock
         self._eof_logged = False
         self._ready = threading.Event()
+        self._startup_listen: str | None = None  # set_listen() during on_startup
 
     # ------------------------------------------------------------ registration
     def route(
@@ -268,6 +277,34 @@ class Module:
         self._rotation_callbacks.append(fn)
         return fn
 
+    def on_startup(self, fn: _F) -> _F:
+        """Register ``fn()``, called after init and secret prefetch and before the
+        announce, in registration order, on a dedicated thread (bind listeners here: bind,
+        then announce).
+
+        Inside, ``app.negotiate_port()``, ``app.secret(name)`` and ``app.init`` work, and
+        ``app.set_listen("host:port")`` chooses the announced ``listen``; requests are
+        answered 503 until every hook has returned. A hook that raises is logged and the
+        module exits with status 1 without announcing. With no hook registered the
+        announce is sent as soon as prefetch is done, as before.
+        """
+        self._startup_hooks.append(fn)
+        return fn
+
+    def set_listen(self, listen: str) -> None:
+        """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
+        constructor's ``listen``, else the init's). Call it from an ``on_startup`` hook.
+
+        Raises:
+            RuntimeError: called outside startup (use ``Module(listen=...)`` for a
+                fixed address).
+        """
+        with self._lock:
+            conn = self._conn
+            if conn is None or conn.state is not ModuleState.STARTING:
+                raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
+            self._startup_listen = listen
+
     def endpoints(self) -> tuple[Endpoint, ...]:
         """Return the endpoints announced for the registered routes."""
         return self.router.announce_endpoints()
@@ -277,6 +314,12 @@ class Module:
     def connection(self) -> ModuleConnection | None:
         """The protocol core while serving (None otherwise). Guarded by the module's lock."""
         return self._conn
+
+    @property
+    def init(self) -> Init | None:
+        """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
+        conn = self._conn
+        return conn.init if conn is not None else None
 
     @property
     def output_backlog(self) -> int:
@@ -412,6 +455,7 @@ class Module:
                 max_in_flight=self._max_in_flight,
                 request_timeout=self._request_timeout,
                 secret_timeout=self._secret_timeout,
+                hold_announce=bool(self._startup_hooks),
             )
             self._writer = BlockingWriter(write_fd, self._on_write_error)
         for index in range(self._max_workers):
@@ -630,6 +674,8 @@ class Module:
             assert isinstance(event, PortResponse)
             for fn in list(self._port_listeners):
                 fn(event)
+        elif t is ReadyToAnnounce:
+            threading.Thread(target=self._startup, name="pywatt-startup", daemon=True).start()
         elif t is Announced:
             assert isinstance(event, Announced)
             self._ready.set()
@@ -874,6 +920,28 @@ class Module:
         if conn.state is ModuleState.CLOSED:
             self._cond.notify()
         self._flush_and_unlock()
+
+    def _startup(self) -> None:
+        """Call the on_startup hooks (own thread), then announce; a failing hook stops the
+        module with status 1."""
+        for fn in list(self._startup_hooks):
+            try:
+                fn()
+            except Exception:
+                _log.exception("on_startup hook %s failed; exiting without announcing", _name(fn))
+                with self._lock:
+                    self._finish_locked(1)
+                return
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None or conn.state is not ModuleState.STARTING:
+            self._lock.release()  # shutdown or end of input arrived meanwhile
+            return
+        conn.announce(self._startup_listen)
+        jobs, _ = self._pump_locked()
+        self._wake_timer_locked()
+        self._flush_and_unlock()
+        self._submit(jobs)
 
     def _rotate(self, event: RotationRequested) -> None:
         error: str | None = None

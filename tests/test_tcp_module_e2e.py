@@ -1,6 +1,8 @@
 """End to end: ``pywatt run examples/tcp_module.py`` -- the module negotiates a TCP port
 with the development orchestrator (``port_request`` / ``port_response`` over stdio), serves
-HTTP on it, and answers there as well as through the orchestrator.
+HTTP on it, announces that address as its ``listen`` (bound before the announce, W26), and
+answers there as well as through the orchestrator. Also: ``on_startup`` + ``set_listen`` in
+both drivers, with the test playing the orchestrator on the module's pipes.
 
 Real processes and sockets; every wait is a blocking read or request with a deadline.
 """
@@ -20,10 +22,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from modproc import INIT, ModuleProcess
+
+from pywatt_proto import Announce, HttpResponse, PortRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tcp_module.py"
 READY = re.compile(r"serving .* on http://([\d.]+):(\d+)")
+ANNOUNCED = re.compile(r"module announced: (.*) \(listen (\S+)\)")
 DEADLINE = 20.0
 
 
@@ -106,23 +112,33 @@ def orchestrator() -> Iterator[Orchestrator]:
         orch.stop()
 
 
-def test_module_negotiates_a_port_and_serves_http_on_it(orchestrator: Orchestrator) -> None:
+def announced(orch: Orchestrator) -> tuple[str, str]:
+    """Return (endpoints, listen) of the announce, as ``pywatt run`` logged it."""
+    match = ANNOUNCED.search(orch.drain_log())
+    assert match, orch.drain_log()
+    return match.group(1), match.group(2)
+
+
+def test_module_announces_the_port_it_serves_http_on(orchestrator: Orchestrator) -> None:
     host, front_port = orchestrator.front
-    # through the orchestrator (HTTP over the module's stdio)
-    assert get(host, front_port, "/hello") == (200, {"message": "Hello from PyWatt over TCP!"})
-    # the module negotiates its port (pywatt run answers the port_request) and serves on it
-    status, info = get(host, front_port, "/tcp")
-    assert status == 200 and info["source"] == "orchestrator"
-    tcp_host, tcp_port = info["listen"].rsplit(":", 1)
+    # pywatt run waits for the announce before serving, so it has been logged already
+    endpoints, listen = announced(orchestrator)
+    assert endpoints == "GET /hello, GET /tcp"
+    tcp_host, tcp_port = listen.rsplit(":", 1)
     assert int(tcp_port) != front_port
-    # straight to the module over TCP: the same routes answer
+    # the announced address answers straight over TCP (bound before the announce)
     assert get(tcp_host, int(tcp_port), "/hello") == (
         200,
         {"message": "Hello from PyWatt over TCP!"},
     )
+    # through the orchestrator (HTTP over the module's stdio)
+    assert get(host, front_port, "/hello") == (200, {"message": "Hello from PyWatt over TCP!"})
+    # the port was negotiated (pywatt run answered the port_request)
+    status, info = get(host, front_port, "/tcp")
+    assert status == 200 and info == {"listen": listen, "source": "orchestrator"}
+    # straight to the module over TCP: the same routes answer
     assert get(tcp_host, int(tcp_port), "/tcp") == (200, info)  # negotiated once
     assert orchestrator.stop() == 0
-    assert "module announced: GET /hello, GET /tcp" in orchestrator.drain_log()
 
 
 def test_refused_port_request_falls_back_to_a_free_port() -> None:
@@ -131,8 +147,77 @@ def test_refused_port_request_falls_back_to_a_free_port() -> None:
         host, front_port = orch.front
         status, info = get(host, front_port, "/tcp")
         assert status == 200 and info["source"] == "fallback"
+        assert announced(orch)[1] == info["listen"]
         tcp_host, tcp_port = info["listen"].rsplit(":", 1)
         assert 10000 <= int(tcp_port) <= 10999
         assert get(tcp_host, int(tcp_port), "/hello")[0] == 200
     finally:
         assert orch.stop() == 0
+
+
+# ------------------------------------------- on_startup + set_listen, both drivers
+
+STARTUP_MODULE = """
+import sys
+from pywatt_{driver} import Module
+
+app = Module()
+
+@app.get("/hello")
+{asyn}def hello(request):
+    return {{"message": "hi"}}
+
+@app.on_startup
+{asyn}def bind_then_announce():
+    if app.init.env.get("FAIL"):
+        raise RuntimeError("cannot bind")
+    result = {wait}app.negotiate_port()
+    app.set_listen(f"127.0.0.1:{{result.port}}")
+
+app.run()
+"""
+
+
+def startup_module(tmp_path: Path, driver: str) -> ModuleProcess:
+    asyn, wait = ("async ", "await ") if driver == "asyncio" else ("", "")
+    script = tmp_path / f"startup_{driver}.py"
+    script.write_text(STARTUP_MODULE.format(driver=driver, asyn=asyn, wait=wait))
+    return ModuleProcess.python(script)
+
+
+@pytest.mark.parametrize("driver", ["sync", "asyncio"])
+def test_on_startup_negotiates_then_announces_the_listen_it_set(
+    tmp_path: Path, driver: str
+) -> None:
+    mod = startup_module(tmp_path, driver)
+    try:
+        mod.send(dict(INIT, listen="127.0.0.1:0"))  # no pre-assigned port: negotiate
+        ask = mod.next()
+        assert isinstance(ask, PortRequest)  # sent before any announce
+        mod.request("early", "GET", "/hello")
+        early = mod.response("early")
+        assert early.status_code == 503  # not announced yet
+        mod.send(
+            {"op": "port_response", "request_id": ask.request_id, "success": True, "port": 8123}
+        )
+        ann = mod.next()
+        assert isinstance(ann, Announce) and ann.listen == "127.0.0.1:8123"
+        mod.request("r1", "GET", "/hello")
+        resp = mod.response("r1")
+        assert isinstance(resp, HttpResponse) and resp.status_code == 200
+        mod.close_stdin()
+        assert mod.wait() == 0
+    finally:
+        mod.stop()
+
+
+@pytest.mark.parametrize("driver", ["sync", "asyncio"])
+def test_failing_startup_hook_exits_1_without_announcing(tmp_path: Path, driver: str) -> None:
+    mod = startup_module(tmp_path, driver)
+    try:
+        mod.send(dict(INIT, env={"FAIL": "1"}))
+        assert mod.wait() == 1
+        assert b'"announce"' not in b"".join(mod.raw_lines)
+        assert "cannot bind" in mod.stderr
+    finally:
+        mod.stop()
