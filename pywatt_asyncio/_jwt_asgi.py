@@ -25,6 +25,7 @@ from pywatt_proto.jwt import (
     PublicPaths,
     auth_error_response,
 )
+from pywatt_proto.jwt._secret_auth import install_module_jwt
 
 __all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
 
@@ -156,17 +157,11 @@ def module_jwt(
     Returns the authenticator (its ``validator`` exists once the keys are known).
     """
 
-    def lookup(name: str) -> str | None:
-        conn = app.connection
-        return None if conn is None else conn.cached_secret(name)
-
-    auth = JwtSecretAuthenticator(secrets, lookup=lookup, clock=clock, **policy)
-    app.router.set_authenticator(auth)
+    auth = install_module_jwt(app, secrets, clock=clock, **policy)
 
     async def on_rotation(keys: tuple[str, ...]) -> None:
-        for name in auth.names:
-            if name in keys:
-                auth.update(name, await app.secret(name))
+        for name in auth.rotated(keys):
+            auth.update(name, await app.secret(name))
 
     app.on_rotation(on_rotation)
     return auth

@@ -16,14 +16,18 @@ rotation callback (which fetches the new value) and the clock.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import AuthError
 from ._auth import JwtAuthenticator, _HasHeaders
 from ._keys import JwtKey, JwtSecretKeys, KeyEncoding
 from ._validator import DEFAULT_LEEWAY, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_SIZE, JwtValidator
 
-__all__ = ["JwtSecretAuthenticator"]
+if TYPE_CHECKING:
+    from .._module import ModuleConnection
+    from .._router import Router
+
+__all__ = ["JwtSecretAuthenticator", "ModuleApp", "install_module_jwt"]
 
 
 class JwtSecretAuthenticator:
@@ -108,6 +112,13 @@ class JwtSecretAuthenticator:
         """
         return self._source.update(name, value)
 
+    def rotated(self, keys: Iterable[str]) -> tuple[str, ...]:
+        """Return the followed secret names among the rotated ``keys`` (in
+        :attr:`names` order): the ones whose new value must be fetched and
+        handed to :meth:`update`."""
+        rotated = frozenset(keys)
+        return tuple(name for name in self._source.names if name in rotated)
+
     def retire_previous(self) -> None:
         """Stop accepting keys that rotations replaced."""
         self._source.retire_previous()
@@ -135,3 +146,37 @@ class JwtSecretAuthenticator:
             if not ready or auth is None:
                 raise AuthError("keys_unavailable", www_authenticate="", status=503)
         return auth(request, label, now)
+
+
+class ModuleApp(Protocol):
+    """What :func:`install_module_jwt` needs of a driver's ``Module``."""
+
+    @property
+    def connection(self) -> ModuleConnection | None: ...
+
+    @property
+    def router(self) -> Router: ...
+
+
+def install_module_jwt(
+    app: ModuleApp,
+    secrets: Mapping[str, str | None] | Iterable[str],
+    *,
+    clock: Callable[[], float] | None,
+    **policy: Any,
+) -> JwtSecretAuthenticator:
+    """Build a :class:`JwtSecretAuthenticator` reading ``app``'s secret cache and
+    install it as ``app.router``'s authenticator; return it.
+
+    The drivers' ``module_jwt`` call this, then add the ``on_rotation`` callback
+    that fetches each of :meth:`JwtSecretAuthenticator.rotated` and hands it to
+    :meth:`JwtSecretAuthenticator.update` (the only step that waits for I/O).
+    """
+
+    def lookup(name: str) -> str | None:
+        conn = app.connection
+        return None if conn is None else conn.cached_secret(name)
+
+    auth = JwtSecretAuthenticator(secrets, lookup=lookup, clock=clock, **policy)
+    app.router.set_authenticator(auth)
+    return auth
