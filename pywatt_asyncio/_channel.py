@@ -31,6 +31,7 @@ from pywatt_proto._channel import (
     ChannelKind,
     ChannelState,
     ChannelTarget,
+    connect_failure_reason,
 )
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
@@ -146,7 +147,7 @@ class AsyncChannel:
                 try:
                     reader, writer = await asyncio.wait_for(self._open(), self._connect_timeout)
                 except (TimeoutError, OSError, ssl.SSLError, ValueError) as exc:
-                    reason = _describe(exc, self._connect_timeout)
+                    reason = connect_failure_reason(exc, self._connect_timeout)
                     at = conn.connect_failed(loop.time(), reason)
                     if at is None:
                         self._resolve_first(reason)
@@ -296,10 +297,3 @@ class AsyncChannel:
 
 #: Strong references to timer-started processing tasks (asyncio keeps only weak ones).
 _background: set[asyncio.Task[bool]] = set()
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError):
-        return f"no connection within {timeout:g} s"
-    text = str(exc) or type(exc).__name__
-    return text

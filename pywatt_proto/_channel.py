@@ -118,6 +118,7 @@ __all__ = [
     "ChannelTarget",
     "channel_state_diagram",
     "channel_targets",
+    "connect_failure_reason",
 ]
 
 # ============================================================================
@@ -758,6 +759,15 @@ def _decode_message(data: bytes) -> OrchestratorToModule:
         except RemoteProtocolError:
             raise exc from None
         return content  # type: ignore[return-value]  # a message object for this content kind
+
+
+def connect_failure_reason(exc: BaseException, timeout: float) -> str:
+    """Return the ``reason`` a driver gives :meth:`ChannelConnection.connect_failed`
+    for a connect attempt that raised ``exc`` (``timeout``: the attempt's bound, in
+    seconds, named when ``exc`` is a :class:`TimeoutError`)."""
+    if isinstance(exc, TimeoutError):
+        return f"no connection within {timeout:g} s"
+    return str(exc) or type(exc).__name__
 
 
 def _origin_form(uri: str) -> str | None:

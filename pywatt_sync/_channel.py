@@ -37,6 +37,7 @@ from pywatt_proto._channel import (
     ChannelKind,
     ChannelState,
     ChannelTarget,
+    connect_failure_reason,
 )
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
@@ -158,7 +159,7 @@ class SyncChannel:
                 try:
                     sock = self._open()
                 except (OSError, ValueError) as exc:
-                    reason = _describe(exc, self._connect_timeout)
+                    reason = connect_failure_reason(exc, self._connect_timeout)
                     with self._lock:
                         at = conn.connect_failed(self._clock(), reason)
                     if at is None:
@@ -303,9 +304,3 @@ class SyncChannel:
         if threading.current_thread() is self._thread:
             self._sock = None
             sock.close()
-
-
-def _describe(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, TimeoutError | socket.timeout):
-        return f"no connection within {timeout:g} s"
-    return str(exc) or type(exc).__name__
