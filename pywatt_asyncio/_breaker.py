@@ -158,7 +158,4 @@ class AsyncBreakerGuard:
     ) -> None:
         b = self._breaker
         ticket, self._ticket = self._ticket, REJECTED
-        if exc is None:
-            b._core.record_success(ticket, b._clock())
-        else:
-            b._core.record_exception(ticket, exc, b._clock())
+        b._core.record_outcome(ticket, exc, b._clock())

@@ -451,6 +451,15 @@ class CircuitBreaker:
             self._half_open_in_flight -= 1
             self._transition(BreakerInput.TRIP, now)
 
+    def record_outcome(self, ticket: int, exc: BaseException | None, now: float) -> None:
+        """Report how the call admitted with ``ticket`` ended: :meth:`record_success`
+        when ``exc`` is None (it returned), else :meth:`record_exception`. This is what
+        a guarded block's exit reports."""
+        if exc is None:
+            self.record_success(ticket, now)
+        else:
+            self.record_exception(ticket, exc, now)
+
     def record_exception(self, ticket: int, exc: BaseException, now: float) -> bool:
         """Classify ``exc`` raised by the call admitted with ``ticket`` and report it.
 

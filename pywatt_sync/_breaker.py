@@ -187,9 +187,6 @@ class BreakerGuard:
         lock_acquire, lock_release = b._lock_ops
         lock_acquire()
         try:
-            if exc is None:
-                b._core.record_success(ticket, b._clock())
-            else:
-                b._core.record_exception(ticket, exc, b._clock())
+            b._core.record_outcome(ticket, exc, b._clock())
         finally:
             lock_release()
