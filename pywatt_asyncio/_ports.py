@@ -159,11 +159,7 @@ class PortNegotiation:
                             if inspect.isawaitable(pending):
                                 await pending
                         except Exception as exc:
-                            core.send_failed(
-                                self._clock(),
-                                f"{type(exc).__name__}: {exc}",
-                                request_id=request.request_id,
-                            )
+                            core.send_raised(self._clock(), request, exc)
                     result = self._handle_events()
                     if result is not None:
                         return result

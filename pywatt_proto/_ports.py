@@ -589,6 +589,11 @@ class PortNegotiator:
             raise LocalProtocolError(f"no port request is pending ({self._state.name})")
         self._attempt_failed(AttemptFailure.SEND_FAILED, now, error)
 
+    def send_raised(self, now: float, request: PortRequest, exc: Exception) -> None:
+        """:meth:`send_failed` for ``request``, whose write raised ``exc`` (the error
+        reads ``"<type>: <message>"``); a report about an ended attempt is ignored."""
+        self.send_failed(now, f"{type(exc).__name__}: {exc}", request_id=request.request_id)
+
     def abandon(self) -> None:
         """Give up on the call in progress (the driver was cancelled): the pending
         attempt is recorded as abandoned in the breaker (neither success nor

@@ -161,11 +161,7 @@ class PortNegotiation:
                             self._send(request)
                         except Exception as exc:
                             with self._cond:
-                                core.send_failed(
-                                    self._clock(),
-                                    f"{type(exc).__name__}: {exc}",
-                                    request_id=request.request_id,
-                                )
+                                core.send_raised(self._clock(), request, exc)
                     with self._cond:
                         result = self._handle_events()
                         if result is not None:
