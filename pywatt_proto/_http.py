@@ -257,6 +257,7 @@ class HttpServerConnection:
         "_deadline_read",
         "_deadline_request",
         "_fed",
+        "_fresh",
         "_head",
         "_idle_since",
         "_limits",
@@ -287,6 +288,7 @@ class HttpServerConnection:
         self._served = 0
         self._shutdown = False
         self._fed = 0  # bytes handed to h11 since the current request head began
+        self._fresh = True  # self._conn is new and has been fed nothing
 
     # -- state views -------------------------------------------------------------------
 
@@ -355,6 +357,9 @@ class HttpServerConnection:
                 self._fed += self._pending_size
                 pending.clear()
                 self._pending_size = 0
+                self._fresh = False
+            elif self._fresh and not self._shutdown:
+                return NEED_DATA  # what h11 says for a new connection fed nothing
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
@@ -545,6 +550,7 @@ class HttpServerConnection:
         self._conn = h11.Connection(
             h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes
         )
+        self._fresh = True
         self._next_cycle(now)
 
     def _next_cycle(self, now: float) -> None:
