@@ -353,7 +353,12 @@ class HttpServerConnection:
                 raise LocalProtocolError("next_event() while a response is owed")
             if self._pending:
                 pending = self._pending
-                conn.receive_data(pending[0] if len(pending) == 1 else b"".join(pending))
+                if len(pending) == 1:
+                    conn.receive_data(pending[0])
+                else:
+                    conn.receive_data(b"".join(pending))
+                    if not pending[-1]:  # b"" (EOF) came after data: h11 must see it too
+                        conn.receive_data(b"")
                 self._fed += self._pending_size
                 pending.clear()
                 self._pending_size = 0

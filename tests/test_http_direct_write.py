@@ -162,3 +162,17 @@ def test_request_limit_answers_with_close() -> None:
     core.receive_data(GET, 0.0)
     assert b"\r\nconnection: close\r\n" in _answer(core, Response(body=b"2"))
     assert core.phase is ServerPhase.CLOSING
+
+
+def test_eof_queued_behind_pipelined_data_is_not_lost() -> None:
+    # Bytes and then EOF arrive while a handler runs: after the queued request is
+    # answered the connection ends, instead of waiting for the keep-alive timeout.
+    core = HttpServerConnection(LIMITS, 0.0)
+    core.receive_data(GET, 0.0)
+    first = core.next_event(0.0)
+    assert isinstance(first, Request)
+    core.receive_data(GET, 0.0)
+    core.receive_data(b"", 0.0)
+    core.send_response(Response(body=b"1"), 0.0, date=DATE)
+    assert _answer(core, Response(body=b"2")).endswith(b"\r\n\r\n2")
+    assert core.next_event(0.0) is END_OF_INPUT
