@@ -4,48 +4,103 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
-# --- http dispatch, server, client ---
-from ._client import (
-    AsyncClient,
-    AsyncRequestBuilder,
-)
+import importlib
+from typing import TYPE_CHECKING
 
-from ._dispatch import dispatch
+# isort: off
+if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
+    # --- http dispatch, server, client ---
+    from ._client import (
+        AsyncClient,
+        AsyncRequestBuilder,
+    )
 
-from ._server import (
-    DEFAULT_MAX_CONNECTIONS,
-    HttpServer,
-    serve,
-    start_server,
-)
+    from ._dispatch import dispatch
 
-# --- module runtime, stdio, development orchestrator ---
-from ._module import DEFAULT_MAX_CONCURRENCY, Module
-from ._orchestrator import ModuleProcess, PortPolicy
-from ._stdio import guard_stdout
+    from ._server import (
+        DEFAULT_MAX_CONNECTIONS,
+        HttpServer,
+        serve,
+        start_server,
+    )
 
-# --- circuit breaker wrappers, port negotiation ---
-from ._breaker import AsyncBreakerGuard, Breaker, CircuitOpenError
-from ._ports import (
-    PortNegotiation,
-    PortNegotiationError,
-    PortResult,
-    PortSource,
-    negotiate_port,
-    port_is_free,
-)
+    # --- module runtime, stdio, development orchestrator ---
+    from ._module import DEFAULT_MAX_CONCURRENCY, Module
+    from ._orchestrator import ModuleProcess, PortPolicy
+    from ._stdio import guard_stdout
 
-# --- ASGI adapter ---
-# isort: split
-from ._asgi import AsgiApp, AsgiModule, LifespanFailed, asgi_module
+    # --- circuit breaker wrappers, port negotiation ---
+    from ._breaker import AsyncBreakerGuard, Breaker, CircuitOpenError
+    from ._ports import (
+        PortNegotiation,
+        PortNegotiationError,
+        PortResult,
+        PortSource,
+        negotiate_port,
+        port_is_free,
+    )
 
-# --- JWT middleware ---
-# isort: split
-from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator, module_jwt
+    # --- ASGI adapter ---
+    # isort: split
+    from ._asgi import AsgiApp, AsgiModule, LifespanFailed, asgi_module
 
-# --- framed TCP / Unix-socket channels ---
-# isort: split
-from ._channel import AsyncChannel
+    # --- JWT middleware ---
+    # isort: split
+    from ._jwt_asgi import JwtAsgiMiddleware, jwt_authenticator, module_jwt
+
+    # --- framed TCP / Unix-socket channels ---
+    # isort: split
+    from ._channel import AsyncChannel
+# isort: on
+
+#: Public name -> (private module, name there), imported on first access: importing the
+#: package stays cheap (start-up time) and each area is loaded only when used.
+_LAZY: dict[str, tuple[str, str]] = {
+    "AsyncClient": ("._client", "AsyncClient"),
+    "AsyncRequestBuilder": ("._client", "AsyncRequestBuilder"),
+    "dispatch": ("._dispatch", "dispatch"),
+    "DEFAULT_MAX_CONNECTIONS": ("._server", "DEFAULT_MAX_CONNECTIONS"),
+    "HttpServer": ("._server", "HttpServer"),
+    "serve": ("._server", "serve"),
+    "start_server": ("._server", "start_server"),
+    "DEFAULT_MAX_CONCURRENCY": ("._module", "DEFAULT_MAX_CONCURRENCY"),
+    "Module": ("._module", "Module"),
+    "ModuleProcess": ("._orchestrator", "ModuleProcess"),
+    "PortPolicy": ("._orchestrator", "PortPolicy"),
+    "guard_stdout": ("._stdio", "guard_stdout"),
+    "AsyncBreakerGuard": ("._breaker", "AsyncBreakerGuard"),
+    "Breaker": ("._breaker", "Breaker"),
+    "CircuitOpenError": ("._breaker", "CircuitOpenError"),
+    "PortNegotiation": ("._ports", "PortNegotiation"),
+    "PortNegotiationError": ("._ports", "PortNegotiationError"),
+    "PortResult": ("._ports", "PortResult"),
+    "PortSource": ("._ports", "PortSource"),
+    "negotiate_port": ("._ports", "negotiate_port"),
+    "port_is_free": ("._ports", "port_is_free"),
+    "AsgiApp": ("._asgi", "AsgiApp"),
+    "AsgiModule": ("._asgi", "AsgiModule"),
+    "LifespanFailed": ("._asgi", "LifespanFailed"),
+    "asgi_module": ("._asgi", "asgi_module"),
+    "JwtAsgiMiddleware": ("._jwt_asgi", "JwtAsgiMiddleware"),
+    "jwt_authenticator": ("._jwt_asgi", "jwt_authenticator"),
+    "module_jwt": ("._jwt_asgi", "module_jwt"),
+    "AsyncChannel": ("._channel", "AsyncChannel"),
+}
+
+
+def __getattr__(name: str) -> object:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     # module runtime, stdio, development orchestrator

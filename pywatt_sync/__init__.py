@@ -4,50 +4,102 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets with blocking I/O and a bounded thread pool.
 """
 
-# --- http dispatch, server, client ---
-from ._client import (
-    Client,
-    RequestBuilder,
-)
+import importlib
+from typing import TYPE_CHECKING
 
-from ._dispatch import dispatch
+# isort: off
+if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
+    # --- http dispatch, server, client ---
+    from ._client import (
+        Client,
+        RequestBuilder,
+    )
 
-from ._server import (
-    DEFAULT_MAX_WORKERS,
-    HttpServer,
-    serve,
-    start_server,
-)
+    from ._dispatch import dispatch
 
-# --- circuit breaker wrappers, port negotiation ---
-from ._breaker import Breaker, BreakerGuard, CircuitOpenError
-from ._ports import (
-    PortNegotiation,
-    PortNegotiationError,
-    PortResult,
-    PortSource,
-    negotiate_port,
-    port_is_free,
-)
+    from ._server import (
+        DEFAULT_MAX_WORKERS,
+        HttpServer,
+        serve,
+        start_server,
+    )
 
-# --- module runtime (blocking) and WSGI adapter ---
-# isort: split
-from ._module import Module
-from ._wsgi import WsgiApp, WsgiModule, wsgi_module
+    # --- circuit breaker wrappers, port negotiation ---
+    from ._breaker import Breaker, BreakerGuard, CircuitOpenError
+    from ._ports import (
+        PortNegotiation,
+        PortNegotiationError,
+        PortResult,
+        PortSource,
+        negotiate_port,
+        port_is_free,
+    )
 
-# --- JWT middleware ---
-# isort: split
-from ._jwt_wsgi import (
-    FlaskJwt,
-    JwtWsgiMiddleware,
-    jwt_authenticator,
-    module_jwt,
-    wsgi_claims,
-)
+    # --- module runtime (blocking) and WSGI adapter ---
+    # isort: split
+    from ._module import Module
+    from ._wsgi import WsgiApp, WsgiModule, wsgi_module
 
-# --- framed TCP / Unix-socket channels ---
-# isort: split
-from ._channel import SyncChannel
+    # --- JWT middleware ---
+    # isort: split
+    from ._jwt_wsgi import (
+        FlaskJwt,
+        JwtWsgiMiddleware,
+        jwt_authenticator,
+        module_jwt,
+        wsgi_claims,
+    )
+
+    # --- framed TCP / Unix-socket channels ---
+    # isort: split
+    from ._channel import SyncChannel
+# isort: on
+
+#: Public name -> (private module, name there), imported on first access: importing the
+#: package stays cheap (start-up time) and each area is loaded only when used.
+_LAZY: dict[str, tuple[str, str]] = {
+    "Client": ("._client", "Client"),
+    "RequestBuilder": ("._client", "RequestBuilder"),
+    "dispatch": ("._dispatch", "dispatch"),
+    "DEFAULT_MAX_WORKERS": ("._server", "DEFAULT_MAX_WORKERS"),
+    "HttpServer": ("._server", "HttpServer"),
+    "serve": ("._server", "serve"),
+    "start_server": ("._server", "start_server"),
+    "Breaker": ("._breaker", "Breaker"),
+    "BreakerGuard": ("._breaker", "BreakerGuard"),
+    "CircuitOpenError": ("._breaker", "CircuitOpenError"),
+    "PortNegotiation": ("._ports", "PortNegotiation"),
+    "PortNegotiationError": ("._ports", "PortNegotiationError"),
+    "PortResult": ("._ports", "PortResult"),
+    "PortSource": ("._ports", "PortSource"),
+    "negotiate_port": ("._ports", "negotiate_port"),
+    "port_is_free": ("._ports", "port_is_free"),
+    "Module": ("._module", "Module"),
+    "WsgiApp": ("._wsgi", "WsgiApp"),
+    "WsgiModule": ("._wsgi", "WsgiModule"),
+    "wsgi_module": ("._wsgi", "wsgi_module"),
+    "FlaskJwt": ("._jwt_wsgi", "FlaskJwt"),
+    "JwtWsgiMiddleware": ("._jwt_wsgi", "JwtWsgiMiddleware"),
+    "jwt_authenticator": ("._jwt_wsgi", "jwt_authenticator"),
+    "module_jwt": ("._jwt_wsgi", "module_jwt"),
+    "wsgi_claims": ("._jwt_wsgi", "wsgi_claims"),
+    "SyncChannel": ("._channel", "SyncChannel"),
+}
+
+
+def __getattr__(name: str) -> object:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module, __name__), attr)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     # JWT middleware
