@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -257,8 +258,8 @@ def main() -> None:
                   + (f"  non-2xx {res['non2xx']:.0f}" if res["non2xx"] else ""),
                   flush=True)  # fmt: skip
     best = {n: max(r["rps"] for r in rs) for n, rs in results.items()}
-    med = {n: sorted(r["rps"] for r in rs)[len(rs) // 2] for n, rs in results.items()}
-    cpu = {n: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for n, rs in results.items()}
+    med = {n: statistics.median(r["rps"] for r in rs) for n, rs in results.items()}
+    cpu = {n: statistics.median(r["cpu_us"] for r in rs) for n, rs in results.items()}
     print("\nsummary (median of rounds):")
     for n in names:
         print(f"  {n:15s} {med[n]:10.0f} req/s (best {best[n]:.0f})  "
@@ -270,10 +271,9 @@ def main() -> None:
         the equal-CPU ratio (b's CPU per request / a's)."""
         if a in med and b in med:
             r = med[a] / med[b]
-            paired = sorted(
+            p = statistics.median(
                 x["rps"] / y["rps"] for x, y in zip(results[a], results[b], strict=True)
             )
-            p = paired[len(paired) // 2]
             c = cpu[b] / cpu[a]
             ok = p >= target
             print(f"  {a} / {b} = {r:.2f}, per-round median {p:.2f}, by CPU {c:.2f}  "
