@@ -82,6 +82,7 @@ __all__ = [
     "encode",
     "encode_encoded_message",
     "encode_envelope",
+    "encode_http_response",
 ]
 
 #: JSON key of ``Init.extensions`` / ``Announce.extensions`` (omitted when empty).
@@ -986,6 +987,33 @@ def _e_http_response(m: HttpResponse) -> str:
         f'{{"op":"http_response","request_id":{dump_str(m.request_id)},'
         f'"status_code":{m.status_code},"headers":{_e_str_map(m.headers)},"body":{body}}}'
     )
+
+
+def encode_http_response(
+    request_id: str, status_code: int, headers: dict[str, str], body: bytes | None
+) -> bytes:
+    """Return ``encode(HttpResponse(...))`` for these fields without building the message.
+
+    The same checks and the same bytes (a driver answers every request through here); a
+    field the message would refuse falls back to building it, which raises its
+    ``LocalProtocolError``.
+    """
+    if (
+        type(request_id) is str
+        and type(status_code) is int
+        and 0 <= status_code <= 65535
+        and type(headers) is dict
+        and (body is None or type(body) is bytes)
+        and all(type(k) is str and type(v) is str for k, v in headers.items())
+    ):
+        text = (
+            f'{{"op":"http_response","request_id":{dump_str(request_id)},'
+            f'"status_code":{status_code},"headers":{_e_str_map(headers)},'
+            f'"body":{"null" if body is None else dump_bytes(body)}}}'
+        )
+        return _utf8(text)
+    msg = HttpResponse(request_id=request_id, status_code=status_code, headers=headers, body=body)
+    return _utf8(_e_http_response(msg))
 
 
 def _e_port_request(m: PortRequest) -> str:

@@ -64,7 +64,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from ._codec import decode_init, decode_orchestrator_to_module, encode
+from ._codec import decode_init, decode_orchestrator_to_module, encode, encode_http_response
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import (
     DEFAULT_MAX_LINE_SIZE,
@@ -756,13 +756,7 @@ class ModuleConnection:
         self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
     ) -> None:
         # spec/exchanges.md section 3.5: the body is always an array ([] when empty).
-        resp = HttpResponse(
-            request_id=request_id,
-            status_code=status,
-            headers=headers,
-            body=body if body is not None else b"",
-        )
-        text = encode(resp)
+        text = encode_http_response(request_id, status, headers, body if body is not None else b"")
         if not self._flat_responses:
             text = self._wrap(text, request_id)
         self._out.append(text + b"\n")
