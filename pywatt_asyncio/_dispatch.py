@@ -51,13 +51,21 @@ async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]
 
 
 def dispatch_eager(
-    router: Router, request: Request, now_fn: Callable[[], float]
+    router: Router,
+    request: Request,
+    now_fn: Callable[[], float],
+    *,
+    step_coroutines: bool = True,
 ) -> Response | Coroutine[Any, Any, Response]:
     """Return the response if it is ready without waiting, else a coroutine to await.
 
     The same contract as :func:`dispatch`; servers use it so that a handler that
     never suspends costs no task and no extra coroutine. When the handler's
     coroutine suspends, the returned coroutine resumes it where it stopped.
+
+    With ``step_coroutines=False`` an ``async def`` handler's coroutine is not started
+    here: the returned coroutine runs all of it, so a task awaiting it is the handler's
+    ``asyncio.current_task()`` from its first line (``asyncio.timeout`` needs one).
     """
     plan = router.plan(request, now_fn())
     route = plan.route
@@ -66,6 +74,8 @@ def dispatch_eager(
     try:
         result: Any = route.handler(plan.request)
         if type(result) is CoroutineType:
+            if not step_coroutines:
+                return _finish_later(router, plan, result, now_fn)
             try:
                 suspended = result.send(None)
             except StopIteration as stop:

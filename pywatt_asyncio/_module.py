@@ -490,12 +490,14 @@ class Module:
         loop = self._loop
         assert loop is not None
         if isinstance(item, RequestReceived):
-            # The handler runs at once (as in the HTTP server): one that returns without
-            # suspending is answered here, with no task; one that suspends is finished by a
-            # task (which a 504 cancels).
+            # A plain ``def`` handler runs at once and is answered here, with no task; an
+            # ``async def`` one (or middleware, auth) runs in a task from its first line, so
+            # it has a current task (asyncio.timeout, cancellation by the 504).
             rid = item.request_id
             try:
-                ready = dispatch_eager(self.router, item.to_router_request(), loop.time)
+                ready = dispatch_eager(
+                    self.router, item.to_router_request(), loop.time, step_coroutines=False
+                )
             except Exception as exc:  # dispatch never raises; belt and braces
                 _log.exception("request %s failed", rid, exc_info=exc)
                 ready = self.router.error_response(exc)

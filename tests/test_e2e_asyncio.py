@@ -14,6 +14,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -343,7 +344,7 @@ def http_line(rid: str, uri: str) -> bytes:
     )
 
 
-def serve_script(app: object, script: bytes, timeout: float = 10.0) -> tuple[int, list[dict]]:
+def serve_script(app: object, script: bytes, timeout: float = 10.0) -> tuple[int, list[Any]]:
     """Run ``app.serve_stdio`` on pipes fed ``script`` then EOF; return (code, output)."""
     import json
 
@@ -386,6 +387,31 @@ def test_eof_with_requests_in_flight_answers_them_then_exits_0() -> None:
     assert sorted((m["request_id"], m["status_code"], bytes(m["body"])) for m in out[1:]) == [
         ("a", 200, b"done"),
         ("b", 200, b"done"),
+    ]
+
+
+def test_async_handlers_run_in_a_task_and_plain_ones_inline() -> None:
+    """An ``async def`` handler has a current task from its first line (asyncio.timeout
+    needs one); a plain ``def`` handler is answered without one (no task per request)."""
+    from pywatt_asyncio import Module
+
+    app = Module()
+
+    @app.get("/a")
+    async def in_task(request: object) -> dict[str, bool]:
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        return {"task": asyncio.current_task() is not None}
+
+    @app.get("/s")
+    def inline(request: object) -> dict[str, bool]:
+        return {"task": asyncio.current_task() is not None}
+
+    code, out = serve_script(app, INIT_LINE + http_line("a", "/a") + http_line("s", "/s"))
+    assert code == 0
+    assert sorted((m["request_id"], m["status_code"], bytes(m["body"])) for m in out[1:]) == [
+        ("a", 200, b'{"task":true}'),
+        ("s", 200, b'{"task":false}'),
     ]
 
 
