@@ -39,7 +39,7 @@ from pywatt_proto import (
     http_date,
 )
 
-from ._dispatch import Resume, dispatch_eager
+from ._dispatch import dispatch_eager
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "HttpServer", "serve", "start_server"]
 
@@ -236,23 +236,19 @@ class _Connection(asyncio.Protocol):
                 self._close()
                 return
             assert isinstance(event, Request)
-            outcome = dispatch_eager(server.router, event, now)
-            if type(outcome) is Response:
+            # ``async def`` handlers are never stepped outside a task: they must see
+            # themselves as ``asyncio.current_task()`` (``asyncio.timeout`` needs it).
+            # Plain ``def`` handlers still answer without any task.
+            outcome = dispatch_eager(server.router, event, now, step_coroutines=False)
+            if isinstance(outcome, Response):
                 response = outcome
             else:
-                coro: Any = outcome
-                try:
-                    first = coro.send(None)
-                except StopIteration as stop:
-                    response = stop.value
-                else:
-                    # The handler is waiting for something: flush, let a task finish it.
-                    out = core.data_to_send()
-                    if out:
-                        transport.write(out)
-                    self._busy = True
-                    self._task = self._loop.create_task(self._finish(coro, first, event, start))
-                    return
+                out = core.data_to_send()
+                if out:
+                    transport.write(out)
+                self._busy = True
+                self._task = self._loop.create_task(self._finish(outcome, event, start))
+                return
             date = server.date
             core.send_response(
                 response, start, date=date.value if date.until > start else date.refresh(start)
@@ -261,10 +257,10 @@ class _Connection(asyncio.Protocol):
                 server.log_access(core.client, event, response, now() - start)
 
     async def _finish(
-        self, coro: Coroutine[Any, Any, Response], first: Any, request: Request, start: float
+        self, coro: Coroutine[Any, Any, Response], request: Request, start: float
     ) -> None:
         try:
-            response = await Resume(coro, first)
+            response = await coro
         except asyncio.CancelledError:
             self._close()
             raise
