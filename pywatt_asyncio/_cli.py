@@ -29,6 +29,7 @@ from pywatt_proto import LocalProtocolError
 from ._orchestrator import (
     ModuleProcess,
     PortPolicy,
+    _note,
     child_env,
     install_stop_signals,
     python_argv,
@@ -138,11 +139,7 @@ def _rotate_on_sighup(module: ModuleProcess, args: argparse.Namespace) -> None:
             return
         counter += 1
         rotation_id = f"rotation-{counter}"
-        print(
-            f"pywatt: rotating {', '.join(sorted(changed))} ({rotation_id})",
-            file=sys.stderr,
-            flush=True,
-        )
+        _note(f"pywatt: rotating {', '.join(sorted(changed))} ({rotation_id})")
         try:
             module.rotate(changed, rotation_id)
         except LocalProtocolError as exc:
@@ -184,11 +181,7 @@ async def _run(args: argparse.Namespace) -> int:
         return 1
     _rotate_on_sighup(module, args)
     bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-    print(
-        f"pywatt: serving {target} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)",
-        file=sys.stderr,
-        flush=True,
-    )
+    _note(f"pywatt: serving {target} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)")
     exited = asyncio.ensure_future(module.wait())
     stopped = asyncio.ensure_future(stop.wait())
     await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)

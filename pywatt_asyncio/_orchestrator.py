@@ -53,6 +53,12 @@ __all__ = ["MAX_HTTP_BODY", "MAX_PENDING_HTTP", "ModuleProcess", "PortPolicy", "
 
 _log = logging.getLogger("pywatt.orchestrator")
 
+
+def _note(text: str) -> None:
+    """Write one operator-facing line to stderr (never stdout: it may be a protocol channel)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 #: Largest HTTP request body forwarded: a stdio line holds at most 16 MiB and each body byte
 #: costs up to 4 JSON bytes.
 MAX_HTTP_BODY: Final = 4 * 1024 * 1024
@@ -197,11 +203,7 @@ class ModuleProcess:
         self.returncode = await proc.wait()
         self._process()
         if not self._stopping:
-            print(
-                f"pywatt: module exited unexpectedly with status {self.returncode}",
-                file=sys.stderr,
-                flush=True,
-            )
+            _note(f"pywatt: module exited unexpectedly with status {self.returncode}")
         if self._announced is not None and not self._announced.done():
             self._announced.set_exception(
                 RuntimeError(f"module exited (status {self.returncode}) before announcing")
