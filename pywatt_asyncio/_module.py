@@ -27,7 +27,7 @@ import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
@@ -54,6 +54,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     ShutdownRequested,
 )
 from pywatt_proto._router import Response, Router
+from pywatt_proto._routes import RouteDecorators
 
 from ._dispatch import dispatch, dispatch_eager
 from ._stdio import PipeLink, guard_stdout
@@ -85,7 +86,7 @@ RotationCallback = Callable[[tuple[str, ...]], Any]
 StartupHook = Callable[[], Awaitable[Any]]
 
 
-class Module:
+class Module(RouteDecorators):
     """A PyWatt module served over the process's stdin/stdout with asyncio.
 
     Args:
@@ -143,40 +144,7 @@ class Module:
         self._startup_listen: str | None = None  # set_listen() during on_startup
 
     # ------------------------------------------------------------ registration
-    def route(
-        self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
-    ) -> Callable[[_F], _F]:
-        """Return a decorator registering a handler for ``methods`` on ``path``."""
-        return self.router.route(path, methods, auth=auth)  # type: ignore[return-value]
-
-    def get(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``GET path`` (also answers HEAD)."""
-        return self.router.get(path, auth=auth)  # type: ignore[return-value]
-
-    def post(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``POST path``."""
-        return self.router.post(path, auth=auth)  # type: ignore[return-value]
-
-    def put(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``PUT path``."""
-        return self.router.put(path, auth=auth)  # type: ignore[return-value]
-
-    def delete(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``DELETE path``."""
-        return self.router.delete(path, auth=auth)  # type: ignore[return-value]
-
-    def patch(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``PATCH path``."""
-        return self.router.patch(path, auth=auth)  # type: ignore[return-value]
-
-    def middleware(self, fn: _F) -> _F:
-        """Register ``fn(request, call_next)`` as middleware (outermost first)."""
-        self.router.middleware(fn)
-        return fn
-
-    def error_handler(self, key: int | type[BaseException]) -> Callable[[_F], _F]:
-        """Decorator registering ``fn(request, exc)`` for a status code or exception type."""
-        return self.router.error_handler(key)  # type: ignore[return-value]
+    # route/get/post/put/delete/patch/middleware/error_handler: RouteDecorators
 
     def on_rotation(self, fn: _F) -> _F:
         """Register ``fn(keys)`` (sync or async), called when secrets are rotated.
