@@ -481,10 +481,9 @@ class ModuleConnection:
         try:
             self._state = _TRANSITIONS[(self._state, inp)]
         except KeyError:
+            current = self._state
             self._state = ModuleState.ERROR
-            raise LocalProtocolError(
-                f"no transition from {self._state.name} on {inp.name}"
-            ) from None
+            raise LocalProtocolError(f"no transition from {current.name} on {inp.name}") from None
 
     def _check_alive(self) -> None:
         if self._state is ModuleState.ERROR:
