@@ -14,39 +14,61 @@ blocking database drivers, WSGI apps)::
 
 Threads and locks
 -----------------
-* **one reader thread** reads stdin and feeds the core. It is the only code
-  that reads stdin.
-* **worker threads** (at most ``max_workers``) run handlers and rotation
-  callbacks. A request waits for a free *slot* (``max_workers`` running +
-  ``max_queued`` waiting). The reader pulls at most one slot-capacity batch of
-  requests from the core before submitting them, and submitting blocks while
-  no slot is free, so the reader stops reading stdin: back-pressure on the
-  orchestrator's pipe instead of dropped requests (the core still answers 503
-  past ``max_in_flight``).
-* **the calling thread** of :meth:`Module.serve_stdio` waits for the core's
-  next deadline (504s, secret timeouts) on a condition variable and stops the
-  module once the core is CLOSED.
-* ``_lock`` guards the core (a plain object, not thread-safe). Whoever
-  changes the core moves its output, under ``_lock`` and so in the core's
-  order, to a small output list guarded by ``_out_lock``. One thread at a time
-  is the *flusher*: it writes that list through one :class:`BlockingWriter`,
+Leader/follower, so that a request costs one thread wake-up (the read), as in a
+bare ``readline -> handle -> write`` loop:
+
+* **pool threads** (one at the start, at most ``max_workers + 1``) take turns.
+  The thread that reads stdin is the *leader*; there is at most one. After a
+  read it feeds the core, moves the requests the core has ready to the
+  ``_ready`` deque, gives up the leader role and runs them itself, inline, one
+  after another. Their answers go into the core (its own output buffer);
+  when the thread has no ready work left it writes everything the core holds
+  in ONE write, then reads again. While a thread is inside a handler it is not
+  the leader, and no other thread is woken for that: the hand-off costs
+  nothing unless a handler turns out to be slow.
+* **the monitor** (the thread that called :meth:`Module.serve_stdio`) applies
+  the core's deadlines (504s, secret timeouts) and, every :data:`TICK`
+  seconds while there is activity, checks for stalls: the leader role free
+  and input unread, or ready work not picked up, for a whole tick (between one
+  and two ticks) -> it wakes an idle pool thread or starts one (up to
+  ``max_workers + 1`` threads, at most ``max_workers`` of them inside handlers);
+  output left in the core for a whole tick (behind a slow handler) -> it
+  writes it. After :data:`_IDLE_TICKS` ticks without activity it sleeps until
+  the next deadline; the next read wakes it. Threads started by it exit after
+  :data:`SPARE_IDLE` seconds without work. ``secret()`` and ``send_message()``
+  called from a handler wake a thread to read at once (their answer comes on
+  stdin) instead of waiting for the tick.
+* Back-pressure: a thread reads stdin only while the requests taken from the
+  core and not finished (``_ready`` plus those inside handlers) are fewer than
+  ``max_workers + max_queued + 1``, and pulls no more than that from the core.
+  So when ``max_workers`` threads are inside handlers and the queue is full,
+  nobody reads stdin: the orchestrator's pipe fills instead of requests being
+  dropped (the core still answers 503 past ``max_in_flight``).
+* Rotation callbacks are jobs in ``_ready`` like requests (run by a pool thread
+  that is not reading); on_startup hooks run on their own thread.
+* ``_lock`` guards the core (a plain object, not thread-safe) and the pool
+  state above; ``_follow_cond`` (idle pool threads), ``_room_cond`` (channel
+  readers waiting for room) and ``_cond`` (the monitor) share it. Whoever
+  writes moves the core's output, under ``_lock`` and so in the core's order,
+  to a small output list guarded by ``_out_lock``. One thread at a time is
+  the *flusher*: it writes that list through one :class:`BlockingWriter`,
   taking ``_out_lock`` only for the list operations and never ``_lock``, and
   loops until the list is empty; threads that queue output meanwhile leave it
   to that flusher. Lines therefore reach stdout in exactly the order the core
-  produced them, each written whole and never interleaved, batched into fewer
-  writes under load. Lock order: ``_lock``, then ``_out_lock``.
-* Every queue is bounded: handler jobs by the slots above; output by
-  ``max_output_backlog`` -- above it the reader stops taking input until the
-  backlog is down to a sixteenth (the asyncio driver's 16 MiB / 1 MiB marks),
-  so a stalled orchestrator cannot make the module buffer without bound.
+  produced them, each written whole and never interleaved, batched into one
+  write per read under load. Lock order: ``_lock``, then ``_out_lock``.
+* Every queue is bounded: ``_ready`` by the sum above; output by
+  ``max_output_backlog`` -- above it nobody reads stdin until the backlog is
+  down to a sixteenth (the asyncio driver's 16 MiB / 1 MiB marks), so a
+  stalled orchestrator cannot make the module buffer without bound.
 
 Framed channels offered by init (``tcp_channel`` / ``ipc_channel``) are
 connected with :class:`~pywatt_sync._channel.SyncChannel` (its own reader
-thread each); their requests go through the same router and worker slots and
-are answered on the channel. A required channel that cannot be connected stops
-the module with status 1. SIGTERM is a graceful shutdown, like the
-``shutdown`` op (new requests 503, in-flight ones answered), as in the asyncio
-driver.
+thread each); their requests are queued in ``_ready`` (the channel's reader
+waits while it is full), run by the pool threads and answered on the channel.
+A required channel that cannot be connected stops the module with status 1.
+SIGTERM is a graceful shutdown, like the ``shutdown`` op (new requests 503,
+in-flight ones answered), as in the asyncio driver.
 
 The protocol (handshake, announce, heartbeat acks, 400/503/504 answers,
 secret correlation, rotation acks) is the core's; this file only moves bytes
@@ -58,13 +80,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import queue
 import signal
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pywatt_proto._errors import ProtocolError
@@ -92,7 +113,7 @@ from pywatt_proto._router import Request, Response, Router
 from pywatt_proto._routes import RouteDecorators
 
 from ._dispatch import dispatch
-from ._stdio import BlockingWriter, guard_stdout, read_chunks
+from ._stdio import READ_CHUNK, BlockingWriter, guard_stdout
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
     from pywatt_proto._channel import ChannelEvent
@@ -109,17 +130,31 @@ def _name(fn: object) -> str:
     return str(getattr(fn, "__qualname__", fn))
 
 
-#: Handler threads. Blocking handlers spend most of their time waiting on I/O,
-#: so more threads than cores pays; but every runnable thread also competes
-#: for the GIL, and in bench_ipc_sync 32 workers served fewer requests per
-#: second at 64 in flight than 8 or 16 did. 16 keeps 16 blocking calls going
-#: at once; raise it for handlers that mostly wait.
+#: Threads inside handlers at most. Fast handlers all run on one thread (the
+#: one that read them); more threads are started only while handlers block
+#: (see TICK). Blocking handlers spend most of their time waiting on I/O, so
+#: more threads than cores pays; but every runnable thread also competes for
+#: the GIL. 16 keeps 16 blocking calls going at once; raise it for handlers
+#: that mostly wait.
 DEFAULT_MAX_WORKERS: Final = 16
-#: Requests read and waiting for a worker before the reader stops reading
-#: stdin. Four per worker keeps every worker busy across a burst while the
+#: Requests read and waiting for a thread (beyond those inside handlers)
+#: before stdin reading stops. A 64-request burst fits in one read, and the
 #: number of accepted requests whose deadlines are already running stays
 #: small (the core's own limit, max_in_flight, is 1024).
 DEFAULT_MAX_QUEUED: Final = 64
+
+#: Monitor period, in seconds. A handler that blocks delays the requests and
+#: answers queued behind it on its thread by one to two ticks before another
+#: thread takes them (or writes them). Shorter ticks cost wake-ups of the
+#: monitor (1 / TICK per second, only while requests arrive); 20 ms is 50 per
+#: second, under 0.1 % of a core, and keeps the added latency of a slow
+#: handler's neighbours well under the usual request budgets.
+TICK: Final = 0.02
+#: Ticks without any activity (no read, no request running or queued, no
+#: output pending) after which the monitor stops ticking until the next read.
+_IDLE_TICKS: Final = 50
+#: Seconds a pool thread started by the monitor waits for work before exiting.
+SPARE_IDLE: Final = 5.0
 
 #: Output taken from the core but not yet written, in bytes, above which the
 #: reader stops taking input until the backlog is down to a sixteenth of it.
@@ -137,7 +172,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 RotationCallback = Callable[[tuple[str, ...]], Any]
 StartupHook = Callable[[], Any]
 _Job = Callable[[], None]
-_STOP: Final = None  # worker queue sentinel
 
 
 class _SecretWait:
@@ -154,8 +188,8 @@ class Module(RouteDecorators):
 
     Args:
         secrets: names fetched after init and before the announce.
-        max_workers: handler threads.
-        max_queued: requests waiting for a worker before stdin reading pauses.
+        max_workers: threads inside handlers at most.
+        max_queued: requests waiting for a thread before stdin reading pauses.
         max_output_backlog: bytes of output waiting to be written above which
             stdin reading pauses (until it is down to a sixteenth).
         max_in_flight: requests accepted and unanswered (503 beyond).
@@ -205,7 +239,9 @@ class Module(RouteDecorators):
         self._port_listeners: list[Callable[[PortResponse], None]] = []
         self._negotiation: PortNegotiation | None = None
         self._lock = threading.Lock()
-        self._cond = threading.Condition(self._lock)  # the timer loop waits here
+        self._cond = threading.Condition(self._lock)  # the monitor waits here
+        self._follow_cond = threading.Condition(self._lock)  # idle pool threads wait here
+        self._room_cond = threading.Condition(self._lock)  # channel readers wait for room
         # Output handed over by the core, not yet written: guarded by its own small lock so
         # the flusher never waits for _lock (held by the reader while it parses).
         # Lock order: _lock, then _out_lock.
@@ -216,9 +252,22 @@ class Module(RouteDecorators):
     def _reset(self) -> None:
         self._conn: ModuleConnection | None = None
         self._writer: BlockingWriter | None = None
-        self._slots = threading.BoundedSemaphore(self._capacity)
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._workers: list[threading.Thread] = []
+        # Pool state, all guarded by _lock (see "Threads and locks").
+        self._ready: deque[_Job] = deque()  # taken from the core, not started
+        self._in_handler = 0  # pool threads running a job
+        self._threads = 0  # pool threads alive
+        self._idle = 0  # pool threads waiting in _follow_cond and not yet notified
+        self._reading = False  # a thread holds the leader role (reading or paused)
+        self._input_done = False  # end of input fed to the core (or it cannot take more)
+        self._core_more = False  # the core may hold events the bound kept us from pulling
+        self._unflushed = False  # the core may hold output nobody is about to write
+        self._room_waiters = 0  # channel readers waiting in _room_cond
+        self._monitor_asleep = False  # the monitor is not ticking (see _timer_loop)
+        self._read_fd = 0
+        # Progress counters the monitor compares from one tick to the next.
+        self._reads = 0
+        self._pops = 0
+        self._flushes = 0
         self._secret_waits: dict[str, list[_SecretWait]] = {}
         self._wake_at = 0.0  # when the timer loop wakes at the latest (see _timer_loop)
         self._code: int | None = None
@@ -230,7 +279,7 @@ class Module(RouteDecorators):
         self._channel_jobs = 0  # channel requests being handled; _lock
         self._stopping = False  # serve_stdio is draining channel requests; _lock
         self._eof_logged = False
-        self._ready = threading.Event()
+        self._announced = threading.Event()
         self._startup_listen: str | None = None  # set_listen() during on_startup
 
     # ------------------------------------------------------------ registration
@@ -326,6 +375,7 @@ class Module(RouteDecorators):
         wait = _SecretWait()
         self._secret_waits.setdefault(name, []).append(wait)
         self._wake_timer_locked()
+        self._need_reader_locked()  # the answer comes on stdin: have someone read it
         self._flush_and_unlock()
         if not wait.done.wait(timeout):
             raise SecretUnavailable(f"{name}: timed out")
@@ -354,6 +404,8 @@ class Module(RouteDecorators):
         except BaseException:
             self._lock.release()
             raise
+        if self._in_handler:  # from a handler: an answer may be awaited on stdin
+            self._need_reader_locked()
         self._flush_and_unlock()
 
     def negotiate_port(self, specific_port: int | None = None) -> PortResult:
@@ -426,20 +478,8 @@ class Module(RouteDecorators):
                 hold_announce=bool(self._startup_hooks),
             )
             self._writer = BlockingWriter(write_fd, self._on_write_error)
-        for index in range(self._max_workers):
-            worker = threading.Thread(
-                target=self._worker, name=f"pywatt-worker-{index}", daemon=True
-            )
-            self._workers.append(worker)
-            worker.start()
-        conn = self._conn
-        reader = threading.Thread(
-            target=read_chunks,
-            args=(read_fd, partial(self._on_data, conn), partial(self._on_eof, conn)),
-            name="pywatt-stdin",
-            daemon=True,
-        )
-        reader.start()
+            self._read_fd = read_fd
+            self._start_thread_locked(spare=False)
         previous = self._install_sigterm()
         code = 1
         try:
@@ -449,12 +489,15 @@ class Module(RouteDecorators):
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self._close_channels(drain=code == 0)
-            with self._out_lock:  # let the flush under way (the last responses) finish
+            self._lock.acquire()
+            self._flush_and_unlock()  # what the core still holds (the last responses)
+            with self._out_lock:  # let the flush under way finish
                 give_up = time.monotonic() + FINAL_FLUSH_TIMEOUT
                 while self._flushing and time.monotonic() < give_up:
                     self._out_cond.wait(give_up - time.monotonic())
-            self._stop_workers()
             with self._lock:
+                self._follow_cond.notify_all()  # pool threads see the module stopped and exit
+                self._room_cond.notify_all()
                 for waits in self._secret_waits.values():
                     for wait in waits:
                         wait.error = "module stopped"
@@ -463,20 +506,28 @@ class Module(RouteDecorators):
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the announce has been sent; return False on timeout."""
-        return self._ready.wait(timeout)
+        return self._announced.wait(timeout)
 
     # ----------------------------------------------------------- core driving
     def _timer_loop(self) -> int:
-        """Sleep until the core's next deadline or a wake-up; return the exit code.
+        """The monitor: deadlines, stalls, exit; return the exit code.
 
         Every deadline the core creates is an arrival time plus a fixed
         timeout (``request_timeout`` or ``secret_timeout``), so one created
         after this loop looked is never earlier than "now + the smaller
         timeout". Waking at that time at the latest is therefore early enough,
-        and adding a deadline almost never needs a wake-up: one thread switch
-        less per request.
+        and adding a deadline almost never needs a wake-up.
+
+        While there is activity it also wakes every :data:`TICK` seconds and
+        compares the pool's progress counters with the previous tick's (see
+        "Threads and locks"): a condition seen at two ticks in a row with no
+        progress in between has lasted at least a tick.
         """
-        self._lock.acquire()
+        lock = self._lock
+        lock.acquire()
+        last_at = -math.inf
+        last: tuple[int, int, int, bool, bool, bool] | None = None
+        quiet = 0
         try:
             while True:
                 conn = self._conn
@@ -487,23 +538,59 @@ class Module(RouteDecorators):
                     return 0
                 now = time.monotonic()
                 deadline = conn.get_timer()
-                if deadline is None or deadline > now:
-                    wake_at = now + self._min_timeout
-                    if deadline is not None and deadline < wake_at:
-                        wake_at = deadline
-                    self._wake_at = wake_at
-                    self._cond.wait(None if wake_at == math.inf else wake_at - now)
+                if deadline is not None and deadline <= now:
+                    conn.handle_timer(now)
+                    self._pump_locked()
+                    if self._ready:
+                        self._kick_locked(len(self._ready))
+                    self._flush_and_unlock()
+                    lock.acquire()
                     continue
-                conn.handle_timer(now)
-                jobs, _ = self._pump_locked()
-                self._flush_and_unlock()
-                self._submit(jobs)
-                self._lock.acquire()
+                if now - last_at >= TICK * 0.9:
+                    free = self._reader_wanted_locked()
+                    sample = (
+                        self._reads,
+                        self._pops,
+                        self._flushes,
+                        free,
+                        bool(self._ready),
+                        self._unflushed,
+                    )
+                    busy = last is None or sample != last or bool(self._in_handler)
+                    stale_output = False
+                    if last is not None:
+                        reads, pops, flushes, was_free, had_ready, had_output = last
+                        wanted = 0
+                        if had_ready and self._ready and pops == self._pops:
+                            wanted = min(len(self._ready), self._max_workers - self._in_handler)
+                        if was_free and free and reads == self._reads:
+                            wanted += 1
+                        if wanted > 0:
+                            self._kick_locked(wanted)
+                        stale_output = had_output and self._unflushed and flushes == self._flushes
+                    last, last_at = sample, now
+                    quiet = 0 if busy else quiet + 1
+                    if stale_output:  # answers stuck behind a slow handler on their thread
+                        self._flush_and_unlock()
+                        lock.acquire()
+                        continue
+                ticking = quiet < _IDLE_TICKS
+                wake_at = now + self._min_timeout
+                if deadline is not None and deadline < wake_at:
+                    wake_at = deadline
+                if ticking and last_at + TICK < wake_at:
+                    wake_at = last_at + TICK
+                self._wake_at = wake_at
+                self._monitor_asleep = not ticking
+                self._cond.wait(None if wake_at == math.inf else max(0.0, wake_at - now))
+                if self._monitor_asleep:
+                    self._monitor_asleep = False
+                    quiet = 0
         finally:
-            self._lock.release()
+            lock.release()
 
     def _wake_timer_locked(self) -> None:
-        """Wake the timer loop if the core stopped or has a deadline before its wake-up."""
+        """Wake the monitor if the core stopped or has a deadline before its wake-up."""
         conn = self._conn
         if conn is None:
             return
@@ -519,99 +606,204 @@ class Module(RouteDecorators):
             self._code = code
         self._cond.notify()
 
-    def _on_data(self, conn: ModuleConnection, chunk: bytes) -> bool:
-        """Feed a chunk to ``conn``; return False (stop reading) once it is not served."""
-        self._lock.acquire()
-        if self._conn is not conn:  # this serve_stdio call is over: the reader stops
-            self._lock.release()
-            return False
+    # ------------------------------------------------------------ pool threads
+    def _room_locked(self) -> int:
+        """Requests that may still be taken from the core (see "Threads and locks")."""
+        return self._capacity + 1 - self._in_handler - len(self._ready)
+
+    def _reader_wanted_locked(self) -> bool:
+        """True when nobody reads stdin but someone should."""
+        return (
+            not self._reading
+            and not self._input_done
+            and self._code is None
+            and self._room_locked() > 0
+        )
+
+    def _need_reader_locked(self) -> None:
+        """Called before blocking on an answer that comes on stdin: wake a reader."""
+        if self._reader_wanted_locked():
+            self._kick_locked(1)
+
+    def _kick_locked(self, wanted: int) -> None:
+        """Wake up to ``wanted`` idle pool threads, starting new ones if too few are idle
+        (at most ``max_workers + 1`` threads in all); wake a sleeping monitor."""
+        if self._monitor_asleep:
+            self._cond.notify()
+        woken = min(wanted, self._idle)
+        if woken:
+            self._idle -= woken
+            self._follow_cond.notify(woken)
+        for _ in range(min(wanted - woken, self._max_workers + 1 - self._threads)):
+            self._start_thread_locked(spare=True)
+
+    def _start_thread_locked(self, *, spare: bool) -> None:
+        conn = self._conn
+        assert conn is not None
+        self._threads += 1
+        threading.Thread(
+            target=self._pool,
+            args=(conn, self._read_fd, spare),
+            name=f"pywatt-{'spare' if spare else 'leader'}",
+            daemon=True,
+        ).start()
+
+    def _pool(self, conn: ModuleConnection, fd: int, spare: bool) -> None:
+        """A pool thread: run ready work, else write pending output, else lead (read
+        stdin), else wait. Returns when the module stops (or, for a spare, when idle)."""
+        lock = self._lock
+        lock.acquire()
         try:
-            conn.receive_data(chunk, time.monotonic())
-        except ProtocolError:  # in ERROR: nothing more to feed
-            self._lock.release()
-            return False
-        self._drive_and_unlock()
-        return True
+            while self._conn is conn:
+                ready = self._ready
+                if ready and self._in_handler < self._max_workers:
+                    job = ready.popleft()
+                    self._pops += 1
+                    self._in_handler += 1
+                    lock.release()
+                    try:
+                        job()
+                    except BaseException:  # a job never raises; keep the thread alive regardless
+                        _log.exception("job failed")
+                    finally:
+                        lock.acquire()
+                    if self._conn is not conn:
+                        return
+                    self._in_handler -= 1
+                    if self._room_waiters:
+                        self._room_cond.notify()
+                    continue
+                if self._core_more and self._room_locked() > 0:
+                    self._pump_locked()
+                    continue
+                if self._unflushed:  # no more ready work: write before blocking
+                    self._flush_and_unlock()
+                    lock.acquire()
+                    continue
+                if self._reader_wanted_locked():
+                    self._reading = True
+                    if self._backlog > self._high_water:
+                        self._hold_input_and_unlock()
+                    else:
+                        self._read_and_unlock(conn, fd)
+                    lock.acquire()
+                    if self._conn is not conn:
+                        return
+                    self._reading = False
+                    continue
+                self._idle += 1
+                if self._follow_cond.wait(SPARE_IDLE if spare else None):
+                    continue  # the notifier took us off _idle
+                # Timed out (a notify racing with the time-out may have counted us
+                # already: never below zero; an undercount only starts a thread more).
+                self._idle = max(0, self._idle - 1)
+                if (
+                    self._conn is conn
+                    and not self._ready
+                    and not self._core_more
+                    and not self._unflushed
+                    and not self._reader_wanted_locked()
+                ):
+                    self._threads -= 1  # an idle spare exits
+                    return
+        finally:
+            lock.release()
 
-    def _on_eof(self, conn: ModuleConnection) -> None:
-        self._lock.acquire()
-        if self._conn is not conn:
-            self._lock.release()
-            return
+    def _hold_input_and_unlock(self) -> None:
+        """Output is not draining: keep the leader role without reading until the
+        backlog is down to the low-water mark. Releases ``_lock``."""
+        self._paused = True
+        self._lock.release()
+        with self._out_lock:
+            while self._backlog > self._low_water and self._flushing:
+                self._out_cond.wait()
+        self._paused = False
+
+    def _read_and_unlock(self, conn: ModuleConnection, fd: int) -> None:
+        """Read one chunk of stdin (``_lock`` released meanwhile), feed it to the core and
+        pull the ready events. Called with ``_lock`` held; releases it."""
+        self._reads += 1
+        self._lock.release()
         try:
-            conn.receive_eof()
-        except ProtocolError:
-            self._lock.release()
-            return
-        self._drive_and_unlock()
-
-    def _drive_and_unlock(self) -> None:
-        """Pull events until the core needs data; submit the requests they carry.
-
-        Called with ``_lock`` held; returns with it released. At most as many
-        requests as there are slots are pulled before they are submitted, and
-        submitting waits for free slots: that is where reading pauses when
-        every worker and queue place is taken. When the core had nothing more,
-        the reader goes straight back to reading after the last submission
-        (the woken worker then gets the interpreter at once).
-        """
-        while True:
-            if self._backlog > self._high_water and self._code is None:
-                self._paused = True  # output is not draining: stop taking input
-                self._lock.release()
-                with self._out_lock:
-                    while self._backlog > self._low_water and self._flushing:
-                        self._out_cond.wait()
-                self._lock.acquire()
-                self._paused = False
-                continue
-            jobs, exhausted = self._pump_locked(limit=self._capacity)
-            self._wake_timer_locked()
-            self._flush_and_unlock()
-            self._submit(jobs)
-            if exhausted:
+            chunk = os.read(fd, READ_CHUNK)
+        except OSError:  # a read error counts as end of input
+            chunk = b""
+        self._lock.acquire()
+        try:
+            if self._conn is not conn:  # this serve_stdio call is over: drop the input
                 return
-            self._lock.acquire()
+            try:
+                if chunk:
+                    conn.receive_data(chunk, time.monotonic())
+                else:
+                    self._input_done = True
+                    conn.receive_eof()
+            except ProtocolError:  # in ERROR: nothing more to feed
+                self._input_done = True
+                return
+            if self._monitor_asleep:
+                self._monitor_asleep = False
+                self._cond.notify()
+            self._pump_locked()
+            self._wake_timer_locked()
+        finally:
+            self._lock.release()
 
-    def _pump_locked(self, limit: int | None = None) -> tuple[list[_Job], bool]:
-        """Handle the core's events; return the jobs (requests, rotations) to run.
+    def _submit_external(self, conn: ModuleConnection, job: _Job) -> bool:
+        """Queue a job from outside the pool (a channel reader): wait while there is no
+        room (back-pressure on that channel), then wake a thread. False: module stopped."""
+        with self._lock:
+            while self._conn is conn and self._room_locked() <= 0:
+                self._room_waiters += 1
+                self._room_cond.wait()
+                self._room_waiters -= 1
+            if self._conn is not conn:
+                return False
+            self._ready.append(job)
+            self._kick_locked(1)
+            return True
 
-        Stops after ``limit`` jobs (so the caller can wait for slots before
-        the core parses further lines) or when the core needs data; the flag
-        returned is True in the second case (nothing left to pull for now).
+    def _pump_locked(self) -> None:
+        """Handle the core's events; queue the jobs (requests, rotations) in ``_ready``.
+
+        Takes at most :meth:`_room_locked` jobs; ``_core_more`` records whether
+        it stopped for that reason (rather than because the core needs data).
         """
         conn = self._conn
         assert conn is not None
-        jobs: list[_Job] = []
-        exhausted = True
+        limit = self._room_locked()
+        ready = self._ready
+        more = True
         try:
-            while True:
-                if limit is not None and len(jobs) >= limit:
-                    exhausted = False
-                    break
+            while limit > 0:
                 event = conn.next_event()
                 if event is NEED_DATA:
+                    more = False
                     break
                 if event is END_OF_INPUT:
                     if not self._eof_logged:
                         self._eof_logged = True
                         _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
+                    more = False
                     break
-                job = self._handle_event_locked(event)
+                job = self._handle_event_locked(conn, event)
                 if job is not None:
-                    jobs.append(job)
+                    ready.append(job)
+                    limit -= 1
         except ProtocolError as exc:
             _log.error("protocol failure: %s", exc)
             self._finish_locked(1)
+            more = False
+        self._core_more = more
+        self._unflushed = True  # heartbeat acks, 400/503 answers, ...
         if conn.state is ModuleState.CLOSED:
             self._cond.notify()
-        return jobs, exhausted
 
-    def _handle_event_locked(self, event: object) -> _Job | None:
+    def _handle_event_locked(self, conn: ModuleConnection, event: object) -> _Job | None:
         t = type(event)
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)
-            return lambda: self._serve(event)
+            return lambda: self._serve(conn, event)
         if t is SecretUpdated:
             assert isinstance(event, SecretUpdated)
             for wait in self._secret_waits.pop(event.name, ()):
@@ -627,7 +819,7 @@ class Module(RouteDecorators):
                 wait.done.set()
         elif t is RotationRequested:
             assert isinstance(event, RotationRequested)
-            return lambda: self._rotate(event)
+            return lambda: self._rotate(conn, event)
         elif t is RequestTimedOut:
             assert isinstance(event, RequestTimedOut)
             _log.warning("request %s timed out (answered 504)", event.request_id)
@@ -646,7 +838,7 @@ class Module(RouteDecorators):
             threading.Thread(target=self._startup, name="pywatt-startup", daemon=True).start()
         elif t is Announced:
             assert isinstance(event, Announced)
-            self._ready.set()
+            self._announced.set()
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))
         elif t is InitReceived:
             assert isinstance(event, InitReceived)
@@ -675,6 +867,8 @@ class Module(RouteDecorators):
         """
         conn, writer = self._conn, self._writer
         data = conn.data_to_send() if conn is not None else b""
+        self._unflushed = False
+        self._flushes += 1
         with self._out_lock:
             if data:
                 self._out.append(data)
@@ -788,8 +982,13 @@ class Module(RouteDecorators):
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)
             with self._lock:
+                conn = self._conn
+                if conn is None:
+                    return
                 self._channel_jobs += 1
-            self._submit([lambda: self._serve_channel(channel, event)])
+            if not self._submit_external(conn, lambda: self._serve_channel(channel, event)):
+                with self._lock:
+                    self._channel_jobs -= 1
         elif t is RequestTimedOut:
             assert isinstance(event, RequestTimedOut)
             _log.warning("%s: request %s timed out (answered 504)", channel, event.request_id)
@@ -801,10 +1000,12 @@ class Module(RouteDecorators):
             _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
         else:
             self._lock.acquire()
-            job = self._handle_event_locked(event) if self._conn is not None else None
+            conn = self._conn
+            job = self._handle_event_locked(conn, event) if conn is not None else None
             self._flush_and_unlock()
             if job is not None:
-                self._submit([job])
+                assert conn is not None
+                self._submit_external(conn, job)
 
     def _serve_channel(self, channel: SyncChannel, event: RequestReceived) -> None:
         try:
@@ -844,31 +1045,10 @@ class Module(RouteDecorators):
         for ch in channels:
             ch.close()
 
-    # ---------------------------------------------------------------- workers
-    def _submit(self, jobs: list[_Job]) -> None:
-        """Queue each job once a slot is free (blocks: this is the back-pressure)."""
-        for job in jobs:
-            self._slots.acquire()
-            self._jobs.put(job)
-
-    def _worker(self) -> None:
-        jobs, slots = self._jobs, self._slots
-        while True:
-            job = jobs.get()
-            if job is _STOP:
-                return
-            try:
-                job()
-            except BaseException:  # a job never raises; keep the worker alive regardless
-                _log.exception("worker job failed")
-            finally:
-                slots.release()
-
-    def _stop_workers(self) -> None:
-        for _ in self._workers:
-            self._jobs.put(_STOP)
-
-    def _serve(self, event: RequestReceived) -> None:
+    # ------------------------------------------------------------------- jobs
+    def _serve(self, conn: ModuleConnection, event: RequestReceived) -> None:
+        """Run one stdio request; its answer stays in the core until the thread (or the
+        monitor) writes the core's output."""
         rid = event.request_id
         try:
             request: Request = event.to_router_request()
@@ -876,18 +1056,16 @@ class Module(RouteDecorators):
         except Exception as exc:  # dispatch never raises; belt and braces
             _log.exception("request %s failed", rid, exc_info=exc)
             response = self.router.error_response(exc)
-        self._lock.acquire()
-        conn = self._conn
-        if conn is None:
-            self._lock.release()
-            return
-        try:
-            conn.send_response(rid, response.status, response.headers, response.body)
-        except ProtocolError as exc:
-            _log.error("could not answer request %s: %s", rid, exc)
-        if conn.state is ModuleState.CLOSED:
-            self._cond.notify()
-        self._flush_and_unlock()
+        with self._lock:
+            if self._conn is not conn:
+                return
+            try:
+                conn.send_response(rid, response.status, response.headers, response.body)
+            except ProtocolError as exc:
+                _log.error("could not answer request %s: %s", rid, exc)
+            self._unflushed = True
+            if conn.state is ModuleState.CLOSED:
+                self._cond.notify()
 
     def _startup(self) -> None:
         """Call the on_startup hooks (own thread), then announce; a failing hook stops the
@@ -906,12 +1084,13 @@ class Module(RouteDecorators):
             self._lock.release()  # shutdown or end of input arrived meanwhile
             return
         conn.announce(self._startup_listen)
-        jobs, _ = self._pump_locked()
+        self._pump_locked()
+        if self._ready:
+            self._kick_locked(len(self._ready))
         self._wake_timer_locked()
         self._flush_and_unlock()
-        self._submit(jobs)
 
-    def _rotate(self, event: RotationRequested) -> None:
+    def _rotate(self, conn: ModuleConnection, event: RotationRequested) -> None:
         error: str | None = None
         for fn in list(self._rotation_callbacks):
             try:
@@ -921,8 +1100,7 @@ class Module(RouteDecorators):
                 error = f"{type(exc).__name__}: {exc}"
                 break
         self._lock.acquire()
-        conn = self._conn
-        if conn is None:
+        if self._conn is not conn:
             self._lock.release()
             return
         try:
