@@ -42,11 +42,14 @@ from __future__ import annotations
 import enum
 import struct
 from collections import deque
-from dataclasses import dataclass
-from typing import Final
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
+from ._records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time (start-up cost)
+    from typing import Final
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
@@ -415,7 +418,7 @@ def encode_line(
 # --------------------------------------------------------------------------- framed
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Frame:
     """One message on a framed (TCP / Unix socket) channel.
 

@@ -1,6 +1,7 @@
 """Typed messages of the PyWatt module protocol.
 
-One frozen, slotted, keyword-only dataclass per ``op`` of the reference
+One frozen, slotted, keyword-only record (:func:`~pywatt_proto._records.record`, a cheap
+``@dataclass(frozen=True, slots=True, kw_only=True)``) per ``op`` of the reference
 ``ModuleToOrchestrator`` / ``OrchestratorToModule`` enums, plus the parts they are
 made of (init blob pieces, endpoints, service types, the ``Message`` envelope and
 ``EncodedMessage``).  Field names are the wire names; field order is the order in
@@ -23,13 +24,16 @@ Rust types map to Python types as follows: ``String``/``PathBuf`` -> ``str``,
 from __future__ import annotations
 
 import enum
-import uuid
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import ClassVar, TypeAlias
+import sys
 
 from ._errors import LocalProtocolError
 from ._formats import EncodingFormat
+from ._records import field, record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing and uuid are not imported at run time (start-up cost)
+    import uuid
+    from typing import ClassVar, TypeAlias
 
 __all__ = [
     "Announce",
@@ -153,6 +157,8 @@ def _obj_tuple(obj: object, field_name: str, value: object, cls: type) -> None:
 
 def _str_map(obj: object, field_name: str, value: object) -> None:
     if type(value) is not dict:
+        from collections.abc import Mapping
+
         if not isinstance(value, Mapping):
             raise _fail(field_name, f"expected a mapping of str to str, got {_tname(value)}")
         value = dict(value)
@@ -170,7 +176,10 @@ def _opt_str_map(obj: object, field_name: str, value: object) -> None:
 
 
 def _uuid(field_name: str, value: object) -> None:
-    if type(value) is not uuid.UUID:
+    # Only a uuid.UUID passes, and one cannot exist before its module is loaded, so the
+    # check never needs to import uuid itself.
+    uuid_module = sys.modules.get("uuid")
+    if uuid_module is None or type(value) is not uuid_module.UUID:
         raise _fail(field_name, f"expected uuid.UUID, got {_tname(value)}")
 
 
@@ -370,7 +379,7 @@ def parse_listen_address(text: str) -> ListenAddress:
     return UnixListen(path=text)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class TcpListen:
     """A TCP socket address. ``host`` is an IP literal, stored in canonical form.
 
@@ -396,7 +405,7 @@ class TcpListen:
         return f"{self.host}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class UnixListen:
     """A Unix-domain socket path (any string that is not a socket address)."""
 
@@ -428,7 +437,7 @@ class SecurityLevel(enum.Enum):
 _SERVICE_UNIT_NAMES = frozenset({"Database", "Cache", "Jwt"})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ServiceType:
     """A service kind: ``ServiceType.DATABASE``/``CACHE``/``JWT`` or ``ServiceType.custom(name)``.
 
@@ -460,7 +469,7 @@ ServiceType.CACHE = ServiceType(name="Cache")
 ServiceType.JWT = ServiceType(name="Jwt")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Endpoint:
     """An announced HTTP endpoint. ``methods`` lists become tuples."""
 
@@ -474,7 +483,7 @@ class Endpoint:
         _opt_str("auth", self.auth)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class TcpChannelConfig:
     """Init's ``tcp_channel``: where the framed TCP channel lives (``address`` is ip:port)."""
 
@@ -489,7 +498,7 @@ class TcpChannelConfig:
         _bool("required", self.required)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class IpcChannelConfig:
     """Init's ``ipc_channel``: the Unix-socket framed channel."""
 
@@ -501,7 +510,7 @@ class IpcChannelConfig:
         _bool("required", self.required)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class EncodedMessage:
     """Raw payload bytes plus their format (wire: ``{"data":[ints],"format":"Json"}``)."""
 
@@ -515,7 +524,7 @@ class EncodedMessage:
             raise _fail("format", f"expected EncodingFormat, got {_tname(self.format)}")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ServiceProviderInfo:
     """One provider in a ``discover_service_providers_response``."""
 
@@ -549,7 +558,7 @@ def _service_type(field_name: str, value: object) -> None:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Identify:
     """``{"op":"identify","module_id":...}`` -- a pywatt extension (serde cannot encode it)."""
 
@@ -559,7 +568,7 @@ class Identify:
         _str("module_id", self.module_id)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Announce:
     """The module's announcement: where it listens and which endpoints it serves.
 
@@ -578,7 +587,7 @@ class Announce:
         _str_tuple(self, "extensions", self.extensions)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class GetSecret:
     """Ask the orchestrator for the secret ``name``."""
 
@@ -588,7 +597,7 @@ class GetSecret:
         _str("name", self.name)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RotationAck:
     """Acknowledge a rotation (``status`` is free text; the reference sends "success")."""
 
@@ -602,7 +611,7 @@ class RotationAck:
         _opt_str("message", self.message)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RegisterServiceProvider:
     """Register this module as a provider of ``service_type``."""
 
@@ -620,7 +629,7 @@ class RegisterServiceProvider:
         _opt_str_map(self, "metadata", self.metadata)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class DiscoverServiceProviders:
     """Ask for providers of ``service_type``."""
 
@@ -633,7 +642,7 @@ class DiscoverServiceProviders:
             _bool("all_providers", self.all_providers)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ServiceRequest:
     """Request a connection to a service; ``config`` is any JSON value (None = null)."""
 
@@ -647,7 +656,7 @@ class ServiceRequest:
         check_json_value("config", self.config)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ServiceOperation:
     """Run ``operation`` on an open service connection; ``params`` is any JSON value."""
 
@@ -663,7 +672,7 @@ class ServiceOperation:
         check_json_value("params", self.params)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class HttpResponse:
     """The answer to an ``http_request`` (``status_code`` is any u16, as in the reference)."""
 
@@ -679,7 +688,7 @@ class HttpResponse:
         _opt_bytes("body", self.body)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PortRequest:
     """Ask for a port (a specific one, or any when ``specific_port`` is None)."""
 
@@ -692,7 +701,7 @@ class PortRequest:
             _u16("specific_port", self.specific_port)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RouteToModule:
     """Send ``payload`` to another module's endpoint through the orchestrator."""
 
@@ -713,7 +722,7 @@ def _payload(field_name: str, value: object) -> None:
         raise _fail(field_name, f"expected EncodedMessage, got {_tname(value)}")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class HeartbeatAck:
     """Answer to a ``heartbeat``."""
 
@@ -739,7 +748,7 @@ ModuleToOrchestrator: TypeAlias = (
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Init:
     """The handshake blob (first stdin line, bare or with ``"op":"init"``).
 
@@ -774,7 +783,7 @@ class Init:
         _str_tuple(self, "extensions", self.extensions)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Secret:
     """A secret value (``rotation_id`` set when it is the result of a rotation)."""
 
@@ -788,7 +797,7 @@ class Secret:
         _opt_str("rotation_id", self.rotation_id)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Rotated:
     """The listed secrets were rotated."""
 
@@ -800,12 +809,12 @@ class Rotated:
         _str("rotation_id", self.rotation_id)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Shutdown:
     """Stop the module."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RegisterServiceProviderResponse:
     """Result of ``register_service_provider``."""
 
@@ -819,7 +828,7 @@ class RegisterServiceProviderResponse:
         _opt_str("error", self.error)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class DiscoverServiceProvidersResponse:
     """Result of ``discover_service_providers``."""
 
@@ -833,7 +842,7 @@ class DiscoverServiceProvidersResponse:
         _opt_str("error", self.error)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ServiceResponse:
     """Answer to a ``service_request``."""
 
@@ -851,7 +860,7 @@ class ServiceResponse:
         _opt_str("connection_id", self.connection_id)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ServiceOperationResult:
     """Answer to a ``service_operation`` (``result`` null and absent are the same: None)."""
 
@@ -865,7 +874,7 @@ class ServiceOperationResult:
         _opt_str("error", self.error)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class HttpRequest:
     """An HTTP request forwarded over IPC (``uri`` = path plus optional ``?query``)."""
 
@@ -907,7 +916,7 @@ def trusted_http_request(
     return msg
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PortResponse:
     """Answer to a ``port_request`` (``port`` is 0 on failure by convention)."""
 
@@ -923,7 +932,7 @@ class PortResponse:
         _opt_str("error_message", self.error_message)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RoutedModuleMessage:
     """A message routed to this module from ``source_module_id``."""
 
@@ -937,7 +946,7 @@ class RoutedModuleMessage:
         _payload("payload", self.payload)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RoutedModuleResponse:
     """The response to an earlier ``route_to_module`` (note: ``request_id``)."""
 
@@ -951,7 +960,7 @@ class RoutedModuleResponse:
         _payload("payload", self.payload)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Heartbeat:
     """Liveness probe."""
 
@@ -1006,7 +1015,7 @@ _MESSAGE_CLASSES: tuple[type, ...] = (
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class MessageMetadata:
     """Envelope metadata; every field is optional and omitted on the wire when None.
 
@@ -1035,7 +1044,7 @@ class MessageMetadata:
             check_json_value("properties", self.properties)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Message:
     """The framed-channel envelope ``{"id": uuid, "content": ..., "metadata": {...}}``.
 
