@@ -5,7 +5,8 @@ sockets. Protocol logic lives in :mod:`pywatt_proto`, not here.
 """
 
 import importlib
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
 
 # isort: off
 if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)

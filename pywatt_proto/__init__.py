@@ -8,10 +8,11 @@ This file only re-exports; each area lives in a private module.
 """
 
 import importlib
-from typing import TYPE_CHECKING
 
 from ._errors import AuthError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
+
+TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
 
 # isort: off
 if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)

@@ -5,7 +5,8 @@ sockets with blocking I/O and a bounded thread pool.
 """
 
 import importlib
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
 
 # isort: off
 if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
