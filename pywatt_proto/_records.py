@@ -44,7 +44,7 @@ from operator import attrgetter
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time (start-up cost)
     from collections.abc import Callable
-    from typing import Any, TypeVar, dataclass_transform
+    from typing import Any, TypeVar, dataclass_transform, overload
 
     _T = TypeVar("_T")
 else:
@@ -73,16 +73,49 @@ _MISSING: Any = _Missing()
 class _Field:
     """What :func:`field` puts in a class body; consumed by :func:`record`."""
 
-    __slots__ = ("default_factory",)
+    __slots__ = ("compare", "default", "default_factory", "init", "repr")
 
-    def __init__(self, default_factory: Callable[[], object]) -> None:
+    def __init__(
+        self, default: object, default_factory: object, init: bool, repr: bool, compare: bool
+    ) -> None:
+        self.default = default
         self.default_factory = default_factory
+        self.init = init
+        self.repr = repr
+        self.compare = compare
 
 
-def field(*, default_factory: Callable[[], _T]) -> _T:
-    """Give a field a default made by calling ``default_factory`` for each instance."""
-    # The class body holds the _Field; instances hold what the factory makes.
-    return _Field(default_factory)  # type: ignore[return-value]
+if TYPE_CHECKING:
+
+    @overload
+    def field(*, default: _T, init: bool = True, repr: bool = True, compare: bool = True) -> _T: ...
+    @overload
+    def field(
+        *,
+        default_factory: Callable[[], _T],
+        init: bool = True,
+        repr: bool = True,
+        compare: bool = True,
+    ) -> _T: ...
+
+
+def field(
+    *,
+    default: object = _MISSING,
+    default_factory: object = _MISSING,
+    init: bool = True,
+    repr: bool = True,
+    compare: bool = True,
+) -> Any:
+    """Describe a field as ``dataclasses.field`` does (the options records support).
+
+    ``default`` or ``default_factory`` (called per instance); ``init=False`` leaves the
+    field out of ``__init__`` (it starts at its default); ``repr=False`` /
+    ``compare=False`` leave it out of ``repr`` / ``==`` and ``hash``.
+    """
+    if default is not _MISSING and default_factory is not _MISSING:
+        raise ValueError("cannot specify both default and default_factory")
+    return _Field(default, default_factory, init, repr, compare)
 
 
 # --------------------------------------------------------------------------- shared methods
@@ -100,7 +133,7 @@ def _hash(self: Any) -> int:
 
 
 def _repr(self: Any) -> str:
-    parts = [f"{name}={getattr(self, name)!r}" for name in self.__record_fields__]
+    parts = [f"{name}={getattr(self, name)!r}" for name in self.__record_repr__]
     return f"{self.__class__.__qualname__}({', '.join(parts)})"
 
 
@@ -136,23 +169,30 @@ def _init_source(cls: type) -> tuple[str, dict[str, object]]:
     names: tuple[str, ...] = cls.__record_fields__  # type: ignore[attr-defined]
     defaults: dict[str, object] = cls.__record_defaults__  # type: ignore[attr-defined]
     factories: dict[str, Callable[[], object]] = cls.__record_factories__  # type: ignore[attr-defined]
+    no_init: frozenset[str] = cls.__record_no_init__  # type: ignore[attr-defined]
     env: dict[str, object] = {"__rec_MISSING": _MISSING}
     params, body = [], []
     for name in names:
         setter = f"__rec_set_{name}"
         env[setter] = getattr(cls, name).__set__  # the slot's own setter: skips __setattr__
         if name in factories:
-            env[f"__rec_factory_{name}"] = factories[name]
-            params.append(f"{name}=__rec_MISSING")
-            body.append(
-                f"    {setter}(self, __rec_factory_{name}() if {name} is __rec_MISSING else {name})"
-            )
-        else:
-            if name in defaults:
-                env[f"__rec_default_{name}"] = defaults[name]
-                params.append(f"{name}=__rec_default_{name}")
+            factory = f"__rec_factory_{name}"
+            env[factory] = factories[name]
+            if name in no_init:
+                body.append(f"    {setter}(self, {factory}())")
             else:
-                params.append(name)
+                params.append(f"{name}=__rec_MISSING")
+                body.append(
+                    f"    {setter}(self, {factory}() if {name} is __rec_MISSING else {name})"
+                )
+        elif name in defaults:
+            default = f"__rec_default_{name}"
+            env[default] = defaults[name]
+            if name not in no_init:
+                params.append(f"{name}={default}")
+            body.append(f"    {setter}(self, {default if name in no_init else name})")
+        elif name not in no_init:
+            params.append(name)
             body.append(f"    {setter}(self, {name})")
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
@@ -187,10 +227,15 @@ class _DataclassFields:
         defaults: dict[str, object] = owner.__record_defaults__  # type: ignore[attr-defined]
         factories: dict[str, Any] = owner.__record_factories__  # type: ignore[attr-defined]
         fields: dict[str, object] = {}
+        shown: tuple[str, ...] = owner.__record_repr__  # type: ignore[attr-defined]
+        compared: tuple[str, ...] = owner.__record_compare__  # type: ignore[attr-defined]
         for name in owner.__record_fields__:  # type: ignore[attr-defined]
             f: Any = dataclasses.field(
                 default=defaults.get(name, dataclasses.MISSING),
                 default_factory=factories.get(name, dataclasses.MISSING),
+                init=name not in owner.__record_no_init__,  # type: ignore[attr-defined]
+                repr=name in shown,
+                compare=name in compared,
                 kw_only=True,
             )
             f.name = name
@@ -216,32 +261,53 @@ def record(cls: type[_T]) -> type[_T]:
     own: list[str] = []
     defaults: dict[str, object] = {}
     factories: dict[str, Callable[[], object]] = {}
+    no_init: set[str] = set()
+    hidden: set[str] = set()  # repr=False
+    uncompared: set[str] = set()  # compare=False
     for base in reversed(cls.__mro__[1:]):  # fields of record bases come first
         if "__record_fields__" in base.__dict__:
-            defaults.update(base.__record_defaults__)  # type: ignore[attr-defined]
-            factories.update(base.__record_factories__)  # type: ignore[attr-defined]
+            b: Any = base
+            defaults.update(b.__record_defaults__)
+            factories.update(b.__record_factories__)
+            no_init.update(b.__record_no_init__)
+            hidden.update(n for n in b.__record_fields__ if n not in b.__record_repr__)
+            uncompared.update(n for n in b.__record_fields__ if n not in b.__record_compare__)
     inherited = [n for n in getattr(cls, "__record_fields__", ()) if n not in ns]
     for name, annotation in ns.get("__annotations__", {}).items():
         if _is_class_var(annotation):
             continue
         own.append(name)
-        if name in ns:
-            value = ns.pop(name)  # a class attribute would shadow the slot
-            if isinstance(value, _Field):
-                factories[name] = value.default_factory
-            else:
-                defaults[name] = value
+        if name not in ns:
+            continue
+        value = ns.pop(name)  # a class attribute would shadow the slot
+        if isinstance(value, _Field):
+            if value.default_factory is not _MISSING:
+                factories[name] = value.default_factory  # type: ignore[assignment]
+            elif value.default is not _MISSING:
+                defaults[name] = value.default
+            if not value.init:
+                no_init.add(name)
+            if not value.repr:
+                hidden.add(name)
+            if not value.compare:
+                uncompared.add(name)
+        else:
+            defaults[name] = value
     names = tuple(inherited + own)
+    compared = tuple(n for n in names if n not in uncompared)
     ns.pop("__dict__", None)
     ns.pop("__weakref__", None)
     ns["__slots__"] = tuple(own)
     ns["__record_fields__"] = names
     ns["__record_defaults__"] = defaults
     ns["__record_factories__"] = factories
-    if len(names) > 1:
-        ns["__record_key__"] = attrgetter(*names)
-    elif names:
-        getter = attrgetter(names[0])
+    ns["__record_no_init__"] = frozenset(no_init)
+    ns["__record_repr__"] = tuple(n for n in names if n not in hidden)
+    ns["__record_compare__"] = compared
+    if len(compared) > 1:
+        ns["__record_key__"] = attrgetter(*compared)
+    elif compared:
+        getter = attrgetter(compared[0])
         ns["__record_key__"] = lambda obj: (getter(obj),)
     else:
         ns["__record_key__"] = _no_fields
@@ -269,7 +335,10 @@ def replace(obj: _T, /, **changes: object) -> _T:
     """Return a copy of the record ``obj`` with ``changes`` applied (``__post_init__`` runs)."""
     cls: Any = type(obj)
     for name in cls.__record_fields__:
-        if name not in changes:
+        if name in cls.__record_no_init__:
+            if name in changes:
+                raise ValueError(f"field {name} is init=False and cannot be replaced")
+        elif name not in changes:
             changes[name] = getattr(obj, name)
     new: _T = cls(**changes)
     return new

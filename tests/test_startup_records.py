@@ -139,3 +139,26 @@ def test_a_record_may_not_define_setattr() -> None:
 
             def __setattr__(self, name: str, value: object) -> None:
                 pass
+
+
+@record
+class Cached:
+    key: str
+    hint: int = field(default=0, compare=False, repr=False)
+    _memo: dict[str, int] | None = field(default=None, init=False, compare=False, repr=False)
+
+
+def test_field_options_init_repr_compare() -> None:
+    c = Cached(key="k", hint=3)
+    assert c._memo is None  # init=False: starts at its default, not a parameter
+    with pytest.raises(TypeError):
+        Cached(key="k", _memo={})  # type: ignore[call-arg]
+    object.__setattr__(c, "_memo", {"a": 1})
+    assert c == Cached(key="k") and hash(c) == hash(Cached(key="k"))  # compare=False fields
+    assert repr(c) == "Cached(key='k')"
+    assert replace(c, key="j") == Cached(key="j") and replace(c, key="j")._memo is None
+    with pytest.raises(ValueError, match="_memo"):
+        replace(c, _memo={})
+    assert [f.name for f in dataclasses.fields(Cached) if f.compare] == ["key"]
+    with pytest.raises(ValueError, match="both"):
+        field(default=1, default_factory=int)  # type: ignore[call-overload]
