@@ -39,13 +39,16 @@ bare ``readline -> handle -> write`` loop:
   called from a handler wake a thread to read at once (their answer comes on
   stdin) instead of waiting for the tick.
 * Back-pressure: a thread reads stdin only while the requests taken from the
-  core and not finished (``_ready`` plus those inside handlers) are fewer than
+  core and not finished (``_ready``, ``_rotations`` and those inside handlers)
+  are fewer than
   ``max_workers + max_queued + 1``, and pulls no more than that from the core.
   So when ``max_workers`` threads are inside handlers and the queue is full,
   nobody reads stdin: the orchestrator's pipe fills instead of requests being
   dropped (the core still answers 503 past ``max_in_flight``).
-* Rotation callbacks are jobs in ``_ready`` like requests (run by a pool thread
-  that is not reading); on_startup hooks run on their own thread.
+* Rotation callbacks run in order on their own thread (``pywatt-rotation``,
+  started when a rotation arrives, gone when none is left), so they run even
+  while every handler thread blocks; queued rotations count against the
+  bound below. on_startup hooks run on their own thread too.
 * ``_lock`` guards the core (a plain object, not thread-safe) and the pool
   state above; ``_follow_cond`` (idle pool threads), ``_room_cond`` (channel
   readers waiting for room) and ``_cond`` (the monitor) share it. Whoever
@@ -57,7 +60,7 @@ bare ``readline -> handle -> write`` loop:
   to that flusher. Lines therefore reach stdout in exactly the order the core
   produced them, each written whole and never interleaved, batched into one
   write per read under load. Lock order: ``_lock``, then ``_out_lock``.
-* Every queue is bounded: ``_ready`` by the sum above; output by
+* Every queue is bounded: ``_ready`` and ``_rotations`` by the sum above; output by
   ``max_output_backlog`` -- above it nobody reads stdin until the backlog is
   down to a sixteenth (the asyncio driver's 16 MiB / 1 MiB marks), so a
   stalled orchestrator cannot make the module buffer without bound.
@@ -86,6 +89,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pywatt_proto._errors import ProtocolError
@@ -262,6 +266,8 @@ class Module(RouteDecorators):
         self._core_more = False  # the core may hold events the bound kept us from pulling
         self._unflushed = False  # the core may hold output nobody is about to write
         self._room_waiters = 0  # channel readers waiting in _room_cond
+        self._rotations: deque[_Job] = deque()  # rotation callbacks not yet run
+        self._rotating = False  # the rotation thread is running
         self._monitor_asleep = False  # the monitor is not ticking (see _timer_loop)
         self._read_fd = 0
         # Progress counters the monitor compares from one tick to the next.
@@ -286,7 +292,7 @@ class Module(RouteDecorators):
     # route/get/post/put/delete/patch/middleware/error_handler: RouteDecorators
 
     def on_rotation(self, fn: _F) -> _F:
-        """Register ``fn(keys)``, called on a worker thread when secrets are rotated.
+        """Register ``fn(keys)``, called on the rotation thread when secrets are rotated.
 
         The rotation is acknowledged ``success`` when every callback returns,
         ``error`` (with the exception's message) when one raises.
@@ -609,7 +615,7 @@ class Module(RouteDecorators):
     # ------------------------------------------------------------ pool threads
     def _room_locked(self) -> int:
         """Requests that may still be taken from the core (see "Threads and locks")."""
-        return self._capacity + 1 - self._in_handler - len(self._ready)
+        return self._capacity + 1 - self._in_handler - len(self._ready) - len(self._rotations)
 
     def _reader_wanted_locked(self) -> bool:
         """True when nobody reads stdin but someone should."""
@@ -771,11 +777,10 @@ class Module(RouteDecorators):
         """
         conn = self._conn
         assert conn is not None
-        limit = self._room_locked()
         ready = self._ready
         more = True
         try:
-            while limit > 0:
+            while self._room_locked() > 0:
                 event = conn.next_event()
                 if event is NEED_DATA:
                     more = False
@@ -789,7 +794,6 @@ class Module(RouteDecorators):
                 job = self._handle_event_locked(conn, event)
                 if job is not None:
                     ready.append(job)
-                    limit -= 1
         except ProtocolError as exc:
             _log.error("protocol failure: %s", exc)
             self._finish_locked(1)
@@ -819,7 +823,12 @@ class Module(RouteDecorators):
                 wait.done.set()
         elif t is RotationRequested:
             assert isinstance(event, RotationRequested)
-            return lambda: self._rotate(conn, event)
+            self._rotations.append(partial(self._rotate, conn, event))
+            if not self._rotating:
+                self._rotating = True
+                threading.Thread(
+                    target=self._rotation_thread, args=(conn,), name="pywatt-rotation", daemon=True
+                ).start()
         elif t is RequestTimedOut:
             assert isinstance(event, RequestTimedOut)
             _log.warning("request %s timed out (answered 504)", event.request_id)
@@ -1089,6 +1098,21 @@ class Module(RouteDecorators):
             self._kick_locked(len(self._ready))
         self._wake_timer_locked()
         self._flush_and_unlock()
+
+    def _rotation_thread(self, conn: ModuleConnection) -> None:
+        """Run the queued rotation callbacks in order; end when none is left."""
+        with self._lock:
+            while self._conn is conn and self._rotations:
+                job = self._rotations.popleft()
+                self._lock.release()
+                try:
+                    job()
+                except BaseException:  # _rotate never raises; keep going regardless
+                    _log.exception("rotation failed")
+                finally:
+                    self._lock.acquire()
+            if self._conn is conn:
+                self._rotating = False
 
     def _rotate(self, conn: ModuleConnection, event: RotationRequested) -> None:
         error: str | None = None
