@@ -53,7 +53,7 @@ else:
         return lambda decorator: decorator
 
 
-__all__ = ["FrozenRecordError", "field", "record", "replace"]
+__all__ = ["FrozenRecordError", "NamedTuple", "field", "record", "replace"]
 
 
 class FrozenRecordError(AttributeError):
@@ -342,3 +342,34 @@ def replace(obj: _T, /, **changes: object) -> _T:
             changes[name] = getattr(obj, name)
     new: _T = cls(**changes)
     return new
+
+
+# --------------------------------------------------------------------------- NamedTuple
+
+
+class _NamedTupleMeta(type):
+    """Builds ``class X(NamedTuple): ...`` as ``collections.namedtuple``, like typing does."""
+
+    def __new__(mcls, typename: str, bases: tuple[type, ...], ns: dict[str, Any]) -> Any:
+        import collections
+
+        make: Any = collections.namedtuple  # called with a computed name (mypy checks literals)
+        annotations: dict[str, object] = ns.get("__annotations__", {})
+        names = list(annotations)
+        defaults = [ns[n] for n in names if n in ns]
+        cls: Any = make(typename, names, defaults=defaults, module=ns["__module__"])
+        cls.__annotations__ = dict(annotations)
+        cls.__doc__ = ns.get("__doc__", cls.__doc__)
+        cls.__qualname__ = ns.get("__qualname__", typename)
+        for key, value in ns.items():
+            if key in names or key in ("__module__", "__qualname__", "__annotations__"):
+                continue
+            if key in ("__new__", "__init__", "__slots__", "__getnewargs__", "_fields"):
+                raise AttributeError(f"cannot overwrite NamedTuple attribute {key}")
+            setattr(cls, key, value)
+        return cls
+
+
+#: ``typing.NamedTuple``'s class syntax without importing typing (start-up time). Modules
+#: import ``typing.NamedTuple`` under TYPE_CHECKING (what mypy reads) and this one otherwise.
+NamedTuple: Any = type.__new__(_NamedTupleMeta, "NamedTuple", (), {})

@@ -162,3 +162,40 @@ def test_field_options_init_repr_compare() -> None:
     assert [f.name for f in dataclasses.fields(Cached) if f.compare] == ["key"]
     with pytest.raises(ValueError, match="both"):
         field(default=1, default_factory=int)  # type: ignore[call-overload]
+
+
+def test_named_tuple_class_syntax_matches_typing() -> None:
+    import typing
+
+    from pywatt_proto._records import NamedTuple as CheapNamedTuple
+
+    class Cheap(CheapNamedTuple):  # type: ignore[misc]
+        """Doc."""
+
+        a: int
+        b: str = "x"
+
+        @property
+        def twice(self) -> int:
+            return int(self.a) * 2
+
+    class Typed(typing.NamedTuple):
+        """Doc."""
+
+        a: int
+        b: str = "x"
+
+    cheap, typed = Cheap(1), Typed(1)
+    assert tuple(cheap) == tuple(typed) == (1, "x")
+    assert repr(cheap) == "Cheap(a=1, b='x')" and repr(typed) == "Typed(a=1, b='x')"
+    assert Cheap._fields == Typed._fields and Cheap._field_defaults == Typed._field_defaults
+    assert Cheap.__doc__ == "Doc." and Cheap.__mro__[1:] == Typed.__mro__[1:] == (tuple, object)
+    assert Cheap.__module__ == Typed.__module__ == __name__
+    assert cheap.twice == 2 and cheap._replace(b="y") == (1, "y")
+    with pytest.raises(AttributeError):
+
+        class Bad(CheapNamedTuple):  # type: ignore[misc]
+            a: int
+
+            def _fields(self) -> None:
+                pass
