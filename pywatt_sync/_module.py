@@ -257,7 +257,9 @@ class Module(RouteDecorators):
         self._conn: ModuleConnection | None = None
         self._writer: BlockingWriter | None = None
         # Pool state, all guarded by _lock (see "Threads and locks").
-        self._ready: deque[_Job] = deque()  # taken from the core, not started
+        # Taken from the core, not started: stdio requests as their events (no closure per
+        # request), other work (channel requests) as callables.
+        self._ready: deque[RequestReceived | _Job] = deque()
         self._in_handler = 0  # pool threads running a job
         self._threads = 0  # pool threads alive
         self._idle = 0  # pool threads waiting in _follow_cond and not yet notified
@@ -667,12 +669,19 @@ class Module(RouteDecorators):
                     self._pops += 1
                     self._in_handler += 1
                     lock.release()
-                    try:
-                        job()
-                    except BaseException:  # a job never raises; keep the thread alive regardless
-                        _log.exception("job failed")
-                    finally:
-                        lock.acquire()
+                    if type(job) is RequestReceived:
+                        try:
+                            self._serve(conn, job)  # returns holding _lock
+                        except BaseException:  # raised before it took the lock
+                            _log.exception("request %s failed", job.request_id)
+                            lock.acquire()
+                    else:
+                        try:
+                            job()  # type: ignore[operator]  # not a RequestReceived
+                        except BaseException:  # a job never raises; keep the thread alive
+                            _log.exception("job failed")
+                        finally:
+                            lock.acquire()
                     if self._conn is not conn:
                         return
                     self._in_handler -= 1
@@ -747,11 +756,14 @@ class Module(RouteDecorators):
             except ProtocolError:  # in ERROR: nothing more to feed
                 self._input_done = True
                 return
+            self._pump_locked()
+            # New deadlines are at least _min_timeout away: a ticking monitor wakes in
+            # time on its own (no get_timer() per read); a sleeping one is woken here.
             if self._monitor_asleep:
                 self._monitor_asleep = False
                 self._cond.notify()
-            self._pump_locked()
-            self._wake_timer_locked()
+            elif self._min_timeout < TICK:
+                self._wake_timer_locked()
         finally:
             self._lock.release()
 
@@ -803,11 +815,12 @@ class Module(RouteDecorators):
         if conn.state is ModuleState.CLOSED:
             self._cond.notify()
 
-    def _handle_event_locked(self, conn: ModuleConnection, event: object) -> _Job | None:
+    def _handle_event_locked(self, conn: ModuleConnection, event: object) -> RequestReceived | None:
+        """Act on one core event; return it if it is a request to run."""
         t = type(event)
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)
-            return lambda: self._serve(conn, event)
+            return event
         if t is SecretUpdated:
             assert isinstance(event, SecretUpdated)
             for wait in self._secret_waits.pop(event.name, ()):
@@ -1010,11 +1023,9 @@ class Module(RouteDecorators):
         else:
             self._lock.acquire()
             conn = self._conn
-            job = self._handle_event_locked(conn, event) if conn is not None else None
+            if conn is not None:
+                self._handle_event_locked(conn, event)  # a request comes as RequestReceived
             self._flush_and_unlock()
-            if job is not None:
-                assert conn is not None
-                self._submit_external(conn, job)
 
     def _serve_channel(self, channel: SyncChannel, event: RequestReceived) -> None:
         try:
@@ -1056,8 +1067,11 @@ class Module(RouteDecorators):
 
     # ------------------------------------------------------------------- jobs
     def _serve(self, conn: ModuleConnection, event: RequestReceived) -> None:
-        """Run one stdio request; its answer stays in the core until the thread (or the
-        monitor) writes the core's output."""
+        """Run one stdio request (``_lock`` not held); return holding ``_lock``.
+
+        The answer stays in the core until the thread (or the monitor) writes
+        the core's output.
+        """
         rid = event.request_id
         try:
             request: Request = event.to_router_request()
@@ -1065,16 +1079,16 @@ class Module(RouteDecorators):
         except Exception as exc:  # dispatch never raises; belt and braces
             _log.exception("request %s failed", rid, exc_info=exc)
             response = self.router.error_response(exc)
-        with self._lock:
-            if self._conn is not conn:
-                return
-            try:
-                conn.send_response(rid, response.status, response.headers, response.body)
-            except ProtocolError as exc:
-                _log.error("could not answer request %s: %s", rid, exc)
-            self._unflushed = True
-            if conn.state is ModuleState.CLOSED:
-                self._cond.notify()
+        self._lock.acquire()
+        if self._conn is not conn:
+            return
+        try:
+            conn.send_response(rid, response.status, response.headers, response.body)
+        except ProtocolError as exc:
+            _log.error("could not answer request %s: %s", rid, exc)
+        self._unflushed = True
+        if conn.state is ModuleState.CLOSED:
+            self._cond.notify()
 
     def _startup(self) -> None:
         """Call the on_startup hooks (own thread), then announce; a failing hook stops the
