@@ -171,6 +171,7 @@ def spawn(program: str, env: Mapping[str, str] | None = None) -> subprocess.Pope
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         env=child_env() if env is None else dict(env),
+        cwd=ROOT,  # "-c" puts the working directory first on sys.path: measure this tree
         bufsize=0,
     )
 
