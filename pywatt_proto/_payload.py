@@ -38,14 +38,15 @@ import base64
 import binascii
 import math
 from collections.abc import Callable
-from typing import Final
-
-import cbor2
 
 from . import _json
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
 from ._messages import EncodedMessage, JsonValue
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not imported at run time; cbor2 is, on first CBOR use
+    from typing import Final
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_SIZE",
@@ -322,6 +323,8 @@ def encode_cbor(value: object) -> bytes:
         LocalProtocolError: the value is outside that data model.
     """
     _check_value(value, cbor=True)
+    import cbor2  # only CBOR users pay for it (a module with a channel loads this file)
+
     try:
         return bytes(cbor2.dumps(value))
     except Exception as exc:  # pragma: no cover - pre-checked; cbor2 errors vary by version
@@ -339,6 +342,8 @@ def decode_cbor(data: bytes, *, max_size: int = DEFAULT_MAX_PAYLOAD_SIZE) -> obj
     """
     data = _input_bytes(data, max_size, "CBOR")
     _scan_cbor(data)
+    import cbor2
+
     try:
         return cbor2.loads(data)
     except Exception as exc:
