@@ -23,7 +23,8 @@ bare ``readline -> handle -> write`` loop:
   ``_ready`` deque, gives up the leader role and runs them itself, inline, one
   after another. Their answers go into the core (its own output buffer);
   when the thread has no ready work left it writes everything the core holds
-  in ONE write, then reads again. While a thread is inside a handler it is not
+  in ONE write (earlier once their bodies pass :data:`_FLUSH_AT`), then
+  reads again. While a thread is inside a handler it is not
   the leader, and no other thread is woken for that: the hand-off costs
   nothing unless a handler turns out to be slow.
 * **the monitor** (the thread that called :meth:`Module.serve_stdio`) applies
@@ -159,6 +160,10 @@ TICK: Final = 0.02
 _IDLE_TICKS: Final = 50
 #: Seconds a pool thread started by the monitor waits for work before exiting.
 SPARE_IDLE: Final = 5.0
+#: Body bytes of answers a thread lets gather in the core before it writes them
+#: without waiting for the end of its batch (a pipe's capacity): bounds the
+#: output not yet counted in the backlog.
+_FLUSH_AT: Final = 64 * 1024
 
 #: Output taken from the core but not yet written, in bytes, above which the
 #: reader stops taking input until the backlog is down to a sixteenth of it.
@@ -267,6 +272,7 @@ class Module(RouteDecorators):
         self._input_done = False  # end of input fed to the core (or it cannot take more)
         self._core_more = False  # the core may hold events the bound kept us from pulling
         self._unflushed = False  # the core may hold output nobody is about to write
+        self._unflushed_bytes = 0  # body bytes of the answers among it
         self._room_waiters = 0  # channel readers waiting in _room_cond
         self._rotations: deque[_Job] = deque()  # rotation callbacks not yet run
         self._rotating = False  # the rotation thread is running
@@ -281,6 +287,7 @@ class Module(RouteDecorators):
         self._code: int | None = None
         self._flushing = False  # a thread is writing _out (see _flush_and_unlock); _out_lock
         self._out: list[bytes] = []  # taken from the core, not yet written; _out_lock
+        self._out_waiters = 0  # threads waiting in _out_cond; _out_lock
         self._backlog = 0  # bytes in _out plus the chunk being written; _out_lock
         self._paused = False  # the reader waits for the backlog to drain
         self._channels: list[SyncChannel] = []  # framed channels offered by init
@@ -354,7 +361,7 @@ class Module(RouteDecorators):
     @property
     def reading_paused(self) -> bool:
         """True while stdin reading is paused because output is not draining."""
-        return self._paused
+        return self._paused and self._backlog > self._low_water
 
     def secret(self, name: str, timeout: float | None = None) -> str:
         """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
@@ -502,7 +509,9 @@ class Module(RouteDecorators):
             with self._out_lock:  # let the flush under way finish
                 give_up = time.monotonic() + FINAL_FLUSH_TIMEOUT
                 while self._flushing and time.monotonic() < give_up:
+                    self._out_waiters += 1
                     self._out_cond.wait(give_up - time.monotonic())
+                    self._out_waiters -= 1
             with self._lock:
                 self._follow_cond.notify_all()  # pool threads see the module stopped and exit
                 self._room_cond.notify_all()
@@ -620,10 +629,11 @@ class Module(RouteDecorators):
         return self._capacity + 1 - self._in_handler - len(self._ready) - len(self._rotations)
 
     def _reader_wanted_locked(self) -> bool:
-        """True when nobody reads stdin but someone should."""
+        """True when nobody takes input (reads stdin, or pulls lines already read from
+        the core) but someone should."""
         return (
             not self._reading
-            and not self._input_done
+            and (self._core_more or not self._input_done)
             and self._code is None
             and self._room_locked() > 0
         )
@@ -687,24 +697,31 @@ class Module(RouteDecorators):
                     self._in_handler -= 1
                     if self._room_waiters:
                         self._room_cond.notify()
+                    if self._unflushed_bytes > _FLUSH_AT:  # bound the core's output buffer
+                        self._flush_and_unlock()
+                        lock.acquire()
                     continue
-                if self._core_more and self._room_locked() > 0:
-                    self._pump_locked()
-                    continue
-                if self._unflushed:  # no more ready work: write before blocking
+                if self._unflushed:  # no more ready work: write before taking more input
                     self._flush_and_unlock()
                     lock.acquire()
                     continue
                 if self._reader_wanted_locked():
-                    self._reading = True
                     if self._backlog > self._high_water:
+                        self._reading = True
                         self._hold_input_and_unlock()
+                        lock.acquire()
+                        if self._conn is not conn:
+                            return
+                        self._reading = False
+                    elif self._core_more:  # lines already read, left by the bound
+                        self._pump_locked()
                     else:
+                        self._reading = True
                         self._read_and_unlock(conn, fd)
-                    lock.acquire()
-                    if self._conn is not conn:
-                        return
-                    self._reading = False
+                        lock.acquire()
+                        if self._conn is not conn:
+                            return
+                        self._reading = False
                     continue
                 self._idle += 1
                 if self._follow_cond.wait(SPARE_IDLE if spare else None):
@@ -715,7 +732,6 @@ class Module(RouteDecorators):
                 if (
                     self._conn is conn
                     and not self._ready
-                    and not self._core_more
                     and not self._unflushed
                     and not self._reader_wanted_locked()
                 ):
@@ -731,7 +747,9 @@ class Module(RouteDecorators):
         self._lock.release()
         with self._out_lock:
             while self._backlog > self._low_water and self._flushing:
+                self._out_waiters += 1
                 self._out_cond.wait()
+                self._out_waiters -= 1
         self._paused = False
 
     def _read_and_unlock(self, conn: ModuleConnection, fd: int) -> None:
@@ -890,39 +908,56 @@ class Module(RouteDecorators):
         conn, writer = self._conn, self._writer
         data = conn.data_to_send() if conn is not None else b""
         self._unflushed = False
+        self._unflushed_bytes = 0
         self._flushes += 1
-        with self._out_lock:
-            if data:
-                self._out.append(data)
-                self._backlog += len(data)
-            flusher = bool(self._out) and not self._flushing and writer is not None
-            if flusher:
-                self._flushing = True
+        out_lock = self._out_lock
+        out_lock.acquire()
+        if data:
+            self._backlog += len(data)
+            if not self._flushing and not self._out and writer is not None:
+                self._flushing = True  # the usual case: write this chunk straight away
+                out_lock.release()
+                self._lock.release()
+                self._write_out(writer, data)
+                return
+            self._out.append(data)
+        flusher = bool(self._out) and not self._flushing and writer is not None
+        if flusher:
+            self._flushing = True
+        out_lock.release()
         self._lock.release()
         if flusher:
             assert writer is not None
-            self._write_out(writer)
+            self._write_out(writer, None)
 
-    def _write_out(self, writer: BlockingWriter) -> None:
-        """The flusher's loop: write ``_out`` until it is empty (or the output failed)."""
-        out_lock, cond = self._out_lock, self._out_cond
-        while True:
-            with out_lock:
-                if not self._out or writer.failed:
-                    failed = writer.failed
-                    if failed:
-                        self._out.clear()
-                        self._backlog = 0
-                    self._flushing = False
-                    cond.notify_all()  # a paused reader, or serve_stdio waiting for the end
+    def _write_out(self, writer: BlockingWriter, chunk: bytes | None) -> None:
+        """The flusher's loop: write ``chunk`` (if any), then ``_out`` until it is empty
+        (or the output failed). Only the flusher writes, so writes never overlap."""
+        out_lock = self._out_lock
+        out_lock.acquire()
+        try:
+            while True:
+                if chunk is not None:
+                    out_lock.release()
+                    writer.write(chunk)
+                    out_lock.acquire()
+                    self._backlog -= len(chunk)
+                    if self._out_waiters:  # a paused reader may resume
+                        self._out_cond.notify_all()
+                out = self._out
+                if not out or writer.failed:
                     break
-                chunk = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+                chunk = out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+            failed = writer.failed
+            if failed:
                 self._out.clear()
-            writer.write(chunk)
-            with out_lock:
-                self._backlog -= len(chunk)
-                if self._paused and self._backlog <= self._low_water:
-                    cond.notify_all()
+                self._backlog = 0
+            self._flushing = False
+            if self._out_waiters:  # a paused reader, or serve_stdio waiting for the end
+                self._out_cond.notify_all()
+        finally:
+            out_lock.release()
         if failed:
             with self._lock:
                 self._finish_locked(1)
@@ -1087,6 +1122,7 @@ class Module(RouteDecorators):
         except ProtocolError as exc:
             _log.error("could not answer request %s: %s", rid, exc)
         self._unflushed = True
+        self._unflushed_bytes += len(response.body)
         if conn.state is ModuleState.CLOSED:
             self._cond.notify()
 
