@@ -39,7 +39,14 @@ def dispatch(router: Router, request: Request, now_fn: Callable[[], float]) -> R
         return router.finish(plan, response, end)
 
 
+# What handlers usually return: never awaitable, so no inspect.isawaitable() call (about
+# 1 us a request) for these exact types.
+_PLAIN_TYPES = frozenset({Response, dict, str, bytes, list, tuple, int, float, bool, type(None)})
+
+
 def _plain(result: Any) -> Any:
+    if type(result) in _PLAIN_TYPES:
+        return result
     if inspect.isawaitable(result):
         close = getattr(result, "close", None)
         if close is not None:

@@ -808,9 +808,10 @@ class Module(RouteDecorators):
         conn = self._conn
         assert conn is not None
         ready = self._ready
+        limit = self._room_locked()
         more = True
         try:
-            while self._room_locked() > 0:
+            while limit > 0:
                 event = conn.next_event()
                 if event is NEED_DATA:
                     more = False
@@ -824,6 +825,9 @@ class Module(RouteDecorators):
                 job = self._handle_event_locked(conn, event)
                 if job is not None:
                     ready.append(job)
+                    limit -= 1
+                elif type(event) is RotationRequested:  # queued in _rotations: same bound
+                    limit -= 1
         except ProtocolError as exc:
             _log.error("protocol failure: %s", exc)
             self._finish_locked(1)
