@@ -49,9 +49,9 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from ._errors import LocalProtocolError
+from ._records import record
 
 __all__ = [
     "BreakerCounters",
@@ -120,7 +120,7 @@ if BREAKER_TRANSITIONS[(_C, _I.SUCCESS)] is not _C:  # pragma: no cover - guards
 REJECTED = -1
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BreakerTransition:
     """One state change, as handed to listeners.
 
@@ -136,7 +136,7 @@ class BreakerTransition:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BreakerCounters:
     """A snapshot of a breaker's counters (see :attr:`CircuitBreaker.counters`).
 

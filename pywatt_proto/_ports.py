@@ -64,11 +64,11 @@ import random
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ._breaker import REJECTED, BreakerState, BreakerTransition, CircuitBreaker
 from ._errors import LocalProtocolError
 from ._messages import Init, PortRequest, PortResponse, TcpListen
+from ._records import record
 
 __all__ = [
     "AttemptFailed",
@@ -169,7 +169,7 @@ MAX_PORT = 65535
 REMEMBERED_IDS = 32
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PortNegotiationConfig:
     """Tunables of :class:`PortNegotiator`; the defaults are the reference's.
 
@@ -219,7 +219,7 @@ class PortNegotiationConfig:
 # ---------------------------------------------------------------------- events
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PortAssigned:
     """The orchestrator granted ``port`` to the attempt ``request_id``; the call
     took ``attempts`` attempts."""
@@ -229,7 +229,7 @@ class PortAssigned:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class AttemptFailed:
     """Attempt number ``attempt`` (1-based within its call) failed at ``at``."""
 
@@ -241,14 +241,14 @@ class AttemptFailed:
     error_message: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BreakerChanged:
     """The negotiator's circuit breaker changed state."""
 
     transition: BreakerTransition
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class NeedFallbackCandidate:
     """The driver must bind-test ``port`` and call
     :meth:`PortNegotiator.fallback_candidate_result`. ``try_number`` is 1-based,
@@ -263,7 +263,7 @@ class NeedFallbackCandidate:
             raise ValueError(f"port out of range: {self.port!r}")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class FallbackChosen:
     """The driver found ``port`` free; it is the result of the call. ``reason``
     says why the orchestrator's port was not used."""
@@ -272,7 +272,7 @@ class FallbackChosen:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class NegotiationFailed:
     """The call ended without a port."""
 
@@ -280,7 +280,7 @@ class NegotiationFailed:
     attempts: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class UnsolicitedResponse:
     """A response that was reported and not applied."""
 
@@ -307,7 +307,7 @@ class PortSource(enum.Enum):
     FALLBACK = "fallback"  # a bind-tested port from the fallback range
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PortResult:
     """What the drivers' ``negotiate_port`` returns: the port, where it came
     from, and (for a fallback) why the orchestrator's answer was not used."""
