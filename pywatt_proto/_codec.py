@@ -19,6 +19,7 @@ path of the offending field; every encoder raises :class:`LocalProtocolError`.
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -83,6 +84,7 @@ __all__ = [
     "encode_encoded_message",
     "encode_envelope",
     "encode_http_response",
+    "decode_http_request_line",
 ]
 
 #: JSON key of ``Init.extensions`` / ``Announce.extensions`` (omitted when empty).
@@ -656,6 +658,56 @@ def _d_http_request(o: _Obj) -> HttpRequest:
         _str_map(_req(o, "headers", "headers"), "headers"),
         None if body is None else _bytes(body, "body"),
     )
+
+
+# The http_request line exactly as serde_json writes it (and as the pywatt orchestrator does):
+# compact, fields in declaration order, strings without escapes or control characters, headers
+# a flat map of such strings, body null or an array of digits. Such a line has no duplicate
+# field, no lone surrogate, no nesting beyond two levels and nothing a serde string would decode
+# differently, so its fields can be read off the match; any other line (or a body the C scanner
+# or bytes() refuses) goes through the general decoder, which gives its answer or error.
+_PLAIN_STR = r'"([^"\\\x00-\x1f]*)"'
+_PLAIN_PAIR = r'"[^"\\\x00-\x1f]*":"[^"\\\x00-\x1f]*"'
+_HTTP_REQUEST_LINE = re.compile(
+    (
+        r'\{"op":"http_request","request_id":<S>,"method":<S>,"uri":<S>,'
+        r'"headers":(\{(?:<P>(?:,<P>)*)?\}),"body":(null|\[[0-9,]*\])\}'
+    )
+    .replace("<S>", _PLAIN_STR)
+    .replace("<P>", _PLAIN_PAIR)
+)
+_HTTP_REQUEST_START = b'{"op":"http_request","request_id":"'
+# Hook-free C scanner for the matched headers object (a dict of str, last duplicate wins as in
+# serde's HashMap) and the digits-only body array (ints only: no float, no -0).
+_scan_plain: Callable[[str, int], tuple[Any, int]] = getattr(  # noqa: B009
+    json.JSONDecoder(strict=True), "scan_once"
+)
+
+
+def decode_http_request_line(line: bytes) -> HttpRequest | None:
+    """Return the :class:`HttpRequest` of a canonical ``http_request`` line, else None.
+
+    The same message :func:`decode_orchestrator_to_module` returns for ``line``, read without
+    the general JSON reader; None means "not recognised here" (any other op, another layout,
+    escapes, invalid input): decode such a line with :func:`decode_orchestrator_to_module`.
+    Never raises.
+    """
+    if not line.startswith(_HTTP_REQUEST_START):
+        return None
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    m = _HTTP_REQUEST_LINE.fullmatch(text)
+    if m is None:
+        return None
+    request_id, method, uri, headers_text, body_text = m.groups()
+    try:
+        headers = _scan_plain(headers_text, 0)[0]
+        body = None if body_text == "null" else bytes(_scan_plain(body_text, 0)[0])
+    except (ValueError, StopIteration):  # body: leading zeros, empty items, > 255, huge ints
+        return None
+    return trusted_http_request(request_id, method, uri, headers, body)
 
 
 def _d_port_response(o: _Obj) -> PortResponse:

@@ -64,7 +64,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from ._codec import decode_init, decode_orchestrator_to_module, encode, encode_http_response
+from ._codec import _utf8 as _utf8
+from ._codec import (
+    decode_http_request_line,
+    decode_init,
+    decode_orchestrator_to_module,
+    encode,
+    encode_http_response,
+)
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import (
     DEFAULT_MAX_LINE_SIZE,
@@ -75,6 +82,7 @@ from ._framing import (
     NeedData,
     encode_line,
 )
+from ._json import dump_bytes, dump_str
 from ._messages import (
     Announce,
     Endpoint,
@@ -90,7 +98,7 @@ from ._messages import (
     Secret,
     Shutdown,
 )
-from ._router import Headers, Request
+from ._router import Headers, Request, _new_request
 
 __all__ = [
     "state_diagram",
@@ -310,13 +318,11 @@ class RequestReceived:
         split here (requests do not carry ``set-cookie``).
         """
         msg = self.request
-        return Request(
-            method=msg.method.upper(),
-            path=self.path,
-            query_string=self.query,
-            headers=Headers(msg.headers),
-            body=msg.body or b"",
-        )
+        wire = msg.headers
+        # The message's map is folded into the router's pairs on first use (it is the codec's
+        # own dict, never changed afterwards).
+        headers = Headers._from_wire(wire) if type(wire) is dict else Headers(wire)
+        return _new_request(msg.method.upper(), self.path, self.query, headers, msg.body or b"")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -564,6 +570,10 @@ class ModuleConnection:
         if self._state is ModuleState.AWAITING_INIT:
             self._handle_init(line)
             return
+        request = decode_http_request_line(line)  # the common line, read the short way
+        if request is not None:
+            self._on_http_request(request, line)
+            return
         if line[0] in _WHITESPACE and not line.strip():
             return  # whitespace-only lines carry no message (JSON whitespace); skip quietly
         try:
@@ -681,7 +691,13 @@ class ModuleConnection:
         if self._answered:
             self._answered.pop(rid, None)
         path, _, query = uri.partition("?")
-        self._events.append(RequestReceived(request_id=rid, request=msg, path=path, query=query))
+        event = _new_object(RequestReceived)
+        set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
+        set_rid(event, rid)
+        set_request(event, msg)
+        set_path(event, path)
+        set_query(event, query)
+        self._events.append(event)
 
     def _on_secret(self, msg: Secret, line: bytes) -> None:
         self._store_secret(msg.name, msg.value)
@@ -817,6 +833,22 @@ class ModuleConnection:
         if not 0 <= status_code <= 65535:
             self._in_flight[request_id] = self._now
             raise LocalProtocolError(f"status code {status_code} out of range")
+        if type(headers) is tuple and type(request_id) is str and type(status_code) is int:
+            # A router Response's header tuple: its wire form is remembered by identity.
+            hit = _HEADER_TEXT.get(id(headers))
+            text = hit[1] if hit is not None and hit[0] is headers else _header_text(headers)
+            if text is not None and (body is None or type(body) is bytes):
+                flat = _utf8(
+                    f'{{"op":"http_response","request_id":{dump_str(request_id)},'
+                    f'"status_code":{status_code},"headers":{text},'
+                    f'"body":{"[]" if body is None else dump_bytes(body)}}}'
+                )
+                if not self._flat_responses:
+                    flat = self._wrap(flat, request_id)
+                self._out.append(flat + b"\n")
+                if self._state is ModuleState.CLOSING and not self._in_flight:
+                    self._maybe_drained()
+                return True
         hdrs = headers if type(headers) is dict and _lower_keys(headers) else join_headers(headers)
         self._queue_response(request_id, status_code, hdrs, body)
         if self._state is ModuleState.CLOSING and not self._in_flight:
@@ -936,6 +968,34 @@ class ModuleConnection:
         answered[rid] = None
         if len(answered) > MAX_REMEMBERED_ANSWERED:
             answered.popitem(last=False)
+
+
+_new_object = object.__new__
+# RequestReceived's slot setters (the core builds one per request from checked values).
+_REQUEST_RECEIVED_SET = tuple(
+    RequestReceived.__dict__[n].__set__ for n in ("request_id", "request", "path", "query")
+)
+#: id(header tuple) -> (the tuple, its wire JSON object text). The tuple is held, so its id is
+#: not reused while the entry exists. Bounded: emptied when it reaches _MAX_HEADER_TEXTS
+#: (router responses mostly share a few constant tuples).
+_HEADER_TEXT: dict[int, tuple[tuple[Any, ...], str]] = {}
+_MAX_HEADER_TEXTS: Final = 256
+
+
+def _header_text(headers: tuple[Any, ...]) -> str | None:
+    """Return the wire text of ``join_headers(headers)`` and remember it, or None when a name
+    or value is not exactly a str (the general path then refuses it as it always did)."""
+    folded = join_headers(headers)
+    for k, v in folded.items():
+        if type(k) is not str or type(v) is not str:
+            return None
+    text = "{" + ",".join([dump_str(k) + ":" + dump_str(v) for k, v in folded.items()]) + "}"
+    # Only a tuple of (str, str) tuples is immutable all the way down (pairs may be lists).
+    if all(type(p) is tuple and len(p) == 2 for p in headers):
+        if len(_HEADER_TEXT) >= _MAX_HEADER_TEXTS:
+            _HEADER_TEXT.clear()
+        _HEADER_TEXT[id(headers)] = (headers, text)
+    return text
 
 
 def _lower_keys(headers: dict[str, str]) -> bool:

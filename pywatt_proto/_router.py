@@ -81,6 +81,9 @@ LATENCY_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )
 # fmt: on
+# Static paths whose plan() lookups are remembered (see Router._hot).
+_MAX_HOT_PATHS = 1024
+_tuple_new = tuple.__new__
 # Metrics label for requests that matched no route: one shared label keeps the
 # metrics table bounded however many distinct paths clients send.
 UNMATCHED_LABEL = "<unmatched>"
@@ -128,9 +131,27 @@ def reason_phrase(status: int) -> str:
 
 # One shared encoder: json.dumps() with non-default options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# The C encoder _ENCODER.encode() builds per call, built once and without the circular-reference
+# markers (a dict of ids it would need afresh per call). A circular value then recurses until
+# RecursionError, and is encoded again through _ENCODER, which raises exactly what it always did
+# ("Circular reference detected", or RecursionError for a merely deep value).
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_FAST_ENCODE: Callable[[object, int], Any] | None = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _ENCODER.default, json.encoder.encode_basestring, None, ":", ",", False, False, False
+    )
+)
 
 
 def _json_bytes(data: object) -> bytes:
+    fast = _FAST_ENCODE
+    if fast is not None:
+        try:
+            return "".join(fast(data, 0)).encode()
+        except RecursionError:
+            pass
     return _ENCODER.encode(data).encode()
 
 
@@ -144,12 +165,13 @@ class Headers:
     in order; ``items()`` the ``(name, value)`` pairs as received.
     """
 
-    __slots__ = ("_decoded", "_raw")
+    __slots__ = ("_decoded", "_raw", "_wire")
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         self._decoded: tuple[tuple[str, str], ...] | None = tuple((k.lower(), v) for k, v in pairs)
         self._raw: Sequence[tuple[bytes, bytes]] = ()
+        self._wire: dict[str, str] | None = None
 
     @classmethod
     def from_raw(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
@@ -157,13 +179,34 @@ class Headers:
         new = cls.__new__(cls)
         new._decoded = None
         new._raw = raw
+        new._wire = None
+        return new
+
+    @classmethod
+    def _from_wire(cls, wire: dict[str, str]) -> Headers:
+        """Return headers for a decoded message's map, folded into pairs on first use.
+
+        For the module link's hot path: ``wire`` must be a dict of str -> str that nobody
+        changes afterwards (the codec builds a fresh one per message).
+        """
+        new = _new_object(cls)
+        set_decoded, set_raw, set_wire = _HEADERS_SET
+        set_decoded(new, None)
+        set_raw(new, ())
+        set_wire(new, wire)
         return new
 
     @property
     def _items(self) -> tuple[tuple[str, str], ...]:
         items = self._decoded
         if items is None:
-            items = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw)
+            wire = self._wire
+            if wire is not None:
+                items = tuple([(k.lower(), v) for k, v in wire.items()])
+            else:
+                items = tuple(
+                    (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw
+                )
             self._decoded = items
         return items
 
@@ -201,6 +244,10 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({list(self._items)!r})"
+
+
+_new_object = object.__new__
+_HEADERS_SET = tuple(Headers.__dict__[n].__set__ for n in ("_decoded", "_raw", "_wire"))
 
 
 class QueryParams:
@@ -398,6 +445,49 @@ class Request:
             raise HTTPException(400, "Invalid JSON body") from exc
 
 
+# Slot setters of Request, in field order (they bypass the frozen __setattr__).
+_REQUEST_SET = tuple(
+    Request.__dict__[n].__set__
+    for n in (
+        "method",
+        "path",
+        "query_string",
+        "headers",
+        "body",
+        "path_params",
+        "claims",
+        "client",
+        "route",
+        "_query",
+        "_state",
+    )
+)
+
+
+def _new_request(
+    method: str, path: str, query_string: str, headers: Headers, body: bytes
+) -> Request:
+    """Return ``Request(method=..., path=..., ...)`` (other fields default) without the
+    generated ``__init__``'s eleven frozen-attribute writes; for a driver's hot path, which
+    passes values of the declared types."""
+    req = _new_object(Request)
+    s_method, s_path, s_qs, s_headers, s_body, s_params, s_claims, s_client, s_route, s_q, s_st = (
+        _REQUEST_SET
+    )
+    s_method(req, method)
+    s_path(req, path)
+    s_qs(req, query_string)
+    s_headers(req, headers)
+    s_body(req, body)
+    s_params(req, _NO_VALUES)
+    s_claims(req, _NO_VALUES)
+    s_client(req, None)
+    s_route(req, None)
+    s_q(req, None)
+    s_st(req, None)
+    return req
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Response:
     """An HTTP response: status, ``(name, value)`` header pairs (repeats allowed) and body.
@@ -450,11 +540,15 @@ class Response:
 
 def _trusted(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> Response:
     """Build a Response from values known valid (skips ``__post_init__`` checks)."""
-    resp = object.__new__(Response)
-    object.__setattr__(resp, "status", status)
-    object.__setattr__(resp, "headers", headers)
-    object.__setattr__(resp, "body", body)
+    resp = _new_object(Response)
+    set_status, set_headers, set_body = _RESPONSE_SET
+    set_status(resp, status)
+    set_headers(resp, headers)
+    set_body(resp, body)
     return resp
+
+
+_RESPONSE_SET = tuple(Response.__dict__[n].__set__ for n in ("status", "headers", "body"))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -871,6 +965,10 @@ class Router:
         self._middleware: list[Middleware] = []
         self._chain: tuple[Middleware, ...] = ()
         self._labels: dict[tuple[str, str], str] = {}
+        # path -> method -> (route, label, counters, metrics) for requests planned to a static
+        # route by their exact path (no percent-escapes); cleared when a route is added.
+        # Bounded: static paths are registered ones, at most _MAX_HOT_PATHS of them.
+        self._hot: dict[str, dict[str, tuple[Route, str, list[Any], Metrics]]] = {}
         self._by_type: dict[type[BaseException], ErrorHandler] = {}
         self._by_status: dict[int, ErrorHandler] = {}
 
@@ -895,6 +993,7 @@ class Router:
             if other.path == path and set(other.methods) & set(route.methods):
                 raise LocalProtocolError(f"duplicate route {route.methods} {path}", field="path")
         self._routes.append(route)
+        self._hot.clear()
         if route.regex is None:
             table = self._static.setdefault(_canonical(path), {})
             for m in route.methods:
@@ -1005,6 +1104,17 @@ class Router:
         """
         method = request.method
         path = request.path
+        hot = self._hot.get(path)
+        if hot is not None:
+            entry = hot.get(method)
+            if entry is not None and entry[3] is self.metrics:
+                hot_route, hot_label, counters, _ = entry
+                counters[0] += 1
+                object.__setattr__(request, "route", hot_route)
+                plan: Plan = _tuple_new(
+                    Plan, (request, self._chain, hot_route, None, None, now, hot_label, counters)
+                )
+                return plan
         canonical = path if "%" not in path and path.isascii() else _canonical(path)
         table = self._static.get(canonical)
         route = None if table is None else table.get(method)
@@ -1019,8 +1129,12 @@ class Router:
         label = self._labels.get((method, route.path))
         if label is None:  # bounded: (method, route) pairs of registered routes only
             label = self._labels[(method, route.path)] = f"{method} {route.path}"
-        counters = self.metrics.counters(label)
+        metrics = self.metrics
+        counters = metrics.counters(label)
         counters[0] += 1
+        if not params and canonical is path and len(self._hot) < _MAX_HOT_PATHS:
+            # a static route by its exact path: remember what the lines above found
+            self._hot.setdefault(path, {})[method] = (route, label, counters, metrics)
         # plan() completes the request it is handed (route, path_params) before any
         # user code sees it; building a copy here would cost more than routing.
         object.__setattr__(request, "route", route)
@@ -1092,6 +1206,11 @@ class Router:
             TypeError: the value has no conversion.
             ValueError: a dict/list is not JSON-serialisable (NaN, ...).
         """
+        t = type(result)
+        if t is dict or t is list:  # the common cases first, without isinstance
+            return _trusted(200, _JSON_HEADERS, _json_bytes(result))
+        if t is Response:
+            return result  # type: ignore[return-value]
         if isinstance(result, Response):
             return result
         if isinstance(result, dict | list):
