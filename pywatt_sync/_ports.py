@@ -26,7 +26,6 @@ from the core and bind-tests fallback candidates with real sockets
 
 from __future__ import annotations
 
-import logging
 import random
 import socket
 import threading
@@ -34,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from pywatt_proto._breaker import CircuitBreaker
+from pywatt_proto._lazylog import LazyLogger
 from pywatt_proto._messages import Init, PortRequest, PortResponse
 from pywatt_proto._ports import (
     PortEvent,
@@ -54,7 +54,7 @@ __all__ = [
     "port_is_free",
 ]
 
-_log = logging.getLogger("pywatt.ports")
+_log = LazyLogger("pywatt.ports")  # loads logging for the first emitted record
 
 
 def port_is_free(host: str, port: int) -> bool:
