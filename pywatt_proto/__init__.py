@@ -172,7 +172,8 @@ if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
     )
 
     # --- circuit breaker, backoff, port negotiation ---
-    from ._backoff import Backoff, RandomSource, RetryState
+    from ._backoff import Backoff, RetryState
+    from ._random_source import RandomSource
     from ._breaker import (
         BREAKER_TRANSITIONS,
         REJECTED,
@@ -407,7 +408,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "redirect": ("._router", "redirect"),
     "text_response": ("._router", "text_response"),
     "Backoff": ("._backoff", "Backoff"),
-    "RandomSource": ("._backoff", "RandomSource"),
+    "RandomSource": ("._random_source", "RandomSource"),
     "RetryState": ("._backoff", "RetryState"),
     "BREAKER_TRANSITIONS": ("._breaker", "BREAKER_TRANSITIONS"),
     "REJECTED": ("._breaker", "REJECTED"),

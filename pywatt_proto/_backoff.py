@@ -22,22 +22,19 @@ keeps per operation (``failed(now) -> when to try next | None``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
 
-__all__ = ["Backoff", "RandomSource", "RetryState"]
+from ._records import record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # annotations only: typing is not loaded at run time (start-up time)
+    from collections.abc import Iterator
 
-class RandomSource(Protocol):
-    """What :class:`Backoff` needs from a random source (``random.Random`` fits)."""
+    from ._random_source import RandomSource
 
-    def random(self) -> float:
-        """Return a float uniformly distributed in ``[0.0, 1.0)``."""
-        ...
+__all__ = ["Backoff", "RetryState"]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Backoff:
     """An immutable retry policy.
 
@@ -110,18 +107,33 @@ class Backoff:
             failures += 1
 
 
-@dataclass(slots=True, kw_only=True)
 class RetryState:
     """Per-operation retry bookkeeping under a :class:`Backoff` policy.
 
     Call :meth:`failed` after each failed attempt: it returns the time of the
     next attempt or ``None`` when the policy forbids another one. Call
     :meth:`succeeded` after a success to start afresh.
+
+    A small mutable record (keyword-only, slotted, compared by its fields; what
+    ``@dataclass(slots=True, kw_only=True)`` gave, without loading dataclasses).
     """
 
-    policy: Backoff
-    rng: RandomSource
-    attempts: int = field(default=0)
+    __slots__ = ("attempts", "policy", "rng")
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
+
+    def __init__(self, *, policy: Backoff, rng: RandomSource, attempts: int = 0) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.attempts = attempts
+
+    def __repr__(self) -> str:
+        return f"RetryState(policy={self.policy!r}, rng={self.rng!r}, attempts={self.attempts!r})"
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, RetryState)
+        return (self.policy, self.rng, self.attempts) == (other.policy, other.rng, other.attempts)
 
     def failed(self, now: float) -> float | None:
         """Count a failed attempt made before ``now``; return ``now + delay`` for the

@@ -64,8 +64,6 @@ import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Final, TypeAlias
 
 from ._backoff import Backoff, RetryState
 from ._codec import decode_envelope, decode_orchestrator_to_module, encode_envelope
@@ -105,6 +103,11 @@ from ._module import (
     valid_method,
 )
 from ._payload import convert_payload
+from ._records import record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing is not loaded at run time (start-up time)
+    from typing import Final, TypeAlias
 
 __all__ = [
     "CONNECT_BACKOFF",
@@ -221,7 +224,7 @@ class ChannelKind(enum.Enum):
     IPC = "IPC"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ChannelTarget:
     """Where to connect: ``address`` (TCP) or ``socket_path`` (IPC), from the init object.
 
@@ -273,7 +276,7 @@ def channel_targets(init: Init) -> tuple[ChannelTarget, ...]:
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BadFrame:
     """A frame was skipped: its payload is not a valid message (or the stream ended inside
     a frame: ``error`` is then a ``TruncatedInput``). ``answered_status`` if the core

@@ -20,7 +20,6 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ._backoff import RandomSource
 from ._breaker import CircuitBreaker
 from ._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -38,6 +37,7 @@ from ._http import (
     RetryPolicy,
     TotalTimeout,
 )
+from ._random_source import RandomSource
 
 if TYPE_CHECKING:
     import ssl

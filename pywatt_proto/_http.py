@@ -51,7 +51,8 @@ from ._framing import END_OF_INPUT, NEED_DATA, EndOfInput, NeedData
 from ._router import Headers, Request, Response, api_error, reason_phrase
 
 if TYPE_CHECKING:
-    from ._backoff import Backoff, RandomSource
+    from ._backoff import Backoff
+    from ._random_source import RandomSource
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
