@@ -21,7 +21,6 @@ store; the certificate must carry the address as an IP SAN). No plain-text fallb
 from __future__ import annotations
 
 import contextlib
-import logging
 import select
 import socket
 import ssl
@@ -41,10 +40,11 @@ from pywatt_proto._channel import (
 )
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._lazylog import LazyLogger
 
 __all__ = ["READ_CHUNK", "SyncChannel"]
 
-_log = logging.getLogger("pywatt.channel")
+_log = LazyLogger("pywatt.channel")  # loads logging for the first emitted record
 
 #: Bytes asked for per socket read.
 READ_CHUNK: Final = 256 * 1024
