@@ -532,7 +532,8 @@ class ModuleConnection:
         Raises ``RemoteProtocolError`` if the init line is invalid or input ends before it
         (state -> ERROR). Malformed later lines never raise: they become ``BadLine``.
         """
-        self._check_alive()
+        if self._state is _ERROR:
+            self._check_alive()  # raises
         events = self._events
         while not events:
             try:
@@ -547,6 +548,11 @@ class ModuleConnection:
             if line is END_OF_INPUT:
                 return self._on_eof()
             assert isinstance(line, bytes)
+            if self._state is _RUNNING:
+                request = decode_http_request_line(line)  # the common line, read the short way
+                if request is not None:
+                    self._on_http_request(request, line)
+                    continue
             try:
                 self._handle_line(line)
             except RemoteProtocolError:
@@ -648,6 +654,28 @@ class ModuleConnection:
     # ---------------------------------------------------------- per-op handlers
     def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
         rid = msg.request_id
+        in_flight = self._in_flight
+        uri = msg.uri
+        if (
+            self._state is _RUNNING
+            and rid not in in_flight
+            and msg.method in _COMMON_METHODS
+            and len(in_flight) < self._max_in_flight
+            and uri[:1] == "/"
+        ):  # every check below passes: the common request, accepted without the detours
+            timeout = self._request_timeout
+            in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
+            if self._answered:
+                self._answered.pop(rid, None)
+            path, _, query = uri.partition("?")
+            event = _new_object(RequestReceived)
+            set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
+            set_rid(event, rid)
+            set_request(event, msg)
+            set_path(event, path)
+            set_query(event, query)
+            self._events.append(event)
+            return
         if rid in self._in_flight:
             err = RemoteProtocolError(
                 f"duplicate request_id {rid!r} while in flight", field="request_id"
@@ -825,7 +853,8 @@ class ModuleConnection:
         it (504) -- the late result is dropped. Raises ``LocalProtocolError`` for an id
         that was never received (or answered twice); the state is unchanged then.
         """
-        self._check_alive()
+        if self._state is _ERROR:
+            self._check_alive()  # raises
         if self._in_flight.pop(request_id, None) is None:
             if request_id in self._answered:
                 return False
@@ -837,15 +866,25 @@ class ModuleConnection:
             # A router Response's header tuple: its wire form is remembered by identity.
             hit = _HEADER_TEXT.get(id(headers))
             text = hit[1] if hit is not None and hit[0] is headers else _header_text(headers)
-            if text is not None and (body is None or type(body) is bytes):
-                flat = _utf8(
+            if body is None:
+                body = b""
+            if text is not None and type(body) is bytes:
+                line = (
                     f'{{"op":"http_response","request_id":{dump_str(request_id)},'
-                    f'"status_code":{status_code},"headers":{text},'
-                    f'"body":{"[]" if body is None else dump_bytes(body)}}}'
+                    f'"status_code":{status_code},"headers":{text},"body":'
+                    + (
+                        f"[{','.join(map(_BYTE_TEXT_OF, body))}]}}\n"
+                        if len(body) < _SMALL_BODY
+                        else f"{dump_bytes(body)}}}\n"
+                    )
                 )
+                try:
+                    out = line.encode()
+                except UnicodeEncodeError:
+                    out = _utf8(line)  # raises its LocalProtocolError
                 if not self._flat_responses:
-                    flat = self._wrap(flat, request_id)
-                self._out.append(flat + b"\n")
+                    out = self._wrap(out[:-1], request_id) + b"\n"
+                self._out.append(out)
                 if self._state is ModuleState.CLOSING and not self._in_flight:
                     self._maybe_drained()
                 return True
@@ -971,6 +1010,11 @@ class ModuleConnection:
 
 
 _new_object = object.__new__
+# dump_bytes for bodies below _SMALL_BODY bytes, inlined: each byte's decimal text
+_BYTE_TEXT_OF: Final = [str(i) for i in range(256)].__getitem__
+_SMALL_BODY: Final = 256
+_RUNNING: Final = ModuleState.RUNNING
+_ERROR: Final = ModuleState.ERROR
 # RequestReceived's slot setters (the core builds one per request from checked values).
 _REQUEST_RECEIVED_SET = tuple(
     RequestReceived.__dict__[n].__set__ for n in ("request_id", "request", "path", "query")
