@@ -70,6 +70,16 @@ class _Missing:
 _MISSING: Any = _Missing()
 
 
+class _Factory:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<factory>"  # what a signature shows for a default_factory field, as dataclasses
+
+
+_FACTORY = _Factory()
+
+
 class _Field:
     """What :func:`field` puts in a class body; consumed by :func:`record`."""
 
@@ -170,7 +180,7 @@ def _init_source(cls: type) -> tuple[str, dict[str, object]]:
     defaults: dict[str, object] = cls.__record_defaults__  # type: ignore[attr-defined]
     factories: dict[str, Callable[[], object]] = cls.__record_factories__  # type: ignore[attr-defined]
     no_init: frozenset[str] = cls.__record_no_init__  # type: ignore[attr-defined]
-    env: dict[str, object] = {"__rec_MISSING": _MISSING}
+    env: dict[str, object] = {"__rec_FACTORY": _FACTORY}
     params, body = [], []
     for name in names:
         setter = f"__rec_set_{name}"
@@ -181,9 +191,9 @@ def _init_source(cls: type) -> tuple[str, dict[str, object]]:
             if name in no_init:
                 body.append(f"    {setter}(self, {factory}())")
             else:
-                params.append(f"{name}=__rec_MISSING")
+                params.append(f"{name}=__rec_FACTORY")
                 body.append(
-                    f"    {setter}(self, {factory}() if {name} is __rec_MISSING else {name})"
+                    f"    {setter}(self, {factory}() if {name} is __rec_FACTORY else {name})"
                 )
         elif name in defaults:
             default = f"__rec_default_{name}"
@@ -201,18 +211,57 @@ def _init_source(cls: type) -> tuple[str, dict[str, object]]:
     return source + ("\n".join(body) if body else "    pass") + "\n", env
 
 
-def _lazy_init(self: Any, *args: Any, **kwargs: Any) -> None:
-    """Every record's first ``__init__``: compile the class's own, install it, run it."""
-    for cls in type(self).__mro__:
-        if cls.__dict__.get("__init__") is _lazy_init:
-            break
+def _compile_init(cls: type) -> Any:
+    """Compile ``cls.__init__`` from its fields, install it on ``cls`` and return it."""
     source, env = _init_source(cls)
     exec(source, env)  # the source is built from the class's field names
     init: Any = env["__init__"]
     init.__qualname__ = f"{cls.__qualname__}.__init__"
     init.__module__ = cls.__module__
+    annotations = _annotations(cls)
+    init.__annotations__ = {
+        name: annotations.get(name, "object")
+        for name in init.__code__.co_varnames[1 : 1 + init.__code__.co_kwonlyargcount]
+    }
+    init.__annotations__["return"] = "None"
     type.__setattr__(cls, "__init__", init)
-    init(self, *args, **kwargs)
+    return init
+
+
+def _lazy_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Every record's first ``__init__``: compile the class's own, install it, run it."""
+    for cls in type(self).__mro__:
+        if cls.__dict__.get("__init__") is _lazy_init:
+            break
+    _compile_init(cls)(self, *args, **kwargs)
+
+
+def _annotations(cls: type) -> dict[str, object]:
+    annotations: dict[str, object] = {}
+    for klass in reversed(cls.__mro__):
+        annotations.update(klass.__dict__.get("__annotations__", {}))  # noqa: RUF063
+    return annotations
+
+
+class _Signature:
+    """``inspect.signature(cls)`` (``help()``, IDEs): the real keyword-only parameters,
+    compiling ``__init__`` ahead of the first instance if needed."""
+
+    def __get__(self, obj: object, owner: type) -> object:
+        if obj is not None:
+            raise AttributeError("__signature__")  # instances are not callable
+        init = owner.__dict__.get("__init__")
+        if init is _lazy_init:
+            init = _compile_init(owner)
+        elif init is None:  # a plain subclass: the record class's signature
+            for klass in owner.__mro__[1:]:
+                if isinstance(klass.__dict__.get("__signature__"), _Signature):
+                    return klass.__signature__  # type: ignore[attr-defined]
+            raise AttributeError("__signature__")
+        import inspect
+
+        sig = inspect.signature(init)
+        return sig.replace(parameters=list(sig.parameters.values())[1:])
 
 
 class _DataclassFields:
@@ -221,9 +270,7 @@ class _DataclassFields:
     def __get__(self, obj: object, owner: type) -> dict[str, object]:
         import dataclasses
 
-        annotations = {}
-        for klass in reversed(owner.__mro__):
-            annotations.update(klass.__dict__.get("__annotations__", {}))  # noqa: RUF063
+        annotations = _annotations(owner)
         defaults: dict[str, object] = owner.__record_defaults__  # type: ignore[attr-defined]
         factories: dict[str, Any] = owner.__record_factories__  # type: ignore[attr-defined]
         fields: dict[str, object] = {}
@@ -314,6 +361,7 @@ def record(cls: type[_T]) -> type[_T]:
     ns["__match_args__"] = ()  # keyword-only fields are not positional patterns
     ns["__dataclass_fields__"] = _DataclassFields()
     ns["__init__"] = _lazy_init
+    ns["__signature__"] = _Signature()
     ns.setdefault("__repr__", _repr)
     if "__eq__" not in ns:
         ns["__eq__"] = _eq

@@ -199,3 +199,20 @@ def test_named_tuple_class_syntax_matches_typing() -> None:
 
             def _fields(self) -> None:
                 pass
+
+
+def test_signature_shows_the_keyword_only_fields_before_any_instance() -> None:
+    import inspect
+
+    @record
+    class Fresh:
+        name: str
+        size: int = 3
+        tags: list[str] = field(default_factory=list)
+        _cache: int = field(default=0, init=False)
+
+    assert str(inspect.signature(Fresh)) == (
+        "(*, name: 'str', size: 'int' = 3, tags: 'list[str]' = <factory>) -> 'None'"
+    )
+    assert Fresh(name="a").size == 3  # the __init__ compiled for the signature is the one used
+    assert str(inspect.signature(HttpRequest)).startswith("(*, request_id: 'str', method:")
