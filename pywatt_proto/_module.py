@@ -98,7 +98,7 @@ from ._messages import (
     Secret,
     Shutdown,
 )
-from ._router import Headers, Request, _new_request
+from ._router import Headers, Request, _new_request, _unfrozen_twin
 
 __all__ = [
     "state_diagram",
@@ -668,13 +668,7 @@ class ModuleConnection:
             if self._answered:
                 self._answered.pop(rid, None)
             path, _, query = uri.partition("?")
-            event = _new_object(RequestReceived)
-            set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
-            set_rid(event, rid)
-            set_request(event, msg)
-            set_path(event, path)
-            set_query(event, query)
-            self._events.append(event)
+            self._events.append(_request_received(rid, msg, path, query))
             return
         if rid in self._in_flight:
             err = RemoteProtocolError(
@@ -719,13 +713,7 @@ class ModuleConnection:
         if self._answered:
             self._answered.pop(rid, None)
         path, _, query = uri.partition("?")
-        event = _new_object(RequestReceived)
-        set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
-        set_rid(event, rid)
-        set_request(event, msg)
-        set_path(event, path)
-        set_query(event, query)
-        self._events.append(event)
+        self._events.append(_request_received(rid, msg, path, query))
 
     def _on_secret(self, msg: Secret, line: bytes) -> None:
         self._store_secret(msg.name, msg.value)
@@ -1015,10 +1003,33 @@ _BYTE_TEXT_OF: Final = [str(i) for i in range(256)].__getitem__
 _SMALL_BODY: Final = 256
 _RUNNING: Final = ModuleState.RUNNING
 _ERROR: Final = ModuleState.ERROR
-# RequestReceived's slot setters (the core builds one per request from checked values).
+_RequestReceivedParts = _unfrozen_twin(RequestReceived)
+# RequestReceived's slot setters (used if the twin above is refused).
 _REQUEST_RECEIVED_SET = tuple(
     RequestReceived.__dict__[n].__set__ for n in ("request_id", "request", "path", "query")
 )
+
+
+def _request_received(rid: str, msg: HttpRequest, path: str, query: str) -> RequestReceived:
+    """``RequestReceived(request_id=rid, ...)`` from checked values, built the cheap way (the
+    core builds one per request)."""
+    if _RequestReceivedParts is not None:
+        event = _RequestReceivedParts()
+        event.request_id = rid
+        event.request = msg
+        event.path = path
+        event.query = query
+        event.__class__ = RequestReceived
+        return event  # type: ignore[no-any-return]
+    made = _new_object(RequestReceived)  # pragma: no cover - see _unfrozen_twin
+    set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
+    set_rid(made, rid)
+    set_request(made, msg)
+    set_path(made, path)
+    set_query(made, query)
+    return made
+
+
 #: id(header tuple) -> (the tuple, its wire JSON object text). The tuple is held, so its id is
 #: not reused while the entry exists. Bounded: emptied when it reaches _MAX_HEADER_TEXTS
 #: (router responses mostly share a few constant tuples).

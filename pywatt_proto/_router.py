@@ -190,10 +190,9 @@ class Headers:
         changes afterwards (the codec builds a fresh one per message).
         """
         new = _new_object(cls)
-        set_decoded, set_raw, set_wire = _HEADERS_SET
-        set_decoded(new, None)
-        set_raw(new, ())
-        set_wire(new, wire)
+        new._decoded = None
+        new._raw = ()
+        new._wire = wire
         return new
 
     @property
@@ -247,7 +246,6 @@ class Headers:
 
 
 _new_object = object.__new__
-_HEADERS_SET = tuple(Headers.__dict__[n].__set__ for n in ("_decoded", "_raw", "_wire"))
 
 
 class QueryParams:
@@ -445,6 +443,25 @@ class Request:
             raise HTTPException(400, "Invalid JSON body") from exc
 
 
+def _unfrozen_twin(cls: type) -> Any:
+    """Return a class with ``cls``'s slot layout and plain attribute writes, or None.
+
+    The hot paths fill an instance of the twin with ordinary attribute stores and then
+    relabel it (``obj.__class__ = cls``): several times cheaper than the frozen class's
+    ``__init__`` (``object.__setattr__`` per field) or its slot descriptors' ``__set__``.
+    None when the interpreter refuses the relabelling (layouts differ), checked here once;
+    callers then use the slot descriptors.
+    """
+    twin = type(f"_{cls.__name__}Parts", (), {"__slots__": tuple(cls.__dict__["__slots__"])})
+    probe = twin()
+    try:
+        probe.__class__ = cls
+    except TypeError:  # pragma: no cover - a layout CPython does not consider compatible
+        return None
+    return twin
+
+
+_RequestParts = _unfrozen_twin(Request)
 # Slot setters of Request, in field order (they bypass the frozen __setattr__).
 _REQUEST_SET = tuple(
     Request.__dict__[n].__set__
@@ -470,7 +487,22 @@ def _new_request(
     """Return ``Request(method=..., path=..., ...)`` (other fields default) without the
     generated ``__init__``'s eleven frozen-attribute writes; for a driver's hot path, which
     passes values of the declared types."""
-    req = _new_object(Request)
+    if _RequestParts is not None:
+        parts = _RequestParts()
+        parts.method = method
+        parts.path = path
+        parts.query_string = query_string
+        parts.headers = headers
+        parts.body = body
+        parts.path_params = _NO_VALUES
+        parts.claims = _NO_VALUES
+        parts.client = None
+        parts.route = None
+        parts._query = None
+        parts._state = None
+        parts.__class__ = Request
+        return parts  # type: ignore[no-any-return]
+    req = _new_object(Request)  # pragma: no cover - see _unfrozen_twin
     s_method, s_path, s_qs, s_headers, s_body, s_params, s_claims, s_client, s_route, s_q, s_st = (
         _REQUEST_SET
     )
@@ -540,7 +572,14 @@ class Response:
 
 def _trusted(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> Response:
     """Build a Response from values known valid (skips ``__post_init__`` checks)."""
-    resp = _new_object(Response)
+    if _ResponseParts is not None:
+        parts = _ResponseParts()
+        parts.status = status
+        parts.headers = headers
+        parts.body = body
+        parts.__class__ = Response
+        return parts  # type: ignore[no-any-return]
+    resp = _new_object(Response)  # pragma: no cover - see _unfrozen_twin
     set_status, set_headers, set_body = _RESPONSE_SET
     set_status(resp, status)
     set_headers(resp, headers)
@@ -548,6 +587,7 @@ def _trusted(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> 
     return resp
 
 
+_ResponseParts = _unfrozen_twin(Response)
 _RESPONSE_SET = tuple(Response.__dict__[n].__set__ for n in ("status", "headers", "body"))
 
 
