@@ -57,6 +57,7 @@ from pywatt_proto._router import Response, Router
 from pywatt_proto._routes import RouteDecorators
 
 from ._dispatch import dispatch, dispatch_eager
+from ._eager import EagerStarter
 from ._stdio import PipeLink, guard_stdout
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
@@ -127,6 +128,7 @@ class Module(RouteDecorators):
         self._conn: ModuleConnection | None = None
         self._link: PipeLink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._eager: EagerStarter | None = None
         # Handler tasks: stdio requests by request_id, channel requests by (channel, id).
         self._tasks: dict[object, asyncio.Task[Any]] = {}
         self._waiting: deque[_Pending] = deque()  # bounded by the cores' max_in_flight
@@ -277,6 +279,7 @@ class Module(RouteDecorators):
             write_fd = guard_stdout() if guard else 1
         loop = asyncio.get_running_loop()
         self._loop = loop
+        self._eager = EagerStarter(loop)
         self._done = loop.create_future()
         self._conn = ModuleConnection(
             endpoints=self.endpoints(),
@@ -460,7 +463,9 @@ class Module(RouteDecorators):
         if isinstance(item, RequestReceived):
             # A plain ``def`` handler runs at once and is answered here, with no task; an
             # ``async def`` one (or middleware, auth) runs in a task from its first line, so
-            # it has a current task (asyncio.timeout, cancellation by the 504).
+            # it has a current task (asyncio.timeout, cancellation by the 504). That task is
+            # started eagerly: a coroutine that finishes without suspending is answered
+            # here too, and only one that really waits is left running.
             rid = item.request_id
             try:
                 ready = dispatch_eager(
@@ -472,7 +477,11 @@ class Module(RouteDecorators):
             if isinstance(ready, Response):
                 self._answer(rid, ready)
                 return
-            task = loop.create_task(ready)
+            eager = self._eager
+            task = eager.start(ready) if eager is not None else loop.create_task(ready)
+            if task.done():
+                self._settle(rid, task)
+                return
             self._tasks[rid] = task
             task.add_done_callback(partial(self._on_served, rid))
         else:
@@ -488,15 +497,20 @@ class Module(RouteDecorators):
         """A suspended handler's task ended: answer unless it was cancelled (504, stop)."""
         if self._tasks.get(rid) is task:
             del self._tasks[rid]
-            if not task.cancelled():
-                exc = task.exception()
-                if exc is None:
-                    self._answer(rid, task.result())
-                else:  # dispatch never raises; belt and braces
-                    _log.exception("request %s failed", rid, exc_info=exc)
-                    self._answer(rid, self.router.error_response(exc))
+            self._settle(rid, task)
         if self._waiting:
             self._start_waiting()
+
+    def _settle(self, rid: str, task: asyncio.Task[Response]) -> None:
+        """Answer ``rid`` from its finished task (nothing if the task was cancelled)."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            self._answer(rid, task.result())
+        else:  # dispatch never raises; belt and braces
+            _log.exception("request %s failed", rid, exc_info=exc)
+            self._answer(rid, self.router.error_response(exc))
 
     def _answer(self, rid: str, response: Response) -> None:
         conn = self._conn
