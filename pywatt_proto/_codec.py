@@ -13,6 +13,11 @@ Deliberate differences from serde are listed in ``spec/deviations.md``:
 ``identify`` carries ``module_id`` and round-trips, and positional (array)
 forms of structs and tagged enums are rejected.
 
+:func:`decode_http_request_line` is the module link's short cut for the one line that
+arrives per request: it recognises the canonical compact ``http_request`` (the layout serde
+writes, no escapes) with one regular expression and returns exactly what the general decoder
+would, or None for anything else.
+
 Every decoder raises :class:`RemoteProtocolError` with ``field`` set to the dotted
 path of the offending field; every encoder raises :class:`LocalProtocolError`.
 """

@@ -41,6 +41,14 @@ and each ``next_event`` call decodes as many lines as it takes to produce one ev
 memory held for input never exceeds one chunk plus one partial line, and an event is never
 produced for a line the driver has not asked for yet.
 
+Per-request hot path (measured by tests/benchmarks/bench_core.py): a line that is an
+``http_request`` exactly as serde_json writes it is read by ``decode_http_request_line`` (one
+regular expression; anything else goes through the general decoder, which owns every error
+message), an acceptable request passes one combined check, and the events and router requests
+are built without the frozen dataclass ``__init__`` (same classes, same field values).
+``send_response`` remembers the wire text of a header tuple (immutable all the way down) by
+identity, in a table emptied at ``_MAX_HEADER_TEXTS`` entries.
+
 Every ``http_request`` is answered exactly once: by the driver (``send_response``), or by the
 core itself -- 400 for an invalid request or a duplicate id, 503 beyond ``max_in_flight``,
 503 before the announce / after shutdown, 504 when its deadline passes. A late

@@ -25,6 +25,12 @@ two drivers would otherwise duplicate lives here:
 5. :meth:`Router.finish` strips ``HEAD`` bodies (keeping ``Content-Length``)
    and records metrics with the duration the driver measured with its clock.
 
+Hot path: :meth:`Router.plan` remembers, per exact request path and method, what it
+found for a static route (route, metrics label, counter row), in a table bounded by the
+registered static paths, emptied by every registration and ignored once ``metrics`` is
+replaced. Requests and responses built for the driver skip the frozen dataclass
+``__init__`` (see ``_unfrozen_twin``); JSON bodies go through one prebuilt C encoder.
+
 Path matching policy: literal routes win over patterns; patterns are tried in
 registration order; no trailing-slash normalisation (``/a`` and ``/a/`` are
 different paths). Paths are compared in a canonical percent-encoded form, and

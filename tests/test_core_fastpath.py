@@ -325,3 +325,29 @@ def test_wire_headers_fold_like_the_constructor() -> None:
     assert lazy == Headers(wire)
     assert lazy.get("host") == "x" and lazy.get_all("x-y") == ["1"] and "HOST" in lazy
     assert list(lazy) == ["host", "x-y"] and len(lazy) == 2
+
+
+def test_hot_path_objects_are_the_frozen_classes() -> None:
+    import dataclasses
+
+    from pywatt_proto._router import _new_request
+
+    conn = _running()
+    (ev,) = _feed(conn, CANONICAL + b"\n")
+    req = ev.to_router_request()
+    resp = Router().to_response([1])
+    objs = (ev, ev.request, req, resp)
+    assert [type(o) for o in objs] == [RequestReceived, HttpRequest, Request, Response]
+    for obj, field in zip(objs, ("path", "uri", "path", "body"), strict=True):
+        with pytest.raises(AttributeError):  # FrozenInstanceError or the records equivalent
+            setattr(obj, field, "/x")
+        assert not hasattr(obj, "__dict__")
+    assert ev == RequestReceived(
+        request_id="r1", request=ev.request, path="/hello", query="a=1"
+    ) and hash(req) == hash(_new_request("GET", "/hello", "a=1", req.headers, b""))
+    assert req == Request(method="GET", path="/hello", query_string="a=1", headers=req.headers)
+    assert dataclasses.replace(req, path="/y").path == "/y"
+    assert (
+        repr(resp)
+        == "Response(status=200, headers=(('content-type', 'application/json'),), body=b'[1]')"
+    )
