@@ -8,17 +8,19 @@ this driver: it is closed and answered with 500.
 
 from __future__ import annotations
 
-import inspect
-import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
+from pywatt_proto._lazylog import LazyLogger
 from pywatt_proto._router import Plan, Request, Response, Router
+
+TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["dispatch"]
 
-_log = logging.getLogger("pywatt.http")
+_log = LazyLogger("pywatt.http")  # loads logging for the first emitted record
 # Router metrics are plain counters; finish() is serialised so threads do not lose counts.
 _metrics_lock = threading.Lock()
 
@@ -60,6 +62,8 @@ _PLAIN_TYPES = frozenset({Response, dict, str, bytes, list, tuple, int, float, b
 def _plain(result: Any) -> Any:
     if type(result) in _PLAIN_TYPES:
         return result
+    import inspect  # only for other results (start-up time)
+
     if inspect.isawaitable(result):
         close = getattr(result, "close", None)
         if close is not None:

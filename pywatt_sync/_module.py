@@ -82,7 +82,6 @@ and runs callables.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import signal
@@ -92,10 +91,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._lazylog import LazyLogger, basic_config
 from pywatt_proto._messages import Endpoint, Init, PortResponse
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
@@ -121,15 +120,23 @@ from pywatt_proto._routes import RouteDecorators
 from ._dispatch import dispatch
 from ._stdio import READ_CHUNK, BlockingWriter, guard_stdout
 
-if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
+TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
+if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or open a channel
+    from typing import Any, Final, TypeVar
+
     from pywatt_proto._channel import ChannelEvent
 
     from ._channel import SyncChannel
     from ._ports import PortNegotiation, PortResult
 
+    _F = TypeVar("_F", bound=Callable[..., Any])
+    RotationCallback = Callable[[tuple[str, ...]], Any]
+    StartupHook = Callable[[], Any]
+    _Job = Callable[[], None]
+
 __all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
 
-_log = logging.getLogger("pywatt.module")
+_log = LazyLogger("pywatt.module")  # loads logging for the first emitted record
 
 
 def _name(fn: object) -> str:
@@ -181,11 +188,6 @@ DEFAULT_MAX_OUTPUT_BACKLOG: Final = 16 * 1024 * 1024
 #: asyncio driver's flush_and_close waits as long): an orchestrator that no
 #: longer reads cannot keep the module from exiting.
 FINAL_FLUSH_TIMEOUT: Final = 5.0
-
-_F = TypeVar("_F", bound=Callable[..., Any])
-RotationCallback = Callable[[tuple[str, ...]], Any]
-StartupHook = Callable[[], Any]
-_Job = Callable[[], None]
 
 
 class _SecretWait:
@@ -455,15 +457,15 @@ class Module(RouteDecorators):
     def run(self) -> None:
         """Serve stdin/stdout until shutdown or end of input, then exit the process.
 
-        Sets up stderr logging if none is configured. Exits with status 0 on a
-        clean stop, 1 on a protocol failure, 130 on Ctrl-C.
+        Sets up stderr logging if none is configured (``logging`` itself is
+        imported for the first record at or above the level, see
+        :mod:`pywatt_proto._lazylog`). Exits with status 0 on a clean stop, 1 on
+        a protocol failure, 130 on Ctrl-C.
         """
-        if not logging.getLogger().handlers:
-            logging.basicConfig(
-                stream=sys.stderr,
-                level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
+        basic_config(
+            level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
         try:
             code = self.serve_stdio()
         except KeyboardInterrupt:

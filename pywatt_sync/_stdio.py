@@ -22,7 +22,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from typing import Final
+
+TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["READ_CHUNK", "BlockingWriter", "guard_stdout"]
 
