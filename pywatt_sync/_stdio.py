@@ -84,11 +84,13 @@ class BlockingWriter:
         """Like :meth:`write`, for a caller already holding :attr:`lock`."""
         if self._failed or not data:
             return
-        view = memoryview(data)
         try:
-            while view:
-                written = os.write(self._fd, view)
-                view = view[written:]
+            written = os.write(self._fd, data)  # a pipe usually takes it all at once
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    written = os.write(self._fd, view)
+                    view = view[written:]
         except OSError as exc:
             self._failed = True
             self._on_error(exc)
