@@ -881,7 +881,7 @@ class ModuleConnection:
                 if not self._flat_responses:
                     out = self._wrap(out[:-1], request_id) + b"\n"
                 self._out.append(out)
-                if self._state is ModuleState.CLOSING and not self._in_flight:
+                if self._state is _CLOSING and not self._in_flight:
                     self._maybe_drained()
                 return True
         hdrs = headers if type(headers) is dict and _lower_keys(headers) else join_headers(headers)
@@ -1010,6 +1010,7 @@ _new_object = object.__new__
 _BYTE_TEXT_OF: Final = [str(i) for i in range(256)].__getitem__
 _SMALL_BODY: Final = 256
 _RUNNING: Final = ModuleState.RUNNING
+_CLOSING: Final = ModuleState.CLOSING
 _ERROR: Final = ModuleState.ERROR
 _RequestReceivedParts = _unfrozen_twin(RequestReceived)
 # RequestReceived's slot setters (used if the twin above is refused).

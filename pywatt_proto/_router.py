@@ -468,6 +468,7 @@ def _unfrozen_twin(cls: type) -> Any:
 
 
 _RequestParts = _unfrozen_twin(Request)
+_set_route = Request.__dict__["route"].__set__
 # Slot setters of Request, in field order (they bypass the frozen __setattr__).
 _REQUEST_SET = tuple(
     Request.__dict__[n].__set__
@@ -1156,7 +1157,7 @@ class Router:
             if entry is not None and entry[3] is self.metrics:
                 hot_route, hot_label, counters, _ = entry
                 counters[0] += 1
-                object.__setattr__(request, "route", hot_route)
+                _set_route(request, hot_route)
                 plan: Plan = _tuple_new(
                     Plan, (request, self._chain, hot_route, None, None, now, hot_label, counters)
                 )

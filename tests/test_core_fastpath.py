@@ -351,3 +351,24 @@ def test_hot_path_objects_are_the_frozen_classes() -> None:
         repr(resp)
         == "Response(status=200, headers=(('content-type', 'application/json'),), body=b'[1]')"
     )
+
+
+def test_reference_vectors_agree_and_rust_output_is_read_the_short_way() -> None:
+    import pathlib
+
+    vectors = pathlib.Path(__file__).parent / "vectors"
+    short = 0
+    for name, key in (("rust_emitted.jsonl", "wire"), ("rust_parsed.jsonl", "input")):
+        for raw in (vectors / name).read_text(encoding="utf-8").split("\n"):
+            if not raw:
+                continue
+            record = json.loads(raw)
+            text = record.get(key)
+            if record.get("direction") != "orchestrator_to_module" or text is None:
+                continue
+            msg = assert_agrees(text.encode("utf-8", "surrogatepass"))
+            if msg is not None:
+                short += 1
+                assert record.get("variant", "http_request") == "http_request"
+    # every http_request the reference emitted, and the one it parsed and accepted
+    assert short == 5
