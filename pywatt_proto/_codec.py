@@ -697,7 +697,7 @@ def decode_http_request_line(line: bytes) -> HttpRequest | None:
     escapes, invalid input): decode such a line with :func:`decode_orchestrator_to_module`.
     Never raises.
     """
-    if not line.startswith(_HTTP_REQUEST_START):
+    if not line.startswith(_HTTP_REQUEST_START):  # other ops: no decoding of a large line
         return None
     try:
         text = line.decode("utf-8")

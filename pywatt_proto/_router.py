@@ -458,7 +458,10 @@ def _unfrozen_twin(cls: type) -> Any:
     None when the interpreter refuses the relabelling (layouts differ), checked here once;
     callers then use the slot descriptors.
     """
-    twin = type(f"_{cls.__name__}Parts", (), {"__slots__": tuple(cls.__dict__["__slots__"])})
+    slots = cls.__dict__.get("__slots__")
+    if not isinstance(slots, tuple | list) or "__dict__" in slots:  # pragma: no cover
+        return None
+    twin = type(f"_{cls.__name__}Parts", (), {"__slots__": tuple(slots)})
     probe = twin()
     try:
         probe.__class__ = cls
@@ -1255,7 +1258,17 @@ class Router:
         """
         t = type(result)
         if t is dict or t is list:  # the common cases first, without isinstance
-            return _trusted(200, _JSON_HEADERS, _json_bytes(result))
+            parts = _ResponseParts() if _ResponseParts is not None else None
+            if parts is None or _FAST_ENCODE is None:  # pragma: no cover - see _unfrozen_twin
+                return _trusted(200, _JSON_HEADERS, _json_bytes(result))
+            try:
+                parts.body = "".join(_FAST_ENCODE(result, 0)).encode()
+            except RecursionError:
+                parts.body = _json_bytes(result)  # the stdlib's own error, or the deep value
+            parts.status = 200
+            parts.headers = _JSON_HEADERS
+            parts.__class__ = Response
+            return parts  # type: ignore[no-any-return]
         if t is Response:
             return result  # type: ignore[return-value]
         if isinstance(result, Response):
