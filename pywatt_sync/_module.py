@@ -589,8 +589,12 @@ class Module(RouteDecorators):
                         wanted = 0
                         if had_ready and self._ready and pops == self._pops:
                             wanted = min(len(self._ready), self._max_workers - self._in_handler)
-                        if was_free and free and reads == self._reads:
-                            wanted += 1
+                        if not wanted and was_free and free and reads == self._reads:
+                            # Only when no ready work is stalled too: a thread started for
+                            # it takes the job first, and one thread at a time starting
+                            # (all take _lock at once) keeps hand-offs few; the reader
+                            # follows at the next tick if still wanted.
+                            wanted = 1
                         if wanted > 0:
                             self._kick_locked(wanted)
                         stale_output = had_output and self._unflushed and flushes == self._flushes
