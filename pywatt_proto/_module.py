@@ -106,7 +106,7 @@ from ._messages import (
     Secret,
     Shutdown,
 )
-from ._router import Headers, Request, _new_request, _unfrozen_twin
+from ._router import Headers, Request, _new_request, _unfrozen_twin, _wire_request
 
 __all__ = [
     "state_diagram",
@@ -327,10 +327,13 @@ class RequestReceived:
         """
         msg = self.request
         wire = msg.headers
-        # The message's map is folded into the router's pairs on first use (it is the codec's
-        # own dict, never changed afterwards).
-        headers = Headers._from_wire(wire) if type(wire) is dict else Headers(wire)
-        return _new_request(msg.method.upper(), self.path, self.query, headers, msg.body or b"")
+        if type(wire) is dict:
+            # The message's map is folded into the router's pairs on first use (it is the
+            # codec's own dict, never changed afterwards).
+            return _wire_request(msg.method.upper(), self.path, self.query, wire, msg.body or b"")
+        return _new_request(
+            msg.method.upper(), self.path, self.query, Headers(wire), msg.body or b""
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -559,6 +562,9 @@ class ModuleConnection:
             if self._state is _RUNNING:
                 request = decode_http_request_line(line)  # the common line, read the short way
                 if request is not None:
+                    event = self._accept(request)
+                    if event is not None:
+                        return event  # no other event is queued (loop condition)
                     self._on_http_request(request, line)
                     continue
             try:
@@ -660,7 +666,9 @@ class ModuleConnection:
         self._send_announce(listen)
 
     # ---------------------------------------------------------- per-op handlers
-    def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
+    def _accept(self, msg: HttpRequest) -> RequestReceived | None:
+        """Take the common request -- every check of ``_on_http_request`` passes -- and return
+        its event (not queued); None, with nothing changed, for anything else."""
         rid = msg.request_id
         in_flight = self._in_flight
         uri = msg.uri
@@ -670,14 +678,21 @@ class ModuleConnection:
             and msg.method in _COMMON_METHODS
             and len(in_flight) < self._max_in_flight
             and uri[:1] == "/"
-        ):  # every check below passes: the common request, accepted without the detours
+        ):
             timeout = self._request_timeout
             in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
             if self._answered:
                 self._answered.pop(rid, None)
             path, _, query = uri.partition("?")
-            self._events.append(_request_received(rid, msg, path, query))
+            return _request_received(rid, msg, path, query)
+        return None
+
+    def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
+        event = self._accept(msg)
+        if event is not None:
+            self._events.append(event)
             return
+        rid = msg.request_id
         if rid in self._in_flight:
             err = RemoteProtocolError(
                 f"duplicate request_id {rid!r} while in flight", field="request_id"

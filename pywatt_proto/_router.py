@@ -491,6 +491,33 @@ _REQUEST_SET = tuple(
 )
 
 
+def _wire_request(
+    method: str, path: str, query_string: str, wire: dict[str, str], body: bytes
+) -> Request:
+    """``_new_request`` with ``Headers._from_wire(wire)``, both built here (the module link
+    builds one per request)."""
+    headers = _new_object(Headers)
+    headers._decoded = None
+    headers._raw = ()
+    headers._wire = wire
+    if _RequestParts is None:  # pragma: no cover - see _unfrozen_twin
+        return _new_request(method, path, query_string, headers, body)
+    parts = _RequestParts()
+    parts.method = method
+    parts.path = path
+    parts.query_string = query_string
+    parts.headers = headers
+    parts.body = body
+    parts.path_params = _NO_VALUES
+    parts.claims = _NO_VALUES
+    parts.client = None
+    parts.route = None
+    parts._query = None
+    parts._state = None
+    parts.__class__ = Request
+    return parts  # type: ignore[no-any-return]
+
+
 def _new_request(
     method: str, path: str, query_string: str, headers: Headers, body: bytes
 ) -> Request:
