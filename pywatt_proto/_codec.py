@@ -671,12 +671,14 @@ def _d_http_request(o: _Obj) -> HttpRequest:
 # field, no lone surrogate, no nesting beyond two levels and nothing a serde string would decode
 # differently, so its fields can be read off the match; any other line (or a body the C scanner
 # or bytes() refuses) goes through the general decoder, which gives its answer or error.
-_PLAIN_STR = r'"([^"\\\x00-\x1f]*)"'
-_PLAIN_PAIR = r'"[^"\\\x00-\x1f]*":"[^"\\\x00-\x1f]*"'
+# (Possessive quantifiers, Python 3.11+: a class that excludes the closing quote or bracket
+# never needs to give characters back, so the engine keeps no backtracking state.)
+_PLAIN_STR = r'"([^"\\\x00-\x1f]*+)"'
+_PLAIN_PAIR = r'"[^"\\\x00-\x1f]*+":"[^"\\\x00-\x1f]*+"'
 _HTTP_REQUEST_LINE = re.compile(
     (
         r'\{"op":"http_request","request_id":<S>,"method":<S>,"uri":<S>,'
-        r'"headers":(\{(?:<P>(?:,<P>)*)?\}),"body":(null|\[[0-9,]*\])\}'
+        r'"headers":(\{(?:<P>(?:,<P>)*)?\}),"body":(null|\[[0-9,]*+\])\}'
     )
     .replace("<S>", _PLAIN_STR)
     .replace("<P>", _PLAIN_PAIR)
