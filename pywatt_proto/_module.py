@@ -684,7 +684,16 @@ class ModuleConnection:
             if self._answered:
                 self._answered.pop(rid, None)
             path, _, query = uri.partition("?")
-            return _request_received(rid, msg, path, query)
+            parts = _RequestReceivedParts
+            if parts is None:  # pragma: no cover - see _unfrozen_twin
+                return _request_received(rid, msg, path, query)
+            event = parts()
+            event.request_id = rid
+            event.request = msg
+            event.path = path
+            event.query = query
+            event.__class__ = RequestReceived
+            return event  # type: ignore[no-any-return]
         return None
 
     def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
