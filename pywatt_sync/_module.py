@@ -956,7 +956,7 @@ class Module(RouteDecorators):
             while True:
                 if chunk is not None:
                     out_lock.release()
-                    writer.write(chunk)
+                    writer.write_locked(chunk)  # only the flusher writes: no writer lock
                     out_lock.acquire()
                     self._backlog -= len(chunk)
                     if self._out_waiters:  # a paused reader may resume
