@@ -714,7 +714,7 @@ def decode_http_request_line(line: bytes) -> HttpRequest | None:
         body = None if body_text == "null" else bytes(_scan_plain(body_text, 0)[0])
     except (ValueError, StopIteration):  # body: leading zeros, empty items, > 255, huge ints
         return None
-    if _HttpRequestParts is None:  # pragma: no cover - see _HttpRequestParts
+    if _HttpRequestParts is None:  # only if the twin was declined (tested)
         return trusted_http_request(request_id, method, uri, headers, body)
     msg = _HttpRequestParts()
     msg.request_id = request_id

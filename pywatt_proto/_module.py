@@ -685,7 +685,7 @@ class ModuleConnection:
                 self._answered.pop(rid, None)
             path, _, query = uri.partition("?")
             parts = _RequestReceivedParts
-            if parts is None:  # pragma: no cover - see _unfrozen_twin
+            if parts is None:  # only if _unfrozen_twin declined (tested)
                 return _request_received(rid, msg, path, query)
             event = parts()
             event.request_id = rid
@@ -1054,7 +1054,7 @@ def _request_received(rid: str, msg: HttpRequest, path: str, query: str) -> Requ
         event.query = query
         event.__class__ = RequestReceived
         return event  # type: ignore[no-any-return]
-    made = _new_object(RequestReceived)  # pragma: no cover - see _unfrozen_twin
+    made = _new_object(RequestReceived)  # only if _unfrozen_twin declined (tested)
     set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
     set_rid(made, rid)
     set_request(made, msg)

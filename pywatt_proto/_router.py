@@ -500,7 +500,7 @@ def _wire_request(
     headers._decoded = None
     headers._raw = ()
     headers._wire = wire
-    if _RequestParts is None:  # pragma: no cover - see _unfrozen_twin
+    if _RequestParts is None:  # only if _unfrozen_twin declined (tested)
         return _new_request(method, path, query_string, headers, body)
     parts = _RequestParts()
     parts.method = method
@@ -539,7 +539,7 @@ def _new_request(
         parts._state = None
         parts.__class__ = Request
         return parts  # type: ignore[no-any-return]
-    req = _new_object(Request)  # pragma: no cover - see _unfrozen_twin
+    req = _new_object(Request)  # only if _unfrozen_twin declined (tested)
     s_method, s_path, s_qs, s_headers, s_body, s_params, s_claims, s_client, s_route, s_q, s_st = (
         _REQUEST_SET
     )
@@ -616,7 +616,7 @@ def _trusted(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> 
         parts.body = body
         parts.__class__ = Response
         return parts  # type: ignore[no-any-return]
-    resp = _new_object(Response)  # pragma: no cover - see _unfrozen_twin
+    resp = _new_object(Response)  # only if _unfrozen_twin declined (tested)
     set_status, set_headers, set_body = _RESPONSE_SET
     set_status(resp, status)
     set_headers(resp, headers)
@@ -1286,7 +1286,7 @@ class Router:
         t = type(result)
         if t is dict or t is list:  # the common cases first, without isinstance
             parts = _ResponseParts() if _ResponseParts is not None else None
-            if parts is None or _FAST_ENCODE is None:  # pragma: no cover - see _unfrozen_twin
+            if parts is None or _FAST_ENCODE is None:  # only if _unfrozen_twin declined (tested)
                 return _trusted(200, _JSON_HEADERS, _json_bytes(result))
             try:
                 parts.body = "".join(_FAST_ENCODE(result, 0)).encode()

@@ -372,3 +372,34 @@ def test_reference_vectors_agree_and_rust_output_is_read_the_short_way() -> None
                 assert record.get("variant", "http_request") == "http_request"
     # every http_request the reference emitted, and the one it parsed and accepted
     assert short == 5
+
+
+def test_without_the_twins_the_slot_setters_build_the_same_objects(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If a class layout ever refuses the relabelling, the slot-setter paths take over."""
+    from pywatt_proto import _codec, _module, _router
+
+    with_twins = _running()
+    (ev_twin,) = _feed(with_twins, CANONICAL + b"\n")
+    req_twin = ev_twin.to_router_request()
+    resp_twin = Router().to_response({"a": 1})
+    for mod, name in (
+        (_router, "_RequestParts"),
+        (_router, "_ResponseParts"),
+        (_module, "_RequestReceivedParts"),
+        (_codec, "_HttpRequestParts"),
+    ):
+        monkeypatch.setattr(mod, name, None)
+    plain = _running()
+    (ev,) = _feed(plain, CANONICAL + b"\n")
+    assert type(ev) is RequestReceived and type(ev.request) is HttpRequest
+    assert ev == ev_twin
+    req = ev.to_router_request()
+    assert type(req) is Request and req == req_twin
+    resp = Router().to_response({"a": 1})
+    assert type(resp) is Response and resp == resp_twin
+    assert _router._trusted(200, (), b"") == Response(status=200)
+    plain.send_response("r1", 200, resp.headers, resp.body)
+    with_twins.send_response("r1", 200, resp_twin.headers, resp_twin.body)
+    assert plain.data_to_send() == with_twins.data_to_send()
