@@ -26,8 +26,10 @@ from ._guard import PROTOCOL_FD_ENV, guard_stdout
 
 __all__ = ["PROTOCOL_FD_ENV", "READ_CHUNK", "WRITE_HIGH_WATER", "PipeLink", "guard_stdout"]
 
-#: Bytes asked for per read of stdin (a pipe holds 64 KiB on Linux).
-READ_CHUNK: Final = 256 * 1024
+#: Bytes asked for per read of stdin: a pipe holds 64 KiB on Linux, and a larger buffer costs
+#: an allocation above glibc's mmap threshold (an mmap + munmap) on every read. asyncio's pipe
+#: transport asks for 256 KiB; its ``max_size`` is set to this instead.
+READ_CHUNK: Final = 64 * 1024
 #: Unsent output above which reading is paused (bounded memory when the peer stalls).
 WRITE_HIGH_WATER: Final = 16 * 1024 * 1024
 #: Output below which reading resumes.
@@ -112,6 +114,8 @@ class PipeLink:
         rfile = open(self._read_fd, "rb", buffering=0, closefd=False)  # noqa: SIM115
         try:
             self._rtransport, _ = await loop.connect_read_pipe(lambda: _ReadProtocol(self), rfile)
+            if isinstance(getattr(self._rtransport, "max_size", None), int):
+                self._rtransport.max_size = READ_CHUNK  # type: ignore[attr-defined]
         except (ValueError, OSError):
             rfile.close()
             self._thread_reader = threading.Thread(
