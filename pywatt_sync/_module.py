@@ -730,8 +730,7 @@ class Module(RouteDecorators):
                         self._pump_locked()
                     else:
                         self._reading = True
-                        self._read_and_unlock(conn, fd)
-                        lock.acquire()
+                        self._read_locked(conn, fd)
                         if self._conn is not conn:
                             return
                         self._reading = False
@@ -765,9 +764,9 @@ class Module(RouteDecorators):
                 self._out_waiters -= 1
         self._paused = False
 
-    def _read_and_unlock(self, conn: ModuleConnection, fd: int) -> None:
+    def _read_locked(self, conn: ModuleConnection, fd: int) -> None:
         """Read one chunk of stdin (``_lock`` released meanwhile), feed it to the core and
-        pull the ready events. Called with ``_lock`` held; releases it."""
+        pull the ready events. Called and returns with ``_lock`` held."""
         self._reads += 1
         self._lock.release()
         try:
@@ -775,28 +774,25 @@ class Module(RouteDecorators):
         except OSError:  # a read error counts as end of input
             chunk = b""
         self._lock.acquire()
+        if self._conn is not conn:  # this serve_stdio call is over: drop the input
+            return
         try:
-            if self._conn is not conn:  # this serve_stdio call is over: drop the input
-                return
-            try:
-                if chunk:
-                    conn.receive_data(chunk, time.monotonic())
-                else:
-                    self._input_done = True
-                    conn.receive_eof()
-            except ProtocolError:  # in ERROR: nothing more to feed
+            if chunk:
+                conn.receive_data(chunk, time.monotonic())
+            else:
                 self._input_done = True
-                return
-            self._pump_locked()
-            # New deadlines are at least _min_timeout away: a ticking monitor wakes in
-            # time on its own (no get_timer() per read); a sleeping one is woken here.
-            if self._monitor_asleep:
-                self._monitor_asleep = False
-                self._cond.notify()
-            elif self._min_timeout < TICK:
-                self._wake_timer_locked()
-        finally:
-            self._lock.release()
+                conn.receive_eof()
+        except ProtocolError:  # in ERROR: nothing more to feed
+            self._input_done = True
+            return
+        self._pump_locked()
+        # New deadlines are at least _min_timeout away: a ticking monitor wakes in
+        # time on its own (no get_timer() per read); a sleeping one is woken here.
+        if self._monitor_asleep:
+            self._monitor_asleep = False
+            self._cond.notify()
+        elif self._min_timeout < TICK:
+            self._wake_timer_locked()
 
     def _submit_external(self, conn: ModuleConnection, job: _Job) -> bool:
         """Queue a job from outside the pool (a channel reader): wait while there is no
@@ -826,6 +822,10 @@ class Module(RouteDecorators):
         try:
             while limit > 0:
                 event = conn.next_event()
+                if type(event) is RequestReceived:  # the usual event, first
+                    ready.append(event)
+                    limit -= 1
+                    continue
                 if event is NEED_DATA:
                     more = False
                     break
