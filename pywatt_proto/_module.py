@@ -72,8 +72,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-from ._codec import _utf8 as _utf8
 from ._codec import (
+    _utf8,
     decode_http_request_line,
     decode_init,
     decode_orchestrator_to_module,
