@@ -172,6 +172,9 @@ TICK: Final = 0.02
 _IDLE_TICKS: Final = 50
 #: Seconds a pool thread started by the monitor waits for work before exiting.
 SPARE_IDLE: Final = 5.0
+#: Bytes per write call of the flusher (a pipe's capacity). The backlog counts what
+#: has not been handed to a write call yet.
+_WRITE_PIECE: Final = 64 * 1024
 #: Body bytes of answers a thread lets gather in the core before it writes them
 #: without waiting for the end of its batch (a pipe's capacity): bounds the
 #: output not yet counted in the backlog.
@@ -362,7 +365,8 @@ class Module(RouteDecorators):
 
     @property
     def output_backlog(self) -> int:
-        """Bytes of protocol output taken from the core and not yet written."""
+        """Bytes of protocol output taken from the core and not yet handed to a write
+        (the flusher writes at most 64 KiB per call)."""
         return self._backlog
 
     @property
@@ -955,12 +959,21 @@ class Module(RouteDecorators):
         try:
             while True:
                 if chunk is not None:
-                    out_lock.release()
-                    writer.write_locked(chunk)  # only the flusher writes: no writer lock
-                    out_lock.acquire()
-                    self._backlog -= len(chunk)
-                    if self._out_waiters:  # a paused reader may resume
-                        self._out_cond.notify_all()
+                    # In pieces of at most a pipe's capacity; each piece leaves the backlog
+                    # as it is handed to the kernel, so a paused leader resumes before the
+                    # last bytes reach the orchestrator, not after.
+                    size = len(chunk)
+                    view = memoryview(chunk) if size > _WRITE_PIECE else chunk
+                    for start in range(0, size, _WRITE_PIECE):
+                        piece = view[start : start + _WRITE_PIECE]
+                        self._backlog -= len(piece)
+                        if self._out_waiters:  # a paused leader may resume
+                            self._out_cond.notify_all()
+                        out_lock.release()
+                        writer.write_locked(piece)  # only the flusher writes: no writer lock
+                        out_lock.acquire()
+                        if writer.failed:
+                            break
                 out = self._out
                 if not out or writer.failed:
                     break

@@ -80,7 +80,7 @@ class BlockingWriter:
         with self.lock:
             self.write_locked(data)
 
-    def write_locked(self, data: bytes) -> None:
+    def write_locked(self, data: bytes | memoryview) -> None:
         """Like :meth:`write`, for a caller already holding :attr:`lock`."""
         if self._failed or not data:
             return
