@@ -14,7 +14,10 @@ import io
 import os
 import sys
 import threading
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time (start-up time)
+    from typing import Final
 
 __all__ = ["PROTOCOL_FD_ENV", "guard_stdout"]
 

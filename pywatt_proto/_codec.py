@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Callable
-from typing import Any, Literal, NoReturn
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
@@ -76,6 +74,11 @@ from ._messages import (
     trusted_http_request,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time (start-up time)
+    import uuid
+    from typing import Any, Literal, NoReturn, TypeAlias
+
 __all__ = [
     "EXTENSIONS_KEY",
     "EnvelopeContent",
@@ -96,10 +99,22 @@ __all__ = [
 EXTENSIONS_KEY = "pywatt_extensions"
 
 #: What ``decode_envelope`` expects as the envelope's content.
-EnvelopeContent = Literal["json", "module_to_orchestrator", "orchestrator_to_module"]
+if TYPE_CHECKING:
+    EnvelopeContent: TypeAlias = Literal["json", "module_to_orchestrator", "orchestrator_to_module"]
+    _Obj: TypeAlias = dict[str, Any]
+else:
+
+    def __getattr__(name: str) -> object:  # PEP 562: typing only when this alias is used
+        if name == "EnvelopeContent":
+            from typing import Literal
+
+            value = Literal["json", "module_to_orchestrator", "orchestrator_to_module"]
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _Input = bytes | bytearray | memoryview | str
-_Obj = dict[str, Any]
 
 # ---------------------------------------------------------------------------
 # decoding helpers
@@ -265,6 +280,8 @@ _HYPHENATED = re.compile(
 
 def _uuid(v: Any, path: str) -> uuid.UUID:
     """Parse a UUID in the forms ``uuid::Uuid::parse_str`` accepts."""
+    import uuid  # loaded with the first routed message (start-up time)
+
     if type(v) is not str:
         raise _invalid(path, v, "a UUID string")
     n = len(v)

@@ -41,9 +41,12 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from typing import Any
 
 from ._errors import LocalProtocolError, RemoteProtocolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time (start-up time)
+    from typing import Any
 
 __all__ = [
     "MAX_DEPTH",
@@ -68,7 +71,7 @@ _WS = " \t\n\r"
 _POW10 = [float(f"1e{i}") for i in range(309)]
 
 
-class DupDict(dict[str, Any]):
+class DupDict(dict[str, "Any"]):
     """A parsed JSON object in which some keys occurred more than once (last one kept)."""
 
     __slots__ = ("dups",)

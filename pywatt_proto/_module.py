@@ -65,12 +65,8 @@ from __future__ import annotations
 
 import enum
 import json
-import random
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
 
 from ._codec import (
     _utf8,
@@ -106,7 +102,13 @@ from ._messages import (
     Secret,
     Shutdown,
 )
+from ._records import record
 from ._router import Headers, Request, _new_request, _unfrozen_twin, _wire_request
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time (start-up time)
+    import random
+    from typing import Any, Final, TypeAlias
 
 __all__ = [
     "state_diagram",
@@ -282,7 +284,7 @@ def join_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class InitReceived:
     """The init blob arrived; ``extensions`` is what the module will use (already decided)."""
 
@@ -290,7 +292,7 @@ class InitReceived:
     extensions: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ReadyToAnnounce:
     """Prefetch is done and the announce is held (``hold_announce=True``): run startup work,
     then call ``announce(listen)``. ``listen`` is what an ``announce()`` without one sends."""
@@ -299,14 +301,14 @@ class ReadyToAnnounce:
     listen: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Announced:
     """The announce was queued in ``data_to_send()``; the connection is now RUNNING."""
 
     announce: Announce
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RequestReceived:
     """An ``http_request`` to hand to the router; answer it with ``send_response``.
 
@@ -336,14 +338,14 @@ class RequestReceived:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RequestTimedOut:
     """The deadline of ``request_id`` passed; the core already answered 504."""
 
     request_id: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SecretUpdated:
     """A ``secret`` arrived (answer or unsolicited push); the cache holds ``value``."""
 
@@ -352,7 +354,7 @@ class SecretUpdated:
     rotation_id: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SecretFailed:
     """A ``get_secret`` for ``name`` got no answer in time (the protocol has no negative reply)."""
 
@@ -360,7 +362,7 @@ class SecretFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RotationRequested:
     """``rotated``: stale cached values of ``keys`` were evicted; call ``ack_rotation``.
 
@@ -371,12 +373,12 @@ class RotationRequested:
     keys: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ShutdownRequested:
     """The orchestrator asked the module to stop; in-flight requests are still answered."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BadLine:
     """A line was skipped (malformed, or rejected); ``answered_status`` if the core replied."""
 
@@ -448,7 +450,7 @@ class ModuleConnection:
         self._max_in_flight = max_in_flight
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
-        self._rng = rng if rng is not None else random.Random()
+        self._rng = rng  # made on first use when None (random is not needed to start)
         self._state = ModuleState.AWAITING_INIT
         self._decoder = LineDecoder(MAX_LINE)
         self._now = 0.0
@@ -824,6 +826,16 @@ class ModuleConnection:
             text = self._wrap(text, request_id)
         self._out.append(text + b"\n")
 
+    def _wrapper_id(self) -> str:
+        # uuid and random are imported on the first wrapped response only.
+        import uuid
+
+        if self._rng is None:
+            import random
+
+            self._rng = random.Random()
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+
     def _wrap(self, flat: bytes, request_id: str) -> bytes:
         # The reference's stdout shape (PROTOCOL-FACTS section 1.9): content = the response
         # without "op", metadata = {id, source, properties.correlation_id}; keys sorted.
@@ -832,7 +844,7 @@ class ModuleConnection:
             raise LocalProtocolError("unexpected http_response encoding")
         content = b"{" + flat[len(prefix) :]
         meta = {
-            "id": str(uuid.UUID(int=self._rng.getrandbits(128), version=4)),
+            "id": self._wrapper_id(),
             "properties": {"correlation_id": request_id},
             "source": self._source,
         }
@@ -1097,7 +1109,8 @@ def _listen_text(init: Init) -> str:
 
 _HEARTBEAT_ACK_LINE: Final = encode_line(encode(HeartbeatAck()))
 
-_Handler: TypeAlias = Callable[[ModuleConnection, Any, bytes], None]
+if TYPE_CHECKING:
+    _Handler: TypeAlias = Callable[[ModuleConnection, Any, bytes], None]
 _HANDLERS: Final[dict[type, _Handler]] = {
     HttpRequest: ModuleConnection._on_http_request,
     Secret: ModuleConnection._on_secret,

@@ -43,15 +43,18 @@ from __future__ import annotations
 import bisect
 import json
 import re
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from http import HTTPStatus
-from typing import Any, NamedTuple, TypeAlias
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._errors import AuthError, LocalProtocolError, RemoteProtocolError
 from ._messages import Endpoint
+from ._records import field, record, replace
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time (start-up time)
+    from typing import Any, NamedTuple, TypeAlias
+else:
+    from ._records import NamedTuple  # typing's class syntax, without importing typing
 
 __all__ = [
     "ApiResponse",
@@ -94,10 +97,10 @@ _tuple_new = tuple.__new__
 # metrics table bounded however many distinct paths clients send.
 UNMATCHED_LABEL = "<unmatched>"
 
-Handler: TypeAlias = Callable[["Request"], Any]
-Middleware: TypeAlias = Callable[["Request", Callable[["Request"], Any]], Any]
-ErrorHandler: TypeAlias = Callable[["Request", BaseException], Any]
-_Deco: TypeAlias = Callable[[Callable[..., Any]], Callable[..., Any]]
+Handler: TypeAlias = Callable[["Request"], "Any"]
+Middleware: TypeAlias = Callable[["Request", Callable[["Request"], "Any"]], "Any"]
+ErrorHandler: TypeAlias = Callable[["Request", BaseException], "Any"]
+_Deco: TypeAlias = Callable[[Callable[..., "Any"]], Callable[..., "Any"]]
 Authenticator: TypeAlias = Callable[["Request", str, float], Mapping[str, object]]
 
 # fmt: off
@@ -129,6 +132,8 @@ def reason_phrase(status: int) -> str:
     phrase = _REASONS.get(status)
     if phrase is None:
         try:
+            from http import HTTPStatus  # unusual codes only (start-up time)
+
             phrase = HTTPStatus(status).phrase
         except ValueError:
             phrase = ""
@@ -346,7 +351,7 @@ _EMPTY_HEADERS = Headers()
 # --------------------------------------------------------------------------- request / response
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Request:
     """One HTTP request as the router and handlers see it.
 
@@ -557,7 +562,7 @@ def _new_request(
     return req
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Response:
     """An HTTP response: status, ``(name, value)`` header pairs (repeats allowed) and body.
 
@@ -628,7 +633,7 @@ _ResponseParts = _unfrozen_twin(Response)
 _RESPONSE_SET = tuple(Response.__dict__[n].__set__ for n in ("status", "headers", "body"))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ApiResponse:
     """The reference ``ApiResponse`` body ``{"status","data","message"}`` plus its HTTP status.
 
@@ -763,6 +768,13 @@ def api_error(
 
 # --------------------------------------------------------------------------- patterns / routes
 
+
+def _to_uuid(text: str) -> object:
+    import uuid  # loaded with the first {name:uuid} parameter (start-up time)
+
+    return uuid.UUID(text)
+
+
 # Parameter types: regex for one match and converter from the decoded text.
 _PARAM_TYPES: dict[str, tuple[str, Callable[[str], object]]] = {
     "str": (r"[^/]+", str),
@@ -770,7 +782,7 @@ _PARAM_TYPES: dict[str, tuple[str, Callable[[str], object]]] = {
     "float": (r"[0-9]+(?:\.[0-9]+)?", float),
     "uuid": (
         r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}",
-        uuid.UUID,
+        _to_uuid,
     ),
     "path": (r".+", str),
 }
@@ -786,7 +798,7 @@ def _canonical(path: str) -> str:
     return "/".join(quote(unquote(seg), safe=_SAFE) for seg in path.split("/"))
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class Route:
     """A registered route: path pattern, methods, handler and optional auth label.
 
@@ -900,7 +912,7 @@ class Plan(NamedTuple):
 # --------------------------------------------------------------------------- metrics
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RouteStats:
     """Counters of one route label; ``latency_buckets`` pairs upper bound -> count."""
 

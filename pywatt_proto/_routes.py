@@ -9,13 +9,16 @@ driver inherits it and decides how handlers are *called*.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
 
 from ._router import Router
 
-__all__ = ["RouteDecorators"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # not imported at run time (start-up time)
+    from typing import Any, TypeVar
 
-_F = TypeVar("_F", bound=Callable[..., Any])
+    _F = TypeVar("_F", bound=Callable[..., Any])
+
+__all__ = ["RouteDecorators"]
 
 
 class RouteDecorators:
