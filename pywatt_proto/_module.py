@@ -686,16 +686,7 @@ class ModuleConnection:
             if self._answered:
                 self._answered.pop(rid, None)
             path, _, query = uri.partition("?")
-            parts = _RequestReceivedParts
-            if parts is None:  # only if _unfrozen_twin declined (tested)
-                return _request_received(rid, msg, path, query)
-            event = parts()
-            event.request_id = rid
-            event.request = msg
-            event.path = path
-            event.query = query
-            event.__class__ = RequestReceived
-            return event  # type: ignore[no-any-return]
+            return _request_received(rid, msg, path, query)
         return None
 
     def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:

@@ -505,22 +505,7 @@ def _wire_request(
     headers._decoded = None
     headers._raw = ()
     headers._wire = wire
-    if _RequestParts is None:  # only if _unfrozen_twin declined (tested)
-        return _new_request(method, path, query_string, headers, body)
-    parts = _RequestParts()
-    parts.method = method
-    parts.path = path
-    parts.query_string = query_string
-    parts.headers = headers
-    parts.body = body
-    parts.path_params = _NO_VALUES
-    parts.claims = _NO_VALUES
-    parts.client = None
-    parts.route = None
-    parts._query = None
-    parts._state = None
-    parts.__class__ = Request
-    return parts  # type: ignore[no-any-return]
+    return _new_request(method, path, query_string, headers, body)
 
 
 def _new_request(
