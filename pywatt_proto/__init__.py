@@ -7,8 +7,6 @@ and randomness as an injected ``random.Random``-like source.
 This file only re-exports; each area lives in a private module.
 """
 
-import importlib
-
 from ._errors import AuthError, LocalProtocolError, ProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
 
@@ -490,18 +488,9 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module, __name__), attr)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+from ._lazy import lazy_exports  # noqa: E402
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [

@@ -4,8 +4,6 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets with blocking I/O and a bounded thread pool.
 """
 
-import importlib
-
 TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
 
 # isort: off
@@ -88,18 +86,9 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 
-def __getattr__(name: str) -> object:
-    try:
-        module, attr = _LAZY[name]
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(module, __name__), attr)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
+from pywatt_proto._lazy import lazy_exports  # noqa: E402
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
 
 __all__ = [
