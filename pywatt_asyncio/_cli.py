@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 from pywatt_proto import LocalProtocolError
 
-from ._frontdoor import serve_http
+from ._frontdoor import ModuleUpstream, serve_http
 from ._orchestrator import (
     ModuleProcess,
     PortPolicy,
@@ -174,7 +174,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"pywatt: module failed to start: {exc}", file=sys.stderr, flush=True)
         return 1
     try:
-        server = await serve_http(module.request, host, port)
+        server = await serve_http(ModuleUpstream(module, module_id), host, port)
     except OSError as exc:
         print(f"pywatt: cannot listen on {host}:{port}: {exc}", file=sys.stderr, flush=True)
         await module.shutdown()

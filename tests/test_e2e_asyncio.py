@@ -596,7 +596,7 @@ def test_raw_module_with_invalid_answers_gets_502_and_wrapper_is_accepted(tmp_pa
 RAW_ORCHESTRATOR = """
 import asyncio, sys, logging
 from pywatt_asyncio import ModuleProcess
-from pywatt_asyncio._frontdoor import serve_http
+from pywatt_asyncio._frontdoor import ModuleUpstream, serve_http
 import httpx
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO,
@@ -605,7 +605,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO,
 async def main():
     m = ModuleProcess([sys.executable, sys.argv[1]], heartbeat_interval=None)
     await m.start()
-    server = await serve_http(m.request, "127.0.0.1", 0)
+    server = await serve_http(ModuleUpstream(m), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
         r = await c.get("/wrapped")
