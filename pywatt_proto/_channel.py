@@ -208,7 +208,8 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 #: cover a start-up race (e.g. the Unix socket file not created yet).
 CONNECT_BACKOFF: Final = Backoff(base=0.1, factor=2.0, cap=1.0, max_attempts=4, jitter=True)
 #: After an established connection is lost: 10 attempts (the loss counts as the first),
-#: ceilings 0.1 s doubling to a 30 s cap (at most ~77 s in total), then give up.
+#: ceilings 0.1 s doubling to a 30 s cap (nine waits of at most 51.1 s in total, plus the
+#: connect timeouts of the attempts), then give up.
 RECONNECT_BACKOFF: Final = Backoff(base=0.1, factor=2.0, cap=30.0, max_attempts=10, jitter=True)
 #: Ids of requests the core already answered (504, or lost with their connection) whose late
 #: answer is dropped silently; older ones are forgotten (a late answer is then an error).

@@ -538,6 +538,10 @@ class OrchestratorConnection:
         elif t is RotationAck:
             assert isinstance(msg, RotationAck)
             self._pending_rotations.discard(msg.rotation_id)
+            if "heartbeat_ack" not in self._extensions:
+                # A reference module reads one more stdin line after its ack and throws it
+                # away (spec/reference.md R10): give it a heartbeat, which it ignores.
+                self._send(Heartbeat())
             self._events.append(
                 RotationAcknowledged(
                     rotation_id=msg.rotation_id, status=msg.status, message=msg.message

@@ -367,3 +367,39 @@ def test_pending_rotations_are_bounded() -> None:
     conn.receive_data(line(ack), clock.now())
     drain(conn)
     conn.rotate({"K": "x"}, "now-fine")
+
+
+def _running_reference_like(clock: FakeClock) -> OrchestratorConnection:
+    """A conn whose module announced no extensions (as a reference module does)."""
+    conn = OrchestratorConnection(init=INIT, secrets={"DB": "pg://1"})
+    conn.start(clock.now())
+    sent(conn)
+    announce = {k: v for k, v in ANNOUNCE.items() if k != "pywatt_extensions"}
+    conn.receive_data(line(announce), clock.now())
+    drain(conn)
+    sent(conn)
+    return conn
+
+
+def test_rotation_ack_of_reference_module_is_followed_by_one_spare_line() -> None:
+    # A reference module reads one more stdin line after its rotation_ack (spec/reference.md
+    # R10): the orchestrator gives it a heartbeat to swallow, so no real message is lost.
+    clock = FakeClock()
+    conn = _running_reference_like(clock)
+    conn.rotate({"DB": "pg://2"}, "rot-1")
+    sent(conn)
+    ack = {"op": "rotation_ack", "rotation_id": "rot-1", "status": "success"}
+    conn.receive_data(line(ack), clock.now())
+    drain(conn)
+    assert sent(conn) == [{"op": "heartbeat"}]
+
+
+def test_rotation_ack_of_pywatt_module_needs_no_spare_line() -> None:
+    clock = FakeClock()
+    conn = running(clock, secrets={"DB": "pg://1"})
+    conn.rotate({"DB": "pg://2"}, "rot-1")
+    sent(conn)
+    ack = {"op": "rotation_ack", "rotation_id": "rot-1", "status": "success"}
+    conn.receive_data(line(ack), clock.now())
+    drain(conn)
+    assert sent(conn) == []
