@@ -135,7 +135,7 @@ def test_encode_refuses_claims_it_would_not_accept() -> None:
 
 def test_documented_defaults() -> None:
     assert DEFAULT_MAX_TOKEN_SIZE == 8192
-    assert DEFAULT_MAX_DEPTH == 16
+    assert DEFAULT_MAX_DEPTH == 128
     assert DEFAULT_LEEWAY == 30
     assert MIN_KEY_BYTES == 32
     assert v().leeway == DEFAULT_LEEWAY
@@ -368,6 +368,16 @@ def test_reason_header(extra: dict[str, Any]) -> None:
     assert reason(v(), raw_token({"alg": "HS256", **extra}, {"a": 1})) == "header"
 
 
+def test_default_depth_accepts_what_serde_json_parses() -> None:
+    # serde_json refuses input past 128 levels; every claim set a Rust issuer can
+    # produce and read back (64 and 127 levels deep included) must parse here.
+    for levels in (64, 127):
+        claims = b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+        assert v().validate(raw_token(HS256, claims), NOW)
+    over = b'{"a":' + b"[" * 128 + b"]" * 128 + b"}"  # 129 levels
+    assert reason(v(), raw_token(HS256, over)) == "size"
+
+
 def test_expected_typ() -> None:
     strict = v(typ="at+jwt")
     assert strict.validate(raw_token({"alg": "HS256", "typ": "application/AT+JWT"}, {"a": 1}), NOW)
@@ -380,13 +390,16 @@ def test_reason_size() -> None:
     token = encode({"data": "x" * 200}, KEY)
     assert reason(small, token) == "size"
     assert reason(small, "." * 10_000) == "size"
-    deep = b'{"a":' + b"[" * 40 + b"]" * 40 + b"}"
+    deep = b'{"a":' + b"[" * 200 + b"]" * 200 + b"}"
     assert reason(v(), raw_token(HS256, deep)) == "size"
-    assert v(max_depth=64).validate(raw_token(HS256, deep), NOW)
+    assert v(max_depth=256).validate(raw_token(HS256, deep), NOW)
+    assert reason(v(max_depth=16), raw_token(HS256, b'{"a":' + b"[" * 40 + b"]" * 40 + b"}")) == (
+        "size"
+    )
     # brackets inside strings do not count as nesting
-    stringy = b'{"a":"' + b"[" * 40 + b'"}'
-    assert v().validate(raw_token(HS256, stringy), NOW) == {"a": "[" * 40}
-    deep_header = b'{"alg":"HS256","x":' + b"[" * 40 + b"]" * 40 + b"}"
+    stringy = b'{"a":"' + b"[" * 200 + b'"}'
+    assert v().validate(raw_token(HS256, stringy), NOW) == {"a": "[" * 200}
+    deep_header = b'{"alg":"HS256","x":' + b"[" * 200 + b"]" * 200 + b"}"
     assert reason(v(), raw_token(deep_header, b"{}")) == "size"
 
 

@@ -1,13 +1,18 @@
 """Command line: ``python -m pywatt_proto.jwt encode|decode|verify``.
 
-``verify`` reads a token from stdin and prints exactly one JSON object:
+``verify`` and ``decode`` take exactly one token: the argument, or else the
+first line of stdin with one trailing ``\n`` or ``\r\n`` removed.  Nothing
+else is removed: leading or inner whitespace, or a second newline, is part of
+the token and makes it ``malformed``; empty input is reported as "no token".
+``verify`` prints exactly one JSON object:
 ``{"valid": true, "claims": {...}}`` (exit 0) or
 ``{"valid": false, "reason": "<reason>", "error": "<message>"}`` (exit 1);
 a key the validator refuses is reported the same way (reason ``size`` or
 ``algorithm``).  Usage errors (no key, unreadable key file, unset variable)
 exit 2 with a message on stderr.  ``encode`` prints a token; ``decode`` prints
 ``{"verified": false, "warning": ..., "header": ..., "claims": ...}`` without
-checking anything but structure (any ``alg`` decodes).
+checking anything but structure (any ``alg`` decodes).  ``encode
+--expires-in SECONDS`` adds ``exp`` = now + SECONDS (whole seconds).
 
 Keys: ``--key-env NAME`` (the variable's UTF-8 bytes) or ``--key-file PATH``
 (the file's raw bytes, nothing stripped).  The clock is read here, and only
@@ -26,7 +31,13 @@ from typing import Any, TextIO
 
 from ._encode import JwtSigner
 from ._errors import JwtError
-from ._validator import DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_SIZE, JwtValidator, decode_unverified
+from ._validator import (
+    DEFAULT_LEEWAY,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_TOKEN_SIZE,
+    JwtValidator,
+    decode_unverified,
+)
 
 __all__ = ["main"]
 
@@ -51,11 +62,17 @@ def _parser() -> argparse.ArgumentParser:
     key_args(enc)
     enc.add_argument("--kid", help="key id to put in the header")
     enc.add_argument("--header", metavar="JSON", help="extra header parameters (JSON object)")
+    enc.add_argument(
+        "--expires-in", type=int, metavar="SECONDS", help="add exp = now + SECONDS (> 0)"
+    )
+    enc.add_argument("--now", type=float, help="current time, seconds (default: the clock)")
 
     dec = sub.add_parser("decode", help="print header and claims WITHOUT verifying")
-    dec.add_argument("token", nargs="?", help="token (default: read stdin)")
+    dec.add_argument("token", nargs="?", help="token (default: the first line of stdin)")
+    dec.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH, help="JSON nesting")
 
-    ver = sub.add_parser("verify", help="verify a token read from stdin")
+    ver = sub.add_parser("verify", help="verify a token (argument or the first line of stdin)")
+    ver.add_argument("token", nargs="?", help="token (default: the first line of stdin)")
     key_args(ver)
     ver.add_argument("--now", type=float, help="current time, seconds (default: the clock)")
     ver.add_argument("--leeway", type=float, default=DEFAULT_LEEWAY, help="seconds of leeway")
@@ -63,7 +80,41 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--issuer", action="append", help="accepted issuer (repeatable)")
     ver.add_argument("--require", action="append", default=[], help="required claim (repeatable)")
     ver.add_argument("--max-size", type=int, default=DEFAULT_MAX_TOKEN_SIZE, help="bytes")
+    ver.add_argument("--max-depth", type=int, default=DEFAULT_MAX_DEPTH, help="JSON nesting")
     return parser
+
+
+class _NoToken(Exception):
+    """The token input is empty or unreadable; the message says which."""
+
+
+def _read_token(arg: str | None, stdin: TextIO, limit: int) -> str:
+    """Return the one token: ``arg``, else stdin minus one trailing line end.
+
+    At most ``limit`` + 3 characters are read (a longer token is refused as
+    ``size`` by the validator anyway), so a huge stdin costs bounded memory.
+    Raises :class:`_NoToken` when the token is empty or stdin is not text.
+    """
+    if arg is not None:
+        token = arg
+    else:
+        try:
+            token = stdin.read(limit + 3)
+        except UnicodeDecodeError:
+            raise _NoToken("stdin is not UTF-8 text") from None
+        if token.endswith("\r\n"):
+            token = token[:-2]
+        elif token.endswith("\n"):
+            token = token[:-1]
+    if not token:
+        raise _NoToken("no token")
+    return token
+
+
+def _now(args: argparse.Namespace) -> float:
+    if args.now is not None:
+        return float(args.now)
+    return datetime.datetime.now(datetime.timezone.utc).timestamp()  # noqa: UP017
 
 
 def _read_key(args: argparse.Namespace) -> bytes:
@@ -85,10 +136,12 @@ def _emit(out: TextIO, obj: object) -> None:
 
 def _verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     key = _read_key(args)
-    token = stdin.read().strip()
-    now = args.now
-    if now is None:
-        now = datetime.datetime.now(datetime.timezone.utc).timestamp()  # noqa: UP017
+    try:
+        token = _read_token(args.token, stdin, args.max_size)
+    except _NoToken as exc:
+        _emit(out, {"valid": False, "reason": "malformed", "error": str(exc)})
+        return 1
+    now = _now(args)
     try:
         validator = JwtValidator(
             key,
@@ -97,6 +150,7 @@ def _verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
             issuer=args.issuer,
             required=args.require,
             max_size=args.max_size,
+            max_depth=args.max_depth,
         )
         claims: dict[str, Any] = validator.validate(token, now)
     except JwtError as exc:
@@ -118,6 +172,12 @@ def _encode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
         raise _UsageError("claims and --header must be JSON objects")
     if args.kid is not None:
         headers = {**(headers or {}), "kid": args.kid}
+    if args.expires_in is not None:
+        if args.expires_in <= 0:
+            raise _UsageError("--expires-in must be a positive number of seconds")
+        if "exp" in claims:
+            raise _UsageError("the claims already have exp; drop it or --expires-in")
+        claims["exp"] = int(_now(args)) + args.expires_in
     try:
         token = JwtSigner(key, headers=headers).sign(claims)
     except JwtError as exc:
@@ -129,9 +189,13 @@ def _encode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
 
 
 def _decode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    token = (args.token if args.token is not None else stdin.read()).strip()
     try:
-        parts = decode_unverified(token)
+        token = _read_token(args.token, stdin, DEFAULT_MAX_TOKEN_SIZE)
+    except _NoToken as exc:
+        _emit(out, {"verified": False, "valid": False, "reason": "malformed", "error": str(exc)})
+        return 1
+    try:
+        parts = decode_unverified(token, max_depth=args.max_depth)
     except JwtError as exc:
         _emit(out, {"verified": False, "valid": False, "reason": exc.reason, "error": exc.message})
         return 1

@@ -56,9 +56,10 @@ __all__ = [
 #: at about 8 KiB (nginx ``large_client_header_buffers`` 8k, Apache
 #: ``LimitRequestFieldSize`` 8190, h11 16 KiB for the whole head).
 DEFAULT_MAX_TOKEN_SIZE = 8 * 1024
-#: JSON nesting levels (the top-level object is level 1).  Real claim sets nest
-#: two or three levels; 16 leaves room while keeping hostile input cheap.
-DEFAULT_MAX_DEPTH = 16
+#: JSON nesting levels (the top-level object is level 1).  serde_json refuses
+#: input nested past 128 levels, so 128 parses every claim set a Rust issuer
+#: can produce and read back; the depth pre-scan keeps hostile input cheap.
+DEFAULT_MAX_DEPTH = 128
 #: Seconds of clock skew tolerated for ``exp`` and ``nbf`` (RFC 7519 §4.1.4
 #: allows "some small leeway, usually no more than a few minutes").  Known
 #: weakness W21 of the reference SDK asks for a small non-zero default.
