@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
@@ -91,8 +91,10 @@ __all__ = [
     "encode",
     "encode_encoded_message",
     "encode_envelope",
+    "encode_headers",
     "encode_http_response",
     "decode_http_request_line",
+    "http_response_text",
 ]
 
 #: JSON key of ``Init.extensions`` / ``Announce.extensions`` (omitted when empty).
@@ -1083,38 +1085,119 @@ def _e_service_operation(m: ServiceOperation) -> str:
 
 
 def _e_http_response(m: HttpResponse) -> str:
-    body = "null" if m.body is None else dump_bytes(m.body)
+    return http_response_text(
+        dump_str(m.request_id), m.status_code, encode_headers(m.headers), m.body, None, ""
+    )
+
+
+# ---------------------------------------------------------------------------
+# http_response: the one encoder (flat op and the reference's stdout wrapper)
+# ---------------------------------------------------------------------------
+#
+# Every http_response pywatt writes -- encode(HttpResponse), the module link's answers, its
+# own 400/503/504 -- is built by http_response_text. Two shapes (spec/stdio.md):
+#
+# * flat, the op (TCP/UDS envelopes; stdio with the http_response_op extension), fields in
+#   declaration order like every tagged message:
+#   {"op":"http_response","request_id":R,"status_code":S,"headers":H,"body":B}
+# * the wrapper a reference module writes on stdout. It is built with serde_json's json!
+#   (no preserve_order), so every object in it has its keys sorted:
+#   {"content":{"body":B,"headers":H,"request_id":R,"status_code":S},
+#    "metadata":{"id":U,"properties":{"correlation_id":R},"source":M}}
+#
+# H is always written with sorted names (encode_headers): the wrapper's order, and a valid
+# order for the flat op, whose map is a HashMap (any order). So one pre-rendered header text
+# serves both shapes, and a caller that answers with the same headers again (a router
+# Response's constant header tuple) renders them once.
+
+
+def encode_headers(headers: Mapping[str, str]) -> str:
+    """Return the JSON object text of a header map, names in sorted order.
+
+    Sorted by code point, which is UTF-8 byte order: the order serde_json's ``BTreeMap``
+    gives the reference's wrapper. Raises LocalProtocolError if a name or value is not a str.
+    Leaves ``headers`` unchanged.
+    """
+    items = sorted(headers.items()) if len(headers) > 1 else headers.items()
+    try:
+        return "{" + ",".join([dump_str(k) + ":" + dump_str(v) for k, v in items]) + "}"
+    except TypeError:
+        for k, v in items:
+            if type(k) is not str or type(v) is not str:
+                raise LocalProtocolError(
+                    f"header {k!r}: names and values must be strings", field="headers"
+                ) from None
+        raise  # pragma: no cover - dump_str raises TypeError for non-str only
+
+
+def http_response_text(
+    request_id_json: str,
+    status_code: int,
+    headers_json: str,
+    body: bytes | None,
+    wrapper_id: str | None,
+    source_json: str,
+) -> str:
+    """Return one ``http_response`` as JSON text (no newline) from pre-rendered parts.
+
+    ``request_id_json``, ``source_json``: JSON string texts (``dump_str``); ``headers_json``:
+    from :func:`encode_headers`; ``body`` None is written ``null``. ``wrapper_id`` None gives
+    the flat op, else the reference's stdout wrapper with that ``metadata.id`` (a UUID text)
+    and ``metadata.source``. The caller has checked the parts (``status_code`` an int in
+    0..65535, ``body`` bytes or None): nothing is validated here and nothing raises.
+    """
+    body_json = "null" if body is None else dump_bytes(body)
+    if wrapper_id is None:
+        return (
+            f'{{"op":"http_response","request_id":{request_id_json},'
+            f'"status_code":{status_code},"headers":{headers_json},"body":{body_json}}}'
+        )
     return (
-        f'{{"op":"http_response","request_id":{dump_str(m.request_id)},'
-        f'"status_code":{m.status_code},"headers":{_e_str_map(m.headers)},"body":{body}}}'
+        f'{{"content":{{"body":{body_json},"headers":{headers_json},'
+        f'"request_id":{request_id_json},"status_code":{status_code}}},'
+        f'"metadata":{{"id":"{wrapper_id}","properties":{{"correlation_id":{request_id_json}}},'
+        f'"source":{source_json}}}}}'
     )
 
 
 def encode_http_response(
-    request_id: str, status_code: int, headers: dict[str, str], body: bytes | None
+    request_id: str,
+    status_code: int,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    *,
+    wrapper_id: str | None = None,
+    source: str = "unknown_module",
 ) -> bytes:
-    """Return ``encode(HttpResponse(...))`` for these fields without building the message.
+    """Return one ``http_response`` as UTF-8 JSON (no newline), checked.
 
-    The same checks and the same bytes (a driver answers every request through here); a
-    field the message would refuse falls back to building it, which raises its
-    ``LocalProtocolError``.
+    With ``wrapper_id`` None: the flat op, the same bytes as ``encode(HttpResponse(...))``.
+    Otherwise the reference's stdout wrapper with ``metadata.id = wrapper_id`` and
+    ``metadata.source = source``. Raises LocalProtocolError for a field the message would
+    refuse (types, status outside 0..65535, lone surrogates).
     """
     if (
-        type(request_id) is str
-        and type(status_code) is int
-        and 0 <= status_code <= 65535
-        and type(headers) is dict
-        and (body is None or type(body) is bytes)
-        and all(type(k) is str and type(v) is str for k, v in headers.items())
+        type(request_id) is not str
+        or type(status_code) is not int
+        or not 0 <= status_code <= 65535
+        or (body is not None and type(body) is not bytes)
+        or (wrapper_id is not None and type(wrapper_id) is not str)
+        or type(source) is not str
     ):
-        text = (
-            f'{{"op":"http_response","request_id":{dump_str(request_id)},'
-            f'"status_code":{status_code},"headers":{_e_str_map(headers)},'
-            f'"body":{"null" if body is None else dump_bytes(body)}}}'
+        # the message's own checks name the field
+        HttpResponse(
+            request_id=request_id, status_code=status_code, headers=dict(headers), body=body
         )
-        return _utf8(text)
-    msg = HttpResponse(request_id=request_id, status_code=status_code, headers=headers, body=body)
-    return _utf8(_e_http_response(msg))
+        raise LocalProtocolError("invalid http_response wrapper metadata", field="metadata")
+    text = http_response_text(
+        dump_str(request_id),
+        status_code,
+        encode_headers(headers),
+        body,
+        wrapper_id,
+        dump_str(source),
+    )
+    return _utf8(text)
 
 
 def _e_port_request(m: PortRequest) -> str:

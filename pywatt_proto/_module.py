@@ -46,8 +46,8 @@ Per-request hot path (measured by tests/benchmarks/bench_core.py): a line that i
 regular expression; anything else goes through the general decoder, which owns every error
 message), an acceptable request passes one combined check, and the events and router requests
 are built without the frozen dataclass ``__init__`` (same classes, same field values).
-``send_response`` remembers the wire text of a header tuple (immutable all the way down) by
-identity, in a table emptied at ``_MAX_HEADER_TEXTS`` entries.
+``send_response`` remembers the wire text of a header tuple (immutable all the way down) in a
+table owned by the connection, emptied at ``MAX_HEADER_TEXTS`` entries.
 
 Every ``http_request`` is answered exactly once: by the driver (``send_response``), or by the
 core itself -- 400 for an invalid request or a duplicate id, 503 beyond ``max_in_flight``,
@@ -74,7 +74,8 @@ from ._codec import (
     decode_init,
     decode_orchestrator_to_module,
     encode,
-    encode_http_response,
+    encode_headers,
+    http_response_text,
 )
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import (
@@ -86,7 +87,7 @@ from ._framing import (
     NeedData,
     encode_line,
 )
-from ._json import dump_bytes, dump_str
+from ._json import dump_str
 from ._messages import (
     Announce,
     Endpoint,
@@ -237,6 +238,9 @@ MAX_PENDING_ROTATIONS: Final = 64
 MAX_REMEMBERED_ANSWERED: Final = 4096
 #: Cached secret values; beyond this the least recently stored one is evicted.
 MAX_CACHED_SECRETS: Final = 1024
+#: Distinct response header tuples whose wire text a connection remembers; the table is
+#: emptied when full (router responses share a few constant tuples).
+MAX_HEADER_TEXTS: Final = 256
 
 EXT_HTTP_RESPONSE_OP: Final = "http_response_op"
 EXT_HEARTBEAT_ACK: Final = "heartbeat_ack"
@@ -463,7 +467,10 @@ class ModuleConnection:
         self._init: Init | None = None
         self._extensions: frozenset[str] = frozenset()
         self._flat_responses = False
-        self._source = "unknown_module"
+        self._source_json = '"unknown_module"'
+        # Header tuple -> its wire text (router responses share a few constant tuples);
+        # emptied when it reaches MAX_HEADER_TEXTS entries.
+        self._header_json: dict[tuple[tuple[str, str], ...], str] = {}
         # request_id -> deadline (insertion order == deadline order: constant timeout and
         # monotonic now, so the first entry is always the earliest).
         self._in_flight: dict[str, float] = {}
@@ -619,7 +626,7 @@ class ModuleConnection:
         offered = frozenset(getattr(init, "extensions", ()) or ())
         self._extensions = offered & SUPPORTED_EXTENSIONS
         self._flat_responses = EXT_HTTP_RESPONSE_OP in self._extensions
-        self._source = init.module_id or "unknown_module"
+        self._source_json = dump_str(init.module_id or "unknown_module")
         self._fire(_Input.INIT)
         self._events.append(InitReceived(init=init, extensions=self._extensions))
         for name in self._prefetch:
@@ -809,43 +816,36 @@ class ModuleConnection:
         self._out.append(encode_line(encode(msg)))
 
     def _queue_response(
-        self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
+        self, request_id: str, status: int, headers: dict[str, str], body: bytes
     ) -> None:
-        # spec/exchanges.md section 3.5: the body is always an array ([] when empty).
-        text = encode_http_response(request_id, status, headers, body if body is not None else b"")
-        if not self._flat_responses:
-            text = self._wrap(text, request_id)
-        self._out.append(text + b"\n")
+        # The core's own answers (400/503/504): lower-case dict headers, a str request id.
+        self._out.append(self._response_line(request_id, status, encode_headers(headers), body))
+
+    def _response_line(self, request_id: str, status: int, headers_json: str, body: bytes) -> bytes:
+        """One answer line in the shape this connection writes (flat op or the wrapper)."""
+        line = http_response_text(
+            dump_str(request_id),
+            status,
+            headers_json,
+            body,
+            None if self._flat_responses else self._wrapper_id(),
+            self._source_json,
+        )
+        try:
+            return (line + "\n").encode()
+        except UnicodeEncodeError:
+            return _utf8(line)  # raises its LocalProtocolError
 
     def _wrapper_id(self) -> str:
-        # uuid and random are imported on the first wrapped response only.
-        import uuid
+        """A fresh UUID v4 text for the wrapper's ``metadata.id`` (as the reference's
+        ``Uuid::new_v4``), drawn from the connection's random source; no ``uuid.UUID``."""
+        rng = self._rng
+        if rng is None:
+            import random  # the first wrapped answer only (start-up time)
 
-        if self._rng is None:
-            import random
-
-            self._rng = random.Random()
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
-
-    def _wrap(self, flat: bytes, request_id: str) -> bytes:
-        # The reference's stdout shape (PROTOCOL-FACTS section 1.9): content = the response
-        # without "op", metadata = {id, source, properties.correlation_id}; keys sorted.
-        prefix = b'{"op":"http_response",'
-        if not flat.startswith(prefix):  # pragma: no cover - codec always writes op first
-            raise LocalProtocolError("unexpected http_response encoding")
-        content = b"{" + flat[len(prefix) :]
-        meta = {
-            "id": self._wrapper_id(),
-            "properties": {"correlation_id": request_id},
-            "source": self._source,
-        }
-        return (
-            b'{"content":'
-            + content
-            + b',"metadata":'
-            + json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
-            + b"}"
-        )
+            rng = self._rng = random.Random()
+        h = "%032x" % (rng.getrandbits(128) & _UUID_RANDOM_BITS | _UUID_V4_BITS)
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     def send_failed(self) -> None:
         """Record that the driver could not write (broken pipe, cancellation, ...).
@@ -878,44 +878,80 @@ class ModuleConnection:
         """
         if self._state is _ERROR:
             self._check_alive()  # raises
-        if self._in_flight.pop(request_id, None) is None:
+        deadline = self._in_flight.pop(request_id, None)
+        if deadline is None:
             if request_id in self._answered:
                 return False
             raise LocalProtocolError(f"no request {request_id!r} in flight")
-        if not 0 <= status_code <= 65535:
-            self._in_flight[request_id] = self._now
-            raise LocalProtocolError(f"status code {status_code} out of range")
-        if type(headers) is tuple and type(request_id) is str and type(status_code) is int:
-            # A router Response's header tuple: its wire form is remembered by identity.
-            hit = _HEADER_TEXT.get(id(headers))
-            text = hit[1] if hit is not None and hit[0] is headers else _header_text(headers)
-            if body is None:
-                body = b""
-            if text is not None and type(body) is bytes:
-                line = (
-                    f'{{"op":"http_response","request_id":{dump_str(request_id)},'
-                    f'"status_code":{status_code},"headers":{text},"body":'
-                    + (
-                        f"[{','.join(map(_BYTE_TEXT_OF, body))}]}}\n"
-                        if len(body) < _SMALL_BODY
-                        else f"{dump_bytes(body)}}}\n"
-                    )
-                )
-                try:
-                    out = line.encode()
-                except UnicodeEncodeError:
-                    out = _utf8(line)  # raises its LocalProtocolError
-                if not self._flat_responses:
-                    out = self._wrap(out[:-1], request_id) + b"\n"
-                self._out.append(out)
-                if self._state is _CLOSING and not self._in_flight:
-                    self._maybe_drained()
-                return True
-        hdrs = headers if type(headers) is dict and _lower_keys(headers) else join_headers(headers)
-        self._queue_response(request_id, status_code, hdrs, body)
-        if self._state is ModuleState.CLOSING and not self._in_flight:
+        headers_json = None
+        if type(headers) is tuple:
+            # A router Response's header tuple (usually one of a few constants): rendered once.
+            try:
+                headers_json = self._header_json.get(headers)
+            except TypeError:  # a pair that is not hashable (a list): not remembered
+                headers_json = None
+        if body is None:
+            body = b""
+        if (
+            headers_json is None
+            or type(status_code) is not int
+            or not 0 <= status_code <= 65535
+            or type(body) is not bytes
+        ):
+            try:
+                headers_json = self._checked_headers(status_code, headers, body)
+            except LocalProtocolError:
+                self._in_flight[request_id] = deadline  # still in flight, as before the call
+                raise
+        line = http_response_text(
+            dump_str(request_id),
+            status_code,
+            headers_json,
+            body,
+            None if self._flat_responses else self._wrapper_id(),
+            self._source_json,
+        )
+        try:
+            self._out.append((line + "\n").encode())
+        except UnicodeEncodeError:
+            self._in_flight[request_id] = deadline
+            _utf8(line)  # raises its LocalProtocolError
+        if self._state is _CLOSING and not self._in_flight:
             self._maybe_drained()
         return True
+
+    def _checked_headers(
+        self,
+        status_code: int,
+        headers: Mapping[str, str] | Iterable[tuple[str, str]],
+        body: object,
+    ) -> str:
+        """Check an answer's fields; return the wire text of its headers (remembered for a
+        tuple of ``(str, str)`` tuples). Raises LocalProtocolError naming the bad field."""
+        if type(status_code) is not int or not 0 <= status_code <= 65535:
+            raise LocalProtocolError(f"status code {status_code!r} out of range", field="status")
+        if type(body) is not bytes:
+            raise LocalProtocolError("body must be bytes", field="body")
+        try:
+            return self._render_headers(headers)
+        except (AttributeError, TypeError, ValueError):  # not pairs of strings
+            raise LocalProtocolError("headers must be (str, str) pairs", field="headers") from None
+
+    def _render_headers(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
+        """The wire text of ``headers`` folded by :func:`join_headers`; a tuple of
+        ``(str, str)`` tuples (immutable throughout) is remembered in ``_header_json``."""
+        if type(headers) is dict and _lower_keys(headers):
+            return encode_headers(headers)
+        text = encode_headers(join_headers(headers))
+        if type(headers) is tuple and all(
+            type(p) is tuple and len(p) == 2 and type(p[0]) is str and type(p[1]) is str
+            for p in headers
+        ):
+            cache = self._header_json
+            if len(cache) >= MAX_HEADER_TEXTS:
+                cache.clear()
+            cache[headers] = text
+        return text
 
     def send(self, message: object) -> None:
         """Queue any other module->orchestrator message (port_request, service_request, ...).
@@ -1033,9 +1069,9 @@ class ModuleConnection:
 
 
 _new_object = object.__new__
-# dump_bytes for bodies below _SMALL_BODY bytes, inlined: each byte's decimal text
-_BYTE_TEXT_OF: Final = [str(i) for i in range(256)].__getitem__
-_SMALL_BODY: Final = 256
+# UUID v4 (RFC 9562 section 5.4): version nibble 4, variant bits 10, the rest random.
+_UUID_V4_BITS: Final = (0x4 << 76) | (0x8 << 60)
+_UUID_RANDOM_BITS: Final = ((1 << 128) - 1) ^ (0xF << 76) ^ (0xC << 60)
 _RUNNING: Final = ModuleState.RUNNING
 _CLOSING: Final = ModuleState.CLOSING
 _ERROR: Final = ModuleState.ERROR
@@ -1064,29 +1100,6 @@ def _request_received(rid: str, msg: HttpRequest, path: str, query: str) -> Requ
     set_path(made, path)
     set_query(made, query)
     return made
-
-
-#: id(header tuple) -> (the tuple, its wire JSON object text). The tuple is held, so its id is
-#: not reused while the entry exists. Bounded: emptied when it reaches _MAX_HEADER_TEXTS
-#: (router responses mostly share a few constant tuples).
-_HEADER_TEXT: dict[int, tuple[tuple[Any, ...], str]] = {}
-_MAX_HEADER_TEXTS: Final = 256
-
-
-def _header_text(headers: tuple[Any, ...]) -> str | None:
-    """Return the wire text of ``join_headers(headers)`` and remember it, or None when a name
-    or value is not exactly a str (the general path then refuses it as it always did)."""
-    folded = join_headers(headers)
-    for k, v in folded.items():
-        if type(k) is not str or type(v) is not str:
-            return None
-    text = "{" + ",".join([dump_str(k) + ":" + dump_str(v) for k, v in folded.items()]) + "}"
-    # Only a tuple of (str, str) tuples is immutable all the way down (pairs may be lists).
-    if all(type(p) is tuple and len(p) == 2 for p in headers):
-        if len(_HEADER_TEXT) >= _MAX_HEADER_TEXTS:
-            _HEADER_TEXT.clear()
-        _HEADER_TEXT[id(headers)] = (headers, text)
-    return text
 
 
 def _lower_keys(headers: dict[str, str]) -> bool:
