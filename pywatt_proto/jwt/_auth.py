@@ -15,7 +15,11 @@ all three parse ``Authorization`` and answer failures identically:
 The scheme name is matched case-insensitively (RFC 7235 §2.1).  Response
 bodies are a fixed JSON object (``{"error":"unauthorized"}`` or
 ``{"error":"invalid_request"}``) that never reveals why a token failed; the
-reason is kept on :class:`~pywatt_proto.AuthError` for logging.
+reason is kept on :class:`~pywatt_proto.AuthError` and logged to the
+``pywatt.jwt`` logger at INFO (spec/jwt.md §4): method, path and reason, never
+the token or the ``Authorization`` value.  The router hook logs here
+(:meth:`JwtAuthenticator.__call__`); the ASGI/WSGI middleware log the same line
+themselves, so the drivers' dispatch does not log ``AuthError`` again.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from .._errors import AuthError
+from .._lazylog import LazyLogger
 from ._errors import JwtError
 from ._validator import JwtValidator
 
@@ -43,6 +48,8 @@ CLAIMS_ENVIRON_KEY = "pywatt.jwt.claims"
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _CREDENTIALS = re.compile(r"[ \t]*([!#$%&'*+.^_`|~0-9A-Za-z-]+)(?:[ ]+(.*?))?[ \t]*", re.DOTALL)
 _B64TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+_log = LazyLogger("pywatt.jwt")  # logging is imported by the first emitted record
 
 _MISSING = "missing_token"
 _INVALID_REQUEST = "invalid_request"
@@ -106,7 +113,9 @@ class JwtAuthenticator:
     :class:`~pywatt_proto.Request`, or anything whose ``headers`` has a
     case-insensitive ``get``; two such headers are an ``invalid_request``),
     validates the Bearer token with ``validator`` at ``now`` and returns the
-    claims, which the router hands to the handler as ``request.claims``.
+    claims, which the router hands to the handler as ``request.claims``.  A
+    refusal is logged to ``pywatt.jwt`` at INFO with the request's method, path
+    and the reason (never the token); an unknown label at ERROR.
     ``clock``: the router passes its own ``now`` (the reading it uses for
     metrics); the pywatt drivers read a *monotonic* clock there, which is not
     epoch time, so an authenticator used with them must be given
@@ -134,10 +143,21 @@ class JwtAuthenticator:
 
     def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
         if self.labels is not None and label not in self.labels:
+            _log.error(
+                "jwt: %s %s: route auth label %r is not one of %s (answered 500)",
+                getattr(request, "method", "?"),
+                getattr(request, "path", "?"),
+                label,
+                sorted(self.labels),
+            )
             raise AuthError("unknown_auth_label", www_authenticate="", status=500)
         if self.clock is not None:
             now = self.clock()
-        return self.authenticate(_authorization(request.headers), now)
+        try:
+            return self.authenticate(_authorization(request.headers), now)
+        except AuthError as err:
+            log_refusal(request, err)
+            raise
 
     def authenticate(self, authorization: str | None, now: float) -> dict[str, Any]:
         """Validate an ``Authorization`` header value; returns the claims.
@@ -149,6 +169,21 @@ class JwtAuthenticator:
             return self.validator.validate(token, now)
         except JwtError as exc:
             raise AuthError(exc.reason, www_authenticate='Bearer error="invalid_token"') from exc
+
+
+def log_refusal(request: object, err: AuthError) -> None:
+    """Log a refused request to ``pywatt.jwt`` at INFO: method, path, reason.
+
+    ``request`` is read for ``method`` and ``path`` only; the token and the
+    ``Authorization`` header are never logged (the reason is a fixed word from
+    spec/jwt.md §3).  Returns None; leaves nothing behind.
+    """
+    _log.info(
+        "jwt: refused %s %s: %s",
+        getattr(request, "method", "?"),
+        getattr(request, "path", "?"),
+        err.reason,
+    )
 
 
 class PublicPaths:

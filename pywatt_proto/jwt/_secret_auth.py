@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .._errors import AuthError
+from .._lazylog import LazyLogger
 from ._auth import JwtAuthenticator, _HasHeaders
 from ._keys import JwtKey, JwtSecretKeys, KeyEncoding
 from ._validator import DEFAULT_LEEWAY, DEFAULT_MAX_DEPTH, DEFAULT_MAX_TOKEN_SIZE, JwtValidator
@@ -28,6 +29,11 @@ if TYPE_CHECKING:
     from .._router import Router
 
 __all__ = ["JwtSecretAuthenticator", "ModuleApp", "install_module_jwt"]
+
+_log = LazyLogger("pywatt.jwt")
+#: Distinct causes of 503 remembered so each is logged once (a cause names one
+#: secret, so this only fills up with hundreds of secret names; then it is reset).
+_MAX_WARNED = 64
 
 
 class JwtSecretAuthenticator:
@@ -47,10 +53,14 @@ class JwtSecretAuthenticator:
     :class:`~pywatt_proto.AuthError` reason ``keys_unavailable`` and status 503
     (fail closed); a secret value that is not a usable key raises
     :class:`~pywatt_proto.jwt.JwtKeyError` from :meth:`update` (and from the
-    first request, answered 503), leaving the previous keys in force.
+    first request, answered 503), leaving the previous keys in force.  Each
+    distinct cause of a 503 (a secret not received yet, a value that is not a
+    usable key) is logged once to ``pywatt.jwt`` at WARNING, naming the secret,
+    never its value; refusals of tokens are logged at INFO (see
+    :class:`JwtAuthenticator`).
     """
 
-    __slots__ = ("_auth", "_labels", "_lookup", "_policy", "_source", "clock")
+    __slots__ = ("_auth", "_labels", "_lookup", "_policy", "_source", "_warned", "clock")
 
     def __init__(
         self,
@@ -83,6 +93,7 @@ class JwtSecretAuthenticator:
         self._lookup = lookup
         self.clock = clock
         self._auth: JwtAuthenticator | None = None
+        self._warned: set[str] = set()
         self._source = JwtSecretKeys(
             secrets, on_change=self._keys_changed, encoding=encoding, keep_previous=keep_previous
         )
@@ -135,16 +146,38 @@ class JwtSecretAuthenticator:
                     self._source.update(name, value)
         return self._auth is not None
 
+    def _unavailable(self) -> str:
+        """Try to load the keys; return "" when ready, else why not (no secret value)."""
+        lookup = self._lookup
+        if lookup is None:
+            return "no secret lookup configured; call update() with each secret"
+        missing = []
+        for name in self._source.names:
+            value = lookup(name)
+            if value is None:
+                missing.append(name)
+                continue
+            try:
+                self._source.update(name, value)
+            except ValueError as exc:  # JwtKeyError included; messages hold no key bytes
+                return f"secret {name!r} is not a usable key: {exc}"
+        if self._auth is not None:
+            return ""
+        return "secret(s) not received yet: " + ", ".join(repr(n) for n in missing)
+
     def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
         auth = self._auth
         if auth is None:
-            try:
-                ready = self.load()
-            except ValueError:  # JwtKeyError included: a configured secret is unusable
-                ready = False
+            cause = self._unavailable()
             auth = self._auth
-            if not ready or auth is None:
+            if cause or auth is None:
+                if cause not in self._warned:
+                    if len(self._warned) >= _MAX_WARNED:
+                        self._warned.clear()
+                    self._warned.add(cause)
+                    _log.warning("jwt: answering 503 (keys_unavailable): %s", cause)
                 raise AuthError("keys_unavailable", www_authenticate="", status=503)
+            self._warned.clear()
         return auth(request, label, now)
 
 
