@@ -58,6 +58,7 @@ from ._messages import (
     RotationAck,
     RoutedModuleMessage,
     RoutedModuleResponse,
+    RouteError,
     RouteToModule,
     Secret,
     SecurityLevel,
@@ -99,6 +100,8 @@ __all__ = [
 
 #: JSON key of ``Init.extensions`` / ``Announce.extensions`` (omitted when empty).
 EXTENSIONS_KEY = "pywatt_extensions"
+#: Member of routed_module_response marking a failed module call (spec/modules.md section 5).
+ROUTE_ERROR_KEY = "pywatt_error"
 
 #: What ``decode_envelope`` expects as the envelope's content.
 if TYPE_CHECKING:
@@ -783,11 +786,24 @@ def _d_routed_message(o: _Obj) -> RoutedModuleMessage:
 
 
 def _d_routed_response(o: _Obj) -> RoutedModuleResponse:
-    _struct(o, "", "", _fields("source_module_id", "request_id", "payload"))
+    _struct(o, "", "", _fields("source_module_id", "request_id", "payload", ROUTE_ERROR_KEY))
+    err = o.get(ROUTE_ERROR_KEY)
     return RoutedModuleResponse(
         source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
         request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
         payload=_encoded(_req(o, "payload", "payload"), "payload"),
+        error=None if err is None else _route_error(err, ROUTE_ERROR_KEY),
+    )
+
+
+def _route_error(v: Any, path: str) -> RouteError:
+    # spec/modules.md section 5: {"kind", "message", "status"?}; unknown members ignored.
+    o = _struct(v, path, "RouteError", frozenset(("kind", "message", "status")))
+    status = o.get("status")
+    return RouteError(
+        kind=_str(_req(o, "kind", path + ".kind"), path + ".kind"),
+        message=_str(_req(o, "message", path + ".message"), path + ".message"),
+        status=None if status is None else _u16(status, path + ".status"),
     )
 
 
@@ -1331,10 +1347,22 @@ def _e_routed_message(m: RoutedModuleMessage) -> str:
 
 
 def _e_routed_response(m: RoutedModuleResponse) -> str:
-    return (
+    head = (
         f'{{"op":"routed_module_response","source_module_id":{dump_str(m.source_module_id)},'
-        f'"request_id":"{m.request_id}","payload":{_e_encoded(m.payload)}}}'
+        f'"request_id":"{m.request_id}","payload":{_e_encoded(m.payload)}'
     )
+    if m.error is None:
+        return head + "}"
+    return f'{head},"{ROUTE_ERROR_KEY}":{encode_route_error(m.error)}}}'
+
+
+def encode_route_error(err: RouteError) -> str:
+    """Return the wire text of ``err``: ``{"kind":..,"message":..}`` plus ``"status"`` when
+    set (spec/modules.md section 5). Never raises for a valid RouteError."""
+    text = f'{{"kind":{dump_str(err.kind)},"message":{dump_str(err.message)}'
+    if err.status is not None:
+        text += f',"status":{err.status}'
+    return text + "}"
 
 
 _ENCODERS: dict[type, Callable[[Any], str]] = {

@@ -30,9 +30,7 @@ class ProtocolError(Exception):
     error_status_hint: int
     field: str | None
 
-    def __init__(
-        self, msg: str, *, error_status_hint: int = 400, field: str | None = None
-    ) -> None:
+    def __init__(self, msg: str, *, error_status_hint: int = 400, field: str | None = None) -> None:
         super().__init__(msg)
         self.error_status_hint = error_status_hint
         self.field = field

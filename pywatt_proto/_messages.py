@@ -63,6 +63,7 @@ __all__ = [
     "RotationAck",
     "RouteToModule",
     "RoutedModuleMessage",
+    "RouteError",
     "RoutedModuleResponse",
     "Secret",
     "SecurityLevel",
@@ -947,17 +948,46 @@ class RoutedModuleMessage:
 
 
 @record
+class RouteError:
+    """Why a module call failed (wire: the ``pywatt_error`` member, spec/modules.md section 5).
+
+    ``kind`` is ``unknown_module``, ``unknown_endpoint``, ``target_failed``, ``deadline`` or
+    ``rejected`` (a reader treats any other text as a generic failure); ``status`` is the
+    target's HTTP status when it answered one.
+    """
+
+    kind: str
+    message: str
+    status: int | None = None
+
+    def __post_init__(self) -> None:
+        _str("kind", self.kind)
+        _str("message", self.message)
+        if self.status is not None and (
+            type(self.status) is not int or not 0 <= self.status <= 65535
+        ):
+            raise _fail("status", f"expected an integer 0..65535, got {self.status!r}")
+
+
+@record
 class RoutedModuleResponse:
-    """The response to an earlier ``route_to_module`` (note: ``request_id``)."""
+    """The response to an earlier ``route_to_module`` (note: ``request_id``).
+
+    ``error`` (wire ``pywatt_error``, omitted when None) marks a failed call; the reference
+    knows no such member and ignores it (spec/modules.md section 5).
+    """
 
     source_module_id: str
     request_id: uuid.UUID
     payload: EncodedMessage
+    error: RouteError | None = None
 
     def __post_init__(self) -> None:
         _str("source_module_id", self.source_module_id)
         _uuid("request_id", self.request_id)
         _payload("payload", self.payload)
+        if self.error is not None and type(self.error) is not RouteError:
+            raise _fail("error", f"expected RouteError, got {_tname(self.error)}")
 
 
 @record

@@ -90,6 +90,8 @@ from ._framing import (
 from ._json import dump_str
 from ._messages import (
     Announce,
+    DiscoverServiceProviders,
+    DiscoverServiceProvidersResponse,
     Endpoint,
     GetSecret,
     Heartbeat,
@@ -98,8 +100,11 @@ from ._messages import (
     HttpResponse,
     Init,
     OrchestratorToModule,
+    RegisterServiceProvider,
+    RegisterServiceProviderResponse,
     Rotated,
     RotationAck,
+    RoutedModuleResponse,
     Secret,
     Shutdown,
 )
@@ -110,6 +115,15 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
     import random
     from typing import Any, Final, TypeAlias
+
+    from ._calls import (
+        CallFailed,
+        CallReplied,
+        CallTracker,
+        ServiceAnswered,
+        ServiceFailed,
+        ServiceRequests,
+    )
 
 __all__ = [
     "state_diagram",
@@ -391,7 +405,7 @@ class BadLine:
     answered_status: int | None = None
 
 
-ModuleEvent: TypeAlias = (
+_BaseEvent: TypeAlias = (
     InitReceived
     | ReadyToAnnounce
     | Announced
@@ -404,6 +418,12 @@ ModuleEvent: TypeAlias = (
     | BadLine
     | OrchestratorToModule
 )
+if TYPE_CHECKING:
+    # The module-call events (pywatt_proto._calls) are loaded with the first call, not at
+    # start-up; at run time the alias names the events every module sees.
+    ModuleEvent: TypeAlias = _BaseEvent | CallReplied | CallFailed | ServiceAnswered | ServiceFailed
+else:
+    ModuleEvent = _BaseEvent
 
 
 class SecretUnavailable(LookupError):
@@ -481,6 +501,9 @@ class ModuleConnection:
         self._secret_rotation: dict[str, str] = {}
         self._pending_rotations: set[str] = set()
         self._eof = False
+        # Module calls and registry requests (pywatt_proto._calls), made on first use.
+        self._calls: CallTracker | None = None
+        self._services: ServiceRequests | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -590,6 +613,7 @@ class ModuleConnection:
         if self._state is not ModuleState.CLOSED:
             self._fire(_Input.EOF)
             self._pending_secrets_fail("input closed")
+            self._fail_calls("input closed")
             self._maybe_drained()
             if self._events:
                 return self._events.pop(0)
@@ -1024,6 +1048,96 @@ class ModuleConnection:
             self._send(RotationAck(rotation_id=rotation_id, status="error", message=error))
         self._maybe_drained()
 
+    # ------------------------------------------------- calls and the registry
+    def _can_send_calls(self) -> None:
+        self._check_alive()
+        if self._state is ModuleState.AWAITING_INIT:
+            raise LocalProtocolError("cannot call modules before the init line was received")
+
+    def start_call(
+        self,
+        target: str,
+        endpoint: str,
+        value: object,
+        now: float,
+        *,
+        timeout: float | None = None,
+    ) -> str:
+        """Call ``endpoint`` of module ``target`` with ``value`` (spec/modules.md); return the
+        call's id. The ``route_to_module`` line is queued in ``data_to_send()``; the outcome
+        arrives as ``CallReplied`` or ``CallFailed`` (at the latest at the deadline).
+
+        Raises ``CallRejectedError`` after end of input or with too many calls in flight,
+        ``LocalProtocolError`` before init, in ERROR, or for bad arguments (see
+        ``CallTracker.start``). Nothing is sent then.
+        """
+        from ._calls import CallRejectedError, CallTracker
+
+        self._can_send_calls()
+        if self._eof:
+            raise CallRejectedError("input closed", target=target, endpoint=endpoint)
+        if self._calls is None:
+            self._calls = CallTracker(rng=self._rng)
+        self._now = max(self._now, now)
+        msg = self._calls.start(target, endpoint, value, self._now, timeout=timeout)
+        self._out.append(encode_line(encode(msg)))
+        return str(msg.request_id)
+
+    def cancel_call(self, request_id: str) -> bool:
+        """Forget call ``request_id`` (its caller gave up); a later answer is dropped.
+        Returns True if it was in flight."""
+        return self._calls is not None and self._calls.cancel(request_id)
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Module calls started and not yet answered or failed."""
+        return self._calls.in_flight if self._calls is not None else 0
+
+    def start_service_request(
+        self, message: RegisterServiceProvider | DiscoverServiceProviders, now: float
+    ) -> int:
+        """Send a registration or discovery request; return its token. The answer arrives as
+        ``ServiceAnswered`` (paired first-in-first-out per op, spec/modules.md section 7) or
+        ``ServiceFailed`` at the deadline.
+
+        Raises ``LocalProtocolError`` before init, after end of input, in ERROR, or with
+        too many requests of that op awaiting answers. Nothing is sent then.
+        """
+        from ._calls import ServiceRequests
+
+        self._can_send_calls()
+        if self._eof:
+            raise LocalProtocolError("input closed")
+        if not isinstance(message, RegisterServiceProvider | DiscoverServiceProviders):
+            raise LocalProtocolError(f"{type(message).__name__} is not a registry request")
+        if self._services is None:
+            self._services = ServiceRequests()
+        self._now = max(self._now, now)
+        token = self._services.start(message, self._now)
+        self._out.append(encode_line(encode(message)))
+        return token
+
+    def _on_routed_response(self, msg: RoutedModuleResponse, line: bytes) -> None:
+        calls = self._calls
+        if calls is not None and calls.is_late(msg):
+            calls.on_response(msg)  # the caller already has its error: drop it quietly
+            return
+        event = calls.on_response(msg) if calls is not None else None
+        # an unknown answer is handed on as the plain message: the driver logs it
+        self._events.append(event if event is not None else msg)
+
+    def _on_service_response(
+        self, msg: RegisterServiceProviderResponse | DiscoverServiceProvidersResponse, line: bytes
+    ) -> None:
+        event = self._services.on_response(msg) if self._services is not None else None
+        self._events.append(event if event is not None else msg)
+
+    def _fail_calls(self, reason: str) -> None:
+        if self._calls is not None:
+            self._events.extend(self._calls.fail_all(reason))
+        if self._services is not None:
+            self._events.extend(self._services.fail_all(reason))
+
     # ----------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
         """Return the earliest deadline (same clock as ``now``), or None if nothing is timed."""
@@ -1035,6 +1149,11 @@ class ModuleConnection:
         for deadline in self._pending_secrets.values():
             if best is None or deadline < best:
                 best = deadline
+        for table in (self._calls, self._services):
+            if table is not None:
+                when = table.get_timer()
+                if when is not None and (best is None or when < best):
+                    best = when
         return best
 
     def handle_timer(self, now: float) -> None:
@@ -1058,6 +1177,10 @@ class ModuleConnection:
             if deadline <= now:
                 del self._pending_secrets[name]
                 self._events.append(SecretFailed(name=name, reason="timed out"))
+        if self._calls is not None:
+            self._events.extend(self._calls.handle_timer(now))
+        if self._services is not None:
+            self._events.extend(self._services.handle_timer(now))
         self._maybe_secrets_ready()
         self._maybe_drained()
 
@@ -1121,4 +1244,7 @@ _HANDLERS: Final[dict[type, _Handler]] = {
     Rotated: ModuleConnection._on_rotated,
     Heartbeat: ModuleConnection._on_heartbeat,
     Shutdown: ModuleConnection._on_shutdown,
+    RoutedModuleResponse: ModuleConnection._on_routed_response,
+    RegisterServiceProviderResponse: ModuleConnection._on_service_response,
+    DiscoverServiceProvidersResponse: ModuleConnection._on_service_response,
 }

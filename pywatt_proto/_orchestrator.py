@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from ._codec import decode_module_line, encode
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -45,6 +45,8 @@ from ._framing import (
 )
 from ._messages import (
     Announce,
+    DiscoverServiceProviders,
+    DiscoverServiceProvidersResponse,
     GetSecret,
     Heartbeat,
     HeartbeatAck,
@@ -54,11 +56,19 @@ from ._messages import (
     ModuleToOrchestrator,
     PortRequest,
     PortResponse,
+    RegisterServiceProvider,
+    RegisterServiceProviderResponse,
     Rotated,
     RotationAck,
+    RoutedModuleResponse,
+    RouteError,
+    RouteToModule,
     Secret,
     Shutdown,
 )
+
+if TYPE_CHECKING:
+    from ._calls import PendingCalls
 
 __all__ = [
     "state_diagram",
@@ -74,6 +84,10 @@ __all__ = [
     "AnnounceTimedOut",
     "AnnounceReceived",
     "BadModuleLine",
+    "CallAbandoned",
+    "CallRequested",
+    "ProviderDiscoveryRequested",
+    "ProviderRegistrationRequested",
     "ModuleUnresponsive",
     "OrchestratorConnection",
     "OrchestratorEvent",
@@ -240,8 +254,53 @@ class BadModuleLine:
     error: RemoteProtocolError
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRequested:
+    """The module called ``target_endpoint`` of ``target_module_id`` (spec/modules.md).
+
+    Deliver it: POST ``target_endpoint`` with ``headers`` and ``body`` to the target, then
+    ``answer_call(request_id, status, headers, body)`` -- or ``fail_call`` when the target is
+    unknown or gone. The connection answers ``deadline`` by itself at ``deadline`` (and emits
+    ``CallAbandoned``).
+    """
+
+    request_id: str
+    target_module_id: str
+    target_endpoint: str
+    headers: dict[str, str]
+    body: bytes
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallAbandoned:
+    """Call ``request_id`` was answered by the connection itself (its deadline passed, or the
+    calling module went away): stop waiting for the target; a later answer is dropped."""
+
+    request_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderRegistrationRequested:
+    """``register_service_provider``: answer with ``answer_service`` (in order)."""
+
+    request: RegisterServiceProvider
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderDiscoveryRequested:
+    """``discover_service_providers``: answer with ``answer_service`` (in order)."""
+
+    request: DiscoverServiceProviders
+
+
 OrchestratorEvent: TypeAlias = (
-    AnnounceReceived
+    CallRequested
+    | CallAbandoned
+    | ProviderRegistrationRequested
+    | ProviderDiscoveryRequested
+    | AnnounceReceived
     | AnnounceTimedOut
     | ResponseReceived
     | RequestFailed
@@ -309,6 +368,7 @@ class OrchestratorConnection:
         self._in_flight: dict[str, float] = {}
         self._pending_ports: set[str] = set()
         self._pending_rotations: set[str] = set()
+        self._calls: PendingCalls | None = None  # module calls from this module, on first use
 
     # ------------------------------------------------------------------ state
     @property
@@ -483,6 +543,7 @@ class OrchestratorConnection:
                 if self._state not in (OrchestratorState.EXITED, OrchestratorState.FAILED):
                     self._fire(_Input.EOF)
                     self._fail_all(502, "module exited")
+                    self._abandon_calls("calling module exited")
                     if events:
                         break
                 return END_OF_INPUT
@@ -547,6 +608,15 @@ class OrchestratorConnection:
                     rotation_id=msg.rotation_id, status=msg.status, message=msg.message
                 )
             )
+        elif t is RouteToModule:
+            assert isinstance(msg, RouteToModule)
+            self._on_call(msg, line)
+        elif t is RegisterServiceProvider:
+            assert isinstance(msg, RegisterServiceProvider)
+            self._events.append(ProviderRegistrationRequested(request=msg))
+        elif t is DiscoverServiceProviders:
+            assert isinstance(msg, DiscoverServiceProviders)
+            self._events.append(ProviderDiscoveryRequested(request=msg))
         elif t is PortRequest:
             assert isinstance(msg, PortRequest)
             if len(self._pending_ports) >= MAX_PENDING_PORT_REQUESTS:
@@ -558,9 +628,104 @@ class OrchestratorConnection:
         else:
             self._events.append(msg)
 
+    # ----------------------------------------------------------- module calls
+    def _on_call(self, msg: RouteToModule, line: bytes) -> None:
+        from ._calls import PendingCalls, call_delivery, error_answer
+
+        rid = str(msg.request_id)
+        try:
+            headers, body, timeout_ms = call_delivery(
+                msg.payload, source_module_id=self._init.module_id, request_id=rid
+            )
+        except RemoteProtocolError as exc:
+            err = RouteError(kind="rejected", message=f"unusable payload: {exc.message}")
+            self._send(error_answer(msg.target_module_id, msg.request_id, err))
+            self._events.append(BadModuleLine(line=line, error=exc))
+            return
+        if self._calls is None:
+            self._calls = PendingCalls()
+        entry = self._calls.add(msg, self._now, timeout_ms)
+        if isinstance(entry, RouteError):
+            self._send(error_answer(msg.target_module_id, msg.request_id, entry))
+            return
+        self._events.append(
+            CallRequested(
+                request_id=rid,
+                target_module_id=msg.target_module_id,
+                target_endpoint=msg.target_endpoint,
+                headers=headers,
+                body=body,
+                deadline=entry.deadline,
+            )
+        )
+
+    def answer_call(
+        self, request_id: str, status: int, headers: Mapping[str, str], body: bytes | None
+    ) -> bool:
+        """Relay the target's HTTP answer to call ``request_id`` as ``routed_module_response``
+        (2xx: the reply value; 404/405 ``unknown_endpoint``; else ``target_failed``).
+
+        Returns False (nothing sent) when the call is no longer pending (deadline passed,
+        answered already, or unknown). Never raises for a pending call.
+        """
+        from ._calls import error_answer, reply_from_http
+
+        entry = self._calls.pop(request_id) if self._calls is not None else None
+        if entry is None:
+            return False
+        outcome = reply_from_http(
+            status, headers, body, target=entry.target_module_id, endpoint=entry.target_endpoint
+        )
+        if isinstance(outcome, RouteError):
+            self._send(error_answer(entry.target_module_id, entry.request_id, outcome))
+        else:
+            self._send(
+                RoutedModuleResponse(
+                    source_module_id=entry.target_module_id,
+                    request_id=entry.request_id,
+                    payload=outcome,
+                )
+            )
+        return True
+
+    def fail_call(
+        self, request_id: str, kind: str, message: str, *, status: int | None = None
+    ) -> bool:
+        """Answer call ``request_id`` with error ``kind`` (``unknown_module``,
+        ``target_failed``, ...; spec/modules.md section 5) at once.
+
+        Returns False (nothing sent) when the call is no longer pending. Raises
+        ``LocalProtocolError`` for an empty kind or message.
+        """
+        from ._calls import error_answer
+
+        err = RouteError(kind=kind, message=message, status=status)
+        entry = self._calls.pop(request_id) if self._calls is not None else None
+        if entry is None:
+            return False
+        self._send(error_answer(entry.target_module_id, entry.request_id, err))
+        return True
+
+    @property
+    def calls_pending(self) -> int:
+        """Calls read from this module and not yet answered."""
+        return len(self._calls) if self._calls is not None else 0
+
+    def _abandon_calls(self, reason: str) -> None:
+        if self._calls is not None:
+            for entry in self._calls.clear():
+                self._events.append(CallAbandoned(request_id=str(entry.request_id), reason=reason))
+
+    def answer_service(
+        self, response: RegisterServiceProviderResponse | DiscoverServiceProvidersResponse
+    ) -> None:
+        """Send the answer to the oldest unanswered registration / discovery of its kind
+        (answers go in request order, spec/modules.md section 7)."""
+        self._send(response)
+
     # ----------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
-        """Return the earliest deadline (heartbeat, announce, request, grace) or None."""
+        """Return the earliest deadline (heartbeat, announce, request, call, grace) or None."""
         cands = [
             d
             for d in (self._announce_deadline, self._grace_deadline, self._next_heartbeat)
@@ -568,6 +733,10 @@ class OrchestratorConnection:
         ]
         if self._in_flight:
             cands.append(next(iter(self._in_flight.values())))
+        if self._calls is not None:
+            when = self._calls.get_timer()
+            if when is not None:
+                cands.append(when)
         return min(cands) if cands else None
 
     def handle_timer(self, now: float) -> None:
@@ -587,6 +756,15 @@ class OrchestratorConnection:
             self._events.append(
                 RequestFailed(request_id=rid, status=504, reason="module did not answer in time")
             )
+        if self._calls is not None:
+            from ._calls import error_answer
+
+            for entry in self._calls.expire(now):
+                err = RouteError(kind="deadline", message="no answer within the deadline")
+                self._send(error_answer(entry.target_module_id, entry.request_id, err))
+                self._events.append(
+                    CallAbandoned(request_id=str(entry.request_id), reason="deadline")
+                )
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             if self._state is OrchestratorState.RUNNING:
                 if "heartbeat_ack" in self._extensions:
