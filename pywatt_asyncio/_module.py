@@ -20,12 +20,14 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
@@ -53,6 +55,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     SecretUpdated,
     ShutdownRequested,
 )
+from pywatt_proto._route_checks import is_async_handler
 from pywatt_proto._router import Response, Router
 from pywatt_proto._routes import RouteDecorators
 
@@ -61,13 +64,15 @@ from ._eager import EagerStarter
 from ._stdio import PipeLink, guard_stdout
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
+    from concurrent.futures import ThreadPoolExecutor
+
     from pywatt_proto._channel import ChannelEvent
     from pywatt_proto._messages import Init
 
     from ._channel import AsyncChannel
     from ._ports import PortNegotiation, PortResult
 
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "Module"]
+__all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_THREADS", "Module"]
 
 _log = logging.getLogger("pywatt.module")
 
@@ -79,6 +84,10 @@ def _name(fn: object) -> str:
 #: Handlers running at once; further requests wait in arrival order (bounded by the core's
 #: max_in_flight). The reference http_ipc server uses 100; 64 keeps latency predictable.
 DEFAULT_MAX_CONCURRENCY = 64
+#: Threads running plain ``def`` handlers at once (anyio's default thread limiter, which
+#: Starlette/FastAPI use for theirs, is 40 as well). Calls beyond it wait for a thread;
+#: they are bounded by ``max_concurrency`` (each is one handler task).
+DEFAULT_MAX_THREADS = 40
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 #: A request waiting for a handler slot: from stdio, or from a framed channel.
@@ -98,6 +107,21 @@ class Module(RouteDecorators):
         secret_timeout: seconds to wait for each ``secret`` answer.
         router: an existing :class:`Router` (default: a new one).
         listen: the ``listen`` to announce (default: the init's).
+        max_threads: threads running plain ``def`` handlers at once (see below).
+        health: serve and announce ``GET /health`` (``True``) or that path (a str).
+        metrics: serve the router's Prometheus text at ``/metrics`` (or that path).
+        version: prefix every decorator-registered path with ``/<version>``.
+
+    Plain ``def`` handlers run in a thread pool of ``max_threads`` threads, as
+    Starlette/FastAPI run them, so a blocking handler never stalls the event loop
+    (heartbeats, other requests, the 504 deadline); ``async def`` handlers run on the
+    loop. A handler answered 504 is cancelled; a thread cannot be interrupted, so a
+    ``def`` handler runs to its end and its result is dropped. Middleware and error
+    handlers always run on the loop.
+
+    Raises:
+        ValueError: ``max_concurrency`` or ``max_threads`` < 1.
+        RouteDefinitionError: an invalid ``version``, ``health`` or ``metrics`` path.
     """
 
     def __init__(
@@ -110,10 +134,19 @@ class Module(RouteDecorators):
         secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
         router: Router | None = None,
         listen: str | None = None,
+        max_threads: int = DEFAULT_MAX_THREADS,
+        health: bool | str = False,
+        metrics: bool | str = False,
+        version: str | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        if max_threads < 1:
+            raise ValueError("max_threads must be at least 1")
         self.router = router if router is not None else Router()
+        self._max_threads = max_threads
+        self._executor: ThreadPoolExecutor | None = None
+        self._configure_routes(health=health, metrics=metrics, version=version, clock=time.time)
         self._prefetch = tuple(secrets)
         self._max_concurrency = max_concurrency
         self._max_in_flight = max_in_flight
@@ -169,6 +202,32 @@ class Module(RouteDecorators):
         """
         self._startup_hooks.append(fn)
         return fn
+
+    def _wrap_handler(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Return ``fn`` for an ``async def`` handler, else a coroutine function running
+        ``fn`` in this module's thread pool (so it never blocks the loop)."""
+        if is_async_handler(fn):
+            return fn
+        run = self._run_in_thread
+
+        async def in_thread(request: Any) -> Any:
+            return await run(fn, request)
+
+        in_thread.__name__ = str(getattr(fn, "__name__", "handler"))
+        in_thread.__qualname__ = str(getattr(fn, "__qualname__", in_thread.__name__))
+        return in_thread
+
+    async def _run_in_thread(self, fn: Callable[[Any], Any], request: Any) -> Any:
+        """Return ``fn(request)`` run on a pool thread, in a copy of the current context."""
+        executor = self._executor
+        if executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            executor = self._executor = ThreadPoolExecutor(
+                max_workers=self._max_threads, thread_name_prefix="pywatt-handler"
+            )
+        ctx = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn, request)
 
     def set_listen(self, listen: str) -> None:
         """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
@@ -314,6 +373,20 @@ class Module(RouteDecorators):
             if self._timer is not None:
                 self._timer.cancel()
             self._reset()
+            await self._run_shutdown_hooks()
+            executor, self._executor = self._executor, None
+            if executor is not None:  # threads still in handlers past their 504 finish alone
+                executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_shutdown_hooks(self) -> None:
+        """Run the on_shutdown hooks in order; one that raises is logged, the rest run."""
+        for fn in list(self._shutdown_hooks):
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                _log.exception("on_shutdown hook %s failed", _name(fn))
 
     def _install_sigterm(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Treat SIGTERM like ``shutdown`` (finish in-flight work); False if not possible."""

@@ -168,6 +168,7 @@ if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
         redirect,
         text_response,
     )
+    from ._route_checks import RouteDefinitionError
 
     # --- circuit breaker, backoff, port negotiation ---
     from ._backoff import Backoff, RetryState
@@ -405,6 +406,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "reason_phrase": ("._router", "reason_phrase"),
     "redirect": ("._router", "redirect"),
     "text_response": ("._router", "text_response"),
+    "RouteDefinitionError": ("._route_checks", "RouteDefinitionError"),
     "Backoff": ("._backoff", "Backoff"),
     "RandomSource": ("._random_source", "RandomSource"),
     "RetryState": ("._backoff", "RetryState"),
@@ -678,6 +680,7 @@ __all__ = [
     "Request",
     "Response",
     "Route",
+    "RouteDefinitionError",
     "RouteEndpoint",
     "RouteStats",
     "Router",

@@ -49,6 +49,7 @@ from urllib.parse import parse_qsl, quote, unquote
 from ._errors import AuthError, LocalProtocolError, RemoteProtocolError
 from ._messages import Endpoint
 from ._records import field, record, replace
+from ._route_checks import RouteDefinitionError, check_handler, check_pattern
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
@@ -814,30 +815,31 @@ class Route:
         """Return a route with its pattern compiled.
 
         Raises:
-            LocalProtocolError: the path does not start with ``/``, a parameter
+            RouteDefinitionError: the path does not start with ``/``, a parameter
                 type is unknown, a name repeats, or no method is given.
         """
+        check_pattern(path)
         if not path.startswith("/"):
-            raise LocalProtocolError(f"route path must start with '/': {path!r}", field="path")
+            raise RouteDefinitionError(f"route path must start with '/': {path!r}")
         meths = tuple(dict.fromkeys(m.upper() for m in methods))
         if not meths or not all(_TOKEN.match(m) for m in meths):
-            raise LocalProtocolError(f"invalid methods for {path!r}", field="methods")
+            raise RouteDefinitionError(f"invalid methods for {path!r}")
         parts: list[str] = []
         converters: list[tuple[str, Callable[[str], object]]] = []
         pos = 0
         for m in _PARAM.finditer(path):
             pname, ptype = m.group(1), m.group(2) or "str"
             if ptype not in _PARAM_TYPES:
-                raise LocalProtocolError(f"unknown parameter type {ptype!r}", field="path")
+                raise RouteDefinitionError(f"unknown parameter type {ptype!r}")
             if any(pname == n for n, _ in converters):
-                raise LocalProtocolError(f"parameter {pname!r} repeats", field="path")
+                raise RouteDefinitionError(f"parameter {pname!r} repeats")
             rx, conv = _PARAM_TYPES[ptype]
             parts.append(re.escape(_canonical(path[pos : m.start()])))
             parts.append(f"(?P<{pname}>{rx})")
             converters.append((pname, conv))
             pos = m.end()
         if "{" in path[pos:] or "}" in path[pos:]:
-            raise LocalProtocolError(f"malformed parameter in {path!r}", field="path")
+            raise RouteDefinitionError(f"malformed parameter in {path!r}")
         regex = None
         if converters:
             parts.append(re.escape(_canonical(path[pos:])))
@@ -1026,7 +1028,7 @@ class Metrics:
 class Router:
     """Routes, middleware, error handlers, optional authenticator and metrics.
 
-    Registration methods raise :class:`LocalProtocolError` on invalid patterns or
+    Registration methods raise :class:`RouteDefinitionError` on invalid patterns or
     a duplicate ``(method, path)``; everything else is documented per method.
     """
 
@@ -1060,12 +1062,16 @@ class Router:
         """Register ``handler`` for ``methods`` on ``path`` and return the route.
 
         Raises:
-            LocalProtocolError: invalid pattern or a method already bound to ``path``.
+            RouteDefinitionError: invalid pattern (other frameworks' spellings included),
+                a handler that cannot take the request, or a method already bound to
+                ``path``; the message names the caller's file and line. Nothing is
+                registered then.
         """
+        check_handler(handler, allow_async=True)
         route = Route.compile(path, methods, handler, auth=auth, name=name)
         for other in self._routes:
             if other.path == path and set(other.methods) & set(route.methods):
-                raise LocalProtocolError(f"duplicate route {route.methods} {path}", field="path")
+                raise RouteDefinitionError(f"duplicate route {route.methods} {path}")
         self._routes.append(route)
         self._hot.clear()
         if route.regex is None:

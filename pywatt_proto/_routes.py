@@ -1,16 +1,33 @@
 """The route-registration half of a module's public API, shared by both drivers.
 
 ``pywatt_asyncio.Module`` and ``pywatt_sync.Module`` expose the same decorators
-(``@app.get``, ``@app.route``, ``@app.middleware``, ...). They only forward to the
-module's :class:`~pywatt_proto.Router`, so the forwarding lives here once; each
-driver inherits it and decides how handlers are *called*.
+(``@app.get``, ``@app.route``, ``@app.middleware``, ...) and the same registration-time
+options (``health``, ``metrics``, ``version``, ``on_shutdown``). They forward to the
+module's :class:`~pywatt_proto.Router`, so the forwarding lives here once; each driver
+inherits it and decides how handlers are *called* (:meth:`RouteDecorators._wrap_handler`).
+
+Registration checks (see :mod:`pywatt_proto._route_checks`) run when the decorator is
+applied: a bad pattern or an unusable handler raises ``RouteDefinitionError`` naming the
+decorator's file and line, not a 404/500 at request time.
+
+Built-in routes (the Rust module macro's ``health``/``metrics``/``version`` options):
+
+* ``health=True`` serves ``GET /health`` (or ``health="/path"``) answering
+  ``{"status":"OK","timestamp":<unix seconds>}`` and announces it;
+* ``metrics=True`` serves ``GET /metrics`` (or ``metrics="/path"``) with the router's
+  Prometheus text;
+* ``version="v1"`` prefixes every path registered through the module's decorators and
+  the built-in routes with ``/v1`` (``"/"`` becomes ``"/v1"``, as axum's ``nest`` does), in
+  what is served and what is announced. Routes added on ``module.router`` directly are
+  taken as written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from ._router import Router
+from ._route_checks import RouteDefinitionError, check_handler, check_pattern
+from ._router import Request, Response, Router, json_response, text_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
@@ -18,17 +35,106 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
 
     _F = TypeVar("_F", bound=Callable[..., Any])
 
-__all__ = ["RouteDecorators"]
+__all__ = [
+    "DEFAULT_HEALTH_PATH",
+    "DEFAULT_METRICS_PATH",
+    "PROMETHEUS_CONTENT_TYPE",
+    "RouteDecorators",
+    "health_handler",
+    "metrics_handler",
+    "version_prefix",
+]
+
+#: Path of ``Module(health=True)`` (the Rust macro's default).
+DEFAULT_HEALTH_PATH = "/health"
+#: Path of ``Module(metrics=True)``.
+DEFAULT_METRICS_PATH = "/metrics"
+#: Content type of the Prometheus text exposition format 0.0.4.
+PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def version_prefix(version: str | None) -> str:
+    """Return the path prefix for ``version`` (``"v1"`` or ``"/v1"`` -> ``"/v1"``; None -> "").
+
+    Raises:
+        RouteDefinitionError: ``version`` is empty, has a ``/`` inside, or a parameter.
+    """
+    if version is None:
+        return ""
+    text = version.strip("/")
+    if not text or "/" in text or "{" in text or "}" in text or "?" in text:
+        raise RouteDefinitionError(f"version must be one path segment such as 'v1': {version!r}")
+    return "/" + text
+
+
+def health_handler(clock: Callable[[], float]) -> Callable[[Request], Response]:
+    """Return a handler answering ``{"status":"OK","timestamp":<int(clock())>}``.
+
+    ``clock`` is wall-clock time in seconds (the driver passes ``time.time``; the core
+    reads no clock).
+    """
+
+    def health(request: Request) -> Response:
+        return json_response({"status": "OK", "timestamp": int(clock())})
+
+    return health
+
+
+def metrics_handler(router: Router) -> Callable[[Request], Response]:
+    """Return a handler answering ``router.metrics`` in the Prometheus text format."""
+
+    def metrics(request: Request) -> Response:
+        text = router.metrics.render_prometheus()
+        return text_response(text, content_type=PROMETHEUS_CONTENT_TYPE)
+
+    return metrics
 
 
 class RouteDecorators:
     """Mixin: route decorators that register on ``self.router``.
 
-    The class using it must set ``self.router`` (a :class:`Router`) before any
-    decorator is used. Every decorator returns the function unchanged.
+    The class using it must set ``self.router`` (a :class:`Router`) before any decorator
+    is used, and may call :meth:`_configure_routes` once from its constructor. Every
+    decorator returns the function unchanged.
     """
 
     router: Router
+    #: False on the blocking driver: an ``async def`` handler is a registration error.
+    _allow_async_handlers: bool = True
+    _path_prefix: str = ""
+    _shutdown_hooks: list[Callable[[], Any]]
+
+    def _configure_routes(
+        self,
+        *,
+        health: bool | str = False,
+        metrics: bool | str = False,
+        version: str | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        """Apply the module options: path prefix, then the built-in routes.
+
+        Raises:
+            RouteDefinitionError: an invalid ``version`` or built-in path.
+        """
+        self._path_prefix = version_prefix(version)
+        self._shutdown_hooks = []
+        if health:
+            path = health if isinstance(health, str) else DEFAULT_HEALTH_PATH
+            self.router.add_route(self._full_path(path), health_handler(clock), ("GET",))
+        if metrics:
+            path = metrics if isinstance(metrics, str) else DEFAULT_METRICS_PATH
+            self.router.add_route(self._full_path(path), metrics_handler(self.router), ("GET",))
+
+    def _full_path(self, path: str) -> str:
+        prefix = self._path_prefix
+        if not prefix:
+            return path
+        return prefix if path == "/" else prefix + path
+
+    def _wrap_handler(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Return the callable the router calls for handler ``fn`` (``fn`` itself here)."""
+        return fn
 
     def route(
         self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
@@ -36,30 +142,46 @@ class RouteDecorators:
         """Return a decorator registering a handler for ``methods`` on ``path``.
 
         ``auth`` names the authentication the route requires; it is announced in
-        the endpoint's ``auth`` field. Raises ``LocalProtocolError`` (from the
-        router) for an invalid pattern or a route registered twice.
+        the endpoint's ``auth`` field.
+
+        Raises:
+            RouteDefinitionError: here for a pattern in another framework's spelling
+                (``<int:id>``, ``:id``); when the decorator is applied for an invalid
+                pattern, a handler that cannot take the request (or an ``async def``
+                on the blocking Module) or a route registered twice. The message
+                starts with the decorator's file and line.
         """
-        return self.router.route(path, methods, auth=auth)  # type: ignore[return-value]
+        check_pattern(path)
+        full = self._full_path(path)
+        meths = tuple(methods)
+
+        def deco(fn: _F) -> _F:
+            check_handler(fn, allow_async=self._allow_async_handlers)
+            name = str(getattr(fn, "__name__", ""))
+            self.router.add_route(full, self._wrap_handler(fn), meths, auth=auth, name=name)
+            return fn
+
+        return deco
 
     def get(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``GET path`` (also answers HEAD)."""
-        return self.router.get(path, auth=auth)  # type: ignore[return-value]
+        """Decorator for ``GET path`` (also answers HEAD); see :meth:`route`."""
+        return self.route(path, ("GET",), auth=auth)
 
     def post(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``POST path``."""
-        return self.router.post(path, auth=auth)  # type: ignore[return-value]
+        """Decorator for ``POST path``; see :meth:`route`."""
+        return self.route(path, ("POST",), auth=auth)
 
     def put(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``PUT path``."""
-        return self.router.put(path, auth=auth)  # type: ignore[return-value]
+        """Decorator for ``PUT path``; see :meth:`route`."""
+        return self.route(path, ("PUT",), auth=auth)
 
     def delete(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``DELETE path``."""
-        return self.router.delete(path, auth=auth)  # type: ignore[return-value]
+        """Decorator for ``DELETE path``; see :meth:`route`."""
+        return self.route(path, ("DELETE",), auth=auth)
 
     def patch(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``PATCH path``."""
-        return self.router.patch(path, auth=auth)  # type: ignore[return-value]
+        """Decorator for ``PATCH path``; see :meth:`route`."""
+        return self.route(path, ("PATCH",), auth=auth)
 
     def middleware(self, fn: _F) -> _F:
         """Register ``fn(request, call_next)`` as middleware (outermost first)."""
@@ -69,3 +191,18 @@ class RouteDecorators:
     def error_handler(self, key: int | type[BaseException]) -> Callable[[_F], _F]:
         """Decorator registering ``fn(request, exc)`` for a status code or exception type."""
         return self.router.error_handler(key)  # type: ignore[return-value]
+
+    def on_shutdown(self, fn: _F) -> _F:
+        """Register ``fn()``, called once serving has ended (after the last answer was
+        written, before ``serve_stdio`` returns), in registration order, as
+        ``on_startup`` hooks are: close clients and databases here.
+
+        On ``pywatt_asyncio`` it may be ``async def`` (awaited) or a plain ``def``; on
+        ``pywatt_sync`` a plain ``def``. A hook that raises is logged and the next one
+        still runs; the exit status is unchanged. Hooks run whether or not startup
+        completed (a hook must tolerate what startup did not open).
+        """
+        if not hasattr(self, "_shutdown_hooks"):
+            self._shutdown_hooks = []
+        self._shutdown_hooks.append(fn)
+        return fn

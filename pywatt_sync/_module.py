@@ -225,10 +225,16 @@ class Module(RouteDecorators):
         secret_timeout: seconds to wait for each ``secret`` answer.
         router: an existing :class:`Router` (default: a new one).
         listen: the ``listen`` to announce (default: the init's).
+        health: serve and announce ``GET /health`` (``True``) or that path (a str).
+        metrics: serve the router's Prometheus text at ``/metrics`` (or that path).
+        version: prefix every decorator-registered path with ``/<version>``.
 
     Raises:
         ValueError: ``max_workers`` < 1 or ``max_queued`` < 0.
+        RouteDefinitionError: an invalid ``version``, ``health`` or ``metrics`` path.
     """
+
+    _allow_async_handlers = False  # an ``async def`` handler is a registration error
 
     def __init__(
         self,
@@ -242,12 +248,16 @@ class Module(RouteDecorators):
         secret_timeout: float = DEFAULT_SECRET_TIMEOUT,
         router: Router | None = None,
         listen: str | None = None,
+        health: bool | str = False,
+        metrics: bool | str = False,
+        version: str | None = None,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         if max_queued < 0:
             raise ValueError("max_queued must not be negative")
         self.router = router if router is not None else Router()
+        self._configure_routes(health=health, metrics=metrics, version=version, clock=time.time)
         self._prefetch = tuple(secrets)
         self._max_workers = max_workers
         self._max_queued = max_queued
@@ -542,6 +552,15 @@ class Module(RouteDecorators):
                         wait.error = "module stopped"
                         wait.done.set()
                 self._reset()
+            self._run_shutdown_hooks()
+
+    def _run_shutdown_hooks(self) -> None:
+        """Run the on_shutdown hooks in order; one that raises is logged, the rest run."""
+        for fn in list(self._shutdown_hooks):
+            try:
+                fn()
+            except Exception:
+                _log.exception("on_shutdown hook %s failed", _name(fn))
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the announce has been sent; return False on timeout."""

@@ -209,8 +209,8 @@ def test_hanging_handler_gets_504(tmp_path: Path) -> None:
             await asyncio.sleep(60)
 
         @app.get("/block")
-        def block(request):
-            time.sleep(2.5)  # blocks the module's loop: the orchestrator's deadline fires
+        async def block(request):
+            time.sleep(2.5)  # blocks the module's loop (async def runs on it): the deadline fires
             return "late"
 
         @app.get("/ok")
@@ -390,9 +390,9 @@ def test_eof_with_requests_in_flight_answers_them_then_exits_0() -> None:
     ]
 
 
-def test_async_handlers_run_in_a_task_and_plain_ones_inline() -> None:
+def test_async_handlers_run_in_a_task_and_plain_ones_in_a_thread() -> None:
     """An ``async def`` handler has a current task from its first line (asyncio.timeout
-    needs one); a plain ``def`` handler is answered without one (no task per request)."""
+    needs one); a plain ``def`` handler runs on a pool thread, off the loop (issue 14.1)."""
     from pywatt_asyncio import Module
 
     app = Module()
@@ -404,14 +404,18 @@ def test_async_handlers_run_in_a_task_and_plain_ones_inline() -> None:
         return {"task": asyncio.current_task() is not None}
 
     @app.get("/s")
-    def inline(request: object) -> dict[str, bool]:
-        return {"task": asyncio.current_task() is not None}
+    def in_thread(request: object) -> dict[str, bool]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return {"task": False, "pool": threading.current_thread().name.startswith("pywatt")}
+        return {"task": True, "pool": False}
 
     code, out = serve_script(app, INIT_LINE + http_line("a", "/a") + http_line("s", "/s"))
     assert code == 0
     assert sorted((m["request_id"], m["status_code"], bytes(m["body"])) for m in out[1:]) == [
         ("a", 200, b'{"task":true}'),
-        ("s", 200, b'{"task":false}'),
+        ("s", 200, b'{"task":false,"pool":true}'),
     ]
 
 

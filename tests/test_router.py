@@ -24,6 +24,7 @@ from pywatt_proto import (
     RemoteProtocolError,
     Request,
     Response,
+    RouteDefinitionError,
     Router,
     api_error,
     api_response,
@@ -509,17 +510,17 @@ def test_auth_error_handler_by_type() -> None:
 def test_registration_errors() -> None:
     r = Router()
     r.add_route("/a", lambda q: None, ("GET",))
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(RouteDefinitionError):
         r.add_route("/a", lambda q: None, ("get",))
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(RouteDefinitionError):
         r.add_route("no-slash", lambda q: None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(RouteDefinitionError):
         r.add_route("/x/{id:bogus}", lambda q: None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(RouteDefinitionError):
         r.add_route("/x/{a}/{a}", lambda q: None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(RouteDefinitionError):
         r.add_route("/x/{a", lambda q: None)
-    with pytest.raises(LocalProtocolError):
+    with pytest.raises(RouteDefinitionError):
         r.add_route("/y", lambda q: None, ())
     r.add_route("/a", lambda q: None, ("POST",))  # same path, other method is fine
 
