@@ -22,7 +22,6 @@ import h11
 
 from pywatt_proto import (
     NEED_DATA,
-    REJECTED,
     ClientExchange,
     ClientResponse,
     HTTPClientError,
@@ -34,7 +33,9 @@ from pywatt_proto import (
 )
 from pywatt_proto._client_common import (
     ClientBase,
+    ClientCall,
     StaleConnection,
+    admit,
     connect_error,
     connect_timeout_error,
     lost_connection_error,
@@ -95,9 +96,11 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
     Timeouts (seconds): ``connect_timeout`` per connection attempt,
     ``read_timeout`` per wait for response bytes, ``timeout`` for the whole
     call including retries (None = unbounded). ``retry`` enables retries
-    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every attempt with
-    a :class:`~pywatt_proto.CircuitBreaker` (5xx answers and transport errors
-    count as failures).
+    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every call with
+    a :class:`~pywatt_proto.CircuitBreaker`: one outcome per call, recorded after
+    its retries (a final 5xx answer or error is a failure; spec/breaker.md §1.8).
+    A refused call raises :class:`~pywatt_proto.ClientCircuitOpenError` (an
+    ``HTTPClientError``), chained to the failure that opened the breaker.
     """
 
     def request(self, method: str, url: str) -> AsyncRequestBuilder:
@@ -125,13 +128,28 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
             ReadTimeout: the server did not answer in time.
             TotalTimeout: the whole call exceeded its timeout.
             HTTPProtocolError: the server broke HTTP/1.1 or the response is too large.
-            CircuitOpenError: the breaker refused the call.
+            ClientCircuitOpenError: the breaker refused the call (nothing was sent).
             LocalProtocolError: bad URL or header.
         """
         call = self._start(spec)
+        breaker = self.breaker
+        if breaker is None:
+            return await self._retrying(call)
+        ticket = admit(breaker, self._now(), call.url)
+        try:
+            response = await self._retrying(call)
+        except BaseException as exc:
+            breaker.record_exception(ticket, exc, self._now())
+            raise
+        record_response(breaker, ticket, response, self._now())
+        return response
+
+    async def _retrying(self, call: ClientCall) -> ClientResponse:
+        """Make ``call``'s attempts per the retry policy; return the last answer or
+        raise the last error."""
         while True:
             try:
-                response = await self._guarded(
+                response = await self._attempt(
                     call.method, call.url, call.headers, call.body, call.deadline
                 )
             except (HTTPClientError, OSError) as exc:
@@ -144,29 +162,6 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                     return response
             call.check_time_left(delay, self._now())
             await asyncio.sleep(delay)
-
-    async def _guarded(
-        self,
-        method: str,
-        url: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-        deadline: float | None,
-    ) -> ClientResponse:
-        breaker = self.breaker
-        if breaker is None:
-            return await self._attempt(method, url, headers, body, deadline)
-        loop = asyncio.get_running_loop()
-        ticket = breaker.acquire(loop.time())
-        if ticket == REJECTED:
-            raise breaker.refusal(loop.time())
-        try:
-            response = await self._attempt(method, url, headers, body, deadline)
-        except BaseException as exc:
-            breaker.record_exception(ticket, exc, loop.time())
-            raise
-        record_response(breaker, ticket, response.status, loop.time())
-        return response
 
     async def _attempt(
         self,

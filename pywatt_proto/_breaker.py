@@ -53,6 +53,12 @@ from collections.abc import Callable, Iterable
 from ._errors import LocalProtocolError
 from ._records import record
 
+TYPE_CHECKING = False  # no typing import at run time; mypy reads True
+if TYPE_CHECKING:
+    from typing import TypeVar
+
+    _E = TypeVar("_E", bound=BaseException)
+
 __all__ = [
     "BreakerCounters",
     "BreakerInput",
@@ -182,15 +188,17 @@ class CircuitOpenError(Exception):
     remaining: float
 
     def __init__(self, *, name: str | None, state: BreakerState, remaining: float) -> None:
-        label = f"circuit breaker {name!r}" if name else "circuit breaker"
-        if state is BreakerState.OPEN:
-            msg = f"{label} is open; retry in {remaining:.3f}s"
-        else:
-            msg = f"{label} is half-open and all trial calls are in flight"
-        super().__init__(msg)
+        super().__init__(_refusal_message(name, state, remaining))
         self.name = name
         self.state = state
         self.remaining = remaining
+
+
+def _refusal_message(name: str | None, state: BreakerState, remaining: float) -> str:
+    label = f"circuit breaker {name!r}" if name else "circuit breaker"
+    if state is BreakerState.OPEN:
+        return f"{label} is open; retry in {remaining:.3f}s"
+    return f"{label} is half-open and all trial calls are in flight"
 
 
 Listener = Callable[[BreakerTransition], None]
@@ -238,6 +246,7 @@ class CircuitBreaker:
         "_state",
         "_success_threshold",
         "_successes",
+        "_trip_cause",
     )
 
     def __init__(
@@ -282,6 +291,7 @@ class CircuitBreaker:
         self._rejected = 0
         self._opened = 0
         self._stale = 0
+        self._trip_cause: BaseException | None = None
 
     # ------------------------------------------------------------------ views
 
@@ -377,11 +387,29 @@ class CircuitBreaker:
             return max(0.0, self._opened_at + self._reset_timeout - now)
         return 0.0
 
+    @property
+    def trip_cause(self) -> BaseException | None:
+        """The failure that last opened the breaker (the exception a call raised, or the
+        one a driver built for a failed answer), while it is OPEN or HALF_OPEN; None when
+        CLOSED, after :meth:`force_open`, or when the failure was reported without one."""
+        return self._trip_cause
+
     def refusal(self, now: float) -> CircuitOpenError:
         """Return the :class:`CircuitOpenError` a driver raises after :meth:`acquire`
         returned :data:`REJECTED`: this breaker's name and state, and
-        :meth:`retry_after` at ``now``. Changes nothing."""
-        return CircuitOpenError(name=self.name, state=self.state, remaining=self.retry_after(now))
+        :meth:`retry_after` at ``now``, chained (``__cause__``) to :attr:`trip_cause`,
+        so the error says what went wrong behind the open circuit. Changes nothing."""
+        err = CircuitOpenError(name=self.name, state=self.state, remaining=self.retry_after(now))
+        return self.chain(err)
+
+    def chain(self, err: _E) -> _E:
+        """Return ``err`` with ``__cause__`` set to :attr:`trip_cause` (as ``raise err
+        from cause`` would). Changes nothing else."""
+        cause = self._trip_cause
+        if cause is not None and cause is not err:
+            err.__cause__ = cause
+            err.__suppress_context__ = True
+        return err
 
     # -------------------------------------------------------------- admission
 
@@ -430,8 +458,10 @@ class CircuitBreaker:
             return
         self._on_success(ticket, now)
 
-    def record_failure(self, ticket: int, now: float) -> None:
-        """Report that the call admitted with ``ticket`` failed.
+    def record_failure(self, ticket: int, now: float, cause: BaseException | None = None) -> None:
+        """Report that the call admitted with ``ticket`` failed (``cause``: what it raised
+        or an error describing the failed answer; kept as :attr:`trip_cause` if this
+        failure opens the breaker -- one reference, released when the breaker closes).
 
         In CLOSED this counts a consecutive failure and opens the breaker at
         ``failure_threshold`` (``opened_at = now``); in HALF_OPEN it re-opens the
@@ -444,11 +474,13 @@ class CircuitBreaker:
         if self._state is BreakerState.CLOSED:
             self._consecutive_failures += 1
             if self._consecutive_failures >= self._failure_threshold:
+                self._trip_cause = cause
                 self._transition(BreakerInput.TRIP, now)
             else:
                 self._check(BreakerInput.FAILURE)
         else:  # HALF_OPEN: the only other state that admits calls
             self._half_open_in_flight -= 1
+            self._trip_cause = cause
             self._transition(BreakerInput.TRIP, now)
 
     def record_outcome(self, ticket: int, exc: BaseException | None, now: float) -> None:
@@ -485,7 +517,7 @@ class CircuitBreaker:
             else:
                 self._on_success(ticket, now)
             return False
-        self.record_failure(ticket, now)
+        self.record_failure(ticket, now, exc)
         return True
 
     def record_cancelled(self, ticket: int) -> None:
@@ -515,6 +547,7 @@ class CircuitBreaker:
 
     def force_open(self, now: float) -> None:
         """Open the breaker now (``opened_at = now``), whatever its state."""
+        self._trip_cause = None
         self._transition(BreakerInput.FORCE_OPEN, now)
 
     def reset(self, now: float) -> None:
@@ -542,6 +575,8 @@ class CircuitBreaker:
         if new is BreakerState.OPEN:
             self._opened_at = now
             self._opened += 1
+        elif new is BreakerState.CLOSED:
+            self._trip_cause = None
         if not self._listeners:
             return
         change = BreakerTransition(

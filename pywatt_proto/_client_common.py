@@ -20,9 +20,10 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ._breaker import CircuitBreaker
+from ._breaker import REJECTED, CircuitBreaker
 from ._http import (
     DEFAULT_MAX_RESPONSE_BYTES,
+    ClientCircuitOpenError,
     ClientExchange,
     ClientResponse,
     ConnectError,
@@ -30,6 +31,7 @@ from ._http import (
     ConnectTimeout,
     HTTPClientError,
     HTTPProtocolError,
+    HTTPStatusError,
     HTTPTimeoutError,
     Origin,
     ReadTimeout,
@@ -47,6 +49,7 @@ __all__ = [
     "ClientBase",
     "ClientCall",
     "StaleConnection",
+    "admit",
     "connect_error",
     "connect_timeout_error",
     "lost_connection_error",
@@ -172,10 +175,41 @@ def lost_connection_error(exchange: ClientExchange, url: str, exc: OSError) -> E
     return HTTPProtocolError(f"connection lost: {exc}", url=url)
 
 
-def record_response(breaker: CircuitBreaker, ticket: int, status: int, now: float) -> None:
-    """Tell ``breaker`` how an admitted call ended: a 5xx answer is a failure."""
-    if status >= 500:
-        breaker.record_failure(ticket, now)
+# Breaker accounting: ONE outcome per client call, not per attempt. A call is admitted
+# once (before its first attempt) and its outcome recorded once, after the retry policy
+# has finished with it: the answer it returns (5xx = failure) or the error it raises.
+# A call that needed three attempts and then succeeded is one success; a call whose four
+# attempts all timed out is one failure. pybreaker counts whatever function it wraps:
+# wrapped around a retrying call it counts the same way; wrapped around each attempt it
+# would count attempts, and one unlucky call with retries would open a small-threshold
+# breaker on its own (spec/breaker.md §1.8).
+
+
+def admit(breaker: CircuitBreaker, now: float, url: str) -> int:
+    """Admit one client call; return its ticket for :func:`record_response` /
+    ``breaker.record_exception``.
+
+    Raises:
+        ClientCircuitOpenError: the breaker refused the call (nothing is sent); its
+            ``__cause__`` is the failure that opened the breaker, when known.
+    """
+    ticket = breaker.acquire(now)
+    if ticket == REJECTED:
+        err = ClientCircuitOpenError(
+            name=breaker.name, state=breaker.state, remaining=breaker.retry_after(now), url=url
+        )
+        raise breaker.chain(err)
+    return ticket
+
+
+def record_response(
+    breaker: CircuitBreaker, ticket: int, response: ClientResponse, now: float
+) -> None:
+    """Tell ``breaker`` how an admitted call ended: a 5xx answer is a failure (with an
+    :class:`HTTPStatusError` for it as the cause), anything else a success."""
+    if response.status >= 500:
+        cause = HTTPStatusError(f"HTTP {response.status} for {response.url}", response=response)
+        breaker.record_failure(ticket, now, cause)
     else:
         breaker.record_success(ticket, now)
 

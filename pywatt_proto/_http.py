@@ -46,6 +46,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import h11
 
+from ._breaker import BreakerState, CircuitOpenError
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import END_OF_INPUT, NEED_DATA, EndOfInput, NeedData
 from ._router import Headers, Request, Response, api_error, reason_phrase
@@ -67,6 +68,7 @@ __all__ = [
     "ConnectTimeout",
     "ConnectionPool",
     "QueryParamsArg",
+    "ClientCircuitOpenError",
     "HTTPClientError",
     "HTTPProtocolError",
     "HTTPStatusError",
@@ -613,6 +615,23 @@ class HTTPProtocolError(HTTPClientError, RemoteProtocolError):
 
     def __init__(self, message: str, *, url: str | None = None) -> None:
         RemoteProtocolError.__init__(self, message, error_status_hint=502)
+        self.url = url
+
+
+class ClientCircuitOpenError(CircuitOpenError, HTTPClientError):
+    """The client's breaker refused the call; nothing was sent.
+
+    Both a :class:`~pywatt_proto.CircuitOpenError` (``name``, ``state``,
+    ``remaining``) and an :class:`HTTPClientError` (``url``), so ``except
+    HTTPClientError`` covers it. ``__cause__`` is the failure that opened the
+    breaker (a ``ReadTimeout``, a ``ConnectError``, or an :class:`HTTPStatusError`
+    for a 5xx answer), when it is known.
+    """
+
+    def __init__(
+        self, *, name: str | None, state: BreakerState, remaining: float, url: str | None
+    ) -> None:
+        CircuitOpenError.__init__(self, name=name, state=state, remaining=remaining)
         self.url = url
 
 

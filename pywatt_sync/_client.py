@@ -25,7 +25,6 @@ import h11
 
 from pywatt_proto import (
     NEED_DATA,
-    REJECTED,
     ClientExchange,
     ClientResponse,
     HTTPClientError,
@@ -38,7 +37,9 @@ from pywatt_proto import (
 )
 from pywatt_proto._client_common import (
     ClientBase,
+    ClientCall,
     StaleConnection,
+    admit,
     connect_error,
     connect_timeout_error,
     lost_connection_error,
@@ -95,9 +96,11 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
     Timeouts (seconds): ``connect_timeout`` per connection attempt,
     ``read_timeout`` per wait for response bytes, ``timeout`` for the whole
     call including retries (None = unbounded). ``retry`` enables retries
-    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every attempt with
-    a :class:`~pywatt_proto.CircuitBreaker` (5xx answers and transport errors
-    count as failures).
+    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every call with
+    a :class:`~pywatt_proto.CircuitBreaker`: one outcome per call, recorded after
+    its retries (a final 5xx answer or error is a failure; spec/breaker.md §1.8).
+    A refused call raises :class:`~pywatt_proto.ClientCircuitOpenError` (an
+    ``HTTPClientError``), chained to the failure that opened the breaker.
     """
 
     def _init_driver(self) -> None:
@@ -128,13 +131,31 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
             ReadTimeout: the server did not answer in time.
             TotalTimeout: the whole call exceeded its timeout.
             HTTPProtocolError: the server broke HTTP/1.1 or the response is too large.
-            CircuitOpenError: the breaker refused the call.
+            ClientCircuitOpenError: the breaker refused the call (nothing was sent).
             LocalProtocolError: bad URL or header.
         """
         call = self._start(spec)
+        breaker = self.breaker
+        if breaker is None:
+            return self._retrying(call)
+        with self._lock:  # the pure breaker is not thread-safe by itself
+            ticket = admit(breaker, time.monotonic(), call.url)
+        try:
+            response = self._retrying(call)
+        except BaseException as exc:
+            with self._lock:
+                breaker.record_exception(ticket, exc, time.monotonic())
+            raise
+        with self._lock:
+            record_response(breaker, ticket, response, time.monotonic())
+        return response
+
+    def _retrying(self, call: ClientCall) -> ClientResponse:
+        """Make ``call``'s attempts per the retry policy; return the last answer or
+        raise the last error."""
         while True:
             try:
-                response = self._guarded(
+                response = self._attempt(
                     call.method, call.url, call.headers, call.body, call.deadline
                 )
             except (HTTPClientError, OSError) as exc:
@@ -147,32 +168,6 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                     return response
             call.check_time_left(delay, time.monotonic())
             time.sleep(delay)
-
-    def _guarded(
-        self,
-        method: str,
-        url: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-        deadline: float | None,
-    ) -> ClientResponse:
-        breaker = self.breaker
-        if breaker is None:
-            return self._attempt(method, url, headers, body, deadline)
-        now = time.monotonic
-        with self._lock:  # the pure breaker is not thread-safe by itself
-            ticket = breaker.acquire(now())
-            if ticket == REJECTED:
-                raise breaker.refusal(now())
-        try:
-            response = self._attempt(method, url, headers, body, deadline)
-        except BaseException as exc:
-            with self._lock:
-                breaker.record_exception(ticket, exc, now())
-            raise
-        with self._lock:
-            record_response(breaker, ticket, response.status, now())
-        return response
 
     def _attempt(
         self,

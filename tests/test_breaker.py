@@ -535,3 +535,61 @@ def test_sync_guard_is_one_use_at_a_time() -> None:
     with g, pytest.raises(RuntimeError):
         g.__enter__()
     assert b.core.counters.successes == 1 and repr(b).startswith("Breaker(")
+
+
+def test_refusal_chains_the_failure_that_opened_the_breaker() -> None:
+    cb = CircuitBreaker(failure_threshold=2, reset_timeout=10.0)
+    first, second = Boom("first"), Boom("second")
+    cb.record_exception(cb.acquire(0.0), first, 0.0)
+    assert cb.trip_cause is None  # not open yet
+    cb.record_exception(cb.acquire(1.0), second, 1.0)
+    assert cb.state is O and cb.trip_cause is second
+    refusal = cb.refusal(2.0)
+    assert refusal.__cause__ is second and refusal.__suppress_context__
+    # a failed trial re-opens it with the trial's cause; plain record_failure has none
+    trial = cb.acquire(11.0)
+    third = Boom("third")
+    cb.record_exception(trial, third, 11.0)
+    assert cb.refusal(12.0).__cause__ is third
+    cb.record_failure(cb.acquire(21.0), 21.0)
+    assert cb.trip_cause is None and cb.refusal(22.0).__cause__ is None
+    # closing releases the reference; force_open has no cause
+    cb.reset(30.0)
+    assert cb.trip_cause is None
+    cb.record_exception(cb.acquire(30.0), first, 30.0)
+    cb.force_open(31.0)
+    assert cb.refusal(31.0).__cause__ is None
+
+
+def test_wrappers_raise_refusals_chained_to_the_cause() -> None:
+    clock = FakeClock()
+    breaker = pywatt_sync.Breaker(CircuitBreaker(failure_threshold=1), clock=clock.now)
+    original = Boom("db down")
+
+    def failing() -> None:
+        raise original
+
+    with pytest.raises(Boom):
+        breaker.call(failing)
+    with pytest.raises(CircuitOpenError) as info:
+        breaker.call(lambda: None)
+    assert info.value.__cause__ is original
+
+    abreaker = pywatt_asyncio.Breaker(CircuitBreaker(failure_threshold=1), clock=clock.now)
+
+    async def afailing() -> None:
+        raise original
+
+    async def ok() -> None:
+        return None
+
+    async def scenario() -> BaseException | None:
+        with contextlib.suppress(Boom):
+            await abreaker.call(afailing)
+        try:
+            await abreaker.call(ok)
+        except CircuitOpenError as exc:
+            return exc.__cause__
+        return None
+
+    assert asyncio.run(scenario()) is original

@@ -23,8 +23,10 @@ from pywatt_proto import (
     BreakerState,
     CircuitBreaker,
     CircuitOpenError,
+    ClientCircuitOpenError,
     ClientResponse,
     ConnectError,
+    HTTPClientError,
     HTTPProtocolError,
     HTTPStatusError,
     ReadTimeout,
@@ -395,6 +397,72 @@ def test_circuit_breaker_opens(make: Callable[..., Facade], flaky: Flaky) -> Non
         c.send(lambda cl: cl.get("/hello"))
     assert info.value.name == "flaky" and info.value.remaining > 0
     assert flaky.calls["GET /flaky/5"] == 2
+
+
+def test_breaker_counts_one_outcome_per_call_not_per_attempt(
+    make: Callable[..., Facade], flaky: Flaky
+) -> None:
+    # Issue 14.6: one call with 4 attempts used to open a threshold-3 breaker by itself.
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=30.0)
+    policy = RetryPolicy(backoff=Backoff(base=0.001, cap=0.002, max_attempts=4))
+    c = make(base_url=flaky.url, breaker=breaker, retry=policy)
+    assert c.send(lambda cl: cl.get("/flaky/3")).status == 200  # 3 x 503, then 200
+    assert flaky.calls["GET /flaky/3"] == 4
+    counters = breaker.counters
+    assert (counters.calls, counters.successes, counters.failures) == (1, 1, 0)
+    assert breaker.state is BreakerState.CLOSED
+
+    assert c.send(lambda cl: cl.get("/flaky/100")).status == 503  # 4 attempts, all 503
+    assert flaky.calls["GET /flaky/100"] == 4
+    assert (breaker.counters.failures, breaker.counters.consecutive_failures) == (1, 1)
+    assert breaker.state is BreakerState.CLOSED
+    c.send(lambda cl: cl.get("/flaky/100"))
+    c.send(lambda cl: cl.get("/flaky/100"))
+    assert breaker.state is BreakerState.OPEN  # the third failed CALL opens it
+    assert flaky.calls["GET /flaky/100"] == 12
+
+
+def test_client_counts_calls_as_pybreaker_counts_a_wrapped_retrying_call(flaky: Flaky) -> None:
+    pybreaker = pytest.importorskip("pybreaker")
+    policy = RetryPolicy(backoff=Backoff(base=0.001, cap=0.002, max_attempts=4))
+    plain = pywatt_sync.Client(base_url=flaky.url, retry=policy)
+    theirs = pybreaker.CircuitBreaker(fail_max=3)
+
+    def call() -> None:  # one retrying call; a 5xx answer is a failure
+        plain.get("/flaky/100").send().raise_for_status()
+
+    with pytest.raises(HTTPStatusError):
+        theirs.call(call)
+    ours = CircuitBreaker(failure_threshold=3)
+    with pywatt_sync.Client(base_url=flaky.url, retry=policy, breaker=ours) as client:
+        assert client.get("/flaky/100").send().status == 503
+    plain.close()
+    assert flaky.calls["GET /flaky/100"] == 8  # 4 attempts each
+    assert theirs.fail_counter == ours.counters.consecutive_failures == 1
+
+
+def test_circuit_open_error_is_a_client_error_with_the_cause(
+    make: Callable[..., Facade], flaky: Flaky
+) -> None:
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0, name="flaky")
+    c = make(base_url=flaky.url, breaker=breaker)
+    assert c.send(lambda cl: cl.get("/flaky/5")).status == 503
+    with pytest.raises(HTTPClientError) as info:  # `except HTTPClientError` catches it
+        c.send(lambda cl: cl.get("/hello"))
+    err = info.value
+    assert isinstance(err, CircuitOpenError) and isinstance(err, ClientCircuitOpenError)
+    assert err.url == flaky.url + "/hello"
+    cause = err.__cause__
+    assert isinstance(cause, HTTPStatusError) and cause.response.status == 503
+    assert cause.url == flaky.url + "/flaky/5"
+
+    breaker2 = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
+    c2 = make(base_url=flaky.url, breaker=breaker2, read_timeout=0.05)
+    with pytest.raises(ReadTimeout) as timed_out:
+        c2.send(lambda cl: cl.get("/slow"))
+    with pytest.raises(CircuitOpenError) as refused:
+        c2.send(lambda cl: cl.get("/hello"))
+    assert refused.value.__cause__ is timed_out.value  # the ReadTimeout behind it
 
 
 def test_relative_url_without_base_is_refused(make: Callable[..., Facade]) -> None:
