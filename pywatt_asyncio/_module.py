@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._messages import Endpoint, PortResponse
+from pywatt_proto._messages import Endpoint, PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -66,8 +66,9 @@ from ._stdio import PipeLink, guard_stdout
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
     from concurrent.futures import ThreadPoolExecutor
 
+    from pywatt_proto._calls import RoutedMessage
     from pywatt_proto._channel import ChannelEvent
-    from pywatt_proto._messages import Init
+    from pywatt_proto._messages import Init, ServiceProviderInfo, ServiceType
 
     from ._channel import AsyncChannel
     from ._ports import PortNegotiation, PortResult
@@ -93,6 +94,7 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: A request waiting for a handler slot: from stdio, or from a framed channel.
 _Pending: TypeAlias = "RequestReceived | tuple[AsyncChannel, RequestReceived]"
 RotationCallback = Callable[[tuple[str, ...]], Any]
+RoutedHandler = Callable[["RoutedMessage"], Any]
 StartupHook = Callable[[], Awaitable[Any]]
 
 
@@ -155,6 +157,7 @@ class Module(RouteDecorators):
         self._listen = listen
         self._rotation_callbacks: list[RotationCallback] = []
         self._startup_hooks: list[StartupHook] = []
+        self._routed_handlers: list[RoutedHandler] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -167,6 +170,8 @@ class Module(RouteDecorators):
         self._waiting: deque[_Pending] = deque()  # bounded by the cores' max_in_flight
         self._channels: list[AsyncChannel] = []
         self._secret_waiters: dict[str, list[asyncio.Future[str]]] = {}
+        # Module calls by call id, registry requests by token (pywatt_proto._calls).
+        self._call_waiters: dict[object, asyncio.Future[Any]] = {}
         self._port_listeners: list[Callable[[PortResponse], None]] = []
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -188,6 +193,16 @@ class Module(RouteDecorators):
         (with the exception's message) when one raises.
         """
         self._rotation_callbacks.append(fn)
+        return fn
+
+    def on_routed_message(self, fn: _F) -> _F:
+        """Register ``fn(message)`` (sync or async) for one-way ``routed_module_message``s
+        (spec/modules.md section 6). ``message`` is a ``RoutedMessage`` with
+        ``source_module_id``, ``request_id`` and the decoded ``value``; the return value is
+        ignored and an exception is logged. Calls made with ``call_module`` are served by
+        ordinary routes (``@app.post``), not by these handlers.
+        """
+        self._routed_handlers.append(fn)
         return fn
 
     def on_startup(self, fn: _F) -> _F:
@@ -274,6 +289,139 @@ class Module(RouteDecorators):
         self._flush()
         self._arm_timer()
         return await fut
+
+    async def call_module(
+        self, module_id: str, endpoint: str, payload: object = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call ``endpoint`` of module ``module_id`` through the orchestrator; return the
+        decoded reply (a JSON value, or bytes for a non-JSON answer). spec/modules.md.
+
+        ``payload``: a JSON value, or bytes (sent raw). ``timeout``: seconds (default 30).
+        Many calls may be in flight at once; cancelling the awaiting task forgets the call.
+
+        Raises (all ``CallError``): ``UnknownModuleError``, ``UnknownEndpointError``,
+        ``TargetFailedError`` (``.status``), ``CallDeadlineError``, ``CallRejectedError``;
+        ``LocalProtocolError`` for bad arguments, ``RuntimeError`` when not serving.
+        """
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            raise RuntimeError("Module.call_module() needs a running module")
+        rid = conn.start_call(module_id, endpoint, payload, loop.time(), timeout=timeout)
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._call_waiters[rid] = fut
+        self._flush()
+        self._arm_timer()
+        try:
+            return await fut
+        finally:
+            if self._call_waiters.pop(rid, None) is not None and self._conn is conn:
+                conn.cancel_call(rid)  # cancelled: a late answer is dropped
+
+    async def register_service_provider(
+        self,
+        service_type: ServiceType,
+        name: str,
+        address: str,
+        *,
+        version: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Register a provider of ``service_type`` with the orchestrator; return its
+        ``provider_id`` (spec/modules.md section 7).
+
+        Raises ``ServiceRegistryError`` (refused, or no answer in 30 s), ``LocalProtocolError``
+        for invalid fields, ``RuntimeError`` when not serving.
+        """
+        from pywatt_proto._messages import RegisterServiceProvider
+
+        msg = RegisterServiceProvider(
+            service_type=service_type,
+            name=name,
+            version=version,
+            address=address,
+            metadata=metadata,
+        )
+        result = await self._registry_request(msg)
+        assert isinstance(result, str)
+        return result
+
+    async def discover_service_providers(
+        self, service_type: ServiceType, *, all_providers: bool = False
+    ) -> tuple[ServiceProviderInfo, ...]:
+        """Return the providers of ``service_type`` the orchestrator knows: the preferred
+        healthy one (empty if none), or all of them with ``all_providers``.
+
+        Raises ``ServiceRegistryError``, ``RuntimeError`` as ``register_service_provider``.
+        """
+        from pywatt_proto._messages import DiscoverServiceProviders
+
+        msg = DiscoverServiceProviders(service_type=service_type, all_providers=all_providers)
+        result = await self._registry_request(msg)
+        assert isinstance(result, tuple)
+        return result
+
+    async def _registry_request(self, msg: Any) -> object:
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            raise RuntimeError("the service registry needs a running module")
+        token = ("registry", conn.start_service_request(msg, loop.time()))
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._call_waiters[token] = fut
+        self._flush()
+        self._arm_timer()
+        try:
+            return await fut
+        finally:
+            self._call_waiters.pop(token, None)
+
+    def _call_event(self, event: object) -> bool:
+        """Resolve the waiter of a module-call / registry event; False if not one of those."""
+        from pywatt_proto._calls import (
+            CallFailed,
+            CallReplied,
+            ServiceAnswered,
+            ServiceFailed,
+            service_result,
+        )
+
+        t = type(event)
+        if t is CallReplied or t is CallFailed:
+            assert isinstance(event, CallReplied | CallFailed)
+            fut = self._call_waiters.pop(event.request_id, None)
+            if fut is not None and not fut.done():
+                if isinstance(event, CallReplied):
+                    fut.set_result(event.value)
+                else:
+                    fut.set_exception(event.error)
+            return True
+        if t is ServiceAnswered or t is ServiceFailed:
+            assert isinstance(event, ServiceAnswered | ServiceFailed)
+            fut = self._call_waiters.pop(("registry", event.token), None)
+            if fut is not None and not fut.done():
+                try:
+                    fut.set_result(service_result(event))
+                except Exception as exc:
+                    fut.set_exception(exc)
+            return True
+        return False
+
+    async def _routed(self, msg: RoutedModuleMessage) -> None:
+        from pywatt_proto._calls import routed_message
+
+        try:
+            message = routed_message(
+                msg.source_module_id, str(msg.original_request_id), msg.payload
+            )
+        except ProtocolError as exc:
+            _log.warning("routed message from %s dropped: %s", msg.source_module_id, exc)
+            return
+        for fn in list(self._routed_handlers):
+            try:
+                result = fn(message)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                _log.exception("routed message handler %s failed", _name(fn))
 
     def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
         """Call ``fn`` with every ``port_response``; return a function removing it."""
@@ -521,13 +669,19 @@ class Module(RouteDecorators):
         elif t is Announced:
             self._ready.set()
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))  # type: ignore[union-attr]
+        elif t is RoutedModuleMessage:
+            assert isinstance(event, RoutedModuleMessage)
+            if self._routed_handlers:
+                self._spawn(self._routed(event))
+            else:
+                _log.info("routed message from %s dropped (no handler)", event.source_module_id)
         elif t is InitReceived:
             _log.debug("init received")
             assert isinstance(event, InitReceived)
             init = event.init
             if init.tcp_channel is not None or init.ipc_channel is not None:
                 self._spawn(self._open_channels(event))
-        else:
+        elif not self._call_event(event):
             _log.debug("ignored message %s", t.__name__)
 
     def _start(self, item: _Pending) -> None:
@@ -802,3 +956,9 @@ class Module(RouteDecorators):
             for fut in futs:
                 if not fut.done():
                     fut.set_exception(SecretUnavailable("module stopped"))
+        if self._call_waiters:
+            from pywatt_proto._calls import CallRejectedError
+
+            for fut in self._call_waiters.values():
+                if not fut.done():
+                    fut.set_exception(CallRejectedError("module stopped"))

@@ -20,7 +20,7 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import HttpResponse, Init, TcpListen
@@ -32,11 +32,15 @@ from pywatt_proto._orchestrator import (
     AnnounceReceived,
     AnnounceTimedOut,
     BadModuleLine,
+    CallAbandoned,
+    CallRequested,
     ModuleUnresponsive,
     OrchestratorConnection,
     OrchestratorEvent,
     OrchestratorState,
     PortRequested,
+    ProviderDiscoveryRequested,
+    ProviderRegistrationRequested,
     RequestFailed,
     ResponseReceived,
     RotationAcknowledged,
@@ -79,6 +83,37 @@ def _synth(request_id: str, status: int, message: str) -> HttpResponse:
     )
 
 
+class CallRouter(Protocol):
+    """What a host plugs into ``ModuleProcess.network`` to route module calls."""
+
+    def on_event(self, source: ModuleProcess, event: OrchestratorEvent) -> None:
+        """Act on a call or registry event read from ``source``."""
+
+
+_CALL_EVENTS: Final = frozenset(
+    {CallRequested, CallAbandoned, ProviderRegistrationRequested, ProviderDiscoveryRequested}
+)
+
+
+def _refuse_call_event(conn: OrchestratorConnection, event: OrchestratorEvent) -> None:
+    """Answer a call / registry request when no host routes them (a lone ModuleProcess)."""
+    from pywatt_proto._messages import (
+        DiscoverServiceProvidersResponse,
+        RegisterServiceProviderResponse,
+    )
+
+    if isinstance(event, CallRequested):
+        conn.fail_call(event.request_id, "unknown_module", "this orchestrator routes no calls")
+    elif isinstance(event, ProviderRegistrationRequested):
+        conn.answer_service(
+            RegisterServiceProviderResponse(success=False, provider_id=None, error="no registry")
+        )
+    elif isinstance(event, ProviderDiscoveryRequested):
+        conn.answer_service(
+            DiscoverServiceProvidersResponse(success=False, providers=(), error="no registry")
+        )
+
+
 def allocate_port(specific: int | None, host: str = "127.0.0.1") -> int:
     """Return a free TCP port (``specific`` if it is free, else any). Raises ``OSError``."""
     for candidate in ([specific] if specific else []) + [0]:
@@ -110,6 +145,7 @@ class ModuleProcess:
         port_policy: PortPolicy = PortPolicy(),
     ) -> None:
         self._argv = list(argv)
+        self.module_id = module_id
         self._env = dict(env) if env is not None else None
         self._port_policy = port_policy
         init = Init(
@@ -128,7 +164,9 @@ class ModuleProcess:
             max_in_flight=MAX_PENDING_HTTP,
         )
         self._proc: asyncio.subprocess.Process | None = None
-        self._waiters: dict[str, asyncio.Future[HttpResponse]] = {}
+        self._waiters: dict[str, asyncio.Future[HttpResponse | RequestFailed]] = {}
+        #: The host's call router (``pywatt_asyncio._network.ModuleNetwork``), if any.
+        self.network: CallRouter | None = None
         self._slots = asyncio.Semaphore(MAX_PENDING_HTTP)
         self._announced: asyncio.Future[None] | None = None
         self._exited = asyncio.Event()
@@ -196,7 +234,7 @@ class ModuleProcess:
             )
         for rid, fut in list(self._waiters.items()):
             if not fut.done():
-                fut.set_result(_synth(rid, 502, "module exited"))
+                fut.set_result(RequestFailed(request_id=rid, status=502, reason="module exited"))
         self._waiters.clear()
         if self._timer is not None:
             self._timer.cancel()
@@ -223,7 +261,7 @@ class ModuleProcess:
             assert isinstance(event, RequestFailed)
             fut = self._waiters.pop(event.request_id, None)
             if fut is not None and not fut.done():
-                fut.set_result(_synth(event.request_id, event.status, event.reason))
+                fut.set_result(event)
             if event.status == 504:
                 _log.warning("request %s: %s (504)", event.request_id, event.reason)
         elif t is AnnounceReceived:
@@ -257,6 +295,11 @@ class ModuleProcess:
         elif t is BadModuleLine:
             assert isinstance(event, BadModuleLine)
             _log.warning("bad line from module: %s", event.error)
+        elif t in _CALL_EVENTS:
+            if self.network is not None:
+                self.network.on_event(self, event)
+            else:
+                _refuse_call_event(self.conn, event)
         else:
             _log.info("module sent %s (not handled by the dev orchestrator)", t.__name__)
 
@@ -295,6 +338,17 @@ class ModuleProcess:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # reader sees EOF
             proc.stdin.write(data)
 
+    def flush(self) -> None:
+        """Write what the connection queued (e.g. after ``conn.answer_call``) and re-arm its
+        timer."""
+        self._flush()
+        self._arm_timer()
+
+    @property
+    def running(self) -> bool:
+        """True while the module is announced and its process has not exited."""
+        return self.conn.state is OrchestratorState.RUNNING and not self._exited.is_set()
+
     def _arm_timer(self) -> None:
         when = self.conn.get_timer()
         if when is None or (self._timer_at is not None and self._timer_at <= when):
@@ -316,12 +370,24 @@ class ModuleProcess:
         self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
     ) -> HttpResponse:
         """Forward one request; return the module's response or a synthesized 502/504/503."""
+        outcome = await self.exchange(method, uri, headers, body)
+        if isinstance(outcome, RequestFailed):
+            return _synth(outcome.request_id, outcome.status, outcome.reason)
+        return outcome
+
+    async def exchange(
+        self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
+    ) -> HttpResponse | RequestFailed:
+        """Forward one request; return the module's response, or why there is none
+        (``RequestFailed``: 502 module gone or not running, 503 not started, 504 deadline).
+        Cancelling the caller forgets the request (a late answer is dropped)."""
         async with self._slots:
             if self.conn.state is not OrchestratorState.RUNNING:
-                return _synth("", 502 if self._exited.is_set() else 503, "module is not running")
+                status = 502 if self._exited.is_set() else 503
+                return RequestFailed(request_id="", status=status, reason="module is not running")
             loop = asyncio.get_running_loop()
             rid = self.conn.send_request(method, uri, headers, body, loop.time())
-            fut: asyncio.Future[HttpResponse] = loop.create_future()
+            fut: asyncio.Future[HttpResponse | RequestFailed] = loop.create_future()
             self._waiters[rid] = fut
             self._flush()
             self._arm_timer()

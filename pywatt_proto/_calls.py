@@ -92,6 +92,7 @@ __all__ = [
     "error_answer",
     "reply_from_http",
     "routed_message",
+    "service_result",
 ]
 
 # ---------------------------------------------------------------------------
@@ -885,3 +886,27 @@ def _with_health(rec: ServiceProviderInfo, ok: bool) -> ServiceProviderInfo:
     from ._records import replace
 
     return replace(rec, is_healthy=ok)
+
+
+# ---------------------------------------------------------------------------
+# Driver helpers (both drivers turn events into results the same way)
+# ---------------------------------------------------------------------------
+
+
+def service_result(event: ServiceAnswered | ServiceFailed) -> str | tuple[ServiceProviderInfo, ...]:
+    """Return what ``register_service_provider`` (the provider id) or
+    ``discover_service_providers`` (the provider records) give their caller.
+
+    Raises ``ServiceRegistryError`` for a failed event, ``"success":false``, or a successful
+    registration without a provider id.
+    """
+    if isinstance(event, ServiceFailed):
+        raise ServiceRegistryError(event.reason)
+    resp = event.response
+    if not resp.success:
+        raise ServiceRegistryError(resp.error or "the orchestrator refused the request")
+    if isinstance(resp, RegisterServiceProviderResponse):
+        if resp.provider_id is None:
+            raise ServiceRegistryError("no provider id returned")
+        return resp.provider_id
+    return resp.providers

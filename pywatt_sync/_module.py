@@ -96,7 +96,7 @@ from functools import partial
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._lazylog import LazyLogger, basic_config
-from pywatt_proto._messages import Endpoint, Init, PortResponse
+from pywatt_proto._messages import Endpoint, Init, PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -123,9 +123,12 @@ from ._stdio import READ_CHUNK, BlockingWriter, guard_stdout
 
 TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
 if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or open a channel
+    from concurrent.futures import Future
     from typing import Any, Final, TypeVar
 
+    from pywatt_proto._calls import RoutedMessage
     from pywatt_proto._channel import ChannelEvent
+    from pywatt_proto._messages import ServiceProviderInfo, ServiceType
 
     from ._channel import SyncChannel
     from ._ports import PortNegotiation, PortResult
@@ -133,6 +136,7 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
     _F = TypeVar("_F", bound=Callable[..., Any])
     RotationCallback = Callable[[tuple[str, ...]], Any]
     StartupHook = Callable[[], Any]
+    RoutedHandler = Callable[[RoutedMessage], Any]
     _Job = Callable[[], None]
 
 __all__ = ["DEFAULT_MAX_OUTPUT_BACKLOG", "DEFAULT_MAX_QUEUED", "DEFAULT_MAX_WORKERS", "Module"]
@@ -274,6 +278,7 @@ class Module(RouteDecorators):
         self._rotation_callbacks: list[RotationCallback] = []
         self._startup_hooks: list[StartupHook] = []
         self._port_listeners: list[Callable[[PortResponse], None]] = []
+        self._routed_handlers: list[RoutedHandler] = []
         self._negotiation: PortNegotiation | None = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # the monitor waits here
@@ -312,6 +317,8 @@ class Module(RouteDecorators):
         self._pops = 0
         self._flushes = 0
         self._secret_waits: dict[str, list[_SecretWait]] = {}
+        # Module calls by call id, registry requests by ("registry", token); _lock.
+        self._call_waiters: dict[object, Future[Any]] = {}
         self._wake_at = 0.0  # when the timer loop wakes at the latest (see _timer_loop)
         self._code: int | None = None
         self._flushing = False  # a thread is writing _out (see _flush_and_unlock); _out_lock
@@ -336,6 +343,16 @@ class Module(RouteDecorators):
         ``error`` (with the exception's message) when one raises.
         """
         self._rotation_callbacks.append(fn)
+        return fn
+
+    def on_routed_message(self, fn: _F) -> _F:
+        """Register ``fn(message)`` for one-way ``routed_module_message``s (spec/modules.md
+        section 6), run on a pool thread. ``message`` is a ``RoutedMessage`` with
+        ``source_module_id``, ``request_id`` and the decoded ``value``; the return value is
+        ignored and an exception is logged. Calls made with ``call_module`` are served by
+        ordinary routes (``@app.post``), not by these handlers.
+        """
+        self._routed_handlers.append(fn)
         return fn
 
     def on_startup(self, fn: _F) -> _F:
@@ -428,6 +445,176 @@ class Module(RouteDecorators):
         if wait.value is None:
             raise SecretUnavailable(f"{name}: {wait.error}")
         return wait.value
+
+    def submit_call(
+        self, module_id: str, endpoint: str, payload: object = None, *, timeout: float | None = None
+    ) -> Future[Any]:
+        """Start a call like :meth:`call_module` without blocking; return a
+        ``concurrent.futures.Future`` resolved with the reply or the call's ``CallError``.
+        Many calls may be in flight from one thread. Cancelling the future forgets the call.
+
+        Raises ``CallRejectedError`` (too many in flight, input closed), ``LocalProtocolError``
+        for bad arguments and ``RuntimeError`` when the module is not serving.
+        """
+        from concurrent.futures import Future
+
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            raise RuntimeError("Module.call_module() needs a running module (serve_stdio)")
+        try:
+            rid = conn.start_call(module_id, endpoint, payload, time.monotonic(), timeout=timeout)
+        except BaseException:
+            self._lock.release()
+            raise
+        fut: Future[Any] = Future()
+        self._call_waiters[rid] = fut
+        fut.add_done_callback(partial(self._call_done, conn, rid))
+        self._wake_timer_locked()
+        self._need_reader_locked()  # the answer comes on stdin: have someone read it
+        self._flush_and_unlock()
+        return fut
+
+    def _call_done(self, conn: ModuleConnection, rid: str, fut: Future[Any]) -> None:
+        if fut.cancelled():
+            with self._lock:
+                if self._call_waiters.pop(rid, None) is not None and self._conn is conn:
+                    conn.cancel_call(rid)
+
+    def call_module(
+        self, module_id: str, endpoint: str, payload: object = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call ``endpoint`` of module ``module_id`` through the orchestrator and block until
+        the answer; return the decoded reply (a JSON value, or bytes for a non-JSON answer).
+        spec/modules.md. ``payload``: a JSON value, or bytes (sent raw); ``timeout``: seconds
+        (default 30).
+
+        Raises (all ``CallError``): ``UnknownModuleError``, ``UnknownEndpointError``,
+        ``TargetFailedError`` (``.status``), ``CallDeadlineError``, ``CallRejectedError``;
+        ``LocalProtocolError`` for bad arguments, ``RuntimeError`` when not serving.
+        """
+        return self.submit_call(module_id, endpoint, payload, timeout=timeout).result()
+
+    def register_service_provider(
+        self,
+        service_type: ServiceType,
+        name: str,
+        address: str,
+        *,
+        version: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> str:
+        """Register a provider of ``service_type`` with the orchestrator and block until the
+        answer; return its ``provider_id`` (spec/modules.md section 7).
+
+        Raises ``ServiceRegistryError`` (refused, or no answer in 30 s), ``LocalProtocolError``
+        for invalid fields, ``RuntimeError`` when not serving.
+        """
+        from pywatt_proto._messages import RegisterServiceProvider
+
+        msg = RegisterServiceProvider(
+            service_type=service_type,
+            name=name,
+            version=version,
+            address=address,
+            metadata=metadata,
+        )
+        result = self._registry_request(msg)
+        assert isinstance(result, str)
+        return result
+
+    def discover_service_providers(
+        self, service_type: ServiceType, *, all_providers: bool = False
+    ) -> tuple[ServiceProviderInfo, ...]:
+        """Return the providers of ``service_type`` the orchestrator knows: the preferred
+        healthy one (empty if none), or all of them with ``all_providers``. Blocks.
+
+        Raises ``ServiceRegistryError``, ``RuntimeError`` as ``register_service_provider``.
+        """
+        from pywatt_proto._messages import DiscoverServiceProviders
+
+        msg = DiscoverServiceProviders(service_type=service_type, all_providers=all_providers)
+        result = self._registry_request(msg)
+        assert isinstance(result, tuple)
+        return result
+
+    def _registry_request(self, msg: Any) -> object:
+        from concurrent.futures import Future
+
+        self._lock.acquire()
+        conn = self._conn
+        if conn is None:
+            self._lock.release()
+            raise RuntimeError("the service registry needs a running module (serve_stdio)")
+        try:
+            token = ("registry", conn.start_service_request(msg, time.monotonic()))
+        except BaseException:
+            self._lock.release()
+            raise
+        fut: Future[Any] = Future()
+        self._call_waiters[token] = fut
+        self._wake_timer_locked()
+        self._need_reader_locked()
+        self._flush_and_unlock()
+        return fut.result()
+
+    def _call_event_locked(self, event: object) -> bool:
+        """Resolve the waiter of a module-call / registry event; False if not one of those."""
+        from pywatt_proto._calls import (
+            CallFailed,
+            CallReplied,
+            ServiceAnswered,
+            ServiceFailed,
+            service_result,
+        )
+
+        t = type(event)
+        if t is CallReplied or t is CallFailed:
+            assert isinstance(event, CallReplied | CallFailed)
+            fut = self._call_waiters.pop(event.request_id, None)
+            if fut is not None and fut.set_running_or_notify_cancel():
+                if isinstance(event, CallReplied):
+                    fut.set_result(event.value)
+                else:
+                    fut.set_exception(event.error)
+            return True
+        if t is ServiceAnswered or t is ServiceFailed:
+            assert isinstance(event, ServiceAnswered | ServiceFailed)
+            fut = self._call_waiters.pop(("registry", event.token), None)
+            if fut is not None and fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(service_result(event))
+                except Exception as exc:
+                    fut.set_exception(exc)
+            return True
+        return False
+
+    def _fail_call_waiters_locked(self) -> None:
+        if not self._call_waiters:
+            return
+        from pywatt_proto._calls import CallRejectedError
+
+        for fut in self._call_waiters.values():
+            if fut.set_running_or_notify_cancel():
+                fut.set_exception(CallRejectedError("module stopped"))
+        self._call_waiters.clear()
+
+    def _routed(self, msg: RoutedModuleMessage) -> None:
+        from pywatt_proto._calls import routed_message
+
+        try:
+            message = routed_message(
+                msg.source_module_id, str(msg.original_request_id), msg.payload
+            )
+        except ProtocolError as exc:
+            _log.warning("routed message from %s dropped: %s", msg.source_module_id, exc)
+            return
+        for fn in list(self._routed_handlers):
+            try:
+                fn(message)
+            except Exception:
+                _log.exception("routed message handler %s failed", _name(fn))
 
     def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
         """Call ``fn`` (on the thread that read it) with every ``port_response``; return a
@@ -551,6 +738,7 @@ class Module(RouteDecorators):
                     for wait in waits:
                         wait.error = "module stopped"
                         wait.done.set()
+                self._fail_call_waiters_locked()
                 self._reset()
             self._run_shutdown_hooks()
 
@@ -882,8 +1070,10 @@ class Module(RouteDecorators):
         if conn.state is ModuleState.CLOSED:
             self._cond.notify()
 
-    def _handle_event_locked(self, conn: ModuleConnection, event: object) -> RequestReceived | None:
-        """Act on one core event; return it if it is a request to run."""
+    def _handle_event_locked(
+        self, conn: ModuleConnection, event: object
+    ) -> RequestReceived | _Job | None:
+        """Act on one core event; return it if it is a request to run (or a job for it)."""
         t = type(event)
         if t is RequestReceived:
             assert isinstance(event, RequestReceived)
@@ -940,7 +1130,12 @@ class Module(RouteDecorators):
                     name="pywatt-channels",
                     daemon=True,
                 ).start()
-        else:
+        elif t is RoutedModuleMessage:
+            assert isinstance(event, RoutedModuleMessage)
+            if self._routed_handlers:
+                return partial(self._routed, event)
+            _log.info("routed message from %s dropped (no handler)", event.source_module_id)
+        elif not self._call_event_locked(event):
             _log.debug("ignored message %s", t.__name__)
         return None
 
@@ -1118,7 +1313,10 @@ class Module(RouteDecorators):
             self._lock.acquire()
             conn = self._conn
             if conn is not None:
-                self._handle_event_locked(conn, event)  # a request comes as RequestReceived
+                job = self._handle_event_locked(conn, event)  # requests: RequestReceived
+                if job is not None and not isinstance(job, RequestReceived):
+                    self._ready.append(job)  # a routed-message handler
+                    self._kick_locked(1)
             self._flush_and_unlock()
 
     def _serve_channel(self, channel: SyncChannel, event: RequestReceived) -> None:

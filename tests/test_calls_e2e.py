@@ -1,0 +1,142 @@
+"""Module-to-module calls end to end: real module processes joined by ModuleNetwork.
+
+The modules (tests/callmods/) run as children of pywatt_asyncio's ModuleProcess, the same
+class the development host runs modules with; ModuleNetwork routes their calls and keeps the
+provider registry. The test talks to the modules through ModuleProcess.request (what the
+host's HTTP front door does) and the modules call each other from their handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pywatt_asyncio._network import ModuleNetwork
+from pywatt_asyncio._orchestrator import ModuleProcess, child_env
+
+MODS = Path(__file__).resolve().parent / "callmods"
+
+
+def _proc(module_id: str, script: str) -> ModuleProcess:
+    return ModuleProcess(
+        [sys.executable, str(MODS / script)],
+        module_id=module_id,
+        env=child_env(),
+        heartbeat_interval=None,
+        shutdown_grace=2.0,
+    )
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[ModuleNetwork]:
+    network = ModuleNetwork()
+    for mid, script in (("amod", "async_mod.py"), ("smod", "sync_mod.py"), ("ref", "ref_mod.py")):
+        network.add(_proc(mid, script))
+    await asyncio.gather(*(m.start() for m in network.modules.values()))
+    try:
+        yield network
+    finally:
+        await asyncio.gather(
+            *(m.shutdown() for m in network.modules.values()), return_exceptions=True
+        )
+
+
+async def post(net: ModuleNetwork, module: str, path: str, body: object) -> Any:
+    resp = await net.modules[module].request(
+        "POST", path, {"content-type": "application/json"}, json.dumps(body).encode()
+    )
+    assert resp.status_code == 200, (resp.status_code, resp.body)
+    return json.loads(resp.body or b"null")
+
+
+async def test_asyncio_and_blocking_modules_call_each_other(net: ModuleNetwork) -> None:
+    got = await post(net, "amod", "/call", {"target": "smod", "endpoint": "/echo", "payload": [1]})
+    assert got == {"value": {"echo": [1], "from": "amod"}}
+    got = await post(net, "smod", "/call", {"target": "amod", "endpoint": "/echo", "payload": "é"})
+    assert got == {"value": {"echo": "é", "from": "smod"}}
+
+
+async def test_a_thousand_calls_in_flight_each_way_with_no_mismatch(net: ModuleNetwork) -> None:
+    a, s = await asyncio.gather(
+        post(net, "amod", "/fanout", {"target": "smod", "n": 1000}),
+        post(net, "smod", "/fanout", {"target": "amod", "n": 1000}),
+    )
+    assert a == {"ok": 1000, "mismatch": 0}
+    assert s == {"ok": 1000, "mismatch": 0}
+
+
+@pytest.mark.parametrize("caller", ["amod", "smod"])
+async def test_every_error_kind_arrives_within_a_second(net: ModuleNetwork, caller: str) -> None:
+    cases = [
+        ({"target": "nobody", "endpoint": "/x"}, "unknown_module", "UnknownModuleError", None),
+        ({"target": "amod", "endpoint": "/nope"}, "unknown_endpoint", "UnknownEndpointError", 404),
+        ({"target": "amod", "endpoint": "/boom"}, "target_failed", "TargetFailedError", 500),
+        (
+            {"target": "amod", "endpoint": "/slow", "timeout": 0.5},
+            "deadline",
+            "CallDeadlineError",
+            None,
+        ),
+    ]
+    for args, kind, name, status in cases:
+        t0 = time.monotonic()
+        got = await post(net, caller, "/call", {**args, "timeout": args.get("timeout", 20)})
+        took = time.monotonic() - t0
+        assert got == {"error": kind, "type": name, "status": status}
+        assert took < 1.5, (kind, took)  # well before the 20 s deadline; "deadline" at 0.5 s
+
+
+async def test_a_call_to_a_module_that_crashed(net: ModuleNetwork) -> None:
+    resp = await net.modules["amod"].request("POST", "/exit", {}, b"")
+    assert resp.status_code == 502
+    await net.modules["amod"].wait()
+    t0 = time.monotonic()
+    got = await post(net, "smod", "/call", {"target": "amod", "endpoint": "/echo", "timeout": 20})
+    assert got == {"error": "target_failed", "type": "TargetFailedError", "status": None}
+    assert time.monotonic() - t0 < 1.5
+
+
+async def test_a_crash_while_the_call_is_in_flight(net: ModuleNetwork) -> None:
+    call = asyncio.ensure_future(
+        post(net, "smod", "/call", {"target": "amod", "endpoint": "/slow", "timeout": 20})
+    )
+    await asyncio.sleep(0.3)
+    t0 = time.monotonic()
+    await net.modules["amod"].kill()
+    got = await call
+    assert got == {"error": "target_failed", "type": "TargetFailedError", "status": None}
+    assert time.monotonic() - t0 < 1.5
+
+
+async def test_registration_then_discovery_across_modules(net: ModuleNetwork) -> None:
+    reg = await post(net, "amod", "/register", {"type": "pricing", "name": "p1", "address": "a"})
+    assert reg == {"provider_id": "p1"}
+    reg = await post(net, "smod", "/register", {"type": "pricing", "name": "p2", "address": "b"})
+    assert reg == {"provider_id": "p2"}
+    found = await post(net, "smod", "/discover", {"type": "pricing"})
+    assert found == [{"id": "p1", "module": "amod", "name": "p1", "healthy": True}]
+    await net.modules["amod"].kill()
+    found = await post(net, "smod", "/discover", {"type": "pricing"})
+    assert found == [{"id": "p2", "module": "smod", "name": "p2", "healthy": True}]
+    found = await post(net, "smod", "/discover", {"type": "pricing", "all": True})
+    assert [(f["id"], f["healthy"]) for f in found] == [("p1", False), ("p2", True)]
+    assert await post(net, "smod", "/discover", {"type": "other"}) == []
+
+
+async def test_a_reference_protocol_target_answers_through_its_router(net: ModuleNetwork) -> None:
+    for caller in ("amod", "smod"):
+        got = await post(
+            net, caller, "/call", {"target": "ref", "endpoint": "/double", "payload": 21}
+        )
+        assert got == {"value": {"double": 42}}
+        got = await post(
+            net, caller, "/call", {"target": "ref", "endpoint": "/triple", "payload": 1}
+        )
+        assert got["error"] == "unknown_endpoint" and got["status"] == 404
