@@ -47,6 +47,7 @@ from ._messages import (
     Announce,
     DiscoverServiceProviders,
     DiscoverServiceProvidersResponse,
+    EncodedMessage,
     GetSecret,
     Heartbeat,
     HeartbeatAck,
@@ -60,6 +61,7 @@ from ._messages import (
     RegisterServiceProviderResponse,
     Rotated,
     RotationAck,
+    RoutedModuleMessage,
     RoutedModuleResponse,
     RouteError,
     RouteToModule,
@@ -68,6 +70,8 @@ from ._messages import (
 )
 
 if TYPE_CHECKING:
+    import uuid
+
     from ._calls import PendingCalls
 
 __all__ = [
@@ -715,6 +719,21 @@ class OrchestratorConnection:
         if self._calls is not None:
             for entry in self._calls.clear():
                 self._events.append(CallAbandoned(request_id=str(entry.request_id), reason=reason))
+
+    def send_routed_message(
+        self, source_module_id: str, request_id: uuid.UUID, payload: EncodedMessage
+    ) -> None:
+        """Queue a one-way ``routed_module_message`` (spec/modules.md section 6), as a
+        reference orchestrator delivers one. Raises ``LocalProtocolError`` before start."""
+        if self._state is OrchestratorState.CREATED:
+            raise LocalProtocolError("send_routed_message before start")
+        self._send(
+            RoutedModuleMessage(
+                source_module_id=source_module_id,
+                original_request_id=request_id,
+                payload=payload,
+            )
+        )
 
     def answer_service(
         self, response: RegisterServiceProviderResponse | DiscoverServiceProvidersResponse

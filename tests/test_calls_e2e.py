@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ from typing import Any
 import pytest
 
 from pywatt_asyncio._network import ModuleNetwork
-from pywatt_asyncio._orchestrator import ModuleProcess, child_env
+from pywatt_asyncio._orchestrator import ModuleProcess, child_env, python_argv
+from pywatt_proto import EncodedMessage, EncodingFormat
 
-MODS = Path(__file__).resolve().parent / "callmods"
+REPO = Path(__file__).resolve().parent.parent
+MODS = REPO / "tests" / "callmods"
 
 
 def _proc(module_id: str, script: str) -> ModuleProcess:
@@ -140,3 +143,55 @@ async def test_a_reference_protocol_target_answers_through_its_router(net: Modul
             net, caller, "/call", {"target": "ref", "endpoint": "/triple", "payload": 1}
         )
         assert got["error"] == "unknown_endpoint" and got["status"] == 404
+
+
+async def test_the_example_pair_gateway_and_pricing() -> None:
+    """examples/gateway.py (asyncio) calls examples/pricing.py (blocking), which registered
+    itself from its on_startup hook."""
+    network = ModuleNetwork()
+    for name in ("gateway", "pricing"):
+        network.add(
+            ModuleProcess(
+                python_argv(str(REPO / "examples" / f"{name}.py")),
+                module_id=name,
+                env=child_env(),
+                heartbeat_interval=None,
+                shutdown_grace=2.0,
+            )
+        )
+    await asyncio.gather(*(m.start() for m in network.modules.values()))
+    try:
+        gateway = network.modules["gateway"]
+        resp = await gateway.request("GET", "/quote/apple?qty=3", {}, None)
+        assert resp.status_code == 200, resp.body
+        assert json.loads(resp.body or b"") == {
+            "quote": {"sku": "apple", "qty": 3, "total": 1.5, "priced_for": "gateway"},
+            "via": "gateway",
+        }
+        resp = await gateway.request("GET", "/quote/durian", {}, None)
+        assert resp.status_code == 422
+        assert "unknown sku 'durian'" in (resp.body or b"").decode()
+        resp = await gateway.request("GET", "/providers", {}, None)
+        assert json.loads(resp.body or b"") == [
+            {"id": "p1", "module": "pricing", "address": "module://pricing/price", "healthy": True}
+        ]
+    finally:
+        await asyncio.gather(*(m.shutdown() for m in network.modules.values()))
+
+
+@pytest.mark.parametrize("module", ["amod", "smod"])
+async def test_one_way_routed_messages_reach_the_handlers(net: ModuleNetwork, module: str) -> None:
+    """What a reference orchestrator delivers: routed_module_message with the reference
+    sender's envelope payload; the handler gets the decoded argument."""
+    proc = net.modules[module]
+    inner = b'{"id":"0b7e2a52-9d0b-4f43-8f0e-3a2c6f3d1e55","content":{"n":1},"metadata":{}}'
+    proc.conn.send_routed_message(
+        "rustmod", uuid.uuid4(), EncodedMessage(data=inner, format=EncodingFormat.JSON)
+    )
+    proc.flush()
+    for _ in range(200):
+        resp = await proc.request("GET", "/routed", {}, None)
+        if json.loads(resp.body or b"[]"):
+            break
+        await asyncio.sleep(0.01)
+    assert json.loads(resp.body or b"") == [["rustmod", {"n": 1}]]

@@ -6,9 +6,7 @@ import asyncio
 from typing import Any
 
 from pywatt_asyncio import Module
-from pywatt_proto import Request
-from pywatt_proto._calls import CallError, RoutedMessage
-from pywatt_proto._messages import ServiceType
+from pywatt_proto import CallError, Request, RoutedMessage, ServiceType
 
 app = Module()
 _routed: list[Any] = []
@@ -85,7 +83,7 @@ async def discover(request: Request) -> Any:
 
 @app.on_routed_message
 def on_routed(message: RoutedMessage) -> None:
-    _routed.append(message.value)
+    _routed.append([message.source_module_id, message.value])
 
 
 @app.get("/routed")

@@ -5,12 +5,21 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pywatt_proto import Request
-from pywatt_proto._calls import CallError
-from pywatt_proto._messages import ServiceType
+from pywatt_proto import CallError, Request, RoutedMessage, ServiceType
 from pywatt_sync import Module
 
 app = Module()
+_routed: list[Any] = []
+
+
+@app.on_routed_message
+def on_routed(message: RoutedMessage) -> None:
+    _routed.append([message.source_module_id, message.value])
+
+
+@app.get("/routed")
+def routed(request: Request) -> Any:
+    return _routed
 
 
 @app.post("/echo")
