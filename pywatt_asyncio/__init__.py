@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
 
     # --- ASGI adapter ---
     # isort: split
+    from ._secrets import AsyncModuleSecrets, SecretsNotAvailable, secrets
     from ._asgi import AsgiApp, AsgiModule, LifespanFailed, asgi_module
 
     # --- JWT middleware ---
@@ -80,6 +81,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "AsgiModule": ("._asgi", "AsgiModule"),
     "LifespanFailed": ("._asgi", "LifespanFailed"),
     "asgi_module": ("._asgi", "asgi_module"),
+    "secrets": ("._secrets", "secrets"),
+    "AsyncModuleSecrets": ("._secrets", "AsyncModuleSecrets"),
+    "SecretsNotAvailable": ("._secrets", "SecretsNotAvailable"),
     "JwtAsgiMiddleware": ("._jwt_asgi", "JwtAsgiMiddleware"),
     "jwt_authenticator": ("._jwt_asgi", "jwt_authenticator"),
     "module_jwt": ("._jwt_asgi", "module_jwt"),
@@ -118,6 +122,9 @@ __all__ = [
     "AsgiModule",
     "LifespanFailed",
     "asgi_module",
+    "secrets",
+    "AsyncModuleSecrets",
+    "SecretsNotAvailable",
     # http dispatch, server, client
     "DEFAULT_MAX_CONNECTIONS",
     "AsyncClient",

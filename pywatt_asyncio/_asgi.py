@@ -46,7 +46,6 @@ from pywatt_proto._messages import Endpoint
 from pywatt_proto._router import Request, Response
 
 from ._module import Module
-from ._stdio import guard_stdout
 
 __all__ = [
     "ADAPTER_METHODS",
@@ -360,9 +359,10 @@ class AsgiModule(Module):
     The announce lists ``endpoints`` if given, else the app's own routes
     (:func:`starlette_endpoints`), else :data:`CATCH_ALL_ENDPOINTS`.
 
-    Lifespan: startup runs before stdin is read (so before the announce);
-    ``lifespan.startup.failed`` makes :meth:`serve_stdio` return 1 without
-    announcing; shutdown runs after the last response was written.
+    Lifespan: startup runs after init and the secret prefetch, before the
+    announce (so the app reads orchestrator secrets there, and routes it adds are
+    announced); ``lifespan.startup.failed`` makes :meth:`serve_stdio` return 1
+    without announcing; shutdown runs after the last response was written.
     """
 
     def __init__(
@@ -385,37 +385,48 @@ class AsgiModule(Module):
         self.asgi = AsgiApp(
             app, scheme=scheme, root_path=root_path, lifespan=lifespan, max_body=max_body
         )
-        if endpoints is not None:
-            self._asgi_endpoints = tuple(endpoints)
-        else:
-            self._asgi_endpoints = starlette_endpoints(app) or CATCH_ALL_ENDPOINTS
+        self._app = app
+        self._asgi_endpoints = None if endpoints is None else tuple(endpoints)
         for pattern in ("/", "/{path:path}"):
             self.router.add_route(pattern, self.asgi.handle, ADAPTER_METHODS, name="asgi")
+        # The app's lifespan startup runs after init and the secret prefetch, before the
+        # announce: the first on_startup hook (so secrets are readable in it, and routes
+        # it adds are announced).
+        self._startup_hooks.append(self._lifespan_startup)
+
+    async def _lifespan_startup(self) -> None:
+        try:
+            await self.asgi.startup()
+        except LifespanFailed as exc:
+            raise LifespanFailed(f"ASGI lifespan startup failed: {exc}") from None
 
     def endpoints(self) -> tuple[Endpoint, ...]:
-        """Return the announced endpoints: the app's plus any added with decorators."""
+        """Return the announced endpoints: the app's plus any added with decorators.
+
+        The app's routes are read on every call, and the module calls this when it sends
+        the announce (after the lifespan startup): routes added to the app after
+        ``asgi_module(app)`` are announced.
+        """
         own = tuple(e for e in super().endpoints() if e.path not in ("/", "/{path:path}"))
-        return own + tuple(e for e in self._asgi_endpoints if e not in own)
+        app_endpoints = self._asgi_endpoints
+        if app_endpoints is None:
+            app_endpoints = starlette_endpoints(self._app) or CATCH_ALL_ENDPOINTS
+        return own + tuple(e for e in app_endpoints if e not in own)
 
     async def serve_stdio(
         self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True
     ) -> int:
-        """Run lifespan startup, serve like :meth:`Module.serve_stdio`, then shut down.
+        """Serve like :meth:`Module.serve_stdio`, running the app's lifespan around it.
 
-        The stdout guard is installed before startup, so the app's startup code
-        cannot write to the protocol channel either. Returns 0 after a clean
-        stop, 1 after a protocol failure or a failed lifespan startup/shutdown.
+        Lifespan startup runs once init and the prefetched secrets are in (an
+        ``on_startup`` hook, the first one), before the announce: secrets are readable
+        there (``pywatt_asyncio.secrets``). Shutdown runs after the last response was
+        written. Returns 0 after a clean stop, 1 after a protocol failure or a failed
+        lifespan startup (no announce then) or shutdown.
         """
-        if write_fd is None:
-            write_fd = guard_stdout() if guard else 1
-        try:
-            await self.asgi.startup()
-        except LifespanFailed as exc:
-            _log.error("ASGI lifespan startup failed: %s", exc)
-            return 1
         code = 1
         try:
-            code = await super().serve_stdio(read_fd=read_fd, write_fd=write_fd, guard=False)
+            code = await super().serve_stdio(read_fd=read_fd, write_fd=write_fd, guard=guard)
         finally:
             try:
                 await self.asgi.shutdown()

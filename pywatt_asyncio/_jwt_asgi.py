@@ -25,7 +25,7 @@ from pywatt_proto.jwt import (
     PublicPaths,
     auth_error_response,
 )
-from pywatt_proto.jwt._secret_auth import install_module_jwt
+from pywatt_proto.jwt._secret_auth import install_module_jwt, serving_module_authenticator
 
 __all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
 
@@ -74,6 +74,15 @@ class JwtAsgiMiddleware:
         app: the wrapped ASGI 3 application.
         validator: the :class:`~pywatt_proto.jwt.JwtValidator` to use (its keys can
             be rotated while the app runs).
+            None (the default): the HS256 keys are the ``secrets`` of the pywatt
+            module serving this process, taken from its cache (list them in the
+            module's ``secrets=[...]``); until it has them every request is answered
+            503 ``keys_unavailable``, so no placeholder key is needed, and rotated
+            values are taken as they arrive.
+        secrets: secret names (or ``{name: kid}``) used when ``validator`` is None.
+        policy: ``audience``, ``issuer``, ``leeway``, ``required``, ``encoding``, ...
+            (:class:`~pywatt_proto.jwt.JwtSecretAuthenticator`) when ``validator``
+            is None.
         public_paths: paths served without a token (exact, or a prefix ending in
             ``*``), matched against ``scope["path"]``.
         clock: returns the current time in seconds (default :func:`time.time`).
@@ -92,13 +101,19 @@ class JwtAsgiMiddleware:
     def __init__(
         self,
         app: _App,
-        validator: JwtValidator,
+        validator: JwtValidator | None = None,
         *,
         public_paths: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        secrets: Mapping[str, str | None] | Iterable[str] = ("JWT_SECRET",),
+        **policy: Any,
     ) -> None:
         self.app = app
-        self._auth = JwtAuthenticator(validator)
+        self._auth: JwtAuthenticator | JwtSecretAuthenticator = (
+            JwtAuthenticator(validator)
+            if validator is not None
+            else serving_module_authenticator(secrets, **policy)
+        )
         self._public = PublicPaths(public_paths)
         self._clock = clock
 

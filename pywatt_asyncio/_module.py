@@ -58,6 +58,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
 from pywatt_proto._route_checks import is_async_handler
 from pywatt_proto._router import Response, Router
 from pywatt_proto._routes import RouteDecorators
+from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch, dispatch_eager
 from ._eager import EagerStarter
@@ -489,7 +490,7 @@ class Module(RouteDecorators):
         self._eager = EagerStarter(loop)
         self._done = loop.create_future()
         self._conn = ModuleConnection(
-            endpoints=self.endpoints(),
+            endpoints=self.endpoints,  # asked at announce time
             prefetch=self._prefetch,
             listen=self._listen,
             max_in_flight=self._max_in_flight,
@@ -505,6 +506,7 @@ class Module(RouteDecorators):
             on_write_error=self._on_write_error,
         )
         stop_signal = self._install_sigterm(loop)
+        set_serving(self)
         if os.isatty(read_fd):
             _log.warning("waiting for the init line on a terminal; run modules with `pywatt run`")
         try:
@@ -514,6 +516,7 @@ class Module(RouteDecorators):
             await self._link.flush_and_close()
             return code
         finally:
+            clear_serving(self)
             if stop_signal:
                 loop.remove_signal_handler(signal.SIGTERM)
             await self._close_channels(drain=False)

@@ -439,7 +439,8 @@ class ModuleConnection:
     """The module's side of the orchestrator link (see the module docstring for a driver loop).
 
     Args:
-        endpoints: announced routes (``Endpoint(path, methods, auth)``).
+        endpoints: announced routes (``Endpoint(path, methods, auth)``), or a callable
+            returning them, called once when the announce is sent.
         prefetch: secret names fetched after init and before the announce.
         listen: the ``listen`` announced; default: the init's ``listen``.
         max_in_flight: unanswered requests allowed; the next is answered 503.
@@ -456,7 +457,7 @@ class ModuleConnection:
     def __init__(
         self,
         *,
-        endpoints: Sequence[Endpoint] = (),
+        endpoints: Sequence[Endpoint] | Callable[[], Sequence[Endpoint]] = (),
         prefetch: Sequence[str] = (),
         listen: str | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
@@ -467,7 +468,11 @@ class ModuleConnection:
     ) -> None:
         if max_in_flight < 1:
             raise LocalProtocolError("max_in_flight must be at least 1")
-        self._endpoints = tuple(endpoints)
+        # A callable is asked at announce time, so routes added after construction (an
+        # app's routes registered after asgi_module(app), in a lifespan) are announced.
+        self._endpoints: tuple[Endpoint, ...] | Callable[[], Sequence[Endpoint]] = (
+            endpoints if callable(endpoints) else tuple(endpoints)
+        )
         self._prefetch = tuple(dict.fromkeys(prefetch))
         self._listen = listen
         self._hold_announce = hold_announce
@@ -675,12 +680,13 @@ class ModuleConnection:
         return self._listen if self._listen is not None else _listen_text(self._init)
 
     def _send_announce(self, listen: str | None) -> None:
-        self._fire(_Input.ANNOUNCE)
+        endpoints = self._endpoints
         announce = Announce(
             listen=listen if listen is not None else self._default_listen(),
-            endpoints=self._endpoints,
+            endpoints=endpoints if isinstance(endpoints, tuple) else tuple(endpoints()),
             extensions=tuple(sorted(self._extensions)),
         )
+        self._fire(_Input.ANNOUNCE)
         self._out.append(encode_line(encode(announce)))
         self._events.append(Announced(announce=announce))
 

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
     # --- module runtime (blocking) and WSGI adapter ---
     # isort: split
     from ._module import Module
+    from ._secrets import SyncModuleSecrets, SecretsNotAvailable, secrets
     from ._wsgi import WsgiApp, WsgiModule, wsgi_module
 
     # --- JWT middleware ---
@@ -77,6 +78,9 @@ _LAZY: dict[str, tuple[str, str]] = {
     "WsgiApp": ("._wsgi", "WsgiApp"),
     "WsgiModule": ("._wsgi", "WsgiModule"),
     "wsgi_module": ("._wsgi", "wsgi_module"),
+    "secrets": ("._secrets", "secrets"),
+    "SyncModuleSecrets": ("._secrets", "SyncModuleSecrets"),
+    "SecretsNotAvailable": ("._secrets", "SecretsNotAvailable"),
     "FlaskJwt": ("._jwt_wsgi", "FlaskJwt"),
     "JwtWsgiMiddleware": ("._jwt_wsgi", "JwtWsgiMiddleware"),
     "jwt_authenticator": ("._jwt_wsgi", "jwt_authenticator"),
@@ -113,6 +117,9 @@ __all__ = [
     "WsgiApp",
     "WsgiModule",
     "wsgi_module",
+    "secrets",
+    "SyncModuleSecrets",
+    "SecretsNotAvailable",
     # http dispatch, server, client
     "DEFAULT_MAX_WORKERS",
     "Client",

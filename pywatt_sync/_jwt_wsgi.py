@@ -27,7 +27,7 @@ from pywatt_proto.jwt import (
     PublicPaths,
     auth_error_response,
 )
-from pywatt_proto.jwt._secret_auth import install_module_jwt
+from pywatt_proto.jwt._secret_auth import install_module_jwt, serving_module_authenticator
 
 __all__ = ["FlaskJwt", "JwtWsgiMiddleware", "jwt_authenticator", "module_jwt", "wsgi_claims"]
 
@@ -62,6 +62,15 @@ class JwtWsgiMiddleware:
     Args:
         app: the wrapped WSGI application.
         validator: the :class:`~pywatt_proto.jwt.JwtValidator` to use.
+            None (the default): the HS256 keys are the ``secrets`` of the pywatt
+            module serving this process, taken from its cache (list them in the
+            module's ``secrets=[...]``); until it has them every request is answered
+            503 ``keys_unavailable``, so no placeholder key is needed, and rotated
+            values are taken as they arrive.
+        secrets: secret names (or ``{name: kid}``) used when ``validator`` is None.
+        policy: ``audience``, ``issuer``, ``leeway``, ``required``, ``encoding``, ...
+            (:class:`~pywatt_proto.jwt.JwtSecretAuthenticator`) when ``validator``
+            is None.
         public_paths: paths served without a token (exact, or a prefix ending in
             ``*``), matched against ``PATH_INFO``.
         clock: returns the current time in seconds (default :func:`time.time`).
@@ -76,13 +85,19 @@ class JwtWsgiMiddleware:
     def __init__(
         self,
         app: WSGIApplication,
-        validator: JwtValidator,
+        validator: JwtValidator | None = None,
         *,
         public_paths: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        secrets: Mapping[str, str | None] | Iterable[str] = ("JWT_SECRET",),
+        **policy: Any,
     ) -> None:
         self.app = app
-        self._auth = JwtAuthenticator(validator)
+        self._auth: JwtAuthenticator | JwtSecretAuthenticator = (
+            JwtAuthenticator(validator)
+            if validator is not None
+            else serving_module_authenticator(secrets, **policy)
+        )
         self._public = PublicPaths(public_paths)
         self._clock = clock
 
@@ -118,28 +133,39 @@ class FlaskJwt:
     registers a ``before_request`` hook that copies the claims to
     ``flask.g.claims`` / ``flask.g.jwt_claims``.  ``app`` is any Flask app; it
     is typed loosely so Flask need not be installed to import this module.
+    Without ``validator`` the keys are the serving module's ``secrets`` (503 until
+    they arrive; see :class:`JwtWsgiMiddleware`).
     """
 
-    __slots__ = ("_clock", "_public", "validator")
+    __slots__ = ("_clock", "_policy", "_public", "_secrets", "validator")
 
     def __init__(
         self,
         app: Any = None,
         *,
-        validator: JwtValidator,
+        validator: JwtValidator | None = None,
         public_paths: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
+        secrets: Mapping[str, str | None] | Iterable[str] = ("JWT_SECRET",),
+        **policy: Any,
     ) -> None:
         self.validator = validator
         self._public = tuple(public_paths)
         self._clock = clock
+        self._secrets = secrets
+        self._policy = policy
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Any) -> None:
         """Install the middleware and the ``g`` hook on ``app``; returns None."""
         app.wsgi_app = JwtWsgiMiddleware(
-            app.wsgi_app, self.validator, public_paths=self._public, clock=self._clock
+            app.wsgi_app,
+            self.validator,
+            public_paths=self._public,
+            clock=self._clock,
+            secrets=self._secrets,
+            **self._policy,
         )
         app.before_request(_copy_claims_to_g)
 

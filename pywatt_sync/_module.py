@@ -117,6 +117,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
 )
 from pywatt_proto._router import Request, Response, Router
 from pywatt_proto._routes import RouteDecorators
+from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch
 from ._stdio import READ_CHUNK, BlockingWriter, guard_stdout
@@ -703,7 +704,7 @@ class Module(RouteDecorators):
             if write_fd is None:
                 write_fd = guard_stdout() if guard else 1
             self._conn = ModuleConnection(
-                endpoints=self.endpoints(),
+                endpoints=self.endpoints,  # asked at announce time
                 prefetch=self._prefetch,
                 listen=self._listen,
                 max_in_flight=self._max_in_flight,
@@ -715,11 +716,13 @@ class Module(RouteDecorators):
             self._read_fd = read_fd
             self._start_thread_locked(spare=False)
         previous = self._install_sigterm()
+        set_serving(self)
         code = 1
         try:
             code = self._timer_loop()
             return code
         finally:
+            clear_serving(self)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
             self._close_channels(drain=code == 0)

@@ -267,17 +267,22 @@ class WsgiModule(Module):
         """
         super().__init__(**module_options)
         self.wsgi = WsgiApp(app, url_scheme=url_scheme, script_name=script_name, max_body=max_body)
-        if endpoints is not None:
-            self._wsgi_endpoints = tuple(endpoints)
-        else:
-            self._wsgi_endpoints = flask_endpoints(_app_of(app)) or CATCH_ALL_ENDPOINTS
+        self._app_object = _app_of(app)
+        self._wsgi_endpoints = None if endpoints is None else tuple(endpoints)
         for pattern in ("/", "/{path:path}"):
             self.router.add_route(pattern, self.wsgi.handle, ADAPTER_METHODS, name="wsgi")
 
     def endpoints(self) -> tuple[Endpoint, ...]:
-        """Return the announced endpoints: the app's plus any added with decorators."""
+        """Return the announced endpoints: the app's plus any added with decorators.
+
+        The app's rules are read on every call, and the module calls this when it sends
+        the announce: routes added to the app after ``wsgi_module(app)`` are announced.
+        """
         own = tuple(e for e in super().endpoints() if e.path not in ("/", "/{path:path}"))
-        return own + tuple(e for e in self._wsgi_endpoints if e not in own)
+        app_endpoints = self._wsgi_endpoints
+        if app_endpoints is None:
+            app_endpoints = flask_endpoints(self._app_object) or CATCH_ALL_ENDPOINTS
+        return own + tuple(e for e in app_endpoints if e not in own)
 
 
 def wsgi_module(app: WSGIApplication, **options: Any) -> WsgiModule:

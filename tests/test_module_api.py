@@ -39,30 +39,48 @@ def http_line(rid: str, uri: str) -> bytes:
 HEARTBEAT = b'{"op":"heartbeat"}\n'
 
 
-def serve(app: Any, script: bytes, timeout: float = 20.0) -> tuple[int, list[dict[str, Any]]]:
-    """Serve ``script`` then EOF with either driver's Module; return (code, output lines)."""
+def serve(
+    app: Any, script: bytes, after_announce: bytes = b"", timeout: float = 20.0
+) -> tuple[int, list[dict[str, Any]]]:
+    """Serve ``script``, then (once the announce is out) ``after_announce``, then EOF,
+    with either driver's Module; return (exit code, every output line)."""
     from pywatt_asyncio import Module as AsyncModule
 
     r_in, w_in = os.pipe()
     r_out, w_out = os.pipe()
+    result: list[int] = []
+
+    def run() -> None:
+        try:
+            if isinstance(app, AsyncModule):
+
+                async def main() -> int:
+                    coro = app.serve_stdio(read_fd=r_in, write_fd=w_out, guard=False)
+                    return await asyncio.wait_for(coro, timeout)
+
+                result.append(asyncio.run(main()))
+            else:
+                result.append(app.serve_stdio(read_fd=r_in, write_fd=w_out, guard=False))
+        finally:
+            os.close(w_out)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
     os.write(w_in, script)
-    os.close(w_in)
-    try:
-        if isinstance(app, AsyncModule):
-
-            async def main() -> int:
-                coro = app.serve_stdio(read_fd=r_in, write_fd=w_out, guard=False)
-                return await asyncio.wait_for(coro, timeout)
-
-            code = asyncio.run(main())
-        else:
-            code = app.serve_stdio(read_fd=r_in, write_fd=w_out, guard=False)
-    finally:
-        os.close(r_in)
-        os.close(w_out)
+    out: list[dict[str, Any]] = []
     with os.fdopen(r_out, "rb") as fh:
-        out = [json.loads(x) for x in fh.read().splitlines()]
-    return code, out
+        if after_announce:
+            for raw in fh:
+                out.append(json.loads(raw))
+                if out[-1].get("op") == "announce":
+                    break
+            os.write(w_in, after_announce)
+        os.close(w_in)
+        out.extend(json.loads(raw) for raw in fh)
+    thread.join(timeout)
+    os.close(r_in)
+    assert result, "serve_stdio did not return"
+    return result[0], out
 
 
 def answers(out: list[dict[str, Any]]) -> dict[str, tuple[int, bytes]]:

@@ -28,7 +28,12 @@ if TYPE_CHECKING:
     from .._module import ModuleConnection
     from .._router import Router
 
-__all__ = ["JwtSecretAuthenticator", "ModuleApp", "install_module_jwt"]
+__all__ = [
+    "JwtSecretAuthenticator",
+    "ModuleApp",
+    "install_module_jwt",
+    "serving_module_authenticator",
+]
 
 _log = LazyLogger("pywatt.jwt")
 #: Distinct causes of 503 remembered so each is logged once (a cause names one
@@ -46,6 +51,9 @@ class JwtSecretAuthenticator:
         clock: epoch seconds for ``exp``/``nbf`` (None: the router's ``now``).
         encoding: how secret text holds the key bytes (``raw``, ``base64url``, ``hex``).
         keep_previous: keep a rotated-out key usable until :meth:`retire_previous`.
+        follow: re-read every secret through ``lookup`` on each request and take a
+            changed value as a rotation (for middleware that has no ``on_rotation``
+            hook; the lookup must be a cheap cache read).
         labels, leeway, audience, issuer, required, max_size, max_depth, typ:
             as for :class:`JwtAuthenticator` and :class:`JwtValidator`.
 
@@ -60,7 +68,17 @@ class JwtSecretAuthenticator:
     :class:`JwtAuthenticator`).
     """
 
-    __slots__ = ("_auth", "_labels", "_lookup", "_policy", "_source", "_warned", "clock")
+    __slots__ = (
+        "_auth",
+        "_follow",
+        "_labels",
+        "_lookup",
+        "_policy",
+        "_seen",
+        "_source",
+        "_warned",
+        "clock",
+    )
 
     def __init__(
         self,
@@ -70,6 +88,7 @@ class JwtSecretAuthenticator:
         clock: Callable[[], float] | None = None,
         encoding: KeyEncoding = "raw",
         keep_previous: bool = True,
+        follow: bool = False,
         labels: Iterable[str] | None = None,
         leeway: float = DEFAULT_LEEWAY,
         audience: str | Iterable[str] | None = None,
@@ -94,6 +113,8 @@ class JwtSecretAuthenticator:
         self.clock = clock
         self._auth: JwtAuthenticator | None = None
         self._warned: set[str] = set()
+        self._follow = follow
+        self._seen: dict[str, str] = {}  # follow: the value last taken per secret name
         self._source = JwtSecretKeys(
             secrets, on_change=self._keys_changed, encoding=encoding, keep_previous=keep_previous
         )
@@ -165,7 +186,14 @@ class JwtSecretAuthenticator:
             return ""
         return "secret(s) not received yet: " + ", ".join(repr(n) for n in missing)
 
-    def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
+    def _ready(self) -> JwtAuthenticator:
+        """Return the authenticator over the current keys.
+
+        Raises:
+            AuthError: ``keys_unavailable`` (503) while a secret has no usable value.
+        """
+        if self._follow and self._lookup is not None:
+            self._follow_values(self._lookup)
         auth = self._auth
         if auth is None:
             cause = self._unavailable()
@@ -178,7 +206,55 @@ class JwtSecretAuthenticator:
                     _log.warning("jwt: answering 503 (keys_unavailable): %s", cause)
                 raise AuthError("keys_unavailable", www_authenticate="", status=503)
             self._warned.clear()
-        return auth(request, label, now)
+        return auth
+
+    def _follow_values(self, lookup: Callable[[str], str | None]) -> None:
+        seen = self._seen
+        for name in self._source.names:
+            value = lookup(name)
+            if value is None or seen.get(name) == value:
+                continue
+            seen[name] = value
+            try:
+                self._source.update(name, value)
+            except ValueError as exc:  # the previous keys stay in force
+                _log.warning("jwt: secret %r is not a usable key (%s); keys unchanged", name, exc)
+
+    def __call__(self, request: _HasHeaders, label: str, now: float) -> dict[str, Any]:
+        return self._ready()(request, label, now)
+
+    def authenticate(self, authorization: str | None, now: float) -> dict[str, Any]:
+        """Validate an ``Authorization`` header value (for middleware); return the claims.
+
+        ``now`` is epoch seconds unless this object has a ``clock``.
+
+        Raises:
+            AuthError: ``keys_unavailable`` (503) until every secret has a usable
+                value; otherwise as :meth:`JwtAuthenticator.authenticate`.
+        """
+        auth = self._ready()
+        return auth.authenticate(authorization, now if auth.clock is None else auth.clock())
+
+
+def serving_module_authenticator(
+    secrets: Mapping[str, str | None] | Iterable[str], **policy: Any
+) -> JwtSecretAuthenticator:
+    """Return an authenticator whose keys are secrets of the module serving this process.
+
+    For ASGI/WSGI middleware built before the module runs (a FastAPI/Flask app file):
+    requests are answered 503 ``keys_unavailable`` until the module has received every
+    secret, then validated; rotated values are taken as they reach the module's cache
+    (``follow``). ``policy``: the other :class:`JwtSecretAuthenticator` arguments.
+    """
+    from .._serving import serving
+
+    def lookup(name: str) -> str | None:
+        module = serving()
+        conn = None if module is None else module.connection
+        return None if conn is None else conn.cached_secret(name)
+
+    policy.setdefault("follow", True)
+    return JwtSecretAuthenticator(secrets, lookup=lookup, **policy)
 
 
 class ModuleApp(Protocol):
