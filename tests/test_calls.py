@@ -571,3 +571,31 @@ def test_request_failed_still_reported_separately_from_calls() -> None:
     pair.module.receive_eof()
     pair.orchestrator.receive_eof()
     assert [type(e) for e in _drain(pair.orchestrator)] == [RequestFailed]
+
+
+def test_framed_channel_hands_routed_messages_to_the_driver_and_envelopes_calls() -> None:
+    """On a framed channel a reference orchestrator sends bare frames; a routed message is
+    handed on as the plain message, and a call sent there is enveloped as the reference's."""
+    from pywatt_proto._channel import ChannelConnection
+    from pywatt_proto._framing import FrameDecoder, encode_frame
+
+    conn = ChannelConnection(id_factory=lambda: uuid.UUID(int=1, version=4))
+    conn.start_connect(0.0)
+    conn.connected(0.0)
+    inner = f'{{"id":"{ENV_ID}","content":{{"n":1}},"metadata":{{}}}}'.encode()
+    routed = (
+        '{"op":"routed_module_message","source_module_id":"rust","original_request_id":'
+        f'"{RID}","payload":{{"data":{_ints(inner)},"format":"Json"}}}}'
+    ).encode()
+    conn.receive_data(encode_frame(EncodingFormat.JSON, routed), 0.0)
+    (event,) = _drain(conn)  # type: ignore[arg-type]
+    assert event == decode_orchestrator_to_module(routed)
+    assert routed_message("rust", str(RID), event.payload).value == {"n": 1}
+    call = CallTracker(rng=random.Random(5)).start("pricing", "/price", {"sku": "a1"}, 0.0)
+    conn.send(call)
+    frames = FrameDecoder()
+    frames.receive_data(conn.data_to_send())
+    frame = frames.next_frame()
+    assert frame.payload == encode_envelope(  # type: ignore[union-attr]
+        Message(id=uuid.UUID(int=1, version=4), content=call)
+    )
