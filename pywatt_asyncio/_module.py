@@ -31,7 +31,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
@@ -58,6 +58,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
 from pywatt_proto._route_checks import is_async_handler
 from pywatt_proto._router import Response, Router
 from pywatt_proto._routes import RouteDecorators
+from pywatt_proto._secrets import convert_secret, redact_secret
 from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch, dispatch_eager
@@ -92,6 +93,7 @@ DEFAULT_MAX_CONCURRENCY = 64
 DEFAULT_MAX_THREADS = 40
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 #: A request waiting for a handler slot: from stdio, or from a framed channel.
 _Pending: TypeAlias = "RequestReceived | tuple[AsyncChannel, RequestReceived]"
 RotationCallback = Callable[[tuple[str, ...]], Any]
@@ -272,24 +274,34 @@ class Module(RouteDecorators):
         """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
         return self._conn.init if self._conn is not None else None
 
-    async def secret(self, name: str) -> str:
-        """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
+    if TYPE_CHECKING:
+
+        @overload
+        async def secret(self, name: str) -> str: ...
+        @overload
+        async def secret(self, name: str, *, type: Callable[[str], _T]) -> _T: ...
+
+    async def secret(self, name: str, *, type: Callable[[str], Any] | None = None) -> Any:
+        """Return the value of secret ``name`` (cached, or fetched from the orchestrator),
+        converted by ``type``: ``int``, ``float``, ``bool`` (true/false, 1/0, yes/no,
+        on/off), ``SecretValue`` (masked ``repr``) or any callable (default: the text).
 
         Concurrent calls for one name share a single round trip. Raises
-        ``SecretUnavailable`` if no answer arrives within ``secret_timeout`` and
-        ``RuntimeError`` when the module is not serving.
+        ``SecretUnavailable`` if no answer arrives within ``secret_timeout``,
+        ``RuntimeError`` when the module is not serving and ``ValueError`` when the
+        value does not convert (naming the secret, never the value).
         """
         conn, loop = self._conn, self._loop
         if conn is None or loop is None:
             raise RuntimeError("Module.secret() needs a running module (serve_stdio)")
         value = conn.get_secret(name, loop.time())
-        if value is not None:
-            return value
-        fut: asyncio.Future[str] = loop.create_future()
-        self._secret_waiters.setdefault(name, []).append(fut)
-        self._flush()
-        self._arm_timer()
-        return await fut
+        if value is None:
+            fut: asyncio.Future[str] = loop.create_future()
+            self._secret_waiters.setdefault(name, []).append(fut)
+            self._flush()
+            self._arm_timer()
+            value = await fut
+        return value if type is None else convert_secret(name, value, type)
 
     async def call_module(
         self, module_id: str, endpoint: str, payload: object = None, *, timeout: float | None = None
@@ -643,6 +655,7 @@ class Module(RouteDecorators):
             _log.warning("request %s timed out (answered 504)", event.request_id)
         elif t is SecretUpdated:
             assert isinstance(event, SecretUpdated)
+            redact_secret(event.value)  # kept out of every log record from now on
             for fut in self._secret_waiters.pop(event.name, ()):
                 if not fut.done():
                     fut.set_result(event.value)

@@ -285,6 +285,10 @@ if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
         channel_state_diagram,
         channel_targets,
     )
+
+    # --- secrets: typed getters' conversions, masked wrapper, log redaction ---
+    # isort: split
+    from ._secrets import SecretRedactor, SecretValue, convert_secret, redact_secret
 # isort: on
 
 #: Public name -> (private module, name there), imported on first access: importing the
@@ -519,6 +523,10 @@ _LAZY: dict[str, tuple[str, str]] = {
     "ChannelTarget": ("._channel", "ChannelTarget"),
     "channel_state_diagram": ("._channel", "channel_state_diagram"),
     "channel_targets": ("._channel", "channel_targets"),
+    "SecretRedactor": ("._secrets", "SecretRedactor"),
+    "SecretValue": ("._secrets", "SecretValue"),
+    "convert_secret": ("._secrets", "convert_secret"),
+    "redact_secret": ("._secrets", "redact_secret"),
 }
 
 
@@ -712,6 +720,11 @@ __all__ = [
     "ChannelTarget",
     "channel_state_diagram",
     "channel_targets",
+    # secrets
+    "SecretRedactor",
+    "SecretValue",
+    "convert_secret",
+    "redact_secret",
     # router
     "LATENCY_BUCKETS",
     "MAX_QUERY_FIELDS",

@@ -117,6 +117,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
 )
 from pywatt_proto._router import Request, Response, Router
 from pywatt_proto._routes import RouteDecorators
+from pywatt_proto._secrets import convert_secret, redact_secret
 from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch
@@ -125,7 +126,7 @@ from ._stdio import READ_CHUNK, BlockingWriter, guard_stdout
 TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
 if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or open a channel
     from concurrent.futures import Future
-    from typing import Any, Final, TypeVar
+    from typing import Any, Final, TypeVar, overload
 
     from pywatt_proto._calls import RoutedMessage
     from pywatt_proto._channel import ChannelEvent
@@ -135,6 +136,7 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
     from ._ports import PortNegotiation, PortResult
 
     _F = TypeVar("_F", bound=Callable[..., Any])
+    _T = TypeVar("_T")
     RotationCallback = Callable[[tuple[str, ...]], Any]
     StartupHook = Callable[[], Any]
     RoutedHandler = Callable[[RoutedMessage], Any]
@@ -411,8 +413,25 @@ class Module(RouteDecorators):
         """True while stdin reading is paused because output is not draining."""
         return self._paused and self._backlog > self._low_water
 
-    def secret(self, name: str, timeout: float | None = None) -> str:
-        """Return the value of secret ``name`` (cached, or fetched from the orchestrator).
+    if TYPE_CHECKING:
+
+        @overload
+        def secret(self, name: str, timeout: float | None = None) -> str: ...
+        @overload
+        def secret(
+            self, name: str, timeout: float | None = None, *, type: Callable[[str], _T]
+        ) -> _T: ...
+
+    def secret(
+        self,
+        name: str,
+        timeout: float | None = None,
+        *,
+        type: Callable[[str], Any] | None = None,
+    ) -> Any:
+        """Return the value of secret ``name`` (cached, or fetched from the orchestrator),
+        converted by ``type``: ``int``, ``float``, ``bool`` (true/false, 1/0, yes/no,
+        on/off), ``SecretValue`` (masked ``repr``) or any callable (default: the text).
 
         Blocks the calling thread (call it from handlers or hooks, not from a port
         listener). Called from a handler, it wakes another thread to read the answer.
@@ -422,6 +441,8 @@ class Module(RouteDecorators):
         Raises:
             SecretUnavailable: no answer in time, or the module stopped.
             RuntimeError: the module is not serving.
+            ValueError: the value does not convert to ``type`` (the message names the
+                secret, never the value).
         """
         self._lock.acquire()
         conn = self._conn
@@ -435,7 +456,7 @@ class Module(RouteDecorators):
             raise
         if value is not None:
             self._lock.release()
-            return value
+            return value if type is None else convert_secret(name, value, type)
         wait = _SecretWait()
         self._secret_waits.setdefault(name, []).append(wait)
         self._wake_timer_locked()
@@ -445,7 +466,7 @@ class Module(RouteDecorators):
             raise SecretUnavailable(f"{name}: timed out")
         if wait.value is None:
             raise SecretUnavailable(f"{name}: {wait.error}")
-        return wait.value
+        return wait.value if type is None else convert_secret(name, wait.value, type)
 
     def submit_call(
         self, module_id: str, endpoint: str, payload: object = None, *, timeout: float | None = None
@@ -1083,6 +1104,7 @@ class Module(RouteDecorators):
             return event
         if t is SecretUpdated:
             assert isinstance(event, SecretUpdated)
+            redact_secret(event.value)  # kept out of every log record from now on
             for wait in self._secret_waits.pop(event.name, ()):
                 wait.value = event.value
                 wait.done.set()

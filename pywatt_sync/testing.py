@@ -20,7 +20,9 @@ So every request takes the path it takes in production: the init handshake, secr
 prefetch, ``on_startup`` hooks and the announce happen when the client starts; each
 request is an ``http_request`` line that the module's core decodes, routes, runs through
 middleware and the authenticator, and answers with an ``http_response`` line. Secrets
-are served from ``secrets``; :meth:`TestClient.rotate` rotates them.
+are served from ``secrets``; :meth:`TestClient.rotate` rotates them. They are redacted
+from log records while the module runs (as in production) and no longer once the client
+has stopped (the test process goes on).
 
 ``app`` may be a ``pywatt_sync.Module``, a ``pywatt_asyncio.Module``, a module made by
 ``asgi_module``/``wsgi_module``, or a bare ASGI application (an ``async def``
@@ -65,6 +67,7 @@ from pywatt_proto import (
     RotationAcknowledged,
     TcpListen,
 )
+from pywatt_proto._secrets import redactor
 
 __all__ = ["ModuleStopped", "TestClient", "TestResponse"]
 
@@ -223,6 +226,7 @@ class TestClient:
     ) -> None:
         self.app = _as_module(app)
         self._secrets = dict(secrets or {})
+        self._served: set[str] = set(self._secrets.values())
         self._module_id = module_id
         self._env = dict(env or {})
         parts = urlsplit(base_url)
@@ -276,6 +280,7 @@ class TestClient:
             self._module_fds = (in_r, out_w)
             self._code = None
             self._error = None
+            self._served.update(self._secrets.values())
             init = Init(
                 orchestrator_api="http://127.0.0.1:9900",
                 module_id=self._module_id,
@@ -361,6 +366,10 @@ class TestClient:
             self._conn = None
             self._thread = None
             self._responses.clear()
+            # The values this client served stop being redacted from later log records
+            # (a module process would have exited; a test run goes on).
+            redactor().discard(self._served)
+            self._served.clear()
 
     # ---------------------------------------------------------------- pumping
     def _write(self, data: bytes, deadline: float) -> None:
@@ -555,6 +564,7 @@ class TestClient:
             assert conn is not None
             self._rotations += 1
             rotation_id = f"rot-{self._rotations}"
+            self._served.update(values.values())
             conn.rotate(values, rotation_id)
             self._pump(lambda: rotation_id in self._acks)
             return self._acks.pop(rotation_id)
