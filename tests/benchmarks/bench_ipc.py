@@ -1,23 +1,38 @@
 """IPC benchmark: a module serving ``GET /hello`` over its stdin/stdout, against floors.
 
-Run: ``.venv/bin/python tests/benchmarks/bench_ipc.py [N] [--startup-only]`` (default N = 20000).
+Run: ``.venv/bin/python tests/benchmarks/bench_ipc.py [N] [--rounds R] [--startup-only]
+[--no-startup] [--wire reference|flat|both]`` (default N = 20000 requests per depth).
 
 For each subject a child process is started and driven by a bare driver in this process
 that writes ``http_request`` lines and reads response lines, keeping 1 and then 64 requests
-in flight. Subjects:
+in flight. The driver writes **one request line per write** (an orchestrator forwarding
+independent HTTP clients does not batch them), and subjects run round by round, interleaved,
+each ratio the median of per-round ratios (a shared machine drifts).
 
-* ``asyncio-module``: ``pywatt_asyncio.Module`` with one route (the SDK's full path: core,
-  router, dispatch, stdout guard);
-* ``floor-stdlib``: a minimal blocking loop (``readline`` -> ``json.loads`` -> ``json.dumps``
-  -> ``write``), the least a Python module must do per request;
-* ``floor-asyncio``: the same loop on asyncio pipe streams.
+Two wires, one table each:
 
-Targets: each driver >= 0.8x its floor at both depths (asyncio module vs asyncio floor);
-start-up to first response <= 2x the bare stdlib module's (``sync-module`` vs ``floor-stdlib``).
+* **reference** (the one that counts): the init offers no extensions, as the reference
+  orchestrator's does, so every answer is the stdout wrapper
+  ``{"content":{...},"metadata":{"id":<fresh uuid4>,...}}`` (keys sorted, spec/stdio.md);
+* **flat**: the init offers ``http_response_op``, answers are the flat op.
 
-Start-up (spawn, write init + one ``http_request``, time until the response line) is measured
-twice, every subject interleaved with the others round by round (``--startup-rounds``, default
-15) and each ratio taken as the median of per-round ratios (a shared machine drifts):
+Subjects:
+
+* ``asyncio-module``: ``pywatt_asyncio.Module`` with one route (core, router, dispatch);
+* ``sync-module``: ``pywatt_sync.Module`` with the same route;
+* ``floor-stdlib``: a naive blocking loop writing the same answer shape: ``json.loads`` of
+  the line, a dict, ``str(uuid.uuid4())`` for the wrapper's id, ``json.dumps``, one write
+  and flush per answer -- what a module written without pywatt does per request;
+* ``floor-asyncio``: the same on asyncio pipe streams (one ``transport.write`` per answer).
+
+Targets: both modules >= 0.8x the naive stdlib floor at both depths on the reference wire
+(the asyncio module is also shown against the asyncio floor, for context); start-up to first
+response of the blocking module <= 2x the bare stdlib module's (``sync-module`` vs
+``floor-stdlib``).
+
+Start-up (spawn, write init + one ``http_request``, time until the response line; reference
+wire) is measured twice, every subject interleaved with the others round by round
+(``--startup-rounds``, default 15) and each ratio taken as the median of per-round ratios:
 
 * **compiled** -- as a pip-installed wheel runs: bytecode for everything is cached in a
   temporary ``PYTHONPYCACHEPREFIX`` directory (``compileall`` of the three packages, then one
@@ -26,11 +41,7 @@ twice, every subject interleaved with the others round by round (``--startup-rou
   ratio here is the one checked against 2.0; the asyncio module is printed against the bare
   floor and against ``floor-asyncio`` (importing asyncio alone costs more than the target
   allows, so that ratio is context).
-* **cold** -- for information: ``PYTHONDONTWRITEBYTECODE=1`` and no pycache prefix, so the
-  project's ``.py`` files are compiled on every start unless the tree holds ``__pycache__``
-  directories already (this environment never writes them).
-
-``--startup-only`` skips the throughput part.
+* **cold** -- for information: ``PYTHONDONTWRITEBYTECODE=1`` and no pycache prefix.
 """
 
 from __future__ import annotations
@@ -51,18 +62,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-INIT = (
-    json.dumps(
-        {
-            "orchestrator_api": "http://127.0.0.1:9900",
-            "module_id": "bench",
-            "env": {},
-            "listen": "127.0.0.1:0",
-            "pywatt_extensions": ["heartbeat_ack", "http_response_op"],
-        }
-    ).encode()
-    + b"\n"
-)
+
+def init_line(flat: bool) -> bytes:
+    """The init line: no extensions on the reference wire, ``http_response_op`` on the flat."""
+    blob: dict[str, object] = {
+        "orchestrator_api": "http://127.0.0.1:9900",
+        "module_id": "bench",
+        "env": {},
+        "listen": "127.0.0.1:0",
+    }
+    if flat:
+        blob["pywatt_extensions"] = ["http_response_op"]
+    return json.dumps(blob).encode() + b"\n"
+
+
+INIT = init_line(flat=False)
 
 ASYNCIO_MODULE = textwrap.dedent(
     """
@@ -77,11 +91,15 @@ ASYNCIO_MODULE = textwrap.dedent(
     """
 )
 
+# The floors answer in the shape the init asked for: the wrapper unless the init offers
+# http_response_op (then the flat op). Body and headers as the module's handler produces them.
 FLOOR_STDLIB = textwrap.dedent(
     """
-    import json, sys
+    import json, sys, uuid
     inp, out = sys.stdin.buffer, sys.stdout.buffer
-    inp.readline()
+    init = json.loads(inp.readline())
+    flat = "http_response_op" in init.get("pywatt_extensions", ())
+    source = init.get("module_id") or "unknown_module"
     out.write(b'{"op":"announce","listen":"127.0.0.1:0","endpoints":'
               b'[{"path":"/hello","methods":["GET"]}]}\\n')
     out.flush()
@@ -90,8 +108,15 @@ FLOOR_STDLIB = textwrap.dedent(
         req = json.loads(line)
         if req.get("op") != "http_request":
             continue
-        resp = {"op": "http_response", "request_id": req["request_id"], "status_code": 200,
-                "headers": {"content-type": "application/json"}, "body": body}
+        rid = req["request_id"]
+        content = {"body": body, "headers": {"content-type": "application/json"},
+                   "request_id": rid, "status_code": 200}
+        if flat:
+            resp = {"op": "http_response", **content}
+        else:
+            resp = {"content": content, "metadata": {
+                "id": str(uuid.uuid4()), "properties": {"correlation_id": rid},
+                "source": source}}
         out.write(json.dumps(resp, separators=(",", ":")).encode() + b"\\n")
         out.flush()
     """
@@ -99,21 +124,30 @@ FLOOR_STDLIB = textwrap.dedent(
 
 FLOOR_ASYNCIO = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, json, sys, uuid
 
     async def main():
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader(limit=1 << 24)
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         transport, _ = await loop.connect_write_pipe(asyncio.Protocol, sys.stdout)
-        await reader.readline()
+        init = json.loads(await reader.readline())
+        flat = "http_response_op" in init.get("pywatt_extensions", ())
+        source = init.get("module_id") or "unknown_module"
         transport.write(b'{"op":"announce","listen":"127.0.0.1:0","endpoints":'
                         b'[{"path":"/hello","methods":["GET"]}]}\\n')
         body = list(json.dumps({"message": "hello"}).encode())
 
         async def handle(req):
-            resp = {"op": "http_response", "request_id": req["request_id"], "status_code": 200,
-                    "headers": {"content-type": "application/json"}, "body": body}
+            rid = req["request_id"]
+            content = {"body": body, "headers": {"content-type": "application/json"},
+                       "request_id": rid, "status_code": 200}
+            if flat:
+                resp = {"op": "http_response", **content}
+            else:
+                resp = {"content": content, "metadata": {
+                    "id": str(uuid.uuid4()), "properties": {"correlation_id": rid},
+                    "source": source}}
             transport.write(json.dumps(resp, separators=(",", ":")).encode() + b"\\n")
 
         tasks = set()
@@ -145,13 +179,9 @@ SYNC_MODULE = textwrap.dedent(
 SUBJECTS: dict[str, tuple[str, str | None]] = {
     "floor-stdlib": (FLOOR_STDLIB, None),
     "floor-asyncio": (FLOOR_ASYNCIO, None),
-    "asyncio-module": (ASYNCIO_MODULE, "floor-asyncio"),
+    "asyncio-module": (ASYNCIO_MODULE, "floor-stdlib"),
     "sync-module": (SYNC_MODULE, "floor-stdlib"),
 }
-
-
-#: Measurements per (subject, depth); the best is reported.
-REPEATS = 3
 
 
 def request_line(i: int) -> bytes:
@@ -206,25 +236,28 @@ class Driver:
         *lines, self.buf = self.buf.split(b"\n")
         return lines
 
-    def handshake(self) -> None:
-        self.write(INIT)
+    def handshake(self, init: bytes = INIT) -> None:
+        self.write(init)
         while not any(b'"announce"' in line for line in self.read_lines()):
             pass
 
     def run(self, n: int, depth: int, start: int) -> float:
-        """Drive ``n`` requests with ``depth`` in flight; return requests/second."""
-        sent = done = 0
+        """Drive ``n`` requests with ``depth`` in flight, one write per request line;
+        return requests/second."""
+        write = self.write
         t0 = time.perf_counter()
         first = min(depth, n)
-        self.write(b"".join(request_line(start + i) for i in range(first)))
+        for i in range(first):
+            write(request_line(start + i))
         sent = first
+        done = 0
         while done < n:
-            lines = [x for x in self.read_lines() if b"request_id" in x]
-            done += len(lines)
-            more = min(len(lines), n - sent)
-            if more:
-                self.write(b"".join(request_line(start + sent + i) for i in range(more)))
-                sent += more
+            got = sum(1 for x in self.read_lines() if b"request_id" in x)
+            done += got
+            more = min(got, n - sent)
+            for i in range(more):
+                write(request_line(start + sent + i))
+            sent += more
         return n / (time.perf_counter() - t0)
 
     def close(self) -> None:
@@ -330,40 +363,66 @@ def startup(rounds: int) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("n", nargs="?", type=int, default=20000, help="requests per depth")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds")
+    parser.add_argument("--wire", choices=("reference", "flat", "both"), default="both")
     parser.add_argument("--startup-rounds", type=int, default=15)
     parser.add_argument("--startup-only", action="store_true")
+    parser.add_argument("--no-startup", action="store_true")
     args = parser.parse_args()
-    n = args.n
     ok = True
     if not args.startup_only:
-        ok = throughput(n)
-    ok &= startup(args.startup_rounds)
+        if args.wire in ("reference", "both"):
+            ok &= throughput(args.n, args.rounds, flat=False)
+        if args.wire in ("flat", "both"):
+            throughput(args.n, args.rounds, flat=True)  # context: not a target
+    if not args.no_startup:
+        ok &= startup(args.startup_rounds)
     print("all targets met" if ok else "SOME TARGETS MISSED")
 
 
-def throughput(n: int) -> bool:
-    """Run the throughput part; print it and return whether every ratio meets 0.8."""
-    results: dict[tuple[str, int], float] = {}
-    for name, (program, _floor) in SUBJECTS.items():
-        d = Driver(spawn(program))
-        d.handshake()
-        d.run(min(n, 2000), 64, 10_000_000)  # warm-up
-        for depth in (1, 64):
-            # best of REPEATS: the machine is shared, and the best run is the least disturbed
-            results[(name, depth)] = max(
-                d.run(n, depth, depth * 1_000_000 + k * 100_000) for k in range(REPEATS)
-            )
+def throughput(n: int, rounds: int, flat: bool) -> bool:
+    """Run one wire's table; print it and return whether every module ratio meets 0.8.
+
+    Every subject's child is started once; each round runs every subject at both depths,
+    the subjects' order rotating; a ratio is the median of the per-round ratios.
+    """
+    names = list(SUBJECTS)
+    drivers = {}
+    for name in names:
+        d = Driver(spawn(SUBJECTS[name][0]))
+        d.handshake(init_line(flat))
+        d.run(min(n, 2000), 64, 90_000_000)  # warm-up
+        drivers[name] = d
+    rps: dict[tuple[str, int], list[float]] = {
+        (name, depth): [] for name in names for depth in (1, 64)
+    }
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            for depth in (1, 64):
+                base = (r + 1) * 1_000_000 + depth * 10_000
+                rps[(name, depth)].append(drivers[name].run(n, depth, base))
+    for d in drivers.values():
         d.close()
-    print(f"IPC benchmark, N={n} requests per depth, best of {REPEATS} (requests/second)")
+    wire = (
+        "flat http_response op (extension)" if flat else "reference wire (wrapper, no extensions)"
+    )
+    print(f"IPC {wire}: N={n} per depth, {rounds} rounds, one write per request line")
+    print("  (req/s: median of rounds; ratio: median of per-round ratios, min-max)")
     ok = True
     for name, (_program, floor) in SUBJECTS.items():
         for depth in (1, 64):
-            rps = results[(name, depth)]
-            line = f"  {name:16s} depth {depth:3d}: {rps:10.0f} req/s"
+            mine = rps[(name, depth)]
+            line = f"  {name:16s} depth {depth:3d}: {statistics.median(mine):9.0f} req/s"
             if floor is not None:
-                ratio = rps / results[(floor, depth)]
+                ratios = [a / b for a, b in zip(mine, rps[(floor, depth)], strict=True)]
+                ratio = statistics.median(ratios)
                 ok &= ratio >= 0.8
-                line += f"   {ratio:5.2f}x {floor} (target >= 0.80)"
+                spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
+                line += f"   {ratio:5.2f}x {floor} ({spread}, target >= 0.80)"
+                if name == "asyncio-module":
+                    same = [a / b for a, b in zip(mine, rps[("floor-asyncio", depth)], strict=True)]
+                    line += f", {statistics.median(same):5.2f}x floor-asyncio"
             print(line)
     return ok
 
