@@ -736,32 +736,7 @@ def decode_http_request_line(line: bytes) -> HttpRequest | None:
         body = None if body_text == "null" else bytes(_scan_plain(body_text, 0)[0])
     except (ValueError, StopIteration):  # body: leading zeros, empty items, > 255, huge ints
         return None
-    if _HttpRequestParts is None:  # only if the twin was declined (tested)
-        return trusted_http_request(request_id, method, uri, headers, body)
-    msg = _HttpRequestParts()
-    msg.request_id = request_id
-    msg.method = method
-    msg.uri = uri
-    msg.headers = headers
-    msg.body = body
-    msg.__class__ = HttpRequest
-    return msg  # type: ignore[no-any-return]
-
-
-def _http_request_parts() -> Any:
-    # HttpRequest's slot layout with plain attribute writes: filled, then relabelled as an
-    # HttpRequest (cheaper than trusted_http_request's five descriptor calls). None if the
-    # interpreter refuses the relabelling; the same technique as _router._unfrozen_twin.
-    slots = tuple(HttpRequest.__dict__.get("__slots__", ()))
-    twin = type("_HttpRequestParts", (), {"__slots__": slots})
-    try:
-        twin().__class__ = HttpRequest
-    except TypeError:  # pragma: no cover - a layout CPython does not consider compatible
-        return None
-    return twin
-
-
-_HttpRequestParts = _http_request_parts()
+    return trusted_http_request(request_id, method, uri, headers, body)
 
 
 def _d_port_response(o: _Obj) -> PortResponse:

@@ -109,7 +109,7 @@ from ._messages import (
     Shutdown,
 )
 from ._records import record
-from ._router import Headers, Request, _new_request, _unfrozen_twin, _wire_request
+from ._router import Request
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
@@ -326,9 +326,11 @@ class Announced:
     announce: Announce
 
 
-@record
+@record(frozen=False)
 class RequestReceived:
     """An ``http_request`` to hand to the router; answer it with ``send_response``.
+
+    A plain slotted class (one is built per request); the core never looks at it again.
 
     ``path`` and ``query`` are ``request.uri`` split at the first ``?`` (query without it,
     ``""`` when absent), still percent-encoded.
@@ -347,13 +349,9 @@ class RequestReceived:
         """
         msg = self.request
         wire = msg.headers
-        if type(wire) is dict:
-            # The message's map is folded into the router's pairs on first use (it is the
-            # codec's own dict, never changed afterwards).
-            return _wire_request(msg.method.upper(), self.path, self.query, wire, msg.body or b"")
-        return _new_request(
-            msg.method.upper(), self.path, self.query, Headers(wire), msg.body or b""
-        )
+        if type(wire) is not dict:  # a message built by hand with another mapping
+            wire = dict(wire)
+        return Request.from_wire(msg.method.upper(), self.path, self.query, wire, msg.body or b"")
 
 
 @record
@@ -1204,31 +1202,17 @@ _UUID_RANDOM_BITS: Final = ((1 << 128) - 1) ^ (0xF << 76) ^ (0xC << 60)
 _RUNNING: Final = ModuleState.RUNNING
 _CLOSING: Final = ModuleState.CLOSING
 _ERROR: Final = ModuleState.ERROR
-_RequestReceivedParts = _unfrozen_twin(RequestReceived)
-# RequestReceived's slot setters (used if the twin above is refused).
-_REQUEST_RECEIVED_SET = tuple(
-    RequestReceived.__dict__[n].__set__ for n in ("request_id", "request", "path", "query")
-)
 
 
 def _request_received(rid: str, msg: HttpRequest, path: str, query: str) -> RequestReceived:
-    """``RequestReceived(request_id=rid, ...)`` from checked values, built the cheap way (the
-    core builds one per request)."""
-    if _RequestReceivedParts is not None:
-        event = _RequestReceivedParts()
-        event.request_id = rid
-        event.request = msg
-        event.path = path
-        event.query = query
-        event.__class__ = RequestReceived
-        return event  # type: ignore[no-any-return]
-    made = _new_object(RequestReceived)  # only if _unfrozen_twin declined (tested)
-    set_rid, set_request, set_path, set_query = _REQUEST_RECEIVED_SET
-    set_rid(made, rid)
-    set_request(made, msg)
-    set_path(made, path)
-    set_query(made, query)
-    return made
+    """``RequestReceived(request_id=rid, ...)`` from checked values, without the keyword
+    call (the core builds one per request)."""
+    event = _new_object(RequestReceived)
+    event.request_id = rid
+    event.request = msg
+    event.path = path
+    event.query = query
+    return event
 
 
 def _lower_keys(headers: dict[str, str]) -> bool:

@@ -1,4 +1,5 @@
-"""``@record``: frozen, slotted, keyword-only classes that cost little to define.
+"""``@record``: frozen (or, by choice, mutable) slotted, keyword-only classes that cost
+little to define.
 
 A drop-in for ``@dataclass(frozen=True, slots=True, kw_only=True)`` on the start-up path
 (messages, connection events, router values)::
@@ -180,30 +181,33 @@ def _init_source(cls: type) -> tuple[str, dict[str, object]]:
     defaults: dict[str, object] = cls.__record_defaults__  # type: ignore[attr-defined]
     factories: dict[str, Callable[[], object]] = cls.__record_factories__  # type: ignore[attr-defined]
     no_init: frozenset[str] = cls.__record_no_init__  # type: ignore[attr-defined]
+    frozen: bool = cls.__record_frozen__  # type: ignore[attr-defined]
     env: dict[str, object] = {"__rec_FACTORY": _FACTORY}
     params, body = [], []
     for name in names:
         setter = f"__rec_set_{name}"
-        env[setter] = getattr(cls, name).__set__  # the slot's own setter: skips __setattr__
+        if frozen:
+            env[setter] = getattr(cls, name).__set__  # the slot's own setter: skips __setattr__
+            store = f"    {setter}(self, {{}})"
+        else:
+            store = f"    self.{name} = {{}}"  # an ordinary attribute store
         if name in factories:
             factory = f"__rec_factory_{name}"
             env[factory] = factories[name]
             if name in no_init:
-                body.append(f"    {setter}(self, {factory}())")
+                body.append(store.format(f"{factory}()"))
             else:
                 params.append(f"{name}=__rec_FACTORY")
-                body.append(
-                    f"    {setter}(self, {factory}() if {name} is __rec_FACTORY else {name})"
-                )
+                body.append(store.format(f"{factory}() if {name} is __rec_FACTORY else {name}"))
         elif name in defaults:
             default = f"__rec_default_{name}"
             env[default] = defaults[name]
             if name not in no_init:
                 params.append(f"{name}={default}")
-            body.append(f"    {setter}(self, {default if name in no_init else name})")
+            body.append(store.format(default if name in no_init else name))
         elif name not in no_init:
             params.append(name)
-            body.append(f"    {setter}(self, {name})")
+            body.append(store.format(name))
     if hasattr(cls, "__post_init__"):
         body.append("    self.__post_init__()")
     star = "*, " if params else ""
@@ -301,9 +305,30 @@ def _is_class_var(annotation: object) -> bool:
 # --------------------------------------------------------------------------- the decorator
 
 
+if TYPE_CHECKING:
+
+    @overload
+    def record(cls: type[_T], /) -> type[_T]: ...
+    @overload
+    def record(*, frozen: bool = True) -> Callable[[type[_T]], type[_T]]: ...
+
+
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))
-def record(cls: type[_T]) -> type[_T]:
-    """Make ``cls`` a frozen, slotted, keyword-only record of its annotated fields."""
+def record(cls: Any = None, /, *, frozen: bool = True) -> Any:
+    """Make ``cls`` a slotted, keyword-only record of its annotated fields.
+
+    ``@record`` is frozen (assignment raises :class:`FrozenRecordError`; hashable when its
+    fields are). ``@record(frozen=False)`` is an ordinary mutable slotted class with the
+    same generated methods, except ``__hash__`` (None, as for a mutable dataclass) and the
+    frozen ``__setattr__``/``__delattr__``; its ``__init__`` stores fields directly. Returns
+    the new class (or, called with options only, the decorator).
+    """
+    if cls is None:
+        return lambda klass: _make_record(klass, frozen)
+    return _make_record(cls, frozen)
+
+
+def _make_record(cls: type[_T], frozen: bool) -> type[_T]:
     ns = dict(cls.__dict__)
     own: list[str] = []
     defaults: dict[str, object] = {}
@@ -351,6 +376,7 @@ def record(cls: type[_T]) -> type[_T]:
     ns["__record_no_init__"] = frozenset(no_init)
     ns["__record_repr__"] = tuple(n for n in names if n not in hidden)
     ns["__record_compare__"] = compared
+    ns["__record_frozen__"] = frozen
     if len(compared) > 1:
         ns["__record_key__"] = attrgetter(*compared)
     elif compared:
@@ -365,12 +391,15 @@ def record(cls: type[_T]) -> type[_T]:
     ns.setdefault("__repr__", _repr)
     if "__eq__" not in ns:
         ns["__eq__"] = _eq
-    if ns.get("__hash__", _MISSING) in (_MISSING, None):
+    if not frozen:
+        ns["__hash__"] = None  # mutable: unhashable, as a dataclass with eq and no frozen
+    elif ns.get("__hash__", _MISSING) in (_MISSING, None):
         ns["__hash__"] = _hash
-    for name, method in (("__setattr__", _setattr), ("__delattr__", _delattr)):
-        if name in ns:
-            raise TypeError(f"record {cls.__qualname__} must not define {name}")
-        ns[name] = method
+    if frozen:
+        for name, method in (("__setattr__", _setattr), ("__delattr__", _delattr)):
+            if name in ns:
+                raise TypeError(f"record {cls.__qualname__} must not define {name}")
+            ns[name] = method
     ns.setdefault("__getstate__", _getstate)
     ns.setdefault("__setstate__", _setstate)
     meta: Any = type(cls)

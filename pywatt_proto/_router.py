@@ -195,11 +195,11 @@ class Headers:
         return new
 
     @classmethod
-    def _from_wire(cls, wire: dict[str, str]) -> Headers:
+    def from_wire(cls, wire: dict[str, str]) -> Headers:
         """Return headers for a decoded message's map, folded into pairs on first use.
 
-        For the module link's hot path: ``wire`` must be a dict of str -> str that nobody
-        changes afterwards (the codec builds a fresh one per message).
+        ``wire`` must be a dict of str -> str that nobody changes afterwards (the codec
+        builds a fresh one per message); it is not copied. Never raises.
         """
         new = _new_object(cls)
         new._decoded = None
@@ -352,9 +352,10 @@ _EMPTY_HEADERS = Headers()
 # --------------------------------------------------------------------------- request / response
 
 
-@record
+@record(frozen=False)
 class Request:
-    """One HTTP request as the router and handlers see it.
+    """One HTTP request as the router and handlers see it (a plain mutable slotted class:
+    :meth:`Router.plan` completes ``route``/``path_params`` in place).
 
     ``path`` is the raw (still percent-encoded) path, ``query_string`` the raw
     text after ``?`` and ``query`` its parsed form (parsed on first use, so the two
@@ -380,8 +381,7 @@ class Request:
         """Return the per-request scratch dict for middleware (created on first use)."""
         st = self._state
         if st is None:
-            st = {}
-            object.__setattr__(self, "_state", st)
+            st = self._state = {}
         return st
 
     @property
@@ -393,8 +393,7 @@ class Request:
         """
         q = self._query
         if q is None:
-            q = QueryParams.parse(self.query_string)
-            object.__setattr__(self, "_query", q)
+            q = self._query = QueryParams.parse(self.query_string)
         return q
 
     @classmethod
@@ -432,6 +431,32 @@ class Request:
             client=client,
         )
 
+    @classmethod
+    def from_wire(
+        cls, method: str, path: str, query_string: str, headers: dict[str, str], body: bytes
+    ) -> Request:
+        """Return the request for a decoded ``http_request`` (the module link's constructor).
+
+        ``method`` as it should appear (upper-case), ``path``/``query_string`` the target split
+        at ``?``, ``headers`` the message's single-valued map -- not copied, so nobody may
+        change it afterwards (the codec builds a fresh one per message) -- folded into
+        :class:`Headers` pairs on first use. The values are not checked (the link layer has);
+        other fields take their defaults. Never raises.
+        """
+        req = _new_object(cls)
+        req.method = method
+        req.path = path
+        req.query_string = query_string
+        req.headers = Headers.from_wire(headers)
+        req.body = body
+        req.path_params = _NO_VALUES
+        req.claims = _NO_VALUES
+        req.client = None
+        req.route = None
+        req._query = None
+        req._state = None
+        return req
+
     @property
     def target(self) -> str:
         """Return the request target: path plus ``?query`` when there is one."""
@@ -455,102 +480,11 @@ class Request:
             raise HTTPException(400, "Invalid JSON body") from exc
 
 
-def _unfrozen_twin(cls: type) -> Any:
-    """Return a class with ``cls``'s slot layout and plain attribute writes, or None.
-
-    The hot paths fill an instance of the twin with ordinary attribute stores and then
-    relabel it (``obj.__class__ = cls``): several times cheaper than the frozen class's
-    ``__init__`` (``object.__setattr__`` per field) or its slot descriptors' ``__set__``.
-    None when the interpreter refuses the relabelling (layouts differ), checked here once;
-    callers then use the slot descriptors.
-    """
-    slots = cls.__dict__.get("__slots__")
-    if not isinstance(slots, tuple | list) or "__dict__" in slots:  # pragma: no cover
-        return None
-    twin = type(f"_{cls.__name__}Parts", (), {"__slots__": tuple(slots)})
-    probe = twin()
-    try:
-        probe.__class__ = cls
-    except TypeError:  # pragma: no cover - a layout CPython does not consider compatible
-        return None
-    return twin
-
-
-_RequestParts = _unfrozen_twin(Request)
-_set_route = Request.__dict__["route"].__set__
-# Slot setters of Request, in field order (they bypass the frozen __setattr__).
-_REQUEST_SET = tuple(
-    Request.__dict__[n].__set__
-    for n in (
-        "method",
-        "path",
-        "query_string",
-        "headers",
-        "body",
-        "path_params",
-        "claims",
-        "client",
-        "route",
-        "_query",
-        "_state",
-    )
-)
-
-
-def _wire_request(
-    method: str, path: str, query_string: str, wire: dict[str, str], body: bytes
-) -> Request:
-    """``_new_request`` with ``Headers._from_wire(wire)``, both built here (the module link
-    builds one per request)."""
-    headers = _new_object(Headers)
-    headers._decoded = None
-    headers._raw = ()
-    headers._wire = wire
-    return _new_request(method, path, query_string, headers, body)
-
-
-def _new_request(
-    method: str, path: str, query_string: str, headers: Headers, body: bytes
-) -> Request:
-    """Return ``Request(method=..., path=..., ...)`` (other fields default) without the
-    generated ``__init__``'s eleven frozen-attribute writes; for a driver's hot path, which
-    passes values of the declared types."""
-    if _RequestParts is not None:
-        parts = _RequestParts()
-        parts.method = method
-        parts.path = path
-        parts.query_string = query_string
-        parts.headers = headers
-        parts.body = body
-        parts.path_params = _NO_VALUES
-        parts.claims = _NO_VALUES
-        parts.client = None
-        parts.route = None
-        parts._query = None
-        parts._state = None
-        parts.__class__ = Request
-        return parts  # type: ignore[no-any-return]
-    req = _new_object(Request)  # only if _unfrozen_twin declined (tested)
-    s_method, s_path, s_qs, s_headers, s_body, s_params, s_claims, s_client, s_route, s_q, s_st = (
-        _REQUEST_SET
-    )
-    s_method(req, method)
-    s_path(req, path)
-    s_qs(req, query_string)
-    s_headers(req, headers)
-    s_body(req, body)
-    s_params(req, _NO_VALUES)
-    s_claims(req, _NO_VALUES)
-    s_client(req, None)
-    s_route(req, None)
-    s_q(req, None)
-    s_st(req, None)
-    return req
-
-
-@record
+@record(frozen=False)
 class Response:
     """An HTTP response: status, ``(name, value)`` header pairs (repeats allowed) and body.
+
+    Checked when built (a plain mutable slotted class: build a new one rather than assign).
 
     Raises:
         LocalProtocolError: status outside 100-599, non-bytes body, or a header
@@ -600,23 +534,11 @@ class Response:
 
 def _trusted(status: int, headers: tuple[tuple[str, str], ...], body: bytes) -> Response:
     """Build a Response from values known valid (skips ``__post_init__`` checks)."""
-    if _ResponseParts is not None:
-        parts = _ResponseParts()
-        parts.status = status
-        parts.headers = headers
-        parts.body = body
-        parts.__class__ = Response
-        return parts  # type: ignore[no-any-return]
-    resp = _new_object(Response)  # only if _unfrozen_twin declined (tested)
-    set_status, set_headers, set_body = _RESPONSE_SET
-    set_status(resp, status)
-    set_headers(resp, headers)
-    set_body(resp, body)
+    resp = _new_object(Response)
+    resp.status = status
+    resp.headers = headers
+    resp.body = body
     return resp
-
-
-_ResponseParts = _unfrozen_twin(Response)
-_RESPONSE_SET = tuple(Response.__dict__[n].__set__ for n in ("status", "headers", "body"))
 
 
 @record
@@ -1190,7 +1112,7 @@ class Router:
             if entry is not None and entry[3] is self.metrics:
                 hot_route, hot_label, counters, _ = entry
                 counters[0] += 1
-                _set_route(request, hot_route)
+                request.route = hot_route
                 plan: Plan = _tuple_new(
                     Plan, (request, self._chain, hot_route, None, None, now, hot_label, counters)
                 )
@@ -1217,9 +1139,9 @@ class Router:
             self._hot.setdefault(path, {})[method] = (route, label, counters, metrics)
         # plan() completes the request it is handed (route, path_params) before any
         # user code sees it; building a copy here would cost more than routing.
-        object.__setattr__(request, "route", route)
+        request.route = route
         if params:
-            object.__setattr__(request, "path_params", params)
+            request.path_params = params
         return Plan(request, self._chain, route, None, None, now, label, counters)
 
     def _unrouted(self, request: Request, found: Mapping[str, Route], now: float) -> Plan:
@@ -1273,8 +1195,8 @@ class Router:
             raise HTTPException(500, "Internal server error")
         claims = auth(request, route.auth, plan.started)
         new = replace(request, claims=dict(claims))
-        object.__setattr__(new, "_state", request._state)  # same request: keep its scratch dict
-        object.__setattr__(new, "_query", request._query)
+        new._state = request._state  # the same request: it keeps its scratch dict
+        new._query = request._query
         return new
 
     # -- results and errors ------------------------------------------------------------
@@ -1288,17 +1210,7 @@ class Router:
         """
         t = type(result)
         if t is dict or t is list:  # the common cases first, without isinstance
-            parts = _ResponseParts() if _ResponseParts is not None else None
-            if parts is None or _FAST_ENCODE is None:  # only if _unfrozen_twin declined (tested)
-                return _trusted(200, _JSON_HEADERS, _json_bytes(result))
-            try:
-                parts.body = "".join(_FAST_ENCODE(result, 0)).encode()
-            except RecursionError:
-                parts.body = _json_bytes(result)  # the stdlib's own error, or the deep value
-            parts.status = 200
-            parts.headers = _JSON_HEADERS
-            parts.__class__ = Response
-            return parts  # type: ignore[no-any-return]
+            return _trusted(200, _JSON_HEADERS, _json_bytes(result))
         if t is Response:
             return result  # type: ignore[return-value]
         if isinstance(result, Response):

@@ -286,8 +286,13 @@ def test_messages_are_frozen_keyword_only_and_compare_plainly() -> None:
     a = HttpRequest(request_id="r", method="GET", uri="/", headers={"h": "v"}, body=b"x")
     b = HttpRequest(request_id="r", method="GET", uri="/", headers={"h": "v"}, body=b"x")
     assert a == b
+    resp = HttpResponse(request_id="r", status_code=200, headers={}, body=None)
     with pytest.raises(AttributeError):
-        a.method = "POST"  # type: ignore[misc]
+        resp.status_code = 500  # type: ignore[misc]
+    # HttpRequest alone is an ordinary (mutable, unhashable) slotted class: the hot path
+    # builds one per request
+    with pytest.raises(TypeError):
+        hash(a)
     with pytest.raises(TypeError):
         HttpRequest("r", "GET", "/", {}, None)  # type: ignore[call-arg]
     assert Heartbeat() == Heartbeat() and hash(Heartbeat()) == hash(Heartbeat())
