@@ -1,16 +1,19 @@
-"""The ``pywatt`` command: a development orchestrator.
+"""The ``pywatt`` command: a development host for PyWatt modules.
 
-``pywatt run TARGET`` starts TARGET as a module child process (through
-``python -m pywatt_asyncio._apprunner TARGET``), performs the handshake over its
-stdin/stdout, serves HTTP/1.1 on ``--http`` (default 127.0.0.1:8080) and forwards every
-request over IPC. TARGET is a module file (``examples/hello.py``), a
-``package.module:app`` reference, or ``file.py:attr``; ASGI and WSGI apps are wrapped by
-the adapters. SIGHUP re-reads ``--env-file``/``--secret`` and pushes the changed values to
-the module as one rotation (``secret`` lines, then ``rotated``).
+``pywatt run [OPTIONS] [TARGET ...] [-- COMMAND [ARG ...]]`` starts every module as a child
+process the way the real orchestrator does (init on stdin, the protocol on stdout, stderr
+passed through with a ``[module-id]`` prefix), serves one HTTP/1.1 front door on ``--http``
+(default 127.0.0.1:8080) and routes each request to the module that announced its endpoint
+(:mod:`pywatt_asyncio._host`). A TARGET is a Python file (``examples/hello.py``),
+``file.py:attr`` or ``package.module:attr`` (a Module of either driver, a configured
+ASGI/WSGI adapter, or a bare ASGI/WSGI app); after ``--`` comes any command line (a module in
+any language). ``--config pywatt.toml`` lists modules with their own ids, env and secrets
+(:mod:`pywatt_asyncio._config`).
 
-Everything the command says goes to stderr; the child's stderr passes through.
-Exit status: 0 after Ctrl-C/SIGTERM and a clean module stop, 1 if the module crashed or
-failed to start, 2 for usage errors.
+Everything the command says goes to stderr; stdout stays empty.
+Exit status: 0 after Ctrl-C/SIGTERM and a clean stop of every module; 1 if a module crashed
+(without ``--restart on-failure``), failed to start, or had to be killed at the stop; 2 for
+usage errors.
 """
 
 from __future__ import annotations
@@ -24,21 +27,64 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from pywatt_proto import LocalProtocolError
-
-from ._frontdoor import ModuleUpstream, serve_http
-from ._orchestrator import (
-    ModuleProcess,
-    PortPolicy,
-    _note,
-    child_env,
-    install_stop_signals,
-    python_argv,
+from ._config import (
+    ConfigError,
+    HostSettings,
+    ModuleSpec,
+    SecretSources,
+    check_secret,
+    load_config,
+    parse_env_file,
+    spec_for_command,
+    spec_for_target,
 )
+from ._frontdoor import FrontDoorLimits, serve_http
+from ._host import Host, HostError, HostOptions, describe
+from ._orchestrator import PortPolicy, _note, install_stop_signals
 
 __all__ = ["main", "parse_env_file"]
 
 _log = logging.getLogger("pywatt.cli")
+
+_EPILOG = """\
+targets:
+  x.py                  a module file; its 'app' (or 'application', or its only Module) is served
+  x.py:NAME, pkg.mod:NAME
+                        that object: a pywatt_asyncio/pywatt_sync Module (or subclass, such as
+                        asgi_module(app, secrets=[...])), or a bare ASGI or WSGI app
+  -- CMD [ARG ...]      any executable module (Rust, Go, a script): started with init on stdin
+Each module gets PYWATT_MODULE_ID (default id: the file's stem) and is served under one front
+door: requests go to the module that announced the path (two modules announcing the same
+method and path is an error).
+
+secrets:
+  --secret NAME=VALUE puts the value on the command line, where every local user can read it
+  (ps, /proc). Prefer --secret NAME (the value of this shell's environment variable NAME) or
+  --secrets-file FILE (NAME=VALUE lines; keep it readable by you only).
+  SIGHUP (kill -HUP <pid>) re-reads every secret source and pushes the changed values to the
+  modules as one rotation: 'secret' lines with a rotation_id, then 'rotated'; each module
+  answers with rotation_ack (logged).
+
+config file (--config pywatt.toml):
+  [host]                       http, request_timeout, shutdown_grace, restart, reload,
+                               extensions (command-line options win)
+  [[module]]                   one table per module:
+  id = "notes"                 target = "notes.py"  |  command = ["./bin/notes", "--flag"]
+  env = { K = "v" }            secrets = { DB = "..." }   secret_env = ["API_KEY"]
+  secrets_file = ".env"        watch = ["src"]  (what --reload polls)
+
+exit status: 0 clean stop (Ctrl-C or SIGTERM); 1 a module crashed (without --restart
+on-failure), failed to start, or had to be killed after the grace period; 2 usage error.
+"""
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pywatt")
+    except Exception:  # not installed as a distribution (a source tree on sys.path)
+        return "unknown"
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -48,172 +94,334 @@ def _host_port(text: str) -> tuple[str, int]:
     return (host.strip("[]") or "127.0.0.1", int(port))
 
 
-def _name_value(text: str) -> tuple[str, str]:
+def _secret(text: str) -> tuple[str, str | None]:
+    """``NAME=VALUE`` -> (NAME, VALUE); ``NAME`` -> (NAME, None): the value comes from the
+    environment variable NAME. Checked now: a usage error never shows the value."""
     name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    return name, value
+    if not name:
+        raise argparse.ArgumentTypeError("expected NAME=VALUE or NAME")
+    try:
+        if sep:
+            check_secret(name, value, "--secret")
+            return name, value
+        if name not in os.environ:
+            raise ConfigError(f"--secret {name}: no environment variable {name} is set")
+        check_secret(name, os.environ[name], f"environment variable {name}")
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return name, None
 
 
-def parse_env_file(path: str) -> dict[str, str]:
-    """Return NAME=VALUE pairs of a dotenv-style file.
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
 
-    Blank lines and ``#`` comments are skipped, an ``export`` prefix is allowed, and a value
-    in matching single or double quotes is unquoted. Raises ``OSError`` / ``ValueError``.
-    """
-    out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            line = raw.strip()
-            if not line or line.startswith("#"):
-                continue
-            if line.startswith("export "):
-                line = line[len("export ") :].lstrip()
-            name, sep, value = line.partition("=")
-            name = name.strip()
-            if not sep or not name:
-                raise ValueError(f"{path}:{lineno}: expected NAME=VALUE")
-            value = value.strip()
-            if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-                value = value[1:-1]
-            out[name] = value
-    return out
+
+def _extensions(text: str) -> tuple[str, ...] | None:
+    from pywatt_proto._orchestrator import ORCHESTRATOR_EXTENSIONS
+
+    if text == "all":
+        return None
+    if text == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in ORCHESTRATOR_EXTENSIONS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown extension(s) {', '.join(unknown)}; known: "
+            f"{', '.join(ORCHESTRATOR_EXTENSIONS)} (or 'all', 'none')"
+        )
+    return names
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pywatt", description="PyWatt development orchestrator")
+    p = argparse.ArgumentParser(prog="pywatt", description="PyWatt development host")
+    p.add_argument("--version", action="version", version=f"pywatt {_version()}")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a module behind a local HTTP server")
-    run.add_argument("target", help="module file (x.py), package.module:app, or x.py:app")
+    run = sub.add_parser(
+        "run",
+        help="run modules behind a local HTTP front door",
+        usage="pywatt run [OPTIONS] [TARGET ...] [-- COMMAND [ARG ...]]",
+        description="Run PyWatt modules behind one local HTTP/1.1 front door.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("targets", nargs="*", metavar="TARGET", help="x.py, x.py:NAME, pkg.mod:NAME")
     run.add_argument(
         "--http",
         type=_host_port,
-        default=("127.0.0.1", 8080),
+        default=None,
         metavar="HOST:PORT",
-        help="address of the HTTP server (default 127.0.0.1:8080; port 0 = any)",
+        help="address of the HTTP front door (default 127.0.0.1:8080; port 0 = any)",
     )
+    run.add_argument("--config", metavar="FILE", help="pywatt.toml listing the modules")
+    run.add_argument("--module-id", default=None, help="id of the module (one module only)")
     run.add_argument(
         "--secret",
-        type=_name_value,
+        type=_secret,
         action="append",
         default=[],
-        metavar="NAME=VALUE",
-        help="serve a secret to the module (repeatable)",
+        metavar="NAME[=VALUE]",
+        help="serve a secret to every module: NAME takes the value of the environment "
+        "variable NAME; the NAME=VALUE form is visible to other local users (repeatable)",
     )
-    run.add_argument("--env-file", action="append", default=[], help="secrets from a .env file")
-    run.add_argument("--module-id", default=None, help="module_id sent in init")
-    run.add_argument("--request-timeout", type=float, default=30.0, help="seconds before 504")
-    run.add_argument("--announce-timeout", type=float, default=10.0)
-    run.add_argument("--heartbeat-interval", type=float, default=5.0, help="0 disables")
-    run.add_argument("--shutdown-grace", type=float, default=5.0)
-    run.add_argument("--port-delay", type=float, default=0.0, help="delay port_response (tests)")
-    run.add_argument("--port-refuse", action="store_true", help="refuse port_request (tests)")
-    run.add_argument("--log-level", default=os.environ.get("PYWATT_LOG_LEVEL", "INFO"))
+    run.add_argument(
+        "--secrets-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="serve the NAME=VALUE lines of FILE as secrets (dotenv style; repeatable)",
+    )
+    run.add_argument(
+        "--env-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="same as --secrets-file (the older name)",
+    )
+    run.add_argument(
+        "--restart",
+        choices=("no", "on-failure"),
+        default=None,
+        help="on-failure: restart a crashed module with exponential backoff "
+        "(default no: a crash stops the host with status 1)",
+    )
+    run.add_argument(
+        "--reload",
+        action="store_true",
+        default=None,
+        help="restart a module when its source changes (polling); the new process takes "
+        "over once it announced, requests are never refused",
+    )
+    run.add_argument(
+        "--reload-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="watch DIR too (repeatable; default: the target's directory, or the files "
+        "named on a command line)",
+    )
+    run.add_argument(
+        "--extensions",
+        type=_extensions,
+        default=None,
+        metavar="LIST",
+        help="pywatt extensions offered in init: 'all' (default), 'none' (exactly like the "
+        "reference orchestrator) or a comma-separated list",
+    )
+    run.add_argument(
+        "--request-timeout", type=_positive, default=None, help="seconds before 504 (30)"
+    )
+    run.add_argument(
+        "--announce-timeout", type=_positive, default=10.0, help="seconds to announce (10)"
+    )
+    run.add_argument(
+        "--heartbeat-interval", type=_positive, default=5.0, help="seconds; 0 disables (5)"
+    )
+    run.add_argument(
+        "--shutdown-grace",
+        type=_positive,
+        default=None,
+        help="seconds between shutdown and kill (5)",
+    )
+    run.add_argument("--no-access-log", action="store_true", help="no line per request")
+    run.add_argument(
+        "--forwarded-allow-ips",
+        default=os.environ.get("FORWARDED_ALLOW_IPS", ""),
+        metavar="LIST",
+        help="comma-separated client addresses trusted to send x-forwarded-for/-proto "
+        "(default: none; '*' trusts all)",
+    )
+    run.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest request head the front door reads (16384)",
+    )
+    run.add_argument("--port-delay", type=_positive, default=0.0, help=argparse.SUPPRESS)
+    run.add_argument("--port-refuse", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument(
+        "--log-level",
+        default=os.environ.get("PYWATT_LOG_LEVEL", "INFO"),
+        help="DEBUG, INFO (default, or $PYWATT_LOG_LEVEL), WARNING, ERROR",
+    )
     return p
 
 
-def _load_secrets(args: argparse.Namespace) -> dict[str, str]:
-    secrets: dict[str, str] = {}
-    for path in args.env_file:
-        secrets.update(parse_env_file(path))
-    secrets.update(dict(args.secret))
-    return secrets
+def _specs(
+    args: argparse.Namespace, command: list[str] | None, settings: HostSettings | None
+) -> list[ModuleSpec]:
+    shared = SecretSources(
+        files=tuple(args.env_file) + tuple(args.secrets_file),
+        inline=tuple((n, v) for n, v in args.secret if v is not None),
+        from_env=tuple(n for n, v in args.secret if v is None),
+    )
+    specs: list[ModuleSpec] = []
+    if args.config:
+        specs.extend(_config_specs(args.config))
+        specs = [
+            ModuleSpec(
+                module_id=s.module_id,
+                argv=s.argv,
+                target=s.target,
+                env=s.env,
+                secrets=shared.merged(s.secrets),
+                watch=s.watch + tuple(args.reload_dir),
+            )
+            for s in specs
+        ]
+    watch = tuple(args.reload_dir)
+    one = len(args.targets) + (command is not None) == 1 and not specs
+    mid = args.module_id if one else None
+    if args.module_id and not one:
+        raise ConfigError("--module-id names one module; use --config for several")
+    for target in args.targets:
+        spec = spec_for_target(target, module_id=mid, secrets=shared)
+        specs.append(spec if not watch else _with_watch(spec, watch))
+    if command is not None:
+        specs.append(spec_for_command(command, module_id=mid, secrets=shared, watch=watch))
+    if not specs:
+        raise ConfigError("nothing to run: give a TARGET, -- COMMAND, or --config FILE")
+    return specs
 
 
-def _rotate_on_sighup(module: ModuleProcess, args: argparse.Namespace) -> None:
-    """SIGHUP: re-read the secrets; push changed ones to the module as one rotation."""
-    current = _load_secrets(args)
-    counter = 0
-
-    def on_hup() -> None:
-        nonlocal current, counter
-        try:
-            fresh = _load_secrets(args)
-        except (OSError, ValueError) as exc:
-            print(f"pywatt: cannot reload secrets: {exc}", file=sys.stderr, flush=True)
-            return
-        changed = {k: v for k, v in fresh.items() if current.get(k) != v}
-        current = fresh
-        if not changed:
-            print("pywatt: SIGHUP: no secret changed", file=sys.stderr, flush=True)
-            return
-        counter += 1
-        rotation_id = f"rotation-{counter}"
-        _note(f"pywatt: rotating {', '.join(sorted(changed))} ({rotation_id})")
-        try:
-            module.rotate(changed, rotation_id)
-        except LocalProtocolError as exc:
-            print(f"pywatt: rotation not sent: {exc}", file=sys.stderr, flush=True)
-
-    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_hup)
+def _with_watch(spec: ModuleSpec, extra: tuple[str, ...]) -> ModuleSpec:
+    return ModuleSpec(
+        module_id=spec.module_id,
+        argv=spec.argv,
+        target=spec.target,
+        env=spec.env,
+        secrets=spec.secrets,
+        watch=spec.watch + extra,
+    )
 
 
-async def _run(args: argparse.Namespace) -> int:
-    secrets = _load_secrets(args)
-    host, port = args.http
-    target: str = args.target
-    module_id = args.module_id or os.path.splitext(os.path.basename(target.split(":")[0]))[0]
-    module = ModuleProcess(
-        python_argv(target),
-        module_id=module_id or "module",
-        orchestrator_api=f"http://{host}:{port}",
-        secrets=secrets,
-        env=child_env(),
-        request_timeout=args.request_timeout,
+def _config_specs(path: str) -> list[ModuleSpec]:
+    return load_config(path)[1]
+
+
+def _settings(args: argparse.Namespace) -> HostSettings:
+    return load_config(args.config)[0] if args.config else HostSettings()
+
+
+async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettings) -> int:
+    http = args.http or (_host_port(st.http) if st.http else ("127.0.0.1", 8080))
+    host_addr, port = http
+    restart = (args.restart or st.restart or "no") == "on-failure"
+    if args.extensions is not None:
+        extensions: tuple[str, ...] | None = args.extensions
+    elif st.extensions is not None:
+        extensions = _extensions(st.extensions)
+    else:
+        extensions = None
+    options = HostOptions(
+        orchestrator_api=f"http://{host_addr}:{port}",
+        request_timeout=args.request_timeout or st.request_timeout or 30.0,
         announce_timeout=args.announce_timeout,
         heartbeat_interval=args.heartbeat_interval or None,
-        shutdown_grace=args.shutdown_grace,
+        shutdown_grace=(
+            args.shutdown_grace
+            if args.shutdown_grace is not None
+            else (st.shutdown_grace if st.shutdown_grace is not None else 5.0)
+        ),
         port_policy=PortPolicy(delay=args.port_delay, refuse=args.port_refuse),
+        extensions=extensions,
+        restart=restart,
+        reload=bool(args.reload if args.reload is not None else st.reload),
     )
+    host = Host(specs, options)
     stop = asyncio.Event()
     install_stop_signals(stop)
     try:
-        await module.start()
-    except (RuntimeError, OSError) as exc:
-        print(f"pywatt: module failed to start: {exc}", file=sys.stderr, flush=True)
+        await host.start()
+    except HostError as exc:
+        _note(f"pywatt: {exc}")
         return 1
+    limits = (
+        FrontDoorLimits(max_header_bytes=args.max_header_bytes)
+        if args.max_header_bytes
+        else FrontDoorLimits()
+    )
     try:
-        server = await serve_http(ModuleUpstream(module, module_id), host, port)
+        server = await serve_http(
+            host,
+            host_addr,
+            port,
+            limits=limits,
+            access_log=not args.no_access_log,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
     except OSError as exc:
-        print(f"pywatt: cannot listen on {host}:{port}: {exc}", file=sys.stderr, flush=True)
-        await module.shutdown()
+        _note(f"pywatt: cannot listen on {host_addr}:{port}: {exc}")
+        await host.stop()
         return 1
-    _rotate_on_sighup(module, args)
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
+        loop.add_signal_handler(signal.SIGHUP, host.rotate_secrets)
     bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
-    _note(f"pywatt: serving {target} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)")
-    exited = asyncio.ensure_future(module.wait())
+    _note(f"pywatt: serving {describe(specs)} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)")
+    fatal = asyncio.ensure_future(host.wait())
     stopped = asyncio.ensure_future(stop.wait())
-    await asyncio.wait({exited, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
     server.close()
     if stopped.done():
-        print("pywatt: stopping module", file=sys.stderr, flush=True)
-        code = await module.shutdown()
-        print(f"pywatt: module stopped (status {code})", file=sys.stderr, flush=True)
+        _note("pywatt: stopping")
         result = 0
     else:
         stopped.cancel()
+        result = fatal.result()
+    killed = await host.stop()
+    if killed and result == 0:
         result = 1
     # Let responses already produced (including the 502s) reach their clients.
     await asyncio.sleep(0.05)
     return result
 
 
+def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
+    """Split ``run ... -- CMD ARGS`` at the first ``--`` after ``run``."""
+    if "run" in argv and "--" in argv[argv.index("run") :]:
+        i = argv.index("--", argv.index("run"))
+        return argv[:i], argv[i + 1 :]
+    return argv, None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pywatt`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
+    raw = list(sys.argv[1:] if argv is None else argv)
+    own, command = _split_command(raw)
+    parser = _parser()
+    args = parser.parse_args(own)
     logging.basicConfig(
         stream=sys.stderr,
         level=str(args.log_level).upper(),
         format="pywatt: %(levelname)s %(name)s: %(message)s",
     )
+    if command is not None and not command:
+        parser.error("nothing after --: give the module's command line")
+    if not args.targets and command is None and not args.config:
+        parser.error("nothing to run: give a TARGET, -- COMMAND, or --config FILE")
     try:
-        return asyncio.run(_run(args))
-    except KeyboardInterrupt:
-        return 130
-    except (OSError, ValueError) as exc:
+        settings = _settings(args)
+        specs = _specs(args, command, settings)
+        for spec in specs:  # every secret source readable and valid before anything starts
+            spec.secrets.load()
+    except ConfigError as exc:
         print(f"pywatt: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"pywatt: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_run(args, specs, settings))
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,7 +6,14 @@ through to ours) and turns forwarded requests into awaitables. The HTTP front do
 it lives in :mod:`pywatt_asyncio._frontdoor`.
 
 Answers :meth:`ModuleProcess.request` makes itself: 502 when the module exits or crashes with
-the request in flight (or is not running), 504 past the request deadline.
+the request in flight (or is not running), 504 past the request deadline. The deadline counts
+from the moment the request is handed over, whatever the pipe does: a module that stopped
+reading its stdin holds back new requests (they wait for the pipe before being written, so
+the write buffer stays bounded) but never holds back their 504.
+
+A failure of this side itself (an unexpected exception while handling the module's output or
+a timer) is logged with its traceback, fails every request in flight with 502, kills the
+child and is kept in :attr:`ModuleProcess.failure` so the host can stop with a non-zero status.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._messages import HttpResponse, Init, TcpListen
+from pywatt_proto._messages import Endpoint, HttpResponse, Init, TcpListen
 from pywatt_proto._orchestrator import (
     DEFAULT_ANNOUNCE_TIMEOUT,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -48,7 +55,7 @@ from pywatt_proto._orchestrator import (
     ShutdownGraceExpired,
 )
 
-__all__ = ["MAX_PENDING_HTTP", "ModuleProcess", "PortPolicy"]
+__all__ = ["MAX_PENDING_HTTP", "STDERR_LINE_PIECE", "ModuleProcess", "PortPolicy"]
 
 _log = logging.getLogger("pywatt.orchestrator")
 
@@ -63,6 +70,12 @@ def _note(text: str) -> None:
 MAX_PENDING_HTTP: Final = 1024
 #: Bytes read from the child's stdout per call.
 READ_CHUNK: Final = 256 * 1024
+#: A child's stderr line longer than this is passed on in pieces of this size (each with the
+#: module's prefix), so the relay holds at most this much of an unfinished line.
+STDERR_LINE_PIECE: Final = 64 * 1024
+#: Seconds the relay of a child's stderr may go on after the child exited (a grandchild may
+#: hold the pipe open).
+_STDERR_LINGER: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -138,20 +151,32 @@ class ModuleProcess:
         orchestrator_api: str = "http://127.0.0.1:0",
         secrets: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
+        init_env: Mapping[str, str] | None = None,
         request_timeout: float = DEFAULT_ORCH_REQUEST_TIMEOUT,
         announce_timeout: float = DEFAULT_ANNOUNCE_TIMEOUT,
         heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         port_policy: PortPolicy = PortPolicy(),
+        extensions: Sequence[str] | None = None,
+        stderr_prefix: str | None = None,
     ) -> None:
+        """Prepare (not start) the child ``argv``.
+
+        ``env`` is the child's whole environment (None: ours); ``init_env`` the init's ``env``
+        map. ``extensions``: offered in init exactly (``()``: none, as the reference
+        orchestrator; None: every one pywatt knows). ``stderr_prefix``: the child's stderr
+        is relayed line by line with this prefix (None: it writes to ours directly).
+        """
         self._argv = list(argv)
-        self.module_id = module_id
         self._env = dict(env) if env is not None else None
         self._port_policy = port_policy
+        self._request_timeout = request_timeout
+        self._stderr_prefix = stderr_prefix
+        self.module_id = module_id
         init = Init(
             orchestrator_api=orchestrator_api,
             module_id=module_id,
-            env={},
+            env=dict(init_env or {}),
             listen=TcpListen(host="127.0.0.1", port=0),
         )
         self.conn = OrchestratorConnection(
@@ -162,6 +187,7 @@ class ModuleProcess:
             request_timeout=request_timeout,
             shutdown_grace=shutdown_grace,
             max_in_flight=MAX_PENDING_HTTP,
+            extensions=None if extensions is None else tuple(extensions),
         )
         self._proc: asyncio.subprocess.Process | None = None
         self._waiters: dict[str, asyncio.Future[HttpResponse | RequestFailed]] = {}
@@ -173,9 +199,33 @@ class ModuleProcess:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.returncode: int | None = None
+        #: The unexpected exception that broke this side of the link (then the child was
+        #: killed and every request in flight answered 502), else None.
+        self.failure: BaseException | None = None
+        #: True once the child had to be killed (grace expired, or a failure of this side).
+        self.killed = False
+        #: ``loop.time()`` when the module announced (None before).
+        self.announced_at: float | None = None
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The endpoints the module announced (empty before the announce)."""
+        announce = self.conn.announce
+        return tuple(announce.endpoints) if announce is not None else ()
+
+    @property
+    def running(self) -> bool:
+        """True while requests can be forwarded (announced, not stopping, not exited)."""
+        return self.conn.state is OrchestratorState.RUNNING and not self._exited.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`shutdown` or :meth:`kill` was called."""
+        return self._stopping
 
     @property
     def pid(self) -> int | None:
@@ -194,12 +244,14 @@ class ModuleProcess:
             *self._argv,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=None,
+            stderr=None if self._stderr_prefix is None else asyncio.subprocess.PIPE,
             env=self._env,
             # Own process group: a terminal's Ctrl-C reaches only us, and we stop the module
             # gracefully with `shutdown` instead of it dying mid-request on SIGINT.
             start_new_session=True,
         )
+        if self._stderr_prefix is not None:
+            self._stderr_task = asyncio.ensure_future(self._relay_stderr(self._stderr_prefix))
         self.conn.start(loop.time())
         self._flush()
         self._arm_timer()
@@ -209,6 +261,34 @@ class ModuleProcess:
         except BaseException:
             await self.kill()
             raise
+
+    async def _relay_stderr(self, prefix: str) -> None:
+        """Copy the child's stderr to ours, each line prefixed (pieces of a long line too)."""
+        proc = self._proc
+        assert proc is not None and proc.stderr is not None
+        head = prefix.encode("utf-8", "replace")
+        out = sys.stderr.buffer
+        rest = b""
+        while True:
+            try:
+                chunk = await proc.stderr.read(STDERR_LINE_PIECE)
+            except (OSError, ValueError):
+                break
+            if not chunk:
+                break
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            while len(rest) >= STDERR_LINE_PIECE:
+                lines.append(rest[:STDERR_LINE_PIECE])
+                rest = rest[STDERR_LINE_PIECE:]
+            if lines:
+                with contextlib.suppress(OSError, ValueError):
+                    out.write(b"".join(head + line + b"\n" for line in lines))
+                    out.flush()
+        if rest:
+            with contextlib.suppress(OSError, ValueError):
+                out.write(head + rest + b"\n")
+                out.flush()
 
     async def _read_loop(self) -> None:
         proc = self._proc
@@ -223,32 +303,65 @@ class ModuleProcess:
                 self._process()
         except (OSError, ValueError) as exc:
             _log.error("reading module output failed: %s", exc)
+        except Exception as exc:
+            self._broken(exc)
         self.conn.receive_eof()
         self.returncode = await proc.wait()
+        if self._stderr_task is not None:
+            # The child's last words (a traceback) come before our report of its exit.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_LINGER)
         self._process()
         if not self._stopping:
-            _note(f"pywatt: module exited unexpectedly with status {self.returncode}")
+            code = self.returncode
+            _note(f"pywatt: {self.module_id}: module exited unexpectedly with status {code}")
         if self._announced is not None and not self._announced.done():
             self._announced.set_exception(
                 RuntimeError(f"module exited (status {self.returncode}) before announcing")
             )
-        for rid, fut in list(self._waiters.items()):
-            if not fut.done():
-                fut.set_result(RequestFailed(request_id=rid, status=502, reason="module exited"))
-        self._waiters.clear()
+        self._fail_waiters("module exited")
         if self._timer is not None:
             self._timer.cancel()
         self._exited.set()
 
+    def _fail_waiters(self, reason: str) -> None:
+        for rid, fut in list(self._waiters.items()):
+            if not fut.done():
+                fut.set_result(RequestFailed(request_id=rid, status=502, reason=reason))
+        self._waiters.clear()
+
     def _process(self) -> None:
-        conn = self.conn
-        while True:
-            event = conn.next_event()
-            if event is NEED_DATA or event is END_OF_INPUT:
-                break
-            self._handle(event)
-        self._flush()
-        self._arm_timer()
+        if self.failure is not None:
+            return
+        try:
+            conn = self.conn
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA or event is END_OF_INPUT:
+                    break
+                self._handle(event)
+            self._flush()
+            self._arm_timer()
+        except Exception as exc:  # a defect on our side: never let it pass silently
+            self._broken(exc)
+
+    def _broken(self, exc: BaseException) -> None:
+        """This side of the link failed: log it, answer 502, kill the child, remember it."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        _log.error(
+            "internal error in the link to module %s; killing it", self.module_id, exc_info=exc
+        )
+        self._fail_waiters("orchestrator failure")
+        if self._announced is not None and not self._announced.done():
+            self._announced.set_exception(RuntimeError(f"orchestrator failure: {exc!r}"))
+        proc = self._proc
+        self._stopping = True
+        if proc is not None and proc.returncode is None:
+            self.killed = True
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
 
     def _handle(self, event: OrchestratorEvent) -> None:
         t = type(event)
@@ -266,11 +379,13 @@ class ModuleProcess:
                 _log.warning("request %s: %s (504)", event.request_id, event.reason)
         elif t is AnnounceReceived:
             assert isinstance(event, AnnounceReceived)
+            self.announced_at = asyncio.get_running_loop().time()
             if self._announced is not None and not self._announced.done():
                 self._announced.set_result(None)
             paths = ", ".join(f"{'/'.join(e.methods)} {e.path}" for e in event.announce.endpoints)
             _log.info(
-                "module announced: %s (listen %s)",
+                "module %s announced: %s (listen %s)",
+                self.module_id,
                 paths or "(no endpoints)",
                 event.announce.listen,
             )
@@ -290,7 +405,10 @@ class ModuleProcess:
             assert isinstance(event, ModuleUnresponsive)
             _log.error("module missed %d heartbeats", event.missed)
         elif t is ShutdownGraceExpired:
-            _log.warning("module did not stop within the grace period; killing it")
+            _note(
+                f"pywatt: {self.module_id}: module did not stop within the grace period; killing it"
+            )
+            self.killed = True
             self._spawn(self.kill())
         elif t is BadModuleLine:
             assert isinstance(event, BadModuleLine)
@@ -321,7 +439,7 @@ class ModuleProcess:
         except Exception as exc:  # the connection went away meanwhile
             _log.debug("port answer dropped: %s", exc)
             return
-        self._flush()
+        self._process()
 
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -344,11 +462,6 @@ class ModuleProcess:
         self._flush()
         self._arm_timer()
 
-    @property
-    def running(self) -> bool:
-        """True while the module is announced and its process has not exited."""
-        return self.conn.state is OrchestratorState.RUNNING and not self._exited.is_set()
-
     def _arm_timer(self) -> None:
         when = self.conn.get_timer()
         if when is None or (self._timer_at is not None and self._timer_at <= when):
@@ -363,13 +476,23 @@ class ModuleProcess:
         fired = self._timer_at or 0.0
         self._timer = None
         self._timer_at = None
-        self.conn.handle_timer(max(asyncio.get_running_loop().time(), fired))
+        if self.failure is not None:
+            return
+        try:
+            self.conn.handle_timer(max(asyncio.get_running_loop().time(), fired))
+        except Exception as exc:
+            self._broken(exc)
+            return
         self._process()
 
     async def request(
         self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
     ) -> HttpResponse:
-        """Forward one request; return the module's response or a synthesized 502/504/503."""
+        """Forward one request; return the module's response or a synthesized 502/503/504.
+
+        The answer comes by the request deadline (``request_timeout`` from this call) even
+        when the module has stopped reading its stdin.
+        """
         outcome = await self.exchange(method, uri, headers, body)
         if isinstance(outcome, RequestFailed):
             return _synth(outcome.request_id, outcome.status, outcome.reason)
@@ -381,25 +504,57 @@ class ModuleProcess:
         """Forward one request; return the module's response, or why there is none
         (``RequestFailed``: 502 module gone or not running, 503 not started, 504 deadline).
         Cancelling the caller forgets the request (a late answer is dropped)."""
-        async with self._slots:
-            if self.conn.state is not OrchestratorState.RUNNING:
-                status = 502 if self._exited.is_set() else 503
-                return RequestFailed(request_id="", status=status, reason="module is not running")
-            loop = asyncio.get_running_loop()
-            rid = self.conn.send_request(method, uri, headers, body, loop.time())
-            fut: asyncio.Future[HttpResponse | RequestFailed] = loop.create_future()
-            self._waiters[rid] = fut
-            self._flush()
-            self._arm_timer()
-            try:
-                await self._drain()  # back-pressure when the module stops reading
-                return await fut
-            except asyncio.CancelledError:
+        outcome = await self._forward(method, uri, headers, body)
+        if outcome is None:
+            status = 502 if self._exited.is_set() or self.failure is not None else 503
+            return RequestFailed(request_id="", status=status, reason="module is not running")
+        return outcome
+
+    async def send(
+        self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
+    ) -> HttpResponse | None:
+        """Like :meth:`request`, but return None (nothing was sent) when the module is not
+        running, so a host can hand the request to the module's next process instead."""
+        outcome = await self._forward(method, uri, headers, body)
+        if isinstance(outcome, RequestFailed):
+            return _synth(outcome.request_id, outcome.status, outcome.reason)
+        return outcome
+
+    async def _forward(
+        self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
+    ) -> HttpResponse | RequestFailed | None:
+        """Send one request and await its outcome by the deadline; None: not running."""
+        loop = asyncio.get_running_loop()
+        rid: str | None = None
+        try:
+            async with asyncio.timeout_at(loop.time() + self._request_timeout):
+                async with self._slots:
+                    if not self.running:
+                        return None
+                    await self._writable()  # back-pressure: wait while the pipe is full
+                    if not self.running:
+                        return None
+                    rid = self.conn.send_request(method, uri, headers, body, loop.time())
+                    fut: asyncio.Future[HttpResponse | RequestFailed] = loop.create_future()
+                    self._waiters[rid] = fut
+                    self._flush()
+                    self._arm_timer()
+                    return await fut
+        except TimeoutError:
+            if rid is not None:
                 self._waiters.pop(rid, None)
                 self.conn.cancel_request(rid)
-                raise
+            _log.warning("request %s %s: module did not answer in time (504)", method, uri)
+            return RequestFailed(
+                request_id=rid or "", status=504, reason="module did not answer in time"
+            )
+        except asyncio.CancelledError:
+            if rid is not None and self._waiters.pop(rid, None) is not None:
+                self.conn.cancel_request(rid)
+            raise
 
-    async def _drain(self) -> None:
+    async def _writable(self) -> None:
+        """Return once the child's stdin buffer is below its high-water mark."""
         proc = self._proc
         if proc is None or proc.stdin is None or proc.stdin.is_closing():
             return
@@ -407,9 +562,12 @@ class ModuleProcess:
             await proc.stdin.drain()
 
     def rotate(self, values: Mapping[str, str], rotation_id: str) -> None:
-        """Push new secret values and a ``rotated`` notice to the module."""
+        """Push new secret values and a ``rotated`` notice to the module.
+
+        Raises ``LocalProtocolError`` (nothing sent) when too many rotations are unanswered.
+        """
         self.conn.rotate(values, rotation_id)
-        self._flush()
+        self._process()
 
     async def wait(self) -> int:
         """Wait for the child to exit; return its status."""
@@ -427,10 +585,11 @@ class ModuleProcess:
         return await self.wait()
 
     async def kill(self) -> None:
-        """Kill the child now (no-op if it already exited)."""
+        """Kill the child now (no-op if it already exited); sets :attr:`killed` if it did."""
         self._stopping = True
         proc = self._proc
         if proc is not None and proc.returncode is None:
+            self.killed = True
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         if self._reader is not None:

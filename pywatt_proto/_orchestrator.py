@@ -329,6 +329,9 @@ class OrchestratorConnection:
         shutdown_grace: seconds / counts, see the module constants. ``heartbeat_interval``
             ``None`` disables heartbeats.
         max_in_flight: forwarded requests awaiting an answer.
+        extensions: the extensions offered in init, exactly (``()`` offers none and the init
+            has no ``pywatt_extensions`` key, as from the reference orchestrator); ``None``
+            keeps the init's own, or ``ORCHESTRATOR_EXTENSIONS`` when it has none.
     """
 
     def __init__(
@@ -342,8 +345,11 @@ class OrchestratorConnection:
         request_timeout: float = DEFAULT_ORCH_REQUEST_TIMEOUT,
         shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE,
         max_in_flight: int = DEFAULT_ORCH_MAX_IN_FLIGHT,
+        extensions: tuple[str, ...] | None = None,
     ) -> None:
-        if not init.extensions:
+        if extensions is not None:
+            init = replace(init, extensions=tuple(extensions))
+        elif not init.extensions:
             init = replace(init, extensions=ORCHESTRATOR_EXTENSIONS)
         self._init = init
         self._secrets: dict[str, str] = dict(secrets or {})
