@@ -7,16 +7,19 @@ TARGET forms:
 * ``path/to/file.py:name`` or ``package.module:name`` -- that attribute is served.
 
 Without a name, the app is the module-level ``app`` (or ``application``), else the only
-``Module`` instance defined in the file. What is served:
+module object defined in the file. What is served, recognised by behaviour, not by name:
 
-* a ``pywatt_asyncio.Module`` or ``pywatt_sync.Module`` -- its ``run()``;
+* a module -- an instance of ``pywatt_asyncio.Module`` or ``pywatt_sync.Module`` or of any
+  subclass (``asgi_module(app, secrets=[...])``, ``wsgi_module(...)``), or any object with
+  the module interface (``run``, ``serve_stdio`` and ``endpoints``) -- its ``run()``;
 * an ASGI application (``async def app(scope, receive, send)`` or an object whose
   ``__call__`` is a coroutine function: FastAPI, Starlette) -- ``pywatt_asyncio.asgi_module``;
 * a WSGI application (``app(environ, start_response)``: Flask, Django) --
   ``pywatt_sync.wsgi_module``.
 
 The stdout guard is installed before the target is imported, so even import-time ``print``
-calls go to stderr.
+calls go to stderr. An import that fails prints the traceback of the user's code only
+(pywatt's and the import machinery's frames left out) and exits 1.
 """
 
 from __future__ import annotations
@@ -26,18 +29,57 @@ import inspect
 import os
 import runpy
 import sys
+import traceback
 from typing import Any
 
-__all__ = ["load_target", "main", "serve"]
+__all__ = ["TargetNotFound", "is_module", "load_target", "main", "serve"]
+
+_MODULE_CLASSES = ("pywatt_asyncio._module", "pywatt_sync._module")
+_OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _is_module(obj: object) -> bool:
-    mod = type(obj).__module__ or ""
-    return type(obj).__name__ == "Module" and mod.startswith(("pywatt_asyncio", "pywatt_sync"))
+class TargetNotFound(LookupError):
+    """The target was imported but has no object to serve (the message lists candidates)."""
+
+
+def is_module(obj: object) -> bool:
+    """Return True if ``obj`` is a PyWatt module of either driver (any subclass), or has
+    the module interface (callable ``run``, ``serve_stdio`` and ``endpoints``)."""
+    if isinstance(obj, type):
+        return False
+    for name in _MODULE_CLASSES:
+        mod = sys.modules.get(name)  # an instance's class is imported already
+        cls = getattr(mod, "Module", None) if mod is not None else None
+        if isinstance(cls, type) and isinstance(obj, cls):
+            return True
+    return all(callable(getattr(obj, a, None)) for a in ("run", "serve_stdio", "endpoints"))
+
+
+def _is_asgi(obj: object) -> bool:
+    if inspect.iscoroutinefunction(obj):
+        return True
+    call = getattr(obj, "__call__", None)  # noqa: B004
+    return call is not None and inspect.iscoroutinefunction(call)
+
+
+def _candidates(namespace: dict[str, Any]) -> list[str]:
+    """Describe every object in ``namespace`` that could be served (``name (Type)``)."""
+    found: list[str] = []
+    for name, value in namespace.items():
+        if name.startswith("_") or inspect.ismodule(value) or isinstance(value, type):
+            continue
+        if is_module(value) or _is_asgi(value):
+            found.append(f"{name} ({type(value).__module__}.{type(value).__qualname__})")
+    return found
 
 
 def load_target(target: str) -> Any:
-    """Import TARGET and return the object to serve. Raises ``LookupError``/``ImportError``."""
+    """Import TARGET and return the object to serve.
+
+    Raises :class:`TargetNotFound` (a ``LookupError``: no app found; the message lists the
+    candidates with their types, or names the missing attribute) or whatever importing the
+    user's code raises.
+    """
     path, sep, attr = target.rpartition(":")
     if not sep or (len(path) == 1 and path.isalpha()):  # no ":" (or a Windows drive letter)
         path, attr = target, ""
@@ -50,46 +92,62 @@ def load_target(target: str) -> Any:
     if attr:
         obj: Any = namespace
         for part in attr.split("."):
-            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+            try:
+                obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+            except (KeyError, AttributeError):
+                have = ", ".join(_candidates(namespace)) or "none"
+                raise TargetNotFound(
+                    f"{target}: no attribute {part!r} (objects that could be served: {have})"
+                ) from None
         return obj
     for name in ("app", "application"):
         if name in namespace:
             return namespace[name]
-    modules = [v for v in namespace.values() if _is_module(v)]
+    modules = [v for v in namespace.values() if is_module(v)]
     if len(modules) == 1:
         return modules[0]
-    raise LookupError(f"{target}: no 'app' found (name it with {target}:NAME)")
-
-
-def _is_asgi(obj: object) -> bool:
-    if inspect.iscoroutinefunction(obj):
-        return True
-    call = getattr(obj, "__call__", None)  # noqa: B004
-    return call is not None and inspect.iscoroutinefunction(call)
+    found = _candidates(namespace)
+    listed = "; objects that could be served: " + ", ".join(found) if found else ""
+    raise TargetNotFound(f"{target}: no 'app' found (name it with {target}:NAME){listed}")
 
 
 def serve(obj: Any) -> None:
-    """Serve ``obj`` on stdin/stdout (never returns normally: the module exits)."""
-    if _is_module(obj):
+    """Serve ``obj`` on stdin/stdout (never returns normally: the module exits).
+
+    Raises ``TypeError`` naming the type when ``obj`` is none of the kinds above.
+    """
+    if is_module(obj):
         obj.run()
         return
     if _is_asgi(obj):
-        import pywatt_asyncio
+        from ._asgi import asgi_module
 
-        adapter = getattr(pywatt_asyncio, "asgi_module", None)
-        if adapter is None:
-            raise RuntimeError("the ASGI adapter (pywatt_asyncio.asgi_module) is not available")
-        adapter(obj).run()
+        asgi_module(obj).run()
         return
-    if callable(obj):
-        import pywatt_sync
+    if callable(obj) and not isinstance(obj, type):
+        from pywatt_sync._wsgi import wsgi_module
 
-        adapter = getattr(pywatt_sync, "wsgi_module", None)
-        if adapter is None:
-            raise RuntimeError("the WSGI adapter (pywatt_sync.wsgi_module) is not available")
-        adapter(obj).run()
+        wsgi_module(obj).run()
         return
-    raise TypeError(f"cannot serve {type(obj).__name__}: not a Module, ASGI or WSGI app")
+    raise TypeError(
+        f"cannot serve {type(obj).__module__}.{type(obj).__qualname__}: not a PyWatt module, "
+        "an ASGI app or a WSGI app"
+    )
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` without pywatt's, runpy's and importlib's frames."""
+    tb = traceback.TracebackException.from_exception(exc)
+    stack = tb.stack
+    keep = [
+        f
+        for f in stack
+        if not f.filename.startswith(_OWN_DIR)
+        and os.path.basename(f.filename) != "runpy.py"
+        and not f.filename.startswith(("<frozen runpy", "<frozen importlib"))
+    ]
+    tb.stack = traceback.StackSummary.from_list(keep)
+    return "".join(tb.format())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -103,8 +161,22 @@ def main(argv: list[str] | None = None) -> None:
     guard_stdout()
     try:
         obj = load_target(args[0])
-    except Exception as exc:
+    except TargetNotFound as exc:
+        print(f"pywatt: cannot load {args[0]}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except BaseException as exc:
+        if isinstance(exc, SystemExit | KeyboardInterrupt):
+            raise
+        sys.stderr.write(_user_traceback(exc))
         print(f"pywatt: cannot load {args[0]}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+    if not (is_module(obj) or callable(obj)) or isinstance(obj, type):
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        print(
+            f"pywatt: cannot serve {args[0]}: a {kind} is not a PyWatt module, "
+            "an ASGI app or a WSGI app",
+            file=sys.stderr,
+        )
         sys.exit(1)
     serve(obj)
 

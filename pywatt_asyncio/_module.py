@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
 from pywatt_proto._messages import Endpoint, PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
@@ -472,6 +473,9 @@ class Module(RouteDecorators):
         Sets up stderr logging if none is configured. Exits with status 0 on a clean stop,
         1 on a protocol failure.
         """
+        if os.isatty(0):  # a person started it by hand: say how to run it instead of waiting
+            print(terminal_stdin(sys.argv[0] or "FILE"), file=sys.stderr)
+            sys.exit(2)
         if not logging.getLogger().handlers:
             logging.basicConfig(
                 stream=sys.stderr,
@@ -622,7 +626,10 @@ class Module(RouteDecorators):
             if self._waiting:
                 self._start_waiting()
         except ProtocolError as exc:
-            _log.error("protocol failure: %s", exc)
+            if conn.init is None:
+                _log.error("protocol failure: %s; %s", exc, NOT_AN_INIT)
+            else:
+                _log.error("protocol failure: %s", exc)
             self._flush()
             self._finish(1)
             return
@@ -911,8 +918,8 @@ class Module(RouteDecorators):
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
-                _log.exception("rotation callback failed")
-                error = f"{type(exc).__name__}: {exc}"
+                _log.exception("rotation callback failed (rotation %s)", event.rotation_id)
+                error = rotation_failed(exc)
                 break
         conn = self._conn
         if conn is not None and conn.state is not ModuleState.ERROR:

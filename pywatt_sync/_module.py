@@ -95,6 +95,7 @@ from functools import partial
 
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
 from pywatt_proto._lazylog import LazyLogger, basic_config
 from pywatt_proto._messages import Endpoint, Init, PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
@@ -694,6 +695,9 @@ class Module(RouteDecorators):
         :mod:`pywatt_proto._lazylog`). Exits with status 0 on a clean stop, 1 on
         a protocol failure, 130 on Ctrl-C.
         """
+        if os.isatty(0):  # a person started it by hand: say how to run it instead of waiting
+            print(terminal_stdin(sys.argv[0] or "FILE"), file=sys.stderr)
+            sys.exit(2)
         basic_config(
             level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -1086,7 +1090,10 @@ class Module(RouteDecorators):
                 elif type(event) is RotationRequested:  # queued in _rotations: same bound
                     limit -= 1
         except ProtocolError as exc:
-            _log.error("protocol failure: %s", exc)
+            if conn.init is None:
+                _log.error("protocol failure: %s; %s", exc, NOT_AN_INIT)
+            else:
+                _log.error("protocol failure: %s", exc)
             self._finish_locked(1)
             more = False
         self._core_more = more
@@ -1453,8 +1460,8 @@ class Module(RouteDecorators):
             try:
                 fn(event.keys)
             except Exception as exc:
-                _log.exception("rotation callback failed")
-                error = f"{type(exc).__name__}: {exc}"
+                _log.exception("rotation callback failed (rotation %s)", event.rotation_id)
+                error = rotation_failed(exc)
                 break
         self._lock.acquire()
         if self._conn is not conn:
