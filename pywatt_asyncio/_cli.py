@@ -244,8 +244,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="largest request head the front door reads (16384)",
     )
-    run.add_argument("--port-delay", type=_positive, default=0.0, help=argparse.SUPPRESS)
-    run.add_argument("--port-refuse", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument(
+        "--port-delay",
+        type=_positive,
+        default=0.0,
+        metavar="SECONDS",
+        help="answer port_request after this delay (for testing modules; 0)",
+    )
+    run.add_argument(
+        "--port-refuse",
+        action="store_true",
+        help="refuse every port_request (for testing a module's fallback)",
+    )
     run.add_argument(
         "--log-level",
         default=os.environ.get("PYWATT_LOG_LEVEL", "INFO"),

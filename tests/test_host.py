@@ -524,6 +524,8 @@ def test_help_documents_options_sighup_and_the_inline_secret_risk() -> None:
         "--forwarded-allow-ips",
         "--max-header-bytes",
         "--log-level",
+        "--port-delay",
+        "--port-refuse",
     ):
         assert option in out, option
     assert "SIGHUP" in out and "rotation" in out
@@ -639,3 +641,26 @@ def test_rotation_ack_does_not_carry_the_exception_text(tmp_path: Path, driver: 
     assert "hunter2" not in json.dumps(ack)
     assert "ValueError" in ack["message"]
     assert b"hunter2" in err  # the detail is in the module's own log
+
+
+async def test_module_process_answers_by_the_deadline_when_the_pipe_is_full(raw: Path) -> None:
+    import asyncio
+
+    from pywatt_asyncio import ModuleProcess
+
+    mod = ModuleProcess(
+        [sys.executable, str(raw)], request_timeout=1.0, shutdown_grace=0.5, heartbeat_interval=None
+    )
+    await mod.start()
+    try:
+        assert (await mod.request("GET", "/wedge", {}, None)).status_code == 504
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        body = b"\xff" * 300_000  # ~1.2 MB per line: the pipe and the write buffer fill up
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(mod.request("POST", "/x", {}, body) for _ in range(12))), 10
+        )
+        assert [a.status_code for a in answers] == [504] * 12
+        assert loop.time() - t0 < 4.0
+    finally:
+        await mod.kill()
