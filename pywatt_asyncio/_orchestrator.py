@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -602,3 +603,17 @@ def install_stop_signals(stop: asyncio.Event) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+
+
+def python_argv(target: str) -> list[str]:
+    """Return the child command line that runs ``target`` through the app runner."""
+    return [sys.executable, "-m", "pywatt_asyncio._apprunner", target]
+
+
+def child_env() -> dict[str, str]:
+    """Return the child's environment: ours, with the current directory importable."""
+    env = dict(os.environ)
+    cwd = os.getcwd()
+    env["PYTHONPATH"] = cwd + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
