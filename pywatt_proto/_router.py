@@ -47,13 +47,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import parse_qsl, quote, unquote
 
 from ._errors import AuthError, LocalProtocolError, RemoteProtocolError
+from ._jsonable import fallback_json, json_default
 from ._messages import Endpoint
 from ._records import field, record, replace
 from ._route_checks import RouteDefinitionError, check_handler, check_pattern
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
-    from typing import Any, NamedTuple, TypeAlias
+    from typing import Any, NamedTuple, TypeAlias, TypeVar
+
+    _T = TypeVar("_T")
 else:
     from ._records import NamedTuple  # typing's class syntax, without importing typing
 
@@ -142,7 +145,9 @@ def reason_phrase(status: int) -> str:
 
 
 # One shared encoder: json.dumps() with non-default options builds a new one per call.
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=json_default
+)
 # The C encoder _ENCODER.encode() builds per call, built once and without the circular-reference
 # markers (a dict of ids it would need afresh per call). A circular value then recurses until
 # RecursionError, and is encoded again through _ENCODER, which raises exactly what it always did
@@ -261,7 +266,13 @@ _new_object = object.__new__
 
 
 class QueryParams:
-    """Parsed, percent-decoded query string; multi-valued (``?a=1&a=2``)."""
+    """Parsed, percent-decoded query string; multi-valued (``?a=1&a=2``).
+
+    Reads like Starlette's ``QueryParams``: ``query["a"]`` and ``get("a")`` give one
+    value (the first), ``get_all``/``getlist`` every value, ``keys()``/iteration the
+    distinct names in order, ``items()`` every pair; ``"a" in query`` and ``len`` (pairs)
+    work too.
+    """
 
     __slots__ = ("_items",)
 
@@ -297,6 +308,36 @@ class QueryParams:
     def items(self) -> tuple[tuple[str, str], ...]:
         """Return all ``(name, value)`` pairs in order."""
         return self._items
+
+    def __getitem__(self, name: str) -> str:
+        """Return the first value of ``name``.
+
+        Raises:
+            KeyError: ``name`` is not in the query.
+        """
+        for k, v in self._items:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def getlist(self, name: str) -> list[str]:
+        """Return every value of ``name`` (Starlette's spelling of :meth:`get_all`)."""
+        return self.get_all(name)
+
+    def keys(self) -> list[str]:
+        """Return the distinct names in the order they first appear."""
+        return list(dict.fromkeys(k for k, _ in self._items))
+
+    def values(self) -> list[str]:
+        """Return the first value of each distinct name, in :meth:`keys` order."""
+        return [self[k] for k in self.keys()]
+
+    def multi_items(self) -> list[tuple[str, str]]:
+        """Return every ``(name, value)`` pair in order (Starlette's name)."""
+        return list(self._items)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
 
     def to_dict(self) -> dict[str, list[str]]:
         """Return ``{name: [values...]}``."""
@@ -457,6 +498,27 @@ class Request:
         req._state = None
         return req
 
+    def path_param(self, name: str, kind: type[_T]) -> _T:
+        """Return path parameter ``name``, checked to be a ``kind`` (typed for mypy: no cast).
+
+        ``{id:int}`` gives an ``int``, ``{f:float}`` a ``float``, ``{u:uuid}`` a
+        ``uuid.UUID``, ``{name}``/``{p:path}`` a ``str``: ``request.path_param("id", int)``.
+
+        Raises:
+            KeyError: the matched route has no parameter ``name``.
+            TypeError: the parameter's value is not a ``kind`` (the route's pattern
+                declares another type); the message shows the declaration to use.
+        """
+        value = self.path_params[name]
+        if not isinstance(value, kind):
+            spelled = {"int": "int", "float": "float", "UUID": "uuid"}.get(kind.__name__, "")
+            want = "{" + name + (":" + spelled if spelled else "") + "}"
+            raise TypeError(
+                f"path parameter {name!r} is a {type(value).__name__}, not {kind.__name__}; "
+                f"declare it as {want} in the route pattern"
+            )
+        return value
+
     @property
     def target(self) -> str:
         """Return the request target: path plus ``?query`` when there is one."""
@@ -486,6 +548,9 @@ class Response:
 
     Checked when built (a plain mutable slotted class: build a new one rather than assign).
 
+    ``headers`` may be given as a mapping (``Response(headers={"x-a": "1"})``) or any
+    iterable of pairs; it is stored as a tuple of pairs.
+
     Raises:
         LocalProtocolError: status outside 100-599, non-bytes body, or a header
             name that is not a token / a value containing CR, LF or NUL.
@@ -496,6 +561,9 @@ class Response:
     body: bytes = b""
 
     def __post_init__(self) -> None:
+        if type(self.headers) is not tuple:  # a mapping or a list of pairs: normalise
+            pairs = self.headers.items() if isinstance(self.headers, Mapping) else self.headers
+            self.headers = tuple((k, v) for k, v in pairs)
         if type(self.status) is not int or not 100 <= self.status <= 599:
             raise LocalProtocolError(f"invalid status {self.status!r}", field="status")
         if type(self.body) is not bytes:
@@ -1204,8 +1272,12 @@ class Router:
     def to_response(self, result: object) -> Response:
         """Return ``result`` converted to a :class:`Response`.
 
+        Values JSON cannot encode by itself (datetime, UUID, Decimal, enums, dataclasses,
+        pydantic models, sets) are encoded as :mod:`pywatt_proto._jsonable` describes,
+        inside dicts/lists or returned directly; so are bare numbers.
+
         Raises:
-            TypeError: the value has no conversion.
+            TypeError: the value has no conversion (the message lists the supported types).
             ValueError: a dict/list is not JSON-serialisable (NaN, ...).
         """
         t = type(result)
@@ -1229,7 +1301,7 @@ class Router:
             base = self.to_response(result[0])
             extra = _hdrs(result[2]) if len(result) == 3 else []
             return Response(status=result[1], headers=(*base.headers, *extra), body=base.body)
-        raise TypeError(f"cannot convert {type(result).__name__} to a response")
+        return _trusted(200, _JSON_HEADERS, fallback_json(result, _json_bytes))
 
     def error_handler_for(self, exc: BaseException) -> ErrorHandler | None:
         """Return the error handler for ``exc`` (type along the MRO, then status) or None."""
