@@ -12,6 +12,7 @@ mutated: the ``state`` dict a server hands in is shared lifespan state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
@@ -173,6 +174,14 @@ def module_jwt(
     """
 
     auth = install_module_jwt(app, secrets, clock=clock, **policy)
+
+    async def load_keys() -> None:
+        # The keys in force from the start, so a rotation before the first request still
+        # keeps the previous key usable; an unusable value answers 503 (logged) instead.
+        with contextlib.suppress(ValueError):
+            auth.load()
+
+    app.on_startup(load_keys)
 
     async def on_rotation(keys: tuple[str, ...]) -> None:
         for name in auth.rotated(keys):
