@@ -597,11 +597,10 @@ class ModuleConnection:
             if self._state is _RUNNING:
                 request = decode_http_request_line(line)  # the common line, read the short way
                 if request is not None:
-                    event = self._accept(request)
+                    event = self._accept(request, line)
                     if event is not None:
                         return event  # no other event is queued (loop condition)
-                    self._on_http_request(request, line)
-                    continue
+                    continue  # refused and answered (events may be queued)
             try:
                 self._handle_line(line)
             except RemoteProtocolError:
@@ -703,32 +702,39 @@ class ModuleConnection:
         self._send_announce(listen)
 
     # ---------------------------------------------------------- per-op handlers
-    def _accept(self, msg: HttpRequest) -> RequestReceived | None:
-        """Take the common request -- every check of ``_on_http_request`` passes -- and return
-        its event (not queued); None, with nothing changed, for anything else."""
+    def _accept(self, msg: HttpRequest, line: bytes) -> RequestReceived | None:
+        """The one acceptance check of an ``http_request``: return its event (not queued) when
+        it is accepted, else answer it here (400/503) and return None.
+
+        In order (spec/exchanges.md): a duplicate of an id in flight -> 400 (the original keeps
+        its answer); not RUNNING -> 503; a method that is not a token -> 400; ``max_in_flight``
+        reached -> 503; a target that is not origin-form (absolute-form is reduced to its path
+        and query) or ``*`` -> 400. The first test is the common request passing all of them.
+        """
         rid = msg.request_id
         in_flight = self._in_flight
         uri = msg.uri
-        if (
+        if not (
             self._state is _RUNNING
             and rid not in in_flight
             and msg.method in _COMMON_METHODS
             and len(in_flight) < self._max_in_flight
             and uri[:1] == "/"
         ):
-            timeout = self._request_timeout
-            in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
-            if self._answered:
-                self._answered.pop(rid, None)
-            path, _, query = uri.partition("?")
-            return _request_received(rid, msg, path, query)
-        return None
+            target = self._refuse(msg, line)
+            if target is None:
+                return None
+            uri = target
+        timeout = self._request_timeout
+        in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
+        if self._answered:
+            self._answered.pop(rid, None)
+        path, _, query = uri.partition("?")
+        return _request_received(rid, msg, path, query)
 
-    def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
-        event = self._accept(msg)
-        if event is not None:
-            self._events.append(event)
-            return
+    def _refuse(self, msg: HttpRequest, line: bytes) -> str | None:
+        """``_accept``'s checks one by one: answer the first that fails and return None, or
+        return the request target to accept it with."""
         rid = msg.request_id
         if rid in self._in_flight:
             err = RemoteProtocolError(
@@ -737,23 +743,23 @@ class ModuleConnection:
             # The original request keeps its own answer; this one gets 400 now.
             self._queue_response(rid, 400, _JSON_HEADERS, _error_body("duplicate request_id"))
             self._events.append(BadLine(line=line, error=err, answered_status=400))
-            return
+            return None
         if self._state is not ModuleState.RUNNING:
             state = self._state
             not_ready = state is ModuleState.PREFETCHING or state is ModuleState.STARTING
             why = "module not ready" if not_ready else "shutting down"
             self._queue_response(rid, 503, _JSON_HEADERS, _error_body(why))
-            return
+            return None
         if not valid_method(msg.method):
             err = RemoteProtocolError(f"invalid method {msg.method!r}", field="method")
             self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid method"))
             self._events.append(BadLine(line=line, error=err, answered_status=400))
-            return
+            return None
         if len(self._in_flight) >= self._max_in_flight:
             self._queue_response(
                 rid, 503, _JSON_HEADERS, _error_body("too many requests in flight")
             )
-            return
+            return None
         uri = msg.uri
         if uri[:1] != "/" and uri[:8].lower().startswith(("http://", "https://")):
             # absolute-form (RFC 9112 section 3.2.2): keep the path and query only
@@ -767,13 +773,13 @@ class ModuleConnection:
             err = RemoteProtocolError(f"invalid uri {uri!r}", field="uri")
             self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid uri"))
             self._events.append(BadLine(line=line, error=err, answered_status=400))
-            return
-        timeout = self._request_timeout
-        self._in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
-        if self._answered:
-            self._answered.pop(rid, None)
-        path, _, query = uri.partition("?")
-        self._events.append(_request_received(rid, msg, path, query))
+            return None
+        return uri
+
+    def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
+        event = self._accept(msg, line)
+        if event is not None:
+            self._events.append(event)
 
     def _on_secret(self, msg: Secret, line: bytes) -> None:
         self._store_secret(msg.name, msg.value)
