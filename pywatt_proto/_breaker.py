@@ -26,7 +26,7 @@ ever carry the epoch of an OPEN period.
 
 Transitions
 -----------
-Everything that changes ``state`` goes through :data:`BREAKER_TRANSITIONS` below; a
+Everything that changes ``state`` goes through :data:`BREAKER_MACHINE` below; a
 pair that is not in the table raises :class:`LocalProtocolError` naming the
 state and the input. The one hot self-loop, ``(CLOSED, SUCCESS) -> CLOSED``,
 is handled inline by :meth:`CircuitBreaker.record_success` (it changes no
@@ -50,7 +50,7 @@ import enum
 import math
 from collections.abc import Callable, Iterable
 
-from ._errors import LocalProtocolError
+from ._fsm import Machine
 from ._records import record
 
 TYPE_CHECKING = False  # no typing import at run time; mypy reads True
@@ -67,7 +67,7 @@ __all__ = [
     "CircuitBreaker",
     "CircuitOpenError",
     "REJECTED",
-    "BREAKER_TRANSITIONS",
+    "BREAKER_MACHINE",
 ]
 
 
@@ -102,24 +102,27 @@ _C, _O, _H = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 _I = BreakerInput
 
 #: Every legal ``(state, input) -> next_state``. Nothing else changes the state.
-BREAKER_TRANSITIONS: dict[tuple[BreakerState, BreakerInput], BreakerState] = {
-    (_C, _I.SUCCESS): _C,  # hot self-loop, inlined in record_success
-    (_C, _I.FAILURE): _C,
-    (_C, _I.TRIP): _O,
-    (_O, _I.RESET_TIMEOUT): _H,
-    (_H, _I.SUCCESS): _H,
-    (_H, _I.RECOVER): _C,
-    (_H, _I.TRIP): _O,
-    (_C, _I.FORCE_OPEN): _O,
-    (_O, _I.FORCE_OPEN): _O,
-    (_H, _I.FORCE_OPEN): _O,
-    (_C, _I.FORCE_CLOSE): _C,
-    (_O, _I.FORCE_CLOSE): _C,
-    (_H, _I.FORCE_CLOSE): _C,
-}
+BREAKER_MACHINE: Machine[BreakerState, BreakerInput] = Machine(
+    "circuit breaker",
+    {
+        (_C, _I.SUCCESS): _C,  # hot self-loop, inlined in record_success
+        (_C, _I.FAILURE): _C,
+        (_C, _I.TRIP): _O,
+        (_O, _I.RESET_TIMEOUT): _H,
+        (_H, _I.SUCCESS): _H,
+        (_H, _I.RECOVER): _C,
+        (_H, _I.TRIP): _O,
+        (_C, _I.FORCE_OPEN): _O,
+        (_O, _I.FORCE_OPEN): _O,
+        (_H, _I.FORCE_OPEN): _O,
+        (_C, _I.FORCE_CLOSE): _C,
+        (_O, _I.FORCE_CLOSE): _C,
+        (_H, _I.FORCE_CLOSE): _C,
+    },
+)
 
 # The fast path in record_success relies on this self-loop; keep them in step.
-if BREAKER_TRANSITIONS[(_C, _I.SUCCESS)] is not _C:  # pragma: no cover - guards edits of the table
+if BREAKER_MACHINE.next(_C, _I.SUCCESS) is not _C:  # pragma: no cover - guards edits of the table
     raise RuntimeError("record_success inlines (CLOSED, SUCCESS) -> CLOSED")
 
 #: The ticket :meth:`CircuitBreaker.acquire` returns when it refuses a call.
@@ -557,12 +560,7 @@ class CircuitBreaker:
     # -------------------------------------------------------------- internals
 
     def _check(self, event: BreakerInput) -> BreakerState:
-        try:
-            return BREAKER_TRANSITIONS[(self._state, event)]
-        except KeyError:  # pragma: no cover - unreachable unless the table is edited badly
-            raise LocalProtocolError(
-                f"circuit breaker: no transition from {self._state.name} on {event.name}"
-            ) from None
+        return BREAKER_MACHINE.next(self._state, event)
 
     def _transition(self, event: BreakerInput, now: float) -> None:
         old = self._state

@@ -80,6 +80,7 @@ from ._framing import (
     TruncatedInput,
     encode_frame,
 )
+from ._fsm import Machine
 from ._messages import (
     Heartbeat,
     HeartbeatAck,
@@ -110,6 +111,8 @@ if TYPE_CHECKING:  # typing is not loaded at run time (start-up time)
     from typing import Final, TypeAlias
 
 __all__ = [
+    "CHANNEL_MACHINE",
+    "ChannelInput",
     "CONNECT_BACKOFF",
     "DEFAULT_CONNECT_TIMEOUT",
     "RECONNECT_BACKOFF",
@@ -119,7 +122,6 @@ __all__ = [
     "ChannelKind",
     "ChannelState",
     "ChannelTarget",
-    "channel_state_diagram",
     "channel_targets",
     "connect_failure_reason",
 ]
@@ -147,7 +149,7 @@ class ChannelState(enum.Enum):
     FAILED = "failed"
 
 
-class _Input(enum.Enum):
+class ChannelInput(enum.Enum):
     CONNECT = "connect"
     CONNECTED = "connected"
     RETRY = "retry"  # an attempt failed / the connection was lost; another is allowed
@@ -159,40 +161,35 @@ class _Input(enum.Enum):
 
 
 _S = ChannelState
-_TRANSITIONS: Final[dict[tuple[ChannelState, _Input], ChannelState]] = {
-    (_S.IDLE, _Input.CONNECT): _S.CONNECTING,
-    (_S.BACKING_OFF, _Input.CONNECT): _S.CONNECTING,
-    (_S.CONNECTING, _Input.CONNECTED): _S.OPEN,
-    (_S.CONNECTING, _Input.RETRY): _S.BACKING_OFF,
-    (_S.CONNECTING, _Input.GIVE_UP): _S.FAILED,
-    (_S.OPEN, _Input.RETRY): _S.BACKING_OFF,
-    (_S.OPEN, _Input.GIVE_UP): _S.FAILED,
-    (_S.OPEN, _Input.FATAL): _S.FAILED,
-    (_S.OPEN, _Input.SHUTDOWN): _S.CLOSING,
-    (_S.IDLE, _Input.SHUTDOWN): _S.CLOSED,
-    (_S.CONNECTING, _Input.SHUTDOWN): _S.CLOSED,
-    (_S.BACKING_OFF, _Input.SHUTDOWN): _S.CLOSED,
-    (_S.CLOSING, _Input.SHUTDOWN): _S.CLOSING,
-    (_S.CLOSING, _Input.FATAL): _S.FAILED,
-    (_S.CLOSING, _Input.LOST): _S.CLOSED,
-    (_S.CLOSED, _Input.SHUTDOWN): _S.CLOSED,
-    (_S.FAILED, _Input.SHUTDOWN): _S.FAILED,
-    (_S.IDLE, _Input.CLOSE): _S.CLOSED,
-    (_S.CONNECTING, _Input.CLOSE): _S.CLOSED,
-    (_S.OPEN, _Input.CLOSE): _S.CLOSED,
-    (_S.BACKING_OFF, _Input.CLOSE): _S.CLOSED,
-    (_S.CLOSING, _Input.CLOSE): _S.CLOSED,
-    (_S.CLOSED, _Input.CLOSE): _S.CLOSED,
-    (_S.FAILED, _Input.CLOSE): _S.FAILED,
-}
-
-
-def channel_state_diagram() -> str:
-    """Return the state table above as a Mermaid ``stateDiagram-v2``."""
-    lines = ["stateDiagram-v2"]
-    for (src, inp), dst in _TRANSITIONS.items():
-        lines.append(f"    {src.name} --> {dst.name}: {inp.name}")
-    return "\n".join(lines) + "\n"
+CHANNEL_MACHINE: Final[Machine[ChannelState, ChannelInput]] = Machine(
+    "channel",
+    {
+        (_S.IDLE, ChannelInput.CONNECT): _S.CONNECTING,
+        (_S.BACKING_OFF, ChannelInput.CONNECT): _S.CONNECTING,
+        (_S.CONNECTING, ChannelInput.CONNECTED): _S.OPEN,
+        (_S.CONNECTING, ChannelInput.RETRY): _S.BACKING_OFF,
+        (_S.CONNECTING, ChannelInput.GIVE_UP): _S.FAILED,
+        (_S.OPEN, ChannelInput.RETRY): _S.BACKING_OFF,
+        (_S.OPEN, ChannelInput.GIVE_UP): _S.FAILED,
+        (_S.OPEN, ChannelInput.FATAL): _S.FAILED,
+        (_S.OPEN, ChannelInput.SHUTDOWN): _S.CLOSING,
+        (_S.IDLE, ChannelInput.SHUTDOWN): _S.CLOSED,
+        (_S.CONNECTING, ChannelInput.SHUTDOWN): _S.CLOSED,
+        (_S.BACKING_OFF, ChannelInput.SHUTDOWN): _S.CLOSED,
+        (_S.CLOSING, ChannelInput.SHUTDOWN): _S.CLOSING,
+        (_S.CLOSING, ChannelInput.FATAL): _S.FAILED,
+        (_S.CLOSING, ChannelInput.LOST): _S.CLOSED,
+        (_S.CLOSED, ChannelInput.SHUTDOWN): _S.CLOSED,
+        (_S.FAILED, ChannelInput.SHUTDOWN): _S.FAILED,
+        (_S.IDLE, ChannelInput.CLOSE): _S.CLOSED,
+        (_S.CONNECTING, ChannelInput.CLOSE): _S.CLOSED,
+        (_S.OPEN, ChannelInput.CLOSE): _S.CLOSED,
+        (_S.BACKING_OFF, ChannelInput.CLOSE): _S.CLOSED,
+        (_S.CLOSING, ChannelInput.CLOSE): _S.CLOSED,
+        (_S.CLOSED, ChannelInput.CLOSE): _S.CLOSED,
+        (_S.FAILED, ChannelInput.CLOSE): _S.FAILED,
+    },
+)
 
 
 # ---------------------------------------------------------------------------
@@ -393,13 +390,8 @@ class ChannelConnection:
         """Requests received on the current connection and not yet answered."""
         return len(self._in_flight)
 
-    def _fire(self, inp: _Input) -> None:
-        try:
-            self._state = _TRANSITIONS[(self._state, inp)]
-        except KeyError:
-            raise LocalProtocolError(
-                f"{self._kind.value} channel: no transition from {self._state.name} on {inp.name}"
-            ) from None
+    def _fire(self, inp: ChannelInput) -> None:
+        self._state = CHANNEL_MACHINE.next(self._state, inp)
 
     def _require_stream(self, api: str) -> None:
         if self._state not in (ChannelState.OPEN, ChannelState.CLOSING):
@@ -413,7 +405,7 @@ class ChannelConnection:
         Raises:
             LocalProtocolError: in any other state (nothing changes).
         """
-        self._fire(_Input.CONNECT)
+        self._fire(ChannelInput.CONNECT)
         self._now = max(self._now, now)
         self._retry_at = None
 
@@ -433,7 +425,7 @@ class ChannelConnection:
     def _schedule_retry(self, now: float) -> float | None:
         self._now = max(self._now, now)
         at = self._retry.failed(now)
-        self._fire(_Input.GIVE_UP if at is None else _Input.RETRY)
+        self._fire(ChannelInput.GIVE_UP if at is None else ChannelInput.RETRY)
         self._retry_at = at
         return at
 
@@ -444,7 +436,7 @@ class ChannelConnection:
         Raises:
             LocalProtocolError: not CONNECTING (nothing changes).
         """
-        self._fire(_Input.CONNECTED)
+        self._fire(ChannelInput.CONNECTED)
         self._now = max(self._now, now)
         self._decoder = FrameDecoder(self._max_frame_size)
         self._eof_done = False
@@ -470,7 +462,7 @@ class ChannelConnection:
             self._abandon_in_flight()
             return None
         if state is ChannelState.CLOSING:
-            self._fire(_Input.LOST)
+            self._fire(ChannelInput.LOST)
             self._abandon_in_flight()
             return None
         if state is not ChannelState.OPEN:
@@ -485,7 +477,7 @@ class ChannelConnection:
         OPEN -> CLOSING (in-flight requests are still answered); not yet connected ->
         CLOSED (no more attempts). No-op when already closing or terminal. Returns None.
         """
-        self._fire(_Input.SHUTDOWN)
+        self._fire(ChannelInput.SHUTDOWN)
         if self._state is ChannelState.CLOSED:
             self._retry_at = None
 
@@ -493,7 +485,7 @@ class ChannelConnection:
         """Stop for good (the driver closes the socket). In-flight requests are abandoned.
         Returns None; never raises.
         """
-        self._fire(_Input.CLOSE)
+        self._fire(ChannelInput.CLOSE)
         self._retry_at = None
         self._abandon_in_flight()
 
@@ -547,7 +539,7 @@ class ChannelConnection:
             except RemoteProtocolError as exc:  # FrameTooLarge / InvalidFormatCode
                 self._error = exc
                 self._last_failure = str(exc)
-                self._fire(_Input.FATAL)
+                self._fire(ChannelInput.FATAL)
                 self._abandon_in_flight()
                 raise
             if frame is NEED_DATA:
@@ -581,7 +573,7 @@ class ChannelConnection:
             self._send_enveloped(HeartbeatAck())
         elif t is Shutdown:
             if self._state is ChannelState.OPEN:
-                self._fire(_Input.SHUTDOWN)
+                self._fire(ChannelInput.SHUTDOWN)
                 self._events.append(ShutdownRequested())
         else:
             self._events.append(msg)

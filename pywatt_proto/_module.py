@@ -87,6 +87,7 @@ from ._framing import (
     NeedData,
     encode_line,
 )
+from ._fsm import Machine
 from ._json import dump_str
 from ._messages import (
     Announce,
@@ -126,7 +127,7 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     )
 
 __all__ = [
-    "state_diagram",
+    "MODULE_MACHINE",
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SECRET_TIMEOUT",
@@ -144,6 +145,7 @@ __all__ = [
     "InitReceived",
     "ModuleConnection",
     "ModuleEvent",
+    "ModuleInput",
     "ModuleState",
     "ReadyToAnnounce",
     "RequestReceived",
@@ -188,7 +190,7 @@ class ModuleState(enum.Enum):
     ERROR = "error"
 
 
-class _Input(enum.Enum):
+class ModuleInput(enum.Enum):
     INIT = "init"
     SECRETS_READY = "secrets_ready"
     ANNOUNCE = "announce"
@@ -198,31 +200,25 @@ class _Input(enum.Enum):
 
 
 _S = ModuleState
-_TRANSITIONS: Final[dict[tuple[ModuleState, _Input], ModuleState]] = {
-    (_S.AWAITING_INIT, _Input.INIT): _S.PREFETCHING,
-    (_S.PREFETCHING, _Input.SECRETS_READY): _S.STARTING,
-    (_S.PREFETCHING, _Input.SHUTDOWN): _S.CLOSING,
-    (_S.PREFETCHING, _Input.EOF): _S.CLOSING,
-    (_S.STARTING, _Input.ANNOUNCE): _S.RUNNING,
-    (_S.STARTING, _Input.SHUTDOWN): _S.CLOSING,
-    (_S.STARTING, _Input.EOF): _S.CLOSING,
-    (_S.RUNNING, _Input.SHUTDOWN): _S.CLOSING,
-    (_S.RUNNING, _Input.EOF): _S.CLOSING,
-    (_S.CLOSING, _Input.SHUTDOWN): _S.CLOSING,
-    (_S.CLOSING, _Input.EOF): _S.CLOSING,
-    (_S.CLOSING, _Input.DRAINED): _S.CLOSED,
-    (_S.CLOSED, _Input.EOF): _S.CLOSED,
-    (_S.CLOSED, _Input.SHUTDOWN): _S.CLOSED,
-}
-
-
-def state_diagram() -> str:
-    """Return the state table above as a Mermaid ``stateDiagram-v2`` (docs are generated
-    from the table, so they cannot drift)."""
-    lines = ["stateDiagram-v2"]
-    for (src, inp), dst in _TRANSITIONS.items():
-        lines.append(f"    {src.name} --> {dst.name}: {inp.name}")
-    return "\n".join(lines) + "\n"
+MODULE_MACHINE: Final[Machine[ModuleState, ModuleInput]] = Machine(
+    "module link",
+    {
+        (_S.AWAITING_INIT, ModuleInput.INIT): _S.PREFETCHING,
+        (_S.PREFETCHING, ModuleInput.SECRETS_READY): _S.STARTING,
+        (_S.PREFETCHING, ModuleInput.SHUTDOWN): _S.CLOSING,
+        (_S.PREFETCHING, ModuleInput.EOF): _S.CLOSING,
+        (_S.STARTING, ModuleInput.ANNOUNCE): _S.RUNNING,
+        (_S.STARTING, ModuleInput.SHUTDOWN): _S.CLOSING,
+        (_S.STARTING, ModuleInput.EOF): _S.CLOSING,
+        (_S.RUNNING, ModuleInput.SHUTDOWN): _S.CLOSING,
+        (_S.RUNNING, ModuleInput.EOF): _S.CLOSING,
+        (_S.CLOSING, ModuleInput.SHUTDOWN): _S.CLOSING,
+        (_S.CLOSING, ModuleInput.EOF): _S.CLOSING,
+        (_S.CLOSING, ModuleInput.DRAINED): _S.CLOSED,
+        (_S.CLOSED, ModuleInput.EOF): _S.CLOSED,
+        (_S.CLOSED, ModuleInput.SHUTDOWN): _S.CLOSED,
+    },
+)
 
 
 # ---------------------------------------------------------------------------
@@ -529,13 +525,12 @@ class ModuleConnection:
         """Requests received and not yet answered."""
         return len(self._in_flight)
 
-    def _fire(self, inp: _Input) -> None:
+    def _fire(self, inp: ModuleInput) -> None:
         try:
-            self._state = _TRANSITIONS[(self._state, inp)]
-        except KeyError:
-            current = self._state
-            self._state = ModuleState.ERROR
-            raise LocalProtocolError(f"no transition from {current.name} on {inp.name}") from None
+            self._state = MODULE_MACHINE.next(self._state, inp)
+        except LocalProtocolError:
+            self._state = ModuleState.ERROR  # an uncaught error moves to ERROR (table banner)
+            raise
 
     def _check_alive(self) -> None:
         if self._state is ModuleState.ERROR:
@@ -547,7 +542,7 @@ class ModuleConnection:
             and not self._in_flight
             and not self._pending_rotations
         ):
-            self._fire(_Input.DRAINED)
+            self._fire(ModuleInput.DRAINED)
 
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes, now: float) -> None:
@@ -613,7 +608,7 @@ class ModuleConnection:
             self._state = ModuleState.ERROR
             raise RemoteProtocolError("stdin closed before the init line")
         if self._state is not ModuleState.CLOSED:
-            self._fire(_Input.EOF)
+            self._fire(ModuleInput.EOF)
             self._pending_secrets_fail("input closed")
             self._fail_calls("input closed")
             self._maybe_drained()
@@ -653,7 +648,7 @@ class ModuleConnection:
         self._extensions = offered & SUPPORTED_EXTENSIONS
         self._flat_responses = EXT_HTTP_RESPONSE_OP in self._extensions
         self._source_json = dump_str(init.module_id or "unknown_module")
-        self._fire(_Input.INIT)
+        self._fire(ModuleInput.INIT)
         self._events.append(InitReceived(init=init, extensions=self._extensions))
         for name in self._prefetch:
             if name not in self._secrets:
@@ -664,7 +659,7 @@ class ModuleConnection:
         if self._state is ModuleState.PREFETCHING and not any(
             n in self._pending_secrets for n in self._prefetch
         ):
-            self._fire(_Input.SECRETS_READY)
+            self._fire(ModuleInput.SECRETS_READY)
             if self._hold_announce:
                 init = self._init
                 assert init is not None
@@ -683,7 +678,7 @@ class ModuleConnection:
             endpoints=endpoints if isinstance(endpoints, tuple) else tuple(endpoints()),
             extensions=tuple(sorted(self._extensions)),
         )
-        self._fire(_Input.ANNOUNCE)
+        self._fire(ModuleInput.ANNOUNCE)
         self._out.append(encode_line(encode(announce)))
         self._events.append(Announced(announce=announce))
 
@@ -697,7 +692,7 @@ class ModuleConnection:
         the state is unchanged then.
         """
         self._check_alive()
-        if (self._state, _Input.ANNOUNCE) not in _TRANSITIONS:
+        if not MODULE_MACHINE.allows(self._state, ModuleInput.ANNOUNCE):
             raise LocalProtocolError(f"cannot announce in state {self._state.name}")
         self._send_announce(listen)
 
@@ -814,7 +809,7 @@ class ModuleConnection:
     def _on_shutdown(self, msg: Shutdown, line: bytes) -> None:
         if self._state is ModuleState.CLOSED:
             return
-        self._fire(_Input.SHUTDOWN)
+        self._fire(ModuleInput.SHUTDOWN)
         self._events.append(ShutdownRequested())
         self._maybe_drained()
 
@@ -828,7 +823,7 @@ class ModuleConnection:
         self._check_alive()
         if self._state in (ModuleState.CLOSING, ModuleState.CLOSED):
             return
-        self._fire(_Input.SHUTDOWN)
+        self._fire(ModuleInput.SHUTDOWN)
         self._maybe_drained()
 
     def _bad_request_line(self, line: bytes, exc: RemoteProtocolError) -> None:

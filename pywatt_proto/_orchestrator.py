@@ -43,6 +43,7 @@ from ._framing import (
     LineDecoder,
     NeedData,
 )
+from ._fsm import Machine
 from ._messages import (
     Announce,
     DiscoverServiceProviders,
@@ -75,7 +76,8 @@ if TYPE_CHECKING:
     from ._calls import PendingCalls
 
 __all__ = [
-    "state_diagram",
+    "ORCHESTRATOR_MACHINE",
+    "OrchestratorInput",
     "DEFAULT_ANNOUNCE_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_MISSED_HEARTBEATS",
@@ -126,7 +128,7 @@ class OrchestratorState(enum.Enum):
     FAILED = "failed"
 
 
-class _Input(enum.Enum):
+class OrchestratorInput(enum.Enum):
     START = "start"
     ANNOUNCE = "announce"
     ANNOUNCE_DEADLINE = "announce_deadline"
@@ -136,31 +138,25 @@ class _Input(enum.Enum):
 
 
 _S = OrchestratorState
-_TRANSITIONS: Final[dict[tuple[OrchestratorState, _Input], OrchestratorState]] = {
-    (_S.CREATED, _Input.START): _S.AWAITING_ANNOUNCE,
-    (_S.AWAITING_ANNOUNCE, _Input.ANNOUNCE): _S.RUNNING,
-    (_S.AWAITING_ANNOUNCE, _Input.ANNOUNCE_DEADLINE): _S.FAILED,
-    (_S.AWAITING_ANNOUNCE, _Input.EOF): _S.EXITED,
-    (_S.AWAITING_ANNOUNCE, _Input.SHUTDOWN): _S.SHUTTING_DOWN,
-    (_S.RUNNING, _Input.SHUTDOWN): _S.SHUTTING_DOWN,
-    (_S.RUNNING, _Input.EOF): _S.EXITED,
-    (_S.SHUTTING_DOWN, _Input.EOF): _S.EXITED,
-    (_S.SHUTTING_DOWN, _Input.SHUTDOWN): _S.SHUTTING_DOWN,
-    (_S.SHUTTING_DOWN, _Input.GRACE_EXPIRED): _S.EXITED,
-    (_S.FAILED, _Input.EOF): _S.FAILED,
-    (_S.FAILED, _Input.SHUTDOWN): _S.FAILED,
-    (_S.EXITED, _Input.EOF): _S.EXITED,
-    (_S.EXITED, _Input.SHUTDOWN): _S.EXITED,
-}
-
-
-def state_diagram() -> str:
-    """Return the state table above as a Mermaid ``stateDiagram-v2`` (docs are generated
-    from the table, so they cannot drift)."""
-    lines = ["stateDiagram-v2"]
-    for (src, inp), dst in _TRANSITIONS.items():
-        lines.append(f"    {src.name} --> {dst.name}: {inp.name}")
-    return "\n".join(lines) + "\n"
+ORCHESTRATOR_MACHINE: Final[Machine[OrchestratorState, OrchestratorInput]] = Machine(
+    "orchestrator link",
+    {
+        (_S.CREATED, OrchestratorInput.START): _S.AWAITING_ANNOUNCE,
+        (_S.AWAITING_ANNOUNCE, OrchestratorInput.ANNOUNCE): _S.RUNNING,
+        (_S.AWAITING_ANNOUNCE, OrchestratorInput.ANNOUNCE_DEADLINE): _S.FAILED,
+        (_S.AWAITING_ANNOUNCE, OrchestratorInput.EOF): _S.EXITED,
+        (_S.AWAITING_ANNOUNCE, OrchestratorInput.SHUTDOWN): _S.SHUTTING_DOWN,
+        (_S.RUNNING, OrchestratorInput.SHUTDOWN): _S.SHUTTING_DOWN,
+        (_S.RUNNING, OrchestratorInput.EOF): _S.EXITED,
+        (_S.SHUTTING_DOWN, OrchestratorInput.EOF): _S.EXITED,
+        (_S.SHUTTING_DOWN, OrchestratorInput.SHUTDOWN): _S.SHUTTING_DOWN,
+        (_S.SHUTTING_DOWN, OrchestratorInput.GRACE_EXPIRED): _S.EXITED,
+        (_S.FAILED, OrchestratorInput.EOF): _S.FAILED,
+        (_S.FAILED, OrchestratorInput.SHUTDOWN): _S.FAILED,
+        (_S.EXITED, OrchestratorInput.EOF): _S.EXITED,
+        (_S.EXITED, OrchestratorInput.SHUTDOWN): _S.EXITED,
+    },
+)
 
 
 #: Seconds the module has to announce after init (the reference has no such limit; 10 s
@@ -401,13 +397,8 @@ class OrchestratorConnection:
         """Forwarded requests not yet answered or failed."""
         return len(self._in_flight)
 
-    def _fire(self, inp: _Input) -> None:
-        try:
-            self._state = _TRANSITIONS[(self._state, inp)]
-        except KeyError:
-            raise LocalProtocolError(
-                f"no transition from {self._state.name} on {inp.name}"
-            ) from None
+    def _fire(self, inp: OrchestratorInput) -> None:
+        self._state = ORCHESTRATOR_MACHINE.next(self._state, inp)
 
     # ----------------------------------------------------------------- output
     def _send(self, msg: object) -> None:
@@ -426,7 +417,7 @@ class OrchestratorConnection:
 
         Raises ``LocalProtocolError`` if already started.
         """
-        self._fire(_Input.START)
+        self._fire(OrchestratorInput.START)
         self._now = now
         self._send(self._init)
         self._announce_deadline = now + self._announce_timeout
@@ -525,7 +516,7 @@ class OrchestratorConnection:
             return
         if self._state is OrchestratorState.CREATED:
             raise LocalProtocolError("shutdown before start")
-        self._fire(_Input.SHUTDOWN)
+        self._fire(OrchestratorInput.SHUTDOWN)
         self._send(Shutdown())
         self._grace_deadline = now + self._shutdown_grace
 
@@ -551,7 +542,7 @@ class OrchestratorConnection:
                 return NEED_DATA
             if line is END_OF_INPUT:
                 if self._state not in (OrchestratorState.EXITED, OrchestratorState.FAILED):
-                    self._fire(_Input.EOF)
+                    self._fire(OrchestratorInput.EOF)
                     self._fail_all(502, "module exited")
                     self._abandon_calls("calling module exited")
                     if events:
@@ -591,7 +582,7 @@ class OrchestratorConnection:
                 err = RemoteProtocolError("announce received twice", field="op")
                 self._events.append(BadModuleLine(line=line, error=err))
                 return
-            self._fire(_Input.ANNOUNCE)
+            self._fire(OrchestratorInput.ANNOUNCE)
             self._announce = msg
             offered = frozenset(self._init.extensions)
             self._extensions = frozenset(msg.extensions or ()) & offered
@@ -770,7 +761,7 @@ class OrchestratorConnection:
         if self._announce_deadline is not None and now >= self._announce_deadline:
             self._announce_deadline = None
             if self._state is OrchestratorState.AWAITING_ANNOUNCE:
-                self._fire(_Input.ANNOUNCE_DEADLINE)
+                self._fire(OrchestratorInput.ANNOUNCE_DEADLINE)
                 self._events.append(AnnounceTimedOut())
         in_flight = self._in_flight
         while in_flight:
@@ -806,6 +797,6 @@ class OrchestratorConnection:
         if self._grace_deadline is not None and now >= self._grace_deadline:
             self._grace_deadline = None
             if self._state is OrchestratorState.SHUTTING_DOWN:
-                self._fire(_Input.GRACE_EXPIRED)
+                self._fire(OrchestratorInput.GRACE_EXPIRED)
                 self._fail_all(502, "module did not stop in time")
                 self._events.append(ShutdownGraceExpired())

@@ -52,7 +52,7 @@ Policy (what differs from the reference, PROTOCOL-FACTS W20, is marked *):
 * A ``port_response`` that grants a different port than the one asked for is
   accepted: the orchestrator owns the port space.
 
-State changes go through :data:`NEGOTIATION_TRANSITIONS` only; a pair that is
+State changes go through :data:`NEGOTIATION_MACHINE` only; a pair that is
 not in the table raises :class:`LocalProtocolError` naming state and input.
 """
 
@@ -67,6 +67,7 @@ from collections.abc import Callable
 
 from ._breaker import REJECTED, BreakerState, BreakerTransition, CircuitBreaker
 from ._errors import LocalProtocolError
+from ._fsm import Machine
 from ._messages import Init, PortRequest, PortResponse, TcpListen
 from ._records import record
 
@@ -76,7 +77,7 @@ __all__ = [
     "BreakerChanged",
     "FallbackChosen",
     "FallbackPolicy",
-    "NEGOTIATION_TRANSITIONS",
+    "NEGOTIATION_MACHINE",
     "NeedFallbackCandidate",
     "NegotiationFailed",
     "NegotiationInput",
@@ -122,20 +123,23 @@ _S, _N = NegotiationState, NegotiationInput
 _CALL_ENDED = (_S.IDLE, _S.ASSIGNED, _S.FALLBACK, _S.FAILED)
 
 #: Every legal ``(state, input) -> next_state``. Nothing else changes the state.
-NEGOTIATION_TRANSITIONS: dict[tuple[NegotiationState, NegotiationInput], NegotiationState] = {
-    **{(s, _N.START): _S.AWAITING_RESPONSE for s in _CALL_ENDED},
-    **{(s, _N.TO_FALLBACK): _S.CHECKING_FALLBACK for s in _CALL_ENDED},  # breaker open
-    **{(s, _N.GIVE_UP): _S.FAILED for s in _CALL_ENDED},  # breaker open, no fallback
-    (_S.AWAITING_RESPONSE, _N.GRANTED): _S.ASSIGNED,
-    (_S.AWAITING_RESPONSE, _N.RETRY): _S.AWAITING_RESPONSE,
-    (_S.AWAITING_RESPONSE, _N.TO_FALLBACK): _S.CHECKING_FALLBACK,
-    (_S.AWAITING_RESPONSE, _N.GIVE_UP): _S.FAILED,
-    (_S.CHECKING_FALLBACK, _N.CANDIDATE_BUSY): _S.CHECKING_FALLBACK,
-    (_S.CHECKING_FALLBACK, _N.CANDIDATE_FREE): _S.FALLBACK,
-    (_S.CHECKING_FALLBACK, _N.GIVE_UP): _S.FAILED,
-    (_S.AWAITING_RESPONSE, _N.ABANDON): _S.IDLE,
-    (_S.CHECKING_FALLBACK, _N.ABANDON): _S.IDLE,
-}
+NEGOTIATION_MACHINE: Machine[NegotiationState, NegotiationInput] = Machine(
+    "port negotiation",
+    {
+        **{(s, _N.START): _S.AWAITING_RESPONSE for s in _CALL_ENDED},
+        **{(s, _N.TO_FALLBACK): _S.CHECKING_FALLBACK for s in _CALL_ENDED},  # breaker open
+        **{(s, _N.GIVE_UP): _S.FAILED for s in _CALL_ENDED},  # breaker open, no fallback
+        (_S.AWAITING_RESPONSE, _N.GRANTED): _S.ASSIGNED,
+        (_S.AWAITING_RESPONSE, _N.RETRY): _S.AWAITING_RESPONSE,
+        (_S.AWAITING_RESPONSE, _N.TO_FALLBACK): _S.CHECKING_FALLBACK,
+        (_S.AWAITING_RESPONSE, _N.GIVE_UP): _S.FAILED,
+        (_S.CHECKING_FALLBACK, _N.CANDIDATE_BUSY): _S.CHECKING_FALLBACK,
+        (_S.CHECKING_FALLBACK, _N.CANDIDATE_FREE): _S.FALLBACK,
+        (_S.CHECKING_FALLBACK, _N.GIVE_UP): _S.FAILED,
+        (_S.AWAITING_RESPONSE, _N.ABANDON): _S.IDLE,
+        (_S.CHECKING_FALLBACK, _N.ABANDON): _S.IDLE,
+    },
+)
 
 
 class FallbackPolicy(enum.Enum):
@@ -647,12 +651,7 @@ class PortNegotiator:
     # -------------------------------------------------------------- internals
 
     def _move(self, event: NegotiationInput) -> None:
-        try:
-            self._state = NEGOTIATION_TRANSITIONS[(self._state, event)]
-        except KeyError:  # pragma: no cover - unreachable unless the table is edited badly
-            raise LocalProtocolError(
-                f"port negotiation: no transition from {self._state.name} on {event.name}"
-            ) from None
+        self._state = NEGOTIATION_MACHINE.next(self._state, event)
 
     def _new_id(self) -> str:
         if self._id_factory is not None:

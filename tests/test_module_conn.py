@@ -536,12 +536,12 @@ def test_relative_uri_is_answered_400() -> None:
 
 
 def test_state_diagrams_are_generated_from_the_tables() -> None:
-    from pywatt_proto import _module, _orchestrator
+    from pywatt_proto import MODULE_MACHINE, ORCHESTRATOR_MACHINE
 
-    for mod in (_module, _orchestrator):
-        text = mod.state_diagram()
+    for machine in (MODULE_MACHINE, ORCHESTRATOR_MACHINE):
+        text = machine.diagram()
         assert text.startswith("stateDiagram-v2\n")
-        assert text.count("-->") == len(mod._TRANSITIONS)
+        assert text.count("-->") == len(machine.transitions)
 
 
 def test_whitespace_only_line_is_skipped_quietly() -> None:

