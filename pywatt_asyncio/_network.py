@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
 
 from pywatt_proto._calls import ProviderRegistry
@@ -34,10 +35,28 @@ _log = logging.getLogger("pywatt.orchestrator")
 
 
 class ModuleNetwork:
-    """Routes calls between the modules added to it and keeps their provider registry."""
+    """Routes calls between modules and keeps their provider registry.
 
-    def __init__(self) -> None:
+    Args:
+        lookup: ``module_id -> running ModuleProcess or None`` for a host that owns the
+            processes (restarts swap them); default: the modules given to :meth:`add`.
+        known: ``module_id -> bool``, whether the host has such a module at all (running or
+            not); default: the ids given to :meth:`add`. Unknown ids are answered
+            ``unknown_module``, known but not running ones ``target_failed``.
+
+    A process routes its calls here once ``process.network`` is this object (``add`` sets
+    it; a host sets it on every process it starts).
+    """
+
+    def __init__(
+        self,
+        *,
+        lookup: Callable[[str], ModuleProcess | None] | None = None,
+        known: Callable[[str], bool] | None = None,
+    ) -> None:
         self.modules: dict[str, ModuleProcess] = {}
+        self._lookup = lookup if lookup is not None else self._added
+        self._known = known if known is not None else self.modules.__contains__
         self.registry = ProviderRegistry()
         # (caller module id, call id) -> delivery task; at most MAX_PENDING_CALLS per caller
         # (the caller's connection refuses more before a task exists).
@@ -53,25 +72,30 @@ class ModuleNetwork:
         self.modules[module.module_id] = module
         module.network = self
 
+    def _added(self, module_id: str) -> ModuleProcess | None:
+        module = self.modules.get(module_id)
+        return module if module is not None and module.running else None
+
     def healthy(self, module_id: str) -> bool:
         """True while module ``module_id`` is running (announced, process alive)."""
-        module = self.modules.get(module_id)
-        return module is not None and module.running
+        return self._lookup(module_id) is not None
 
     def on_event(self, source: ModuleProcess, event: OrchestratorEvent) -> None:
         """Act on a call or registry event read from ``source`` (see the module docstring)."""
         conn = source.conn
         if isinstance(event, CallRequested):
-            target = self.modules.get(event.target_module_id)
-            if target is None:
+            target = self._lookup(event.target_module_id)
+            if target is None and not self._known(event.target_module_id):
                 conn.fail_call(
                     event.request_id,
                     "unknown_module",
                     f"no module named {event.target_module_id!r}",
                 )
-            elif not target.running:
+            elif target is None:
                 conn.fail_call(
-                    event.request_id, "target_failed", f"{target.module_id} is not running"
+                    event.request_id,
+                    "target_failed",
+                    f"{event.target_module_id} is not running",
                 )
             else:
                 key = (source.module_id, event.request_id)
