@@ -45,6 +45,7 @@ from pywatt_proto._messages import Endpoint, HttpResponse
 
 from ._config import ModuleSpec
 from ._frontdoor import MAX_HTTP_BODY, FrontRequest
+from ._network import ModuleNetwork
 from ._orchestrator import ModuleProcess, PortPolicy, _note, _synth
 from ._reload import POLL_INTERVAL, FileWatcher
 
@@ -217,6 +218,9 @@ class Host:
         self._fatal: asyncio.Future[int] | None = None
         self._rotations = 0
         self._rng = random.Random()
+        #: Routes module-to-module calls between the running processes and keeps the
+        #: provider registry (spec/modules.md); health = the module's process is running.
+        self.network = ModuleNetwork(lookup=self.process, known=self._slots.__contains__)
 
     # ------------------------------------------------------------------ lookups
     @property
@@ -247,7 +251,7 @@ class Host:
             env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env)
         env["PYWATT_MODULE_ID"] = spec.module_id
-        return ModuleProcess(
+        proc = ModuleProcess(
             spec.argv,
             module_id=spec.module_id,
             orchestrator_api=o.orchestrator_api,
@@ -262,6 +266,8 @@ class Host:
             extensions=o.extensions,
             stderr_prefix=f"[{spec.module_id}] ",
         )
+        proc.network = self.network  # module calls and the provider registry
+        return proc
 
     async def _launch(self, slot: _Slot) -> ModuleProcess:
         """Start a process for ``slot`` and wait for its announce (not installed yet).
