@@ -93,7 +93,7 @@ class PipeModule:
 
 def _pool_threads() -> set[threading.Thread]:
     """Pool threads alive (earlier tests' may still be on their way out: compare sets)."""
-    return {t for t in threading.enumerate() if t.name in ("pywatt-leader", "pywatt-spare")}
+    return {t for t in threading.enumerate() if t.name == "pywatt-worker"}
 
 
 def _blocking_app(**options: Any) -> tuple[Module, threading.Semaphore, threading.Event]:
