@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import re
+import sys
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -72,7 +74,11 @@ def test_examples_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     if path.parent == DOCS and path.name not in {"README.md", "deploying.md", "protocol.md"}:
         assert blocks, f"{path.name} has no example"
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
+    # A real module object, registered while the examples run (dataclasses and pickling
+    # look their module up in sys.modules).
+    module = types.ModuleType(f"docs_{path.stem.replace('-', '_')}")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    namespace: dict[str, object] = module.__dict__
     for line, code in blocks:
         source = "\n" * (line - 1) + code  # tracebacks name the Markdown line
         exec(compile(source, str(path), "exec"), namespace)
