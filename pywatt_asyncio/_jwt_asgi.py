@@ -13,7 +13,6 @@ mutated: the ``state`` dict a server hands in is shared lifespan state.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -26,11 +25,11 @@ from pywatt_proto.jwt import (
     PublicPaths,
     auth_error_response,
 )
+from pywatt_proto.jwt._auth import log_refusal
 from pywatt_proto.jwt._secret_auth import install_module_jwt, serving_module_authenticator
 
 __all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
 
-_log = logging.getLogger("pywatt.jwt")
 
 _Scope = MutableMapping[str, Any]
 _Message = MutableMapping[str, Any]
@@ -127,7 +126,7 @@ class JwtAsgiMiddleware:
             value = _authorization(scope.get("headers") or ())
             claims = self._auth.authenticate(value, self._clock())
         except AuthError as err:
-            _log.info("jwt: refused %s %s: %s", kind, scope.get("path"), err.reason)
+            log_refusal(scope.get("method", "WEBSOCKET"), scope.get("path"), err)
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": _WS_POLICY_VIOLATION})
                 return

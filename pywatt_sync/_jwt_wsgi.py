@@ -13,7 +13,6 @@ lazily, only inside that hook, so it is not a dependency of this package.
 from __future__ import annotations
 
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,11 +27,11 @@ from pywatt_proto.jwt import (
     PublicPaths,
     auth_error_response,
 )
+from pywatt_proto.jwt._auth import log_refusal
 from pywatt_proto.jwt._secret_auth import install_module_jwt, serving_module_authenticator
 
 __all__ = ["FlaskJwt", "JwtWsgiMiddleware", "jwt_authenticator", "module_jwt", "wsgi_claims"]
 
-_log = logging.getLogger("pywatt.jwt")
 
 _REASONS = {400: "400 Bad Request", 401: "401 Unauthorized", 500: "500 Internal Server Error"}
 
@@ -110,7 +109,7 @@ class JwtWsgiMiddleware:
         try:
             claims = self._auth.authenticate(environ.get("HTTP_AUTHORIZATION"), self._clock())
         except AuthError as err:
-            _log.info("jwt: refused %s: %s", path, err.reason)
+            log_refusal(environ.get("REQUEST_METHOD", "?"), path, err)
             status, headers, body = auth_error_response(err)
             start_response(_REASONS.get(status, f"{status} Error"), headers)
             return [body]

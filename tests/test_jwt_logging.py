@@ -98,3 +98,51 @@ def test_keys_unavailable_is_one_warning_per_cause(
     assert "not a usable key" in warnings[0].getMessage()
     assert short not in warnings[0].getMessage()
     assert_nothing_leaks(caplog)
+
+
+def fastapi_module(prefetch: bool = True) -> Any:
+    fastapi = pytest.importorskip("fastapi")
+    api = fastapi.FastAPI()
+    api.add_middleware(pywatt_asyncio.JwtAsgiMiddleware, secrets=["JWT_SECRET"])
+
+    @api.get("/me")
+    async def me() -> dict[str, str]:
+        return {}
+
+    return pywatt_asyncio.asgi_module(api, secrets=["JWT_SECRET"] if prefetch else [])
+
+
+def flask_module(prefetch: bool = True) -> Any:
+    flask = pytest.importorskip("flask")
+    web = flask.Flask(__name__)
+    pywatt_sync.FlaskJwt(web, secrets=["JWT_SECRET"])
+
+    @web.get("/me")
+    def me() -> dict[str, str]:
+        return {}
+
+    return pywatt_sync.wsgi_module(web, secrets=["JWT_SECRET"] if prefetch else [])
+
+
+@pytest.mark.parametrize("make_app", [fastapi_module, flask_module], ids=["asgi", "wsgi"])
+def test_middleware_logs_alike(make_app: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    bearer = {"authorization": f"Bearer {SECRET_TOKEN}"}
+    with TestClient(make_app(), secrets={"JWT_SECRET": KEY.decode()}) as client:
+        caplog.clear()
+        assert client.get("/me").status_code == 401
+        assert client.get("/me", headers=bearer).status_code == 401
+    jwt = [(r.levelno, r.getMessage()) for r in records(caplog) if r.name == "pywatt.jwt"]
+    assert jwt == [
+        (logging.INFO, "jwt: refused GET /me: missing_token"),
+        (logging.INFO, "jwt: refused GET /me: expired"),
+    ]
+    assert_nothing_leaks(caplog)
+
+    caplog.clear()
+    with TestClient(make_app(prefetch=False)) as client:  # no JWT_SECRET: 503, one warning
+        for _ in range(3):
+            assert client.get("/me", headers=bearer).status_code == 503
+    jwt = [(r.levelno, r.getMessage()) for r in records(caplog) if r.name == "pywatt.jwt"]
+    assert [level for level, _ in jwt] == [logging.WARNING], jwt
+    assert_nothing_leaks(caplog)

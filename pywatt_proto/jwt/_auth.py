@@ -38,6 +38,7 @@ __all__ = [
     "JwtAuthenticator",
     "PublicPaths",
     "auth_error_response",
+    "log_refusal",
     "parse_bearer",
 ]
 
@@ -156,7 +157,7 @@ class JwtAuthenticator:
         try:
             return self.authenticate(_authorization(request.headers), now)
         except AuthError as err:
-            log_refusal(request, err)
+            log_refusal(getattr(request, "method", "?"), getattr(request, "path", "?"), err)
             raise
 
     def authenticate(self, authorization: str | None, now: float) -> dict[str, Any]:
@@ -171,19 +172,16 @@ class JwtAuthenticator:
             raise AuthError(exc.reason, www_authenticate='Bearer error="invalid_token"') from exc
 
 
-def log_refusal(request: object, err: AuthError) -> None:
-    """Log a refused request to ``pywatt.jwt`` at INFO: method, path, reason.
+def log_refusal(method: object, path: object, err: AuthError) -> None:
+    """Log a refused request to ``pywatt.jwt`` at INFO: ``jwt: refused GET /me: expired``.
 
-    ``request`` is read for ``method`` and ``path`` only; the token and the
-    ``Authorization`` header are never logged (the reason is a fixed word from
-    spec/jwt.md §3).  Returns None; leaves nothing behind.
+    Only the method, the path and the reason (a fixed word from spec/jwt.md §3) are
+    logged, never the token or the ``Authorization`` value. A 5xx refusal (keys not
+    loaded) is not logged here: the authenticator warned once for its cause. Used by
+    the router hook and by the ASGI/WSGI middleware, so all three log alike.
     """
-    _log.info(
-        "jwt: refused %s %s: %s",
-        getattr(request, "method", "?"),
-        getattr(request, "path", "?"),
-        err.reason,
-    )
+    if err.status < 500:
+        _log.info("jwt: refused %s %s: %s", method, path, err.reason)
 
 
 class PublicPaths:
