@@ -374,7 +374,7 @@ async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettin
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, host.rotate_secrets)
-    bound = server.sockets[0].getsockname()  # type: ignore[attr-defined]
+    bound = server.sockets[0].getsockname()
     _note(f"pywatt: serving {describe(specs)} on http://{bound[0]}:{bound[1]} (Ctrl-C to stop)")
     fatal = asyncio.ensure_future(host.wait())
     stopped = asyncio.ensure_future(stop.wait())

@@ -1,11 +1,30 @@
-"""The development host's HTTP/1.1 front door (h11 over asyncio streams).
+"""The development host's HTTP/1.1 front door.
 
 :func:`serve_http` accepts HTTP clients and hands each parsed request, as a
 :class:`FrontRequest`, to an :class:`Upstream` (in ``pywatt run``, the host's module router;
 :class:`ModuleUpstream` adapts one :class:`~pywatt_asyncio._orchestrator.ModuleProcess`), then
-writes the answer back. The front door answers some requests itself: 413 for bodies over the
-upstream's ``body_limit``, 400 for requests h11 cannot parse, 502 for an answer that is not
-valid HTTP/1.1.
+writes the answer back.
+
+Theory of operation: the front door is the asyncio ``serve()`` server with a different
+handler. Each connection is an ``asyncio.Protocol`` driving
+:class:`pywatt_proto.HttpServerConnection`, which owns the limits, deadlines and error
+answers ``serve()`` has (431, 408, idle keep-alive close, 413 before reading a declared
+oversized body and never ``100 Continue`` for it, 400 and close for Content-Length together
+with Transfer-Encoding). What is particular to a front door:
+
+* the body limit of each request is the upstream's (:meth:`Upstream.body_limit`);
+* targets a reference module's URI parser would refuse are answered 400 here, absolute-form
+  is forwarded as origin-form, ``OPTIONS *`` is answered here
+  (:func:`pywatt_proto._proxy.forward_target`);
+* ``x-forwarded-for`` / ``x-forwarded-proto`` are set (:func:`pywatt_proto._proxy.forwarding`),
+  hop-by-hop headers dropped, and the module's answer re-framed: no ``content-length`` on
+  1xx/204/304, 502 for an answer that is not valid HTTP/1.1;
+* accepting is our own loop, so that past ``max_connections`` a client gets 503 at once
+  (the cap stays below the descriptor limit, leaving descriptors for the modules), and
+  accept errors (EMFILE...) are logged a few at a time, not once per attempt;
+* one access-log line per answer on the ``pywatt.access`` logger.
+
+Every limit is in :class:`FrontDoorLimits` and in spec/limits.md ("Front door").
 """
 
 from __future__ import annotations
@@ -13,15 +32,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
-import h11
-
+from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
+from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
+from pywatt_proto._http import HttpServerConnection, ServerLimits
 from pywatt_proto._messages import HttpResponse
 from pywatt_proto._module import join_headers
+from pywatt_proto._proxy import TrustedProxies, access_line, forward_target, forwarding
+from pywatt_proto._router import Request, Response, api_error
+
+from ._server import SendWatch, _DateCache
 
 if TYPE_CHECKING:
     from ._orchestrator import ModuleProcess
@@ -29,6 +54,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HTTP_BACKLOG",
     "MAX_HTTP_BODY",
+    "FrontDoor",
     "FrontDoorLimits",
     "FrontRequest",
     "ModuleUpstream",
@@ -37,16 +63,44 @@ __all__ = [
 ]
 
 _log = logging.getLogger("pywatt.orchestrator")
+_access = logging.getLogger("pywatt.access")
 
 #: Largest HTTP request body forwarded: a stdio line holds at most 16 MiB and each body byte
 #: costs up to 4 JSON bytes.
 MAX_HTTP_BODY: Final = 4 * 1024 * 1024
 #: Listen backlog of the HTTP front door (1,000 clients may connect at once).
 HTTP_BACKLOG: Final = 2048
-#: Hop-by-hop / framing headers the front door recomputes instead of forwarding.
-_HOP: Final = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "upgrade", "te"}
+#: Request headers not forwarded (RFC 9110 section 7.6.1: connection-specific fields; the
+#: forwarding headers are set by the front door itself).
+_REQUEST_HOP: Final = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+    }
 )
+#: Response headers the front door recomputes instead of forwarding.
+_RESPONSE_HOP: Final = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "date", "content-length"}
+)
+#: Methods listed in the answer to ``OPTIONS *``.
+_ALLOW: Final = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
+_BUSY_BODY: Final = b'{"status":"error","data":null,"message":"Service Unavailable"}'
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n\r\n%s"
+    % (len(_BUSY_BODY), _BUSY_BODY)
+)
+#: Seconds the accept loop waits after an accept error (EMFILE: a descriptor must free up).
+_ACCEPT_RETRY: Final = 0.1
+#: Log at most this many accept errors (or cap refusals) per period, then one summary.
+_LOG_BURST: Final = 3
+_LOG_PERIOD: Final = 10.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,8 +110,9 @@ class FrontRequest:
     ``target`` is origin-form (``/path?query``); ``headers`` are joined into the wire map
     (:func:`pywatt_proto._module.join_headers`) with ``x-forwarded-for`` and
     ``x-forwarded-proto`` already set; ``body`` is None when the request had none;
-    ``client`` is the peer address (None if unknown); ``http_version`` is ``"1.1"`` or
-    ``"1.0"``.
+    ``client`` is the client's address: the peer's, or (port 0) the one a trusted proxy
+    forwarded, as in the last ``x-forwarded-for`` entry; None if unknown;
+    ``http_version`` is ``"1.1"`` or ``"1.0"``.
     """
 
     method: str
@@ -82,19 +137,70 @@ class Upstream(Protocol):
         ...
 
 
+def _descriptor_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FrontDoorLimits:
-    """Limits and deadlines of the front door (seconds for times; see spec/limits.md).
+    """Limits and deadlines of the front door (times in seconds; spec/limits.md).
+
+    ``max_header_bytes``: request line plus headers (h11's default, 16 KiB), 431 beyond.
+    ``read_timeout``: longest wait for each read while a request arrives, and longest time
+    an answer may go without a byte leaving (send timeout); ``request_timeout``: the whole
+    arrival of one request; both end in 408 and close. ``keepalive_timeout``: idle time
+    between requests, then a quiet close. ``max_connections``: open client connections,
+    503 beyond; None derives it from the descriptor limit (``RLIMIT_NOFILE`` minus
+    ``reserved_descriptors``, at most 4,096). ``max_pending_bytes``: pipelined bytes read
+    ahead while a request is forwarded.
 
     Raises:
         ValueError: a limit is not positive.
     """
 
     max_header_bytes: int = 16 * 1024
+    read_timeout: float = 10.0
+    request_timeout: float = 30.0
+    keepalive_timeout: float = 5.0
+    max_connections: int | None = None
+    reserved_descriptors: int = 256
+    max_pending_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
-        if self.max_header_bytes <= 0:
-            raise ValueError("max_header_bytes must be > 0")
+        for name in ("max_header_bytes", "max_pending_bytes", "reserved_descriptors"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0")
+        for name in ("read_timeout", "request_timeout", "keepalive_timeout"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0")
+        if self.max_connections is not None and self.max_connections <= 0:
+            raise ValueError("max_connections must be > 0")
+
+    def connection_cap(self) -> int:
+        """Return ``max_connections``, or the one derived from the descriptor limit."""
+        if self.max_connections is not None:
+            return self.max_connections
+        limit = _descriptor_limit()
+        if limit is None:
+            return 1024
+        return max(1, min(4096, limit - self.reserved_descriptors))
+
+    def server_limits(self) -> ServerLimits:
+        """Return the :class:`ServerLimits` of each connection (body limit: the upstream's,
+        :data:`MAX_HTTP_BODY` for bodies a bodyless method did not declare)."""
+        return ServerLimits(
+            max_header_bytes=self.max_header_bytes,
+            max_body_bytes=MAX_HTTP_BODY,
+            max_pending_bytes=self.max_pending_bytes,
+            read_timeout=self.read_timeout,
+            request_timeout=self.request_timeout,
+            keepalive_timeout=self.keepalive_timeout,
+        )
 
 
 class ModuleUpstream:
@@ -112,144 +218,493 @@ class ModuleUpstream:
 
     async def forward(self, request: FrontRequest) -> tuple[HttpResponse, str | None]:
         """Forward to the module; return its answer (or 502/503/504) and its module id."""
-        module = self.module
-        response = await module.request(
+        response = await self.module.request(
             request.method, request.target, request.headers, request.body
         )
         return response, self.module_id
 
 
-async def _handle_http(
-    upstream: Upstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=64 * 1024)
-    try:
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await reader.read(65536)
-                conn.receive_data(data)
-                continue
-            if isinstance(event, h11.Request):
-                await _serve_one(upstream, conn, event, reader, writer)
-                if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                    break
-                if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-                    conn.start_next_cycle()
-                    continue
-                break
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                break
-    except h11.RemoteProtocolError as exc:
-        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            with contextlib.suppress(Exception):
-                await _write(conn, writer, exc.error_status_hint, [], str(exc).encode())
-    except (ConnectionError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
+class _Throttle:
+    """At most ``_LOG_BURST`` warnings per ``_LOG_PERIOD`` seconds, then one summary."""
 
+    __slots__ = ("_count", "_loop", "_period_end", "_suppressed", "_what")
 
-async def _serve_one(
-    upstream: Upstream,
-    conn: h11.Connection,
-    req: h11.Request,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-) -> None:
-    chunks: list[bytes] = []
-    target = req.target.decode("latin-1")
-    size = 0
-    too_big = False
-    if conn.they_are_waiting_for_100_continue:  # curl sends Expect for bodies > 1 KiB
-        writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-    while True:
-        ev = conn.next_event()
-        if ev is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-            continue
-        if isinstance(ev, h11.Data):
-            size += len(ev.data)
-            if size > upstream.body_limit(req.method.decode("ascii"), target):
-                too_big = True
-            else:
-                chunks.append(ev.data)
-            continue
-        if isinstance(ev, h11.EndOfMessage):
-            break
-        if isinstance(ev, h11.ConnectionClosed):
+    def __init__(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
+        self._loop = loop
+        self._what = what
+        self._period_end = 0.0
+        self._count = 0
+        self._suppressed = 0
+
+    def warn(self, message: str) -> None:
+        now = self._loop.time()
+        if now >= self._period_end:
+            self._period_end = now + _LOG_PERIOD
+            self._count = 0
+        if self._count < _LOG_BURST:
+            self._count += 1
+            _log.warning("%s", message)
             return
-    if too_big:
-        await _write(conn, writer, 413, [], b'{"error":"request body too large"}')
-        return
-    headers = join_headers(
-        (k.decode("latin-1"), v.decode("latin-1"))
-        for k, v in req.headers
-        if k not in (b"x-forwarded-for", b"x-forwarded-proto")
-    )
-    peer = writer.get_extra_info("peername")
-    client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-    if client is not None:
-        headers["x-forwarded-for"] = client[0]
-    headers["x-forwarded-proto"] = "http"
-    body = b"".join(chunks) if chunks else None
-    resp, _module_id = await upstream.forward(
-        FrontRequest(
-            method=req.method.decode("ascii"),
-            target=target,
-            headers=headers,
-            body=body,
-            client=client,
-            http_version=req.http_version.decode("ascii"),
-        )
-    )
-    out_headers: list[tuple[str, str]] = []
-    for name, value in resp.headers.items():
-        lname = name.lower()
-        if lname in _HOP:
-            continue
-        if lname == "set-cookie":
-            out_headers.extend((name, v) for v in value.split("\n"))
-        else:
-            out_headers.append((name, value))
-    body_out = resp.body or b""
-    try:
-        if req.method == b"HEAD":
-            cl = resp.headers.get("content-length")
-            await _write(conn, writer, resp.status_code, out_headers, b"", content_length=cl)
-        else:
-            await _write(conn, writer, resp.status_code, out_headers, body_out)
-    except h11.LocalProtocolError as exc:  # the module's answer is not valid HTTP/1.1
-        _log.warning("invalid response from module for %s: %s", req.target, exc)
-        if conn.our_state is h11.SEND_RESPONSE:
-            await _write(conn, writer, 502, [], b'{"error":"invalid response from module"}')
-        else:
+        if self._suppressed == 0:
+            self._loop.call_at(self._period_end, self._summary)
+        self._suppressed += 1
+
+    def _summary(self) -> None:
+        if self._suppressed:
+            _log.warning("%d more %s in the last %.0f s", self._suppressed, self._what, _LOG_PERIOD)
+            self._suppressed = 0
+
+
+class FrontDoor(asyncio.AbstractServer):
+    """The running front door (from :func:`serve_http`): an ``asyncio.AbstractServer``.
+
+    ``sockets`` are the listening sockets; ``close()`` stops accepting and lets every
+    connection finish its current answer (idle ones close at once); ``connections`` is
+    the number open; ``refused`` counts clients answered 503 at the cap.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        sockets: list[socket.socket],
+        *,
+        limits: FrontDoorLimits,
+        access_log: bool,
+        trusted: TrustedProxies,
+    ) -> None:
+        self.upstream = upstream
+        self.limits = limits
+        self.server_limits = limits.server_limits()
+        self.cap = limits.connection_cap()
+        self.access_log = access_log
+        self.trusted = trusted
+        self.loop = asyncio.get_running_loop()
+        self.date = _DateCache()
+        self.refused = 0
+        self._sockets = sockets
+        self._open: set[_FrontConnection] = set()
+        self._closing = False
+        self._accept_errors = _Throttle(self.loop, "accept errors")
+        self._cap_notes = _Throttle(self.loop, "connections refused at the cap")
+        self._tasks = [self.loop.create_task(self._accept(sock)) for sock in sockets]
+        self._closed = asyncio.Event()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """Return the listening sockets."""
+        return tuple(self._sockets)
+
+    @property
+    def connections(self) -> int:
+        """Return the number of open client connections."""
+        return len(self._open)
+
+    async def _accept(self, sock: socket.socket) -> None:
+        loop = self.loop
+        while not self._closing:
+            try:
+                conn, _addr = await loop.sock_accept(sock)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:
+                if self._closing:
+                    return
+                self._accept_errors.warn(f"accept failed: {exc}")
+                await asyncio.sleep(_ACCEPT_RETRY)
+                continue
+            if len(self._open) >= self.cap or self._closing:
+                self.refused += 1
+                self._cap_notes.warn(f"{len(self._open)} connections open (the cap): 503")
+                with contextlib.suppress(OSError):
+                    conn.setblocking(False)
+                    conn.send(_BUSY)
+                conn.close()
+                continue
+            protocol = _FrontConnection(self)
+            try:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await loop.connect_accepted_socket(protocol.itself, conn)
+            except OSError:
+                conn.close()
+
+    def opened(self, conn: _FrontConnection) -> None:
+        """Count ``conn`` as open (called from ``connection_made``)."""
+        self._open.add(conn)
+
+    def done(self, conn: _FrontConnection) -> None:
+        """Forget ``conn`` (called from ``connection_lost``)."""
+        self._open.discard(conn)
+
+    def log_access(
+        self,
+        client: tuple[str, int] | None,
+        method: str,
+        target: str,
+        http_version: str,
+        status: int,
+        took: float,
+        module_id: str | None,
+    ) -> None:
+        """Write one access-log line on the ``pywatt.access`` logger (INFO)."""
+        if self.access_log and _access.isEnabledFor(logging.INFO):
+            _access.info(
+                "%s", access_line(client, method, target, http_version, status, took, module_id)
+            )
+
+    # -- asyncio.AbstractServer ------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop accepting; idle connections close, busy ones after their answer."""
+        if self._closing:
+            return
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+        for conn in list(self._open):
+            conn.shutdown()
+        self._closed.set()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        """Return the event loop serving this front door."""
+        return self.loop
+
+    def is_serving(self) -> bool:
+        """Return True until :meth:`close`."""
+        return not self._closing
+
+    async def start_serving(self) -> None:
+        """Do nothing: the front door serves from the start."""
+
+    async def serve_forever(self) -> None:
+        """Wait until :meth:`close` (closing when cancelled)."""
+        try:
+            await self._closed.wait()
+        except asyncio.CancelledError:
+            self.close()
             raise
 
+    async def wait_closed(self) -> None:
+        """Wait until :meth:`close` was called and the accept loops ended."""
+        await self._closed.wait()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
-async def _write(
-    conn: h11.Connection,
-    writer: asyncio.StreamWriter,
-    status: int,
-    headers: list[tuple[str, str]],
-    body: bytes,
-    *,
-    content_length: str | None = None,
-) -> None:
-    if not 200 <= status <= 999:
-        status, body = 502, b'{"error":"module sent an invalid status"}'
-    hdrs = [*headers, ("content-length", content_length or str(len(body)))]
+
+class _FrontConnection(asyncio.Protocol):
+    """One client connection: feeds the core, forwards requests, writes answers."""
+
+    __slots__ = (
+        "_busy",
+        "_core",
+        "_door",
+        "_loop",
+        "_lost",
+        "_paused",
+        "_send_watch",
+        "_task",
+        "_timer",
+        "_timer_at",
+        "_transport",
+        "_write_paused",
+    )
+
+    def __init__(self, door: FrontDoor) -> None:
+        self._door = door
+        self._loop = door.loop
+        self._transport: asyncio.Transport | None = None
+        self._core: HttpServerConnection | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._paused = False
+        self._write_paused = False
+        self._send_watch = SendWatch(door.loop, door.limits.read_timeout)
+        self._busy = False
+        self._lost = False
+        self._task: asyncio.Task[None] | None = None
+
+    def itself(self) -> _FrontConnection:
+        """Return ``self`` (the protocol factory given to ``connect_accepted_socket``)."""
+        return self
+
+    # -- protocol callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        door = self._door
+        peer = transport.get_extra_info("peername")
+        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+        self._core = HttpServerConnection(
+            door.server_limits,
+            self._loop.time(),
+            client=client,
+            body_limit=door.upstream.body_limit,
+            date=door.date.get,
+        )
+        door.opened(self)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        core = self._core
+        if core is None:
+            return
+        if not core.receive_data(data, self._loop.time()) and not self._paused:
+            self._paused = True
+            self._transport.pause_reading()  # type: ignore[union-attr]
+        if not self._busy:
+            self._drive()
+
+    def eof_received(self) -> bool:
+        if self._core is not None:
+            self._core.receive_data(b"", self._loop.time())
+            if not self._busy:
+                self._drive()
+        return True  # keep the write side open for the answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._send_watch.resumed()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._task is not None:  # the client left: stop waiting for the module
+            self._task.cancel()
+        if self._core is not None:
+            self._core.send_failed()
+        self._door.done(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        assert self._transport is not None
+        self._send_watch.paused(self._transport)
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._send_watch.resumed()
+        if not self._busy and not self._lost:
+            self._drive()
+
+    def shutdown(self) -> None:
+        """Finish: an idle connection closes now, a busy one after its answer."""
+        if self._core is not None and not self._lost:
+            self._core.start_shutdown()
+            if not self._busy:
+                self._drive()
+
+    # -- the driver loop -----------------------------------------------------------------------
+
+    def _drive(self) -> None:
+        """Handle the requests buffered, in order, until the core needs data or a request
+        is being forwarded."""
+        core = self._core
+        transport = self._transport
+        assert core is not None and transport is not None
+        while not self._write_paused and not self._lost:
+            now = self._loop.time()
+            event = core.next_event(now)
+            if event is NEED_DATA:
+                out = core.data_to_send()
+                if out:
+                    transport.write(out)
+                if self._paused and core.wants_data:
+                    self._paused = False
+                    transport.resume_reading()
+                self._arm()
+                return
+            if event is END_OF_INPUT:
+                self._close()
+                return
+            assert isinstance(event, Request)
+            answer = self._answer_here(event)
+            if answer is not None:
+                self._send(event, answer, now, None)
+                continue
+            out = core.data_to_send()
+            if out:
+                transport.write(out)
+            self._busy = True
+            self._task = self._loop.create_task(self._forward(event, now))
+            return
+
+    def _answer_here(self, request: Request) -> Response | None:
+        """Return the front door's own answer to ``request``, or None to forward it."""
+        if request.path == "*":  # the core lets only OPTIONS through in asterisk-form
+            return Response(status=200, headers=(("allow", _ALLOW),), body=b"")
+        try:
+            forward_target(request.path, request.query_string)
+        except RemoteProtocolError as exc:
+            return api_error(str(exc), exc.error_status_hint)
+        return None
+
+    async def _forward(self, request: Request, start: float) -> None:
+        core = self._core
+        assert core is not None
+        door = self._door
+        headers = join_headers(
+            (name, value) for name, value in request.headers.items() if name not in _REQUEST_HOP
+        )
+        body = bytes(request.body) if request.body else None  # h11 may hand a bytearray
+        if body is not None and "content-length" not in headers:  # it came chunked
+            headers["content-length"] = str(len(body))
+        client = core.client
+        host, xff, proto = forwarding(
+            client[0] if client else None,
+            request.headers.get("x-forwarded-for"),
+            request.headers.get("x-forwarded-proto"),
+            door.trusted,
+        )
+        if xff is not None:
+            headers["x-forwarded-for"] = xff
+        headers["x-forwarded-proto"] = proto
+        front = FrontRequest(
+            method=request.method,
+            target=forward_target(request.path, request.query_string),
+            headers=headers,
+            body=body,
+            client=(host, 0) if host is not None and client and host != client[0] else client,
+            http_version=core.http_version,
+        )
+        try:
+            reply, module_id = await door.upstream.forward(front)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # Upstream.forward must not raise; answer 502 and go on
+            _log.exception("forwarding %s %s failed", request.method, front.target)
+            reply = HttpResponse(
+                request_id="",
+                status_code=502,
+                headers={"content-type": "application/json"},
+                body=b'{"error":"bad gateway"}',
+            )
+            module_id = None
+        self._task = None
+        self._busy = False
+        if self._lost:
+            return
+        self._send(request, self._response(request, reply), start, module_id)
+        self._drive()
+
+    def _response(self, request: Request, reply: HttpResponse) -> Response:
+        """Return the module's answer re-framed for the client (see the module docstring)."""
+        status = reply.status_code
+        head = request.method == "HEAD"
+        bodyless = status < 200 or status in (204, 304)
+        headers: list[tuple[str, str]] = []
+        for name, value in reply.headers.items():
+            lname = name.lower()
+            if lname in _RESPONSE_HOP:
+                # HEAD: the length the GET would have had (RFC 9110 section 8.6)
+                if lname == "content-length" and head and not bodyless:
+                    headers.append((name, value))
+                continue
+            if lname == "set-cookie":
+                headers.extend((name, v) for v in value.split("\n"))
+            else:
+                headers.append((name, value))
+        body = b"" if head or bodyless else reply.body or b""
+        try:
+            return Response(status=status, headers=tuple(headers), body=body)
+        except LocalProtocolError as exc:
+            _log.warning("invalid response from module for %s: %s", request.target, exc)
+            return api_error("invalid response from module", 502)
+
+    def _send(
+        self, request: Request, response: Response, start: float, module_id: str | None
+    ) -> None:
+        core = self._core
+        transport = self._transport
+        assert core is not None and transport is not None
+        door = self._door
+        try:
+            core.send_response(response, start, date=door.date.get())
+        except LocalProtocolError as exc:  # a 1xx, a header h11 refuses, non-latin-1
+            _log.warning("invalid response from module for %s: %s", request.target, exc)
+            response = api_error("invalid response from module", 502)
+            core.send_response(response, start, date=door.date.get())
+            module_id = None
+        out = core.data_to_send()
+        if out:
+            transport.write(out)
+        door.log_access(
+            core.client,
+            request.method,
+            request.target,
+            core.http_version,
+            response.status,
+            self._loop.time() - start,
+            module_id,
+        )
+
+    def _close(self) -> None:
+        core = self._core
+        transport = self._transport
+        if core is not None and transport is not None and not self._lost:
+            out = core.data_to_send()
+            if out:
+                transport.write(out)
+            transport.close()
+
+    # -- timer: one lazily re-armed handle per connection --------------------------------------
+
+    def _arm(self) -> None:
+        core = self._core
+        deadline = core.get_timer() if core is not None else None
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                return  # fires early and re-arms itself
+            timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        core = self._core
+        if core is None or self._lost:
+            return
+        deadline = core.get_timer()
+        if deadline is None:
+            return
+        now = self._loop.time()
+        if now >= deadline:
+            core.handle_timer(now)
+            if not self._busy:
+                self._drive()
+        else:
+            self._arm()
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Bind every address ``host`` resolves to, all on one port; return the sockets."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[Any] = set()
     try:
-        reason = HTTPStatus(status).phrase.encode()
-    except ValueError:
-        reason = b""
-    data = conn.send(h11.Response(status_code=status, headers=hdrs, reason=reason))
-    if body:
-        data += conn.send(h11.Data(data=body))
-    data += conn.send(h11.EndOfMessage())
-    writer.write(data)
-    await writer.drain()
+        for family, kind, proto, _name, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            if sys.platform != "win32":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # every address on the port the first got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(HTTP_BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 async def serve_http(
@@ -260,14 +715,18 @@ async def serve_http(
     limits: FrontDoorLimits = FrontDoorLimits(),
     access_log: bool = True,
     forwarded_allow_ips: Iterable[str] | str = (),
-) -> asyncio.AbstractServer:
-    """Start the HTTP/1.1 front door passing every request to ``upstream``; return the server.
+) -> FrontDoor:
+    """Start the HTTP/1.1 front door passing every request to ``upstream``; return it.
+
+    ``access_log``: one line per answer on the ``pywatt.access`` logger (INFO; configure or
+    silence it through ``logging``). ``forwarded_allow_ips``: peers whose
+    ``x-forwarded-for`` / ``x-forwarded-proto`` are kept (``"*"``, addresses, networks);
+    by default nobody's, and the front door sets both from the peer itself.
 
     Raises:
-        OSError: the address cannot be bound.
+        OSError: the address cannot be bound. ValueError: an entry of
+            ``forwarded_allow_ips`` is not an address or network.
     """
-
-    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _handle_http(upstream, reader, writer)
-
-    return await asyncio.start_server(on_client, host, port, backlog=HTTP_BACKLOG)
+    trusted = TrustedProxies(forwarded_allow_ips)
+    sockets = _listen(host, port)
+    return FrontDoor(upstream, sockets, limits=limits, access_log=access_log, trusted=trusted)

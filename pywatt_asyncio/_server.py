@@ -27,6 +27,12 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
 
+try:  # the kernel's send queue, for the send timeout (POSIX)
+    import fcntl as _fcntl
+    import termios as _termios
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None  # type: ignore[assignment]
+
 from pywatt_proto import (
     END_OF_INPUT,
     NEED_DATA,
@@ -38,6 +44,7 @@ from pywatt_proto import (
     format_access_log,
     http_date,
 )
+from pywatt_proto._http import SendProgress
 
 from ._dispatch import dispatch_eager
 
@@ -95,6 +102,80 @@ class _DateCache:
         )
 
 
+def unsent_bytes(sock: Any) -> int:
+    """Return the bytes in ``sock``'s kernel send queue not yet acknowledged by the peer
+    (Linux ``SIOCOUTQ``; 0 where it cannot be asked)."""
+    if _fcntl is None:
+        return 0
+    try:
+        raw = _fcntl.ioctl(sock.fileno(), _termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    queued: int = struct.unpack("i", raw)[0]
+    return queued
+
+
+class SendWatch:
+    """The send timeout of one transport (see :class:`pywatt_proto._http.SendProgress`).
+
+    :meth:`paused` (from ``pause_writing``) starts watching what is still to be delivered:
+    the transport's write buffer plus the kernel's send queue (``SIOCOUTQ``). The kernel
+    queue matters: with a few MiB of socket buffer, the transport's own buffer may not move
+    for seconds while a client reads steadily (the socket only turns writable again when a
+    third of that buffer is free). :meth:`resumed` stops. If nothing was delivered for
+    ``timeout`` seconds the connection is reset (``SO_LINGER`` 0, then ``abort``): the
+    kernel drops what is queued. A slow but steady reader is never cut off.
+    """
+
+    __slots__ = ("_handle", "_loop", "_progress", "_timeout", "_transport")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._loop = loop
+        self._timeout = timeout
+        self._transport: asyncio.Transport | None = None
+        self._progress: SendProgress | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def paused(self, transport: asyncio.Transport) -> None:
+        """Start watching ``transport`` (its writes are blocked)."""
+        self._transport = transport
+        progress = SendProgress(self._timeout, self._queued(transport), self._loop.time())
+        self._progress = progress
+        if self._handle is None:
+            self._handle = self._loop.call_later(progress.check_interval(), self._check)
+
+    def resumed(self) -> None:
+        """Stop watching (the buffer drained below the low-water mark, or the end)."""
+        self._progress = None
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    @staticmethod
+    def _queued(transport: asyncio.Transport) -> int:
+        sock = transport.get_extra_info("socket")
+        kernel = unsent_bytes(sock) if sock is not None else 0
+        return transport.get_write_buffer_size() + kernel
+
+    def _check(self) -> None:
+        self._handle = None
+        progress = self._progress
+        transport = self._transport
+        if progress is None or transport is None or transport.is_closing():
+            return
+        now = self._loop.time()
+        progress.update(self._queued(transport), now)
+        if not progress.expired(now):
+            self._handle = self._loop.call_later(progress.check_interval(), self._check)
+            return
+        self._progress = None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # reset: the kernel drops what is still queued
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
+        transport.abort()
+
+
 class _Connection(asyncio.Protocol):
     """Driver for one connection: feeds the core, runs handlers, writes answers."""
 
@@ -105,8 +186,8 @@ class _Connection(asyncio.Protocol):
         "_lost",
         "_now",
         "_paused",
+        "_send_watch",
         "_server",
-        "_stall",
         "_task",
         "_timer",
         "_timer_at",
@@ -124,7 +205,7 @@ class _Connection(asyncio.Protocol):
         self._timer_at = 0.0
         self._paused = False
         self._write_paused = False
-        self._stall: asyncio.TimerHandle | None = None
+        self._send_watch = SendWatch(server.loop, server.limits.read_timeout)
         self._busy = False
         self._lost = False
         self._task: asyncio.Task[None] | None = None
@@ -142,7 +223,9 @@ class _Connection(asyncio.Protocol):
             return
         peer = transport.get_extra_info("peername")
         client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-        self._core = HttpServerConnection(server.limits, self._now(), client=client)
+        self._core = HttpServerConnection(
+            server.limits, self._now(), client=client, date=server.date.get
+        )
         server.connections.add(self)
         self._arm()
 
@@ -166,9 +249,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        self._send_watch.resumed()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -177,27 +258,17 @@ class _Connection(asyncio.Protocol):
             self._server.connection_done(self)
 
     def pause_writing(self) -> None:
-        # A client that stops reading its answers gets read_timeout to drain them.
+        # A client that stops reading its answers is reset after read_timeout seconds
+        # in which no byte was sent; a slow but steady reader is not.
         self._write_paused = True
-        self._stall = self._loop.call_later(self._server.limits.read_timeout, self._stalled)
+        assert self._transport is not None
+        self._send_watch.paused(self._transport)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        if self._stall is not None:
-            self._stall.cancel()
-            self._stall = None
+        self._send_watch.resumed()
         if not self._busy and not self._lost:
             self._drive(self._now())
-
-    def _stalled(self) -> None:
-        self._stall = None
-        transport = self._transport
-        if self._write_paused and transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:  # reset: the kernel drops what is still queued
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
-            transport.abort()
 
     def shutdown(self) -> None:
         """Finish: an idle connection closes now, a busy one after its answer."""

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Self, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -81,6 +82,7 @@ __all__ = [
     "ServerLimits",
     "ServerEvent",
     "ServerPhase",
+    "SendProgress",
     "TotalTimeout",
     "add_query",
     "encode_query",
@@ -112,7 +114,9 @@ _REASON_BYTES = {code: reason_phrase(code).encode("ascii") for code in (200, 201
 class ServerLimits:
     """Server limits; every time is in seconds.
 
-    ``read_timeout`` bounds the wait for each read while a request arrives,
+    ``read_timeout`` bounds the wait for each read while a request arrives, and
+    also the time a blocked answer may go without a byte leaving (the send
+    timeout, nginx's ``send_timeout`` model: see :class:`SendProgress`),
     ``request_timeout`` the whole arrival of one request (headers and body; the
     slow-loris bound), ``keepalive_timeout`` the idle time between requests
     (uvicorn's default is 5 s). ``max_requests_per_connection`` closes a
@@ -151,6 +155,44 @@ class ServerPhase(enum.Enum):
 
 
 ServerEvent = Request | NeedData | EndOfInput
+
+
+class SendProgress:
+    """The send timeout of a blocked answer: time *without progress*, not total time.
+
+    nginx's ``send_timeout`` model: "the timeout is set only between two successive write
+    operations, not for the transmission of the whole response". A client downloading a
+    large answer slowly but steadily is never cut off; one that stops reading is, after
+    ``timeout`` seconds with no byte leaving the driver's buffer.
+
+    The driver creates one when its writes block (``pending`` = bytes still queued), calls
+    :meth:`update` with the queued size whenever it looks (at least every
+    :meth:`check_interval` seconds) and drops the connection once :meth:`expired`.
+    A check every ``timeout / 4`` means a stall is noticed between ``timeout`` and
+    ``1.25 * timeout`` after the last byte left.
+    """
+
+    __slots__ = ("_pending", "_since", "timeout")
+
+    def __init__(self, timeout: float, pending: int, now: float) -> None:
+        self.timeout = timeout
+        self._pending = pending
+        self._since = now
+
+    def update(self, pending: int, now: float) -> None:
+        """Record the bytes still queued at ``now``; fewer than last time is progress."""
+        if pending < self._pending:
+            self._since = now
+        self._pending = pending
+
+    def expired(self, now: float) -> bool:
+        """Return True when nothing was sent for ``timeout`` seconds up to ``now``."""
+        return now - self._since >= self.timeout
+
+    def check_interval(self) -> float:
+        """Return how often (seconds) the driver should look at its queue."""
+        return self.timeout / 4
+
 
 # --------------------------------------------------------------------------- dates / logs
 
@@ -192,8 +234,26 @@ def format_access_log(
 
 
 # Methods whose requests normally carry no body: their Content-Length is not
-# pre-checked (a body, if any, is still bounded by max_body_bytes while read).
+# pre-checked (a body, if any, is still bounded by max_body_bytes while read)
+# unless the head also has a Transfer-Encoding (checked for every request: CL+TE).
 _BODYLESS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
+_TRANSFER_ENCODING = b"transfer-encoding"
+_NAME = itemgetter(1)
+
+
+def _has_transfer_encoding(headers: Any) -> bool:
+    """Return True if an h11 head has a Transfer-Encoding header.
+
+    Scans h11's ``(raw name, lower-case name, value)`` triples: ~0.2 us for a typical
+    head, where iterating the public ``Headers`` sequence costs ten times that (it builds
+    a tuple per header). Falls back to the public API if h11 ever renames the attribute.
+    """
+    items = getattr(headers, "_full_items", None)
+    if items is None:
+        return any(name == _TRANSFER_ENCODING for name, _ in headers)
+    return _TRANSFER_ENCODING in map(_NAME, items)
+
+
 # Encoded forms of recently used response header tuples: handlers mostly return
 # the same few constant header sets. Cleared when it reaches this many entries.
 _HEADER_CACHE_SIZE = 256
@@ -254,9 +314,11 @@ class HttpServerConnection:
 
     __slots__ = (
         "_body",
+        "_body_limit",
         "_body_size",
         "_client",
         "_conn",
+        "_date",
         "_deadline_read",
         "_deadline_request",
         "_fed",
@@ -264,6 +326,7 @@ class HttpServerConnection:
         "_head",
         "_idle_since",
         "_limits",
+        "_max_body",
         "_out",
         "_pending",
         "_pending_size",
@@ -273,10 +336,26 @@ class HttpServerConnection:
     )
 
     def __init__(
-        self, limits: ServerLimits, now: float, *, client: tuple[str, int] | None = None
+        self,
+        limits: ServerLimits,
+        now: float,
+        *,
+        client: tuple[str, int] | None = None,
+        body_limit: Callable[[str, str], int] | None = None,
+        date: Callable[[], bytes] | None = None,
     ) -> None:
+        """Start a connection in phase IDLE at time ``now``.
+
+        ``body_limit(method, target)``, when given, is asked for each request that may
+        carry a body and replaces ``limits.max_body_bytes`` for it (a front door whose
+        upstreams accept different sizes). ``date()`` returns the current Date value for
+        the error answers the connection writes itself (none when omitted).
+        """
         self._limits = limits
         self._client = client
+        self._body_limit = body_limit
+        self._max_body = limits.max_body_bytes
+        self._date = date
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
         self._phase = ServerPhase.IDLE
         self._out: list[bytes] = []
@@ -304,6 +383,12 @@ class HttpServerConnection:
     def client(self) -> tuple[str, int] | None:
         """Return the peer address given at construction."""
         return self._client
+
+    @property
+    def http_version(self) -> str:
+        """Return the HTTP version of the request last returned (``"1.1"`` before any)."""
+        head = self._head
+        return head.http_version.decode("ascii") if head is not None else "1.1"
 
     @property
     def wants_data(self) -> bool:
@@ -384,17 +469,20 @@ class HttpServerConnection:
                     self._start_request(now)
                 self._head = event  # type: ignore[assignment]
                 self._body_size = 0
+                self._max_body = self._limits.max_body_bytes
                 fed, self._fed = self._fed, 0
                 if (
                     fed > self._limits.max_header_bytes
                     or event.method not in _BODYLESS  # type: ignore[union-attr]
                     or conn.client_is_waiting_for_100_continue
+                    or self._body_limit is not None
+                    or _has_transfer_encoding(event.headers)  # type: ignore[union-attr]
                 ):
                     self._check_head(event, fed)  # type: ignore[arg-type]
             elif etype is h11.Data:
                 self._body.append(event.data)  # type: ignore[union-attr]
                 self._body_size += len(event.data)  # type: ignore[union-attr]
-                if self._body_size > self._limits.max_body_bytes:
+                if self._body_size > self._max_body:
                     self._fail(413)
             elif etype is h11.EndOfMessage:
                 request = self._complete()
@@ -404,7 +492,8 @@ class HttpServerConnection:
                 self._phase = ServerPhase.CLOSING
 
     def _check_head(self, head: h11.Request, fed: int) -> None:
-        """Check a head that may be too large or announce a body (431 / 413 / 100)."""
+        """Check a head that may be too large, be ambiguously framed or announce a body
+        (431 / 400 / 413 / 100 Continue)."""
         # h11 only bounds *incomplete* heads; a complete one that arrived in a single
         # read is measured here (cheaply skipped when fewer bytes than the limit came in).
         if fed > self._limits.max_header_bytes:
@@ -412,10 +501,28 @@ class HttpServerConnection:
             if size > self._limits.max_header_bytes:
                 self._fail(431)
                 return
+        length: int | None = None
+        chunked = False
         for name, value in head.headers.raw_items():
-            if name.lower() == b"content-length" and int(value) > self._limits.max_body_bytes:
-                self._fail(413)  # refuse before reading (and before any 100 Continue)
-                return
+            lname = name.lower()
+            if lname == b"content-length":
+                length = int(value)  # h11 checked it is one decimal number
+            elif lname == b"transfer-encoding":
+                chunked = True
+        if length is not None and chunked:
+            # RFC 9112 section 6.1: "A server MAY reject a request that contains both
+            # Content-Length and Transfer-Encoding [...] Regardless, the server MUST close
+            # the connection after responding to such a request". Rejecting (h11 would read
+            # it as chunked) means no body is ever framed two ways.
+            self._fail(400)
+            return
+        if self._body_limit is not None:
+            self._max_body = self._body_limit(
+                head.method.decode("ascii"), head.target.decode("latin-1")
+            )
+        if length is not None and length > self._max_body:
+            self._fail(413)  # refuse before reading (and before any 100 Continue)
+            return
         if self._conn.they_are_waiting_for_100_continue:
             self._out.append(
                 self._conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b""
@@ -454,6 +561,8 @@ class HttpServerConnection:
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             resp = api_error(message or reason_phrase(status), status)
             lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
+            if self._date is not None:
+                lines.append(f"date: {self._date().decode('latin-1')}")
             lines += [f"{k}: {v}" for k, v in resp.headers]
             lines += [f"content-length: {len(resp.body)}", "connection: close", "", ""]
             self._out.append("\r\n".join(lines).encode("latin-1") + resp.body)
@@ -490,10 +599,21 @@ class HttpServerConnection:
         request limit or a shutdown says otherwise.
 
         Raises:
-            LocalProtocolError: no request is waiting for an answer.
+            LocalProtocolError: no request is waiting for an answer, or the answer cannot
+                be written as HTTP/1.1 (a 1xx status, a header h11 refuses, a value that
+                is not latin-1). In the latter case nothing was queued and the answer is
+                still owed: the driver may send another (a 502, say).
         """
         if self._phase is not ServerPhase.HANDLING:
             raise LocalProtocolError(f"send_response() in phase {self._phase.value}")
+        served = self._served
+        try:
+            self._send_response(response, now, date)
+        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            self._served = served
+            raise LocalProtocolError(f"cannot send response: {exc}") from exc
+
+    def _send_response(self, response: Response, now: float, date: bytes | None) -> None:
         self._served += 1
         limit = self._limits.max_requests_per_connection
         close = self._shutdown or (limit > 0 and self._served >= limit)
@@ -523,15 +643,11 @@ class HttpServerConnection:
         if close:
             headers.append((b"connection", b"close"))
         out = self._out
-        try:
-            out.append(
-                conn.send(h11.Response(status_code=status, headers=headers, reason=reason)) or b""
-            )
-            if body:
-                out.append(conn.send(h11.Data(data=body)) or b"")
-            out.append(conn.send(h11.EndOfMessage()) or b"")
-        except h11.LocalProtocolError as exc:
-            raise LocalProtocolError(f"cannot send response: {exc}") from exc
+        head = h11.Response(status_code=status, headers=headers, reason=reason)  # may raise
+        out.append(conn.send(head) or b"")
+        if body:
+            out.append(conn.send(h11.Data(data=body)) or b"")
+        out.append(conn.send(h11.EndOfMessage()) or b"")
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
             self._next_cycle(now)

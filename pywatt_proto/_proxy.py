@@ -1,0 +1,182 @@
+"""What an HTTP front door decides about a request before forwarding it (no I/O).
+
+A development host (``pywatt run``) stands where a reverse proxy would: clients speak
+HTTP/1.1 to it and it forwards each request to a module as an ``http_request`` line. Three
+decisions do not depend on sockets or time, and live here:
+
+* **The URI rule** (:func:`forward_target`). A module built from the Rust reference parses
+  ``uri`` with the ``http`` crate's ``Uri`` and stops serving on the first one it refuses
+  (spec/stdio.md, "The uri rule"). The front door therefore forwards only targets that
+  parser accepts, always in origin-form, and answers 400 itself for the rest.
+* **Forwarding headers** (:class:`TrustedProxies`, :func:`forwarding`): which client address
+  the module is told about, in ``x-forwarded-for`` / ``x-forwarded-proto``, replacing what
+  the client sent unless its peer is a trusted proxy (uvicorn's ``forwarded_allow_ips``).
+* **The access log line** (:func:`access_line`), in uvicorn's shape.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Final
+
+from ._errors import RemoteProtocolError
+from ._router import reason_phrase
+
+__all__ = [
+    "MAX_URI_BYTES",
+    "PATH_BYTES",
+    "QUERY_BYTES",
+    "TrustedProxies",
+    "access_line",
+    "forward_target",
+    "forwarding",
+]
+
+#: Bytes the reference's parser accepts unescaped in the path (``http`` crate,
+#: ``PathAndQuery::from_shared``): ``!``, ``$``..``;``, ``=``, ``@``..``_``, ``a``..``z``,
+#: ``|``, ``~``, and ``"``, ``{``, ``}`` (allowed there "for parity" with httparse).
+PATH_BYTES: Final = (
+    b"!"
+    + bytes(range(0x24, 0x3C))
+    + b"="
+    + bytes(range(0x40, 0x60))
+    + bytes(range(0x61, 0x7B))
+    + b'|~"{}'
+)
+#: Bytes it accepts unescaped in the query: ``!``, ``$``..``;``, ``=``, ``?``..``~``.
+QUERY_BYTES: Final = b"!" + bytes(range(0x24, 0x3C)) + b"=" + bytes(range(0x3F, 0x7F))
+#: Longest ``uri`` the reference's parser accepts (``u16::MAX - 1``); longer is 414.
+MAX_URI_BYTES: Final = 65534
+_SCHEMES: Final = ("http://", "https://")
+
+
+def forward_target(path: str, query: str) -> str:
+    """Return the origin-form ``uri`` to forward for a request's ``path`` and ``query``.
+
+    ``path`` is what the HTTP parser took from the request target (for absolute-form,
+    ``http://host/p?q``, the part after the authority; an empty path becomes ``/``).
+
+    Raises:
+        RemoteProtocolError: a byte the reference's parser refuses (hint 400: control
+            characters, space, ``#``, ``<``, ``>``, a backtick in the path, ``"`` in the
+            query, anything outside ASCII), a path not starting with ``/``, or a target
+            over :data:`MAX_URI_BYTES` (hint 414).
+    """
+    if not path.startswith("/"):
+        raise RemoteProtocolError("invalid request target", error_status_hint=400, field="target")
+    try:
+        raw_path = path.encode("ascii")
+        raw_query = query.encode("ascii")
+    except UnicodeEncodeError:
+        raise RemoteProtocolError(
+            "request target is not ASCII", error_status_hint=400, field="target"
+        ) from None
+    if raw_path.translate(None, PATH_BYTES) or raw_query.translate(None, QUERY_BYTES):
+        raise RemoteProtocolError(
+            "invalid character in request target", error_status_hint=400, field="target"
+        )
+    uri = f"{path}?{query}" if query else path
+    if len(uri) > MAX_URI_BYTES:
+        raise RemoteProtocolError("request target too long", error_status_hint=414, field="target")
+    return uri
+
+
+class TrustedProxies:
+    """The peers whose ``x-forwarded-*`` headers are believed (uvicorn's
+    ``forwarded_allow_ips``): ``"*"`` for all, else addresses and networks
+    (``"127.0.0.1"``, ``"10.0.0.0/8"``, ``"::1"``), as one comma-separated string or an
+    iterable. Empty trusts nobody.
+
+    Raises:
+        ValueError: an entry is neither ``*`` nor an IP address or network.
+    """
+
+    __slots__ = ("_all", "_networks")
+
+    def __init__(self, spec: str | Iterable[str] = ()) -> None:
+        items = spec.split(",") if isinstance(spec, str) else list(spec)
+        entries = [item.strip() for item in items if item.strip()]
+        self._all = "*" in entries
+        self._networks = tuple(
+            ipaddress.ip_network(entry, strict=False) for entry in entries if entry != "*"
+        )
+
+    def __contains__(self, host: object) -> bool:
+        if self._all:
+            return True
+        if not isinstance(host, str) or not self._networks:
+            return False
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
+
+def forwarding(
+    peer: str | None,
+    forwarded_for: str | None,
+    forwarded_proto: str | None,
+    trusted: TrustedProxies,
+) -> tuple[str | None, str | None, str]:
+    """Return ``(client host, x-forwarded-for, x-forwarded-proto)`` to forward.
+
+    When ``peer`` is not trusted the client's own headers are ignored: the client is the
+    peer, ``x-forwarded-for`` is the peer alone, the protocol ``http``. When it is trusted,
+    the client is the rightmost untrusted entry of its ``x-forwarded-for`` (the leftmost if
+    all are trusted; uvicorn's rule), the forwarded list ends with that client (entries
+    after it, all trusted proxies, are dropped), and ``x-forwarded-proto`` is kept if it
+    is ``http``/``https``/``ws``/``wss``. So the **last** ``x-forwarded-for`` entry a
+    module receives is always the client the front door vouches for. A None peer (not an
+    IP socket) gives ``(None, None, "http")``.
+    """
+    if peer is None:
+        return None, None, "http"
+    if peer not in trusted or not forwarded_for:
+        proto = "http"
+        if peer in trusted and forwarded_proto:
+            proto = _proto(forwarded_proto)
+        return peer, peer, proto
+    hosts = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    if not hosts:
+        return peer, peer, _proto(forwarded_proto)
+    chosen = 0
+    for index in range(len(hosts) - 1, -1, -1):
+        if hosts[index] not in trusted:
+            chosen = index
+            break
+    return hosts[chosen], ", ".join(hosts[: chosen + 1]), _proto(forwarded_proto)
+
+
+def _proto(value: str | None) -> str:
+    proto = (value or "").strip().lower()
+    return proto if proto in ("http", "https", "ws", "wss") else "http"
+
+
+def access_line(
+    client: tuple[str, int] | None,
+    method: str,
+    target: str,
+    http_version: str,
+    status: int,
+    duration: float,
+    module_id: str | None = None,
+) -> str:
+    """Return one access-log line in uvicorn's shape, plus the time and the module id::
+
+        127.0.0.1:50514 - "GET /hello?x=1 HTTP/1.1" 200 OK 1.25ms [hello]
+
+    ``duration`` is in seconds. ``"`` in the target is written ``%22`` and bytes outside
+    printable ASCII are escaped, so a hostile target cannot forge a log line.
+    """
+    who = f"{client[0]}:{client[1]}" if client else "-"
+    shown = target.replace('"', "%22")
+    if not shown.isprintable() or not shown.isascii():
+        shown = shown.encode("latin-1", "backslashreplace").decode("ascii", "backslashreplace")
+        shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    line = (
+        f'{who} - "{method} {shown} HTTP/{http_version}" {status} {reason_phrase(status)} '
+        f"{duration * 1000.0:.2f}ms"
+    )
+    return f"{line} [{module_id}]" if module_id else line
