@@ -31,8 +31,12 @@ application (any other callable, e.g. Flask, wrapped with ``pywatt_sync.wsgi_mod
 
 Requests are sent one at a time (a lock serialises callers). A handler that raises is
 answered 500 by the module, as in production, and logged on the ``pywatt.http`` logger;
-the client does not re-raise it. A request the module does not answer within
-``timeout`` seconds is answered 504 by the orchestrator core, as ``pywatt run`` would.
+with ``raise_server_exceptions=True`` the client raises that exception instead of
+returning the 500 (as Starlette's test client does by default): it watches the
+``pywatt`` loggers for an ERROR record carrying an exception while the request runs (a
+Flask app answers its own errors unless ``app.testing = True`` lets them out). A request
+the module does not answer within ``timeout`` seconds is answered 504 by the orchestrator
+core, as ``pywatt run`` would.
 If the module stops (crash, ``sys.exit``, failed start-up) the client raises
 :class:`ModuleStopped`.
 
@@ -206,6 +210,8 @@ class TestClient:
         base_url: scheme and host of relative URLs (the ``host`` header sent).
         headers: headers sent with every request.
         timeout: seconds to wait for the announce and for each answer (504 past it).
+        raise_server_exceptions: raise the exception a handler (or middleware, or the
+            ASGI/WSGI app) raised during a request, instead of returning its 500.
 
     The module starts on the first request or on ``with``/:meth:`start`, and stops at
     the end of the ``with`` block or on :meth:`close`.
@@ -223,8 +229,11 @@ class TestClient:
         base_url: str = "http://testserver",
         headers: _HeaderInput = None,
         timeout: float = DEFAULT_TIMEOUT,
+        raise_server_exceptions: bool = False,
     ) -> None:
         self.app = _as_module(app)
+        self.raise_server_exceptions = raise_server_exceptions
+        self._errors = _ErrorCatcher()
         self._secrets = dict(secrets or {})
         self._served: set[str] = set(self._secrets.values())
         self._module_id = module_id
@@ -517,9 +526,18 @@ class TestClient:
             assert conn is not None
             if conn.state.name != "RUNNING":
                 raise self._stopped()
-            rid = conn.send_request(method.upper(), target, joined, body, time.monotonic())
-            self._pump(lambda: rid in self._responses)
-            return self._responses.pop(rid)
+            catcher = self._errors if self.raise_server_exceptions else None
+            if catcher is not None:
+                catcher.start()
+            try:
+                rid = conn.send_request(method.upper(), target, joined, body, time.monotonic())
+                self._pump(lambda: rid in self._responses)
+            finally:
+                error = catcher.stop() if catcher is not None else None
+            response = self._responses.pop(rid)
+            if error is not None:
+                raise error
+            return response
 
     def get(self, url: str, **kwargs: Any) -> TestResponse:
         """``request("GET", url, ...)``."""
@@ -568,6 +586,40 @@ class TestClient:
             conn.rotate(values, rotation_id)
             self._pump(lambda: rotation_id in self._acks)
             return self._acks.pop(rotation_id)
+
+
+class _ErrorCatcher:
+    """While started, keeps the first exception logged at ERROR by a ``pywatt`` logger."""
+
+    __slots__ = ("_handler", "error")
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self._handler: Any = None
+
+    def start(self) -> None:
+        import logging
+
+        catcher = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                exc = record.exc_info[1] if record.exc_info else None
+                if exc is not None and catcher.error is None:
+                    catcher.error = exc
+
+        self.error = None
+        self._handler = _Handler(logging.ERROR)
+        logging.getLogger("pywatt").addHandler(self._handler)
+
+    def stop(self) -> BaseException | None:
+        import logging
+
+        if self._handler is not None:
+            logging.getLogger("pywatt").removeHandler(self._handler)
+            self._handler = None
+        error, self.error = self.error, None
+        return error
 
 
 def _header_pairs(headers: _HeaderInput) -> list[tuple[str, str]]:

@@ -205,3 +205,25 @@ def test_slow_handler_is_answered_504() -> None:
             release.set()
     finally:
         release.set()
+
+
+@pytest.mark.parametrize("make", [sync_module, async_module], ids=["sync", "asyncio"])
+def test_raise_server_exceptions(make: Any) -> None:
+    with TestClient(make(), secrets=SECRETS, raise_server_exceptions=True) as client:
+        with pytest.raises(RuntimeError, match="boom"):
+            client.get("/boom")
+        assert client.get("/hello").status_code == 200  # nothing left over
+        assert client.get("/nowhere").status_code == 404  # HTTP errors are answers
+
+
+def test_raise_server_exceptions_from_a_wsgi_app() -> None:
+    flask = pytest.importorskip("flask")
+    web = flask.Flask(__name__)
+    web.testing = True  # Flask lets the exception out to the server (PROPAGATE_EXCEPTIONS)
+
+    @web.get("/boom")
+    def boom() -> str:
+        raise KeyError("missing")
+
+    with TestClient(web, raise_server_exceptions=True) as client, pytest.raises(KeyError):
+        client.get("/boom")
