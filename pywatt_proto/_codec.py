@@ -127,7 +127,9 @@ _Input = bytes | bytearray | memoryview | str
 
 
 def _desc(v: Any) -> str:
-    """Describe a JSON value as serde's ``invalid type`` errors do."""
+    """Describe a JSON value as serde's ``invalid type`` errors do, except that a string's
+    content is never shown (only its length): the misplaced value may be a secret or a
+    credential, and these messages end up in logs (issue 11, defect 15)."""
     if v is None:
         return "null"
     if v is True or v is False:
@@ -138,7 +140,7 @@ def _desc(v: Any) -> str:
     if t is float:
         return f"floating point `{v!r}`"
     if t is str:
-        return f"string {dump_str(v)}"
+        return f"string of {len(v)} character(s)"
     if t is list:
         return "sequence"
     return "map"

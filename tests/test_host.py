@@ -664,3 +664,20 @@ async def test_module_process_answers_by_the_deadline_when_the_pipe_is_full(raw:
         assert loop.time() - t0 < 4.0
     finally:
         await mod.kill()
+
+
+def test_decode_errors_do_not_echo_string_values() -> None:
+    from pywatt_proto import RemoteProtocolError
+    from pywatt_proto._codec import decode_init, decode_orchestrator_to_module
+
+    line = (
+        b'{"op":"http_request","request_id":"r1","method":"POST","uri":"/login",'
+        b'"headers":{},"body":"password=hunter2"}'
+    )
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_orchestrator_to_module(line)
+    assert "hunter2" not in str(info.value) and "body" in str(info.value)
+    init = b'{"orchestrator_api":"http://x","module_id":"m","env":"DB=hunter2","listen":"x:1"}'
+    with pytest.raises(RemoteProtocolError) as info:
+        decode_init(init)
+    assert "hunter2" not in str(info.value) and "env" in str(info.value)
