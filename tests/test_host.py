@@ -681,3 +681,79 @@ def test_decode_errors_do_not_echo_string_values() -> None:
     with pytest.raises(RemoteProtocolError) as info:
         decode_init(init)
     assert "hunter2" not in str(info.value) and "env" in str(info.value)
+
+
+SECRET_READER = """
+from pywatt_asyncio import Module
+from pywatt_proto import SecretUnavailable
+app = Module(secret_timeout=0.3)
+
+@app.get("/{prefix}/{name}")
+async def s(request):
+    import os
+    try:
+        value = await app.secret(request.path_params["name"])
+    except SecretUnavailable:
+        value = None
+    return {"value": value, "env": os.environ.get("COLOUR")}
+"""
+
+
+def test_config_file_gives_each_module_its_own_env_and_secrets(tmp_path: Path) -> None:
+    (tmp_path / "reader.py").write_text(SECRET_READER.replace("{prefix}", "a"))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "reader.py").write_text(SECRET_READER.replace("{prefix}", "b"))
+    (tmp_path / "b.env").write_text("FROM_FILE=file-b\n")
+    (tmp_path / "pywatt.toml").write_text(
+        textwrap.dedent(
+            """
+            [host]
+            request_timeout = 10
+
+            [[module]]
+            id = "a"
+            target = "reader.py"
+            env = { COLOUR = "red" }
+            secrets = { TOKEN = "token-a" }
+
+            [[module]]
+            id = "b"
+            target = "other/reader.py"
+            env = { COLOUR = "blue" }
+            secret_env = ["B_TOKEN"]
+            secrets_file = "b.env"
+            """
+        )
+    )
+    run = run_host("--config", str(tmp_path / "pywatt.toml"), env={"B_TOKEN": "env-b"})
+    try:
+
+        def get(path: str) -> object:
+            r = httpx.get(run.url + path, timeout=10)
+            assert r.status_code == 200, (path, run.stderr)
+            return r.json()
+
+        assert get("/a/TOKEN") == {"value": "token-a", "env": "red"}
+        assert get("/b/B_TOKEN") == {"value": "env-b", "env": "blue"}
+        assert get("/b/FROM_FILE") == {"value": "file-b", "env": "blue"}
+        assert get("/a/B_TOKEN") == {"value": None, "env": "red"}  # not a's secret
+        assert get("/b/TOKEN") == {"value": None, "env": "blue"}
+    finally:
+        assert run.stop() == 0, run.stderr
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[module]]\ntarget = "x.py"\ncolour = "red"\n', "unknown key(s) colour"),
+        ('[[module]]\ntarget = "x.py"\ncommand = ["x"]\n', "exactly one of 'target' and 'command'"),
+        ("[host]\n", "no [[module]] tables"),
+        ('[[module]]\ntarget = "x.py"\nsecrets = { K = 1 }\n', "expected a table of strings"),
+        ("[[module]\n", "pywatt.toml"),
+    ],
+)
+def test_config_errors_are_usage_errors(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "pywatt.toml").write_text(toml)
+    proc = pywatt("run", "--config", str(tmp_path / "pywatt.toml"))
+    assert proc.returncode == 2
+    assert message in proc.stderr.decode()
