@@ -15,7 +15,7 @@ which files to watch for ``--reload``. Specs are built from command-line targets
     env = { LOG_LEVEL = "debug" }
     secrets = { DB_URL = "postgres://..." }
     secret_env = ["API_KEY"]    # value from this host's environment variable of that name
-    secrets_file = ".env"       # NAME=VALUE lines (dotenv style)
+    secrets_file = ".env"       # NAME=VALUE lines (dotenv style; env_file is the same)
 
     [[module]]
     id = "billing"
@@ -286,7 +286,8 @@ def _str_list(value: object, where: str) -> list[str]:
 
 
 _MODULE_KEYS = frozenset(
-    {"id", "target", "command", "env", "secrets", "secret_env", "secrets_file", "watch"}
+    {"id", "target", "command", "env", "secrets", "secret_env", "secrets_file", "env_file"}
+    | {"watch"}
 )
 _HOST_KEYS = frozenset(
     {"http", "request_timeout", "shutdown_grace", "restart", "reload", "extensions"}
@@ -306,7 +307,11 @@ def _module_from_table(table: Mapping[str, Any], base: str, where: str) -> Modul
     for name, value in inline.items():
         check_secret(name, value, f"{where}.secrets")
     sources = SecretSources(
-        files=tuple(rel(p) for p in _str_list(table.get("secrets_file", []), where)),
+        files=tuple(
+            rel(p)
+            for key in ("env_file", "secrets_file")  # env_file: the older name, as on the CLI
+            for p in _str_list(table.get(key, []), f"{where}.{key}")
+        ),
         inline=tuple(inline.items()),
         from_env=tuple(_str_list(table.get("secret_env", []), f"{where}.secret_env")),
     )

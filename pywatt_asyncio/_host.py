@@ -154,6 +154,14 @@ def _routes_of(module_id: str, endpoints: Sequence[Endpoint]) -> list[_Route]:
     ]
 
 
+def _target_file(spec: ModuleSpec) -> str | None:
+    """The absolute path of a Python file target (None for commands and pkg.mod targets)."""
+    if spec.target is None:
+        return None
+    path = spec.target.rpartition(":")[0] if ":" in spec.target[2:] else spec.target
+    return os.path.abspath(path) if path.endswith(".py") else None
+
+
 def find_conflicts(announced: Mapping[str, Sequence[Endpoint]]) -> list[str]:
     """Return one message per method+path announced by two modules (empty: none)."""
     owner: dict[tuple[str, str], str] = {}
@@ -414,9 +422,16 @@ class Host:
 
     async def _reload_loop(self, slot: _Slot) -> None:
         watcher = await asyncio.to_thread(FileWatcher, slot.spec.watch)
+        # Modules side by side in one directory: an edit of another module's own file
+        # reloads that module only (a shared helper file reloads every module using the tree).
+        others = {
+            f for s in self._specs if s is not slot.spec and (f := _target_file(s)) is not None
+        }
+        mine = _target_file(slot.spec)
         while not self._stopping:
             await asyncio.sleep(POLL_INTERVAL)
             changed = await asyncio.to_thread(watcher.changed)
+            changed = [p for p in changed if p == mine or p not in others]
             if not changed or self._stopping:
                 continue
             shown = ", ".join(os.path.relpath(p) for p in changed[:3])

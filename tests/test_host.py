@@ -337,7 +337,9 @@ VERSION = 1
 def test_reload_switches_without_refusing_requests(tmp_path: Path) -> None:
     mod = tmp_path / "svc.py"
     mod.write_text(RELOADABLE)
-    run = run_host(str(mod), "--reload", "--shutdown-grace", "2")
+    side = tmp_path / "side.py"  # a module beside it: an edit of svc.py does not reload it
+    side.write_text(RELOADABLE.replace('"/v"', '"/side"'))
+    run = run_host(str(mod), str(side), "--reload", "--shutdown-grace", "2")
     statuses: list[int] = []
     versions: set[int] = set()
     stop = threading.Event()
@@ -374,6 +376,8 @@ def test_reload_switches_without_refusing_requests(tmp_path: Path) -> None:
         assert re.search(r"\[svc\] .*svc\.py\", line \d+", run.stderr)  # user's frame shown
         assert "KeyError: 'missing'" in run.stderr
         assert httpx.get(run.url + "/v", timeout=10).json() == {"version": 2}
+        assert httpx.get(run.url + "/side", timeout=10).json() == {"version": 1}
+        assert "side: reloaded" not in run.stderr and "side.py changed" not in run.stderr
     finally:
         assert run.stop() == 0, run.stderr
 
