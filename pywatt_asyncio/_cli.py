@@ -404,6 +404,9 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str] | None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pywatt`` console script; returns the exit status."""
+    from ._guard import release_import_guard
+
+    release_import_guard()  # an orchestrator: its stdout is the user's, not a protocol pipe
     raw = list(sys.argv[1:] if argv is None else argv)
     own, command = _split_command(raw)
     parser = _parser()

@@ -5,6 +5,23 @@ protocol writer and then points fd 1 (and ``sys.stdout``) at stderr, so ``print(
 C extensions and child processes that write to "stdout" end up on stderr and can never put a
 stray byte between two protocol lines. It is process-wide state, installed exactly once
 whichever driver asks first.
+
+When it is installed (the exact rule)
+-------------------------------------
+1. By ``app.run()`` / ``serve_stdio()`` of either driver (``guard=True``, the default),
+   always.
+2. Earlier, when ``pywatt_asyncio`` or ``pywatt_sync`` is *imported* (:func:`guard_at_import`)
+   by a process whose stdin and stdout are both pipes or sockets -- how an orchestrator
+   starts a module (``pywatt run`` too) -- so ``print()`` in the module's own import-time
+   code (after the pywatt import) and in everything it imports later cannot corrupt the
+   protocol. Output written *before* the first pywatt import is not caught: import pywatt
+   first in a module's main file.
+3. ``PYWATT_STDOUT_GUARD`` overrides rule 2: ``0``/``off`` never guards at import (a
+   script in a shell pipeline that imports pywatt only as a library), ``1``/``on``
+   always does; unset or ``auto`` is rule 2.
+
+The ``pywatt`` command itself undoes a guard installed at import
+(:func:`release_import_guard`): it is an orchestrator, its stdout is the user's.
 """
 
 from __future__ import annotations
@@ -12,22 +29,33 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import stat
 import sys
 import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
-    from typing import Final
+    from typing import Final, TextIO
 
-__all__ = ["PROTOCOL_FD_ENV", "guard_stdout"]
+__all__ = [
+    "GUARD_ENV",
+    "PROTOCOL_FD_ENV",
+    "guard_at_import",
+    "guard_stdout",
+    "release_import_guard",
+]
 
 #: Environment marker "<pid>:<fd>" left by the guard, so a second guard in the same process
 #: (the blocking driver, an adapter) finds the protocol fd instead of duplicating stderr.
 #: The pid makes it meaningless in child processes, which do not inherit the fd.
 PROTOCOL_FD_ENV: Final = "PYWATT_PROTOCOL_FD"
 
+#: Environment variable overriding the import-time rule: ``0``/``off``, ``1``/``on``, ``auto``.
+GUARD_ENV: Final = "PYWATT_STDOUT_GUARD"
+
 _guard_lock = threading.Lock()
 _guarded_fd: int | None = None
+_import_guard: tuple[int, TextIO] | None = None  # (protocol fd, sys.stdout before) if rule 2
 
 
 def guard_stdout() -> int:
@@ -75,3 +103,57 @@ def _marked_fd() -> int | None:
     except OSError:
         return None
     return int(fd)
+
+
+def _piped(fd: int) -> bool:
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
+
+
+def guard_at_import() -> int | None:
+    """Install the guard if this process looks started by an orchestrator (rules 2 and 3
+    in the module docstring); return the protocol fd, or None when it was not installed.
+
+    Never raises: a guard that cannot be installed here is installed (or fails loudly)
+    at ``run()``.
+    """
+    global _import_guard
+    mode = os.environ.get(GUARD_ENV, "auto").strip().lower()
+    if mode in ("0", "off", "no", "false"):
+        return None
+    if mode not in ("1", "on", "yes", "true") and not (_piped(0) and _piped(1)):
+        return None
+    if _guarded_fd is not None or _marked_fd() is not None:
+        return guard_stdout()  # already guarded (by the other driver): nothing to undo later
+    before = sys.stdout
+    try:
+        fd = guard_stdout()
+    except OSError:
+        return None
+    _import_guard = (fd, before)
+    return fd
+
+
+def release_import_guard() -> bool:
+    """Undo a guard that :func:`guard_at_import` installed (the ``pywatt`` command, an
+    orchestrator whose stdout is the user's); return True if there was one.
+
+    Restores fd 1 and ``sys.stdout``; leaves a guard installed by ``run()`` alone.
+    """
+    global _import_guard, _guarded_fd
+    with _guard_lock:
+        if _import_guard is None or _guarded_fd != _import_guard[0]:
+            return False
+        fd, before = _import_guard
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            sys.stdout.flush()
+        os.dup2(fd, 1)
+        os.close(fd)
+        sys.stdout = before
+        _guarded_fd = None
+        _import_guard = None
+        os.environ.pop(PROTOCOL_FD_ENV, None)
+        return True

@@ -90,7 +90,12 @@ _LAZY: dict[str, tuple[str, str]] = {
 }
 
 
+from pywatt_asyncio._guard import guard_at_import  # noqa: E402
 from pywatt_proto._lazy import lazy_exports  # noqa: E402
+
+# Started by an orchestrator (stdin and stdout are pipes)? Keep stdout for the protocol
+# from now on, before the module's own import-time code runs (see _guard's rule).
+guard_at_import()
 
 __getattr__, __dir__ = lazy_exports(globals(), _LAZY)
 
