@@ -63,6 +63,7 @@ from pywatt_proto import (
     END_OF_INPUT,
     NEED_DATA,
     AnnounceTimedOut,
+    CallRequested,
     Init,
     OrchestratorConnection,
     PortRequested,
@@ -212,6 +213,11 @@ class TestClient:
         timeout: seconds to wait for the announce and for each answer (504 past it).
         raise_server_exceptions: raise the exception a handler (or middleware, or the
             ASGI/WSGI app) raised during a request, instead of returning its 500.
+        modules: module id -> the modules this one may call (``app.call_module(id, ...)``):
+            each a :class:`TestClient` or anything one accepts (wrapped, started and
+            stopped with this client). A call is delivered as the orchestrator delivers
+            it (a POST to the endpoint, spec/modules.md); a call to another id fails with
+            ``unknown_module``.
 
     The module starts on the first request or on ``with``/:meth:`start`, and stops at
     the end of the ``with`` block or on :meth:`close`.
@@ -230,8 +236,18 @@ class TestClient:
         headers: _HeaderInput = None,
         timeout: float = DEFAULT_TIMEOUT,
         raise_server_exceptions: bool = False,
+        modules: Mapping[str, Any] | None = None,
     ) -> None:
         self.app = _as_module(app)
+        self._peers: dict[str, TestClient] = {}
+        self._own_peers: list[TestClient] = []
+        for peer_id, peer in (modules or {}).items():
+            if not isinstance(peer, TestClient):
+                peer = TestClient(peer, module_id=peer_id, timeout=timeout)
+                self._own_peers.append(peer)
+            if peer is self:
+                raise ValueError("a TestClient cannot route calls to itself")
+            self._peers[peer_id] = peer
         self.raise_server_exceptions = raise_server_exceptions
         self._errors = _ErrorCatcher()
         self._secrets = dict(secrets or {})
@@ -317,15 +333,19 @@ class TestClient:
                 raise
 
     def close(self) -> None:
-        """Shut the module down (``shutdown``, then end of input) and wait for it.
+        """Shut the module down (``shutdown``, then end of input) and wait for it; then the
+        peer modules this client started for ``modules``.
 
         Raises:
             ModuleStopped: the module did not stop within ``timeout``.
         """
         with self._lock:
-            if self._conn is None:
-                return
-            self._stop()
+            try:
+                if self._conn is not None:
+                    self._stop()
+            finally:
+                for peer in self._own_peers:
+                    peer.close()
 
     def _serve(self, read_fd: int, write_fd: int) -> None:
         app = self.app
@@ -436,12 +456,31 @@ class TestClient:
             elif isinstance(event, PortRequested):
                 port = event.request.specific_port or _free_port()
                 conn.answer_port(event.request.request_id, port=port)
+            elif isinstance(event, CallRequested):
+                self._deliver_call(conn, event)
             elif isinstance(event, AnnounceTimedOut):
                 raise ModuleStopped(f"module did not announce within {self.timeout}s", None)
             # AnnounceReceived is read from conn.announce; BadModuleLine and others: ignored
         pending = conn.data_to_send()
         if pending:
             self._write(pending, time.monotonic() + self.timeout)
+
+    def _deliver_call(self, conn: OrchestratorConnection, call: CallRequested) -> None:
+        """Deliver a module call to the peer named by it and relay the answer."""
+        peer = self._peers.get(call.target_module_id)
+        if peer is None:
+            conn.fail_call(
+                call.request_id, "unknown_module", f"no module {call.target_module_id!r}"
+            )
+            return
+        try:
+            answer = peer.request(
+                "POST", call.target_endpoint, headers=call.headers, content=call.body
+            )
+        except ModuleStopped as exc:
+            conn.fail_call(call.request_id, "target_failed", str(exc))
+            return
+        conn.answer_call(call.request_id, answer.status_code, dict(answer.headers), answer.content)
 
     def _pump(self, done: Any) -> None:
         """Read the module's output and act on it until ``done()`` is true."""

@@ -227,3 +227,30 @@ def test_raise_server_exceptions_from_a_wsgi_app() -> None:
 
     with TestClient(web, raise_server_exceptions=True) as client, pytest.raises(KeyError):
         client.get("/boom")
+
+
+def test_module_calls_are_delivered_to_peer_modules() -> None:
+    pricing = pywatt_sync.Module()
+
+    @pricing.post("/price")
+    def price(request: Request) -> dict[str, Any]:
+        source = request.headers.get("x-pywatt-source-module")
+        return {"sku": request.json()["sku"], "price": 3, "caller": source}
+
+    gateway = pywatt_asyncio.Module()
+
+    @gateway.get("/quote/{sku}")
+    async def quote(request: Request) -> Any:
+        return await gateway.call_module("pricing", "/price", {"sku": request.path_params["sku"]})
+
+    @gateway.get("/missing")
+    async def missing(request: Request) -> Any:
+        try:
+            await gateway.call_module("billing", "/x", {})
+        except Exception as exc:
+            return {"error": type(exc).__name__}
+        return {}
+
+    with TestClient(gateway, module_id="gateway", modules={"pricing": pricing}) as client:
+        assert client.get("/quote/a1").json() == {"sku": "a1", "price": 3, "caller": "gateway"}
+        assert client.get("/missing").json() == {"error": "UnknownModuleError"}
