@@ -44,6 +44,7 @@ from pywatt_proto import (
     RotationAck,
     RoutedModuleMessage,
     RoutedModuleResponse,
+    RouteError,
     RouteToModule,
     Secret,
     SecurityLevel,
@@ -229,7 +230,19 @@ orchestrator_to_module = st.one_of(
     st.builds(
         RoutedModuleMessage, source_module_id=text, original_request_id=st.uuids(), payload=payload
     ),
-    st.builds(RoutedModuleResponse, source_module_id=text, request_id=st.uuids(), payload=payload),
+    st.builds(
+        RoutedModuleResponse,
+        source_module_id=text,
+        request_id=st.uuids(),
+        payload=payload,
+        error=st.none()
+        | st.builds(
+            RouteError,
+            kind=text,
+            message=text,
+            status=st.none() | st.integers(0, 65535),
+        ),
+    ),
     st.just(Heartbeat()),
 )
 
