@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Generator
+from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
 from pywatt_proto._errors import AuthError
 from pywatt_proto._router import Plan, Request, Response, Router
 
-__all__ = ["Resume", "dispatch", "dispatch_eager"]
+__all__ = ["dispatch", "dispatch_eager"]
 
 # Result types that are certainly not awaitable (skips inspect.isawaitable).
 _PLAIN = frozenset({dict, list, str, bytes, type(None), Response, tuple})
@@ -52,21 +52,14 @@ async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]
 
 
 def dispatch_eager(
-    router: Router,
-    request: Request,
-    now_fn: Callable[[], float],
-    *,
-    step_coroutines: bool = True,
+    router: Router, request: Request, now_fn: Callable[[], float]
 ) -> Response | Coroutine[Any, Any, Response]:
     """Return the response if it is ready without waiting, else a coroutine to await.
 
-    The same contract as :func:`dispatch`; servers use it so that a handler that
-    never suspends costs no task and no extra coroutine. When the handler's
-    coroutine suspends, the returned coroutine resumes it where it stopped.
-
-    With ``step_coroutines=False`` an ``async def`` handler's coroutine is not started
-    here: the returned coroutine runs all of it, so a task awaiting it is the handler's
-    ``asyncio.current_task()`` from its first line (``asyncio.timeout`` needs one).
+    The same contract as :func:`dispatch`; servers use it so that a plain ``def`` handler
+    costs no task and no extra coroutine. An ``async def`` handler's coroutine is not
+    started here: the returned coroutine runs all of it, so a task awaiting it is the
+    handler's ``asyncio.current_task()`` from its first line (``asyncio.timeout`` needs one).
     """
     plan = router.plan(request, now_fn())
     route = plan.route
@@ -74,16 +67,9 @@ def dispatch_eager(
         return _dispatch_plan(router, plan, now_fn)
     try:
         result: Any = route.handler(plan.request)
-        if type(result) is CoroutineType:
-            if not step_coroutines:
-                return _finish_later(router, plan, result, now_fn)
-            try:
-                suspended = result.send(None)
-            except StopIteration as stop:
-                result = stop.value
-            else:
-                return _finish_later(router, plan, Resume(result, suspended), now_fn)
-        elif type(result) not in _PLAIN and inspect.isawaitable(result):
+        if type(result) is CoroutineType or (
+            type(result) not in _PLAIN and inspect.isawaitable(result)
+        ):
             return _finish_later(router, plan, result, now_fn)
         response = router.to_response(result)
     except Exception as exc:
@@ -114,38 +100,6 @@ async def _finish_error(
 ) -> Response:
     response = await _recover(router, plan.request, exc)
     return router.finish(plan, response, now_fn())
-
-
-class Resume:
-    """Await a coroutine that was already started with ``send(None)`` and suspended.
-
-    It yields what the coroutine yielded (the future it waits on) to the task
-    that awaits this object, and forwards what the task sends or throws back,
-    so a half-run coroutine can be finished by any task.
-    """
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coro = self._coro
-        value = self._first
-        while True:
-            try:
-                sent = yield value
-            except BaseException as exc:  # cancellation and the like go to the coroutine
-                try:
-                    value = coro.throw(exc)
-                except StopIteration as stop:
-                    return stop.value
-                continue
-            try:
-                value = coro.send(sent)
-            except StopIteration as stop:
-                return stop.value
 
 
 async def _step(router: Router, plan: Plan, index: int, request: Request) -> Response:

@@ -718,9 +718,7 @@ class Module(RouteDecorators):
             # here too, and only one that really waits is left running.
             rid = item.request_id
             try:
-                ready = dispatch_eager(
-                    self.router, item.to_router_request(), loop.time, step_coroutines=False
-                )
+                ready = dispatch_eager(self.router, item.to_router_request(), loop.time)
             except Exception as exc:  # dispatch never raises; belt and braces
                 _log.exception("request %s failed", rid, exc_info=exc)
                 ready = self.router.error_response(exc)

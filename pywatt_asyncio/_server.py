@@ -310,7 +310,7 @@ class _Connection(asyncio.Protocol):
             # ``async def`` handlers are never stepped outside a task: they must see
             # themselves as ``asyncio.current_task()`` (``asyncio.timeout`` needs it).
             # Plain ``def`` handlers still answer without any task.
-            outcome = dispatch_eager(server.router, event, now, step_coroutines=False)
+            outcome = dispatch_eager(server.router, event, now)
             if isinstance(outcome, Response):
                 response = outcome
             else:
