@@ -24,3 +24,13 @@ if _long:
     settings.load_profile("long")
 else:
     settings.load_profile("ci")
+
+
+def pytest_collection_modifyitems(config: object, items: list[object]) -> None:
+    """Every test under fuzz/ is of kind ``fuzz`` (see tests/conftest.py)."""
+    import pytest
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if isinstance(item, pytest.Item) and os.path.dirname(str(item.path)) == here:
+            item.add_marker("fuzz")

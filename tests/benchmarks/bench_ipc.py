@@ -61,6 +61,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def init_line(flat: bool) -> bytes:
@@ -178,7 +179,7 @@ SYNC_MODULE = textwrap.dedent(
 #: name -> (program text, floor it is compared with or None for a floor)
 SUBJECTS: dict[str, tuple[str, str | None]] = {
     "floor-stdlib": (FLOOR_STDLIB, None),
-    "floor-asyncio": (FLOOR_ASYNCIO, None),
+    "floor-asyncio": (FLOOR_ASYNCIO, None),  # context for the asyncio module
     "asyncio-module": (ASYNCIO_MODULE, "floor-stdlib"),
     "sync-module": (SYNC_MODULE, "floor-stdlib"),
 }
@@ -241,6 +242,15 @@ class Driver:
         while not any(b'"announce"' in line for line in self.read_lines()):
             pass
 
+    def cpu(self) -> float:
+        """CPU seconds (user + system) the child has used so far; 0.0 where /proc is missing."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
     def run(self, n: int, depth: int, start: int) -> float:
         """Drive ``n`` requests with ``depth`` in flight, one write per request line;
         return requests/second."""
@@ -258,7 +268,8 @@ class Driver:
             for i in range(more):
                 write(request_line(start + sent + i))
             sent += more
-        return n / (time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        return n / elapsed
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -368,7 +379,18 @@ def main() -> None:
     parser.add_argument("--startup-rounds", type=int, default=15)
     parser.add_argument("--startup-only", action="store_true")
     parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument(
+        "--only", help="comma-separated subjects to run (the floors a module needs are added)"
+    )
     args = parser.parse_args()
+    if args.only:
+        keep = set(args.only.split(","))
+        keep |= {SUBJECTS[name][1] for name in keep if SUBJECTS[name][1] is not None}
+        if "asyncio-module" in keep:
+            keep.add("floor-asyncio")
+        for name in list(SUBJECTS):
+            if name not in keep:
+                del SUBJECTS[name]
     ok = True
     if not args.startup_only:
         if args.wire in ("reference", "both"):
@@ -393,6 +415,9 @@ def throughput(n: int, rounds: int, flat: bool) -> bool:
         d.handshake(init_line(flat))
         d.run(min(n, 2000), 64, 90_000_000)  # warm-up
         drivers[name] = d
+    cpu: dict[tuple[str, int], list[float]] = {
+        (name, depth): [] for name in names for depth in (1, 64)
+    }
     rps: dict[tuple[str, int], list[float]] = {
         (name, depth): [] for name in names for depth in (1, 64)
     }
@@ -401,26 +426,35 @@ def throughput(n: int, rounds: int, flat: bool) -> bool:
         for name in names[k:] + names[:k]:
             for depth in (1, 64):
                 base = (r + 1) * 1_000_000 + depth * 10_000
-                rps[(name, depth)].append(drivers[name].run(n, depth, base))
+                d = drivers[name]
+                cpu0 = d.cpu()
+                rps[(name, depth)].append(d.run(n, depth, base))
+                cpu[(name, depth)].append((d.cpu() - cpu0) / n * 1e6)
     for d in drivers.values():
         d.close()
     wire = (
         "flat http_response op (extension)" if flat else "reference wire (wrapper, no extensions)"
     )
     print(f"IPC {wire}: N={n} per depth, {rounds} rounds, one write per request line")
-    print("  (req/s: median of rounds; ratio: median of per-round ratios, min-max)")
+    print(
+        "  (req/s and the child's CPU time per request: median of rounds; ratio: median of"
+        " per-round req/s ratios, min-max; CPU time is the steadier figure on a busy machine)"
+    )
     ok = True
     for name, (_program, floor) in SUBJECTS.items():
         for depth in (1, 64):
             mine = rps[(name, depth)]
-            line = f"  {name:16s} depth {depth:3d}: {statistics.median(mine):9.0f} req/s"
+            line = (
+                f"  {name:16s} depth {depth:3d}: {statistics.median(mine):9.0f} req/s"
+                f" {statistics.median(cpu[(name, depth)]):6.1f} us CPU/req"
+            )
             if floor is not None:
                 ratios = [a / b for a, b in zip(mine, rps[(floor, depth)], strict=True)]
                 ratio = statistics.median(ratios)
                 ok &= ratio >= 0.8
                 spread = f"{min(ratios):.2f}-{max(ratios):.2f}"
                 line += f"   {ratio:5.2f}x {floor} ({spread}, target >= 0.80)"
-                if name == "asyncio-module":
+                if name == "asyncio-module" and ("floor-asyncio", depth) in rps:
                     same = [a / b for a, b in zip(mine, rps[("floor-asyncio", depth)], strict=True)]
                     line += f", {statistics.median(same):5.2f}x floor-asyncio"
             print(line)
