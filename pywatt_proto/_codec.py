@@ -28,8 +28,10 @@ import json
 import re
 from collections.abc import Callable, Mapping
 
+from ._bodies import decode_base64_body, decode_byte_array, encode_base64_body, encode_byte_array
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
+from ._framing import DEFAULT_MAX_LINE_SIZE
 from ._json import DupDict, dump_bytes, dump_str, dump_value, loads, normalize_value
 from ._messages import (
     Announce,
@@ -74,6 +76,7 @@ from ._messages import (
     parse_socket_address,
     trusted_http_request,
 )
+from ._records import replace as _replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
@@ -507,15 +510,23 @@ def _d_service_operation(o: _Obj) -> ServiceOperation:
 _F_HTTP_RESPONSE = _fields("request_id", "status_code", "headers", "body")
 
 
-def _d_http_response(o: _Obj) -> HttpResponse:
+def _body(v: Any, base64: bool) -> bytes | None:
+    """An http body: null, the reference's byte array, or (``base64``) a base64 string."""
+    if v is None:
+        return None
+    if base64 and type(v) is str:
+        return decode_base64_body(v, "body")
+    return _bytes(v, "body")
+
+
+def _d_http_response(o: _Obj, base64: bool = False) -> HttpResponse:
     if type(o) is DupDict:
         _struct(o, "", "", _F_HTTP_RESPONSE)
-    body = o.get("body")
     return HttpResponse(
         request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
         status_code=_u16(_req(o, "status_code", "status_code"), "status_code"),
         headers=_str_map(_req(o, "headers", "headers"), "headers"),
-        body=None if body is None else _bytes(body, "body"),
+        body=_body(o.get("body"), base64),
     )
 
 
@@ -675,17 +686,16 @@ def _d_service_operation_result(o: _Obj) -> ServiceOperationResult:
 _F_HTTP_REQUEST = _fields("request_id", "method", "uri", "headers", "body")
 
 
-def _d_http_request(o: _Obj) -> HttpRequest:
+def _d_http_request(o: _Obj, base64: bool = False) -> HttpRequest:
     if type(o) is DupDict:
         _struct(o, "", "", _F_HTTP_REQUEST)
-    body = o.get("body")
     # Every field is checked here, so the message is built without re-checking.
     return trusted_http_request(
         _str(_req(o, "request_id", "request_id"), "request_id"),
         _str(_req(o, "method", "method"), "method"),
         _str(_req(o, "uri", "uri"), "uri"),
         _str_map(_req(o, "headers", "headers"), "headers"),
-        None if body is None else _bytes(body, "body"),
+        _body(o.get("body"), base64),
     )
 
 
@@ -815,6 +825,17 @@ _O2M: dict[str, Callable[[_Obj], Any]] = {
 }
 
 
+# The same tables for a connection using base64_bodies: a body may be a base64 string.
+_M2O_B64: dict[str, Callable[[_Obj], Any]] = {
+    **_M2O,
+    "http_response": lambda o: _d_http_response(o, True),
+}
+_O2M_B64: dict[str, Callable[[_Obj], Any]] = {
+    **_O2M,
+    "http_request": lambda o: _d_http_request(o, True),
+}
+
+
 def _tagged(obj: Any, table: dict[str, Callable[[_Obj], Any]], enum_name: str) -> Any:
     t = type(obj)
     if t is not dict:
@@ -855,12 +876,23 @@ def decode_module_to_orchestrator(data: _Input) -> ModuleToOrchestrator:
     return _tagged(loads(data), _M2O, "ModuleToOrchestrator")  # type: ignore[no-any-return]
 
 
-def decode_orchestrator_to_module(data: _Input) -> OrchestratorToModule:
+def decode_orchestrator_to_module(
+    data: _Input, *, base64_bodies: bool = False
+) -> OrchestratorToModule:
     """Decode one orchestrator-to-module message (``{"op": ..., ...}``).
 
-    Returns the message dataclass; raises RemoteProtocolError like
-    :func:`decode_module_to_orchestrator`.
+    ``base64_bodies``: the connection uses the ``base64_bodies`` extension, so an
+    ``http_request`` body may also be a base64 string. Returns the message dataclass;
+    raises RemoteProtocolError like :func:`decode_module_to_orchestrator`.
     """
+    if base64_bodies:
+        split = split_body(bytes(data) if not isinstance(data, str) else data.encode(), True)
+        if split is not None:
+            head, body = split
+            msg = _tagged(loads(head), _O2M, "OrchestratorToModule")
+            if type(msg) is HttpRequest and msg.body is None:
+                return _replace(msg, body=body)
+        return _tagged(loads(data), _O2M_B64, "OrchestratorToModule")  # type: ignore[no-any-return]
     return _tagged(loads(data), _O2M, "OrchestratorToModule")  # type: ignore[no-any-return]
 
 
@@ -884,15 +916,28 @@ def decode_init(data: _Input) -> Init:
 _F_WRAPPER = frozenset({"content", "metadata"})
 
 
-def decode_module_line(data: _Input) -> ModuleToOrchestrator:
+def decode_module_line(data: _Input, *, base64_bodies: bool = False) -> ModuleToOrchestrator:
     """Decode a line a module wrote on stdout.
 
     Accepts every module-to-orchestrator message, and also the reference's HTTP
     response wrapper ``{"content": {request_id, status_code, headers, body},
     "metadata": {...}}`` (no ``op``), which yields an :class:`HttpResponse` (the
-    metadata is validated and dropped). Raises RemoteProtocolError otherwise.
+    metadata is validated and dropped). ``base64_bodies``: the module uses the
+    ``base64_bodies`` extension, so a response body may also be a base64 string.
+    A large body written as serde does is read without the general JSON reader
+    (:func:`split_body`). Raises RemoteProtocolError otherwise.
     """
-    obj = loads(data)
+    if not isinstance(data, str) and (base64_bodies or len(data) >= _SPLIT_MIN):
+        split = split_body(bytes(data), base64_bodies)
+        if split is not None:
+            head, body = split
+            msg = _decode_module_obj(loads(head), False)
+            if type(msg) is HttpResponse and msg.body is None:
+                return _replace(msg, body=body)
+    return _decode_module_obj(loads(data), base64_bodies)
+
+
+def _decode_module_obj(obj: Any, base64: bool) -> ModuleToOrchestrator:
     if isinstance(obj, dict) and "op" not in obj and "content" in obj:
         _struct(obj, "", "", _F_WRAPPER)
         content = _struct(obj["content"], "content", "IpcHttpResponse", _F_HTTP_RESPONSE)
@@ -904,13 +949,14 @@ def decode_module_line(data: _Input) -> ModuleToOrchestrator:
         if "op" in content and content["op"] != "http_response":
             raise _err("content.op", "expected `http_response` inside the response wrapper")
         try:
-            return _d_http_response(content)
+            return _d_http_response(content, base64)
         except RemoteProtocolError as exc:
             field = f"content.{exc.field}" if exc.field else "content"
             raise RemoteProtocolError(f"content: {exc.message}", field=field) from None
         except LocalProtocolError as exc:
             raise RemoteProtocolError(exc.message, field=exc.field) from None
-    return _tagged(obj, _M2O, "ModuleToOrchestrator")  # type: ignore[no-any-return]
+    table = _M2O_B64 if base64 else _M2O
+    return _tagged(obj, table, "ModuleToOrchestrator")  # type: ignore[no-any-return]
 
 
 def decode_encoded_message(data: _Input) -> EncodedMessage:
@@ -1380,12 +1426,19 @@ def _utf8(text: str) -> bytes:
         ) from None
 
 
-def encode(msg: ModuleToOrchestrator | OrchestratorToModule) -> bytes:
+def encode(
+    msg: ModuleToOrchestrator | OrchestratorToModule, *, base64_bodies: bool = False
+) -> bytes:
     """Return ``msg`` as the exact compact JSON serde_json writes (no newline).
 
+    ``base64_bodies``: write the body of an ``http_request`` / ``http_response`` as a
+    base64 string (the ``base64_bodies`` extension); other messages are unaffected.
     Raises LocalProtocolError if ``msg`` is not a message object, or a string in it
     cannot be UTF-8 encoded (lone surrogates).
     """
+    if base64_bodies and isinstance(msg, HttpRequest | HttpResponse) and msg.body is not None:
+        text = encode(_replace(msg, body=None))
+        return text[:-5] + body_json(msg.body, True) + b"}"  # ..."body":null}
     encoder = _ENCODERS.get(type(msg))
     if encoder is None:
         raise LocalProtocolError(f"{type(msg).__name__} is not a PyWatt message")
@@ -1426,3 +1479,171 @@ def encode_envelope(msg: Message) -> bytes:
     encoder = _ENCODERS.get(type(msg.content))
     content = encoder(msg.content) if encoder is not None else dump_value(msg.content)
     return _utf8(f'{{"id":"{msg.id}","content":{content},"metadata":{_e_metadata(msg.metadata)}}}')
+
+
+# ---------------------------------------------------------------------------
+# body forms: the reference's byte array and base64_bodies (spec/extensions.md), and the
+# length-checked line writers for the two messages that carry bodies (spec/limits.md 1.1)
+# ---------------------------------------------------------------------------
+#
+# A body is the largest part of its line by far, so it is read and written on its own:
+# split_body cuts it out of a line serde would write (the op forms put "body" last, the
+# sorted stdout wrapper puts it first) and leaves "body":null in its place, so every other
+# field still goes through the ordinary decoders with their checks and errors; the writers
+# render the message with a null body and splice the body's bytes in. Neither builds a str
+# or a Python int per body byte, and a line is copied once.
+
+#: Lines at least this long are offered to split_body by the general decoders (a short
+#: line is cheaper to decode whole).
+_SPLIT_MIN = 2048
+_BODY_LAST_ARRAY = b',"body":['
+_BODY_LAST_STRING = b',"body":"'
+_WRAPPER_BODY = b'{"content":{"body":'
+
+
+def split_body(line: bytes, base64: bool) -> tuple[bytes, bytes] | None:
+    """Cut the body out of an ``http_request`` / ``http_response`` line.
+
+    Recognises a body written as serde does -- a compact byte array, or with ``base64`` a
+    base64 string -- as the last member of the line (the op forms) or the first member of
+    the stdout wrapper's ``content``. Returns ``(line with "body":null in its place, body)``,
+    or None when the line has no such body or it does not decode (the general decoder then
+    gives the answer or the precise error). Never raises; ``line`` is unchanged.
+    """
+    if line.startswith(_WRAPPER_BODY):
+        start = len(_WRAPPER_BODY)
+        opener = line[start : start + 1]
+        if opener == b"[":
+            end = line.find(b"]", start)
+            if end < 0:
+                return None
+            body = decode_byte_array(memoryview(line)[start : end + 1])
+        elif opener == b'"' and base64:
+            end = line.find(b'"', start + 1)
+            if end < 0:
+                return None
+            body = _b64_or_none(memoryview(line)[start + 1 : end])
+        else:
+            return None
+        if body is None:
+            return None
+        return _WRAPPER_BODY + b"null" + line[end + 1 :], body
+    if line.endswith(b"]}"):
+        at = line.rfind(_BODY_LAST_ARRAY)
+        if at < 0:
+            return None
+        body = decode_byte_array(memoryview(line)[at + len(_BODY_LAST_ARRAY) - 1 : -1])
+    elif base64 and line.endswith(b'"}'):
+        at = line.rfind(_BODY_LAST_STRING)
+        if at < 0:
+            return None
+        body = _b64_or_none(memoryview(line)[at + len(_BODY_LAST_STRING) : -2])
+    else:
+        return None
+    if body is None:
+        return None
+    return line[:at] + b',"body":null}', body
+
+
+def _b64_or_none(text: memoryview) -> bytes | None:
+    try:
+        return decode_base64_body(text)
+    except RemoteProtocolError:
+        return None
+
+
+def read_http_request_line(line: bytes, *, base64_bodies: bool = False) -> HttpRequest | None:
+    """Return the :class:`HttpRequest` of a canonical ``http_request`` line, else None.
+
+    :func:`decode_http_request_line` extended to bodies of any size and, with
+    ``base64_bodies``, to base64 bodies: a body of a line longer than a few KiB (or a base64
+    one) is cut out with :func:`split_body` and decoded on its own. None means "not
+    recognised here": decode the line with :func:`decode_orchestrator_to_module`. Never raises.
+    """
+    if len(line) < _SPLIT_MIN and not base64_bodies:
+        return decode_http_request_line(line)
+    if not line.startswith(_HTTP_REQUEST_START):
+        return None
+    split = split_body(line, base64_bodies)
+    if split is None:
+        return decode_http_request_line(line)
+    msg = decode_http_request_line(split[0])
+    if msg is None:
+        return None
+    return trusted_http_request(msg.request_id, msg.method, msg.uri, msg.headers, split[1])
+
+
+def body_json(body: bytes | None, base64: bool) -> bytes:
+    """Return the JSON text of an http body: ``null``, the byte array, or (``base64``) the
+    base64 string in quotes. Never raises for bytes or None."""
+    if body is None:
+        return b"null"
+    if base64:
+        return b'"' + encode_base64_body(body) + b'"'
+    return encode_byte_array(body)
+
+
+def _line_too_long(size: int, max_line_size: int) -> LocalProtocolError:
+    return LocalProtocolError(
+        f"line of {size} bytes exceeds the maximum line size of {max_line_size}",
+        error_status_hint=413,
+    )
+
+
+def _spliced(
+    prefix: str, body: bytes | None, base64: bool, suffix: str, max_line_size: int
+) -> bytes:
+    """``prefix + body_json(body, base64) + suffix + "\\n"`` as bytes, refused past
+    ``max_line_size``; the body's bytes are copied once (into the line)."""
+    if body is None:
+        head, payload, tail = _utf8(prefix + "null" + suffix), b"", b""
+    elif base64:
+        head, payload, tail = _utf8(prefix + '"'), encode_base64_body(body), _utf8('"' + suffix)
+    else:
+        head, payload, tail = _utf8(prefix), encode_byte_array(body), _utf8(suffix)
+    size = len(head) + len(payload) + len(tail)
+    if size > max_line_size:
+        raise _line_too_long(size, max_line_size)
+    return b"".join((head, payload, tail, b"\n"))
+
+
+def http_request_line(
+    msg: HttpRequest, *, base64_bodies: bool = False, max_line_size: int = DEFAULT_MAX_LINE_SIZE
+) -> bytes:
+    """Return ``msg`` as one stdio line (with its newline), the body in the connection's form.
+
+    Without ``base64_bodies`` the bytes are ``encode(msg) + b"\\n"``. Raises
+    LocalProtocolError (status hint 413, nothing built past the check) when the line would
+    exceed ``max_line_size``, or for a string that cannot be UTF-8 encoded.
+    """
+    text = _e_http_request(_replace(msg, body=None)) if msg.body is not None else None
+    if text is None:
+        return _spliced(_e_http_request(msg)[:-5], None, False, "}", max_line_size)
+    return _spliced(text[:-5], msg.body, base64_bodies, "}", max_line_size)  # ..."body":null}
+
+
+def http_response_line(
+    request_id_json: str,
+    status_code: int,
+    headers_json: str,
+    body: bytes | None,
+    wrapper_id: str | None,
+    source_json: str,
+    *,
+    base64_bodies: bool = False,
+    max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+) -> bytes:
+    """Return :func:`http_response_text` of these parts as one stdio line, body in its form.
+
+    The same checked-by-the-caller parts as :func:`http_response_text`; the body is
+    written as a byte array or (``base64_bodies``) a base64 string, spliced into the text
+    rendered around it. Raises LocalProtocolError (status hint 413) when the line would
+    exceed ``max_line_size`` -- the caller answers 500 instead -- or for a lone surrogate.
+    """
+    text = http_response_text(
+        request_id_json, status_code, headers_json, None, wrapper_id, source_json
+    )
+    if wrapper_id is None:  # ..."body":null}
+        return _spliced(text[:-5], body, base64_bodies, "}", max_line_size)
+    start = len(_WRAPPER_BODY)  # {"content":{"body":null,...
+    return _spliced(text[:start], body, base64_bodies, text[start + 4 :], max_line_size)

@@ -58,6 +58,7 @@ __all__ = [
     "FRAME_HEADER_SIZE",
     "MAX_FRAME_SIZE_LIMIT",
     "NEED_DATA",
+    "OVERSIZED_WINDOW",
     "EndOfInput",
     "Frame",
     "FrameDecoder",
@@ -120,20 +121,32 @@ NEED_DATA: Final = NeedData.NEED_DATA
 END_OF_INPUT: Final = EndOfInput.END_OF_INPUT
 
 
+#: Bytes of an over-long line kept for the receiver (its first and its last bytes), so that it
+#: can still find out what the line was about (``pywatt_proto._bodies.scan_request_id``).
+OVERSIZED_WINDOW: Final = 4096
+
+
 class LineTooLong(RemoteProtocolError):
     """A stdio line grew past the decoder's ``max_line_size`` (status hint 413).
 
     Attributes:
         limit: the ``max_line_size`` that was exceeded.
+        head: the line's first bytes (at most :data:`OVERSIZED_WINDOW`).
+        tail: the line's last bytes (at most :data:`OVERSIZED_WINDOW`); empty unless the
+            decoder reports over-long lines at their end (``oversized_tail=True``).
     """
 
     limit: int
+    head: bytes
+    tail: bytes
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, head: bytes = b"", tail: bytes = b"") -> None:
         super().__init__(
             f"line exceeds the maximum line size of {limit} bytes", error_status_hint=413
         )
         self.limit = limit
+        self.head = head
+        self.tail = tail
 
 
 class FrameTooLarge(RemoteProtocolError):
@@ -205,8 +218,18 @@ def _as_bytes(data: bytes | bytearray | memoryview, api: str) -> bytes:
 class _Marker(enum.Enum):
     """Queue entries that stand for an error at that position in the stream."""
 
-    LINE_TOO_LONG = "line too long"
     TRUNCATED = "truncated"
+
+
+class _TooLong:
+    """Queue entry for an over-long line: the limit and the bytes kept of it."""
+
+    __slots__ = ("head", "limit", "tail")
+
+    def __init__(self, limit: int, head: bytes, tail: bytes) -> None:
+        self.limit = limit
+        self.head = head
+        self.tail = tail
 
 
 class LineDecoder:
@@ -222,11 +245,19 @@ class LineDecoder:
     * A line longer than ``max_line_size`` bytes (counted before the ``\\n``,
       any ``\\r`` included) raises :class:`LineTooLong` from :meth:`next_line`
       at its position in the stream. It is detected as soon as the unfinished
-      line passes the limit; its bytes are dropped, never buffered. The
-      decoder then **resynchronises**: everything up to and including the next
-      ``\\n`` is discarded and decoding continues with the following line. (A
-      newline can never occur inside compact JSON, so the next line is a
-      clean start.) A driver that prefers to hang up simply stops reading.
+      line passes the limit; its bytes are dropped, never buffered (only its
+      first and last :data:`OVERSIZED_WINDOW` bytes are kept, for the error's
+      ``head`` and ``tail``). The decoder then **resynchronises**: everything up
+      to and including the next ``\\n`` is discarded and decoding continues with
+      the following line. (A newline can never occur inside compact JSON, so the
+      next line is a clean start.) A driver that prefers to hang up simply stops
+      reading.
+    * With ``oversized_tail=True`` an over-long line that was still arriving
+      when it passed the limit is reported when it ends (its ``\\n`` or end of
+      input) instead, so that the error carries its ``tail`` too (the reference's
+      stdout wrapper puts a response's ``request_id`` after its body).
+    * ``max_first_line_size`` (default: ``max_line_size``) is the limit of the
+      first non-empty line -- the handshake line -- enforced the same way.
     * End of input after a partial line makes :meth:`next_line` raise
       :class:`TruncatedInput` (once), then return :data:`END_OF_INPUT`.
       End of input while discarding an over-long line is not reported again.
@@ -237,31 +268,52 @@ class LineDecoder:
     __slots__ = (
         "_discarding",
         "_eof",
+        "_first_pending",
+        "_max_first_line_size",
         "_max_line_size",
+        "_oversized_tail",
         "_partial",
+        "_pending_head",
+        "_pending_limit",
         "_queue",
         "_queued_bytes",
+        "_tail",
         "_truncated_len",
     )
 
-    def __init__(self, max_line_size: int = DEFAULT_MAX_LINE_SIZE) -> None:
+    def __init__(
+        self,
+        max_line_size: int = DEFAULT_MAX_LINE_SIZE,
+        *,
+        max_first_line_size: int | None = None,
+        oversized_tail: bool = False,
+    ) -> None:
         """Create a decoder for lines of at most ``max_line_size`` bytes.
 
+        ``max_first_line_size``: limit of the first non-empty line (default: the same).
+        ``oversized_tail``: report over-long lines at their end, with their last bytes.
+
         Raises:
-            ValueError: ``max_line_size`` is not a positive integer.
+            ValueError: a limit is not a positive integer.
         """
-        if isinstance(max_line_size, bool) or not isinstance(max_line_size, int):
-            raise ValueError(f"max_line_size must be an int, got {max_line_size!r}")
-        if max_line_size < 1:
-            raise ValueError(f"max_line_size must be positive, got {max_line_size}")
+        _check_line_size(max_line_size, "max_line_size")
+        if max_first_line_size is not None:
+            _check_line_size(max_first_line_size, "max_first_line_size")
         self._max_line_size = max_line_size
+        self._max_first_line_size = max_first_line_size
+        self._first_pending = max_first_line_size is not None
+        self._oversized_tail = oversized_tail
         # Complete lines (and error markers) waiting for next_line(), in order.
-        self._queue: deque[bytes | _Marker] = deque()
+        self._queue: deque[bytes | _Marker | _TooLong] = deque()
         self._queued_bytes = 0
-        # The unfinished last line; never longer than max_line_size.
+        # The unfinished last line; never longer than the limit in force.
         self._partial = bytearray()
         # True while dropping the rest of an over-long line up to its newline.
         self._discarding = False
+        # An over-long line reported at its end (oversized_tail): its head, limit, last bytes.
+        self._pending_head: bytes | None = None
+        self._pending_limit = 0
+        self._tail = b""
         self._truncated_len = 0  # size of the unfinished line found at end of input
         self._eof = False
 
@@ -269,6 +321,15 @@ class LineDecoder:
     def max_line_size(self) -> int:
         """The longest line, in bytes before the ``\\n``, this decoder accepts."""
         return self._max_line_size
+
+    def set_max_line_size(self, max_line_size: int) -> None:
+        """Change the limit for every line not yet complete (the unfinished one included).
+
+        Used once a connection has negotiated a body form that needs longer lines. Returns
+        None; raises ValueError (nothing changed) for a limit that is not a positive int.
+        """
+        _check_line_size(max_line_size, "max_line_size")
+        self._max_line_size = max_line_size
 
     @property
     def buffered_size(self) -> int:
@@ -283,6 +344,12 @@ class LineDecoder:
     def eof_received(self) -> bool:
         """Whether :meth:`receive_eof` has been called."""
         return self._eof
+
+    def _limit(self) -> int:
+        if self._first_pending:
+            assert self._max_first_line_size is not None
+            return self._max_first_line_size
+        return self._max_line_size
 
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add the next chunk of the stream.
@@ -301,20 +368,29 @@ class LineDecoder:
         pos = 0
         if self._discarding:
             nl = chunk.find(_NEWLINE)
+            if self._pending_head is not None:
+                end = len(chunk) if nl < 0 else nl
+                self._tail = (self._tail + chunk[max(0, end - OVERSIZED_WINDOW) : end])[
+                    -OVERSIZED_WINDOW:
+                ]
             if nl < 0:
                 return
             self._discarding = False
+            self._finish_pending()
             pos = nl + 1
-        limit = self._max_line_size
         partial = self._partial
         while True:
             nl = chunk.find(_NEWLINE, pos)
             if nl < 0:
                 break
+            limit = self._limit()
             if len(partial) + (nl - pos) > limit:
                 # A whole over-long line arrived with its newline: report, move on.
+                self._queue.append(
+                    _TooLong(limit, self._head(chunk, pos, nl), self._tail_of(chunk, pos, nl))
+                )
                 partial.clear()
-                self._queue.append(_Marker.LINE_TOO_LONG)
+                self._first_pending = False
             else:
                 if partial:
                     partial += chunk[pos:nl]
@@ -326,12 +402,38 @@ class LineDecoder:
             pos = nl + 1
         rest = len(chunk) - pos
         if rest:
+            limit = self._limit()
             if len(partial) + rest > limit:
+                head = self._head(chunk, pos, len(chunk))
+                self._first_pending = False
+                if self._oversized_tail:
+                    self._pending_head = head
+                    self._pending_limit = limit
+                    self._tail = self._tail_of(chunk, pos, len(chunk))
+                else:
+                    self._queue.append(_TooLong(limit, head, b""))
                 partial.clear()
-                self._queue.append(_Marker.LINE_TOO_LONG)
                 self._discarding = True
             else:
                 partial += chunk[pos:]
+
+    def _head(self, chunk: bytes, pos: int, end: int) -> bytes:
+        """First OVERSIZED_WINDOW bytes of the unfinished line + chunk[pos:end]."""
+        have = bytes(self._partial[:OVERSIZED_WINDOW])
+        return have + chunk[pos : min(end, pos + OVERSIZED_WINDOW - len(have))]
+
+    def _tail_of(self, chunk: bytes, pos: int, end: int) -> bytes:
+        """Last OVERSIZED_WINDOW bytes of the unfinished line + chunk[pos:end]."""
+        take = chunk[max(pos, end - OVERSIZED_WINDOW) : end]
+        if len(take) < OVERSIZED_WINDOW and self._partial:
+            take = bytes(self._partial[-(OVERSIZED_WINDOW - len(take)) :]) + take
+        return take
+
+    def _finish_pending(self) -> None:
+        if self._pending_head is not None:
+            self._queue.append(_TooLong(self._pending_limit, self._pending_head, self._tail))
+            self._pending_head = None
+            self._tail = b""
 
     def _push_line(self, line: bytes) -> None:
         if line and line[-1] == _CR:
@@ -339,11 +441,13 @@ class LineDecoder:
         if line:
             self._queue.append(line)
             self._queued_bytes += len(line)
+            self._first_pending = False
 
     def receive_eof(self) -> None:
         """Mark the end of the stream (call once, when the peer closed its side).
 
-        An unfinished line is turned into a pending :class:`TruncatedInput`.
+        An unfinished line is turned into a pending :class:`TruncatedInput`; an over-long
+        line still being discarded is reported now if its report waited for its end.
         Calling it again is a no-op.
         """
         if self._eof:
@@ -353,6 +457,7 @@ class LineDecoder:
             self._queue.append(_Marker.TRUNCATED)
             self._truncated_len = len(self._partial)
             self._partial.clear()
+        self._finish_pending()
         self._discarding = False
 
     def next_line(self) -> bytes | NeedData | EndOfInput:
@@ -372,8 +477,8 @@ class LineDecoder:
             if isinstance(item, bytes):
                 self._queued_bytes -= len(item)
                 return item
-            if item is _Marker.LINE_TOO_LONG:
-                raise LineTooLong(self._max_line_size)
+            if isinstance(item, _TooLong):
+                raise LineTooLong(item.limit, item.head, item.tail)
             raise TruncatedInput("line", self._truncated_len)
         return END_OF_INPUT if self._eof else NEED_DATA
 
@@ -382,6 +487,13 @@ class LineDecoder:
             f"LineDecoder(max_line_size={self._max_line_size}, "
             f"buffered={self.buffered_size}, eof={self._eof})"
         )
+
+
+def _check_line_size(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be positive, got {value}")
 
 
 def encode_line(

@@ -39,7 +39,6 @@ import json.decoder
 import json.encoder
 import math
 import re
-import sys
 from collections.abc import Callable
 
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -370,35 +369,14 @@ def format_float(x: float) -> str:
     return f"{sign}{digits[0]}.{digits[1:]}e{kk - 1}"
 
 
-_BYTE_TEXT = [str(i) for i in range(256)]
-#: Text of every 2-byte pair ("lo,hi" in memory order), built on the first body of at least
-#: _PAIR_MIN bytes: 65536 strings cost ~15 ms to build, too much for every module's start-up,
-#: and a small body is as fast through _BYTE_TEXT.
-_pair_text: list[str] | None = None
-#: Bodies shorter than this are joined byte by byte (never build the pair table for them).
-_PAIR_MIN = 512
-
-
-def _build_pair_text() -> list[str]:
-    global _pair_text
-    if sys.byteorder == "little":
-        _pair_text = [f"{i & 255},{i >> 8}" for i in range(65536)]
-    else:  # pragma: no cover - big-endian hosts
-        _pair_text = [f"{i >> 8},{i & 255}" for i in range(65536)]
-    return _pair_text
-
-
 def dump_bytes(data: bytes) -> str:
-    """Return ``data`` as a JSON array of integers (``[1,2,255]``), serde's ``Vec<u8>``."""
-    n = len(data)
-    if n < _PAIR_MIN:
-        return "[" + ",".join(map(_BYTE_TEXT.__getitem__, data)) + "]"
-    pairs = _pair_text if _pair_text is not None else _build_pair_text()
-    even = n & ~1
-    body = ",".join(map(pairs.__getitem__, memoryview(data)[:even].cast("H")))
-    if n & 1:
-        return f"[{body},{_BYTE_TEXT[data[-1]]}]"
-    return f"[{body}]"
+    """Return ``data`` as a JSON array of integers (``[1,2,255]``), serde's ``Vec<u8>``.
+
+    Written by :func:`pywatt_proto._bodies.encode_byte_array` (no Python object per byte).
+    """
+    from ._bodies import encode_byte_array
+
+    return encode_byte_array(data).decode("ascii")
 
 
 def dump_value(value: Any) -> str:

@@ -68,14 +68,23 @@ import json
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from ._bodies import (
+    BASE64_LINE_LIMIT,
+    MAX_BASE64_BODY,
+    MAX_REFERENCE_BODY,
+    SCAN_WINDOW,
+    scan_request_id,
+)
+from ._bodies import EXT_BASE64_BODIES as _EXT_BASE64_BODIES
 from ._codec import (
     _utf8,
-    decode_http_request_line,
     decode_init,
     decode_orchestrator_to_module,
     encode,
     encode_headers,
+    http_response_line,
     http_response_text,
+    read_http_request_line,
 )
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import (
@@ -84,6 +93,7 @@ from ._framing import (
     NEED_DATA,
     EndOfInput,
     LineDecoder,
+    LineTooLong,
     NeedData,
     encode_line,
 )
@@ -131,6 +141,7 @@ __all__ = [
     "DEFAULT_MAX_IN_FLIGHT",
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SECRET_TIMEOUT",
+    "EXT_BASE64_BODIES",
     "EXT_HEARTBEAT_ACK",
     "EXT_HTTP_RESPONSE_OP",
     "EXT_IDENTIFY",
@@ -150,6 +161,7 @@ __all__ = [
     "ReadyToAnnounce",
     "RequestReceived",
     "RequestTimedOut",
+    "ResponseTooLarge",
     "RotationRequested",
     "SecretFailed",
     "SecretUpdated",
@@ -255,9 +267,12 @@ MAX_HEADER_TEXTS: Final = 256
 EXT_HTTP_RESPONSE_OP: Final = "http_response_op"
 EXT_HEARTBEAT_ACK: Final = "heartbeat_ack"
 EXT_IDENTIFY: Final = "identify"
+EXT_BASE64_BODIES: Final = _EXT_BASE64_BODIES
 #: Extensions this implementation uses when the orchestrator lists them (identify is not
 #: used: no known orchestrator expects it on stdio, PROTOCOL-FACTS W9).
-SUPPORTED_EXTENSIONS: Final = frozenset({EXT_HTTP_RESPONSE_OP, EXT_HEARTBEAT_ACK})
+SUPPORTED_EXTENSIONS: Final = frozenset(
+    {EXT_HTTP_RESPONSE_OP, EXT_HEARTBEAT_ACK, EXT_BASE64_BODIES}
+)
 
 # RFC 9110 section 5.6.2: token = 1*tchar; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" /
 # "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA. Methods are tokens (9.1).
@@ -268,6 +283,7 @@ _COMMON_METHODS: Final = frozenset(
     {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"}
 )
 _JSON_HEADERS: Final = {"content-type": "application/json"}
+_JSON_HEADERS_TEXT: Final = '{"content-type":"application/json"}'
 _WHITESPACE: Final = frozenset(b" \t\r\n")
 
 
@@ -391,6 +407,16 @@ class ShutdownRequested:
 
 
 @record
+class ResponseTooLarge:
+    """The answer to ``request_id`` did not fit a line (``size`` body bytes; bodies of up to
+    ``limit`` bytes always fit); the core answered 500 in its place."""
+
+    request_id: str
+    size: int
+    limit: int
+
+
+@record
 class BadLine:
     """A line was skipped (malformed, or rejected); ``answered_status`` if the core replied."""
 
@@ -409,6 +435,7 @@ _BaseEvent: TypeAlias = (
     | SecretFailed
     | RotationRequested
     | ShutdownRequested
+    | ResponseTooLarge
     | BadLine
     | OrchestratorToModule
 )
@@ -475,7 +502,12 @@ class ModuleConnection:
         self._secret_timeout = secret_timeout
         self._rng = rng  # made on first use when None (random is not needed to start)
         self._state = ModuleState.AWAITING_INIT
-        self._decoder = LineDecoder(MAX_LINE)
+        # The init line is capped at MAX_INIT_LINE while it arrives (the reference fails at
+        # byte 1,048,577), later lines at the negotiated form's line limit.
+        self._decoder = LineDecoder(MAX_LINE, max_first_line_size=MAX_INIT_LINE)
+        self._base64 = False  # base64_bodies in use
+        self._line_limit = MAX_LINE
+        self._max_body = MAX_REFERENCE_BODY
         self._now = 0.0
         # Whole lines for stdout. The driver drains it after every call, so it holds one
         # call's output: at most one answer per line of one chunk, or per in-flight request
@@ -583,6 +615,8 @@ class ModuleConnection:
                 if self._state is ModuleState.AWAITING_INIT:
                     self._state = ModuleState.ERROR
                     raise
+                if isinstance(exc, LineTooLong):
+                    return self._line_too_long(exc)
                 return BadLine(line=b"", error=exc)
             if line is NEED_DATA:
                 return NEED_DATA
@@ -590,7 +624,7 @@ class ModuleConnection:
                 return self._on_eof()
             assert isinstance(line, bytes)
             if self._state is _RUNNING:
-                request = decode_http_request_line(line)  # the common line, read the short way
+                request = read_http_request_line(line, base64_bodies=self._base64)
                 if request is not None:
                     event = self._accept(request, line)
                     if event is not None:
@@ -620,14 +654,14 @@ class ModuleConnection:
         if self._state is ModuleState.AWAITING_INIT:
             self._handle_init(line)
             return
-        request = decode_http_request_line(line)  # the common line, read the short way
+        request = read_http_request_line(line, base64_bodies=self._base64)
         if request is not None:
             self._on_http_request(request, line)
             return
         if line[0] in _WHITESPACE and not line.strip():
             return  # whitespace-only lines carry no message (JSON whitespace); skip quietly
         try:
-            msg = decode_orchestrator_to_module(line)
+            msg = decode_orchestrator_to_module(line, base64_bodies=self._base64)
         except RemoteProtocolError as exc:
             self._bad_request_line(line, exc)
             return
@@ -647,6 +681,11 @@ class ModuleConnection:
         offered = frozenset(getattr(init, "extensions", ()) or ())
         self._extensions = offered & SUPPORTED_EXTENSIONS
         self._flat_responses = EXT_HTTP_RESPONSE_OP in self._extensions
+        if EXT_BASE64_BODIES in self._extensions:
+            self._base64 = True
+            self._line_limit = BASE64_LINE_LIMIT
+            self._max_body = MAX_BASE64_BODY
+            self._decoder.set_max_line_size(BASE64_LINE_LIMIT)
         self._source_json = dump_str(init.module_id or "unknown_module")
         self._fire(ModuleInput.INIT)
         self._events.append(InitReceived(init=init, extensions=self._extensions))
@@ -829,16 +868,22 @@ class ModuleConnection:
     def _bad_request_line(self, line: bytes, exc: RemoteProtocolError) -> None:
         """Skip an undecodable line; answer 400 if it is recognisably an http_request."""
         status: int | None = None
-        try:
-            obj = json.loads(line)
-        except (ValueError, RecursionError):
-            obj = None
-        if isinstance(obj, dict) and obj.get("op") == "http_request":
-            rid = obj.get("request_id")
-            if isinstance(rid, str) and rid not in self._in_flight:
-                status = 400
-                self._queue_response(rid, 400, _JSON_HEADERS, _error_body("malformed request"))
+        # spec/limits.md section 3: op and request_id found by a bounded scan of the line's
+        # first bytes, so deep nesting, huge numbers or bad UTF-8 elsewhere still get a 400.
+        rid = scan_request_id(line[:SCAN_WINDOW])
+        if rid is not None and rid not in self._in_flight:
+            status = 400
+            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("malformed request"))
         self._events.append(BadLine(line=line, error=exc, answered_status=status))
+
+    def _line_too_long(self, exc: LineTooLong) -> BadLine:
+        """An over-long line (dropped by the decoder): answer 413 if it was a request."""
+        rid = scan_request_id(exc.head, exc.tail)
+        status: int | None = None
+        if rid is not None and rid not in self._in_flight:
+            status = 413
+            self._queue_response(rid, 413, _JSON_HEADERS, _error_body("request too large"))
+        return BadLine(line=exc.head, error=exc, answered_status=status)
 
     # ----------------------------------------------------------------- output
     def _send(self, msg: RotationAck | GetSecret) -> None:
@@ -847,23 +892,38 @@ class ModuleConnection:
     def _queue_response(
         self, request_id: str, status: int, headers: dict[str, str], body: bytes
     ) -> None:
-        # The core's own answers (400/503/504): lower-case dict headers, a str request id.
-        self._out.append(self._response_line(request_id, status, encode_headers(headers), body))
+        # The core's own answers (400/413/503/504): small, lower-case dict headers.
+        try:
+            self._out.append(self._response_line(request_id, status, encode_headers(headers), body))
+        except LocalProtocolError:  # a request id too long for a line: nothing can answer it
+            return
 
     def _response_line(self, request_id: str, status: int, headers_json: str, body: bytes) -> bytes:
-        """One answer line in the shape this connection writes (flat op or the wrapper)."""
-        line = http_response_text(
+        """One answer line in the shape this connection writes (flat op or the wrapper), its
+        body in the negotiated form. Raises LocalProtocolError (hint 413) past the line limit,
+        or for a lone surrogate."""
+        wrapper_id = None if self._flat_responses else self._wrapper_id()
+        if len(body) < _SPLICE_MIN and not self._base64:
+            line = http_response_text(
+                dump_str(request_id), status, headers_json, body, wrapper_id, self._source_json
+            )
+            try:
+                out = (line + "\n").encode()
+            except UnicodeEncodeError:
+                return _utf8(line)  # raises its LocalProtocolError
+            if len(out) > self._line_limit:  # headers alone can be that large
+                raise LocalProtocolError("response line too long", error_status_hint=413)
+            return out
+        return http_response_line(
             dump_str(request_id),
             status,
             headers_json,
             body,
-            None if self._flat_responses else self._wrapper_id(),
+            wrapper_id,
             self._source_json,
+            base64_bodies=self._base64,
+            max_line_size=self._line_limit,
         )
-        try:
-            return (line + "\n").encode()
-        except UnicodeEncodeError:
-            return _utf8(line)  # raises its LocalProtocolError
 
     def _wrapper_id(self) -> str:
         """A fresh UUID v4 text for the wrapper's ``metadata.id`` (as the reference's
@@ -932,19 +992,20 @@ class ModuleConnection:
             except LocalProtocolError:
                 self._in_flight[request_id] = deadline  # still in flight, as before the call
                 raise
-        line = http_response_text(
-            dump_str(request_id),
-            status_code,
-            headers_json,
-            body,
-            None if self._flat_responses else self._wrapper_id(),
-            self._source_json,
-        )
         try:
-            self._out.append((line + "\n").encode())
-        except UnicodeEncodeError:
-            self._in_flight[request_id] = deadline
-            _utf8(line)  # raises its LocalProtocolError
+            out = self._response_line(request_id, status_code, headers_json, body)
+        except LocalProtocolError as exc:
+            if exc.error_status_hint != 413:
+                self._in_flight[request_id] = deadline
+                raise
+            # spec/limits.md 1.1: a response too large for the line is answered 500 instead.
+            out = self._response_line(
+                request_id, 500, _JSON_HEADERS_TEXT, _error_body("response too large")
+            )
+            self._events.append(
+                ResponseTooLarge(request_id=request_id, size=len(body), limit=self._max_body)
+            )
+        self._out.append(out)
         if self._state is _CLOSING and not self._in_flight:
             self._maybe_drained()
         return True
@@ -1197,6 +1258,8 @@ class ModuleConnection:
 
 
 _new_object = object.__new__
+#: Bodies at least this long are spliced into their line as bytes (no str copy of the body).
+_SPLICE_MIN: Final = 1024
 # UUID v4 (RFC 9562 section 5.4): version nibble 4, variant bits 10, the rest random.
 _UUID_V4_BITS: Final = (0x4 << 76) | (0x8 << 60)
 _UUID_RANDOM_BITS: Final = ((1 << 128) - 1) ^ (0xF << 76) ^ (0xC << 60)

@@ -33,7 +33,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, TypeAlias
 
-from ._codec import decode_module_line, encode
+from ._bodies import (
+    BASE64_LINE_LIMIT,
+    EXT_BASE64_BODIES,
+    MAX_BASE64_BODY,
+    MAX_REFERENCE_BODY,
+    scan_request_id,
+)
+from ._codec import decode_module_line, encode, http_request_line
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import (
     DEFAULT_MAX_LINE_SIZE,
@@ -41,7 +48,9 @@ from ._framing import (
     NEED_DATA,
     EndOfInput,
     LineDecoder,
+    LineTooLong,
     NeedData,
+    encode_line,
 )
 from ._fsm import Machine
 from ._messages import (
@@ -178,7 +187,7 @@ MAX_PENDING_PORT_REQUESTS: Final = 64
 #: Rotations sent and not yet acknowledged (the module side bounds the same at 64).
 MAX_PENDING_ROTATIONS: Final = 64
 #: Extensions the orchestrator offers in init.
-ORCHESTRATOR_EXTENSIONS: Final = ("heartbeat_ack", "http_response_op")
+ORCHESTRATOR_EXTENSIONS: Final = (EXT_BASE64_BODIES, "heartbeat_ack", "http_response_op")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -356,7 +365,11 @@ class OrchestratorConnection:
         self._shutdown_grace = shutdown_grace
         self._max_in_flight = max_in_flight
         self._state = OrchestratorState.CREATED
-        self._decoder = LineDecoder(DEFAULT_MAX_LINE_SIZE)
+        # Over-long lines are reported at their end, with their last bytes: the reference's
+        # sorted stdout wrapper puts a response's request_id after its body.
+        self._decoder = LineDecoder(DEFAULT_MAX_LINE_SIZE, oversized_tail=True)
+        self._base64 = False  # the module selected base64_bodies
+        self._line_limit = DEFAULT_MAX_LINE_SIZE
         # Whole lines for the module's stdin; the driver drains it after every call, so it
         # holds one call's output (at most max_in_flight requests' worth).
         self._out: list[bytes] = []
@@ -401,8 +414,16 @@ class OrchestratorConnection:
         self._state = ORCHESTRATOR_MACHINE.next(self._state, inp)
 
     # ----------------------------------------------------------------- output
+    @property
+    def max_body(self) -> int:
+        """The largest request body :meth:`send_request` always forwards: 4,177,920 bytes in
+        the reference form, 75,448,320 once the module selected ``base64_bodies``
+        (spec/limits.md section 1.1). Larger bodies are refused (hint 413) only when the
+        whole line does not fit, so this is the limit a front door announces."""
+        return MAX_BASE64_BODY if self._base64 else MAX_REFERENCE_BODY
+
     def _send(self, msg: object) -> None:
-        self._out.append(encode(msg) + b"\n")  # type: ignore[arg-type]
+        self._out.append(encode_line(encode(msg), max_line_size=self._line_limit))  # type: ignore[arg-type]
 
     def data_to_send(self) -> bytes:
         """Return (and forget) every queued byte for the module's stdin (whole lines)."""
@@ -451,7 +472,10 @@ class OrchestratorConnection:
         msg = HttpRequest(
             request_id=request_id, method=method, uri=uri, headers=dict(headers), body=body
         )
-        self._send(msg)
+        # Length-checked (spec/limits.md 1.1): a request too large for the line raises its
+        # LocalProtocolError (hint 413) here, before anything is queued or remembered.
+        line = http_request_line(msg, base64_bodies=self._base64, max_line_size=self._line_limit)
+        self._out.append(line)
         self._now = max(self._now, now)
         self._in_flight[request_id] = self._now + self._request_timeout
         return request_id
@@ -536,6 +560,8 @@ class OrchestratorConnection:
         while not events:
             try:
                 line = self._decoder.next_line()
+            except LineTooLong as exc:
+                return self._line_too_long(exc)
             except RemoteProtocolError as exc:
                 return BadModuleLine(line=b"", error=exc)
             if line is NEED_DATA:
@@ -552,6 +578,16 @@ class OrchestratorConnection:
             self._handle_line(line)
         return events.pop(0)
 
+    def _line_too_long(self, exc: LineTooLong) -> BadModuleLine:
+        """A module line over the limit (dropped): fail its request with 502 now, when its
+        request_id is in the line's first or last bytes (spec/limits.md section 1.1)."""
+        rid = scan_request_id(exc.head, exc.tail, op="http_response")
+        if rid is not None and self._in_flight.pop(rid, None) is not None:
+            self._events.append(
+                RequestFailed(request_id=rid, status=502, reason="response too large")
+            )
+        return BadModuleLine(line=exc.head, error=exc)
+
     def _fail_all(self, status: int, reason: str) -> None:
         for rid in self._in_flight:
             self._events.append(RequestFailed(request_id=rid, status=status, reason=reason))
@@ -559,7 +595,7 @@ class OrchestratorConnection:
 
     def _handle_line(self, line: bytes) -> None:
         try:
-            msg = decode_module_line(line)
+            msg = decode_module_line(line, base64_bodies=self._base64)
         except RemoteProtocolError as exc:
             self._events.append(BadModuleLine(line=line, error=exc))
             return
@@ -586,6 +622,10 @@ class OrchestratorConnection:
             self._announce = msg
             offered = frozenset(self._init.extensions)
             self._extensions = frozenset(msg.extensions or ()) & offered
+            if EXT_BASE64_BODIES in self._extensions:
+                self._base64 = True
+                self._line_limit = BASE64_LINE_LIMIT
+                self._decoder.set_max_line_size(BASE64_LINE_LIMIT)
             self._announce_deadline = None
             if self._heartbeat_interval is not None:
                 self._next_heartbeat = self._now + self._heartbeat_interval

@@ -76,7 +76,7 @@ def test_init_offers_extensions_and_announce_is_accepted() -> None:
     conn.start(clock.now())
     (init,) = sent(conn)
     assert init["module_id"] == "m1" and init["listen"] == "127.0.0.1:4102"
-    assert init["pywatt_extensions"] == ["heartbeat_ack", "http_response_op"]
+    assert init["pywatt_extensions"] == ["base64_bodies", "heartbeat_ack", "http_response_op"]
     conn.receive_data(line(ANNOUNCE), 1.0)
     (ev,) = drain(conn)
     assert isinstance(ev, AnnounceReceived)
@@ -258,7 +258,7 @@ def test_pair_round_trip_secrets_rotation_and_shutdown() -> None:
     m_events, o_events = pair.pump()
     assert any(isinstance(e, AnnounceReceived) for e in o_events)
     assert module.cached_secret("DB") == "v1"
-    assert module.extensions == frozenset({"heartbeat_ack", "http_response_op"})
+    assert module.extensions == frozenset({"base64_bodies", "heartbeat_ack", "http_response_op"})
 
     rid = orch.send_request("GET", "/a?q=1", {}, b"x", clock.now())
     m_events, _ = pair.pump()
