@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from pywatt_proto._bodies import MAX_REFERENCE_BODY
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._http import HttpServerConnection, ServerLimits
@@ -65,9 +66,10 @@ __all__ = [
 _log = logging.getLogger("pywatt.orchestrator")
 _access = logging.getLogger("pywatt.access")
 
-#: Largest HTTP request body forwarded: a stdio line holds at most 16 MiB and each body byte
-#: costs up to 4 JSON bytes.
-MAX_HTTP_BODY: Final = 4 * 1024 * 1024
+#: Largest HTTP request body forwarded to a module that uses the reference body form: the
+#: largest body that always fits a 16 MiB stdio line (spec/limits.md section 1.1). A module
+#: that negotiated base64_bodies takes more (``ModuleProcess.body_limit``).
+MAX_HTTP_BODY: Final = MAX_REFERENCE_BODY
 #: Listen backlog of the HTTP front door (1,000 clients may connect at once).
 HTTP_BACKLOG: Final = 2048
 #: Request headers not forwarded (RFC 9110 section 7.6.1: connection-specific fields; the
@@ -213,8 +215,8 @@ class ModuleUpstream:
         self.module_id = module_id
 
     def body_limit(self, method: str, target: str) -> int:
-        """Return :data:`MAX_HTTP_BODY` (what a stdio line carries in the worst case)."""
-        return MAX_HTTP_BODY
+        """Return the module's body limit: it follows the body form it negotiated."""
+        return self.module.body_limit
 
     async def forward(self, request: FrontRequest) -> tuple[HttpResponse, str | None]:
         """Forward to the module; return its answer (or 502/503/504) and its module id."""

@@ -503,8 +503,13 @@ class Host:
         return self._slots[chosen[1]] if chosen is not None else None
 
     def body_limit(self, method: str, target: str) -> int:
-        """Return the body limit of the module that would serve this request."""
-        return MAX_HTTP_BODY
+        """Return the body limit of the module that would serve this request: it follows
+        the body form that module negotiated (spec/limits.md section 1.1); the reference
+        form's limit while no process of it runs."""
+        slot = self._choose(method, target)
+        if slot is None or slot.proc is None or not slot.proc.running:
+            return MAX_HTTP_BODY
+        return slot.proc.body_limit
 
     async def forward(self, request: FrontRequest) -> tuple[HttpResponse, str | None]:
         """Route one request; return the answer and the id of the module that served it

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
+from pywatt_proto._bodies import SkippedLineLog
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
@@ -50,6 +51,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     ReadyToAnnounce,
     RequestReceived,
     RequestTimedOut,
+    ResponseTooLarge,
     RotationRequested,
     SecretFailed,
     SecretUnavailable,
@@ -166,6 +168,8 @@ class Module(RouteDecorators):
 
     def _reset(self) -> None:
         self._conn: ModuleConnection | None = None
+        # Skipped input lines: a few logged in full, then rate-limited summaries (issue 11.16).
+        self._skipped_lines = SkippedLineLog()
         self._link: PipeLink | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._eager: EagerStarter | None = None
@@ -621,6 +625,9 @@ class Module(RouteDecorators):
                     break
                 if event is END_OF_INPUT:
                     _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
+                    summary = self._skipped_lines.flush(time.monotonic())
+                    if summary is not None:
+                        _log.warning("%s", summary)
                     break
                 self._handle_event(event)
             if self._waiting:
@@ -682,7 +689,16 @@ class Module(RouteDecorators):
             self._shutdown_channels()
         elif t is BadLine:
             assert isinstance(event, BadLine)
-            _log.warning("skipped input line: %s", event.error)
+            for text in self._skipped_lines.skipped(time.monotonic(), event.line, str(event.error)):
+                _log.warning("skipped input line: %s", text)
+        elif t is ResponseTooLarge:
+            assert isinstance(event, ResponseTooLarge)
+            _log.warning(
+                "response to %s: a %d-byte body does not fit a stdio line (limit %d); answered 500",
+                event.request_id,
+                event.size,
+                event.limit,
+            )
         elif t is PortResponse:
             assert isinstance(event, PortResponse)
             for fn in list(self._port_listeners):

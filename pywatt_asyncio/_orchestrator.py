@@ -29,6 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from pywatt_proto._bodies import SkippedLineLog
+from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._messages import Endpoint, HttpResponse, Init, TcpListen
 from pywatt_proto._orchestrator import (
@@ -202,6 +204,8 @@ class ModuleProcess:
         self._stderr_task: asyncio.Task[None] | None = None
         self._bg: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Skipped module lines: a few logged in full, then rate-limited summaries.
+        self._skipped_lines = SkippedLineLog()
         self.returncode: int | None = None
         #: The unexpected exception that broke this side of the link (then the child was
         #: killed and every request in flight answered 502), else None.
@@ -226,6 +230,12 @@ class ModuleProcess:
     def stopping(self) -> bool:
         """True once :meth:`shutdown` or :meth:`kill` was called."""
         return self._stopping
+
+    @property
+    def body_limit(self) -> int:
+        """The largest request body always forwarded to this module: it follows the body form
+        the module negotiated (spec/limits.md section 1.1). A larger one is answered 413."""
+        return self.conn.max_body
 
     @property
     def pid(self) -> int | None:
@@ -412,7 +422,9 @@ class ModuleProcess:
             self._spawn(self.kill())
         elif t is BadModuleLine:
             assert isinstance(event, BadModuleLine)
-            _log.warning("bad line from module: %s", event.error)
+            now = asyncio.get_running_loop().time()
+            for text in self._skipped_lines.skipped(now, event.line, str(event.error)):
+                _log.warning("bad line from module: %s", text)
         elif t in _CALL_EVENTS:
             if self.network is not None:
                 self.network.on_event(self, event)
@@ -534,7 +546,12 @@ class ModuleProcess:
                     await self._writable()  # back-pressure: wait while the pipe is full
                     if not self.running:
                         return None
-                    rid = self.conn.send_request(method, uri, headers, body, loop.time())
+                    try:
+                        rid = self.conn.send_request(method, uri, headers, body, loop.time())
+                    except LocalProtocolError as exc:  # too large for the module's line
+                        if exc.error_status_hint != 413:
+                            raise
+                        return RequestFailed(request_id="", status=413, reason="request too large")
                     fut: asyncio.Future[HttpResponse | RequestFailed] = loop.create_future()
                     self._waiters[rid] = fut
                     self._flush()

@@ -54,6 +54,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from pywatt_proto._bodies import SkippedLineLog
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
@@ -71,6 +72,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     ReadyToAnnounce,
     RequestReceived,
     RequestTimedOut,
+    ResponseTooLarge,
     RotationRequested,
     SecretFailed,
     SecretUnavailable,
@@ -168,6 +170,8 @@ class _Session:
         self.code: int | None = None
         self.paused = False  # the reader waits for the output backlog to drain (no lock)
         self.eof_logged = False
+        # Skipped input lines: a few logged in full, then rate-limited summaries (issue 11.16).
+        self.skipped_lines = SkippedLineLog()
         self.secret_waits: dict[str, list[_SecretWait]] = {}
         # Module calls by call id, registry requests by ("registry", token).
         self.call_waiters: dict[object, Future[Any]] = {}
@@ -213,6 +217,9 @@ class _Session:
                     if not self.eof_logged:
                         self.eof_logged = True
                         _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
+                        summary = self.skipped_lines.flush(time.monotonic())
+                        if summary is not None:
+                            _log.warning("%s", summary)
                     break
                 job = self.on_event(event)
                 if job is not None:  # a routed-message handler to run
@@ -329,7 +336,16 @@ class _Session:
                 ch.begin_shutdown()
         elif t is BadLine:
             assert isinstance(event, BadLine)
-            _log.warning("skipped input line: %s", event.error)
+            for text in self.skipped_lines.skipped(time.monotonic(), event.line, str(event.error)):
+                _log.warning("skipped input line: %s", text)
+        elif t is ResponseTooLarge:
+            assert isinstance(event, ResponseTooLarge)
+            _log.warning(
+                "response to %s: a %d-byte body does not fit a stdio line (limit %d); answered 500",
+                event.request_id,
+                event.size,
+                event.limit,
+            )
         elif t is PortResponse:
             assert isinstance(event, PortResponse)
             for fn in list(self.module._port_listeners):

@@ -112,7 +112,7 @@ def test_command_line_module_gets_module_id_init_and_prefixed_stderr(raw: Path) 
         assert r.status_code == 200, run.stderr
         got = r.json()
         assert got["env_module_id"] == "raw" and got["init_module_id"] == "raw"
-        assert got["init_extensions"] == ["heartbeat_ack", "http_response_op"]
+        assert got["init_extensions"] == ["base64_bodies", "heartbeat_ack", "http_response_op"]
         assert "[raw] raw module starting" in run.stderr
     finally:
         assert run.stop() == 0, run.stderr
