@@ -24,9 +24,16 @@ and answers. ``Module`` itself is the facade: registration, the services handler
 call (``secret``, ``send_message``, ``negotiate_port``) and ``run``/``serve_stdio``.
 
 * Bounds: at most ``max_workers`` threads inside handlers (plus one more to read),
-  ``max_queued`` requests waiting for one; past that nobody reads stdin (the pipe
-  fills). Output waiting to be written is bounded by ``max_output_backlog``: above it
-  nobody reads stdin until it is down to a sixteenth (the asyncio driver's marks).
+  ``max_queued`` requests waiting for one. While every worker is busy and the queue is
+  full, stdin is still read -- heartbeats are acknowledged, ``secret`` answers arrive
+  -- and new requests are answered ``503`` at once (as uvicorn's
+  ``limit_concurrency``); a queued request the core answers ``504`` leaves the queue.
+  Output waiting to be written is bounded by ``max_output_backlog``: above it nobody
+  reads stdin until it is down to a sixteenth (the asyncio driver's marks).
+* A handler's thread cannot be interrupted: past its ``504`` it still occupies its
+  worker until it returns. At the end (shutdown or end of input, every request
+  answered) such threads are abandoned (daemon threads) and ``serve_stdio`` returns
+  :data:`EXIT_ABANDONED`.
 * Rotation callbacks run in order on their own thread (``pywatt-rotation``), so they
   run while every handler blocks; queued rotations count against the queue bound.
   on_startup hooks run on their own thread too.
@@ -110,6 +117,7 @@ __all__ = [
     "DEFAULT_MAX_OUTPUT_BACKLOG",
     "DEFAULT_MAX_QUEUED",
     "DEFAULT_MAX_WORKERS",
+    "EXIT_ABANDONED",
     "Module",
 ]
 
@@ -137,6 +145,13 @@ DEFAULT_MAX_OUTPUT_BACKLOG: Final = 16 * 1024 * 1024
 #: driver's flush_and_close waits as long): an orchestrator that no longer reads cannot
 #: keep the module from exiting.
 FINAL_FLUSH_TIMEOUT: Final = 5.0
+
+#: serve_stdio's status when it stopped with handler threads still running (past
+#: their 504; abandoned as daemon threads).
+EXIT_ABANDONED: Final = 3
+
+_OVERLOADED_HEADERS: Final = (("content-type", "application/json"),)
+_OVERLOADED_BODY: Final = b'{"error":"every worker is busy"}'
 
 
 class _SecretWait:
@@ -194,7 +209,7 @@ class _Session:
         except OSError:  # a read error counts as end of input
             return b""
 
-    def take(self, chunk: bytes | None, ready: deque[object], room: int) -> bool:
+    def take(self, chunk: bytes | None, ready: deque[object], room: int, shed: bool) -> bool:
         conn = self.conn
         more = False
         try:
@@ -203,13 +218,18 @@ class _Session:
             elif chunk is not None:
                 conn.receive_eof()
             while True:
-                if room <= 0:
+                if room <= 0 and not shed:
                     more = True  # the rest waits in the core until a worker frees room
                     break
                 event = conn.next_event()
                 if type(event) is RequestReceived:  # the usual event, first
-                    ready.append(event)
-                    room -= 1
+                    if room > 0:
+                        ready.append(event)
+                        room -= 1
+                    else:  # every worker busy, queue full: refuse now, keep reading
+                        conn.send_response(
+                            event.request_id, 503, _OVERLOADED_HEADERS, _OVERLOADED_BODY
+                        )
                     continue
                 if event is NEED_DATA:
                     break
@@ -308,7 +328,11 @@ class _Session:
         t = type(event)
         if t is RequestTimedOut:
             assert isinstance(event, RequestTimedOut)
-            _log.warning("request %s timed out (answered 504)", event.request_id)
+            rid = event.request_id
+            if self.pool.discard(lambda job: getattr(job, "request_id", None) == rid):
+                _log.warning("request %s timed out waiting for a worker (answered 504)", rid)
+            else:
+                _log.warning("request %s timed out (answered 504)", rid)
         elif t is SecretUpdated:
             assert isinstance(event, SecretUpdated)
             redact_secret(event.value)  # kept out of every log record from now on
@@ -589,7 +613,8 @@ class Module(RouteDecorators):
     Args:
         secrets: names fetched after init and before the announce.
         max_workers: threads inside handlers at most.
-        max_queued: requests waiting for a thread before stdin reading pauses.
+        max_queued: requests waiting for a thread; beyond, while every worker is
+            busy, new requests are answered 503.
         max_output_backlog: bytes of output waiting to be written above which
             stdin reading pauses (until it is down to a sixteenth).
         max_in_flight: requests accepted and unanswered (503 beyond).
@@ -965,7 +990,8 @@ class Module(RouteDecorators):
         Sets up stderr logging if none is configured (``logging`` itself is
         imported for the first record at or above the level, see
         :mod:`pywatt_proto._lazylog`). Exits with status 0 on a clean stop, 1 on
-        a protocol failure, 130 on Ctrl-C.
+        a protocol failure, :data:`EXIT_ABANDONED` (3) when handler threads were
+        still running past their 504, 130 on Ctrl-C.
         """
         if os.isatty(0):  # a person started it by hand: say how to run it instead of waiting
             print(terminal_stdin(sys.argv[0] or "FILE"), file=sys.stderr)
@@ -989,8 +1015,8 @@ class Module(RouteDecorators):
         are redirected to stderr first. Blocks until the core is CLOSED
         (shutdown or end of input, every in-flight request answered or timed out)
         or the link fails. Returns 0 after a clean stop, 1 after a protocol or
-        output failure. Handler threads still running (past their 504) are
-        abandoned (daemon threads).
+        output failure, :data:`EXIT_ABANDONED` after a clean stop that leaves
+        handler threads running (past their 504; daemon threads, abandoned).
 
         Raises:
             RuntimeError: the module is already serving.
@@ -1024,8 +1050,9 @@ class Module(RouteDecorators):
             code = 1 if session.code is None else session.code
             stuck = self._stop(session, drain=code == 0)
             self._run_shutdown_hooks()
-        if stuck:
-            _log.info("%d handler thread(s) still running (daemon threads)", stuck)
+        if stuck and code == 0:
+            _log.error("%d handler thread(s) still running past their 504: abandoned", stuck)
+            code = EXIT_ABANDONED
         return code
 
     def _stop(self, session: _Session, *, drain: bool) -> int:

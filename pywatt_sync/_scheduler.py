@@ -29,9 +29,10 @@ I1. ``running <= max_workers`` and ``threads <= max_workers + 1``: at most
 I2. At most one thread holds the read role (``reading``); only it reads input or
     takes events from the source.
 I3. Jobs are taken from the source only while ``room() > 0``:
-    ``running + len(ready) + reserved <= max_workers + max_queued + 1``. Past that
-    nobody reads: the lines wait in the source (at most one read) and then in the
-    pipe, until a thread frees room.
+    ``running + len(ready) + reserved <= max_workers + max_queued + 1``. Past that,
+    while every worker is busy (``running == max_workers``) the reader keeps reading
+    and the source refuses new requests (503); otherwise it stops taking (the lines
+    wait in the source, at most one read) until a worker frees room.
 I4. ``idle`` counts threads waiting in the follow condition that nobody has
     notified yet; ``idle <= threads - running``.
 I5. Output the source holds (``output`` > 0) is written by a thread with no ready
@@ -62,10 +63,11 @@ if TYPE_CHECKING:
         def read(self) -> bytes:
             """Block for the next chunk of input (lock NOT held); ``b""`` at its end."""
 
-        def take(self, chunk: bytes | None, ready: deque[object], room: int) -> bool:
+        def take(self, chunk: bytes | None, ready: deque[object], room: int, shed: bool) -> bool:
             """Feed ``chunk`` (``None``: nothing new; ``b""``: end of input) and handle
-            the events it gives (lock held): queue at most ``room`` jobs in ``ready``,
-            then stop. Return True if it stopped for room (more events may be waiting)."""
+            the events it gives (lock held): queue at most ``room`` jobs in ``ready``;
+            past that refuse requests (503) if ``shed``, else stop. Return True if it
+            stopped for room (more events may be waiting)."""
 
         def run(self, job: object) -> int:
             """Run ``job`` (lock NOT held on entry); return holding the lock, with the
@@ -162,13 +164,17 @@ class Pool:
         """Jobs that may still be taken (I3)."""
         return self.capacity - self.running - len(self.ready) - self.reserved
 
+    def all_busy(self) -> bool:
+        """True while every worker is inside a job: new requests beyond room are refused."""
+        return self.running >= self.max_workers
+
     def reader_wanted(self) -> bool:
         """True when nobody holds the read role and someone should take input."""
         return (
             not self.reading
             and not self.stopped
             and (self.core_more or self.input_open)
-            and self.room() > 0
+            and (self.room() > 0 or self.running >= self.max_workers)
         )
 
     def next(self) -> tuple[int, object]:
@@ -254,6 +260,15 @@ class Pool:
             wanted = 1  # one at a time: it takes the ready work first, reads a tick later
         return wanted
 
+    def discard(self, match: Callable[[object], bool]) -> bool:
+        """Remove the first ready job ``match`` accepts (a request answered 504 while it
+        waited: it no longer takes room); return whether one was removed."""
+        for job in self.ready:
+            if match(job):
+                self.ready.remove(job)
+                return True
+        return False
+
 
 def _start_daemon(target: Callable[[], None], name: str) -> None:
     threading.Thread(target=target, name=name, daemon=True).start()
@@ -318,7 +333,7 @@ class Scheduler:
         """Take the events waiting in the source (not from a read: after deadlines, after
         the announce), within room; wake threads for the jobs."""
         pool = self.pool
-        pool.core_more = self.source.take(None, pool.ready, pool.room())
+        pool.core_more = self.source.take(None, pool.ready, pool.room(), pool.all_busy())
         if pool.ready and pool.running < pool.max_workers:
             self._kick_locked(min(len(pool.ready), pool.max_workers - pool.running))
 
@@ -385,7 +400,7 @@ class Scheduler:
                     if pool.stopped:
                         pool.reading = False
                         continue
-                    more = source.take(chunk, pool.ready, pool.room())
+                    more = source.take(chunk, pool.ready, pool.room(), pool.all_busy())
                     pool.taken(more, chunk == b"")
                     if self._asleep:
                         self._asleep = False

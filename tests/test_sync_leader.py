@@ -155,7 +155,10 @@ def test_heartbeats_are_answered_while_every_handler_thread_blocks() -> None:
     assert pm.finish() == 0
 
 
-def test_reading_stops_at_the_bound_while_every_handler_thread_blocks() -> None:
+def test_requests_beyond_the_bound_are_refused_while_every_handler_thread_blocks() -> None:
+    # Every worker blocked and the queue full: input is still read (the heartbeat behind
+    # the requests is acknowledged) and the requests beyond the bound are answered 503 at
+    # once instead of waiting in the pipe (issue 11, defect 1).
     workers, queued = 2, 3
     app, entered, release = _blocking_app(max_workers=workers, max_queued=queued)
     before = _pool_threads()
@@ -164,21 +167,21 @@ def test_reading_stops_at_the_bound_while_every_handler_thread_blocks() -> None:
     pm.send(*(_req(f"r{i}", f"/block/{i}") for i in range(count)), HEARTBEAT)
     for _ in range(workers):
         assert entered.acquire(timeout=WAIT)
+    bound = workers + queued + 1  # in handlers + waiting + the one taken with the read
+    refused = [pm.message() for _ in range(count - bound + 1)]  # while the handlers block
+    assert refused.count(HEARTBEAT_ACK) == 1
+    statuses = {m["request_id"]: m["status_code"] for m in refused if m != HEARTBEAT_ACK}
+    assert set(statuses.values()) == {503} and len(statuses) == count - bound
+    assert not release.is_set()
     conn = app.connection
-    assert conn is not None
-    bound = workers + queued + 1  # in handlers + waiting + the one the reader holds
-    for _ in range(4000):  # bounded wait for the module to take what it may (no event)
-        if conn.in_flight >= bound:
-            break
-        time.sleep(0.005)
-    assert conn.in_flight == bound
-    assert not pm.pending()  # the heartbeat behind the requests is not even parsed
+    assert conn is not None and conn.in_flight == bound
     assert len(_pool_threads() - before) <= workers + 1
     release.set()
-    messages = [pm.message() for _ in range(count + 1)]
-    assert messages.count(HEARTBEAT_ACK) == 1
-    ids = sorted(m["request_id"] for m in messages if m["op"] == "http_response")
-    assert ids == sorted(f"r{i}" for i in range(count))
+    answers = sorted(pm.answer() for _ in range(bound))
+    assert {status for _, status, _ in answers} == {200}
+    assert sorted([rid for rid, _, _ in answers] + list(statuses)) == sorted(
+        f"r{i}" for i in range(count)
+    )
     assert pm.finish() == 0
 
 
@@ -275,3 +278,63 @@ def test_end_of_input_waits_for_a_blocked_handler() -> None:
     for fd in (pm.to_mod_r, pm.from_mod_w, pm.from_mod_r):
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+# -- issue 11: hung handlers and BaseException handlers ----------------------------------
+
+
+def test_hung_handlers_do_not_wedge_the_module() -> None:
+    # Issue 11, defect 1: every worker stuck in a handler that never returns. Requests the
+    # core answered 504 leave the queue, new requests are still read and answered (503
+    # while every worker is busy, 200 once one frees), heartbeats are acknowledged, and
+    # end of input stops the module although handler threads are still stuck.
+    timeout = 0.5
+    app = Module(max_workers=2, max_queued=2, request_timeout=timeout)
+    gates = {n: threading.Event() for n in range(8)}
+    entered = threading.Semaphore(0)
+
+    @app.get("/hang/{n:int}")
+    def hang(request: pw.Request) -> str:
+        entered.release()
+        gates[request.path_params["n"]].wait(WAIT)
+        return "late"
+
+    @app.get("/fast/{n:int}")
+    def fast(request: pw.Request) -> str:
+        return f"fast {request.path_params['n']}"
+
+    pm = PipeModule(app)
+    try:
+        pm.send(*(_req(f"h{n}", f"/hang/{n}") for n in range(8)))
+        assert entered.acquire(timeout=WAIT) and entered.acquire(timeout=WAIT)
+        statuses = {}
+        for _ in range(8):  # all eight answered: 504 (deadline) or 503 (no room)
+            rid, status, _ = pm.answer(timeout=timeout * 8)
+            statuses[rid] = status
+        assert sorted(statuses) == [f"h{n}" for n in range(8)]
+        assert set(statuses.values()) <= {503, 504}
+        for round_ in range(3):  # both workers still stuck: the module keeps reading
+            pm.send(HEARTBEAT)
+            assert pm.message(timeout=timeout * 4) == HEARTBEAT_ACK
+            pm.send(*(_req(f"f{round_}-{i}", f"/fast/{i}") for i in range(6)))
+            answers = [pm.answer(timeout=timeout * 8) for _ in range(6)]
+            assert {status for _, status, _ in answers} <= {503, 504}
+        gates[0].set()  # one worker frees: new requests are served again
+        pm.send(_req("ok", "/fast/1"))
+        deadline = time.monotonic() + WAIT
+        while True:
+            rid, status, body = pm.answer(timeout=timeout * 8)
+            if rid == "ok":
+                break
+            assert time.monotonic() < deadline
+        assert (status, body) == (200, b"fast 1")
+        os.close(pm.to_mod_w)  # end of input while one handler thread is still stuck
+        pm.thread.join(timeout * 4 + 2)
+        assert not pm.thread.is_alive(), "end of input must stop the module"
+        assert pm.result and pm.result[0] != 0  # abandoned handler threads: non-zero status
+    finally:
+        for gate in gates.values():
+            gate.set()
+        for fd in (pm.to_mod_r, pm.from_mod_w, pm.from_mod_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)

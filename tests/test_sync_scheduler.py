@@ -74,16 +74,27 @@ def test_a_late_answer_is_no_output() -> None:
     assert pool.next() == (READ, None)
 
 
-def test_room_bounds_what_is_taken() -> None:
+def test_room_bounds_what_is_taken_until_every_worker_is_busy() -> None:
     pool = Pool(max_workers=2, max_queued=3)
     assert pool.room() == 6  # workers + queued + the one taken with the read
     pool.ready.extend(range(6))
-    assert pool.room() == 0 and not pool.reader_wanted()
+    assert pool.room() == 0 and not pool.reader_wanted()  # workers free: they take the jobs
     assert pool.next() == (RUN, 0)
     assert pool.next() == (RUN, 1)
-    assert pool.room() == 0 and not pool.reader_wanted()
-    assert pool.next() == (WAIT, None)
+    assert pool.room() == 0 and pool.all_busy()
+    assert pool.reader_wanted()  # every worker busy: read on, refusing what has no room
+    assert pool.next() == (READ, None)
+    assert pool.next() == (WAIT, None)  # the reader is taken, the workers are busy
     assert pool.idle == 1
+
+
+def test_a_request_timed_out_in_the_queue_gives_its_room_back() -> None:
+    pool = Pool(max_workers=1, max_queued=1)
+    pool.ready.extend(["a", "b"])
+    assert pool.room() == 1
+    assert pool.discard(lambda job: job == "b")
+    assert not pool.discard(lambda job: job == "b")
+    assert pool.room() == 2 and list(pool.ready) == ["a"]
 
 
 def test_events_left_in_the_source_are_taken_without_a_read() -> None:
@@ -207,11 +218,12 @@ def test_invariants_hold_under_any_interleaving(
         elif kind == 1 and _RUNNING in threads:  # a job returns
             threads[threads.index(_RUNNING)] = _FREE
             pool.job_done(arg - 1)
-        elif kind == 2 and _READING in threads:  # the reader takes what fits
+        elif kind == 2 and _READING in threads:  # the reader takes what fits, sheds the rest
             pending_requests += arg
+            shed = pool.all_busy()
             taken = min(pending_requests, max(0, pool.room()))
             pool.ready.extend(range(taken))
-            pending_requests -= taken
+            pending_requests = 0 if shed else pending_requests - taken
             threads[threads.index(_READING)] = _FREE
             pool.taken(more=pending_requests > 0, end=False)
         elif kind == 3:  # a monitor tick
@@ -219,6 +231,8 @@ def test_invariants_hold_under_any_interleaving(
             for _ in range(notify):
                 threads[threads.index(_IDLE)] = _FREE
             threads += [_FREE] * start
+        elif kind == 4 and pool.ready:  # a queued request times out
+            pool.discard(lambda job: True)
         elif kind == 5 and _IDLE in threads and pool.idle > 0:  # an idle thread's wait ends
             pool.idle -= 1  # by timing out (nobody notified it)
             threads[threads.index(_IDLE)] = _FREE
@@ -260,7 +274,7 @@ class FakeSource:
         self.pending.extend(chunk)
         return b"x" if chunk else b""
 
-    def take(self, chunk: bytes | None, ready: deque[object], room: int) -> bool:
+    def take(self, chunk: bytes | None, ready: deque[object], room: int, shed: bool) -> bool:
         while self.pending and room > 0:
             ready.append(self.pending.pop(0))
             room -= 1
