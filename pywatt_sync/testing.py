@@ -67,6 +67,9 @@ from pywatt_proto import (
     Init,
     OrchestratorConnection,
     PortRequested,
+    ProviderDiscoveryRequested,
+    ProviderRegistrationRequested,
+    ProviderRegistry,
     RequestFailed,
     ResponseReceived,
     RotationAcknowledged,
@@ -241,12 +244,15 @@ class TestClient:
         self.app = _as_module(app)
         self._peers: dict[str, TestClient] = {}
         self._own_peers: list[TestClient] = []
+        #: Service providers the module (and its peers) registered; answers discovery too.
+        self.registry = ProviderRegistry()
         for peer_id, peer in (modules or {}).items():
             if not isinstance(peer, TestClient):
                 peer = TestClient(peer, module_id=peer_id, timeout=timeout)
                 self._own_peers.append(peer)
             if peer is self:
                 raise ValueError("a TestClient cannot route calls to itself")
+            peer.registry = self.registry  # one registry for the module and its peers
             self._peers[peer_id] = peer
         self.raise_server_exceptions = raise_server_exceptions
         self._errors = _ErrorCatcher()
@@ -458,6 +464,11 @@ class TestClient:
                 conn.answer_port(event.request.request_id, port=port)
             elif isinstance(event, CallRequested):
                 self._deliver_call(conn, event)
+            elif isinstance(event, ProviderRegistrationRequested):
+                conn.answer_service(self.registry.register(self._module_id, event.request))
+            elif isinstance(event, ProviderDiscoveryRequested):
+                # every module of this client is up while it runs
+                conn.answer_service(self.registry.discover(event.request, lambda _id: True))
             elif isinstance(event, AnnounceTimedOut):
                 raise ModuleStopped(f"module did not announce within {self.timeout}s", None)
             # AnnounceReceived is read from conn.announce; BadModuleLine and others: ignored
