@@ -34,6 +34,8 @@ call (``secret``, ``send_message``, ``negotiate_port``) and ``run``/``serve_stdi
   worker until it returns. At the end (shutdown or end of input, every request
   answered) such threads are abandoned (daemon threads) and ``serve_stdio`` returns
   :data:`EXIT_ABANDONED`.
+* A handler that raises ``SystemExit`` or ``KeyboardInterrupt`` is answered ``500``
+  at once and logged, like any other exception; the module goes on.
 * Rotation callbacks run in order on their own thread (``pywatt-rotation``), so they
   run while every handler blocks; queued rotations count against the queue bound.
   on_startup hooks run on their own thread too.
@@ -152,6 +154,16 @@ EXIT_ABANDONED: Final = 3
 
 _OVERLOADED_HEADERS: Final = (("content-type", "application/json"),)
 _OVERLOADED_BODY: Final = b'{"error":"every worker is busy"}'
+
+
+def _handler_escaped(request_id: str, exc: BaseException, router: Router) -> Response:
+    """Log what escaped dispatch (a handler's ``SystemExit`` or ``KeyboardInterrupt``:
+    dispatch catches every ``Exception``) and return the 500 that answers it at once; the
+    module goes on (a handler thread is not the process)."""
+    _log.error(
+        "request %s: handler raised %s; answered 500", request_id, type(exc).__name__, exc_info=exc
+    )
+    return router.error_response(exc)
 
 
 class _SecretWait:
@@ -274,13 +286,8 @@ class _Session:
         response: Response
         try:
             response = dispatch(self.router, job.to_router_request(), time.monotonic)
-        except Exception as exc:  # dispatch never raises; belt and braces
-            _log.exception("request %s failed", rid, exc_info=exc)
-            response = self.router.error_response(exc)
-        except BaseException:
-            _log.exception("request %s failed", rid)
-            self.lock.acquire()
-            return -1
+        except BaseException as exc:  # SystemExit/KeyboardInterrupt (dispatch catches the rest)
+            response = _handler_escaped(rid, exc, self.router)
         self.lock.acquire()
         conn = self.conn
         try:
@@ -576,9 +583,8 @@ class _Session:
         try:
             try:
                 response = dispatch(self.router, event.to_router_request(), time.monotonic)
-            except Exception as exc:  # dispatch never raises; belt and braces
-                _log.exception("request %s failed", event.request_id, exc_info=exc)
-                response = self.router.error_response(exc)
+            except BaseException as exc:  # SystemExit/KeyboardInterrupt from a handler
+                response = _handler_escaped(event.request_id, exc, self.router)
             channel.send_response(
                 event.request_id, response.status, response.headers, response.body
             )

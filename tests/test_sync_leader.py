@@ -338,3 +338,34 @@ def test_hung_handlers_do_not_wedge_the_module() -> None:
         for fd in (pm.to_mod_r, pm.from_mod_w, pm.from_mod_r):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+def test_a_handler_raising_systemexit_is_answered_500(
+    exc_type: type[BaseException], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 11, defect 13: answered 500 at once and logged; the module goes on.
+    app = Module(request_timeout=WAIT * 3)  # a 504 would come far too late for the test
+
+    @app.get("/exit")
+    def leave(request: pw.Request) -> str:
+        raise exc_type(3)
+
+    @app.get("/fast/{n:int}")
+    def fast(request: pw.Request) -> str:
+        return f"fast {request.path_params['n']}"
+
+    pm = PipeModule(app)
+    with caplog.at_level("ERROR", logger="pywatt"):
+        pm.send(_req("x", "/exit"))
+        rid, status, _ = pm.answer()
+        assert (rid, status) == ("x", 500)
+        pm.send(_req("f", "/fast/1"), _req("y", "/exit"), _req("g", "/fast/2"))
+        answers = sorted(pm.answer() for _ in range(3))
+        assert [(rid, status) for rid, status, _ in answers] == [
+            ("f", 200),
+            ("g", 200),
+            ("y", 500),
+        ]
+    assert any(exc_type.__name__ in r.getMessage() or r.exc_info for r in caplog.records)
+    assert pm.finish() == 0
