@@ -152,6 +152,7 @@ FINAL_FLUSH_TIMEOUT: Final = 5.0
 #: their 504; abandoned as daemon threads).
 EXIT_ABANDONED: Final = 3
 
+_CLOSED: Final = ModuleState.CLOSED
 _OVERLOADED_HEADERS: Final = (("content-type", "application/json"),)
 _OVERLOADED_BODY: Final = b'{"error":"every worker is busy"}'
 
@@ -270,7 +271,7 @@ class _Session:
         if data:  # acks, 400s, 503s and any answers still in the core, in order
             self.out.append(data)
             self.pool.note_output(0, urgent=True)
-        if conn.state is ModuleState.CLOSED:
+        if conn.state is _CLOSED:
             self.finish(0)
         return more
 
@@ -296,7 +297,7 @@ class _Session:
         except ProtocolError as exc:
             _log.error("could not answer request %s: %s", rid, exc)
             return -1
-        if conn.state is ModuleState.CLOSED:
+        if conn.state is _CLOSED:
             self.finish(0)
         return len(response.body)
 

@@ -142,13 +142,14 @@ class OutputQueue:
         flusher role if it is free and there is something to write. Returns None when
         another thread writes it (or nothing waits), else the bytes to hand to
         :meth:`drain` after releasing the ordering lock (``data`` itself in the usual
-        case: nothing else waiting, no list operation)."""
+        case: nothing else waiting, one pipe's worth or less; it is then counted as
+        handed to the write already)."""
         with self._lock:
             if data:
-                self.backlog += len(data)
-                if not self._flushing and not self._chunks:
+                if not self._flushing and not self._chunks and len(data) <= WRITE_PIECE:
                     self._flushing = True
                     return data
+                self.backlog += len(data)
                 self._chunks.append(data)
             if self._flushing or not self._chunks:
                 return None
@@ -161,7 +162,9 @@ class OutputQueue:
         emptied then: the peer is gone)."""
         lock = self._lock
         writer = self.writer
-        chunk = first
+        if first:  # claim() handed it over uncounted and unqueued: write it before locking
+            writer.write_locked(first)  # only the flusher writes: no writer lock
+        chunk = b""
         lock.acquire()
         try:
             while True:
