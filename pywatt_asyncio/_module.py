@@ -42,6 +42,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SECRET_TIMEOUT,
+    EXT_BASE64_BODIES,
     Announced,
     BadLine,
     InitReceived,
@@ -66,6 +67,7 @@ from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch, dispatch_eager
 from ._eager import EagerStarter
+from ._guard import grow_pipes
 from ._stdio import PipeLink, guard_stdout
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
@@ -168,6 +170,7 @@ class Module(RouteDecorators):
 
     def _reset(self) -> None:
         self._conn: ModuleConnection | None = None
+        self._pipe_fds: tuple[int, ...] = ()
         # Skipped input lines: a few logged in full, then rate-limited summaries (issue 11.16).
         self._skipped_lines = SkippedLineLog()
         self._link: PipeLink | None = None
@@ -518,6 +521,7 @@ class Module(RouteDecorators):
             secret_timeout=self._secret_timeout,
             hold_announce=bool(self._startup_hooks),
         )
+        self._pipe_fds = (read_fd, write_fd)
         self._link = PipeLink(
             read_fd,
             write_fd,
@@ -717,6 +721,8 @@ class Module(RouteDecorators):
         elif t is InitReceived:
             _log.debug("init received")
             assert isinstance(event, InitReceived)
+            if EXT_BASE64_BODIES in event.extensions:  # bodies may be large from now on
+                grow_pipes(*self._pipe_fds)
             init = event.init
             if init.tcp_channel is not None or init.ipc_channel is not None:
                 self._spawn(self._open_channels(event))

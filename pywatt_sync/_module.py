@@ -73,6 +73,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SECRET_TIMEOUT,
+    EXT_BASE64_BODIES,
     Announced,
     BadLine,
     InitReceived,
@@ -187,6 +188,7 @@ class _Session:
         self.conn = conn
         self.out = out
         self.fd = fd
+        self.pipe_fds: tuple[int, ...] = (fd,)  # stdin and the protocol's stdout (serve_stdio)
         self.router = module.router
         self.sched = Scheduler(self, max_workers=module._max_workers, max_queued=module._max_queued)
         self.pool = self.sched.pool
@@ -391,6 +393,10 @@ class _Session:
         elif t is InitReceived:
             assert isinstance(event, InitReceived)
             _log.debug("init received")
+            if EXT_BASE64_BODIES in event.extensions:  # bodies may be large from now on
+                from pywatt_asyncio._guard import grow_pipes
+
+                grow_pipes(*self.pipe_fds)
             init = event.init
             if init.tcp_channel is not None or init.ipc_channel is not None:
                 threading.Thread(
@@ -1044,6 +1050,7 @@ class Module(RouteDecorators):
             )
             out = OutputQueue(BlockingWriter(write_fd, self._on_write_error))
             session = self._session = _Session(self, conn, out, read_fd)
+            session.pipe_fds = (read_fd, write_fd)
         previous = self._install_sigterm(session)
         set_serving(self)
         try:
