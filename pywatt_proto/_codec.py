@@ -1528,21 +1528,33 @@ def split_body(line: bytes, base64: bool) -> tuple[bytes, bytes] | None:
         if body is None:
             return None
         return _WRAPPER_BODY + b"null" + line[end + 1 :], body
+    # The key is searched from the start (it follows the short fields; a backwards search
+    # would cross the whole body). Only a value that decodes up to the line's last "}"
+    # is taken, so a "body" key elsewhere (a header named body) can only make the search
+    # fall back to the last occurrence.
     if line.endswith(b"]}"):
-        at = line.rfind(_BODY_LAST_ARRAY)
-        if at < 0:
-            return None
-        body = decode_byte_array(memoryview(line)[at + len(_BODY_LAST_ARRAY) - 1 : -1])
+        needle, start, end, decode = _BODY_LAST_ARRAY, len(_BODY_LAST_ARRAY) - 1, -1, _array
     elif base64 and line.endswith(b'"}'):
-        at = line.rfind(_BODY_LAST_STRING)
-        if at < 0:
-            return None
-        body = _b64_or_none(memoryview(line)[at + len(_BODY_LAST_STRING) : -2])
+        needle, start, end, decode = _BODY_LAST_STRING, len(_BODY_LAST_STRING), -2, _b64_or_none
     else:
         return None
-    if body is None:
+    at = line.find(needle)
+    if at < 0:
         return None
+    body = decode(memoryview(line)[at + start : end])
+    if body is None:
+        last = line.rfind(needle)
+        if last == at:
+            return None
+        at = last
+        body = decode(memoryview(line)[at + start : end])
+        if body is None:
+            return None
     return line[:at] + b',"body":null}', body
+
+
+def _array(text: memoryview) -> bytes | None:
+    return decode_byte_array(text)
 
 
 def _b64_or_none(text: memoryview) -> bytes | None:

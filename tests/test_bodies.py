@@ -413,3 +413,17 @@ def test_line_decoder_first_line_limit_then_the_normal_one() -> None:
     assert dec.buffered_size == 0
     dec.receive_data(b"\n" + b"y" * 50 + b"\n")
     assert dec.next_line() == b"y" * 50
+
+
+def test_a_header_named_body_does_not_confuse_the_body_cut() -> None:
+    for base64 in (False, True):
+        req = HttpRequest(
+            request_id="r1",
+            method="POST",
+            uri="/e",
+            headers={"a": "1", "body": "QUJD", "z": "[1]"},
+            body=EVERY_BYTE,
+        )
+        line = http_request_line(req, base64_bodies=base64)[:-1]
+        assert read_http_request_line(line, base64_bodies=base64) == req
+        assert decode_orchestrator_to_module(line, base64_bodies=base64) == req
