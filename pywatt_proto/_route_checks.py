@@ -124,16 +124,24 @@ def is_async_handler(fn: object) -> bool:
     )
 
 
-def check_handler(fn: Callable[..., Any], *, allow_async: bool, what: str = "handler") -> None:
-    """Check that ``fn`` can be called with the request as its only positional argument.
+def check_handler(
+    fn: Callable[..., Any],
+    *,
+    allow_async: bool,
+    what: str = "handler",
+    call: tuple[str, ...] = ("request",),
+) -> None:
+    """Check that ``fn`` can be called with the positional arguments named in ``call``
+    (a route handler: the request; middleware: ``(request, call_next)``; an error
+    handler: ``(request, exc)``).
 
     Returns None when it can. ``allow_async`` False (the blocking driver) also refuses
     ``async def`` handlers.
 
     Raises:
         RouteDefinitionError: ``fn`` is not callable, is an async generator, cannot take
-            one positional argument (``def h():`` or ``def h(a, b):``), or is ``async def``
-            where ``allow_async`` is False.
+            ``len(call)`` positional arguments (``def h():`` or ``def h(a, b):`` for a
+            route), or is ``async def`` where ``allow_async`` is False.
     """
     name = getattr(fn, "__qualname__", None) or repr(fn)
     if not callable(fn):
@@ -146,9 +154,11 @@ def check_handler(fn: Callable[..., Any], *, allow_async: bool, what: str = "han
             f"{what} {name} is 'async def' but this Module is blocking (pywatt_sync); "
             "use a plain 'def', or pywatt_asyncio.Module for coroutines"
         )
-    problem = _one_arg_problem(fn)
+    problem = _arity_problem(fn, len(call))
     if problem:
-        raise RouteDefinitionError(f"{what} {name} {problem}; it is called as {what}(request)")
+        raise RouteDefinitionError(
+            f"{what} {name} {problem}; it is called as {what}({', '.join(call)})"
+        )
 
 
 def _code_of(fn: object) -> Any:
@@ -158,8 +168,8 @@ def _code_of(fn: object) -> Any:
     return code if type(getattr(code, "co_flags", None)) is int else None
 
 
-def _one_arg_problem(fn: object) -> str:
-    """Return why ``fn(request)`` cannot bind (``""`` when it can)."""
+def _arity_problem(fn: object, n: int) -> str:
+    """Return why ``fn`` cannot be called with ``n`` positional arguments (``""`` if it can)."""
     code = _code_of(fn)
     func = getattr(fn, "__func__", fn)
     if code is not None and getattr(func, "__wrapped__", None) is None:
@@ -172,12 +182,14 @@ def _one_arg_problem(fn: object) -> str:
         missing_kw = [k for k in kwonly if k not in kwdefaults]
         if missing_kw:
             return f"has required keyword-only parameter(s) {', '.join(missing_kw)}"
-        if code.co_flags & _CO_VARARGS:
-            return "" if required <= 1 else f"needs {required} positional arguments"
-        if positional < 1:
-            return "takes no positional argument"
-        if required > 1:
+        if required > n:
             return f"needs {required} positional arguments"
+        if positional < n and not code.co_flags & _CO_VARARGS:
+            return (
+                "takes no positional argument"
+                if positional == 0
+                else (f"takes {positional} positional argument{'s' if positional > 1 else ''}")
+            )
         return ""
     import inspect  # partials, classes, callable objects, decorated functions (start-up time)
 
@@ -186,7 +198,7 @@ def _one_arg_problem(fn: object) -> str:
     except (TypeError, ValueError):  # builtins without a signature: cannot tell, accept
         return ""
     try:
-        sig.bind(object())
+        sig.bind(*(object() for _ in range(n)))
     except TypeError as exc:
-        return f"cannot take the request ({exc})"
+        return f"cannot take {n} positional argument{'s' if n > 1 else ''} ({exc})"
     return ""

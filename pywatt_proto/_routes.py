@@ -184,13 +184,40 @@ class RouteDecorators:
         return self.route(path, ("PATCH",), auth=auth)
 
     def middleware(self, fn: _F) -> _F:
-        """Register ``fn(request, call_next)`` as middleware (outermost first)."""
+        """Register ``fn(request, call_next)`` as middleware (outermost first).
+
+        Raises:
+            RouteDefinitionError: ``fn`` cannot take ``(request, call_next)`` (or is
+                ``async def`` on the blocking Module); names the decorator's line.
+        """
+        check_handler(
+            fn,
+            allow_async=self._allow_async_handlers,
+            what="middleware",
+            call=("request", "call_next"),
+        )
         self.router.middleware(fn)
         return fn
 
     def error_handler(self, key: int | type[BaseException]) -> Callable[[_F], _F]:
-        """Decorator registering ``fn(request, exc)`` for a status code or exception type."""
-        return self.router.error_handler(key)  # type: ignore[return-value]
+        """Decorator registering ``fn(request, exc)`` for a status code or exception type.
+
+        Raises:
+            RouteDefinitionError: when applied to a function that cannot take
+                ``(request, exc)`` (or an ``async def`` on the blocking Module).
+        """
+
+        def deco(fn: _F) -> _F:
+            check_handler(
+                fn,
+                allow_async=self._allow_async_handlers,
+                what="error handler",
+                call=("request", "exc"),
+            )
+            self.router.add_error_handler(key, fn)
+            return fn
+
+        return deco
 
     def on_shutdown(self, fn: _F) -> _F:
         """Register ``fn()``, called once serving has ended (after the last answer was

@@ -290,6 +290,12 @@ def test_async_def_on_the_blocking_module_is_a_registration_error() -> None:
 
     with pytest.raises(RouteDefinitionError, match="async def"):
         app.get("/p")(functools.partial(two, 1))
+
+    async def async_middleware(request: object, call_next: Any) -> object:
+        return call_next(request)
+
+    with pytest.raises(RouteDefinitionError, match="middleware .*'async def'"):
+        app.middleware(async_middleware)
     assert app.endpoints() == ()
 
 
@@ -307,6 +313,31 @@ def test_duplicate_routes_name_the_second_decorator(app: Any) -> None:
             return "y"
 
     assert f"{__file__}:{line}:" in str(info.value)
+
+
+@pytest.mark.parametrize("app", _modules(), ids=["asyncio", "sync"])
+def test_middleware_and_error_handlers_are_checked_too(app: Any) -> None:
+    with pytest.raises(RouteDefinitionError, match=r"middleware\(request, call_next\)") as info:
+        line = _line_of_next_statement(2)
+
+        @app.middleware
+        def one_arg(request: object) -> object:
+            return request
+
+    assert f"{__file__}:{line}:" in str(info.value)
+    with pytest.raises(RouteDefinitionError, match=r"error handler\(request, exc\)"):
+
+        @app.error_handler(404)
+        def no_exc(request: object) -> str:
+            return "x"
+
+    @app.middleware
+    def fine(request: object, call_next: Any) -> object:
+        return call_next(request)
+
+    @app.error_handler(ValueError)
+    def fine_too(request: object, exc: BaseException) -> str:
+        return "x"
 
 
 # ------------------------------------------------------------------ 14.10 on_shutdown
