@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pywatt_proto._bodies import MAX_REFERENCE_BODY
+from pywatt_proto._bodies import MAX_BASE64_BODY, MAX_REFERENCE_BODY
 
 ROOT = Path(__file__).resolve().parent.parent
 READY = re.compile(r"serving .* on (http://[\d.]+:\d+)")
@@ -189,6 +190,16 @@ def test_with_the_extension_the_reference_limits_do_not_apply(module_file: Path)
             body = b"\xff" * (MAX_REFERENCE_BODY + 1)
             r = client.post(host.url + "/echo", content=body)
             assert r.status_code == 200 and r.content == body
+        # The host's body limit is the negotiated form's: a declared length over it is
+        # refused at once, before the body is read.
+        address, port = host.url.removeprefix("http://").rsplit(":", 1)
+        start = time.monotonic()
+        with socket.create_connection((address, int(port)), timeout=10) as sock:
+            head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            sock.sendall(head % (MAX_BASE64_BODY + 1))
+            answer = sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 413"), answer
+        assert time.monotonic() - start < 10
     finally:
         host.stop()
 
