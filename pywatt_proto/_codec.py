@@ -358,9 +358,13 @@ def _service_type(v: Any, path: str) -> ServiceType:
 _F_ENCODED = frozenset({"data", "format"})
 
 
-def _encoded(v: Any, path: str) -> EncodedMessage:
+def _encoded(v: Any, path: str, base64: bool = False) -> EncodedMessage:
     o = _struct(v, path, "EncodedMessage", _F_ENCODED)
-    data = _bytes(_req(o, "data", _sub(path, "data")), _sub(path, "data"))
+    raw = _req(o, "data", _sub(path, "data"))
+    if base64 and type(raw) is str:  # base64_bodies: a module call's payload bytes
+        data = decode_base64_body(raw, _sub(path, "data"))
+    else:
+        data = _bytes(raw, _sub(path, "data"))
     fmt = _unit_enum(_req(o, "format", _sub(path, "format")), _sub(path, "format"), _FORMATS, "")
     return EncodedMessage(data=data, format=fmt)
 
@@ -539,13 +543,13 @@ def _d_port_request(o: _Obj) -> PortRequest:
     )
 
 
-def _d_route_to_module(o: _Obj) -> RouteToModule:
+def _d_route_to_module(o: _Obj, base64: bool = False) -> RouteToModule:
     _struct(o, "", "", _fields("target_module_id", "target_endpoint", "request_id", "payload"))
     return RouteToModule(
         target_module_id=_str(_req(o, "target_module_id", "target_module_id"), "target_module_id"),
         target_endpoint=_str(_req(o, "target_endpoint", "target_endpoint"), "target_endpoint"),
         request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
-        payload=_encoded(_req(o, "payload", "payload"), "payload"),
+        payload=_encoded(_req(o, "payload", "payload"), "payload", base64),
     )
 
 
@@ -761,24 +765,24 @@ def _d_port_response(o: _Obj) -> PortResponse:
     )
 
 
-def _d_routed_message(o: _Obj) -> RoutedModuleMessage:
+def _d_routed_message(o: _Obj, base64: bool = False) -> RoutedModuleMessage:
     _struct(o, "", "", _fields("source_module_id", "original_request_id", "payload"))
     return RoutedModuleMessage(
         source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
         original_request_id=_uuid(
             _req(o, "original_request_id", "original_request_id"), "original_request_id"
         ),
-        payload=_encoded(_req(o, "payload", "payload"), "payload"),
+        payload=_encoded(_req(o, "payload", "payload"), "payload", base64),
     )
 
 
-def _d_routed_response(o: _Obj) -> RoutedModuleResponse:
+def _d_routed_response(o: _Obj, base64: bool = False) -> RoutedModuleResponse:
     _struct(o, "", "", _fields("source_module_id", "request_id", "payload", ROUTE_ERROR_KEY))
     err = o.get(ROUTE_ERROR_KEY)
     return RoutedModuleResponse(
         source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
         request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
-        payload=_encoded(_req(o, "payload", "payload"), "payload"),
+        payload=_encoded(_req(o, "payload", "payload"), "payload", base64),
         error=None if err is None else _route_error(err, ROUTE_ERROR_KEY),
     )
 
@@ -829,10 +833,13 @@ _O2M: dict[str, Callable[[_Obj], Any]] = {
 _M2O_B64: dict[str, Callable[[_Obj], Any]] = {
     **_M2O,
     "http_response": lambda o: _d_http_response(o, True),
+    "route_to_module": lambda o: _d_route_to_module(o, True),
 }
 _O2M_B64: dict[str, Callable[[_Obj], Any]] = {
     **_O2M,
     "http_request": lambda o: _d_http_request(o, True),
+    "routed_module_message": lambda o: _d_routed_message(o, True),
+    "routed_module_response": lambda o: _d_routed_response(o, True),
 }
 
 
@@ -1058,6 +1065,11 @@ def _e_encoded(em: EncodedMessage) -> str:
     return f'{{"data":{dump_bytes(em.data)},"format":"{em.format.wire_name}"}}'
 
 
+def _e_encoded_b64(em: EncodedMessage) -> str:
+    data = encode_base64_body(em.data).decode("ascii")
+    return f'{{"data":"{data}","format":"{em.format.wire_name}"}}'
+
+
 def _e_extensions(ext: tuple[str, ...]) -> str:
     return f',"{EXTENSIONS_KEY}":{_e_str_list(ext)}' if ext else ""
 
@@ -1244,11 +1256,13 @@ def _e_port_request(m: PortRequest) -> str:
     return f'{{"op":"port_request","request_id":{dump_str(m.request_id)},"specific_port":{port}}}'
 
 
-def _e_route_to_module(m: RouteToModule) -> str:
+def _e_route_to_module(
+    m: RouteToModule, payload: Callable[[EncodedMessage], str] = _e_encoded
+) -> str:
     return (
         f'{{"op":"route_to_module","target_module_id":{dump_str(m.target_module_id)},'
         f'"target_endpoint":{dump_str(m.target_endpoint)},"request_id":"{m.request_id}",'
-        f'"payload":{_e_encoded(m.payload)}}}'
+        f'"payload":{payload(m.payload)}}}'
     )
 
 
@@ -1362,17 +1376,21 @@ def _e_port_response(m: PortResponse) -> str:
     )
 
 
-def _e_routed_message(m: RoutedModuleMessage) -> str:
+def _e_routed_message(
+    m: RoutedModuleMessage, payload: Callable[[EncodedMessage], str] = _e_encoded
+) -> str:
     return (
         f'{{"op":"routed_module_message","source_module_id":{dump_str(m.source_module_id)},'
-        f'"original_request_id":"{m.original_request_id}","payload":{_e_encoded(m.payload)}}}'
+        f'"original_request_id":"{m.original_request_id}","payload":{payload(m.payload)}}}'
     )
 
 
-def _e_routed_response(m: RoutedModuleResponse) -> str:
+def _e_routed_response(
+    m: RoutedModuleResponse, payload: Callable[[EncodedMessage], str] = _e_encoded
+) -> str:
     head = (
         f'{{"op":"routed_module_response","source_module_id":{dump_str(m.source_module_id)},'
-        f'"request_id":"{m.request_id}","payload":{_e_encoded(m.payload)}'
+        f'"request_id":"{m.request_id}","payload":{payload(m.payload)}'
     )
     if m.error is None:
         return head + "}"
@@ -1417,6 +1435,14 @@ _ENCODERS: dict[type, Callable[[Any], str]] = {
 }
 
 
+#: Messages whose payload bytes travel as base64 with base64_bodies (module calls).
+_B64_PAYLOAD_ENCODERS: dict[type, Callable[[Any, Callable[[EncodedMessage], str]], str]] = {
+    RouteToModule: _e_route_to_module,
+    RoutedModuleMessage: _e_routed_message,
+    RoutedModuleResponse: _e_routed_response,
+}
+
+
 def _utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
@@ -1436,9 +1462,13 @@ def encode(
     Raises LocalProtocolError if ``msg`` is not a message object, or a string in it
     cannot be UTF-8 encoded (lone surrogates).
     """
-    if base64_bodies and isinstance(msg, HttpRequest | HttpResponse) and msg.body is not None:
-        text = encode(_replace(msg, body=None))
-        return text[:-5] + body_json(msg.body, True) + b"}"  # ..."body":null}
+    if base64_bodies:
+        if isinstance(msg, HttpRequest | HttpResponse) and msg.body is not None:
+            text = encode(_replace(msg, body=None))
+            return text[:-5] + body_json(msg.body, True) + b"}"  # ..."body":null}
+        payload_encoder = _B64_PAYLOAD_ENCODERS.get(type(msg))
+        if payload_encoder is not None:
+            return _utf8(payload_encoder(msg, _e_encoded_b64))
     encoder = _ENCODERS.get(type(msg))
     if encoder is None:
         raise LocalProtocolError(f"{type(msg).__name__} is not a PyWatt message")

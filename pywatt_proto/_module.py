@@ -1054,7 +1054,13 @@ class ModuleConnection:
             raise LocalProtocolError(f"{type(message).__name__} is sent by ModuleConnection itself")
         if self._state is ModuleState.AWAITING_INIT:
             raise LocalProtocolError("cannot send before the init line was received")
-        self._out.append(encode_line(encode(message)))  # type: ignore[arg-type]
+        self._out.append(self._line(message))
+
+    def _line(self, message: object) -> bytes:
+        """``message`` as a line in this connection's body form, length-checked (raises
+        LocalProtocolError, hint 413, past the line limit)."""
+        text = encode(message, base64_bodies=self._base64)  # type: ignore[arg-type]
+        return encode_line(text, max_line_size=self._line_limit)
 
     # ---------------------------------------------------------------- secrets
     def get_secret(self, name: str, now: float) -> str | None:
@@ -1146,7 +1152,7 @@ class ModuleConnection:
             self._calls = CallTracker(rng=self._rng)
         self._now = max(self._now, now)
         msg = self._calls.start(target, endpoint, value, self._now, timeout=timeout)
-        self._out.append(encode_line(encode(msg)))
+        self._out.append(self._line(msg))
         return str(msg.request_id)
 
     def cancel_call(self, request_id: str) -> bool:
@@ -1180,7 +1186,7 @@ class ModuleConnection:
             self._services = ServiceRequests()
         self._now = max(self._now, now)
         token = self._services.start(message, self._now)
-        self._out.append(encode_line(encode(message)))
+        self._out.append(self._line(message))
         return token
 
     def _on_routed_response(self, msg: RoutedModuleResponse, line: bytes) -> None:

@@ -423,7 +423,8 @@ class OrchestratorConnection:
         return MAX_BASE64_BODY if self._base64 else MAX_REFERENCE_BODY
 
     def _send(self, msg: object) -> None:
-        self._out.append(encode_line(encode(msg), max_line_size=self._line_limit))  # type: ignore[arg-type]
+        text = encode(msg, base64_bodies=self._base64)  # type: ignore[arg-type]
+        self._out.append(encode_line(text, max_line_size=self._line_limit))
 
     def data_to_send(self) -> bytes:
         """Return (and forget) every queued byte for the module's stdin (whole lines)."""

@@ -427,3 +427,33 @@ def test_a_header_named_body_does_not_confuse_the_body_cut() -> None:
         line = http_request_line(req, base64_bodies=base64)[:-1]
         assert read_http_request_line(line, base64_bodies=base64) == req
         assert decode_orchestrator_to_module(line, base64_bodies=base64) == req
+
+
+def test_module_call_payloads_travel_as_base64_with_the_extension() -> None:
+    import uuid
+
+    from pywatt_proto._formats import EncodingFormat
+    from pywatt_proto._messages import (
+        EncodedMessage,
+        RoutedModuleMessage,
+        RoutedModuleResponse,
+        RouteToModule,
+    )
+
+    payload = EncodedMessage(data=EVERY_BYTE * 40, format=EncodingFormat.JSON)
+    rid = uuid.UUID(int=7, version=4)
+    messages = [
+        RouteToModule(target_module_id="t", target_endpoint="/p", request_id=rid, payload=payload),
+        RoutedModuleMessage(source_module_id="s", original_request_id=rid, payload=payload),
+        RoutedModuleResponse(source_module_id="t", request_id=rid, payload=payload),
+    ]
+    for msg in messages:
+        wire = encode(msg, base64_bodies=True)
+        assert b'"data":"' + encode_base64_body(payload.data) + b'"' in wire
+        decode = (
+            decode_module_line if isinstance(msg, RouteToModule) else decode_orchestrator_to_module
+        )
+        assert decode(wire, base64_bodies=True) == msg
+        assert encode(msg) == encode(msg, base64_bodies=False)  # the reference form
+        with pytest.raises(RemoteProtocolError):  # a string is no Vec<u8> without it
+            decode(wire)

@@ -7,6 +7,7 @@ second pair for the target where a test routes a call end to end.
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 import uuid
@@ -308,8 +309,9 @@ def test_rejected_calls() -> None:
         pair.orchestrator.receive_data(encode(msg) + b"\n", clock.now())
     events = _drain(pair.orchestrator)
     assert len(_of(events, CallRequested)) == 1
-    answers = [
-        decode_orchestrator_to_module(x) for x in pair.orchestrator.data_to_send().splitlines()
+    answers = [  # the pair selected base64_bodies: payload bytes travel as base64
+        decode_orchestrator_to_module(x, base64_bodies=True)
+        for x in pair.orchestrator.data_to_send().splitlines()
     ]
     assert [(a.request_id, a.error.kind) for a in answers] == [
         (rid, "rejected"),
@@ -513,12 +515,14 @@ def test_error_answer_shape_keeps_reference_fields_and_adds_pywatt_error() -> No
         "message": "pricing has no POST /nope (404)",
         "status": 404,
     }
-    assert json.loads(bytes(obj["payload"]["data"])) == {"pywatt_error": obj["pywatt_error"]}
+    data = obj["payload"]["data"]  # base64 between pywatt sides (base64_bodies)
+    raw = base64.b64decode(data) if isinstance(data, str) else bytes(data)
+    assert json.loads(raw) == {"pywatt_error": obj["pywatt_error"]}
     # a reply value that merely looks like an error is still a reply (no member)
     lookalike = RoutedModuleResponse(
         source_module_id="pricing",
         request_id=uuid.UUID(rid),
-        payload=EncodedMessage(data=bytes(obj["payload"]["data"]), format=EncodingFormat.JSON),
+        payload=EncodedMessage(data=raw, format=EncodingFormat.JSON),
     )
     tracker = CallTracker(rng=random.Random(3))
     m = tracker.start("pricing", "/x", 1, 0.0)
