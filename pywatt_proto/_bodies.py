@@ -66,8 +66,9 @@ REFERENCE_LINE_LIMIT: Final = 16 * 1024 * 1024
 #: bytes) plus :data:`LINE_ROOM`, rounded up to 96 MiB.
 BASE64_LINE_LIMIT: Final = 96 * 1024 * 1024
 #: Bytes of a line reserved for everything but the body (op, ids, method, uri, headers,
-#: the wrapper's metadata). The front doors cap a request head at 64 KiB, so a request
-#: whose body is within the body limit always fits its line.
+#: the wrapper's metadata). The front door caps a request head at 16 KiB and JSON escaping
+#: at most doubles a header byte, so a request whose body is within the body limit fits its
+#: line; anything larger is still refused by the writers' length check (hint 413).
 LINE_ROOM: Final = 64 * 1024
 
 
