@@ -322,6 +322,9 @@ class ModuleProcess:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._stderr_task), _STDERR_LINGER)
         self._process()
+        summary = self._skipped_lines.flush(loop.time())
+        if summary is not None:
+            _log.warning("bad lines from module: %s", summary)
         if not self._stopping:
             code = self.returncode
             _note(f"pywatt: {self.module_id}: module exited unexpectedly with status {code}")

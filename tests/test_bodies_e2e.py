@@ -100,8 +100,10 @@ class Host:
     """``pywatt run`` on one module file; its URL and its stderr."""
 
     def __init__(self, target: Path, *args: str) -> None:
+        """``pywatt run TARGET ARGS``; a target named ``-`` puts ARGS first (``-- COMMAND``)."""
+        first = [] if target.name == "-" else [str(target)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pywatt_asyncio._cli", "run", str(target), *_HTTP, *args],
+            [sys.executable, "-m", "pywatt_asyncio._cli", "run", *_HTTP, *first, *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -221,3 +223,31 @@ def test_malformed_lines_are_logged_a_few_then_summarised(driver: str, tmp_path:
     assert 2 <= len(lines) <= 8, proc.stderr.decode(errors="replace")[-2000:]
     assert all(len(x) < 600 for x in lines)  # each truncated
     assert any(re.search(r"skipped \d+ more malformed lines", x) for x in lines)
+
+
+def test_the_host_logs_a_few_bad_module_lines_then_a_summary(tmp_path: Path) -> None:
+    raw = tmp_path / "noisy.py"
+    raw.write_text(
+        textwrap.dedent(
+            """
+            import sys
+            sys.stdin.readline()
+            out = sys.stdout.buffer
+            out.write(b'{"op":"announce","listen":"127.0.0.1:0","endpoints":[]}\\n')
+            for i in range(600):
+                out.write(b"not json %d %s\\n" % (i, b"y" * 500))
+            out.flush()
+            sys.stdin.read()  # until the host stops us
+            """
+        )
+    )
+    host = Host(raw.parent / "-", "--", sys.executable, str(raw))
+    try:
+        time.sleep(1.0)
+    finally:
+        host.stop()
+    text = "".join(host.lines)
+    bad = [x for x in host.lines if "bad line" in x]
+    assert 2 <= len(bad) <= 8, text[-3000:]
+    assert all(len(x) < 600 for x in bad)
+    assert re.search(r"skipped \d+ more malformed lines", text), text[-3000:]
