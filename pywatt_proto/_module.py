@@ -55,6 +55,13 @@ core itself -- 400 for an invalid request or a duplicate id, 503 beyond ``max_in
 ``send_response`` for a request that was already answered 504 returns ``False`` and sends
 nothing.
 
+Bodies and lines (spec/limits.md section 1.1): with the ``base64_bodies`` extension selected,
+bodies (and call payloads) travel as base64 strings and lines may be 96 MiB; otherwise as byte
+arrays in 16 MiB lines. The init line is capped at 1 MiB while it arrives. Every line written
+is length-checked: an answer too large for its line is replaced by a 500 (``ResponseTooLarge``
+event), an over-long request line is answered 413 and an undecodable one 400 when a bounded
+scan of its first bytes finds its ``request_id``.
+
 Header join rule (the wire map is single-valued): repeated header names are joined with
 ``", "`` (RFC 9110 section 5.3), except ``set-cookie``, whose values are joined with ``"\\n"``
 because cookie values may contain commas (``Expires``) while a newline can never occur inside
