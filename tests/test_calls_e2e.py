@@ -51,25 +51,36 @@ async def net() -> AsyncIterator[ModuleNetwork]:
         )
 
 
+PREFIX = {"amod": "/a", "smod": "/s"}
+
+
 async def post(net: ModuleNetwork, module: str, path: str, body: object) -> Any:
+    """POST ``body`` to ``path`` of ``module`` (its routes live under its PREFIX)."""
     resp = await net.modules[module].request(
-        "POST", path, {"content-type": "application/json"}, json.dumps(body).encode()
+        "POST",
+        PREFIX[module] + path,
+        {"content-type": "application/json"},
+        json.dumps(body).encode(),
     )
     assert resp.status_code == 200, (resp.status_code, resp.body)
     return json.loads(resp.body or b"null")
 
 
 async def test_asyncio_and_blocking_modules_call_each_other(net: ModuleNetwork) -> None:
-    got = await post(net, "amod", "/call", {"target": "smod", "endpoint": "/echo", "payload": [1]})
+    got = await post(
+        net, "amod", "/call", {"target": "smod", "endpoint": "/s/echo", "payload": [1]}
+    )
     assert got == {"value": {"echo": [1], "from": "amod"}}
-    got = await post(net, "smod", "/call", {"target": "amod", "endpoint": "/echo", "payload": "é"})
+    got = await post(
+        net, "smod", "/call", {"target": "amod", "endpoint": "/a/echo", "payload": "é"}
+    )
     assert got == {"value": {"echo": "é", "from": "smod"}}
 
 
 async def test_a_thousand_calls_in_flight_each_way_with_no_mismatch(net: ModuleNetwork) -> None:
     a, s = await asyncio.gather(
-        post(net, "amod", "/fanout", {"target": "smod", "n": 1000}),
-        post(net, "smod", "/fanout", {"target": "amod", "n": 1000}),
+        post(net, "amod", "/fanout", {"target": "smod", "endpoint": "/s/echo", "n": 1000}),
+        post(net, "smod", "/fanout", {"target": "amod", "endpoint": "/a/echo", "n": 1000}),
     )
     assert a == {"ok": 1000, "mismatch": 0}
     assert s == {"ok": 1000, "mismatch": 0}
@@ -80,42 +91,41 @@ async def test_every_error_kind_arrives_within_a_second(net: ModuleNetwork, call
     cases = [
         ({"target": "nobody", "endpoint": "/x"}, "unknown_module", "UnknownModuleError", None),
         ({"target": "amod", "endpoint": "/nope"}, "unknown_endpoint", "UnknownEndpointError", 404),
-        ({"target": "amod", "endpoint": "/boom"}, "target_failed", "TargetFailedError", 500),
+        ({"target": "amod", "endpoint": "/a/boom"}, "target_failed", "TargetFailedError", 500),
         (
-            {"target": "amod", "endpoint": "/slow", "timeout": 0.5},
+            {"target": "amod", "endpoint": "/a/slow", "timeout": 0.5},
             "deadline",
             "CallDeadlineError",
             None,
         ),
     ]
     for args, kind, name, status in cases:
-        t0 = time.monotonic()
         got = await post(net, caller, "/call", {**args, "timeout": args.get("timeout", 20)})
-        took = time.monotonic() - t0
+        took = got.pop("took")  # measured inside the calling module
         assert got == {"error": kind, "type": name, "status": status}
-        assert took < 1.5, (kind, took)  # well before the 20 s deadline; "deadline" at 0.5 s
+        assert took < 1.0, (kind, took)  # well before the 20 s deadline; "deadline" at 0.5 s
 
 
 async def test_a_call_to_a_module_that_crashed(net: ModuleNetwork) -> None:
-    resp = await net.modules["amod"].request("POST", "/exit", {}, b"")
+    resp = await net.modules["amod"].request("POST", "/a/exit", {}, b"")
     assert resp.status_code == 502
     await net.modules["amod"].wait()
-    t0 = time.monotonic()
-    got = await post(net, "smod", "/call", {"target": "amod", "endpoint": "/echo", "timeout": 20})
+    got = await post(net, "smod", "/call", {"target": "amod", "endpoint": "/a/echo", "timeout": 20})
+    assert got.pop("took") < 1.0
     assert got == {"error": "target_failed", "type": "TargetFailedError", "status": None}
-    assert time.monotonic() - t0 < 1.5
 
 
 async def test_a_crash_while_the_call_is_in_flight(net: ModuleNetwork) -> None:
     call = asyncio.ensure_future(
-        post(net, "smod", "/call", {"target": "amod", "endpoint": "/slow", "timeout": 20})
+        post(net, "smod", "/call", {"target": "amod", "endpoint": "/a/slow", "timeout": 20})
     )
     await asyncio.sleep(0.3)
     t0 = time.monotonic()
     await net.modules["amod"].kill()
     got = await call
+    got.pop("took")
     assert got == {"error": "target_failed", "type": "TargetFailedError", "status": None}
-    assert time.monotonic() - t0 < 1.5
+    assert time.monotonic() - t0 < 1.5  # after the kill, not at the 20 s deadline
 
 
 async def test_registration_then_discovery_across_modules(net: ModuleNetwork) -> None:
@@ -142,7 +152,7 @@ async def test_a_reference_protocol_target_answers_through_its_router(net: Modul
         got = await post(
             net, caller, "/call", {"target": "ref", "endpoint": "/triple", "payload": 1}
         )
-        assert got["error"] == "unknown_endpoint" and got["status"] == 404
+        assert got["error"] == "unknown_endpoint" and got["status"] == 404 and got["took"] < 1.0
 
 
 async def test_the_example_pair_gateway_and_pricing() -> None:
@@ -190,7 +200,7 @@ async def test_one_way_routed_messages_reach_the_handlers(net: ModuleNetwork, mo
     )
     proc.flush()
     for _ in range(200):
-        resp = await proc.request("GET", "/routed", {}, None)
+        resp = await proc.request("GET", PREFIX[module] + "/routed", {}, None)
         if json.loads(resp.body or b"[]"):
             break
         await asyncio.sleep(0.01)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from pywatt_asyncio import Module
@@ -12,55 +13,58 @@ app = Module()
 _routed: list[Any] = []
 
 
-@app.post("/echo")
+@app.post("/a/echo")
 async def echo(request: Request) -> Any:
     return {"echo": request.json(), "from": request.headers.get("x-pywatt-source-module")}
 
 
-@app.post("/slow")
+@app.post("/a/slow")
 async def slow(request: Request) -> Any:
     await asyncio.sleep(30)
     return {}
 
 
-@app.post("/boom")
+@app.post("/a/boom")
 async def boom(request: Request) -> Any:
     raise RuntimeError("boom")
 
 
-@app.post("/exit")
+@app.post("/a/exit")
 async def exit_now(request: Request) -> Any:
     import os
 
     os._exit(3)
 
 
-@app.post("/call")
+@app.post("/a/call")
 async def call(request: Request) -> Any:
     a = request.json()
+    t0 = time.monotonic()
     try:
         value = await app.call_module(
             a["target"], a["endpoint"], a.get("payload"), timeout=a.get("timeout")
         )
     except CallError as exc:
-        return {"error": exc.kind, "type": type(exc).__name__, "status": exc.status}
+        # "took": how long the caller waited for the error (seconds), measured in the module
+        took = time.monotonic() - t0
+        return {"error": exc.kind, "type": type(exc).__name__, "status": exc.status, "took": took}
     return {"value": value}
 
 
-@app.post("/fanout")
+@app.post("/a/fanout")
 async def fanout(request: Request) -> Any:
     a = request.json()
     n = a["n"]
 
     async def one(i: int) -> bool:
-        reply = await app.call_module(a["target"], "/echo", {"i": i, "s": "x" * (i % 7)})
+        reply = await app.call_module(a["target"], a["endpoint"], {"i": i, "s": "x" * (i % 7)})
         return bool(reply["echo"] == {"i": i, "s": "x" * (i % 7)})
 
     results = await asyncio.gather(*(one(i) for i in range(n)))
     return {"ok": sum(results), "mismatch": n - sum(results)}
 
 
-@app.post("/register")
+@app.post("/a/register")
 async def register(request: Request) -> Any:
     a = request.json()
     pid = await app.register_service_provider(
@@ -69,7 +73,7 @@ async def register(request: Request) -> Any:
     return {"provider_id": pid}
 
 
-@app.post("/discover")
+@app.post("/a/discover")
 async def discover(request: Request) -> Any:
     a = request.json()
     found = await app.discover_service_providers(
@@ -86,7 +90,7 @@ def on_routed(message: RoutedMessage) -> None:
     _routed.append([message.source_module_id, message.value])
 
 
-@app.get("/routed")
+@app.get("/a/routed")
 async def routed(request: Request) -> Any:
     return _routed
 

@@ -17,53 +17,56 @@ def on_routed(message: RoutedMessage) -> None:
     _routed.append([message.source_module_id, message.value])
 
 
-@app.get("/routed")
+@app.get("/s/routed")
 def routed(request: Request) -> Any:
     return _routed
 
 
-@app.post("/echo")
+@app.post("/s/echo")
 def echo(request: Request) -> Any:
     return {"echo": request.json(), "from": request.headers.get("x-pywatt-source-module")}
 
 
-@app.post("/slow")
+@app.post("/s/slow")
 def slow(request: Request) -> Any:
     time.sleep(3)
     return {}
 
 
-@app.post("/call")
+@app.post("/s/call")
 def call(request: Request) -> Any:
     a = request.json()
+    t0 = time.monotonic()
     try:
         value = app.call_module(
             a["target"], a["endpoint"], a.get("payload"), timeout=a.get("timeout")
         )
     except CallError as exc:
-        return {"error": exc.kind, "type": type(exc).__name__, "status": exc.status}
+        # "took": how long the caller waited for the error (seconds), measured in the module
+        took = time.monotonic() - t0
+        return {"error": exc.kind, "type": type(exc).__name__, "status": exc.status, "took": took}
     return {"value": value}
 
 
-@app.post("/fanout")
+@app.post("/s/fanout")
 def fanout(request: Request) -> Any:
     a = request.json()
     n = a["n"]
     futures = [
-        app.submit_call(a["target"], "/echo", {"i": i, "s": "y" * (i % 5)}) for i in range(n)
+        app.submit_call(a["target"], a["endpoint"], {"i": i, "s": "y" * (i % 5)}) for i in range(n)
     ]
     ok = sum(f.result()["echo"] == {"i": i, "s": "y" * (i % 5)} for i, f in enumerate(futures))
     return {"ok": ok, "mismatch": n - ok}
 
 
-@app.post("/register")
+@app.post("/s/register")
 def register(request: Request) -> Any:
     a = request.json()
     pid = app.register_service_provider(ServiceType.custom(a["type"]), a["name"], a["address"])
     return {"provider_id": pid}
 
 
-@app.post("/discover")
+@app.post("/s/discover")
 def discover(request: Request) -> Any:
     a = request.json()
     found = app.discover_service_providers(
