@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,8 @@ INIT = (
     b'{"orchestrator_api":"x","module_id":"bench","env":{},"listen":"127.0.0.1:0",'
     b'"pywatt_extensions":["heartbeat_ack","http_response_op"]}\n'
 )
+#: The reference wire: no extensions, so every answer is the stdout wrapper (--wrapper).
+INIT_WRAPPER = b'{"orchestrator_api":"x","module_id":"bench","env":{},"listen":"127.0.0.1:0"}\n'
 
 
 def request_line(i: int) -> bytes:
@@ -48,7 +51,7 @@ def chunks_for(start: int, n: int, depth: int) -> list[bytes]:
     return [b"".join(request_line(start + k + i) for i in range(depth)) for k in range(0, n, depth)]
 
 
-def make_core() -> tuple[ModuleConnection, Router]:
+def make_core(init: bytes = INIT) -> tuple[ModuleConnection, Router]:
     router = Router()
 
     @router.get("/hello")
@@ -56,7 +59,7 @@ def make_core() -> tuple[ModuleConnection, Router]:
         return {"message": "hello"}
 
     conn = ModuleConnection(endpoints=router.announce_endpoints(), request_timeout=30.0)
-    conn.receive_data(INIT, 0.0)
+    conn.receive_data(init, 0.0)
     while conn.next_event() is not NEED_DATA:
         pass
     conn.data_to_send()
@@ -94,7 +97,7 @@ def run_core(conn: ModuleConnection, router: Router, chunks: list[bytes]) -> int
     return sent
 
 
-def run_floor(chunks: list[bytes]) -> int:
+def run_floor(chunks: list[bytes], wrapper: bool = False) -> int:
     body = list(json.dumps({"message": "hello"}).encode())
     sent = 0
     for chunk in chunks:
@@ -102,13 +105,18 @@ def run_floor(chunks: list[bytes]) -> int:
             req = json.loads(line)
             if req.get("op") != "http_request":
                 continue
-            resp = {
-                "op": "http_response",
-                "request_id": req["request_id"],
-                "status_code": 200,
-                "headers": {"content-type": "application/json"},
+            rid = req["request_id"]
+            resp: dict[str, Any] = {
                 "body": body,
+                "headers": {"content-type": "application/json"},
+                "request_id": rid,
+                "status_code": 200,
             }
+            if wrapper:
+                meta = {"id": str(uuid.uuid4()), "properties": {"correlation_id": rid}}
+                resp = {"content": resp, "metadata": {**meta, "source": "bench"}}
+            else:
+                resp = {"op": "http_response", **resp}
             out = json.dumps(resp, separators=(",", ":")).encode() + b"\n"
             sent += out.count(b"\n")
     return sent
@@ -119,9 +127,14 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20_000, help="requests per round")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--depth", type=int, default=64, help="lines per receive_data chunk")
+    ap.add_argument(
+        "--wrapper",
+        action="store_true",
+        help="the reference wire: answers in the stdout wrapper (both sides), not the flat op",
+    )
     args = ap.parse_args()
     n = args.requests - args.requests % args.depth
-    conn, router = make_core()
+    conn, router = make_core(INIT_WRAPPER if args.wrapper else INIT)
     core_times: list[float] = []
     floor_times: list[float] = []
     for r in range(args.rounds):
@@ -129,13 +142,14 @@ def main() -> None:
         t0 = time.process_time()
         core_bytes = run_core(conn, router, chunks)
         t1 = time.process_time()
-        floor_bytes = run_floor(chunks)
+        floor_bytes = run_floor(chunks, args.wrapper)
         t2 = time.process_time()
         assert core_bytes == floor_bytes == n, "every request must be answered once"
         core_times.append((t1 - t0) / n * 1e6)
         floor_times.append((t2 - t1) / n * 1e6)
     core, floor = min(core_times), min(floor_times)
-    print(f"requests/round {n}, depth {args.depth}, rounds {args.rounds} (best, CPU time)")
+    wire = "wrapper (reference wire)" if args.wrapper else "flat op"
+    print(f"requests/round {n}, depth {args.depth}, rounds {args.rounds}, {wire} (best, CPU time)")
     print(f"core  {core:6.2f} us/request   (rounds: {' '.join(f'{x:.2f}' for x in core_times)})")
     print(f"floor {floor:6.2f} us/request   (rounds: {' '.join(f'{x:.2f}' for x in floor_times)})")
     print(f"core/floor {core / floor:.2f}x")
