@@ -9,7 +9,7 @@ Run it behind the development orchestrator::
     curl -s 127.0.0.1:NNNNN/hello       # the same routes, straight over TCP
 
 Order of start-up (bind first, then announce -- the reference announces before its listener
-is bound, W26): the ``on_startup`` hook runs after init and before the announce. It
+is bound): the ``on_startup`` hook runs after init and before the announce. It
 
 1. gets a port with ``app.negotiate_port()`` (see spec/breaker.md section 3): the init's
    ``listen`` when the orchestrator pre-assigned a TCP port (non-zero); otherwise a

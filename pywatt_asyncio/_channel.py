@@ -4,7 +4,7 @@ The protocol (envelopes, heartbeat acks, which requests are accepted, deadlines,
 reconnect schedule) lives in :class:`pywatt_proto.ChannelConnection`; this file only moves
 bytes and sleeps when the core says so.
 
-Shape (PROTOCOL-FACTS W13/W14): the read half belongs to one reader loop (the channel's
+Shape: the read half belongs to one reader loop (the channel's
 task), the write half to one writer task fed through a bounded queue. A pending read never
 holds up a write, and a read is never cancelled half-way through a frame (timeouts apply to
 requests, not to the socket). When the writer's queue is full the reader waits before

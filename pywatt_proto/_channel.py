@@ -46,7 +46,7 @@ its 400/503 answer. Every accepted ``http_request`` is answered exactly once: by
 Requests in flight when a connection is lost cannot be answered any more (the orchestrator's
 side of that connection is gone); a later ``send_response`` for them returns False.
 
-Reconnecting (the reference retries forever without jitter, PROTOCOL-FACTS W15): the first
+Reconnecting (the reference retries forever without jitter, spec/reference.md R17): the first
 connection follows ``connect_backoff`` (a few quick attempts: the orchestrator created the
 listener just before sending init, so only a start-up race is expected); after an
 established connection is lost, ``reconnect_backoff`` applies (more attempts, delays up to

@@ -188,7 +188,7 @@ __all__ = [
 #     as in PREFETCHING. ANNOUNCE sends it: fed at once by default (so STARTING
 #     is never observed), or, with hold_announce=True, by the driver's
 #     announce() after its ReadyToAnnounce event (startup work: bind, then
-#     announce, W26). announce() in any other state raises LocalProtocolError
+#     announce). announce() in any other state raises LocalProtocolError
 #     and leaves the state unchanged (the driver may lose a race with shutdown).
 #   * RUNNING: requests are accepted.
 #   * CLOSING: shutdown or end of input seen; new requests get 503, in-flight
@@ -244,9 +244,9 @@ MODULE_MACHINE: Final[Machine[ModuleState, ModuleInput]] = Machine(
 # Limits and defaults
 # ---------------------------------------------------------------------------
 
-#: The reference's init-line limit (PROTOCOL-FACTS section 1.1): 1 MiB.
+#: The reference's init-line limit (spec/reference.md R1): 1 MiB.
 MAX_INIT_LINE: Final = 1024 * 1024
-#: Longest line accepted after the handshake. The reference has none (W2); the framing
+#: Longest line accepted after the handshake. The reference has none (spec/reference.md R7); the framing
 #: default (16 MiB) admits a ~4 MiB body, since a body byte costs up to 4 JSON bytes.
 MAX_LINE: Final = DEFAULT_MAX_LINE_SIZE
 #: Requests accepted but not yet answered; one more is answered 503. The reference's http_ipc
@@ -257,7 +257,7 @@ DEFAULT_REQUEST_TIMEOUT: Final = 30.0
 #: Seconds to wait for a ``secret`` answer ([R] 5 s nominal timeout).
 DEFAULT_SECRET_TIMEOUT: Final = 5.0
 #: Distinct secret names with a get_secret outstanding; a misbehaving caller cannot grow the
-#: pending table without bound (W8).
+#: pending table without bound.
 MAX_PENDING_SECRETS: Final = 256
 #: Rotations announced to the driver and not yet acknowledged (the reference's rotation
 #: broadcast holds 10; acks are normally immediate).
@@ -276,7 +276,7 @@ EXT_HEARTBEAT_ACK: Final = "heartbeat_ack"
 EXT_IDENTIFY: Final = "identify"
 EXT_BASE64_BODIES: Final = _EXT_BASE64_BODIES
 #: Extensions this implementation uses when the orchestrator lists them (identify is not
-#: used: no known orchestrator expects it on stdio, PROTOCOL-FACTS W9).
+#: used: no known orchestrator expects it on stdio, spec/reference.md).
 SUPPORTED_EXTENSIONS: Final = frozenset(
     {EXT_HTTP_RESPONSE_OP, EXT_HEARTBEAT_ACK, EXT_BASE64_BODIES}
 )
@@ -849,7 +849,7 @@ class ModuleConnection:
         self._events.append(RotationRequested(rotation_id=msg.rotation_id, keys=tuple(msg.keys)))
 
     def _on_heartbeat(self, msg: Heartbeat, line: bytes) -> None:
-        # Always answered: heartbeat_ack is a valid ModuleToOrchestrator op (PROTOCOL-FACTS W10).
+        # Always answered: heartbeat_ack is a valid ModuleToOrchestrator op.
         self._out.append(_HEARTBEAT_ACK_LINE)
 
     def _on_shutdown(self, msg: Shutdown, line: bytes) -> None:

@@ -28,7 +28,7 @@ Responses are accepted in both shapes a module may write on stdout: the flat
 ``{"op":"http_response",...}`` and the reference's ``{"content":...,"metadata":...}`` wrapper
 (``decode_module_line``). Heartbeats are sent every ``heartbeat_interval``; misses are only
 counted when the module announced the ``heartbeat_ack`` extension (a reference Rust module
-never acks on stdio, PROTOCOL-FACTS section 1.8), and ``ModuleUnresponsive`` is emitted once
+never acks on stdio, spec/reference.md R11), and ``ModuleUnresponsive`` is emitted once
 when ``max_missed_heartbeats`` in a row go unanswered.
 """
 
@@ -186,7 +186,7 @@ DEFAULT_ORCH_REQUEST_TIMEOUT: Final = 30.0
 #: Seconds between shutdown and ShutdownGraceExpired (then the driver kills the process).
 DEFAULT_SHUTDOWN_GRACE: Final = 5.0
 #: Requests forwarded and not yet answered; send_request refuses more (hint 503) so the
-#: correlation table stays bounded (W8). Matches the module side's default.
+#: correlation table stays bounded. Matches the module side's default.
 DEFAULT_ORCH_MAX_IN_FLIGHT: Final = 1024
 #: Unanswered port requests remembered (the module retries at most a few times).
 MAX_PENDING_PORT_REQUESTS: Final = 64

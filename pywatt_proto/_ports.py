@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A module that serves HTTP on its own TCP port asks the orchestrator for one
-with ``port_request`` and gets a ``port_response`` (PROTOCOL-FACTS section 5).
+with ``port_request`` and gets a ``port_response`` (spec/reference.md R4).
 :class:`PortNegotiator` runs that exchange without doing any I/O::
 
     neg = PortNegotiator(rng=random.Random(seed))
@@ -15,7 +15,7 @@ with ``port_request`` and gets a ``port_response`` (PROTOCOL-FACTS section 5).
     ... on NeedFallbackCandidate(port): bind-test it, then
         neg.fallback_candidate_result(port, free=..., now=now)
 
-Policy (what differs from the reference, PROTOCOL-FACTS W20, is marked *):
+Policy (what differs from the reference, spec/breaker.md, is marked *):
 
 * Every attempt carries its own ``request_id`` (from ``id_factory`` or, by
   default, a UUID v4 drawn from the injected ``rng``). *Only a response with the
@@ -559,7 +559,7 @@ class PortNegotiator:
             self._attempt_failed(AttemptFailure.REFUSED, now, response.error_message)
             return
         if not 1 <= response.port <= MAX_PORT:
-            # PROTOCOL-FACTS 5.3: success with port 0 is "Orchestrator returned invalid port 0"
+            # the reference: success with port 0 is "Orchestrator returned invalid port 0"
             self._attempt_failed(
                 AttemptFailure.INVALID_PORT,
                 now,

@@ -117,7 +117,7 @@ _REASONS = {
     501: "Not Implemented", 502: "Bad Gateway", 503: "Service Unavailable",
     504: "Gateway Timeout",
 }
-# X-Error-Code values of the reference's ApiResponse helpers (PROTOCOL-FACTS 3.5).
+# X-Error-Code values of the reference's ApiResponse helpers.
 _ERROR_CODES = {
     400: "BAD_REQUEST", 401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED", 408: "TIMEOUT", 409: "CONFLICT", 500: "INTERNAL_ERROR",

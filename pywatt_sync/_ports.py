@@ -1,7 +1,7 @@
 """Blocking driver for :class:`pywatt_proto.PortNegotiator`.
 
 The module runtime owns the only stdin reader and the only stdout writer
-(PROTOCOL-FACTS W3/W4), so this driver never touches stdio. It talks to the
+(spec/reference.md R8), so this driver never touches stdio. It talks to the
 runtime through two small hooks:
 
 * ``send(request)`` -- given at construction, called (from the thread running

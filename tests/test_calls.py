@@ -463,7 +463,7 @@ def _ints(data: bytes) -> str:
 
 def test_golden_route_to_module_frame_content_is_the_reference_shape() -> None:
     """The reference wraps route_to_module in a Message envelope on TCP, with the request
-    inside an envelope in payload.data (PROTOCOL-FACTS 7.2); our encoder writes the same
+    inside an envelope in payload.data (spec/reference.md R15); our encoder writes the same
     bytes for the same values."""
     msg = RouteToModule(
         target_module_id="pricing",

@@ -1,5 +1,5 @@
 """ModuleConnection with ``hold_announce=True``: startup work between prefetch and the announce
-(bind first, then announce -- W26). Driven through the public API with a fake clock."""
+(bind first, then announce). Driven through the public API with a fake clock."""
 
 from __future__ import annotations
 

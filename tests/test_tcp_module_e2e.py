@@ -1,6 +1,6 @@
 """End to end: ``pywatt run examples/tcp_module.py`` -- the module negotiates a TCP port
 with the development orchestrator (``port_request`` / ``port_response`` over stdio), serves
-HTTP on it, announces that address as its ``listen`` (bound before the announce, W26), and
+HTTP on it, announces that address as its ``listen`` (bound before the announce), and
 answers there as well as through the orchestrator. Also: ``on_startup`` + ``set_listen`` in
 both drivers, with the test playing the orchestrator on the module's pipes.
 

@@ -62,7 +62,7 @@ DEFAULT_MAX_TOKEN_SIZE = 8 * 1024
 DEFAULT_MAX_DEPTH = 128
 #: Seconds of clock skew tolerated for ``exp`` and ``nbf`` (RFC 7519 §4.1.4
 #: allows "some small leeway, usually no more than a few minutes").  Known
-#: weakness W21 of the reference SDK asks for a small non-zero default.
+#: a weakness of the reference SDK asks for a small non-zero default.
 DEFAULT_LEEWAY = 30.0
 
 _TOKEN_CHARS = ALPHABET + b"."
