@@ -246,8 +246,9 @@ MODULE_MACHINE: Final[Machine[ModuleState, ModuleInput]] = Machine(
 
 #: The reference's init-line limit (spec/reference.md R1): 1 MiB.
 MAX_INIT_LINE: Final = 1024 * 1024
-#: Longest line accepted after the handshake. The reference has none (spec/reference.md R7); the framing
-#: default (16 MiB) admits a ~4 MiB body, since a body byte costs up to 4 JSON bytes.
+#: Longest line accepted after the handshake. The reference has none (spec/reference.md R7);
+#: the framing default (16 MiB) admits a ~4 MiB body, since a body byte costs up to 4 JSON
+#: bytes.
 MAX_LINE: Final = DEFAULT_MAX_LINE_SIZE
 #: Requests accepted but not yet answered; one more is answered 503. The reference's http_ipc
 #: server allows 100 concurrent handlers; in-flight also counts queued ones, hence larger.
