@@ -28,8 +28,11 @@ two drivers would otherwise duplicate lives here:
 Hot path: :meth:`Router.plan` remembers, per exact request path and method, what it
 found for a static route (route, metrics label, counter row), in a table bounded by the
 registered static paths, emptied by every registration and ignored once ``metrics`` is
-replaced. Requests and responses built for the driver skip the frozen dataclass
-``__init__`` (see ``_unfrozen_twin``); JSON bodies go through one prebuilt C encoder.
+replaced (it saves about a tenth of bench_core's time per request: docs/performance.md).
+``Request`` and ``Response`` are plain mutable slotted classes; the driver's request and a
+handler's dict/list result are built by trusted constructors (``Request.from_wire``,
+``_trusted``) that skip the checks the public constructors make. JSON bodies go through one
+prebuilt C encoder (``_json_bytes``).
 
 Path matching policy: literal routes win over patterns; patterns are tried in
 registration order; no trailing-slash normalisation (``/a`` and ``/a/`` are
@@ -151,7 +154,9 @@ _ENCODER = json.JSONEncoder(
 # The C encoder _ENCODER.encode() builds per call, built once and without the circular-reference
 # markers (a dict of ids it would need afresh per call). A circular value then recurses until
 # RecursionError, and is encoded again through _ENCODER, which raises exactly what it always did
-# ("Circular reference detected", or RecursionError for a merely deep value).
+# ("Circular reference detected", or RecursionError for a merely deep value). c_make_encoder
+# is private API: used in _json_bytes only, with _ENCODER as the fallback when it is missing
+# (its saving is in docs/performance.md).
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _FAST_ENCODE: Callable[[object, int], Any] | None = (
     None
