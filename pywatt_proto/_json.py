@@ -372,11 +372,31 @@ def format_float(x: float) -> str:
 def dump_bytes(data: bytes) -> str:
     """Return ``data`` as a JSON array of integers (``[1,2,255]``), serde's ``Vec<u8>``.
 
-    Written by :func:`pywatt_proto._bodies.encode_byte_array` (no Python object per byte).
+    A body shorter than ``_SMALL_BYTES`` is joined from per-byte texts; a longer one is
+    written by :func:`pywatt_proto._bodies.encode_byte_array` (no Python object per byte),
+    faster from about 48 bytes on (docs/performance.md).
     """
+    if len(data) < _SMALL_BYTES:
+        return "[" + ",".join(map(_BYTE_TEXT_OF, data)) + "]"
+    encoder = _byte_array_encoder
+    if encoder is None:
+        encoder = _load_byte_array_encoder()
+    return encoder(data).decode("ascii")
+
+
+#: dump_bytes joins per-byte texts below this many bytes (a handler's typical JSON answer).
+_SMALL_BYTES = 48
+_BYTE_TEXT_OF = [str(i) for i in range(256)].__getitem__
+_byte_array_encoder: Callable[[bytes], bytes] | None = None
+
+
+def _load_byte_array_encoder() -> Callable[[bytes], bytes]:
+    # _bodies imports this module, so it is looked up once, on the first large body.
+    global _byte_array_encoder
     from ._bodies import encode_byte_array
 
-    return encode_byte_array(data).decode("ascii")
+    _byte_array_encoder = encode_byte_array
+    return encode_byte_array
 
 
 def dump_value(value: Any) -> str:
