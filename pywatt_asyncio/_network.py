@@ -17,7 +17,6 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from pywatt_proto._calls import ProviderRegistry
 from pywatt_proto._orchestrator import (
     CallAbandoned,
     CallRequested,
@@ -26,6 +25,7 @@ from pywatt_proto._orchestrator import (
     ProviderRegistrationRequested,
     RequestFailed,
 )
+from pywatt_proto._routing import ProviderRegistry
 
 from ._orchestrator import ModuleProcess
 

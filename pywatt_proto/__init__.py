@@ -134,13 +134,13 @@ if TYPE_CHECKING:  # what the lazy table below imports on first use (PEP 562)
         CallDeadlineError,
         CallError,
         CallRejectedError,
-        ProviderRegistry,
         RoutedMessage,
         ServiceRegistryError,
         TargetFailedError,
         UnknownEndpointError,
         UnknownModuleError,
     )
+    from ._routing import ProviderRegistry
     from ._orchestrator import (
         AnnounceReceived,
         AnnounceTimedOut,
@@ -410,7 +410,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "TargetFailedError": ("._calls", "TargetFailedError"),
     "UnknownEndpointError": ("._calls", "UnknownEndpointError"),
     "UnknownModuleError": ("._calls", "UnknownModuleError"),
-    "ProviderRegistry": ("._calls", "ProviderRegistry"),
+    "ProviderRegistry": ("._routing", "ProviderRegistry"),
     "CallAbandoned": ("._orchestrator", "CallAbandoned"),
     "CallRequested": ("._orchestrator", "CallRequested"),
     "ProviderDiscoveryRequested": ("._orchestrator", "ProviderDiscoveryRequested"),

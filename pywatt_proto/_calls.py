@@ -1,4 +1,4 @@
-"""Module-to-module calls and the service-provider registry: the pure parts (spec/modules.md).
+"""Module-to-module calls and the service-provider registry, the caller's side (spec/modules.md).
 
 Module side
 -----------
@@ -16,14 +16,8 @@ with their answers first-in-first-out per op (the messages carry no correlation 
 request whose deadline passed keeps its place, so a late answer is consumed by it and never
 shifts the pairing.
 
-Orchestrator side
------------------
-:class:`PendingCalls` is the orchestrator's table of calls read from one sender and not yet
-answered (deadline, bound, duplicates). :func:`call_delivery` turns a call's payload into the
-POST body and headers delivered to the target, :func:`reply_from_http` turns the target's HTTP
-answer into the reply payload or a :class:`~pywatt_proto.RouteError`, and
-:func:`error_answer` builds the immediate error answer. :class:`ProviderRegistry` keeps the
-providers; health is asked from the caller (the host knows the processes).
+The orchestrator's side (pending calls, delivery, answers, the provider registry) is in
+``_routing.py``.
 
 Nothing here reads a clock or does I/O: every method that needs time takes ``now``. Every table
 is bounded (constants below, spec/limits.md).
@@ -33,7 +27,6 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
@@ -55,19 +48,14 @@ from ._records import record
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import random
-    import uuid
-    from typing import Final, TypeAlias
+    from typing import Final
 
 __all__ = [
-    "CALL_ID_HEADER",
     "DEFAULT_CALL_TIMEOUT",
     "DEFAULT_SERVICE_TIMEOUT",
     "MAX_CALL_TIMEOUT",
     "MAX_CALLS_IN_FLIGHT",
-    "MAX_PENDING_CALLS",
     "MAX_PENDING_SERVICE_REQUESTS",
-    "MAX_PROVIDERS",
-    "SOURCE_HEADER",
     "TIMEOUT_PROPERTY",
     "CallDeadlineError",
     "CallError",
@@ -75,9 +63,6 @@ __all__ = [
     "CallRejectedError",
     "CallReplied",
     "CallTracker",
-    "PendingCall",
-    "PendingCalls",
-    "ProviderRegistry",
     "RoutedMessage",
     "ServiceAnswered",
     "ServiceFailed",
@@ -86,11 +71,8 @@ __all__ = [
     "TargetFailedError",
     "UnknownEndpointError",
     "UnknownModuleError",
-    "call_delivery",
     "call_error",
     "decode_reply",
-    "error_answer",
-    "reply_from_http",
     "routed_message",
     "service_result",
 ]
@@ -102,9 +84,6 @@ __all__ = [
 #: Calls a module has in flight; one more raises CallRejectedError and sends nothing. Four
 #: times the module's request bound (1,024): a gateway fans one request out to a few calls.
 MAX_CALLS_IN_FLIGHT: Final = 4096
-#: Calls the orchestrator holds for one sender; one more is answered ``rejected``. Equal to
-#: the sender's own bound, so a well-behaved sender is never refused.
-MAX_PENDING_CALLS: Final = 4096
 #: Seconds a call may take when the caller gives no timeout (the reference's 30 s).
 DEFAULT_CALL_TIMEOUT: Final = 30.0
 #: Longest deadline honoured: a forgotten call cannot hold a table slot for long.
@@ -113,18 +92,8 @@ MAX_CALL_TIMEOUT: Final = 300.0
 MAX_PENDING_SERVICE_REQUESTS: Final = 64
 #: Seconds to wait for a registration/discovery answer (the reference's 30 s).
 DEFAULT_SERVICE_TIMEOUT: Final = 30.0
-#: Providers one registry holds; one more registration answers success=false.
-MAX_PROVIDERS: Final = 1024
-#: Header naming the calling module on a delivered call.
-SOURCE_HEADER: Final = "x-pywatt-source-module"
-#: Header carrying the call's request_id on a delivered call.
-CALL_ID_HEADER: Final = "x-pywatt-call-id"
 #: ``metadata.properties`` member of the call envelope: the caller's deadline in ms.
 TIMEOUT_PROPERTY: Final = "pywatt_timeout_ms"
-
-#: Longest ``message`` text put into an error answer (it is for people, not for data).
-_MAX_MESSAGE: Final = 200
-_JSON_TYPES: Final = ("application/json",)
 
 
 # ---------------------------------------------------------------------------
@@ -310,27 +279,6 @@ def _payload_argument(payload: EncodedMessage) -> tuple[object, int | None]:
     )
 
 
-def call_delivery(
-    payload: EncodedMessage, *, source_module_id: str, request_id: str
-) -> tuple[dict[str, str], bytes, int | None]:
-    """Return ``(headers, body, timeout_ms)`` of the POST that delivers a call (section 3).
-
-    ``body`` is the argument: compact JSON for a ``Json`` payload (the envelope's ``content``,
-    or the whole value when it is not an envelope), raw bytes for ``Binary``/``Base64``.
-    ``timeout_ms`` is the caller's deadline from the envelope, or None.
-
-    Raises ``RemoteProtocolError`` for an ``Auto`` or undecodable payload (answer the call
-    ``rejected``).
-    """
-    value, timeout_ms = _payload_argument(payload)
-    if isinstance(value, bytes):
-        ctype, body = "application/octet-stream", value
-    else:
-        ctype, body = "application/json", dump_value(value).encode("utf-8")
-    headers = {"content-type": ctype, CALL_ID_HEADER: request_id, SOURCE_HEADER: source_module_id}
-    return headers, body, timeout_ms
-
-
 def routed_message(
     source_module_id: str, request_id: str, payload: EncodedMessage
 ) -> RoutedMessage:
@@ -340,80 +288,6 @@ def routed_message(
     """
     value, _ = _payload_argument(payload)
     return RoutedMessage(source_module_id=source_module_id, request_id=request_id, value=value)
-
-
-def _is_json_type(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media in _JSON_TYPES or media.endswith("+json")
-
-
-def _short(text: str) -> str:
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
-
-
-def _error_text(body: bytes | None) -> str:
-    """A short reason from a target's error body: its ``{"error": text}`` if it has one."""
-    if not body:
-        return ""
-    try:
-        value = loads(body)
-    except (RemoteProtocolError, ValueError, RecursionError):
-        return _short(body[:_MAX_MESSAGE].decode("utf-8", "replace"))
-    if type(value) is dict:
-        for key in ("error", "message", "detail"):
-            if type(value.get(key)) is str:
-                return _short(value[key])
-    return _short(body[:_MAX_MESSAGE].decode("utf-8", "replace"))
-
-
-def reply_from_http(
-    status: int,
-    headers: Mapping[str, str],
-    body: bytes | None,
-    *,
-    target: str,
-    endpoint: str,
-) -> EncodedMessage | RouteError:
-    """Return the reply payload for a target's HTTP answer, or the error it means (section 4).
-
-    2xx: ``Json`` (the body re-written compactly) when the media type is JSON and the body is
-    valid JSON, ``Json`` ``null`` for an empty body, else ``Binary`` with the body bytes.
-    404/405: ``unknown_endpoint``; any other status: ``target_failed``. Never raises.
-    """
-    if 200 <= status <= 299:
-        if not body:
-            return EncodedMessage(data=b"null", format=EncodingFormat.JSON)
-        ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
-        if _is_json_type(ctype):
-            try:
-                data = dump_value(_decode_json(body)).encode("utf-8")
-            except (RemoteProtocolError, LocalProtocolError):
-                pass
-            else:
-                return EncodedMessage(data=data, format=EncodingFormat.JSON)
-        return EncodedMessage(data=bytes(body), format=EncodingFormat.BINARY)
-    reason = _error_text(body)
-    if status in (404, 405):
-        text = f"{target} has no POST {endpoint} ({status})"
-        return RouteError(kind=UnknownEndpointError.kind, message=text, status=status)
-    text = f"{target} answered {status}" + (f": {reason}" if reason else "")
-    return RouteError(kind=TargetFailedError.kind, message=_short(text), status=status)
-
-
-def error_answer(
-    source_module_id: str, request_id: uuid.UUID, err: RouteError
-) -> RoutedModuleResponse:
-    """Return the ``routed_module_response`` reporting ``err`` (section 5): the
-    ``pywatt_error`` member, and the same object as the Json payload. Never raises."""
-    from ._codec import encode_route_error
-
-    data = ('{"pywatt_error":' + encode_route_error(err) + "}").encode("utf-8")
-    return RoutedModuleResponse(
-        source_module_id=source_module_id,
-        request_id=request_id,
-        payload=EncodedMessage(data=data, format=EncodingFormat.JSON),
-        error=err,
-    )
 
 
 def decode_reply(payload: EncodedMessage) -> object:
@@ -624,6 +498,15 @@ class CallTracker:
 # ---------------------------------------------------------------------------
 
 
+@record(frozen=False)
+class _Waiting:
+    """One registry request awaiting its answer (``alive`` False once reported failed)."""
+
+    token: int
+    deadline: float
+    alive: bool = True
+
+
 class ServiceRequests:
     """Registration and discovery requests awaiting their answers (spec/modules.md section 7).
 
@@ -641,8 +524,8 @@ class ServiceRequests:
         self._timeout = timeout
         self._max = max_pending
         self._next = 0
-        # per op: [token, deadline, alive] in send order
-        self._queues: dict[str, deque[list[float | int | bool]]] = {
+        # per op, in send order
+        self._queues: dict[str, deque[_Waiting]] = {
             "register": deque(),
             "discover": deque(),
         }
@@ -667,7 +550,7 @@ class ServiceRequests:
         if len(queue) >= self._max:
             raise LocalProtocolError(f"{self._max} {self._op(msg)} requests awaiting an answer")
         self._next += 1
-        queue.append([self._next, now + self._timeout, True])
+        queue.append(_Waiting(token=self._next, deadline=now + self._timeout))
         return self._next
 
     def on_response(
@@ -678,19 +561,19 @@ class ServiceRequests:
         queue = self._queues[self._op(msg)]
         if not queue:
             return None
-        token, _, alive = queue.popleft()
-        if not alive:
+        entry = queue.popleft()
+        if not entry.alive:
             return None
-        return ServiceAnswered(token=int(token), response=msg)
+        return ServiceAnswered(token=entry.token, response=msg)
 
     def get_timer(self) -> float | None:
         """Return the earliest deadline of a live request, or None."""
         best: float | None = None
         for queue in self._queues.values():
-            for _token, deadline, alive in queue:
-                if alive:  # deadlines grow along a queue (constant timeout)
-                    if best is None or float(deadline) < best:
-                        best = float(deadline)
+            for entry in queue:
+                if entry.alive:  # deadlines grow along a queue (constant timeout)
+                    if best is None or entry.deadline < best:
+                        best = entry.deadline
                     break
         return best
 
@@ -699,193 +582,22 @@ class ServiceRequests:
         out: list[ServiceFailed] = []
         for queue in self._queues.values():
             for entry in queue:
-                if entry[2] and float(entry[1]) <= now:
-                    entry[2] = False
-                    out.append(ServiceFailed(token=int(entry[0]), reason="no answer in time"))
+                if entry.alive and entry.deadline <= now:
+                    entry.alive = False
+                    out.append(ServiceFailed(token=entry.token, reason="no answer in time"))
         return out
 
     def fail_all(self, reason: str) -> list[ServiceFailed]:
         """Report every live request as failed and forget all of them (input closed)."""
         out = [
-            ServiceFailed(token=int(e[0]), reason=reason)
+            ServiceFailed(token=e.token, reason=reason)
             for q in self._queues.values()
             for e in q
-            if e[2]
+            if e.alive
         ]
         for q in self._queues.values():
             q.clear()
         return out
-
-
-# ---------------------------------------------------------------------------
-# Orchestrator side: one sender's pending calls
-# ---------------------------------------------------------------------------
-
-
-@record
-class PendingCall:
-    """A call the orchestrator read from a sender and has not answered yet."""
-
-    request_id: uuid.UUID
-    target_module_id: str
-    target_endpoint: str
-    deadline: float
-
-
-class PendingCalls:
-    """The orchestrator's table of one sender's unanswered calls (bounded, deadlines).
-
-    Args:
-        max_pending: calls held at most; ``add`` refuses more.
-    """
-
-    def __init__(self, *, max_pending: int = MAX_PENDING_CALLS) -> None:
-        self._max = max_pending
-        self._calls: dict[str, PendingCall] = {}
-        self._heap: list[tuple[float, str]] = []
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(
-        self, msg: RouteToModule, now: float, timeout_ms: int | None
-    ) -> PendingCall | RouteError:
-        """Record ``msg``; return its entry, or the ``rejected`` error to answer at once (the
-        id is already pending, or ``max_pending`` is reached). Never raises."""
-        key = str(msg.request_id)
-        if key in self._calls:
-            return RouteError(kind=CallRejectedError.kind, message="request_id already in flight")
-        if len(self._calls) >= self._max:
-            return RouteError(kind=CallRejectedError.kind, message="too many calls in flight")
-        seconds = DEFAULT_CALL_TIMEOUT if timeout_ms is None else timeout_ms / 1000.0
-        entry = PendingCall(
-            request_id=msg.request_id,
-            target_module_id=msg.target_module_id,
-            target_endpoint=msg.target_endpoint,
-            deadline=now + min(seconds, MAX_CALL_TIMEOUT),
-        )
-        self._calls[key] = entry
-        heapq.heappush(self._heap, (entry.deadline, key))
-        return entry
-
-    def pop(self, request_id: str) -> PendingCall | None:
-        """Remove and return the pending call ``request_id`` (None if not pending)."""
-        entry = self._calls.pop(request_id, None)
-        if entry is not None and len(self._heap) > 2 * len(self._calls) + 64:
-            self._heap = [(c.deadline, k) for k, c in self._calls.items()]
-            heapq.heapify(self._heap)
-        return entry
-
-    def get_timer(self) -> float | None:
-        """Return the earliest deadline, or None."""
-        heap = self._heap
-        while heap:
-            deadline, key = heap[0]
-            entry = self._calls.get(key)
-            if entry is not None and entry.deadline == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
-
-    def expire(self, now: float) -> list[PendingCall]:
-        """Remove and return every call whose deadline is at or before ``now``."""
-        out: list[PendingCall] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, key = heapq.heappop(heap)
-            entry = self._calls.get(key)
-            if entry is not None and entry.deadline == deadline:
-                del self._calls[key]
-                out.append(entry)
-        return out
-
-    def clear(self) -> list[PendingCall]:
-        """Remove and return every pending call."""
-        out = list(self._calls.values())
-        self._calls.clear()
-        self._heap.clear()
-        return out
-
-
-# ---------------------------------------------------------------------------
-# Orchestrator side: the provider registry
-# ---------------------------------------------------------------------------
-
-if TYPE_CHECKING:
-    HealthCheck: TypeAlias = Callable[[str], bool]
-
-
-class ProviderRegistry:
-    """Service providers registered by the modules of one orchestrator (section 7).
-
-    Records are kept in registration order; a module registering the same
-    ``(service_type, name)`` again replaces its record and keeps its ``provider_id``.
-    Health is not stored: ``discover`` asks ``healthy(module_id)`` (the host's view of the
-    module's process).
-
-    Args:
-        max_providers: records held at most; one more registration answers success=false.
-    """
-
-    def __init__(self, *, max_providers: int = MAX_PROVIDERS) -> None:
-        self._max = max_providers
-        self._records: dict[tuple[str, object, str], ServiceProviderInfo] = {}
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def register(
-        self, module_id: str, req: RegisterServiceProvider
-    ) -> RegisterServiceProviderResponse:
-        """Record ``req`` for ``module_id``; return the answer to send. Never raises."""
-        key = (module_id, req.service_type, req.name)
-        old = self._records.get(key)
-        if old is None and len(self._records) >= self._max:
-            return RegisterServiceProviderResponse(
-                success=False, provider_id=None, error=f"registry full ({self._max} providers)"
-            )
-        if old is None:
-            self._next += 1
-            provider_id = f"p{self._next}"
-        else:
-            provider_id = old.provider_id
-        self._records[key] = ServiceProviderInfo(
-            provider_id=provider_id,
-            module_id=module_id,
-            service_type=req.service_type,
-            name=req.name,
-            version=req.version,
-            address=req.address,
-            metadata=dict(req.metadata or {}),
-            is_healthy=True,
-        )
-        return RegisterServiceProviderResponse(success=True, provider_id=provider_id, error=None)
-
-    def discover(
-        self, req: DiscoverServiceProviders, healthy: Callable[[str], bool]
-    ) -> DiscoverServiceProvidersResponse:
-        """Return the answer to ``req``: every provider of the type (``all_providers``), else
-        the first healthy one (or none). ``is_healthy`` is ``healthy(module_id)``."""
-        found: list[ServiceProviderInfo] = []
-        for rec in self._records.values():
-            if rec.service_type != req.service_type:
-                continue
-            ok = bool(healthy(rec.module_id))
-            if req.all_providers:
-                found.append(_with_health(rec, ok))
-            elif ok:
-                found.append(_with_health(rec, ok))
-                break
-        return DiscoverServiceProvidersResponse(success=True, providers=tuple(found), error=None)
-
-
-def _with_health(rec: ServiceProviderInfo, ok: bool) -> ServiceProviderInfo:
-    if rec.is_healthy is ok:
-        return rec
-    from ._records import replace
-
-    return replace(rec, is_healthy=ok)
 
 
 # ---------------------------------------------------------------------------

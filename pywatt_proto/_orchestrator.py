@@ -88,7 +88,7 @@ from ._messages import (
 if TYPE_CHECKING:
     import uuid
 
-    from ._calls import PendingCalls
+    from ._routing import PendingCalls
 
 __all__ = [
     "ORCHESTRATOR_MACHINE",
@@ -678,7 +678,7 @@ class OrchestratorConnection:
 
     # ----------------------------------------------------------- module calls
     def _on_call(self, msg: RouteToModule, line: bytes) -> None:
-        from ._calls import PendingCalls, call_delivery, error_answer
+        from ._routing import PendingCalls, call_delivery, error_answer
 
         rid = str(msg.request_id)
         try:
@@ -716,7 +716,7 @@ class OrchestratorConnection:
         Returns False (nothing sent) when the call is no longer pending (deadline passed,
         answered already, or unknown). Never raises for a pending call.
         """
-        from ._calls import error_answer, reply_from_http
+        from ._routing import error_answer, reply_from_http
 
         entry = self._calls.pop(request_id) if self._calls is not None else None
         if entry is None:
@@ -745,7 +745,7 @@ class OrchestratorConnection:
         Returns False (nothing sent) when the call is no longer pending. Raises
         ``LocalProtocolError`` for an empty kind or message.
         """
-        from ._calls import error_answer
+        from ._routing import error_answer
 
         err = RouteError(kind=kind, message=message, status=status)
         entry = self._calls.pop(request_id) if self._calls is not None else None
@@ -820,7 +820,7 @@ class OrchestratorConnection:
                 RequestFailed(request_id=rid, status=504, reason="module did not answer in time")
             )
         if self._calls is not None:
-            from ._calls import error_answer
+            from ._routing import error_answer
 
             for entry in self._calls.expire(now):
                 err = RouteError(kind="deadline", message="no answer within the deadline")

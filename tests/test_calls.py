@@ -17,24 +17,19 @@ import pytest
 
 from pywatt_proto import LocalProtocolError
 from pywatt_proto._calls import (
-    CALL_ID_HEADER,
-    SOURCE_HEADER,
     CallDeadlineError,
     CallError,
     CallFailed,
     CallRejectedError,
     CallReplied,
     CallTracker,
-    ProviderRegistry,
     ServiceAnswered,
     ServiceFailed,
     ServiceRequests,
     TargetFailedError,
     UnknownEndpointError,
     UnknownModuleError,
-    call_delivery,
     decode_reply,
-    reply_from_http,
     routed_message,
 )
 from pywatt_proto._codec import (
@@ -68,6 +63,13 @@ from pywatt_proto._orchestrator import (
     ProviderRegistrationRequested,
     RequestFailed,
     ResponseReceived,
+)
+from pywatt_proto._routing import (
+    CALL_ID_HEADER,
+    SOURCE_HEADER,
+    ProviderRegistry,
+    call_delivery,
+    reply_from_http,
 )
 from pywatt_proto.testing import ConnectionPair, FakeClock
 
