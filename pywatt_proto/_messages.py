@@ -903,8 +903,8 @@ def trusted_http_request(
 ) -> HttpRequest:
     """Return an :class:`HttpRequest` from fields the decoder has already checked.
 
-    For the codec's hot path only: ``__post_init__`` would repeat the decoder's checks
-    (about 1 us per request). Public construction (``HttpRequest(...)``) still validates.
+    For the codec's hot path only: ``__post_init__`` would repeat the decoder's checks.
+    Public construction (``HttpRequest(...)``) still validates.
     """
     msg = object.__new__(HttpRequest)
     msg.request_id = request_id

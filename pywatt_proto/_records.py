@@ -13,7 +13,7 @@ A drop-in for ``@dataclass(frozen=True, slots=True, kw_only=True)`` on the start
             ...
 
 Why: ``dataclasses`` builds every method of every class with ``exec`` when the class is
-defined (about 6 compilations per class, ~0.3 ms each) and imports ``inspect``; a module
+defined (several compilations per class: docs/performance.md) and imports ``inspect``; a module
 defines ~50 such classes before it answers its first request. Here the class is
 rebuilt once with ``__slots__`` and gets *shared* generic methods (``__eq__``,
 ``__hash__``, ``__repr__``, frozen ``__setattr__``/``__delattr__``, pickling); only
