@@ -205,3 +205,12 @@ async def test_one_way_routed_messages_reach_the_handlers(net: ModuleNetwork, mo
             break
         await asyncio.sleep(0.01)
     assert json.loads(resp.body or b"") == [["rustmod", {"n": 1}]]
+
+
+async def test_a_caller_that_gives_up_forgets_the_call(net: ModuleNetwork) -> None:
+    target = {"target": "amod", "endpoint": "/a/slow"}
+    assert await post(net, "amod", "/cancel", target) == {"in_flight": 0}
+    assert await post(net, "smod", "/cancel", target) == {"cancelled": True, "in_flight": 0}
+    # the modules go on calling normally
+    call = {"target": "smod", "endpoint": "/s/echo", "payload": 5}
+    assert (await post(net, "amod", "/call", call))["value"]["echo"] == 5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -49,6 +50,17 @@ async def call(request: Request) -> Any:
         took = time.monotonic() - t0
         return {"error": exc.kind, "type": type(exc).__name__, "status": exc.status, "took": took}
     return {"value": value}
+
+
+@app.post("/a/cancel")
+async def cancel(request: Request) -> Any:
+    """Give up on a slow call: the call is forgotten (none left in flight)."""
+    a = request.json()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(app.call_module(a["target"], a["endpoint"], None, timeout=20), 0.2)
+    conn = app.connection
+    assert conn is not None
+    return {"in_flight": conn.calls_in_flight}
 
 
 @app.post("/a/fanout")

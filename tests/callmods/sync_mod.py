@@ -48,6 +48,17 @@ def call(request: Request) -> Any:
     return {"value": value}
 
 
+@app.post("/s/cancel")
+def cancel(request: Request) -> Any:
+    """Give up on a slow call: the call is forgotten (none left in flight)."""
+    a = request.json()
+    future = app.submit_call(a["target"], a["endpoint"], None, timeout=20)
+    future.cancel()
+    conn = app.connection
+    assert conn is not None
+    return {"cancelled": future.cancelled(), "in_flight": conn.calls_in_flight}
+
+
 @app.post("/s/fanout")
 def fanout(request: Request) -> Any:
     a = request.json()
