@@ -121,3 +121,58 @@ def test_blocking_driver_loads_logging_for_the_first_record_it_emits() -> None:
 def test_asyncio_driver_start_up_path(log_level: str) -> None:
     loaded = modules_at_first_response("pywatt_asyncio", log_level)
     assert not loaded & NEVER, sorted(loaded & NEVER)
+
+
+@pytest.mark.parametrize("driver", ["pywatt_sync", "pywatt_asyncio"])
+def test_wrapped_answers_do_not_load_uuid(driver: str) -> None:
+    """On the reference wire (no extensions) every answer is the stdout wrapper with a fresh
+    UUID; it is formatted from the connection's random source, so ``uuid`` is never loaded.
+    The second request's handler reports ``sys.modules`` after the first wrapped answer."""
+    program = textwrap.dedent(
+        f"""
+        import sys
+        from {driver} import Module
+
+        app = Module()
+
+        @app.get("/modules")
+        def modules(request):
+            return {{"modules": sorted(sys.modules)}}
+
+        app.run()
+        """
+    )
+    init = {k: v for k, v in INIT.items() if k != "pywatt_extensions"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=dict(os.environ, PYWATT_LOG_LEVEL="WARNING"),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        answers = []
+        proc.stdin.write(json.dumps(init).encode() + b"\n")
+        for rid in ("r1", "r2"):
+            proc.stdin.write(json.dumps({**REQUEST, "request_id": rid}).encode() + b"\n")
+            proc.stdin.flush()
+            while True:
+                msg = json.loads(proc.stdout.readline())
+                if "content" in msg:
+                    assert msg["content"]["request_id"] == rid
+                    answers.append(msg)
+                    break
+        proc.stdin.close()
+        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else b""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    loaded = set(json.loads(bytes(answers[1]["content"]["body"]))["modules"])
+    assert "pywatt_proto._module" in loaded
+    assert "uuid" not in loaded
