@@ -121,8 +121,16 @@ class ModuleNetwork:
     async def _deliver(
         self, source: ModuleProcess, target: ModuleProcess, event: CallRequested
     ) -> None:
-        outcome = await target.exchange("POST", event.target_endpoint, event.headers, event.body)
         conn = source.conn
+        try:
+            outcome = await target.exchange(
+                "POST", event.target_endpoint, event.headers, event.body
+            )
+        except Exception as exc:  # e.g. the target's link refused the request: answer now
+            _log.warning("call %s to %s failed: %s", event.request_id, target.module_id, exc)
+            conn.fail_call(event.request_id, "target_failed", f"{target.module_id}: {exc}")
+            source.flush()
+            return
         if isinstance(outcome, RequestFailed):
             why = "exited" if outcome.status == 502 else outcome.reason
             status = outcome.status if outcome.status == 504 else None
