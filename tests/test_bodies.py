@@ -8,6 +8,7 @@ pure cores (no I/O, fake clock).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from typing import Any
@@ -457,3 +458,52 @@ def test_module_call_payloads_travel_as_base64_with_the_extension() -> None:
         assert encode(msg) == encode(msg, base64_bodies=False)  # the reference form
         with pytest.raises(RemoteProtocolError):  # a string is no Vec<u8> without it
             decode(wire)
+
+
+def _all_items(dec: LineDecoder, data: bytes, cuts: list[int]) -> list[object]:
+    out: list[object] = []
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for a, b in itertools.pairwise(points):
+        if b > a:
+            dec.receive_data(data[a:b])
+        out += _lines(dec)
+    dec.receive_eof()
+    return out + _lines(dec)
+
+
+def _lines(dec: LineDecoder) -> list[object]:
+    out: list[object] = []
+    while True:
+        try:
+            item = dec.next_line()
+        except LineTooLong as exc:
+            out.append(("too long", exc.head, exc.tail))
+            continue
+        except RemoteProtocolError:
+            out.append("truncated")
+            continue
+        if item is NEED_DATA or item is END_OF_INPUT:
+            return out
+        out.append(item)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_oversized_tail_mode_reports_the_same_items_with_head_and_tail(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    window = 4096
+    lines = [
+        bytes(rng.randrange(32, 127) for _ in range(rng.choice([1, 50, 9000, 20000])))
+        for _ in range(rng.randrange(1, 6))
+    ]
+    data = b"\n".join(lines) + (b"\n" if rng.random() < 0.7 else b"")
+    cuts = [rng.randrange(len(data) + 1) for _ in range(rng.randrange(0, 12))]
+    plain = _all_items(LineDecoder(10_000), data, cuts)
+    tailed = _all_items(LineDecoder(10_000, oversized_tail=True), data, cuts)
+    long_lines = [x for x in data.split(b"\n") if len(x) > 10_000]
+    assert [x[:2] if isinstance(x, tuple) else x for x in plain] == [
+        x[:2] if isinstance(x, tuple) else x for x in tailed
+    ]
+    reported = [x for x in tailed if isinstance(x, tuple)]
+    assert [(h, t) for _, h, t in reported] == [(x[:window], x[-window:]) for x in long_lines]
