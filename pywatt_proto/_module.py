@@ -44,8 +44,9 @@ produced for a line the driver has not asked for yet.
 Per-request hot path (measured by tests/benchmarks/bench_core.py): a line that is an
 ``http_request`` exactly as serde_json writes it is read by ``decode_http_request_line`` (one
 regular expression; anything else goes through the general decoder, which owns every error
-message), an acceptable request passes one combined check, and the events and router requests
-are built without the frozen dataclass ``__init__`` (same classes, same field values).
+message), ``_accept`` is the one acceptance check, and the event and the router's request are
+plain slotted objects built by trusted constructors (``Request.from_wire``). Answers are
+written by the one ``http_response`` encoder (``_codec.http_response_text``).
 ``send_response`` remembers the wire text of a header tuple (immutable all the way down) in a
 table owned by the connection, emptied at ``MAX_HEADER_TEXTS`` entries.
 
