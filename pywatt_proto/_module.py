@@ -999,13 +999,13 @@ class ModuleConnection:
             try:
                 headers_json = self._checked_headers(status_code, headers, body)
             except LocalProtocolError:
-                self._in_flight[request_id] = deadline  # still in flight, as before the call
+                self._restore_in_flight(request_id, deadline)  # as before the call
                 raise
         try:
             out = self._response_line(request_id, status_code, headers_json, body)
         except LocalProtocolError as exc:
             if exc.error_status_hint != 413:
-                self._in_flight[request_id] = deadline
+                self._restore_in_flight(request_id, deadline)
                 raise
             # spec/limits.md 1.1: a response too large for the line is answered 500 instead.
             out = self._response_line(
@@ -1018,6 +1018,15 @@ class ModuleConnection:
         if self._state is _CLOSING and not self._in_flight:
             self._maybe_drained()
         return True
+
+    def _restore_in_flight(self, request_id: str, deadline: float) -> None:
+        """Put back a request whose answer was refused, keeping the table in deadline order
+        (``get_timer``/``handle_timer`` read the earliest deadline first)."""
+        in_flight = self._in_flight
+        latest = next(reversed(in_flight.values()), None)
+        in_flight[request_id] = deadline
+        if latest is not None and latest > deadline:
+            self._in_flight = dict(sorted(in_flight.items(), key=lambda item: item[1]))
 
     def _checked_headers(
         self,

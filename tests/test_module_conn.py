@@ -560,3 +560,20 @@ def test_send_failed_moves_to_error_and_fails_fast() -> None:
         conn.send_response("a", 200, {}, b"")
     with pytest.raises(LocalProtocolError):
         conn.next_event()
+
+
+def test_a_refused_answer_keeps_its_deadline_and_times_out_on_time() -> None:
+    # "a" arrives at 0 (deadline 30), "b" at 10 (deadline 40); a refused answer for "a" leaves
+    # it in flight with its own deadline, so it is answered 504 at 30, not after "b".
+    conn = running()
+    conn.receive_data(req("a"), 0.0)
+    drain(conn)
+    conn.receive_data(req("b"), 10.0)
+    drain(conn)
+    with pytest.raises(LocalProtocolError):
+        conn.send_response("a", 70000, {}, b"")
+    assert conn.in_flight == 2 and conn.get_timer() == 30.0
+    conn.handle_timer(30.0)
+    assert [e.request_id for e in drain(conn) if isinstance(e, RequestTimedOut)] == ["a"]
+    assert [(m["request_id"], m["status_code"]) for m in sent(conn)] == [("a", 504)]
+    assert conn.get_timer() == 40.0
