@@ -122,6 +122,19 @@ def _positive(text: str) -> float:
     return value
 
 
+def _seconds(text: str) -> float:
+    value = _positive(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number > 0, got {text!r}")
+    return int(text)
+
+
 def _extensions(text: str) -> tuple[str, ...] | None:
     from pywatt_proto._orchestrator import ORCHESTRATOR_EXTENSIONS
 
@@ -239,10 +252,33 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--max-header-bytes",
-        type=int,
+        type=_count,
         default=None,
         metavar="N",
-        help="largest request head the front door reads (16384)",
+        help="largest request line plus headers the front door reads, 431 beyond (16384)",
+    )
+    run.add_argument(
+        "--read-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="longest wait for each read of a request, and for progress while an answer is "
+        "sent; 408 and close (10)",
+    )
+    run.add_argument(
+        "--keepalive-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="idle time between two requests on one connection before it is closed (5)",
+    )
+    run.add_argument(
+        "--max-connections",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="open client connections, 503 beyond (default: from the descriptor limit, "
+        "at most 4096)",
     )
     run.add_argument(
         "--port-delay",
@@ -353,11 +389,13 @@ async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettin
     except HostError as exc:
         _note(f"pywatt: {exc}")
         return 1
-    limits = (
-        FrontDoorLimits(max_header_bytes=args.max_header_bytes)
-        if args.max_header_bytes
-        else FrontDoorLimits()
-    )
+    given = {
+        "max_header_bytes": args.max_header_bytes,
+        "read_timeout": args.read_timeout,
+        "keepalive_timeout": args.keepalive_timeout,
+        "max_connections": args.max_connections,
+    }
+    limits = FrontDoorLimits(**{k: v for k, v in given.items() if v is not None})
     try:
         server = await serve_http(
             host,

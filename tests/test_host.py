@@ -527,6 +527,9 @@ def test_help_documents_options_sighup_and_the_inline_secret_risk() -> None:
         "--no-access-log",
         "--forwarded-allow-ips",
         "--max-header-bytes",
+        "--read-timeout",
+        "--keepalive-timeout",
+        "--max-connections",
         "--log-level",
         "--port-delay",
         "--port-refuse",
@@ -761,3 +764,36 @@ def test_config_errors_are_usage_errors(tmp_path: Path, toml: str, message: str)
     proc = pywatt("run", "--config", str(tmp_path / "pywatt.toml"))
     assert proc.returncode == 2
     assert message in proc.stderr.decode()
+
+
+def test_access_log_names_the_module_and_front_door_flags_apply(raw: Path) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    run = run_host(HELLO, "--keepalive-timeout", "0.5", "--", sys.executable, str(raw))
+    try:
+        assert httpx.get(run.url + "/hello", timeout=10).status_code == 200
+        assert httpx.get(run.url + "/whoami", timeout=10).status_code == 200
+        run.wait_for(re.compile(r'"GET /hello HTTP/1\.1" 200 .*hello'))
+        run.wait_for(re.compile(r'"GET /whoami HTTP/1\.1" 200 .*raw'))
+        parts = urlsplit(run.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=10) as s:
+            s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            t0 = time.monotonic()
+            assert s.recv(65536) == b""  # idle keep-alive closed after --keepalive-timeout
+            assert time.monotonic() - t0 < 3
+    finally:
+        assert run.stop() == 0, run.stderr
+    quiet = run_host(HELLO, "--no-access-log")
+    try:
+        assert httpx.get(quiet.url + "/hello", timeout=10).status_code == 200
+    finally:
+        assert quiet.stop() == 0
+    assert '"GET /hello' not in quiet.stderr
+
+
+def test_front_door_limits_are_checked_when_parsed() -> None:
+    for flag, value in (("--read-timeout", "0"), ("--max-connections", "-3")):
+        proc = pywatt("run", "x.py", flag, value)
+        assert proc.returncode == 2 and flag.encode() in proc.stderr
