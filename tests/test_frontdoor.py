@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import socket
 import subprocess
@@ -324,6 +325,8 @@ def test_default_cap_keeps_descriptors_for_the_modules_and_logs_little(tmp_path:
         stderr=subprocess.PIPE,
         cwd=str(ROOT),
         text=True,
+        # the child is a server, not a module: its piped stdout must not be guarded
+        env={**os.environ, "PYWATT_STDOUT_GUARD": "off"},
     )
     assert proc.stdin is not None and proc.stdout is not None
     try:
