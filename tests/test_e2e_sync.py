@@ -377,3 +377,30 @@ def test_output_backlog_pauses_reading_until_drained() -> None:
     writer.join(WAIT)
     assert not app.reading_paused
     assert pm.finish() == 0
+
+
+def test_end_of_input_exits_with_status_3_while_a_handler_hangs(tmp_path: Path) -> None:
+    # Issue 11, defect 1, as a process: the handler never returns; its request is answered
+    # 504, end of input then stops the module (the stuck daemon thread does not keep it
+    # alive) and the exit status says a handler thread was abandoned.
+    script = tmp_path / "hang.py"
+    script.write_text(
+        "import threading\n"
+        "from pywatt_sync import Module\n"
+        "app = Module(request_timeout=0.5)\n"
+        "@app.get('/hang')\n"
+        "def hang(request):\n"
+        "    threading.Event().wait()\n"
+        "app.run()\n"
+    )
+    mod = ModuleProcess.python(script)
+    try:
+        mod.send(INIT)
+        mod.expect(pw.Announce)
+        mod.request("h", "GET", "/hang")
+        assert mod.response("h").status_code == 504
+        mod.close_stdin()
+        assert mod.wait() == 3
+        assert "still running past their 504" in mod.stderr
+    finally:
+        mod.stop()
