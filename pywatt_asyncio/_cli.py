@@ -209,7 +209,8 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="restart a module when its source changes (polling); the new process takes "
-        "over once it announced, requests are never refused",
+        "over once it announced, requests are never refused; without --restart, a crashed "
+        "module starts again at the next change",
     )
     run.add_argument(
         "--reload-dir",

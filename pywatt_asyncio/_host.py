@@ -21,7 +21,8 @@ front door's :class:`~pywatt_asyncio._frontdoor.Upstream`:
   either bound; a request that reached a process already stopping is handed to the next.
 * **Supervision.** A process that exits on its own is a crash: with ``restart`` the slot
   starts a new one after a :class:`~pywatt_proto.Backoff` delay (the failure count starts
-  afresh once a process stayed up :data:`HEALTHY_AFTER` seconds); without, the host stops
+  afresh once a process stayed up :data:`HEALTHY_AFTER` seconds); with ``reload`` only, the
+  module waits for the next edit (requests get 502 meanwhile); with neither, the host stops
   with status 1. A failure of the host's own side of a link stops it with status 1 too.
 * **Module-to-module delivery.** :meth:`Host.process` maps a module id to its running
   process and :meth:`Host.deliver` hands an ``http_request`` to a chosen module (held during a
@@ -198,6 +199,7 @@ class _Slot:
         self.held = 0
         self.failures = 0
         self.switching = False  # a restart or reload is starting a process
+        self.crashed = False  # crashed with --reload and no --restart: waits for an edit
 
 
 class Host:
@@ -326,6 +328,7 @@ class Host:
 
     def _install(self, slot: _Slot, proc: ModuleProcess) -> None:
         slot.proc = proc
+        slot.crashed = False
         slot.ready.set()
         self._rebuild_routes()
         self._spawn(self._watch(slot, proc))
@@ -382,6 +385,12 @@ class Host:
             slot.gone = True
             slot.ready.set()
             self._end(1)
+            return
+        if not self.options.restart and self.options.reload:
+            # uvicorn's way: the host stays up and the next edit starts the module again
+            _note(f"pywatt: {mid}: module crashed; waiting for a change to start it (--reload)")
+            slot.crashed = True
+            slot.ready.set()  # held requests get their 502 now
             return
         if not self.options.restart:
             _note(f"pywatt: {mid}: module crashed; stopping (--restart on-failure restarts it)")
@@ -553,7 +562,7 @@ class Host:
                 resp = await proc.send(method, uri, headers, body)
                 if resp is not None:
                     return resp
-            if slot.gone:
+            if slot.gone or slot.crashed:
                 return _synth("", 502, "module is not running")
             if slot.proc is proc:
                 slot.ready.clear()  # wake again when a new process is installed

@@ -797,3 +797,36 @@ def test_front_door_limits_are_checked_when_parsed() -> None:
     for flag, value in (("--read-timeout", "0"), ("--max-connections", "-3")):
         proc = pywatt("run", "x.py", flag, value)
         assert proc.returncode == 2 and flag.encode() in proc.stderr
+
+
+CRASHY = """
+import os
+from pywatt_asyncio import Module
+app = Module()
+
+@app.get("/crash")
+async def crash(request):
+    os._exit(3)
+
+@app.get("/v")
+async def v(request):
+    return {"version": VERSION}
+
+VERSION = 1
+"""
+
+
+def test_with_reload_a_crash_waits_for_the_next_edit(tmp_path: Path) -> None:
+    mod = tmp_path / "crashy.py"
+    mod.write_text(CRASHY)
+    run = run_host(str(mod), "--reload")
+    try:
+        assert httpx.get(run.url + "/crash", timeout=10).status_code == 502
+        run.wait_for(re.compile(r"crashy: module crashed; waiting for a change"))
+        assert httpx.get(run.url + "/v", timeout=10).status_code == 502  # at once, not held
+        assert run.proc.poll() is None  # the host stays up
+        mod.write_text(CRASHY.replace("VERSION = 1", "VERSION = 2"))
+        run.wait_for(re.compile(r"crashy: reloaded"), timeout=20)
+        assert httpx.get(run.url + "/v", timeout=10).json() == {"version": 2}
+    finally:
+        assert run.stop() == 0, run.stderr
