@@ -294,8 +294,9 @@ class Host:
     async def start(self) -> None:
         """Start every module (concurrently) and build the routing table.
 
-        Raises :class:`HostError` when one fails to start or two announce the same method
-        and path (every started module is stopped then).
+        Raises :class:`HostError` when one fails to start (with ``reload``, such a module
+        waits for the next edit instead) or two announce the same method and path (every
+        started module is stopped then).
         """
         loop = asyncio.get_running_loop()
         self._fatal = loop.create_future()
@@ -310,6 +311,14 @@ class Host:
         )
         errors = [r for r in results if isinstance(r, BaseException)]
         started = [r for r in results if isinstance(r, ModuleProcess)]
+        if self.options.reload and all(isinstance(e, HostError) for e in errors):
+            # --reload: a module that fails to start waits for the next edit (uvicorn's way)
+            for slot, result in zip(self._slots.values(), results, strict=True):
+                if isinstance(result, HostError):
+                    _note(f"pywatt: {result}; waiting for a change to start it (--reload)")
+                    slot.crashed = True
+                    slot.ready.set()
+            errors = []
         if not errors:
             problems = find_conflicts({p.module_id: p.endpoints for p in started})
             if problems:

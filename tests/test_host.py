@@ -830,3 +830,18 @@ def test_with_reload_a_crash_waits_for_the_next_edit(tmp_path: Path) -> None:
         assert httpx.get(run.url + "/v", timeout=10).json() == {"version": 2}
     finally:
         assert run.stop() == 0, run.stderr
+
+
+def test_with_reload_a_module_that_fails_to_start_waits_for_a_fix(tmp_path: Path) -> None:
+    mod = tmp_path / "late.py"
+    mod.write_text(CRASHY.replace("VERSION = 1", "VERSION = {}['not yet']"))
+    run = run_host(str(mod), "--reload")
+    try:
+        run.wait_for(re.compile(r"late failed to start.*waiting for a change to start it"))
+        assert "KeyError: 'not yet'" in run.stderr
+        assert httpx.get(run.url + "/v", timeout=10).status_code == 502
+        mod.write_text(CRASHY)
+        run.wait_for(re.compile(r"late: reloaded"), timeout=20)
+        assert httpx.get(run.url + "/v", timeout=10).json() == {"version": 1}
+    finally:
+        assert run.stop() == 0, run.stderr
