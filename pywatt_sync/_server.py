@@ -15,9 +15,17 @@ held its connection longer than :data:`_STALL` seconds (a slow handler, a slow
 reader) the accept thread starts another, up to ``max_workers`` threads in all.
 Threads above the base exit after :data:`_SPARE_IDLE` seconds without work.
 
-Connection bound: at most ``max_workers`` open connections (default
-:data:`DEFAULT_MAX_WORKERS`). The accept loop takes a slot *before* accepting,
-so further clients wait in the kernel's listen backlog.
+Connection bound: at most ``max_connections`` open connections (default
+:data:`DEFAULT_MAX_CONNECTIONS`, as the asyncio server); an idle keep-alive
+connection sits in the epoll set and holds no thread. One more client is accepted,
+answered 503 and closed at once, instead of waiting in the kernel's listen backlog.
+With TLS (or without epoll) each connection holds a thread, so there the bound is
+``max_workers``.
+
+Send timeout: an answer that cannot be written is dropped (connection reset) after
+``read_timeout`` seconds in which nothing was delivered -- neither accepted by
+``send`` nor taken off the kernel's send queue (``SIOCOUTQ``) -- so a slow but
+steady reader is never cut off (nginx's ``send_timeout`` model).
 
 Deadlines: the accept thread ticks every :data:`_TICK` seconds; it applies the
 core's ``get_timer`` deadline (408, keep-alive close) and a graceful shutdown to
@@ -45,6 +53,12 @@ import threading
 import time
 from typing import Any, Protocol, TextIO
 
+try:  # the kernel's send queue, for the send timeout (POSIX)
+    import fcntl as _fcntl
+    import termios as _termios
+except ImportError:  # pragma: no cover - Windows
+    _fcntl = None  # type: ignore[assignment]
+
 from pywatt_proto import (
     END_OF_INPUT,
     NEED_DATA,
@@ -57,17 +71,26 @@ from pywatt_proto import (
     format_access_log,
     http_date,
 )
+from pywatt_proto._http import SendProgress
 
 from ._dispatch import dispatch
 
-__all__ = ["DEFAULT_MAX_WORKERS", "HttpServer", "serve", "start_server"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_WORKERS", "HttpServer", "serve", "start_server"]
 
 _log = logging.getLogger("pywatt.http")
 
-# Open connections at most, and threads at most (each thread ~8 MiB of reserved,
-# mostly untouched, stack; each connection at most 64 KiB of buffered input).
-# Clients beyond it wait in the backlog.
+# Threads at most (each ~8 MiB of reserved, mostly untouched, stack).
 DEFAULT_MAX_WORKERS = 256
+# Open connections at most (each at most 64 KiB of buffered input; an idle one holds
+# no thread); one more is answered 503 and closed. The asyncio server's default.
+DEFAULT_MAX_CONNECTIONS = 1024
+# Seconds the accept loop pauses after an accept error (EMFILE: a descriptor must free up).
+_ACCEPT_RETRY = 0.1
+_BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
 # Event threads always running. One: under the GIL a second thread only adds
 # hand-overs (wrk -c64 GET /hello: 1 thread 14.5k req/s, 2 threads 8.7k, one
 # thread per connection 6.2k). A handler slower than _STALL gets company.
@@ -91,6 +114,19 @@ _ABORT_LINGER = struct.pack("ii", 1, 0)
 _HAS_POLL = hasattr(select, "poll")
 _IN = select.POLLIN if _HAS_POLL else 1
 _OUT = select.POLLOUT if _HAS_POLL else 4
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Return the bytes in ``sock``'s kernel send queue not yet acknowledged by the peer
+    (Linux ``SIOCOUTQ``; 0 where it cannot be asked)."""
+    if _fcntl is None:
+        return 0
+    try:
+        raw = _fcntl.ioctl(sock.fileno(), _termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError, AttributeError):
+        return 0
+    queued: int = struct.unpack("i", raw)[0]
+    return queued
 
 
 def router_of(app: Any) -> Router:
@@ -129,7 +165,8 @@ class _Wire(Protocol):
         """Return the next bytes (``b""`` at EOF), or None when none came within ``wait`` s."""
 
     def sendall(self, data: bytes, timeout: float) -> None:
-        """Send all of ``data`` within ``timeout`` seconds (OSError / TimeoutError if not)."""
+        """Send all of ``data``; TimeoutError once nothing was delivered for ``timeout``
+        seconds (see the module docstring), OSError if the connection fails."""
 
     def abort_on_close(self) -> None:
         """Make the coming close reset the connection (drop what the kernel still queues)."""
@@ -183,15 +220,15 @@ class _PollWire:
         if sent == len(data):
             return
         view = memoryview(data)[sent:]
-        deadline = time.monotonic() + timeout
+        progress = SendProgress(timeout, len(view) + unsent_bytes(sock), time.monotonic())
         while view:
-            wait = deadline - time.monotonic()
-            if wait <= 0 or not self._ready(_OUT, wait):
-                raise TimeoutError("send timed out")
-            try:
-                view = view[sock.send(view) :]
-            except BlockingIOError:
-                continue
+            if self._ready(_OUT, progress.check_interval()):
+                with contextlib.suppress(BlockingIOError):
+                    view = view[sock.send(view) :]
+            now = time.monotonic()
+            progress.update(len(view) + unsent_bytes(sock), now)
+            if view and progress.expired(now):
+                raise TimeoutError("send timed out: nothing delivered")
 
     def abort_on_close(self) -> None:
         with contextlib.suppress(OSError):
@@ -215,8 +252,17 @@ class _TimeoutWire:
             return None
 
     def sendall(self, data: bytes, timeout: float) -> None:
-        self._sock.settimeout(timeout)
-        self._sock.sendall(data)
+        sock = self._sock
+        view = memoryview(data)
+        progress = SendProgress(timeout, len(view), time.monotonic())
+        sock.settimeout(progress.check_interval())
+        while view:
+            with contextlib.suppress(TimeoutError, _ssl.SSLWantWriteError):
+                view = view[sock.send(view) :]
+            now = time.monotonic()
+            progress.update(len(view) + unsent_bytes(sock), now)
+            if view and progress.expired(now):
+                raise TimeoutError("send timed out: nothing delivered")
 
     def abort_on_close(self) -> None:
         with contextlib.suppress(OSError):
@@ -265,6 +311,7 @@ class HttpServer:
         ssl: _ssl.SSLContext | None = None,
         access_log: bool | TextIO = False,
         max_workers: int = DEFAULT_MAX_WORKERS,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         backlog: int = 1024,
     ) -> None:
         self.router = router_of(app)
@@ -276,9 +323,12 @@ class HttpServer:
         else:
             sock.listen(backlog)
         self._sock = sock
-        self._slots = threading.BoundedSemaphore(max_workers)
         self._max_workers = max_workers
         self._epoll: Any = select.epoll() if _HAS_EPOLL and ssl is None else None
+        # an idle evented connection holds no thread; a threaded one holds its thread
+        self._cap = max_connections if self._epoll is not None else max_workers
+        self._open = 0  # connections counted against _cap (under _lock)
+        self.refused = 0  # clients answered 503 at the cap
         self._conns: dict[int, _Conn] = {}
         self._workers: list[_Worker] = []
         self._closed = False  # event threads exit
@@ -312,22 +362,27 @@ class HttpServer:
         sel.register(self._sock, selectors.EVENT_READ)
         sel.register(self._wake_r, selectors.EVENT_READ)
         evented = self._epoll is not None
-        wait = _TICK if evented else None
+        wait = _TICK if evented else _SHUTDOWN_POLL
         try:
             for _ in range(_BASE_THREADS if evented else 0):
                 self._spawn(spare=False)
             while not self._stopping.is_set():
                 if evented:
                     self._tick()
-                if not self._slots.acquire(timeout=_TICK if evented else _SHUTDOWN_POLL):
-                    continue
                 if not any(key.fileobj is self._sock for key, _ in sel.select(wait)):
-                    self._slots.release()
                     continue
                 try:
                     conn, addr = self._sock.accept()
-                except OSError:
-                    self._slots.release()
+                except OSError as exc:  # EMFILE and the like: let descriptors free up
+                    _log.debug("accept failed: %s", exc)
+                    time.sleep(_ACCEPT_RETRY)
+                    continue
+                with self._lock:
+                    admitted = self._open < self._cap
+                    if admitted:
+                        self._open += 1
+                if not admitted:
+                    self._refuse(conn)
                     continue
                 client = (str(addr[0]), int(addr[1])) if isinstance(addr, tuple) else None
                 if evented:
@@ -351,13 +406,30 @@ class HttpServer:
             self._stopped.set()
             self._finished.set()
 
+    def _refuse(self, conn: socket.socket) -> None:
+        """Answer 503 to a client past the connection cap and close it (never blocks)."""
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            conn.setblocking(False)
+            conn.send(_BUSY)
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._open -= 1
+
     # -- event threads (plain sockets, epoll) ------------------------------------------------------
 
     def _add(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(
-                sock, HttpServerConnection(self.limits, time.monotonic(), client=client), client
+                sock,
+                HttpServerConnection(
+                    self.limits, time.monotonic(), client=client, date=self._date.get
+                ),
+                client,
             )
             with self._lock:
                 self._conns[conn.fd] = conn
@@ -367,7 +439,7 @@ class HttpServer:
                 self._conns.pop(sock.fileno(), None)
             with contextlib.suppress(OSError):
                 sock.close()
-            self._slots.release()
+            self._release()
 
     def _spawn(self, *, spare: bool) -> None:
         worker = _Worker()
@@ -490,7 +562,7 @@ class HttpServer:
             self._epoll.unregister(conn.fd)
         with contextlib.suppress(OSError):
             conn.sock.close()
-        self._slots.release()
+        self._release()
 
     def _tick(self) -> None:
         """Apply expired deadlines and a shutdown to connections no thread holds, and
@@ -548,11 +620,11 @@ class HttpServer:
                 sock.close()
             with self._lock:
                 self._active.discard(threading.current_thread())
-            self._slots.release()
+            self._release()
 
     def _drive(self, wire: _Wire, client: tuple[str, int] | None) -> None:
         now = time.monotonic
-        core = HttpServerConnection(self.limits, now(), client=client)
+        core = HttpServerConnection(self.limits, now(), client=client, date=self._date.get)
         router = self.router
         stopping = self._stopping
         send_timeout = self.limits.read_timeout
