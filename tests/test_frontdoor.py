@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from pywatt_asyncio._frontdoor import FrontDoor, FrontDoorLimits, FrontRequest, 
 from pywatt_proto._messages import HttpResponse
 
 ROOT = Path(__file__).resolve().parent.parent
+_ENV = {**os.environ, "PYWATT_STDOUT_GUARD": "0"}
 FAST = FrontDoorLimits(
     read_timeout=0.3, request_timeout=0.6, keepalive_timeout=0.4, max_header_bytes=4096
 )
@@ -325,10 +327,11 @@ def test_default_cap_keeps_descriptors_for_the_modules_and_logs_little(tmp_path:
         stderr=subprocess.PIPE,
         cwd=str(ROOT),
         text=True,
-        # the child is a server, not a module: its piped stdout must not be guarded
-        env={**os.environ, "PYWATT_STDOUT_GUARD": "off"},
+        env=_ENV,  # stdout here is our pipe, not a protocol channel
     )
     assert proc.stdin is not None and proc.stdout is not None
+    watchdog = threading.Timer(60.0, proc.kill)  # a hang fails the test, never the suite
+    watchdog.start()
     try:
         port = int(proc.stdout.readline())
         idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
@@ -350,6 +353,7 @@ def test_default_cap_keeps_descriptors_for_the_modules_and_logs_little(tmp_path:
         done = proc.stdout.readline()
         _, err = proc.communicate(timeout=30)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -412,7 +416,7 @@ def test_accept_errors_are_logged_a_few_at_a_time(tmp_path: Path) -> None:
         )
     )
     proc = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, timeout=60, cwd=str(ROOT)
+        [sys.executable, str(script)], capture_output=True, timeout=60, cwd=str(ROOT), env=_ENV
     )
     err = proc.stderr.decode()
     assert proc.returncode == 0, err
