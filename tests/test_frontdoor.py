@@ -659,3 +659,37 @@ async def test_access_log_can_be_turned_off(
     with caplog.at_level(logging.INFO, logger="pywatt.access"):
         await _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert [r for r in caplog.records if r.name == "pywatt.access"] == []
+
+
+# ------------------------------------------------------------------ the uri rule, byte by byte
+
+
+def _rust_path_ok(b: int) -> bool:
+    # http crate, PathAndQuery::from_shared, path loop (0x7F..=0xFF refused here: see spec)
+    return b in (0x21, 0x3D, 0x7C, 0x7E, 0x22, 0x7B, 0x7D) or (
+        0x24 <= b <= 0x3B or 0x40 <= b <= 0x5F or 0x61 <= b <= 0x7A
+    )
+
+
+def _rust_query_ok(b: int) -> bool:
+    # the query loop: 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E
+    return b in (0x21, 0x3D) or 0x24 <= b <= 0x3B or 0x3F <= b <= 0x7E
+
+
+@pytest.mark.parametrize("byte", range(256))
+def test_uri_rule_matches_the_reference_parser_for_every_byte(byte: int) -> None:
+    from pywatt_proto._errors import RemoteProtocolError
+    from pywatt_proto._proxy import forward_target
+
+    char = chr(byte)
+
+    def accepted(path: str, query: str) -> bool:
+        try:
+            forward_target(path, query)
+        except RemoteProtocolError:
+            return False
+        return True
+
+    if char != "?":  # "?" ends the path: the HTTP parser never puts one in ``path``
+        assert accepted("/a" + char, "") == _rust_path_ok(byte)
+    assert accepted("/a", "q=" + char) == _rust_query_ok(byte)
