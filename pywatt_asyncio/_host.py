@@ -261,6 +261,7 @@ class Host:
             env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env)
         env["PYWATT_MODULE_ID"] = spec.module_id
+        env["PYWATT_FORWARDED_CLIENT"] = "1"  # its requests come through our front door
         proc = ModuleProcess(
             spec.argv,
             module_id=spec.module_id,

@@ -60,7 +60,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     ShutdownRequested,
 )
 from pywatt_proto._route_checks import is_async_handler
-from pywatt_proto._router import Response, Router
+from pywatt_proto._router import Request, Response, Router
 from pywatt_proto._routes import RouteDecorators
 from pywatt_proto._secrets import convert_secret, redact_secret
 from pywatt_proto._serving import clear_serving, set_serving
@@ -79,6 +79,19 @@ if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or ope
 
     from ._channel import AsyncChannel
     from ._ports import PortNegotiation, PortResult
+
+
+def _forwarded_client_filler() -> Callable[[Request], None] | None:
+    """Return the function filling ``request.client`` from ``x-forwarded-for`` when this
+    process was started by ``pywatt run`` (``PYWATT_FORWARDED_CLIENT=1``), else None."""
+    if os.environ.get("PYWATT_FORWARDED_CLIENT") != "1":
+        return None
+    from pywatt_proto._proxy import fill_forwarded_client
+
+    return fill_forwarded_client
+
+
+_FILL_CLIENT = _forwarded_client_filler()
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_THREADS", "Module"]
 
@@ -740,7 +753,10 @@ class Module(RouteDecorators):
             # here too, and only one that really waits is left running.
             rid = item.request_id
             try:
-                ready = dispatch_eager(self.router, item.to_router_request(), loop.time)
+                request = item.to_router_request()
+                if _FILL_CLIENT is not None:  # run by ``pywatt run``: client from its proxy
+                    _FILL_CLIENT(request)
+                ready = dispatch_eager(self.router, request, loop.time)
             except Exception as exc:  # dispatch never raises; belt and braces
                 _log.exception("request %s failed", rid, exc_info=exc)
                 ready = self.router.error_response(exc)

@@ -16,19 +16,23 @@ decisions do not depend on sockets or time, and live here:
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import RemoteProtocolError
 from ._router import reason_phrase
 
+if TYPE_CHECKING:
+    from ._router import Request
+
 __all__ = [
+    "FORWARDED_CLIENT_ENV",
     "MAX_URI_BYTES",
     "PATH_BYTES",
     "QUERY_BYTES",
     "TrustedProxies",
     "access_line",
+    "fill_forwarded_client",
     "forward_target",
     "forwarding",
 ]
@@ -48,7 +52,9 @@ PATH_BYTES: Final = (
 QUERY_BYTES: Final = b"!" + bytes(range(0x24, 0x3C)) + b"=" + bytes(range(0x3F, 0x7F))
 #: Longest ``uri`` the reference's parser accepts (``u16::MAX - 1``); longer is 414.
 MAX_URI_BYTES: Final = 65534
-_SCHEMES: Final = ("http://", "https://")
+#: Set to ``1`` by ``pywatt run`` in each module's environment: every request reaches the
+#: module through the front door, whose ``x-forwarded-for`` ends with the client address.
+FORWARDED_CLIENT_ENV: Final = "PYWATT_FORWARDED_CLIENT"
 
 
 def forward_target(path: str, query: str) -> str:
@@ -95,10 +101,12 @@ class TrustedProxies:
     __slots__ = ("_all", "_networks")
 
     def __init__(self, spec: str | Iterable[str] = ()) -> None:
+        import ipaddress  # the front door only (module start-up time)
+
         items = spec.split(",") if isinstance(spec, str) else list(spec)
         entries = [item.strip() for item in items if item.strip()]
         self._all = "*" in entries
-        self._networks = tuple(
+        self._networks: tuple[Any, ...] = tuple(
             ipaddress.ip_network(entry, strict=False) for entry in entries if entry != "*"
         )
 
@@ -107,6 +115,8 @@ class TrustedProxies:
             return True
         if not isinstance(host, str) or not self._networks:
             return False
+        import ipaddress
+
         try:
             address = ipaddress.ip_address(host)
         except ValueError:
@@ -180,3 +190,17 @@ def access_line(
         f"{duration * 1000.0:.2f}ms"
     )
     return f"{line} [{module_id}]" if module_id else line
+
+
+def fill_forwarded_client(request: Request) -> None:
+    """Set ``request.client`` to ``(host, 0)`` from the last ``x-forwarded-for`` entry.
+
+    For a module run by ``pywatt run`` (:data:`FORWARDED_CLIENT_ENV`): the front door
+    replaces whatever the client sent, so the last entry is the address it vouches for
+    (:func:`forwarding`). Leaves ``request`` unchanged when the header is absent or empty.
+    """
+    value = request.headers.get("x-forwarded-for")
+    if value:
+        host = value.rpartition(",")[2].strip()
+        if host:
+            request.client = (host, 0)

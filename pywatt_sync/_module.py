@@ -89,7 +89,7 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     SecretUpdated,
     ShutdownRequested,
 )
-from pywatt_proto._router import Response, Router
+from pywatt_proto._router import Request, Response, Router
 from pywatt_proto._routes import RouteDecorators
 from pywatt_proto._secrets import convert_secret, redact_secret
 from pywatt_proto._serving import clear_serving, set_serving
@@ -115,6 +115,19 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
     RotationCallback = Callable[[tuple[str, ...]], Any]
     StartupHook = Callable[[], Any]
     RoutedHandler = Callable[[RoutedMessage], Any]
+
+
+def _forwarded_client_filler() -> Callable[[Request], None] | None:
+    """Return the function filling ``request.client`` from ``x-forwarded-for`` when this
+    process was started by ``pywatt run`` (``PYWATT_FORWARDED_CLIENT=1``), else None."""
+    if os.environ.get("PYWATT_FORWARDED_CLIENT") != "1":
+        return None
+    from pywatt_proto._proxy import fill_forwarded_client
+
+    return fill_forwarded_client
+
+
+_FILL_CLIENT = _forwarded_client_filler()
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BACKLOG",
@@ -288,7 +301,10 @@ class _Session:
         rid = job.request_id
         response: Response
         try:
-            response = dispatch(self.router, job.to_router_request(), time.monotonic)
+            request = job.to_router_request()
+            if _FILL_CLIENT is not None:  # run by ``pywatt run``: client from its proxy
+                _FILL_CLIENT(request)
+            response = dispatch(self.router, request, time.monotonic)
         except BaseException as exc:  # SystemExit/KeyboardInterrupt (dispatch catches the rest)
             response = _handler_escaped(rid, exc, self.router)
         self.lock.acquire()

@@ -693,3 +693,38 @@ def test_uri_rule_matches_the_reference_parser_for_every_byte(byte: int) -> None
     if char != "?":  # "?" ends the path: the HTTP parser never puts one in ``path``
         assert accepted("/a" + char, "") == _rust_path_ok(byte)
     assert accepted("/a", "q=" + char) == _rust_query_ok(byte)
+
+
+# ------------------------------------------------------------------ request.client in the module
+
+
+CLIENT_MODULE = """
+from {package} import Module
+
+app = Module()
+
+
+@app.get("/client")
+def client(request):
+    return {{"client": list(request.client) if request.client else None,
+             "xff": request.headers.get("x-forwarded-for")}}
+"""
+
+
+@pytest.mark.parametrize("package", ["pywatt_asyncio", "pywatt_sync"])
+def test_module_under_pywatt_run_sees_the_client_address(tmp_path: Path, package: str) -> None:
+    """Issue 12.4: the front door adds x-forwarded-for (replacing a client's forged one)
+    and both drivers fill request.client from it when run by ``pywatt run``."""
+    import httpx
+    from test_host import run_host
+
+    path = tmp_path / "who.py"
+    path.write_text(CLIENT_MODULE.format(package=package))
+    run = run_host(str(path))
+    try:
+        r = httpx.get(run.url + "/client", headers={"x-forwarded-for": "6.6.6.6"}, timeout=10)
+        assert r.status_code == 200, run.stderr
+        assert r.json() == {"client": ["127.0.0.1", 0], "xff": "127.0.0.1"}
+        run.wait_for(re.compile(r'127\.0\.0\.1:\d+ - "GET /client HTTP/1\.1" 200 OK'))
+    finally:
+        run.stop()
