@@ -112,26 +112,6 @@ class Pool:
     """Pure scheduling state (see the invariants at the top). Not thread-safe: every
     method is called with :attr:`Scheduler.lock` held."""
 
-    __slots__ = (
-        "_sample",
-        "capacity",
-        "core_more",
-        "idle",
-        "input_open",
-        "max_workers",
-        "output",
-        "output_bytes",
-        "progress",
-        "quiet",
-        "reading",
-        "ready",
-        "reserved",
-        "running",
-        "stopped",
-        "threads",
-        "urgent",
-    )
-
     def __init__(self, max_workers: int, max_queued: int) -> None:
         """An empty pool: no thread, nothing queued, input open.
 
