@@ -28,6 +28,8 @@ from pywatt_proto._messages import HttpResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 _ENV = {**os.environ, "PYWATT_STDOUT_GUARD": "0"}
+# descriptor limits and the kernel's send queue (SIOCOUTQ) as Linux has them
+_LINUX = pytest.mark.skipif(sys.platform != "linux", reason="Linux descriptor/socket behaviour")
 FAST = FrontDoorLimits(
     read_timeout=0.3, request_timeout=0.6, keepalive_timeout=0.4, max_header_bytes=4096
 )
@@ -277,6 +279,7 @@ async def test_connection_cap_answers_503_and_frees_up(open_door: Opener) -> Non
     assert out.startswith(b"HTTP/1.1 200 ")
 
 
+@_LINUX
 def test_default_cap_keeps_descriptors_for_the_modules_and_logs_little(tmp_path: Path) -> None:
     """Under a 256-descriptor limit, 300 idle clients: the cap derived from the limit
     answers 503 instead of exhausting descriptors (the host can still open pipes for a
@@ -368,6 +371,7 @@ def test_default_cap_keeps_descriptors_for_the_modules_and_logs_little(tmp_path:
     assert len(err) < 2000, err  # a few lines, not one per refused connection
 
 
+@_LINUX
 def test_accept_errors_are_logged_a_few_at_a_time(tmp_path: Path) -> None:
     """Descriptors exhausted (an explicit cap above the limit): accept fails with EMFILE
     again and again; the log says so a few times, then summarises."""
@@ -578,6 +582,7 @@ async def test_header_limit_is_16_kib_by_default_and_configurable(open_door: Ope
 # ------------------------------------------------------------------ defect 4: send timeout
 
 
+@_LINUX
 async def test_slow_steady_reader_gets_the_whole_answer(open_door: Opener) -> None:
     """A 4 MiB answer read at ~1.3 MB/s takes ~3 s; the send timeout is 0.5 s of no
     progress, so it must not cut the download (the old timer ran from pause_writing)."""
