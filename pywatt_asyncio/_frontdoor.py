@@ -47,7 +47,7 @@ from pywatt_proto._module import join_headers
 from pywatt_proto._proxy import TrustedProxies, access_line, forward_target, forwarding
 from pywatt_proto._router import Request, Response, api_error
 
-from ._server import SendWatch, _DateCache
+from ._server import ConnectionDriver, _DateCache
 
 if TYPE_CHECKING:
     from ._orchestrator import ModuleProcess
@@ -394,112 +394,44 @@ class FrontDoor(asyncio.AbstractServer):
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class _FrontConnection(asyncio.Protocol):
+class _FrontConnection(ConnectionDriver):
     """One client connection: feeds the core, forwards requests, writes answers."""
 
-    __slots__ = (
-        "_busy",
-        "_core",
-        "_door",
-        "_loop",
-        "_lost",
-        "_paused",
-        "_send_watch",
-        "_task",
-        "_timer",
-        "_timer_at",
-        "_transport",
-        "_write_paused",
-    )
+    __slots__ = ("_door",)
 
     def __init__(self, door: FrontDoor) -> None:
+        super().__init__(door.loop, door.limits.read_timeout)
         self._door = door
-        self._loop = door.loop
-        self._transport: asyncio.Transport | None = None
-        self._core: HttpServerConnection | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._paused = False
-        self._write_paused = False
-        self._send_watch = SendWatch(door.loop, door.limits.read_timeout)
-        self._busy = False
-        self._lost = False
-        self._task: asyncio.Task[None] | None = None
 
     def itself(self) -> _FrontConnection:
         """Return ``self`` (the protocol factory given to ``connect_accepted_socket``)."""
         return self
 
-    # -- protocol callbacks ------------------------------------------------------------------
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
         door = self._door
-        peer = transport.get_extra_info("peername")
-        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
         self._core = HttpServerConnection(
             door.server_limits,
-            self._loop.time(),
-            client=client,
+            self._now(),
+            client=self.peer(transport),
             body_limit=door.upstream.body_limit,
             date=door.date.get,
         )
         door.opened(self)
         self._arm()
 
-    def data_received(self, data: bytes) -> None:
-        core = self._core
-        if core is None:
-            return
-        if not core.receive_data(data, self._loop.time()) and not self._paused:
-            self._paused = True
-            self._transport.pause_reading()  # type: ignore[union-attr]
-        if not self._busy:
-            self._drive()
-
-    def eof_received(self) -> bool:
-        if self._core is not None:
-            self._core.receive_data(b"", self._loop.time())
-            if not self._busy:
-                self._drive()
-        return True  # keep the write side open for the answer
-
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
-        self._send_watch.resumed()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._task is not None:  # the client left: stop waiting for the module
             self._task.cancel()
-        if self._core is not None:
-            self._core.send_failed()
+        super().connection_lost(exc)
         self._door.done(self)
-
-    def pause_writing(self) -> None:
-        self._write_paused = True
-        assert self._transport is not None
-        self._send_watch.paused(self._transport)
-
-    def resume_writing(self) -> None:
-        self._write_paused = False
-        self._send_watch.resumed()
-        if not self._busy and not self._lost:
-            self._drive()
-
-    def shutdown(self) -> None:
-        """Finish: an idle connection closes now, a busy one after its answer."""
-        if self._core is not None and not self._lost:
-            self._core.start_shutdown()
-            if not self._busy:
-                self._drive()
 
     # -- the driver loop -----------------------------------------------------------------------
 
-    def _drive(self) -> None:
+    def _drive(self, start: float) -> None:
         """Handle the requests buffered, in order, until the core needs data or a request
-        is being forwarded."""
+        is being forwarded (each request is timed from when it is taken, not ``start``)."""
         core = self._core
         transport = self._transport
         assert core is not None and transport is not None
@@ -586,7 +518,7 @@ class _FrontConnection(asyncio.Protocol):
         if self._lost:
             return
         self._send(request, self._response(request, reply), start, module_id)
-        self._drive()
+        self._drive(self._now())
 
     def _response(self, request: Request, reply: HttpResponse) -> Response:
         """Return the module's answer re-framed for the client (see the module docstring)."""
@@ -638,46 +570,6 @@ class _FrontConnection(asyncio.Protocol):
             self._loop.time() - start,
             module_id,
         )
-
-    def _close(self) -> None:
-        core = self._core
-        transport = self._transport
-        if core is not None and transport is not None and not self._lost:
-            out = core.data_to_send()
-            if out:
-                transport.write(out)
-            transport.close()
-
-    # -- timer: one lazily re-armed handle per connection --------------------------------------
-
-    def _arm(self) -> None:
-        core = self._core
-        deadline = core.get_timer() if core is not None else None
-        if deadline is None:
-            return
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= deadline:
-                return  # fires early and re-arms itself
-            timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        core = self._core
-        if core is None or self._lost:
-            return
-        deadline = core.get_timer()
-        if deadline is None:
-            return
-        now = self._loop.time()
-        if now >= deadline:
-            core.handle_timer(now)
-            if not self._busy:
-                self._drive()
-        else:
-            self._arm()
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:

@@ -176,8 +176,16 @@ class SendWatch:
         transport.abort()
 
 
-class _Connection(asyncio.Protocol):
-    """Driver for one connection: feeds the core, runs handlers, writes answers."""
+class ConnectionDriver(asyncio.Protocol):
+    """What every HTTP connection driver on asyncio does around its core: the protocol
+    callbacks, back-pressure both ways, the send timeout, graceful shutdown, closing and the
+    core's timer (one lazily re-armed handle per connection).
+
+    Used by ``serve()`` (:class:`_Connection`) and the front door
+    (``pywatt_asyncio._frontdoor._FrontConnection``). A subclass sets ``_core`` in
+    ``connection_made`` and provides :meth:`_drive` (handle what the core has buffered);
+    ``_busy`` is True while an answer is awaited, and nothing is driven meanwhile.
+    """
 
     __slots__ = (
         "_busy",
@@ -187,7 +195,6 @@ class _Connection(asyncio.Protocol):
         "_now",
         "_paused",
         "_send_watch",
-        "_server",
         "_task",
         "_timer",
         "_timer_at",
@@ -195,39 +202,31 @@ class _Connection(asyncio.Protocol):
         "_write_paused",
     )
 
-    def __init__(self, server: HttpServer) -> None:
-        self._server = server
-        self._loop = server.loop
-        self._now = server.loop.time
+    def __init__(self, loop: asyncio.AbstractEventLoop, send_timeout: float) -> None:
+        self._loop = loop
+        self._now = loop.time
         self._transport: asyncio.Transport | None = None
         self._core: HttpServerConnection | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._paused = False
         self._write_paused = False
-        self._send_watch = SendWatch(server.loop, server.limits.read_timeout)
+        self._send_watch = SendWatch(loop, send_timeout)
         self._busy = False
         self._lost = False
         self._task: asyncio.Task[None] | None = None
 
-    # -- protocol callbacks ------------------------------------------------------------------
+    def _drive(self, start: float) -> None:
+        """Handle what the core has buffered (``start``: loop time the bytes arrived)."""
+        raise NotImplementedError
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        server = self._server
-        if len(server.connections) >= server.max_connections or server.closing:
-            transport.write(_BUSY)
-            transport.close()
-            self._lost = True
-            return
+    @staticmethod
+    def peer(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
+        """Return the transport's peer address as ``(host, port)``, or None if not IP."""
         peer = transport.get_extra_info("peername")
-        client = (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
-        self._core = HttpServerConnection(
-            server.limits, self._now(), client=client, date=server.date.get
-        )
-        server.connections.add(self)
-        self._arm()
+        return (str(peer[0]), int(peer[1])) if isinstance(peer, tuple) else None
+
+    # -- protocol callbacks ------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
         core = self._core
@@ -255,7 +254,6 @@ class _Connection(asyncio.Protocol):
             self._timer = None
         if self._core is not None:
             self._core.send_failed()
-            self._server.connection_done(self)
 
     def pause_writing(self) -> None:
         # A client that stops reading its answers is reset after read_timeout seconds
@@ -277,7 +275,75 @@ class _Connection(asyncio.Protocol):
             if not self._busy:
                 self._drive(self._now())
 
-    # -- the driver loop -----------------------------------------------------------------------
+    def _close(self) -> None:
+        core = self._core
+        transport = self._transport
+        if core is not None and transport is not None and not self._lost:
+            out = core.data_to_send()
+            if out:
+                transport.write(out)
+            transport.close()
+
+    # -- timer: one lazily re-armed handle per connection --------------------------------------
+
+    def _arm(self) -> None:
+        core = self._core
+        deadline = core.get_timer() if core is not None else None
+        if deadline is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                return  # fires early and re-arms itself
+            timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        core = self._core
+        if core is None or self._lost:
+            return
+        deadline = core.get_timer()
+        if deadline is None:
+            return
+        now = self._now()
+        if now >= deadline:
+            core.handle_timer(now)
+            if not self._busy:
+                self._drive(self._now())
+        else:
+            self._arm()
+
+
+class _Connection(ConnectionDriver):
+    """Driver for one ``serve()`` connection: runs handlers and writes their answers."""
+
+    __slots__ = ("_server",)
+
+    def __init__(self, server: HttpServer) -> None:
+        super().__init__(server.loop, server.limits.read_timeout)
+        self._server = server
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        server = self._server
+        if len(server.connections) >= server.max_connections or server.closing:
+            transport.write(_BUSY)
+            transport.close()
+            self._lost = True
+            return
+        self._core = HttpServerConnection(
+            server.limits, self._now(), client=self.peer(transport), date=server.date.get
+        )
+        server.connections.add(self)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._core is not None:
+            self._server.connection_done(self)
 
     def _drive(self, start: float) -> None:
         """Handle every complete request buffered, in order, until the core needs data.
@@ -350,51 +416,12 @@ class _Connection(asyncio.Protocol):
         if server.access_log is not None:
             server.log_access(core.client, request, response, self._now() - start)
 
-    def _close(self) -> None:
-        core = self._core
-        transport = self._transport
-        if core is not None and transport is not None and not self._lost:
-            out = core.data_to_send()
-            if out:
-                transport.write(out)
-            transport.close()
-
     def cancel(self) -> None:
         """Abort: cancel a running handler and drop the connection."""
         if self._task is not None:
             self._task.cancel()
         if self._transport is not None:
             self._transport.abort()
-
-    # -- timer: one lazily re-armed handle per connection --------------------------------------
-
-    def _arm(self) -> None:
-        core = self._core
-        deadline = core.get_timer() if core is not None else None
-        if deadline is None:
-            return
-        timer = self._timer
-        if timer is not None:
-            if self._timer_at <= deadline:
-                return  # fires early and re-arms itself
-            timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        core = self._core
-        if core is None or self._lost:
-            return
-        deadline = core.get_timer()
-        if deadline is None:
-            return
-        if self._now() >= deadline:
-            core.handle_timer(self._now())
-            if not self._busy:
-                self._drive(self._now())
-        else:
-            self._arm()
 
 
 class HttpServer:
