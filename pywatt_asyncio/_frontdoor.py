@@ -38,7 +38,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from pywatt_proto._bodies import MAX_REFERENCE_BODY
+from pywatt_proto._bodies import MAX_REFERENCE_BODY, LogThrottle
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._http import HttpServerConnection, ServerLimits
@@ -227,34 +227,32 @@ class ModuleUpstream:
 
 
 class _Throttle:
-    """At most ``_LOG_BURST`` warnings per ``_LOG_PERIOD`` seconds, then one summary."""
+    """Accept-error warnings, rate-limited as :class:`pywatt_proto._bodies.LogThrottle`
+    (``_LOG_BURST`` in full, then a summary at most every ``_LOG_PERIOD`` s); a timer
+    logs the summary still owed when the errors stop."""
 
-    __slots__ = ("_count", "_loop", "_period_end", "_suppressed", "_what")
+    __slots__ = ("_log", "_loop", "_timer")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, what: str) -> None:
         self._loop = loop
-        self._what = what
-        self._period_end = 0.0
-        self._count = 0
-        self._suppressed = 0
+        summary = "{count} more " + what + " in the last {span:.0f} s"
+        self._log = LogThrottle(summary, burst=_LOG_BURST, interval=_LOG_PERIOD)
+        self._timer: asyncio.TimerHandle | None = None
 
     def warn(self, message: str) -> None:
-        now = self._loop.time()
-        if now >= self._period_end:
-            self._period_end = now + _LOG_PERIOD
-            self._count = 0
-        if self._count < _LOG_BURST:
-            self._count += 1
-            _log.warning("%s", message)
-            return
-        if self._suppressed == 0:
-            self._loop.call_at(self._period_end, self._summary)
-        self._suppressed += 1
+        for text in self._log.note(self._loop.time(), message):
+            _log.warning("%s", text)
+        due = self._log.due
+        if due is not None and self._timer is None:
+            self._timer = self._loop.call_at(due, self._flush)
 
-    def _summary(self) -> None:
-        if self._suppressed:
-            _log.warning("%d more %s in the last %.0f s", self._suppressed, self._what, _LOG_PERIOD)
-            self._suppressed = 0
+    def _flush(self) -> None:
+        self._timer = None
+        now, due = self._loop.time(), self._log.due
+        if due is not None and now < due:
+            self._timer = self._loop.call_at(due, self._flush)
+        elif due is not None:
+            _log.warning("%s", self._log.flush(now))
 
 
 class FrontDoor(asyncio.AbstractServer):

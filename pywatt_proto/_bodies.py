@@ -44,6 +44,7 @@ __all__ = [
     "BASE64_LINE_LIMIT",
     "EXT_BASE64_BODIES",
     "LINE_ROOM",
+    "LogThrottle",
     "MAX_BASE64_BODY",
     "MAX_REFERENCE_BODY",
     "REFERENCE_LINE_LIMIT",
@@ -237,19 +238,81 @@ def scan_request_id(head: bytes, tail: bytes = b"", *, op: str = "http_request")
 # ---------------------------------------------------------------------------
 
 
-class SkippedLineLog:
-    """When to log a skipped input line in full and when to summarise (pure; ``now`` given).
+class LogThrottle:
+    """When to log a repeated warning in full and when to summarise (pure; ``now`` given).
 
-    The first ``burst`` skipped lines of a period are logged in full (their text cut to
-    ``max_chars``); later ones are only counted, and a summary --
-    ``"skipped 600 more malformed lines in the last 10 s"`` -- is due at most once per
-    ``interval`` seconds. ``interval`` seconds without a skipped line end the period: the
-    summary still owed is given with the next skipped line, and the burst allowance starts
-    again. :meth:`flush` returns the summary still owed (for end of input). Memory: a few
-    numbers, whatever the input.
+    The first ``burst`` warnings of a period are logged as given; later ones are only
+    counted, and a summary (``summary`` formatted with ``count`` and ``span``, the seconds
+    since the first one counted) is due at most once per ``interval`` seconds.
+    ``interval`` seconds without a warning end the period: the summary still owed is given
+    with the next warning, and the burst allowance starts again. :meth:`flush` returns the
+    summary still owed (for end of input, or from a driver's timer). Memory: a few
+    numbers, whatever the input. Used for skipped input lines (:class:`SkippedLineLog`)
+    and the front door's accept errors.
     """
 
-    __slots__ = ("_burst", "_count", "_interval", "_last", "_logged", "_max_chars", "_since")
+    __slots__ = ("_burst", "_count", "_interval", "_last", "_logged", "_since", "_text")
+
+    def __init__(self, summary: str, *, burst: int = 5, interval: float = 10.0) -> None:
+        """Log ``burst`` warnings in full per period, then one summary per ``interval`` s.
+
+        Raises ValueError for a negative ``burst`` or a non-positive ``interval``.
+        """
+        if burst < 0 or interval <= 0:
+            raise ValueError("burst >= 0 and interval > 0 are required")
+        self._text = summary
+        self._burst = burst
+        self._interval = interval
+        self._logged = 0  # warnings logged in full in this period
+        self._last: float | None = None  # time of the latest warning
+        self._since = 0.0  # time of the first warning counted since the last summary
+        self._count = 0  # warnings counted and not yet summarised
+
+    @property
+    def due(self) -> float | None:
+        """Return when the summary of the warnings counted is due, or None if none is owed."""
+        return self._since + self._interval if self._count else None
+
+    def note(self, now: float, message: str) -> list[str]:
+        """Count one warning; return the messages to log now (often none).
+
+        A warning logged in full gives ``message``; a due summary gives the summary text.
+        Leaves the counters updated; never raises.
+        """
+        out: list[str] = []
+        if self._last is not None and now - self._last >= self._interval:
+            if self._count:
+                out.append(self._summary(now))
+            self._logged = 0
+        self._last = now
+        if self._logged < self._burst:
+            self._logged += 1
+            out.append(message)
+            return out
+        if not self._count:
+            self._since = now
+        self._count += 1
+        if now - self._since >= self._interval:
+            out.append(self._summary(now))
+        return out
+
+    def flush(self, now: float) -> str | None:
+        """Return the summary of warnings counted and not yet reported, or None; resets it."""
+        return self._summary(now) if self._count else None
+
+    def _summary(self, now: float) -> str:
+        text = self._text.format(count=self._count, span=max(now - self._since, 0.0))
+        self._count = 0
+        return text
+
+
+class SkippedLineLog(LogThrottle):
+    """:class:`LogThrottle` for skipped input lines: a line logged in full is
+    ``"<reason>: <excerpt>"``, its text cut to ``max_chars``; the summary reads
+    ``"skipped 600 more malformed lines in the last 10 s"``.
+    """
+
+    __slots__ = ("_max_chars",)
 
     def __init__(self, *, burst: int = 5, interval: float = 10.0, max_chars: int = 200) -> None:
         """Log ``burst`` lines in full per period, then one summary per ``interval`` s.
@@ -257,15 +320,14 @@ class SkippedLineLog:
         Raises ValueError for a negative ``burst``, a non-positive ``interval`` or a
         ``max_chars`` under 16.
         """
-        if burst < 0 or interval <= 0 or max_chars < 16:
+        if max_chars < 16:
             raise ValueError("burst >= 0, interval > 0 and max_chars >= 16 are required")
-        self._burst = burst
-        self._interval = interval
+        super().__init__(
+            "skipped {count} more malformed lines in the last {span:.0f} s",
+            burst=burst,
+            interval=interval,
+        )
         self._max_chars = max_chars
-        self._logged = 0  # lines logged in full in this period
-        self._last: float | None = None  # time of the latest skipped line
-        self._since = 0.0  # time of the first line counted since the last summary
-        self._count = 0  # lines counted and not yet summarised
 
     def excerpt(self, line: bytes) -> str:
         """Return ``line`` as printable text cut to ``max_chars`` (with its size when cut)."""
@@ -280,29 +342,4 @@ class SkippedLineLog:
         A line logged in full gives ``"<reason>: <excerpt>"``; a due summary gives the
         summary text. Leaves the counters updated; never raises.
         """
-        out: list[str] = []
-        if self._last is not None and now - self._last >= self._interval:
-            if self._count:
-                out.append(self._summary(now))
-            self._logged = 0
-        self._last = now
-        if self._logged < self._burst:
-            self._logged += 1
-            out.append(f"{reason}: {self.excerpt(line)}")
-            return out
-        if not self._count:
-            self._since = now
-        self._count += 1
-        if now - self._since >= self._interval:
-            out.append(self._summary(now))
-        return out
-
-    def flush(self, now: float) -> str | None:
-        """Return the summary of lines counted and not yet reported, or None; resets it."""
-        return self._summary(now) if self._count else None
-
-    def _summary(self, now: float) -> str:
-        span = max(now - self._since, 0.0)
-        text = f"skipped {self._count} more malformed lines in the last {span:.0f} s"
-        self._count = 0
-        return text
+        return self.note(now, f"{reason}: {self.excerpt(line)}")

@@ -22,6 +22,7 @@ from pywatt_proto._bodies import (
     MAX_BASE64_BODY,
     MAX_REFERENCE_BODY,
     REFERENCE_LINE_LIMIT,
+    LogThrottle,
     SkippedLineLog,
     decode_base64_body,
     decode_byte_array,
@@ -393,6 +394,18 @@ def test_skipped_lines_first_few_in_full_then_rate_limited_summaries() -> None:
     assert log.flush(clock.now()) is None
     clock.advance(30.0)  # a quiet period: full lines again
     assert log.skipped(clock.now(), b"again", "bad line") == ["bad line: b'again'"]
+
+
+def test_log_throttle_says_when_its_summary_is_due() -> None:
+    # The front door's accept errors use this policy; its timer logs the summary at ``due``.
+    log = LogThrottle("{count} more accept errors in the last {span:.0f} s", burst=1, interval=5)
+    assert log.note(0.0, "accept failed: EMFILE") == ["accept failed: EMFILE"]
+    assert log.due is None
+    assert log.note(1.0, "accept failed: EMFILE") == []
+    assert log.note(2.0, "accept failed: EMFILE") == []
+    assert log.due == 6.0
+    assert log.flush(6.0) == "2 more accept errors in the last 5 s"
+    assert log.due is None
 
 
 # ---------------------------------------------- issue 16 point 10: the init cap
