@@ -45,6 +45,7 @@ from pywatt_proto import (
     http_date,
 )
 from pywatt_proto._http import SendProgress
+from pywatt_proto._router import router_of
 
 from ._dispatch import dispatch_eager
 
@@ -64,20 +65,6 @@ _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
     b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
-
-
-def router_of(app: Any) -> Router:
-    """Return ``app`` if it is a Router, else ``app.router`` (a Module app, for example).
-
-    Raises:
-        TypeError: neither.
-    """
-    if isinstance(app, Router):
-        return app
-    router = getattr(app, "router", None)
-    if isinstance(router, Router):
-        return router
-    raise TypeError(f"expected a Router or an object with a .router, got {type(app).__name__}")
 
 
 class _DateCache:

@@ -84,6 +84,7 @@ __all__ = [
     "json_response",
     "reason_phrase",
     "redirect",
+    "router_of",
     "text_response",
 ]
 
@@ -1367,3 +1368,18 @@ def _status_of(exc: BaseException) -> int:
     if isinstance(exc, RemoteProtocolError):
         return exc.error_status_hint
     return 500
+
+
+def router_of(app: Any) -> Router:
+    """Return ``app`` if it is a Router, else ``app.router`` (a Module app, for example);
+    what both drivers' ``serve()`` accept.
+
+    Raises:
+        TypeError: neither.
+    """
+    if isinstance(app, Router):
+        return app
+    router = getattr(app, "router", None)
+    if isinstance(router, Router):
+        return router
+    raise TypeError(f"expected a Router or an object with a .router, got {type(app).__name__}")

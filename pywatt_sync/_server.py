@@ -65,13 +65,13 @@ from pywatt_proto import (
     HttpServerConnection,
     Request,
     Response,
-    Router,
     ServerLimits,
     ServerPhase,
     format_access_log,
     http_date,
 )
 from pywatt_proto._http import SendProgress
+from pywatt_proto._router import router_of
 
 from ._dispatch import dispatch
 
@@ -127,20 +127,6 @@ def unsent_bytes(sock: socket.socket) -> int:
         return 0
     queued: int = struct.unpack("i", raw)[0]
     return queued
-
-
-def router_of(app: Any) -> Router:
-    """Return ``app`` if it is a Router, else ``app.router``.
-
-    Raises:
-        TypeError: neither.
-    """
-    if isinstance(app, Router):
-        return app
-    router = getattr(app, "router", None)
-    if isinstance(router, Router):
-        return router
-    raise TypeError(f"expected a Router or an object with a .router, got {type(app).__name__}")
 
 
 class _DateCache:
