@@ -437,13 +437,7 @@ class _FrontConnection(ConnectionDriver):
             now = self._loop.time()
             event = core.next_event(now)
             if event is NEED_DATA:
-                out = core.data_to_send()
-                if out:
-                    transport.write(out)
-                if self._paused and core.wants_data:
-                    self._paused = False
-                    transport.resume_reading()
-                self._arm()
+                self._need_data()
                 return
             if event is END_OF_INPUT:
                 self._close()

@@ -262,6 +262,22 @@ class ConnectionDriver(asyncio.Protocol):
             if not self._busy:
                 self._drive(self._now())
 
+    def _need_data(self) -> None:
+        """The core waits for bytes: write what it has, resume reading if it takes more,
+        and arm its timer if it is not armed early enough."""
+        core = self._core
+        transport = self._transport
+        assert core is not None and transport is not None
+        out = core.data_to_send()
+        if out:
+            transport.write(out)
+        if self._paused and core.wants_data:
+            self._paused = False
+            transport.resume_reading()
+        deadline = core.get_timer()
+        if deadline is not None and (self._timer is None or self._timer_at > deadline):
+            self._arm()
+
     def _close(self) -> None:
         core = self._core
         transport = self._transport
@@ -346,15 +362,7 @@ class _Connection(ConnectionDriver):
         while not self._write_paused:
             event = core.next_event(start)
             if event is NEED_DATA:
-                out = core.data_to_send()
-                if out:
-                    transport.write(out)
-                if self._paused and core.wants_data:
-                    self._paused = False
-                    transport.resume_reading()
-                deadline = core.get_timer()
-                if deadline is not None and (self._timer is None or self._timer_at > deadline):
-                    self._arm()
+                self._need_data()
                 return
             if event is END_OF_INPUT:
                 self._close()
