@@ -37,7 +37,7 @@ from pywatt_proto._bodies import SkippedLineLog
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
-from pywatt_proto._messages import Endpoint, PortResponse, RoutedModuleMessage
+from pywatt_proto._messages import PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -73,7 +73,6 @@ from ._stdio import PipeLink, guard_stdout
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
     from concurrent.futures import ThreadPoolExecutor
 
-    from pywatt_proto._calls import RoutedMessage
     from pywatt_proto._channel import ChannelEvent
     from pywatt_proto._messages import Init, ServiceProviderInfo, ServiceType
 
@@ -114,9 +113,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 _T = TypeVar("_T")
 #: A request waiting for a handler slot: from stdio, or from a framed channel.
 _Pending: TypeAlias = "RequestReceived | tuple[AsyncChannel, RequestReceived]"
-RotationCallback = Callable[[tuple[str, ...]], Any]
-RoutedHandler = Callable[["RoutedMessage"], Any]
-StartupHook = Callable[[], Awaitable[Any]]
 
 
 class Module(RouteDecorators):
@@ -176,9 +172,6 @@ class Module(RouteDecorators):
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
         self._listen = listen
-        self._rotation_callbacks: list[RotationCallback] = []
-        self._startup_hooks: list[StartupHook] = []
-        self._routed_handlers: list[RoutedHandler] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -209,38 +202,6 @@ class Module(RouteDecorators):
 
     # ------------------------------------------------------------ registration
     # route/get/post/put/delete/patch/middleware/error_handler: RouteDecorators
-
-    def on_rotation(self, fn: _F) -> _F:
-        """Register ``fn(keys)`` (sync or async), called when secrets are rotated.
-
-        The rotation is acknowledged ``success`` when every callback returns, ``error``
-        (with the exception's message) when one raises.
-        """
-        self._rotation_callbacks.append(fn)
-        return fn
-
-    def on_routed_message(self, fn: _F) -> _F:
-        """Register ``fn(message)`` (sync or async) for one-way ``routed_module_message``s
-        (spec/modules.md section 6). ``message`` is a ``RoutedMessage`` with
-        ``source_module_id``, ``request_id`` and the decoded ``value``; the return value is
-        ignored and an exception is logged. Calls made with ``call_module`` are served by
-        ordinary routes (``@app.post``), not by these handlers.
-        """
-        self._routed_handlers.append(fn)
-        return fn
-
-    def on_startup(self, fn: _F) -> _F:
-        """Register ``async def fn()``, awaited after init and secret prefetch and before
-        the announce, in registration order (bind listeners here: bind, then announce).
-
-        Inside, ``await app.negotiate_port()``, ``await app.secret(name)`` and ``app.init``
-        work, and ``app.set_listen("host:port")`` chooses the announced ``listen``; requests
-        are answered 503 until every hook has returned. A hook that raises is logged and the
-        module exits with status 1 without announcing. With no hook registered the announce
-        is sent as soon as prefetch is done, as before.
-        """
-        self._startup_hooks.append(fn)
-        return fn
 
     def _wrap_handler(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Return ``fn`` for an ``async def`` handler, else a coroutine function running
@@ -279,10 +240,6 @@ class Module(RouteDecorators):
         if conn is None or conn.state is not ModuleState.STARTING:
             raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
         self._startup_listen = listen
-
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """Return the endpoints announced for the registered routes."""
-        return self.router.announce_endpoints()
 
     # --------------------------------------------------------------- services
     @property

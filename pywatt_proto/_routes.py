@@ -33,6 +33,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
     from typing import Any, TypeVar
 
+    from ._messages import Endpoint
+
     _F = TypeVar("_F", bound=Callable[..., Any])
 
 __all__ = [
@@ -103,6 +105,9 @@ class RouteDecorators:
     _allow_async_handlers: bool = True
     _path_prefix: str = ""
     _shutdown_hooks: list[Callable[[], Any]]
+    _startup_hooks: list[Callable[[], Any]]
+    _rotation_callbacks: list[Callable[[tuple[str, ...]], Any]]
+    _routed_handlers: list[Callable[[Any], Any]]
 
     def _configure_routes(
         self,
@@ -119,6 +124,9 @@ class RouteDecorators:
         """
         self._path_prefix = version_prefix(version)
         self._shutdown_hooks = []
+        self._startup_hooks = []
+        self._rotation_callbacks = []
+        self._routed_handlers = []
         if health:
             path = health if isinstance(health, str) else DEFAULT_HEALTH_PATH
             self.router.add_route(self._full_path(path), health_handler(clock), ("GET",))
@@ -233,3 +241,43 @@ class RouteDecorators:
             self._shutdown_hooks = []
         self._shutdown_hooks.append(fn)
         return fn
+
+    def on_startup(self, fn: _F) -> _F:
+        """Register ``fn()``, called after init and secret prefetch and before the
+        announce, in registration order (bind listeners here: bind, then announce).
+
+        On ``pywatt_asyncio`` it is ``async def`` and awaited; on ``pywatt_sync`` a plain
+        ``def`` run on a dedicated thread. Inside, ``app.negotiate_port()``,
+        ``app.secret(name)`` (awaited on asyncio) and ``app.init`` work, and
+        ``app.set_listen("host:port")`` chooses the announced ``listen``; requests are
+        answered 503 until every hook has returned. A hook that raises is logged and the
+        module exits with status 1 without announcing. With no hook registered the
+        announce is sent as soon as prefetch is done.
+        """
+        self._startup_hooks.append(fn)
+        return fn
+
+    def on_rotation(self, fn: _F) -> _F:
+        """Register ``fn(keys)``, called when secrets are rotated (on ``pywatt_asyncio``
+        sync or async, on the loop; on ``pywatt_sync`` on the rotation thread).
+
+        The rotation is acknowledged ``success`` when every callback returns, ``error``
+        (with the exception's message) when one raises.
+        """
+        self._rotation_callbacks.append(fn)
+        return fn
+
+    def on_routed_message(self, fn: _F) -> _F:
+        """Register ``fn(message)`` for one-way ``routed_module_message``s (spec/modules.md
+        section 6): sync or async on ``pywatt_asyncio``, run on a pool thread on
+        ``pywatt_sync``. ``message`` is a ``RoutedMessage`` with ``source_module_id``,
+        ``request_id`` and the decoded ``value``; the return value is ignored and an
+        exception is logged. Calls made with ``call_module`` are served by ordinary routes
+        (``@app.post``), not by these handlers.
+        """
+        self._routed_handlers.append(fn)
+        return fn
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Return the endpoints announced for the registered routes."""
+        return self.router.announce_endpoints()

@@ -68,7 +68,7 @@ from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
 from pywatt_proto._lazylog import LazyLogger, basic_config
-from pywatt_proto._messages import Endpoint, Init, PortResponse, RoutedModuleMessage
+from pywatt_proto._messages import Init, PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -103,7 +103,6 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
     from concurrent.futures import Future
     from typing import Any, Final, TypeVar, overload
 
-    from pywatt_proto._calls import RoutedMessage
     from pywatt_proto._channel import ChannelEvent
     from pywatt_proto._messages import ServiceProviderInfo, ServiceType
 
@@ -112,9 +111,6 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
 
     _F = TypeVar("_F", bound=Callable[..., Any])
     _T = TypeVar("_T")
-    RotationCallback = Callable[[tuple[str, ...]], Any]
-    StartupHook = Callable[[], Any]
-    RoutedHandler = Callable[[RoutedMessage], Any]
 
 
 def _forwarded_client_filler() -> Callable[[Request], None] | None:
@@ -693,10 +689,7 @@ class Module(RouteDecorators):
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
         self._listen = listen
-        self._rotation_callbacks: list[RotationCallback] = []
-        self._startup_hooks: list[StartupHook] = []
         self._port_listeners: list[Callable[[PortResponse], None]] = []
-        self._routed_handlers: list[RoutedHandler] = []
         self._negotiation: PortNegotiation | None = None
         self._serving = threading.Lock()  # guards _session being set and cleared
         self._session: _Session | None = None
@@ -705,39 +698,6 @@ class Module(RouteDecorators):
 
     # ------------------------------------------------------------ registration
     # route/get/post/put/delete/patch/middleware/error_handler: RouteDecorators
-
-    def on_rotation(self, fn: _F) -> _F:
-        """Register ``fn(keys)``, called on the rotation thread when secrets are rotated.
-
-        The rotation is acknowledged ``success`` when every callback returns,
-        ``error`` (with the exception's message) when one raises.
-        """
-        self._rotation_callbacks.append(fn)
-        return fn
-
-    def on_routed_message(self, fn: _F) -> _F:
-        """Register ``fn(message)`` for one-way ``routed_module_message``s (spec/modules.md
-        section 6), run on a pool thread. ``message`` is a ``RoutedMessage`` with
-        ``source_module_id``, ``request_id`` and the decoded ``value``; the return value is
-        ignored and an exception is logged. Calls made with ``call_module`` are served by
-        ordinary routes (``@app.post``), not by these handlers.
-        """
-        self._routed_handlers.append(fn)
-        return fn
-
-    def on_startup(self, fn: _F) -> _F:
-        """Register ``fn()``, called after init and secret prefetch and before the
-        announce, in registration order, on a dedicated thread (bind listeners here: bind,
-        then announce).
-
-        Inside, ``app.negotiate_port()``, ``app.secret(name)`` and ``app.init`` work, and
-        ``app.set_listen("host:port")`` chooses the announced ``listen``; requests are
-        answered 503 until every hook has returned. A hook that raises is logged and the
-        module exits with status 1 without announcing. With no hook registered the
-        announce is sent as soon as prefetch is done, as before.
-        """
-        self._startup_hooks.append(fn)
-        return fn
 
     def set_listen(self, listen: str) -> None:
         """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
@@ -754,10 +714,6 @@ class Module(RouteDecorators):
                     self._startup_listen = listen
                     return
         raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
-
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """Return the endpoints announced for the registered routes."""
-        return self.router.announce_endpoints()
 
     # --------------------------------------------------------------- services
     @property
