@@ -2,8 +2,10 @@
 
 * every name in ``__all__`` resolves, is the object of the private module it comes from, and
   is listed by ``dir()``;
-* the lazy table names exactly what the ``if TYPE_CHECKING:`` block imports (what mypy sees),
-  from the same modules;
+* ``__all__`` and the lazy imports come from the one table (``_SURFACE``); the committed
+  ``__init__.pyi`` stubs are what ``python -m pywatt_proto._surface`` generates from it and
+  re-export exactly its names, and mypy --strict on a user file sees every name with its
+  real type (not ``object`` through the run-time ``__getattr__``);
 * a fresh interpreter that imports a driver's ``Module`` does not load the optional areas
   (HTTP client/server, JWT, ports, breaker, channels; asyncio and TLS for the blocking
   driver): start-up time.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +27,8 @@ import pytest
 import pywatt_asyncio
 import pywatt_proto
 import pywatt_sync
+from pywatt_proto._lazy import exported_from
+from pywatt_proto._surface import render_stub, stub_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [pywatt_proto, pywatt_asyncio, pywatt_sync]
@@ -32,35 +37,77 @@ PACKAGES = [pywatt_proto, pywatt_asyncio, pywatt_sync]
 @pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.__name__)
 def test_every_export_resolves_and_is_listed(pkg: ModuleType) -> None:
     listed = set(dir(pkg))
-    for name in pkg.__all__:
+    table = exported_from(pkg._SURFACE)
+    assert list(table) == pkg.__all__
+    for name, module in table.items():
         value = getattr(pkg, name)
         assert name in listed, name
-        lazy = pkg._LAZY.get(name)
-        if lazy is not None:
-            module, attr = lazy
-            assert value is getattr(importlib.import_module(module, pkg.__name__), attr), name
+        assert value is getattr(importlib.import_module(module, pkg.__name__), name), name
     with pytest.raises(AttributeError):
         pkg.no_such_name  # noqa: B018
 
 
-def _type_checking_imports(path: Path) -> dict[str, tuple[str, str]]:
-    tree = ast.parse(path.read_text())
-    found: dict[str, tuple[str, str]] = {}
-    for node in tree.body:
-        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
-            for stmt in node.body:
-                assert isinstance(stmt, ast.ImportFrom) and stmt.level == 1
-                for alias in stmt.names:
-                    found[alias.asname or alias.name] = ("." + str(stmt.module), alias.name)
-    return found
+def test_a_name_listed_twice_is_rejected() -> None:
+    with pytest.raises(ValueError, match="'Router' is listed twice"):
+        exported_from({"a": {"._router": "Router Request"}, "b": {"._x": "Router"}})
 
 
 @pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.__name__)
-def test_lazy_table_mirrors_the_type_checking_imports(pkg: ModuleType) -> None:
-    assert pkg.__file__ is not None
-    assert _type_checking_imports(Path(pkg.__file__)) == pkg._LAZY
-    eager = {n for n in pkg.__all__ if n not in pkg._LAZY}
-    assert eager <= set(vars(pkg)), eager  # names not in the table are imported eagerly
+def test_committed_stub_is_generated_from_the_table(pkg: ModuleType) -> None:
+    # Stale? Regenerate with: python -m pywatt_proto._surface
+    assert stub_path(pkg.__name__).read_text(encoding="utf-8") == render_stub(pkg._SURFACE)
+
+
+@pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.__name__)
+def test_stub_reexports_exactly_the_table(pkg: ModuleType) -> None:
+    tree = ast.parse(stub_path(pkg.__name__).read_text(encoding="utf-8"))
+    found: dict[str, str] = {}
+    for stmt in tree.body:
+        if isinstance(stmt, ast.ImportFrom):
+            assert stmt.level == 1, ast.unparse(stmt)
+            for alias in stmt.names:
+                assert alias.asname == alias.name, ast.unparse(stmt)  # explicit re-export
+                found[alias.name] = "." + str(stmt.module)
+    assert found == exported_from(pkg._SURFACE)
+
+
+def test_mypy_strict_sees_every_export_with_its_type(tmp_path: Path) -> None:
+    """A user file importing every name of each package type-checks under --strict, the
+    names have their real types (not ``object`` through ``__getattr__``), and an unknown
+    name is an error (so nothing is accepted by a catch-all)."""
+    pytest.importorskip("mypy")
+    probes = {
+        "pywatt_proto": ("Router", "pywatt_proto._router.Router"),
+        "pywatt_asyncio": ("Module", "pywatt_asyncio._module.Module"),
+        "pywatt_sync": ("Module", "pywatt_sync._module.Module"),
+    }
+    files = []
+    for pkg in PACKAGES:
+        path = tmp_path / f"use_{pkg.__name__}.py"
+        path.write_text(
+            f"from {pkg.__name__} import {', '.join(pkg.__all__)}\n"
+            f"reveal_type({probes[pkg.__name__][0]})\n"
+            f"from {pkg.__name__} import no_such_name\n"
+        )
+        files.append(str(path))
+    (tmp_path / "mypy.ini").write_text("[mypy]\nstrict = True\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--config-file", str(tmp_path / "mypy.ini"),
+         "--cache-dir", str(tmp_path / "cache"), "--no-error-summary", *files],
+        cwd=tmp_path, env={**os.environ, "MYPYPATH": str(ROOT)},
+        capture_output=True, text=True, timeout=300,
+    ).stdout  # fmt: skip
+    lines = sorted(out.splitlines())
+    assert len(lines) == 6, out
+    for pkg in PACKAGES:
+        qualified = probes[pkg.__name__][1]
+        reveal, missing = (line for line in lines if line.startswith(f"use_{pkg.__name__}.py:"))
+        assert reveal.startswith(f"use_{pkg.__name__}.py:2: note: Revealed type is"), out
+        assert f"-> {qualified}" in reveal, out
+        assert missing == (
+            f'use_{pkg.__name__}.py:3: error: Module "{pkg.__name__}" has no attribute '
+            '"no_such_name"  [attr-defined]'
+        ), out
 
 
 OPTIONAL = [
