@@ -175,6 +175,7 @@ __all__ = [
     "SecretUpdated",
     "SecretUnavailable",
     "ShutdownRequested",
+    "forwarded_client_filler",
     "join_headers",
     "valid_method",
 ]
@@ -294,6 +295,18 @@ _COMMON_METHODS: Final = frozenset(
 _JSON_HEADERS: Final = {"content-type": "application/json"}
 _JSON_HEADERS_TEXT: Final = '{"content-type":"application/json"}'
 _WHITESPACE: Final = frozenset(b" \t\r\n")
+
+
+def forwarded_client_filler(environ: Mapping[str, str]) -> Callable[[Request], None] | None:
+    """Return the function filling ``request.client`` from ``x-forwarded-for``
+    (:func:`pywatt_proto._proxy.fill_forwarded_client`) when ``environ`` says the module was
+    started by ``pywatt run`` (``PYWATT_FORWARDED_CLIENT=1``), else None (the proxy code
+    is then never imported)."""
+    if environ.get("PYWATT_FORWARDED_CLIENT") != "1":
+        return None
+    from ._proxy import fill_forwarded_client
+
+    return fill_forwarded_client
 
 
 def valid_method(method: str) -> bool:

@@ -88,8 +88,9 @@ from pywatt_proto._module import (  # private modules: no package __init__ (star
     SecretUnavailable,
     SecretUpdated,
     ShutdownRequested,
+    forwarded_client_filler,
 )
-from pywatt_proto._router import Request, Response, Router
+from pywatt_proto._router import Response, Router
 from pywatt_proto._routes import RouteDecorators
 from pywatt_proto._secrets import convert_secret, redact_secret
 from pywatt_proto._serving import clear_serving, set_serving
@@ -113,17 +114,7 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
     _T = TypeVar("_T")
 
 
-def _forwarded_client_filler() -> Callable[[Request], None] | None:
-    """Return the function filling ``request.client`` from ``x-forwarded-for`` when this
-    process was started by ``pywatt run`` (``PYWATT_FORWARDED_CLIENT=1``), else None."""
-    if os.environ.get("PYWATT_FORWARDED_CLIENT") != "1":
-        return None
-    from pywatt_proto._proxy import fill_forwarded_client
-
-    return fill_forwarded_client
-
-
-_FILL_CLIENT = _forwarded_client_filler()
+_FILL_CLIENT = forwarded_client_filler(os.environ)  # run by ``pywatt run``
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_BACKLOG",
