@@ -54,8 +54,8 @@ def test_a_name_listed_twice_is_rejected() -> None:
 
 @pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.__name__)
 def test_committed_stub_is_generated_from_the_table(pkg: ModuleType) -> None:
-    # Stale? Regenerate with: python -m pywatt_proto._surface
-    assert stub_path(pkg.__name__).read_text(encoding="utf-8") == render_stub(pkg._SURFACE)
+    committed = stub_path(pkg.__name__).read_text(encoding="utf-8")
+    assert committed == render_stub(pkg._SURFACE), "stale stub: python -m pywatt_proto._surface"
 
 
 @pytest.mark.parametrize("pkg", PACKAGES, ids=lambda p: p.__name__)
