@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from pywatt_proto._bodies import MAX_REFERENCE_BODY, LogThrottle
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._http import HttpServerConnection, ServerLimits
+from pywatt_proto._http import HttpServerConnection, ServerLimits, busy_response
 from pywatt_proto._messages import HttpResponse
 from pywatt_proto._module import join_headers
 from pywatt_proto._proxy import TrustedProxies, access_line, forward_target, forwarding
@@ -92,12 +92,7 @@ _RESPONSE_HOP: Final = frozenset(
 )
 #: Methods listed in the answer to ``OPTIONS *``.
 _ALLOW: Final = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
-_BUSY_BODY: Final = b'{"status":"error","data":null,"message":"Service Unavailable"}'
-_BUSY: Final = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\nconnection: close\r\nretry-after: 1\r\n\r\n%s"
-    % (len(_BUSY_BODY), _BUSY_BODY)
-)
+_BUSY: Final = busy_response(retry_after=1)
 #: Seconds the accept loop waits after an accept error (EMFILE: a descriptor must free up).
 _ACCEPT_RETRY: Final = 0.1
 #: Log at most this many accept errors (or cap refusals) per period, then one summary.

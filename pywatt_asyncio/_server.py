@@ -44,7 +44,7 @@ from pywatt_proto import (
     format_access_log,
     http_date,
 )
-from pywatt_proto._http import SendProgress
+from pywatt_proto._http import SendProgress, busy_response
 from pywatt_proto._router import router_of
 
 from ._dispatch import dispatch_eager
@@ -60,11 +60,7 @@ DEFAULT_MAX_CONNECTIONS = 1024
 _ABORT_LINGER = struct.pack("ii", 1, 0)
 # Seconds a graceful close waits for in-flight requests before cancelling them.
 DEFAULT_DRAIN_TIMEOUT = 10.0
-_BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
-)
+_BUSY = busy_response()
 
 
 class _DateCache:

@@ -85,6 +85,7 @@ __all__ = [
     "SendProgress",
     "TotalTimeout",
     "add_query",
+    "busy_response",
     "encode_query",
     "format_access_log",
     "http_date",
@@ -219,6 +220,21 @@ def http_date(epoch_seconds: float) -> str:
     year = yoe + era * 400 + (1 if month <= 2 else 0)
     clock = f"{hh:02d}:{mm:02d}:{ss:02d}"
     return f"{_DAYS[weekday]}, {day:02d} {_MONTHS[month - 1]} {year:04d} {clock} GMT"
+
+
+_BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
+
+
+def busy_response(retry_after: int | None = None) -> bytes:
+    """Return the raw answer a server writes to a connection it will not serve (over its
+    connection cap) before closing it: 503 with the API's JSON error body and
+    ``connection: close``, plus ``retry-after`` (seconds) when given."""
+    extra = b"" if retry_after is None else b"retry-after: %d\r\n" % retry_after
+    return (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"content-length: %d\r\nconnection: close\r\n%s\r\n%s"
+        % (len(_BUSY_BODY), extra, _BUSY_BODY)
+    )
 
 
 def format_access_log(

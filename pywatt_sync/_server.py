@@ -70,7 +70,7 @@ from pywatt_proto import (
     format_access_log,
     http_date,
 )
-from pywatt_proto._http import SendProgress
+from pywatt_proto._http import SendProgress, busy_response
 from pywatt_proto._router import router_of
 
 from ._dispatch import dispatch
@@ -86,11 +86,7 @@ DEFAULT_MAX_WORKERS = 256
 DEFAULT_MAX_CONNECTIONS = 1024
 # Seconds the accept loop pauses after an accept error (EMFILE: a descriptor must free up).
 _ACCEPT_RETRY = 0.1
-_BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
-)
+_BUSY = busy_response()
 # Event threads always running. One: under the GIL a second thread only adds
 # hand-overs (wrk -c64 GET /hello: 1 thread 14.5k req/s, 2 threads 8.7k, one
 # thread per connection 6.2k). A handler slower than _STALL gets company.
