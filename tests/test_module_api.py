@@ -294,7 +294,7 @@ def test_async_def_on_the_blocking_module_is_a_registration_error() -> None:
     async def async_middleware(request: object, call_next: Any) -> object:
         return call_next(request)
 
-    with pytest.raises(RouteDefinitionError, match="middleware .*'async def'"):
+    with pytest.raises(RouteDefinitionError, match=r"middleware .*'async def'"):
         app.middleware(async_middleware)
     assert app.endpoints() == ()
 
