@@ -45,10 +45,23 @@ from ._messages import (
 )
 from ._records import record
 
-TYPE_CHECKING = False
+TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
 if TYPE_CHECKING:
     import random
-    from typing import Final
+    from typing import Final, Generic, TypeVar
+
+    _E = TypeVar("_E")
+
+    class _Generic(Generic[_E]):
+        pass
+
+else:
+
+    class _Generic:
+        def __class_getitem__(cls, _params: object) -> type:
+            return cls
+
+    _E = None
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -63,6 +76,7 @@ __all__ = [
     "CallRejectedError",
     "CallReplied",
     "CallTracker",
+    "DeadlineTable",
     "RoutedMessage",
     "ServiceAnswered",
     "ServiceFailed",
@@ -303,13 +317,85 @@ def decode_reply(payload: EncodedMessage) -> object:
 
 
 # ---------------------------------------------------------------------------
+# Calls by id with deadlines (both sides)
+# ---------------------------------------------------------------------------
+
+
+class DeadlineTable(_Generic[_E]):
+    """Entries by key, each with a deadline; the earliest deadline is found at once.
+
+    A heap of ``(deadline, key)`` with lazy deletion: an entry removed by :meth:`pop`
+    stays in the heap until it reaches the top, and the heap is rebuilt when such entries
+    outnumber the live ones, so it holds at most twice the entries plus 64. The bound on
+    the entries is the caller's. Used by :class:`CallTracker` (the caller's calls) and
+    ``_routing.PendingCalls`` (the orchestrator's).
+    """
+
+    __slots__ = ("_entries", "_heap")
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, _E]] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def add(self, key: str, deadline: float, entry: _E) -> None:
+        """Record ``entry`` under ``key`` (replacing one there) until ``deadline``."""
+        self._entries[key] = (deadline, entry)
+        heapq.heappush(self._heap, (deadline, key))
+
+    def pop(self, key: str) -> _E | None:
+        """Remove and return the entry ``key`` (None if there is none)."""
+        item = self._entries.pop(key, None)
+        if item is None:
+            return None
+        if len(self._heap) > 2 * len(self._entries) + 64:
+            self._heap = [(deadline, k) for k, (deadline, _) in self._entries.items()]
+            heapq.heapify(self._heap)
+        return item[1]
+
+    def get_timer(self) -> float | None:
+        """Return the earliest deadline (same clock as ``now``), or None."""
+        heap, entries = self._heap, self._entries
+        while heap:
+            deadline, key = heap[0]
+            item = entries.get(key)
+            if item is not None and item[0] == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def expire(self, now: float) -> list[tuple[str, _E]]:
+        """Remove and return ``(key, entry)`` for every deadline at or before ``now``."""
+        out: list[tuple[str, _E]] = []
+        heap, entries = self._heap, self._entries
+        while heap and heap[0][0] <= now:
+            deadline, key = heapq.heappop(heap)
+            item = entries.get(key)
+            if item is not None and item[0] == deadline:
+                del entries[key]
+                out.append((key, item[1]))
+        return out
+
+    def clear(self) -> list[tuple[str, _E]]:
+        """Remove and return ``(key, entry)`` for every entry."""
+        out = [(key, entry) for key, (_, entry) in self._entries.items()]
+        self._entries.clear()
+        self._heap.clear()
+        return out
+
+
+# ---------------------------------------------------------------------------
 # Module side: the sender's calls in flight
 # ---------------------------------------------------------------------------
 
 
 @record
 class _Call:
-    deadline: float
     target: str
     endpoint: str
 
@@ -333,10 +419,7 @@ class CallTracker:
             rng = random.Random()
         self._rng = rng
         self._max = max_in_flight
-        self._calls: dict[str, _Call] = {}
-        # (deadline, request_id); entries of answered calls are skipped lazily and the heap
-        # is rebuilt when they outnumber the live ones (so it stays within 2x the bound).
-        self._heap: list[tuple[float, str]] = []
+        self._calls: DeadlineTable[_Call] = DeadlineTable()
         # Ids of calls failed here (deadline, cancel) whose answer may still arrive: dropped
         # quietly. The oldest are forgotten past the in-flight bound.
         self._gone: OrderedDict[str, None] = OrderedDict()
@@ -397,10 +480,7 @@ class CallTracker:
             raise CallRejectedError(
                 f"{self._max} calls already in flight", target=target, endpoint=endpoint
             )
-        key = str(rid)
-        deadline = now + seconds
-        self._calls[key] = _Call(deadline=deadline, target=target, endpoint=endpoint)
-        heapq.heappush(self._heap, (deadline, key))
+        self._calls.add(str(rid), now + seconds, _Call(target=target, endpoint=endpoint))
         return msg
 
     def is_late(self, msg: RoutedModuleResponse) -> bool:
@@ -418,11 +498,10 @@ class CallTracker:
         """Match a ``routed_module_response``; return its event, or None when no call with
         that id is in flight (a late or unknown answer: drop it). Never raises."""
         key = str(msg.request_id)
-        call = self._calls.pop(key, None)
+        call = self._calls.pop(key)
         if call is None:
             self._gone.pop(key, None)
             return None
-        self._maybe_compact()
         if msg.error is not None:
             exc = call_error(msg.error, target=call.target, endpoint=call.endpoint)
             return CallFailed(request_id=key, error=exc)
@@ -440,38 +519,19 @@ class CallTracker:
     def cancel(self, request_id: str) -> bool:
         """Forget call ``request_id`` (its caller went away); a later answer is dropped.
         Returns True if it was in flight."""
-        found = self._calls.pop(request_id, None) is not None
+        found = self._calls.pop(request_id) is not None
         if found:
             self._forget(request_id)
-            self._maybe_compact()
         return found
-
-    def _maybe_compact(self) -> None:
-        if len(self._heap) > 2 * len(self._calls) + 64:
-            self._heap = [(c.deadline, k) for k, c in self._calls.items()]
-            heapq.heapify(self._heap)
 
     def get_timer(self) -> float | None:
         """Return the earliest call deadline (same clock as ``now``), or None."""
-        heap, calls = self._heap, self._calls
-        while heap:
-            deadline, key = heap[0]
-            call = calls.get(key)
-            if call is not None and call.deadline == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
+        return self._calls.get_timer()
 
     def handle_timer(self, now: float) -> list[CallFailed]:
         """Fail every call whose deadline is at or before ``now`` (``CallDeadlineError``)."""
         out: list[CallFailed] = []
-        heap, calls = self._heap, self._calls
-        while heap and heap[0][0] <= now:
-            deadline, key = heapq.heappop(heap)
-            call = calls.get(key)
-            if call is None or call.deadline != deadline:
-                continue
-            del calls[key]
+        for key, call in self._calls.expire(now):
             self._forget(key)
             exc = CallDeadlineError(
                 "no answer within the deadline", target=call.target, endpoint=call.endpoint
@@ -486,10 +546,8 @@ class CallTracker:
                 request_id=key,
                 error=CallRejectedError(reason, target=c.target, endpoint=c.endpoint),
             )
-            for key, c in self._calls.items()
+            for key, c in self._calls.clear()
         ]
-        self._calls.clear()
-        self._heap.clear()
         return out
 
 

@@ -692,7 +692,7 @@ class OrchestratorConnection:
             return
         if self._calls is None:
             self._calls = PendingCalls()
-        entry = self._calls.add(msg, self._now, timeout_ms)
+        entry = self._calls.admit(msg, self._now, timeout_ms)
         if isinstance(entry, RouteError):
             self._send(error_answer(msg.target_module_id, msg.request_id, entry))
             return
@@ -761,7 +761,7 @@ class OrchestratorConnection:
 
     def _abandon_calls(self, reason: str) -> None:
         if self._calls is not None:
-            for entry in self._calls.clear():
+            for _, entry in self._calls.clear():
                 self._events.append(CallAbandoned(request_id=str(entry.request_id), reason=reason))
 
     def send_routed_message(
@@ -822,7 +822,7 @@ class OrchestratorConnection:
         if self._calls is not None:
             from ._routing import error_answer
 
-            for entry in self._calls.expire(now):
+            for _, entry in self._calls.expire(now):
                 err = RouteError(kind="deadline", message="no answer within the deadline")
                 self._send(error_answer(entry.target_module_id, entry.request_id, err))
                 self._events.append(

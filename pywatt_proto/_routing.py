@@ -14,13 +14,13 @@ Pure like the rest of the core: time comes in as ``now``; every table is bounded
 
 from __future__ import annotations
 
-import heapq
 from collections.abc import Callable, Mapping
 
 from ._calls import (
     DEFAULT_CALL_TIMEOUT,
     MAX_CALL_TIMEOUT,
     CallRejectedError,
+    DeadlineTable,
     TargetFailedError,
     UnknownEndpointError,
     _decode_json,
@@ -189,30 +189,29 @@ class PendingCall:
     deadline: float
 
 
-class PendingCalls:
-    """The orchestrator's table of one sender's unanswered calls (bounded, deadlines).
+class PendingCalls(DeadlineTable[PendingCall]):
+    """The orchestrator's table of one sender's unanswered calls by request id (bounded;
+    ``pop``, ``get_timer``, ``expire`` and ``clear`` are :class:`DeadlineTable`'s).
 
     Args:
-        max_pending: calls held at most; ``add`` refuses more.
+        max_pending: calls held at most; ``admit`` refuses more.
     """
 
+    __slots__ = ("_max",)
+
     def __init__(self, *, max_pending: int = MAX_PENDING_CALLS) -> None:
+        super().__init__()
         self._max = max_pending
-        self._calls: dict[str, PendingCall] = {}
-        self._heap: list[tuple[float, str]] = []
 
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def add(
+    def admit(
         self, msg: RouteToModule, now: float, timeout_ms: int | None
     ) -> PendingCall | RouteError:
         """Record ``msg``; return its entry, or the ``rejected`` error to answer at once (the
         id is already pending, or ``max_pending`` is reached). Never raises."""
         key = str(msg.request_id)
-        if key in self._calls:
+        if key in self:
             return RouteError(kind=CallRejectedError.kind, message="request_id already in flight")
-        if len(self._calls) >= self._max:
+        if len(self) >= self._max:
             return RouteError(kind=CallRejectedError.kind, message="too many calls in flight")
         seconds = DEFAULT_CALL_TIMEOUT if timeout_ms is None else timeout_ms / 1000.0
         entry = PendingCall(
@@ -221,47 +220,8 @@ class PendingCalls:
             target_endpoint=msg.target_endpoint,
             deadline=now + min(seconds, MAX_CALL_TIMEOUT),
         )
-        self._calls[key] = entry
-        heapq.heappush(self._heap, (entry.deadline, key))
+        self.add(key, entry.deadline, entry)
         return entry
-
-    def pop(self, request_id: str) -> PendingCall | None:
-        """Remove and return the pending call ``request_id`` (None if not pending)."""
-        entry = self._calls.pop(request_id, None)
-        if entry is not None and len(self._heap) > 2 * len(self._calls) + 64:
-            self._heap = [(c.deadline, k) for k, c in self._calls.items()]
-            heapq.heapify(self._heap)
-        return entry
-
-    def get_timer(self) -> float | None:
-        """Return the earliest deadline, or None."""
-        heap = self._heap
-        while heap:
-            deadline, key = heap[0]
-            entry = self._calls.get(key)
-            if entry is not None and entry.deadline == deadline:
-                return deadline
-            heapq.heappop(heap)
-        return None
-
-    def expire(self, now: float) -> list[PendingCall]:
-        """Remove and return every call whose deadline is at or before ``now``."""
-        out: list[PendingCall] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            deadline, key = heapq.heappop(heap)
-            entry = self._calls.get(key)
-            if entry is not None and entry.deadline == deadline:
-                del self._calls[key]
-                out.append(entry)
-        return out
-
-    def clear(self) -> list[PendingCall]:
-        """Remove and return every pending call."""
-        out = list(self._calls.values())
-        self._calls.clear()
-        self._heap.clear()
-        return out
 
 
 # ---------------------------------------------------------------------------
