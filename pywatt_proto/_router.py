@@ -566,6 +566,16 @@ class Response:
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
 
+    if TYPE_CHECKING:  # the constructor @record generates, as type checkers should see it
+
+        def __init__(
+            self,
+            *,
+            status: int = 200,
+            headers: Mapping[str, str] | Iterable[tuple[str, str]] = (),
+            body: bytes = b"",
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         if type(self.headers) is not tuple:  # a mapping or a list of pairs: normalise
             pairs = self.headers.items() if isinstance(self.headers, Mapping) else self.headers

@@ -186,6 +186,9 @@ def test_mypy_accepts_typed_accessors_without_casts(tmp_path: Any) -> None:
         "    u: uuid.UUID = request.path_param('u', uuid.UUID)\n"
         "    s: str = request.query['x']\n"
         "    return request.path_param('id', int) + len(s) + u.int % 2\n"
+        "from pywatt_proto import Response\n"
+        "def r() -> Response:\n"
+        "    return Response(status=201, headers={'x-a': '1'}, body=b'ok')\n"
     )
     out, err, status = mypy.run(["--strict", "--no-incremental", str(src)])
     assert status == 0, out + err
