@@ -203,6 +203,8 @@ class TruncatedInput(RemoteProtocolError):
 
 def _as_bytes(data: bytes | bytearray | memoryview, api: str) -> bytes:
     """Return ``data`` as ``bytes``; refuse empty chunks and non-bytes (LocalProtocolError)."""
+    if type(data) is bytes and data:  # what drivers pass: no union type built per chunk
+        return data
     if not isinstance(data, bytes | bytearray | memoryview):
         raise LocalProtocolError(f"{api} takes bytes, got {type(data).__name__}")
     if not data:

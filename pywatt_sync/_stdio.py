@@ -164,10 +164,12 @@ class OutputQueue:
         writer = self.writer
         if first:  # claim() handed it over uncounted and unqueued: write it before locking
             writer.write_locked(first)  # only the flusher writes: no writer lock
-        chunk = b""
         lock.acquire()
         try:
-            while True:
+            chunks = self._chunks
+            while chunks and not writer.failed:  # queued by others meanwhile: all of it
+                chunk = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
                 # In pieces of at most a pipe's capacity; each piece leaves the backlog
                 # as it is handed to the kernel, so a paused reader resumes before the
                 # last bytes reach the peer, not after.
@@ -183,14 +185,9 @@ class OutputQueue:
                     lock.acquire()
                     if writer.failed:
                         break
-                chunks = self._chunks
-                if writer.failed or not chunks:
-                    break
-                chunk = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
             failed = writer.failed
             if failed:
-                self._chunks.clear()
+                chunks.clear()
                 self.backlog = 0
             self._flushing = False
             if self._waiters:
