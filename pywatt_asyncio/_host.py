@@ -43,6 +43,7 @@ from typing import Final
 
 from pywatt_proto import Backoff
 from pywatt_proto._messages import Endpoint, HttpResponse
+from pywatt_proto._module import FORWARDED_CLIENT_ENV
 
 from ._config import ModuleSpec
 from ._frontdoor import MAX_HTTP_BODY, FrontRequest
@@ -261,7 +262,7 @@ class Host:
             env.setdefault("PYTHONUNBUFFERED", "1")
         env.update(spec.env)
         env["PYWATT_MODULE_ID"] = spec.module_id
-        env["PYWATT_FORWARDED_CLIENT"] = "1"  # its requests come through our front door
+        env[FORWARDED_CLIENT_ENV] = "1"  # its requests come through our front door
         proc = ModuleProcess(
             spec.argv,
             module_id=spec.module_id,

@@ -153,6 +153,7 @@ __all__ = [
     "EXT_HEARTBEAT_ACK",
     "EXT_HTTP_RESPONSE_OP",
     "EXT_IDENTIFY",
+    "FORWARDED_CLIENT_ENV",
     "MAX_INIT_LINE",
     "MAX_LINE",
     "MAX_PENDING_ROTATIONS",
@@ -297,12 +298,17 @@ _JSON_HEADERS_TEXT: Final = '{"content-type":"application/json"}'
 _WHITESPACE: Final = frozenset(b" \t\r\n")
 
 
+#: Set to ``1`` by ``pywatt run`` in each module's environment: every request reaches the
+#: module through the front door, whose ``x-forwarded-for`` ends with the client address.
+FORWARDED_CLIENT_ENV: Final = "PYWATT_FORWARDED_CLIENT"
+
+
 def forwarded_client_filler(environ: Mapping[str, str]) -> Callable[[Request], None] | None:
     """Return the function filling ``request.client`` from ``x-forwarded-for``
     (:func:`pywatt_proto._proxy.fill_forwarded_client`) when ``environ`` says the module was
-    started by ``pywatt run`` (``PYWATT_FORWARDED_CLIENT=1``), else None (the proxy code
-    is then never imported)."""
-    if environ.get("PYWATT_FORWARDED_CLIENT") != "1":
+    started by ``pywatt run`` (:data:`FORWARDED_CLIENT_ENV` is ``1``), else None (the proxy
+    code is then never imported)."""
+    if environ.get(FORWARDED_CLIENT_ENV) != "1":
         return None
     from ._proxy import fill_forwarded_client
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ._router import Request
 
 __all__ = [
-    "FORWARDED_CLIENT_ENV",
     "MAX_URI_BYTES",
     "PATH_BYTES",
     "QUERY_BYTES",
@@ -52,9 +51,6 @@ PATH_BYTES: Final = (
 QUERY_BYTES: Final = b"!" + bytes(range(0x24, 0x3C)) + b"=" + bytes(range(0x3F, 0x7F))
 #: Longest ``uri`` the reference's parser accepts (``u16::MAX - 1``); longer is 414.
 MAX_URI_BYTES: Final = 65534
-#: Set to ``1`` by ``pywatt run`` in each module's environment: every request reaches the
-#: module through the front door, whose ``x-forwarded-for`` ends with the client address.
-FORWARDED_CLIENT_ENV: Final = "PYWATT_FORWARDED_CLIENT"
 
 
 def forward_target(path: str, query: str) -> str:
@@ -195,7 +191,7 @@ def access_line(
 def fill_forwarded_client(request: Request) -> None:
     """Set ``request.client`` to ``(host, 0)`` from the last ``x-forwarded-for`` entry.
 
-    For a module run by ``pywatt run`` (:data:`FORWARDED_CLIENT_ENV`): the front door
+    For a module run by ``pywatt run`` (``_module.FORWARDED_CLIENT_ENV``): the front door
     replaces whatever the client sent, so the last entry is the address it vouches for
     (:func:`forwarding`). Leaves ``request`` unchanged when the header is absent or empty.
     """
