@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from ._config import (
     ConfigError,
@@ -309,44 +310,25 @@ def _specs(
         inline=tuple((n, v) for n, v in args.secret if v is not None),
         from_env=tuple(n for n, v in args.secret if v is None),
     )
+    watch = tuple(args.reload_dir)
     specs: list[ModuleSpec] = []
     if args.config:
-        specs.extend(_config_specs(args.config))
         specs = [
-            ModuleSpec(
-                module_id=s.module_id,
-                argv=s.argv,
-                target=s.target,
-                env=s.env,
-                secrets=shared.merged(s.secrets),
-                watch=s.watch + tuple(args.reload_dir),
-            )
-            for s in specs
+            replace(s, secrets=shared.merged(s.secrets), watch=s.watch + watch)
+            for s in _config_specs(args.config)
         ]
-    watch = tuple(args.reload_dir)
     one = len(args.targets) + (command is not None) == 1 and not specs
     mid = args.module_id if one else None
     if args.module_id and not one:
         raise ConfigError("--module-id names one module; use --config for several")
     for target in args.targets:
         spec = spec_for_target(target, module_id=mid, secrets=shared)
-        specs.append(spec if not watch else _with_watch(spec, watch))
+        specs.append(replace(spec, watch=spec.watch + watch) if watch else spec)
     if command is not None:
         specs.append(spec_for_command(command, module_id=mid, secrets=shared, watch=watch))
     if not specs:
         raise ConfigError("nothing to run: give a TARGET, -- COMMAND, or --config FILE")
     return specs
-
-
-def _with_watch(spec: ModuleSpec, extra: tuple[str, ...]) -> ModuleSpec:
-    return ModuleSpec(
-        module_id=spec.module_id,
-        argv=spec.argv,
-        target=spec.target,
-        env=spec.env,
-        secrets=spec.secrets,
-        watch=spec.watch + extra,
-    )
 
 
 def _config_specs(path: str) -> list[ModuleSpec]:
