@@ -169,12 +169,9 @@ class FrontDoorLimits:
     max_pending_bytes: int = 64 * 1024
 
     def __post_init__(self) -> None:
-        for name in ("max_header_bytes", "max_pending_bytes", "reserved_descriptors"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0")
-        for name in ("read_timeout", "request_timeout", "keepalive_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0")
+        self.server_limits()  # checks the limits it shares with ServerLimits
+        if self.reserved_descriptors <= 0:
+            raise ValueError("reserved_descriptors must be > 0")
         if self.max_connections is not None and self.max_connections <= 0:
             raise ValueError("max_connections must be > 0")
 
