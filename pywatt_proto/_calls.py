@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict, deque
+from typing import Generic, TypeVar  # not on the start-up path: loaded on the first call
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
@@ -45,23 +46,12 @@ from ._messages import (
 )
 from ._records import record
 
-TYPE_CHECKING = False  # mypy reads it as True; typing is not imported (start-up time)
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import random
-    from typing import Final, Generic, TypeVar
+    from typing import Final
 
-    _E = TypeVar("_E")
-
-    class _Generic(Generic[_E]):
-        pass
-
-else:
-
-    class _Generic:
-        def __class_getitem__(cls, _params: object) -> type:
-            return cls
-
-    _E = None
+_E = TypeVar("_E")
 
 __all__ = [
     "DEFAULT_CALL_TIMEOUT",
@@ -321,7 +311,7 @@ def decode_reply(payload: EncodedMessage) -> object:
 # ---------------------------------------------------------------------------
 
 
-class DeadlineTable(_Generic[_E]):
+class DeadlineTable(Generic[_E]):
     """Entries by key, each with a deadline; the earliest deadline is found at once.
 
     A heap of ``(deadline, key)`` with lazy deletion: an entry removed by :meth:`pop`
