@@ -172,11 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     if not (is_module(obj) or callable(obj)) or isinstance(obj, type):
         kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
-        print(
-            f"pywatt: cannot serve {args[0]}: a {kind} is not a PyWatt module, "
-            "an ASGI app or a WSGI app",
-            file=sys.stderr,
-        )
+        what = "is not a PyWatt module, an ASGI app or a WSGI app"
+        print(f"pywatt: cannot serve {args[0]}: a {kind} {what}", file=sys.stderr)
         sys.exit(1)
     serve(obj)
 

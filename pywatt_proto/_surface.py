@@ -86,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             stale.append(str(path))
         else:
             path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}", file=sys.stderr)
+            sys.stderr.write(f"wrote {path}\n")
     for path_name in stale:
-        print(f"stale: {path_name} (run python -m pywatt_proto._surface)", file=sys.stderr)
+        sys.stderr.write(f"stale: {path_name} (run python -m pywatt_proto._surface)\n")
     return 1 if stale else 0
 
 
