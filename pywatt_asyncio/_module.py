@@ -658,12 +658,7 @@ class Module(RouteDecorators):
                 _log.warning("skipped input line: %s", text)
         elif t is ResponseTooLarge:
             assert isinstance(event, ResponseTooLarge)
-            _log.warning(
-                "response to %s: a %d-byte body does not fit a stdio line (limit %d); answered 500",
-                event.request_id,
-                event.size,
-                event.limit,
-            )
+            _log.warning("%s", event.describe())
         elif t is PortResponse:
             assert isinstance(event, PortResponse)
             for fn in list(self._port_listeners):

@@ -443,6 +443,13 @@ class ResponseTooLarge:
     size: int
     limit: int
 
+    def describe(self) -> str:
+        """Return the one-line text both drivers log for this event (no body content)."""
+        return (
+            f"response to {self.request_id}: a {self.size}-byte body does not fit a stdio line"
+            f" (limit {self.limit}); answered 500"
+        )
+
 
 @record
 class BadLine:

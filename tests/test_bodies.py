@@ -293,6 +293,8 @@ def test_response_too_large_is_answered_500_by_the_module() -> None:
     (event,) = _drain(mod)
     assert isinstance(event, ResponseTooLarge) and event.request_id == "r1"
     assert event.limit == MAX_REFERENCE_BODY and mod.in_flight == 0
+    text = event.describe()  # what both drivers log
+    assert text.startswith("response to r1: a ") and f"(limit {MAX_REFERENCE_BODY})" in text
 
 
 def test_oversized_request_line_is_answered_413_for_its_id() -> None:
