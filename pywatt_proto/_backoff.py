@@ -1,22 +1,11 @@
 """Retry delays: exponential backoff with full jitter, a cap and an attempt limit.
 
-Theory of operation
--------------------
-Attempt ``n`` (0-based, counting failed attempts so far) may wait up to
-``ceiling(n) = min(cap, base * factor ** n)`` seconds. With *full jitter*
-(the AWS Architecture Blog's "Exponential Backoff And Jitter", 2015) the actual
-delay is drawn uniformly from ``[0, ceiling(n))``, which spreads retries of many
-clients that failed together instead of making them retry in lock-step; with
-``jitter=False`` the delay is exactly ``ceiling(n)``.
-
-Nothing here reads a clock or a global random state: the random source is
-passed in (any object with ``random() -> float``, e.g. ``random.Random(seed)``),
-so a seeded source gives a reproducible schedule. :class:`Backoff` is an
-immutable policy; :class:`RetryState` is the small mutable machine a driver
-keeps per operation (``failed(now) -> when to try next | None``).
-
-``max_attempts`` counts *attempts* (the first try included): with
-``max_attempts=3`` there are at most two delays.
+After ``n`` failed attempts the wait is at most ``ceiling(n) = min(cap, base * factor **
+(n - 1))``; with full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter") it is
+drawn uniformly from ``[0, ceiling(n))`` so clients that failed together do not retry in
+lock-step. The random source is passed in (``random() -> float``), so a seeded one gives a
+reproducible schedule. ``max_attempts`` counts attempts, the first try included.
+:class:`Backoff` is the immutable policy; :class:`RetryState` the per-operation count.
 """
 
 from __future__ import annotations
@@ -107,33 +96,18 @@ class Backoff:
             failures += 1
 
 
+@record(frozen=False)
 class RetryState:
-    """Per-operation retry bookkeeping under a :class:`Backoff` policy.
+    """Per-operation retry bookkeeping under a :class:`Backoff` policy (a mutable record).
 
     Call :meth:`failed` after each failed attempt: it returns the time of the
     next attempt or ``None`` when the policy forbids another one. Call
     :meth:`succeeded` after a success to start afresh.
-
-    A small mutable record (keyword-only, slotted, compared by its fields; what
-    ``@dataclass(slots=True, kw_only=True)`` gave, without loading dataclasses).
     """
 
-    __slots__ = ("attempts", "policy", "rng")
-    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value
-
-    def __init__(self, *, policy: Backoff, rng: RandomSource, attempts: int = 0) -> None:
-        self.policy = policy
-        self.rng = rng
-        self.attempts = attempts
-
-    def __repr__(self) -> str:
-        return f"RetryState(policy={self.policy!r}, rng={self.rng!r}, attempts={self.attempts!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        assert isinstance(other, RetryState)
-        return (self.policy, self.rng, self.attempts) == (other.policy, other.rng, other.attempts)
+    policy: Backoff
+    rng: RandomSource
+    attempts: int = 0
 
     def failed(self, now: float) -> float | None:
         """Count a failed attempt made before ``now``; return ``now + delay`` for the

@@ -1,17 +1,11 @@
 """The parts of the HTTP client both drivers share: settings, builders, retry bookkeeping.
 
-``pywatt_asyncio.AsyncClient`` and ``pywatt_sync.Client`` differ only in how they
-connect, wait and sleep. Everything else -- the constructor's settings, the
-``get``/``post``/... builders, the headers and deadline of a call, whether and when to
-try again, which error a timeout or a lost connection becomes, what a breaker is told
-about an answer -- is decided here once, so the two cannot drift.
-
-A driver subclasses :class:`ClientBase`, supplies :meth:`ClientBase.request` (its
-bound builder) and :meth:`ClientBase._now` (its monotonic clock), and keeps only its
-loop: ``_start(spec)`` gives a :class:`ClientCall`; after each attempt it reports the
-answer or the error to the call, which says how long to sleep before the next one (or
-None: return the answer / re-raise); ``check_time_left`` refuses a sleep that would
-pass the call's deadline.
+``pywatt_asyncio.AsyncClient`` and ``pywatt_sync.Client`` differ only in how they connect,
+wait and sleep. A driver subclasses :class:`ClientBase`, supplies ``request`` (its bound
+builder) and ``_now`` (its monotonic clock), and keeps only its loop: ``_start(spec)`` gives
+a :class:`ClientCall`; after each attempt it reports the answer or the error to the call,
+which returns the sleep before the next one (or None: return the answer / re-raise);
+``check_time_left`` refuses a sleep past the call's deadline.
 """
 
 from __future__ import annotations

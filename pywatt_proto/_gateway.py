@@ -1,29 +1,13 @@
-"""Pure conversions between router requests/responses and ASGI / WSGI apps.
+"""Pure conversions between router requests/responses and ASGI / WSGI apps, shared by the
+two adapters (``pywatt_asyncio`` ASGI, ``pywatt_sync`` WSGI):
 
-Theory of operation
--------------------
-An ``http_request`` reaches a module's router as a :class:`~pywatt_proto.Request`
-(``method``, raw percent-encoded ``path``, ``query_string``, multi-valued
-``headers``, ``body``). An ASGI or WSGI app expects a *scope* (ASGI 3, HTTP
-spec 2.3) or an *environ* (PEP 3333) and answers with a status, header pairs
-and body chunks. Both adapters (``pywatt_asyncio`` ASGI, ``pywatt_sync`` WSGI)
-need the same steps, which live here so they cannot drift:
-
-1. :func:`asgi_http_scope` / :func:`wsgi_environ` turn the request into the
-   dict the app reads, validating header names and values on the way. Only
-   the objects of the running process (``wsgi.input``, ``wsgi.errors``, the
-   lifespan ``state``) are added by the driver.
-2. A :class:`ResponseCollector` takes the app's answer (ASGI ``send`` messages
-   through :meth:`ResponseCollector.asgi_send`, WSGI through ``start`` /
-   ``body``), enforces the ordering rules and the :data:`MAX_RESPONSE_BODY`
-   bound, and yields one :class:`~pywatt_proto.Response`.
-
-Header pairs stay an ordered tuple all the way to the ``Response``, so repeated
-fields (several ``Set-Cookie``) are not lost here; the module connection folds
-them into the single-valued wire map by its documented join rule
-(``join_headers``: ``", "``, and ``"\\n"`` for ``set-cookie``).
-
-Nothing here performs I/O; no clock is read.
+1. :func:`asgi_http_scope` / :func:`wsgi_environ` turn a :class:`~pywatt_proto.Request` into
+   the scope (ASGI 3, HTTP spec 2.3) or environ (PEP 3333) the app reads, validating header
+   names and values; the driver adds only its process objects (``wsgi.input``, ``state``).
+2. A :class:`ResponseCollector` takes the app's answer (ASGI ``send`` messages, or WSGI
+   ``start`` / ``body``), enforces the ordering rules and :data:`MAX_RESPONSE_BODY`, and
+   yields one :class:`~pywatt_proto.Response`. Header pairs stay an ordered tuple, so
+   repeated fields (``Set-Cookie``) survive until the module connection joins them.
 """
 
 from __future__ import annotations

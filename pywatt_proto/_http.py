@@ -1,38 +1,22 @@
-"""HTTP/1.1 over TCP: the parts h11 does not do, shared by both drivers.
+"""HTTP/1.1 over TCP: the parts h11 does not do (limits, time, keep-alive, error answers),
+the same for both drivers.
 
-Theory of operation
--------------------
-h11 parses and writes HTTP/1.1 messages; it has no opinion on limits, time,
-keep-alive policy or what to answer when a peer misbehaves. Those decisions
-are the same for the asyncio and the blocking driver, so they live here:
-
-* :class:`HttpServerConnection` wraps one server-side ``h11.Connection``. The
-  driver feeds bytes (``receive_data(data, now)``, ``b""`` for EOF) and pulls
-  events with ``next_event(now)``: a complete :class:`~pywatt_proto.Request`
-  (body collected, limits checked), ``NEED_DATA`` (read more; the deadline is
-  ``get_timer()``), or ``END_OF_INPUT`` (send ``data_to_send()`` and close).
-  ``send_response`` writes an answer and applies the keep-alive policy. A
-  plain keep-alive answer (nothing pipelined behind its request, headers h11
-  accepts, Content-Length framing) is written directly in h11's exact bytes and
-  the finished h11 connection is replaced by a fresh one: h11's send path costs
-  as much as parsing the request, and the floor of this server is h11 itself.
-  ``handle_timer(now)`` turns expired deadlines into 408 or a quiet close.
-* Client side: URL joining and query encoding, :class:`ClientExchange` (one
-  request/response over an ``h11.Connection`` with a response-size limit),
-  :class:`RetryPolicy` (which failures to retry, delays from ``Backoff``) and
-  :class:`ConnectionPool` (idle keep-alive connections per origin, bounded).
+* :class:`HttpServerConnection` wraps one server-side ``h11.Connection``: the driver feeds
+  bytes (``receive_data(data, now)``, ``b""`` for EOF) and acts on ``next_event(now)``: a
+  complete :class:`~pywatt_proto.Request` (answer it with ``send_response``), ``NEED_DATA``
+  (read more, or wait for ``get_timer()``) or ``END_OF_INPUT`` (send ``data_to_send()`` and
+  close). A plain keep-alive answer is written in h11's exact bytes without h11
+  (``_write_direct``: h11's send path costs as much as parsing the request).
+* Client side: URLs and query strings, :class:`ClientExchange` (one request/response with a
+  response-size limit), :class:`RetryPolicy` and :class:`ConnectionPool`.
 
 Server phases and the deadline each one arms (``get_timer``)::
 
-    IDLE     -- waiting for the first byte of a request: keep-alive timeout, then
-                close quietly (no request was started, nothing to answer).
-    RECEIVING-- headers/body arriving: min(last read + read_timeout, request start
-                + request_timeout), then 408 and close (slow-client protection).
-    HANDLING -- the driver runs the handler: no deadline here.
-    CLOSING  -- an answer that ends the connection is queued; next_event returns
-                END_OF_INPUT.
-
-Nothing here reads a clock or touches a socket: ``now`` is passed in.
+    IDLE      -- before a request's first byte: keep-alive timeout, then close quietly.
+    RECEIVING -- head/body arriving: min(last read + read_timeout, request start +
+                 request_timeout), then 408 and close (slow-client protection).
+    HANDLING  -- the driver runs the handler: no deadline.
+    CLOSING   -- an answer that ends the connection is queued; next_event is END_OF_INPUT.
 """
 
 from __future__ import annotations
@@ -159,18 +143,12 @@ ServerEvent = Request | NeedData | EndOfInput
 
 
 class SendProgress:
-    """The send timeout of a blocked answer: time *without progress*, not total time.
-
-    nginx's ``send_timeout`` model: "the timeout is set only between two successive write
-    operations, not for the transmission of the whole response". A client downloading a
-    large answer slowly but steadily is never cut off; one that stops reading is, after
-    ``timeout`` seconds with no byte leaving the driver's buffer.
+    """The send timeout of a blocked answer: time *without progress* (nginx's
+    ``send_timeout``), so a slow but steady download is never cut off.
 
     The driver creates one when its writes block (``pending`` = bytes still queued), calls
-    :meth:`update` with the queued size whenever it looks (at least every
-    :meth:`check_interval` seconds) and drops the connection once :meth:`expired`.
-    A check every ``timeout / 4`` means a stall is noticed between ``timeout`` and
-    ``1.25 * timeout`` after the last byte left.
+    :meth:`update` at least every :meth:`check_interval` seconds and drops the connection
+    once :meth:`expired` (between ``timeout`` and ``1.25 * timeout`` after the last byte left).
     """
 
     __slots__ = ("_pending", "_since", "timeout")
@@ -222,19 +200,23 @@ def http_date(epoch_seconds: float) -> str:
     return f"{_DAYS[weekday]}, {day:02d} {_MONTHS[month - 1]} {year:04d} {clock} GMT"
 
 
-_BUSY_BODY = b'{"status":"error","data":null,"message":"Service Unavailable"}'
+def _closing_answer(status: int, message: str, head: list[str], tail: list[str]) -> bytes:
+    """Return a raw error answer with the API's JSON error body and ``connection: close``,
+    ``head`` header lines before its own, ``tail`` after (written without h11: after a peer
+    error h11 refuses to send)."""
+    resp = api_error(message, status)
+    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}", *head]
+    lines += [f"{k}: {v}" for k, v in resp.headers]
+    lines += [f"content-length: {len(resp.body)}", "connection: close", *tail, "", ""]
+    return "\r\n".join(lines).encode("latin-1") + resp.body
 
 
 def busy_response(retry_after: int | None = None) -> bytes:
     """Return the raw answer a server writes to a connection it will not serve (over its
     connection cap) before closing it: 503 with the API's JSON error body and
     ``connection: close``, plus ``retry-after`` (seconds) when given."""
-    extra = b"" if retry_after is None else b"retry-after: %d\r\n" % retry_after
-    return (
-        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-        b"content-length: %d\r\nconnection: close\r\n%s\r\n%s"
-        % (len(_BUSY_BODY), extra, _BUSY_BODY)
-    )
+    tail = [] if retry_after is None else [f"retry-after: {retry_after:d}"]
+    return _closing_answer(503, "Service Unavailable", [], tail)
 
 
 def format_access_log(
@@ -260,9 +242,8 @@ _NAME = itemgetter(1)
 def _has_transfer_encoding(headers: Any) -> bool:
     """Return True if an h11 head has a Transfer-Encoding header.
 
-    Scans h11's ``(raw name, lower-case name, value)`` triples: ~0.2 us for a typical
-    head, where iterating the public ``Headers`` sequence costs ten times that (it builds
-    a tuple per header). Falls back to the public API if h11 ever renames the attribute.
+    Scans h11's private ``(raw name, lower-case name, value)`` triples (the public sequence
+    builds a tuple per header); the public API if h11 ever renames the attribute.
     """
     items = getattr(headers, "_full_items", None)
     if items is None:
@@ -430,9 +411,7 @@ class HttpServerConnection:
         self._pending_size += len(data)
         phase = self._phase
         if phase is ServerPhase.IDLE and data:
-            self._phase = ServerPhase.RECEIVING
-            self._deadline_read = now + self._limits.read_timeout
-            self._deadline_request = now + self._limits.request_timeout
+            self._start_request(now)
         elif phase is ServerPhase.RECEIVING:
             self._deadline_read = now + self._limits.read_timeout
         return self._pending_size < self._limits.max_pending_bytes
@@ -569,19 +548,10 @@ class HttpServerConnection:
             return None
 
     def _fail(self, status: int, message: str | None = None) -> None:
-        """Queue an error answer (if no response has started) and close.
-
-        The answer is written directly, not through h11: after a peer error h11
-        refuses to send, and the connection ends right after it anyway.
-        """
+        """Queue an error answer (if no response has started) and close."""
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            resp = api_error(message or reason_phrase(status), status)
-            lines = [f"HTTP/1.1 {status} {reason_phrase(status)}"]
-            if self._date is not None:
-                lines.append(f"date: {self._date().decode('latin-1')}")
-            lines += [f"{k}: {v}" for k, v in resp.headers]
-            lines += [f"content-length: {len(resp.body)}", "connection: close", "", ""]
-            self._out.append("\r\n".join(lines).encode("latin-1") + resp.body)
+            head = [] if self._date is None else [f"date: {self._date().decode('latin-1')}"]
+            self._out.append(_closing_answer(status, message or reason_phrase(status), head, []))
         self._phase = ServerPhase.CLOSING
 
     # -- timers / shutdown ----------------------------------------------------------------
@@ -673,14 +643,11 @@ class HttpServerConnection:
     def _write_direct(
         self, status: int, reason: bytes, block: bytes, body: bytes, date: bytes | None, now: float
     ) -> None:
-        """Write a keep-alive answer without h11, then take a fresh h11 connection.
+        """Write a keep-alive answer in the bytes h11 would, then take a fresh h11 connection.
 
-        Only for the case h11 handles trivially: the request was read whole and
-        nothing follows it, headers already validated by h11 (``block``), a body
-        framed by Content-Length. The bytes are exactly those h11 writes for the
-        same Response/Data/EndOfMessage; sending them through h11 costs about as
-        much as parsing the request. The old connection, finished on both sides,
-        holds no state a fresh one lacks (its receive buffer is empty).
+        Only when h11's part is trivial: the request was read whole, nothing follows it,
+        ``block`` was validated by h11, Content-Length framing. The finished connection holds
+        no state a fresh one lacks (its receive buffer is empty).
         """
         dated = b"date: %s\r\n" % date if date is not None else b""
         self._out.append(
@@ -850,16 +817,22 @@ def _qv(value: QueryValue) -> str:
     return str(value)
 
 
+def _query_pairs(params: QueryParamsArg) -> list[tuple[str, QueryValue]]:
+    """Return the ``(key, value)`` pairs of ``params``, a list or tuple value repeating the key."""
+    items: Iterable[tuple[str, Any]] = params.items() if isinstance(params, Mapping) else params
+    pairs: list[tuple[str, QueryValue]] = []
+    for key, value in items:
+        if isinstance(value, list | tuple):
+            pairs.extend((key, v) for v in value)
+        else:
+            pairs.append((key, value))
+    return pairs
+
+
 def encode_query(params: QueryParamsArg) -> str:
     """Return ``params`` percent-encoded (RFC 3986: space is ``%20``); ``None`` values
     are skipped, sequences repeat the key, booleans are ``true``/``false``."""
-    pairs: list[tuple[str, str]] = []
-    items: Iterable[tuple[str, Any]] = params.items() if isinstance(params, Mapping) else params
-    for key, value in items:
-        if isinstance(value, list | tuple):
-            pairs.extend((key, _qv(v)) for v in value if v is not None)
-        elif value is not None:
-            pairs.append((key, _qv(value)))
+    pairs = [(k, _qv(v)) for k, v in _query_pairs(params) if v is not None]
     return urlencode(pairs, quote_via=quote, safe="-._~")
 
 
@@ -1097,23 +1070,10 @@ class ConnectionPool(Generic[C]):
     def take(self, origin: Origin, now: float) -> tuple[C | None, list[C]]:
         """Return the most recently used live idle connection (or None) and the
         expired ones the driver must close."""
-        stack = self._idle.get(origin)
-        expired: list[C] = []
-        if not stack:
-            return None, expired
-        while stack:
-            since, conn = stack.pop()
-            if now - since < self.idle_timeout:
-                expired.extend(c for _, c in self._evict(stack, now))
-                return conn, expired
-            expired.append(conn)
-        return None, expired
-
-    def _evict(self, stack: list[tuple[float, C]], now: float) -> list[tuple[float, C]]:
-        keep = [(t, c) for t, c in stack if now - t < self.idle_timeout]
-        gone = [(t, c) for t, c in stack if now - t >= self.idle_timeout]
-        stack[:] = keep
-        return gone
+        stack = self._idle.get(origin, [])
+        expired = [c for t, c in stack if now - t >= self.idle_timeout]
+        stack[:] = [(t, c) for t, c in stack if now - t < self.idle_timeout]
+        return (stack.pop()[1] if stack else None), expired
 
     def put(self, origin: Origin, conn: C, now: float) -> bool:
         """Store ``conn`` as idle; return False (caller closes it) when the origin is full."""
@@ -1170,17 +1130,8 @@ class RequestSpec:
     ) -> Self:
         """Return a copy with query parameters added (percent-encoded when sent);
         a list value repeats the key."""
-        pairs: list[tuple[str, QueryValue]] = []
-        items: list[tuple[str, Any]] = []
-        if params is not None:
-            items.extend(params.items() if isinstance(params, Mapping) else params)
-        items.extend(more.items())
-        for key, value in items:
-            if isinstance(value, list | tuple):
-                pairs.extend((key, v) for v in value)
-            else:
-                pairs.append((key, value))
-        return replace(self, params=(*self.params, *pairs))
+        pairs = _query_pairs(params) if params is not None else []
+        return replace(self, params=(*self.params, *pairs, *_query_pairs(more)))
 
     def content(self, body: bytes, content_type: str | None = None) -> Self:
         """Return a copy with a raw body (and ``Content-Type`` when given)."""

@@ -1,23 +1,11 @@
 """Loggers that import :mod:`logging` only when a record is emitted (driver start-up time).
 
-``logging`` (with ``traceback``, ``tokenize``, ``string``, ``weakref``...) costs a blocking
-module several milliseconds of start-up although a healthy module at level WARNING logs
-nothing. The drivers therefore log through :class:`LazyLogger` and set up stderr logging
-with :func:`basic_config`:
-
-* if ``logging`` is already imported when the driver starts (the application or a
-  library imported it -- an application that logs does), :func:`basic_config` configures
-  it at once, exactly as ``logging.basicConfig`` would;
-* otherwise the configuration waits: a record below the configured level is dropped
-  without importing anything (the configured root logger would drop it too), and the
-  first record at or above it imports ``logging``, applies the configuration if the root
-  logger still has no handler, and is logged.
-
-:class:`LazyLogger` has the ``logging.Logger`` methods the drivers use (``debug`` ...
-``critical``, ``exception``, ``log``, ``isEnabledFor``); records name the caller's
-line, not this module's.
-
-Nothing here performs I/O itself: ``logging`` does, once it is used.
+``logging`` costs a blocking module several milliseconds of start-up although a healthy
+module at level WARNING logs nothing. The drivers log through :class:`LazyLogger` (the
+``logging.Logger`` methods they use; records name the caller's line) and configure stderr
+logging with :func:`basic_config`: at once if ``logging`` is already imported, else on the
+first record at or above the level (records below it are dropped without importing
+anything, as the configured root logger would drop them).
 """
 
 from __future__ import annotations
@@ -93,48 +81,39 @@ class LazyLogger:
         """Return whether a record at ``level`` would be logged."""
         return not self._dropped(level) and self._real().isEnabledFor(level)
 
+    def _emit(self, level: int, msg: object, args: tuple[object, ...], kw: dict[str, Any]) -> None:
+        if not self._dropped(level):
+            kw.setdefault("stacklevel", 3)  # the caller's line, not LazyLogger's
+            self._real().log(level, msg, *args, **kw)
+
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         """Log ``msg % args`` at ``level`` (``logging.Logger.log``)."""
-        if not self._dropped(level):
-            kwargs.setdefault("stacklevel", 2)  # the caller's line, not this method's
-            self._real().log(level, msg, *args, **kwargs)
+        self._emit(level, msg, args, kwargs)
 
     def debug(self, msg: object, *args: object, **kwargs: Any) -> None:
         """Log at DEBUG."""
-        if not self._dropped(10):
-            kwargs.setdefault("stacklevel", 2)
-            self._real().debug(msg, *args, **kwargs)
+        self._emit(10, msg, args, kwargs)
 
     def info(self, msg: object, *args: object, **kwargs: Any) -> None:
         """Log at INFO."""
-        if not self._dropped(20):
-            kwargs.setdefault("stacklevel", 2)
-            self._real().info(msg, *args, **kwargs)
+        self._emit(20, msg, args, kwargs)
 
     def warning(self, msg: object, *args: object, **kwargs: Any) -> None:
         """Log at WARNING."""
-        if not self._dropped(30):
-            kwargs.setdefault("stacklevel", 2)
-            self._real().warning(msg, *args, **kwargs)
+        self._emit(30, msg, args, kwargs)
 
     def error(self, msg: object, *args: object, **kwargs: Any) -> None:
         """Log at ERROR."""
-        if not self._dropped(40):
-            kwargs.setdefault("stacklevel", 2)
-            self._real().error(msg, *args, **kwargs)
+        self._emit(40, msg, args, kwargs)
 
     def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
         """Log at ERROR with the exception being handled (``exc_info`` defaults to True)."""
-        if not self._dropped(40):
-            kwargs.setdefault("stacklevel", 2)
-            kwargs.setdefault("exc_info", True)
-            self._real().error(msg, *args, **kwargs)
+        kwargs.setdefault("exc_info", True)
+        self._emit(40, msg, args, kwargs)
 
     def critical(self, msg: object, *args: object, **kwargs: Any) -> None:
         """Log at CRITICAL."""
-        if not self._dropped(50):
-            kwargs.setdefault("stacklevel", 2)
-            self._real().critical(msg, *args, **kwargs)
+        self._emit(50, msg, args, kwargs)
 
     def __repr__(self) -> str:
         return f"<LazyLogger {self.name}>"

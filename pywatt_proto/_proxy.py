@@ -1,17 +1,12 @@
-"""What an HTTP front door decides about a request before forwarding it (no I/O).
+"""What an HTTP front door (``pywatt run``) decides about a request before forwarding it
+as an ``http_request`` line (no I/O):
 
-A development host (``pywatt run``) stands where a reverse proxy would: clients speak
-HTTP/1.1 to it and it forwards each request to a module as an ``http_request`` line. Three
-decisions do not depend on sockets or time, and live here:
-
-* **The URI rule** (:func:`forward_target`). A module built from the Rust reference parses
-  ``uri`` with the ``http`` crate's ``Uri`` and stops serving on the first one it refuses
-  (spec/stdio.md, "The uri rule"). The front door therefore forwards only targets that
-  parser accepts, always in origin-form, and answers 400 itself for the rest.
-* **Forwarding headers** (:class:`TrustedProxies`, :func:`forwarding`): which client address
-  the module is told about, in ``x-forwarded-for`` / ``x-forwarded-proto``, replacing what
-  the client sent unless its peer is a trusted proxy (uvicorn's ``forwarded_allow_ips``).
-* **The access log line** (:func:`access_line`), in uvicorn's shape.
+* :func:`forward_target`: only targets the Rust reference's ``Uri`` parser accepts, in
+  origin-form (a module built from the reference stops serving on the first one it refuses:
+  spec/stdio.md, "The uri rule"); the front door answers 400 itself for the rest.
+* :class:`TrustedProxies`, :func:`forwarding`: which client address the module is told
+  about in ``x-forwarded-for`` / ``x-forwarded-proto`` (uvicorn's ``forwarded_allow_ips``).
+* :func:`access_line`: the access log line, in uvicorn's shape.
 """
 
 from __future__ import annotations

@@ -1,41 +1,20 @@
 """``@record``: frozen (or, by choice, mutable) slotted, keyword-only classes that cost
-little to define.
+little to define: a drop-in for ``@dataclass(frozen=True, slots=True, kw_only=True)`` on the
+start-up path (messages, connection events, router values).
 
-A drop-in for ``@dataclass(frozen=True, slots=True, kw_only=True)`` on the start-up path
-(messages, connection events, router values)::
+Why: ``dataclasses`` compiles every method of every class when the class is defined and
+imports ``inspect`` (docs/performance.md); a module defines ~50 such classes before its first
+answer. A record gets *shared* generic methods (``__eq__``, ``__hash__``, ``__repr__``,
+frozen ``__setattr__``/``__delattr__``, pickling); only ``__init__`` is generated, per class,
+on the first instance.
 
-    @record
-    class GetSecret:
-        name: str
-        rotation_id: str | None = None
-
-        def __post_init__(self) -> None:
-            ...
-
-Why: ``dataclasses`` builds every method of every class with ``exec`` when the class is
-defined (several compilations per class: docs/performance.md) and imports ``inspect``; a module
-defines ~50 such classes before it answers its first request. Here the class is
-rebuilt once with ``__slots__`` and gets *shared* generic methods (``__eq__``,
-``__hash__``, ``__repr__``, frozen ``__setattr__``/``__delattr__``, pickling); only
-``__init__`` is generated per class, and only when the class is first instantiated, so
-classes a process never builds are never compiled.
-
-Behaviour, as with the dataclass options above:
-
-* construction is keyword-only (``TypeError`` otherwise, as for any function), defaults
-  and ``field(default_factory=...)`` apply, then ``__post_init__`` runs if defined;
-* assignment and deletion raise :class:`FrozenRecordError` (an ``AttributeError``);
-  ``__post_init__`` may still normalise with ``object.__setattr__``;
-* ``==`` compares the fields of two instances of the same class (``NotImplemented``
-  otherwise); ``hash`` hashes the fields (so a record holding a ``dict`` is unhashable);
-  ``repr`` is ``Name(field=value, ...)``; copy/pickle work;
-* methods the class body defines itself (``__repr__``, ``__eq__``, ``__hash__``) are kept;
-* ``dataclasses.fields``/``replace``/``asdict``/``is_dataclass`` still work: the class
-  answers ``__dataclass_fields__`` on first access (importing ``dataclasses`` then).
-  Inside the package prefer :func:`replace` (no ``dataclasses`` import).
-
-mypy sees ``record`` through ``typing.dataclass_transform``, so constructor calls are
-type-checked as for the dataclasses it replaces.
+Behaviour, as with the dataclass options above: keyword-only construction with defaults,
+``field(default_factory=...)`` and ``__post_init__``; assignment and deletion raise
+:class:`FrozenRecordError` (an ``AttributeError``; ``__post_init__`` may normalise with
+``object.__setattr__``); ``==``/``hash``/``repr`` over the fields, unless the class body
+defines its own; copy/pickle work; ``dataclasses.fields``/``replace``/``asdict``/
+``is_dataclass`` work (``__dataclass_fields__`` is built on first access; inside the package
+prefer :func:`replace`). mypy sees ``record`` through ``typing.dataclass_transform``.
 """
 
 from __future__ import annotations

@@ -1,20 +1,15 @@
 """Checks run when a route is registered, so mistakes fail at import with the user's line.
 
-Why here and not at request time
---------------------------------
-A route pattern written in another framework's spelling (Flask ``<int:id>``, Express
-``:id``) is a valid literal path to the router: it would register, announce and then answer
-404 to every real request. A handler that cannot take the request (``def h():``), or an
-``async def`` handler on the blocking driver (which would return an un-awaited coroutine),
-would register and then answer 500 at the first request. All of these are decided by the
-text of the decorator and the handler's signature, so they are checked once, at
-registration, and raised as :class:`RouteDefinitionError` naming the file and line of the
-user's decorator (the first stack frame outside the pywatt packages).
+A pattern in another framework's spelling (Flask ``<int:id>``, Express ``:id``) is a valid
+literal path that would answer 404 to every real request; a handler that cannot take the
+request, or an ``async def`` one on the blocking driver, would answer 500 at the first
+request. All of these are decided by the decorator's text and the handler's signature, so
+they raise :class:`RouteDefinitionError` at registration, naming the file and line of the
+first stack frame outside the pywatt packages.
 
-The handler check reads the function's code object (argument counts, flags) rather than
-``inspect.signature``: ``inspect`` is not on the blocking driver's start-up path
-(tests/test_startup.py). Callables without a code object (classes, ``functools.partial``,
-objects with ``__call__``) are checked with ``inspect`` (imported for them only).
+The handler check reads the code object (argument counts, flags), not ``inspect.signature``:
+``inspect`` is not on the blocking driver's start-up path. Callables without a code object
+(classes, partials, objects with ``__call__``) are checked with ``inspect``.
 """
 
 from __future__ import annotations

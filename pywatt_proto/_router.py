@@ -1,44 +1,26 @@
 """HTTP router: path patterns, method dispatch, middleware plan, errors, metrics.
 
-Theory of operation
--------------------
-The router is pure. It never calls a handler or a middleware itself: those are
-opaque callables (plain functions for :mod:`pywatt_sync`, possibly coroutines
-for :mod:`pywatt_asyncio`) that a driver's ``dispatch`` invokes. Everything the
-two drivers would otherwise duplicate lives here:
+The router is pure: it never calls a handler or a middleware (plain functions for
+pywatt_sync, possibly coroutines for pywatt_asyncio); a driver's ``dispatch`` does, in this
+order:
 
-1. :meth:`Router.plan` resolves a :class:`Request` (route match, typed path
-   parameters, 404 / 405 / automatic ``OPTIONS`` / ``HEAD`` served by ``GET``)
-   and returns a :class:`Plan`: the middleware chain and the terminal step.
-2. The driver walks the middleware chain (each middleware gets
-   ``(request, call_next)`` and may answer without calling ``call_next``: a
-   short-circuit). At the end of the chain it calls :meth:`Router.enter`, which
-   raises the planned 404/405 or runs the authenticator (``AuthError`` ->
-   401 + ``WWW-Authenticate``), then calls the route handler.
-3. :meth:`Router.to_response` turns whatever a handler or middleware returned
-   into a :class:`Response` (``dict``/``list`` -> JSON 200, ``str`` -> text,
-   ``bytes`` -> octet-stream, ``None`` -> 204, ``(body, status[, headers])``,
-   :class:`ApiResponse`, :class:`Response` as is).
-4. Exceptions go to :meth:`Router.error_handler_for` (by exception type along
-   the MRO, then by status) and, if there is no handler or it fails, to
-   :meth:`Router.error_response`, whose bodies never leak internals.
-5. :meth:`Router.finish` strips ``HEAD`` bodies (keeping ``Content-Length``)
-   and records metrics with the duration the driver measured with its clock.
+1. :meth:`Router.plan` resolves the request (route, typed path parameters, 404 / 405 /
+   automatic ``OPTIONS`` / ``HEAD`` served by ``GET``) into a :class:`Plan`.
+2. The driver walks ``plan.middleware`` (each gets ``(request, call_next)`` and may answer
+   without calling it); at its end :meth:`Router.enter` raises the planned 404/405 or runs
+   the authenticator, and the driver calls the handler.
+3. :meth:`Router.to_response` turns the result into a :class:`Response`; an exception goes
+   to :meth:`Router.error_handler_for`, else :meth:`Router.error_response` (no internals).
+4. :meth:`Router.finish` strips ``HEAD`` bodies and records metrics.
 
-Hot path: :meth:`Router.plan` remembers, per exact request path and method, what it
-found for a static route (route, metrics label, counter row), in a table bounded by the
-registered static paths, emptied by every registration and ignored once ``metrics`` is
-replaced (it saves about a tenth of bench_core's time per request: docs/performance.md).
-``Request`` and ``Response`` are plain mutable slotted classes; the driver's request and a
-handler's dict/list result are built by trusted constructors (``Request.from_wire``,
-``_trusted``) that skip the checks the public constructors make. JSON bodies go through one
-prebuilt C encoder (``_json_bytes``).
+Hot path: ``plan`` remembers what it found per exact static path and method (``_hot``,
+bounded by the registered static paths); the driver's request and a handler's dict/list
+result are built by trusted constructors (``Request.from_wire``, ``_trusted``); JSON bodies
+go through one prebuilt C encoder (``_json_bytes``). Measurements: docs/performance.md.
 
-Path matching policy: literal routes win over patterns; patterns are tried in
-registration order; no trailing-slash normalisation (``/a`` and ``/a/`` are
-different paths). Paths are compared in a canonical percent-encoded form, and
-path parameters are percent-decoded after matching, so ``%2F`` inside a
-segment never splits it.
+Path matching: literal routes win over patterns, patterns are tried in registration order,
+no trailing-slash normalisation. Paths are compared in a canonical percent-encoded form and
+parameters are percent-decoded after matching, so ``%2F`` never splits a segment.
 """
 
 from __future__ import annotations
@@ -60,6 +42,7 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     from typing import Any, NamedTuple, TypeAlias, TypeVar
 
     _T = TypeVar("_T")
+    _F = TypeVar("_F", bound=Callable[..., Any])
 else:
     from ._records import NamedTuple  # typing's class syntax, without importing typing
 
@@ -105,10 +88,8 @@ _tuple_new = tuple.__new__
 # metrics table bounded however many distinct paths clients send.
 UNMATCHED_LABEL = "<unmatched>"
 
-Handler: TypeAlias = Callable[["Request"], "Any"]
 Middleware: TypeAlias = Callable[["Request", Callable[["Request"], "Any"]], "Any"]
 ErrorHandler: TypeAlias = Callable[["Request", BaseException], "Any"]
-_Deco: TypeAlias = Callable[[Callable[..., "Any"]], Callable[..., "Any"]]
 Authenticator: TypeAlias = Callable[["Request", str, float], Mapping[str, object]]
 
 # fmt: off
@@ -152,12 +133,9 @@ def reason_phrase(status: int) -> str:
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=json_default
 )
-# The C encoder _ENCODER.encode() builds per call, built once and without the circular-reference
-# markers (a dict of ids it would need afresh per call). A circular value then recurses until
-# RecursionError, and is encoded again through _ENCODER, which raises exactly what it always did
-# ("Circular reference detected", or RecursionError for a merely deep value). c_make_encoder
-# is private API: used in _json_bytes only, with _ENCODER as the fallback when it is missing
-# (its saving is in docs/performance.md).
+# The C encoder _ENCODER.encode() builds per call, built once, without circular-reference
+# markers: a circular value recurses to RecursionError and is encoded again by _ENCODER, which
+# raises what it always did. c_make_encoder is private API, so _ENCODER is also the fallback.
 _c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
 _FAST_ENCODE: Callable[[object, int], Any] | None = (
     None
@@ -181,7 +159,51 @@ def _json_bytes(data: object) -> bytes:
 # --------------------------------------------------------------------------- headers / query
 
 
-class Headers:
+class _Pairs:
+    """What :class:`Headers` and :class:`QueryParams` share: ``(name, value)`` pairs in
+    order, a name looked up as ``_key(name)``."""
+
+    __slots__ = ()
+    _items: tuple[tuple[str, str], ...]
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return name
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """Return the first value of ``name`` or ``default``."""
+        name = self._key(name)
+        for k, v in self._items:
+            if k == name:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Return every value of ``name`` in order (possibly empty)."""
+        name = self._key(name)
+        return [v for k, v in self._items if k == name]
+
+    def items(self) -> tuple[tuple[str, str], ...]:
+        """Return all ``(name, value)`` pairs in order."""
+        return self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(k for k, _ in self._items))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, type(self)) and other._items == self._items
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({list(self._items)!r})"
+
+
+class Headers(_Pairs):
     """Case-insensitive, multi-valued, read-only header list (names stored lower-case).
 
     ``get(name)`` returns the first value (or ``default``); ``get_all`` every value
@@ -199,7 +221,7 @@ class Headers:
     @classmethod
     def from_raw(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
         """Return headers for byte pairs (latin-1, names lower-cased), decoded on first use."""
-        new = cls.__new__(cls)
+        new = _new_object(cls)
         new._decoded = None
         new._raw = raw
         new._wire = None
@@ -219,7 +241,7 @@ class Headers:
         return new
 
     @property
-    def _items(self) -> tuple[tuple[str, str], ...]:
+    def _items(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
         items = self._decoded
         if items is None:
             wire = self._wire
@@ -232,46 +254,18 @@ class Headers:
             self._decoded = items
         return items
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """Return the first value of ``name`` or ``default``."""
-        name = name.lower()
-        for k, v in self._items:
-            if k == name:
-                return v
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        """Return every value of ``name`` in the order received (possibly empty)."""
-        name = name.lower()
-        return [v for k, v in self._items if k == name]
-
-    def items(self) -> tuple[tuple[str, str], ...]:
-        """Return all ``(name, value)`` pairs."""
-        return self._items
+    @staticmethod
+    def _key(name: str) -> str:
+        return name.lower()
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys(k for k, _ in self._items))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and other._items == self._items
-
-    def __hash__(self) -> int:
-        return hash(self._items)
-
-    def __repr__(self) -> str:
-        return f"Headers({list(self._items)!r})"
 
 
 _new_object = object.__new__
 
 
-class QueryParams:
+class QueryParams(_Pairs):
     """Parsed, percent-decoded query string; multi-valued (``?a=1&a=2``).
 
     Reads like Starlette's ``QueryParams``: ``query["a"]`` and ``get("a")`` give one
@@ -283,7 +277,7 @@ class QueryParams:
     __slots__ = ("_items",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: tuple[tuple[str, str], ...] = tuple(items)
+        self._items = tuple(items)
 
     @classmethod
     def parse(cls, query_string: str) -> QueryParams:
@@ -300,50 +294,26 @@ class QueryParams:
             raise RemoteProtocolError("too many query fields", field="query") from exc
         return cls(pairs)
 
-    def get(self, name: str, default: str | None = None) -> str | None:
-        """Return the first value of ``name`` or ``default``."""
-        for k, v in self._items:
-            if k == name:
-                return v
-        return default
-
-    def get_all(self, name: str) -> list[str]:
-        """Return every value of ``name`` (possibly empty)."""
-        return [v for k, v in self._items if k == name]
-
-    def items(self) -> tuple[tuple[str, str], ...]:
-        """Return all ``(name, value)`` pairs in order."""
-        return self._items
-
     def __getitem__(self, name: str) -> str:
-        """Return the first value of ``name``.
-
-        Raises:
-            KeyError: ``name`` is not in the query.
-        """
+        """Return the first value of ``name``; raises ``KeyError`` when it is absent."""
         for k, v in self._items:
             if k == name:
                 return v
         raise KeyError(name)
 
-    def getlist(self, name: str) -> list[str]:
-        """Return every value of ``name`` (Starlette's spelling of :meth:`get_all`)."""
-        return self.get_all(name)
+    getlist = _Pairs.get_all  # Starlette's spelling
 
     def keys(self) -> list[str]:
         """Return the distinct names in the order they first appear."""
-        return list(dict.fromkeys(k for k, _ in self._items))
+        return list(self)
 
     def values(self) -> list[str]:
         """Return the first value of each distinct name, in :meth:`keys` order."""
-        return [self[k] for k in self.keys()]
+        return [self[k] for k in self]
 
     def multi_items(self) -> list[tuple[str, str]]:
         """Return every ``(name, value)`` pair in order (Starlette's name)."""
         return list(self._items)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys())
 
     def to_dict(self) -> dict[str, list[str]]:
         """Return ``{name: [values...]}``."""
@@ -354,18 +324,6 @@ class QueryParams:
 
     def __contains__(self, name: object) -> bool:
         return any(k == name for k, _ in self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, QueryParams) and other._items == self._items
-
-    def __hash__(self) -> int:
-        return hash(self._items)
-
-    def __repr__(self) -> str:
-        return f"QueryParams({list(self._items)!r})"
 
 
 _EMPTY_QUERY = QueryParams()
@@ -484,11 +442,8 @@ class Request:
     ) -> Request:
         """Return the request for a decoded ``http_request`` (the module link's constructor).
 
-        ``method`` as it should appear (upper-case), ``path``/``query_string`` the target split
-        at ``?``, ``headers`` the message's single-valued map -- not copied, so nobody may
-        change it afterwards (the codec builds a fresh one per message) -- folded into
-        :class:`Headers` pairs on first use. The values are not checked (the link layer has);
-        other fields take their defaults. Never raises.
+        The values are not checked (the link layer has); ``headers`` is kept as
+        :meth:`Headers.from_wire` says. Other fields take their defaults. Never raises.
         """
         req = _new_object(cls)
         req.method = method
@@ -641,11 +596,7 @@ class ApiResponse:
     def to_response(self, headers: Iterable[tuple[str, str]] = ()) -> Response:
         """Return the JSON :class:`Response` for this value."""
         body = {"status": self.status, "data": self.data, "message": self.message}
-        return Response(
-            status=self.status_code,
-            headers=(("content-type", _JSON), *headers),
-            body=_json_bytes(body),
-        )
+        return _typed(_JSON, _json_bytes(body), self.status_code, headers)
 
 
 class HTTPException(Exception):
@@ -674,6 +625,17 @@ def _hdrs(headers: Mapping[str, str] | Iterable[tuple[str, str]] | None) -> list
     return list(headers.items() if isinstance(headers, Mapping) else headers)
 
 
+def _typed(
+    content_type: str,
+    body: bytes,
+    status: int,
+    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None,
+) -> Response:
+    return Response(
+        status=status, headers=(("content-type", content_type), *_hdrs(headers)), body=body
+    )
+
+
 def json_response(
     data: object,
     status: int = 200,
@@ -684,9 +646,7 @@ def json_response(
     Raises:
         ValueError / TypeError: ``data`` is not JSON-serialisable (NaN included).
     """
-    return Response(
-        status=status, headers=(("content-type", _JSON), *_hdrs(headers)), body=_json_bytes(data)
-    )
+    return _typed(_JSON, _json_bytes(data), status, headers)
 
 
 def text_response(
@@ -697,9 +657,7 @@ def text_response(
     content_type: str = _TEXT,
 ) -> Response:
     """Return a UTF-8 text response."""
-    return Response(
-        status=status, headers=(("content-type", content_type), *_hdrs(headers)), body=text.encode()
-    )
+    return _typed(content_type, text.encode(), status, headers)
 
 
 def bytes_response(
@@ -710,9 +668,7 @@ def bytes_response(
     content_type: str = "application/octet-stream",
 ) -> Response:
     """Return a binary response."""
-    return Response(
-        status=status, headers=(("content-type", content_type), *_hdrs(headers)), body=bytes(body)
-    )
+    return _typed(content_type, bytes(body), status, headers)
 
 
 def redirect(location: str, status: int = 307) -> Response:
@@ -879,17 +835,12 @@ class RouteEndpoint(NamedTuple):
 
 
 class Plan(NamedTuple):
-    """What a driver runs for one request (built by :meth:`Router.plan`).
+    """What a driver runs for one request (built by :meth:`Router.plan`; a NamedTuple: one
+    is built per request).
 
-    An immutable record; a NamedTuple rather than a dataclass because one is
-    built per request on the hot path.
-
-    ``request`` carries ``path_params`` and ``route``; ``middleware`` is the chain
-    to walk; ``route`` the matched route (None for 404/405/OPTIONS); ``error``
-    the exception :meth:`Router.enter` raises at the end of the chain (404/405);
-    ``response`` a settled answer (automatic OPTIONS) returned by ``enter``'s
-    caller instead of a handler; ``started`` the driver clock at plan time;
-    ``label`` the metrics label and ``counters`` its (internal) metrics row.
+    ``route`` is None for 404/405/OPTIONS; ``error`` is what :meth:`Router.enter` raises
+    (404/405); ``response`` a settled answer (automatic OPTIONS) sent instead of a handler's;
+    ``started`` the driver clock at plan time; ``counters`` the label's metrics row.
     """
 
     request: Request
@@ -938,29 +889,20 @@ class Metrics:
         # label -> [requests, responses, errors, latency_sum, buckets list, statuses dict]
         self._table: dict[str, list[Any]] = {}
 
-    def _row(self, label: str) -> list[Any]:
+    def counters(self, label: str) -> list[Any]:
+        """Return the internal counter row of ``label`` (created on first use)."""
         row = self._table.get(label)
         if row is None:
             row = self._table[label] = [0, 0, 0, 0.0, [0] * (len(LATENCY_BUCKETS) + 1), {}]
         return row
 
-    def counters(self, label: str) -> list[Any]:
-        """Return the internal counter row of ``label`` (created on first use)."""
-        row = self._table.get(label)
-        return row if row is not None else self._row(label)
-
     def record_request(self, label: str) -> None:
         """Count one received request for ``label``."""
-        row = self._table.get(label)
-        if row is None:
-            row = self._row(label)
-        row[0] += 1
+        self.counters(label)[0] += 1
 
     def record_response(self, label: str, status: int, duration: float) -> None:
         """Count one response for ``label`` with its status and duration (seconds)."""
-        row = self._table.get(label)
-        if row is None:
-            row = self._row(label)
+        row = self.counters(label)
         row[1] += 1
         if status >= 500:
             row[2] += 1
@@ -1031,7 +973,38 @@ class Metrics:
 # --------------------------------------------------------------------------- router
 
 
-class Router:
+class MethodDecorators:
+    """``get``/``post``/``put``/``delete``/``patch``: the class's ``route`` for one method
+    (shared by :class:`Router` and the drivers' ``Module``)."""
+
+    if TYPE_CHECKING:
+
+        def route(
+            self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
+        ) -> Callable[[_F], _F]: ...
+
+    def get(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Return a decorator for ``GET path`` (also serves HEAD); see ``route``."""
+        return self.route(path, ("GET",), auth=auth)
+
+    def post(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Return a decorator for ``POST path``; see ``route``."""
+        return self.route(path, ("POST",), auth=auth)
+
+    def put(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Return a decorator for ``PUT path``; see ``route``."""
+        return self.route(path, ("PUT",), auth=auth)
+
+    def delete(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Return a decorator for ``DELETE path``; see ``route``."""
+        return self.route(path, ("DELETE",), auth=auth)
+
+    def patch(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
+        """Return a decorator for ``PATCH path``; see ``route``."""
+        return self.route(path, ("PATCH",), auth=auth)
+
+
+class Router(MethodDecorators):
     """Routes, middleware, error handlers, optional authenticator and metrics.
 
     Registration methods raise :class:`RouteDefinitionError` on invalid patterns or
@@ -1044,8 +1017,7 @@ class Router:
         self._routes: list[Route] = []
         self._static: dict[str, dict[str, Route]] = {}
         self._dynamic: list[Route] = []
-        self._middleware: list[Middleware] = []
-        self._chain: tuple[Middleware, ...] = ()
+        self._chain: tuple[Middleware, ...] = ()  # the middleware, outermost first
         self._labels: dict[tuple[str, str], str] = {}
         # path -> method -> (route, label, counters, metrics) for requests planned to a static
         # route by their exact path (no percent-escapes); cleared when a route is added.
@@ -1090,39 +1062,18 @@ class Router:
 
     def route(
         self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
-    ) -> _Deco:
+    ) -> Callable[[_F], _F]:
         """Return a decorator registering the function for ``methods`` on ``path``."""
 
-        def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def deco(fn: _F) -> _F:
             self.add_route(path, fn, methods, auth=auth)
             return fn
 
         return deco
 
-    def get(self, path: str, *, auth: str | None = None) -> _Deco:
-        """Return a decorator for ``GET path`` (also serves HEAD)."""
-        return self.route(path, ("GET",), auth=auth)
-
-    def post(self, path: str, *, auth: str | None = None) -> _Deco:
-        """Return a decorator for ``POST path``."""
-        return self.route(path, ("POST",), auth=auth)
-
-    def put(self, path: str, *, auth: str | None = None) -> _Deco:
-        """Return a decorator for ``PUT path``."""
-        return self.route(path, ("PUT",), auth=auth)
-
-    def delete(self, path: str, *, auth: str | None = None) -> _Deco:
-        """Return a decorator for ``DELETE path``."""
-        return self.route(path, ("DELETE",), auth=auth)
-
-    def patch(self, path: str, *, auth: str | None = None) -> _Deco:
-        """Return a decorator for ``PATCH path``."""
-        return self.route(path, ("PATCH",), auth=auth)
-
     def middleware(self, fn: Middleware) -> Middleware:
         """Register ``fn(request, call_next)`` (outermost first) and return it."""
-        self._middleware.append(fn)
-        self._chain = tuple(self._middleware)
+        self._chain = (*self._chain, fn)
         return fn
 
     def add_error_handler(self, key: int | type[BaseException], fn: ErrorHandler) -> None:
@@ -1248,16 +1199,7 @@ class Router:
                 error = HTTPException(405, msg, headers=(("allow", allow_value),))
         counters = self.metrics.counters(label)
         counters[0] += 1
-        return Plan(
-            request=request,
-            middleware=tuple(self._middleware),
-            route=None,
-            error=error,
-            response=response,
-            started=now,
-            label=label,
-            counters=counters,
-        )
+        return Plan(request, self._chain, None, error, response, now, label, counters)
 
     def enter(self, plan: Plan, request: Request) -> Request:
         """Run the end-of-chain checks and return the request to hand to the handler.

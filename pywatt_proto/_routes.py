@@ -1,25 +1,16 @@
 """The route-registration half of a module's public API, shared by both drivers.
 
-``pywatt_asyncio.Module`` and ``pywatt_sync.Module`` expose the same decorators
-(``@app.get``, ``@app.route``, ``@app.middleware``, ...) and the same registration-time
-options (``health``, ``metrics``, ``version``, ``on_shutdown``). They forward to the
-module's :class:`~pywatt_proto.Router`, so the forwarding lives here once; each driver
-inherits it and decides how handlers are *called* (:meth:`RouteDecorators._wrap_handler`).
+Both ``Module`` classes inherit :class:`RouteDecorators` (``@app.get``, ``@app.route``,
+``@app.middleware``, the lifecycle hooks) and the options ``health``, ``metrics`` and
+``version``; each decides how handlers are *called* (:meth:`RouteDecorators._wrap_handler`).
+Registration checks (:mod:`pywatt_proto._route_checks`) run when a decorator is applied.
 
-Registration checks (see :mod:`pywatt_proto._route_checks`) run when the decorator is
-applied: a bad pattern or an unusable handler raises ``RouteDefinitionError`` naming the
-decorator's file and line, not a 404/500 at request time.
-
-Built-in routes (the Rust module macro's ``health``/``metrics``/``version`` options):
-
-* ``health=True`` serves ``GET /health`` (or ``health="/path"``) answering
-  ``{"status":"OK","timestamp":<unix seconds>}`` and announces it;
-* ``metrics=True`` serves ``GET /metrics`` (or ``metrics="/path"``) with the router's
-  Prometheus text;
-* ``version="v1"`` prefixes every path registered through the module's decorators and
-  the built-in routes with ``/v1`` (``"/"`` becomes ``"/v1"``, as axum's ``nest`` does), in
-  what is served and what is announced. Routes added on ``module.router`` directly are
-  taken as written.
+Built-in routes (the Rust module macro's options): ``health=True`` serves and announces
+``GET /health`` (or ``health="/path"``) answering ``{"status":"OK","timestamp":<unix
+seconds>}``; ``metrics=True`` serves ``GET /metrics`` with the router's Prometheus text;
+``version="v1"`` prefixes every path registered through the module's decorators and the
+built-in routes with ``/v1`` (``"/"`` becomes ``"/v1"``, as axum's ``nest`` does), served
+and announced. Routes added on ``module.router`` directly are taken as written.
 """
 
 from __future__ import annotations
@@ -27,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ._route_checks import RouteDefinitionError, check_handler, check_pattern
-from ._router import Request, Response, Router, json_response, text_response
+from ._router import MethodDecorators, Request, Response, Router, json_response, text_response
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
@@ -92,7 +83,7 @@ def metrics_handler(router: Router) -> Callable[[Request], Response]:
     return metrics
 
 
-class RouteDecorators:
+class RouteDecorators(MethodDecorators):
     """Mixin: route decorators that register on ``self.router``.
 
     The class using it must set ``self.router`` (a :class:`Router`) before any decorator
@@ -170,26 +161,6 @@ class RouteDecorators:
             return fn
 
         return deco
-
-    def get(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``GET path`` (also answers HEAD); see :meth:`route`."""
-        return self.route(path, ("GET",), auth=auth)
-
-    def post(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``POST path``; see :meth:`route`."""
-        return self.route(path, ("POST",), auth=auth)
-
-    def put(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``PUT path``; see :meth:`route`."""
-        return self.route(path, ("PUT",), auth=auth)
-
-    def delete(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``DELETE path``; see :meth:`route`."""
-        return self.route(path, ("DELETE",), auth=auth)
-
-    def patch(self, path: str, *, auth: str | None = None) -> Callable[[_F], _F]:
-        """Decorator for ``PATCH path``; see :meth:`route`."""
-        return self.route(path, ("PATCH",), auth=auth)
 
     def middleware(self, fn: _F) -> _F:
         """Register ``fn(request, call_next)`` as middleware (outermost first).

@@ -1,27 +1,15 @@
 """Secrets handled like secrets: typed getters, a masked wrapper, log redaction.
 
-* :func:`convert_secret` turns the text of a secret into what ``app.secret(name, type=...)``
-  asked for: ``str`` (default), ``int``, ``float``, ``bool`` (``true/false``, ``1/0``,
-  ``yes/no``, ``on/off``, any case), :class:`SecretValue` (a wrapper whose ``repr`` and
-  ``str`` are masked), or any callable taking the text. Errors name the secret, never
-  its value.
-* :class:`SecretRedactor` replaces every secret value it was told about by
-  :data:`MASK` in log records: the message (``msg % args``), the formatted traceback
-  of ``exc_info`` and ``stack_info``. The drivers hand it every value the module
-  receives -- prefetched, fetched, pushed, rotated (:func:`redact_secret`, called on
-  each ``SecretUpdated``), and :func:`install_redaction` wraps ``logging``'s record
-  factory so that every record created in the process, by any logger, is redacted
-  before any handler or filter sees it. Values are never forgotten while the process
-  runs (a rotated-out key is still a secret), up to :data:`MAX_REDACTED_VALUES`.
-
-Why the record factory and not a ``logging.Filter``: a filter on a logger does not see
-records propagated from child loggers, and a filter on handlers misses handlers added
-later; the factory sees every record once, at creation. ``logging`` is imported by
-:func:`redact_secret` (the first secret a module receives), not before, so a module
-without secrets keeps its start-up cost.
-
-Values shorter than :data:`MIN_REDACTED_LENGTH` characters are not redacted: replacing
-every ``"1"`` or ``"on"`` in every log line would destroy the logs and hide nothing.
+* :func:`convert_secret` turns a secret's text into what ``app.secret(name, type=...)``
+  asked for; errors name the secret, never its value.
+* :class:`SecretRedactor` replaces every value it was told about by :data:`MASK` in log
+  records (message, formatted traceback, stack). The drivers hand it every value the module
+  receives (:func:`redact_secret`); :func:`install_redaction` wraps ``logging``'s record
+  factory, which sees every record of every logger once, at creation (a ``Filter`` misses
+  propagated records and later handlers). ``logging`` is imported with the first secret.
+  Values are kept while the process runs (a rotated-out key is still a secret), up to
+  :data:`MAX_REDACTED_VALUES`; values shorter than :data:`MIN_REDACTED_LENGTH` are not
+  redacted (masking every ``"on"`` would destroy the logs and hide nothing).
 """
 
 from __future__ import annotations
@@ -151,7 +139,7 @@ class SecretRedactor:
         values[value] = None
         while len(values) > MAX_REDACTED_VALUES:
             del values[next(iter(values))]
-        self._set(values)
+        self._values = values
         return True
 
     def discard(self, values: Iterable[str]) -> None:
@@ -159,10 +147,7 @@ class SecretRedactor:
         gone = set(values)
         kept = {v: None for v in self._values if v not in gone}
         if len(kept) != len(self._values):
-            self._set(kept)
-
-    def _set(self, values: dict[str, None]) -> None:
-        self._values = values
+            self._values = kept
 
     def _current(self) -> re.Pattern[str] | None:
         values = self._values
@@ -180,13 +165,9 @@ class SecretRedactor:
         return text if pattern is None else pattern.sub(MASK, text)
 
     def filter(self, record: Any) -> bool:
-        """Redact a ``logging.LogRecord`` in place; always returns True (keep it).
-
-        The message is formatted (``record.getMessage()``) and stored back with no
-        ``args`` when it held a value; ``exc_info`` is formatted into ``exc_text``
-        (what ``logging.Formatter`` prints) when that text held one; ``stack_info``
-        likewise.
-        """
+        """Redact a ``logging.LogRecord`` in place (the formatted message, with no ``args``;
+        ``exc_info`` formatted into ``exc_text``; ``stack_info``), each only when it held a
+        value; always returns True (keep it)."""
         pattern = self._current()
         if pattern is None:
             return True

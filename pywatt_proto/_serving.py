@@ -1,18 +1,11 @@
 """Which module serves this process's stdio, and its secrets for code that has no ``app``.
 
-Why
----
-A FastAPI/Starlette or Flask application served with ``asgi_module(app)`` /
-``wsgi_module(app)`` does not hold the pywatt ``Module`` object: its routes, dependencies
-and lifespan are written against the framework. Orchestrator secrets reach it through
-``pywatt_asyncio.secrets`` / ``pywatt_sync.secrets``: accessors bound to the module that
-is serving this process (one per process: there is one stdin/stdout).
-
-A driver calls :func:`set_serving` when ``serve_stdio`` starts and :func:`clear_serving`
-when it returns. Reading a secret here never does I/O: it is the module connection's
-cache (filled by the ``secrets=[...]`` prefetch before the announce, by ``secret(name)``
-calls and by pushed ``secret`` messages, rotated values included). The drivers' accessors
-add ``fetch(name)``, which asks the orchestrator.
+An app served with ``asgi_module(app)`` / ``wsgi_module(app)`` does not hold the pywatt
+``Module``; it reads orchestrator secrets through ``pywatt_asyncio.secrets`` /
+``pywatt_sync.secrets``, bound to the module serving this process (one per process: one
+stdin/stdout). A driver calls :func:`set_serving` when ``serve_stdio`` starts and
+:func:`clear_serving` when it returns. Reading here is no I/O: it is the module connection's
+cache (prefetched, fetched, pushed and rotated values); the drivers add ``fetch(name)``.
 """
 
 from __future__ import annotations

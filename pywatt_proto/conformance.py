@@ -1,29 +1,18 @@
 """Differential conformance harness: ``python -m pywatt_proto.conformance``.
 
-Reads JSON control lines on stdin, one per case::
+Reads one JSON control line per case on stdin and writes exactly one ASCII JSON line per
+control line on stdout::
 
     {"direction": "module_to_orchestrator", "input": "{\\"op\\":\\"heartbeat_ack\\"}"}
-
-and writes exactly one JSON line per control line on stdout::
-
     {"accepted": true, "reserialized": "{\\"op\\":\\"heartbeat_ack\\"}"}
     {"accepted": false, "error": "missing field `op`"}
 
-Directions (what ``input`` is parsed as):
-
-* ``module_to_orchestrator`` / ``orchestrator_to_module`` -- a tagged message;
-* ``encoded_message`` -- a standalone ``EncodedMessage``;
-* ``message_envelope`` -- ``Message<Value>`` (content is any JSON value);
-* ``module_envelope`` -- ``Message<ModuleToOrchestrator>``.
-
-``reserialized`` is our encoding of the decoded value, to be compared with what
-serde_json writes for the same input. A malformed control line (bad JSON, unknown
-direction, ``input`` not a string) yields ``{"accepted": false, "error": "control: ..."}``
-and the harness carries on; it never exits early. Output is ASCII-only JSON.
-
-:data:`DEVIATIONS` lists the reference vectors on which pywatt deliberately
-disagrees with serde (see ``spec/deviations.md``); the vector tests compare
-against exactly this list.
+``direction`` is one of :data:`DIRECTIONS` (a tagged message either way, a standalone
+``EncodedMessage``, ``Message<Value>``, ``Message<ModuleToOrchestrator>``); ``reserialized``
+is our encoding of the decoded value, to compare with what serde_json writes. A malformed
+control line yields ``{"accepted": false, "error": "control: ..."}`` and the harness carries
+on. :data:`DEVIATIONS` lists the reference vectors on which pywatt deliberately disagrees
+with serde (``spec/deviations.md``).
 """
 
 from __future__ import annotations
@@ -64,33 +53,15 @@ DEVIATIONS: Mapping[str, str] = {
 }
 
 
-def _m2o(text: str) -> bytes:
-    return encode(decode_module_to_orchestrator(text))
-
-
-def _o2m(text: str) -> bytes:
-    return encode(decode_orchestrator_to_module(text))
-
-
-def _encoded(text: str) -> bytes:
-    return encode_encoded_message(decode_encoded_message(text))
-
-
-def _envelope(text: str) -> bytes:
-    return encode_envelope(decode_envelope(text, content="json"))
-
-
-def _module_envelope(text: str) -> bytes:
-    return encode_envelope(decode_envelope(text, content="module_to_orchestrator"))
-
-
 #: Direction name -> round trip (decode, then encode) used by :func:`check`.
 DIRECTIONS: Mapping[str, Callable[[str], bytes]] = {
-    "module_to_orchestrator": _m2o,
-    "orchestrator_to_module": _o2m,
-    "encoded_message": _encoded,
-    "message_envelope": _envelope,
-    "module_envelope": _module_envelope,
+    "module_to_orchestrator": lambda text: encode(decode_module_to_orchestrator(text)),
+    "orchestrator_to_module": lambda text: encode(decode_orchestrator_to_module(text)),
+    "encoded_message": lambda text: encode_encoded_message(decode_encoded_message(text)),
+    "message_envelope": lambda text: encode_envelope(decode_envelope(text, content="json")),
+    "module_envelope": lambda text: encode_envelope(
+        decode_envelope(text, content="module_to_orchestrator")
+    ),
 }
 
 

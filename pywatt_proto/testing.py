@@ -1,18 +1,11 @@
 """Test helpers for code built on :mod:`pywatt_proto` (public, importable by users).
 
-The core never reads a clock and never touches a socket, so everything that
-depends on time or on how bytes happen to arrive can be driven exactly from a
-test:
-
-* :class:`FakeClock` -- a manually advanced clock whose :meth:`FakeClock.now`
-  is handed to the core wherever it asks for ``now``.
-* :func:`whole`, :func:`byte_by_byte`, :func:`random_splits` -- the three ways
-  every parser test feeds its input (h11 ``tests/test_io.py`` style). Each
-  returns the list of chunks to pass, in order, to ``receive_data``; joining
-  the chunks always gives back the input. A decoder must produce identical
-  results whichever of the three is used.
-
-Nothing in this module performs I/O or reads the real clock.
+The core never reads a clock or touches a socket, so time and the way bytes arrive can be
+driven exactly from a test: :class:`FakeClock` (a manually advanced ``now``);
+:func:`whole`, :func:`byte_by_byte`, :func:`random_splits` (the three ways every parser
+test feeds its input, h11 ``tests/test_io.py`` style: each returns the chunks to pass to
+``receive_data``, which join back to the input); :class:`ConnectionPair` (both sides of the
+stdio link wired together with no I/O).
 """
 
 from __future__ import annotations
@@ -20,7 +13,23 @@ from __future__ import annotations
 import math
 import random
 
-__all__ = ["SPLITTERS", "FakeClock", "byte_by_byte", "random_splits", "whole"]
+from ._framing import END_OF_INPUT, NEED_DATA
+from ._module import ModuleConnection, ModuleEvent
+from ._orchestrator import OrchestratorConnection, OrchestratorEvent
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = [
+    "MAX_PUMP_ROUNDS",
+    "SPLITTERS",
+    "ConnectionPair",
+    "FakeClock",
+    "byte_by_byte",
+    "random_splits",
+    "whole",
+]
 
 
 class FakeClock:
@@ -118,14 +127,6 @@ SPLITTERS = (whole, byte_by_byte, _seeded_random_splits)
 
 
 # --------------------------------------------------------------------------- connection pair
-# (module runtime owner) Both sides of the stdio link wired together with no I/O.
-
-from ._framing import END_OF_INPUT as _END  # noqa: E402
-from ._framing import NEED_DATA as _NEED  # noqa: E402
-from ._module import ModuleConnection, ModuleEvent  # noqa: E402
-from ._orchestrator import OrchestratorConnection, OrchestratorEvent  # noqa: E402
-
-__all__ += ["MAX_PUMP_ROUNDS", "ConnectionPair"]
 
 #: Rounds ``ConnectionPair.pump`` makes before giving up (a ping-pong that never settles is
 #: a bug in a core, not something to loop on forever).
@@ -171,8 +172,8 @@ class ConnectionPair:
         m_events: list[ModuleEvent] = []
         o_events: list[OrchestratorEvent] = []
         for _ in range(MAX_PUMP_ROUNDS):
-            self._drain_module(m_events)
-            self._drain_orchestrator(o_events)
+            _drain(self.module, m_events)
+            _drain(self.orchestrator, o_events)
             to_module = self.orchestrator.data_to_send()
             to_orch = self.module.data_to_send()
             if not to_module and not to_orch:
@@ -184,16 +185,11 @@ class ConnectionPair:
                 self.orchestrator.receive_data(to_orch, now)
         raise RuntimeError("ConnectionPair.pump did not settle")
 
-    def _drain_module(self, out: list[ModuleEvent]) -> None:
-        while True:
-            ev = self.module.next_event()
-            if ev is _NEED or ev is _END:
-                return
-            out.append(ev)
 
-    def _drain_orchestrator(self, out: list[OrchestratorEvent]) -> None:
-        while True:
-            ev = self.orchestrator.next_event()
-            if ev is _NEED or ev is _END:
-                return
-            out.append(ev)
+def _drain(side: ModuleConnection | OrchestratorConnection, out: list[Any]) -> None:
+    """Append every event ``side`` has ready to ``out``."""
+    while True:
+        ev = side.next_event()
+        if ev is NEED_DATA or ev is END_OF_INPUT:
+            return
+        out.append(ev)
