@@ -473,24 +473,24 @@ class CallTracker:
         self._calls.add(str(rid), now + seconds, _Call(target=target, endpoint=endpoint))
         return msg
 
-    def is_late(self, msg: RoutedModuleResponse) -> bool:
-        """True if ``msg`` answers a call this tracker already failed or cancelled (drop it
-        quietly; ``on_response`` returns None for it)."""
-        return str(msg.request_id) in self._gone
-
     def _forget(self, key: str) -> None:
         gone = self._gone
         gone[key] = None
         if len(gone) > self._max:
             gone.popitem(last=False)
 
-    def on_response(self, msg: RoutedModuleResponse) -> CallReplied | CallFailed | None:
-        """Match a ``routed_module_response``; return its event, or None when no call with
-        that id is in flight (a late or unknown answer: drop it). Never raises."""
+    def on_response(
+        self, msg: RoutedModuleResponse
+    ) -> CallReplied | CallFailed | RoutedModuleResponse | None:
+        """Match a ``routed_module_response``; return its event, None for a call this tracker
+        already failed or cancelled (drop it quietly), or ``msg`` itself when no call with
+        that id was made (an unknown answer). Never raises."""
         key = str(msg.request_id)
         call = self._calls.pop(key)
         if call is None:
-            self._gone.pop(key, None)
+            if key not in self._gone:
+                return msg
+            del self._gone[key]
             return None
         if msg.error is not None:
             exc = call_error(msg.error, target=call.target, endpoint=call.endpoint)

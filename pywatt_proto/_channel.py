@@ -62,7 +62,6 @@ import enum
 import json
 import random
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 
 from ._backoff import Backoff, RetryState
@@ -99,9 +98,10 @@ from ._module import (
     DEFAULT_REQUEST_TIMEOUT,
     RequestReceived,
     RequestTimedOut,
+    ServingLink,
     ShutdownRequested,
+    error_body,
     join_headers,
-    valid_method,
 )
 from ._payload import convert_payload
 from ._records import record
@@ -208,10 +208,6 @@ CONNECT_BACKOFF: Final = Backoff(base=0.1, factor=2.0, cap=1.0, max_attempts=4, 
 #: ceilings 0.1 s doubling to a 30 s cap (nine waits of at most 51.1 s in total, plus the
 #: connect timeouts of the attempts), then give up.
 RECONNECT_BACKOFF: Final = Backoff(base=0.1, factor=2.0, cap=30.0, max_attempts=10, jitter=True)
-#: Ids of requests the core already answered (504, or lost with their connection) whose late
-#: answer is dropped silently; older ones are forgotten (a late answer is then an error).
-MAX_REMEMBERED_ANSWERED: Final = 4096
-
 _JSON_HEADERS: Final = {"content-type": "application/json"}
 
 
@@ -291,12 +287,7 @@ ChannelEvent: TypeAlias = (
 )
 
 
-def _error_body(message: str) -> bytes:
-    # spec/limits.md section 3: {"error":"<short reason>"}, naming no internal detail.
-    return json.dumps({"error": message}, separators=(",", ":")).encode()
-
-
-class ChannelConnection:
+class ChannelConnection(ServingLink):
     """The module's side of one framed channel (driver loop in the module docstring).
 
     Args:
@@ -313,6 +304,9 @@ class ChannelConnection:
         LocalProtocolError: ``max_in_flight`` < 1.
     """
 
+    _state: ChannelState
+    _events: list[ChannelEvent]
+
     def __init__(
         self,
         *,
@@ -325,11 +319,8 @@ class ChannelConnection:
         rng: random.Random | None = None,
         id_factory: Callable[[], uuid.UUID] | None = None,
     ) -> None:
-        if max_in_flight < 1:
-            raise LocalProtocolError("max_in_flight must be at least 1")
+        super().__init__(max_in_flight, request_timeout, ChannelState.OPEN)
         self._kind = kind
-        self._max_in_flight = max_in_flight
-        self._request_timeout = request_timeout
         self._max_frame_size = max_frame_size
         self._reconnect_backoff = reconnect_backoff
         self._rng = rng if rng is not None else random.Random()
@@ -338,21 +329,10 @@ class ChannelConnection:
         self._state = ChannelState.IDLE
         self._decoder = FrameDecoder(max_frame_size)
         self._eof_done = False
-        self._now = 0.0
         self._retry_at: float | None = None
         self._error: Exception | None = None
         self._last_failure: str | None = None
         self._connections = 0
-        # Whole frames to write. The driver drains it after every call, so it holds one
-        # call's output: at most one reply per frame decoded (one per next_event call) or one
-        # 504 per in-flight request (handle_timer), both bounded.
-        self._out: list[bytes] = []
-        # At most one event: next_event decodes a single frame per call.
-        self._events: list[ChannelEvent] = []
-        # request_id -> deadline; insertion order is deadline order (constant timeout,
-        # monotonic now), so the first entry is the earliest. Bounded by max_in_flight.
-        self._in_flight: dict[str, float] = {}
-        self._answered: OrderedDict[str, None] = OrderedDict()
 
     # ------------------------------------------------------------------ state
     @property
@@ -384,11 +364,6 @@ class ChannelConnection:
     def connections(self) -> int:
         """How many times a connection was established."""
         return self._connections
-
-    @property
-    def in_flight(self) -> int:
-        """Requests received on the current connection and not yet answered."""
-        return len(self._in_flight)
 
     def _fire(self, inp: ChannelInput) -> None:
         self._state = CHANNEL_MACHINE.next(self._state, inp)
@@ -494,12 +469,6 @@ class ChannelConnection:
             self._remember_answered(rid)
         self._in_flight.clear()
 
-    def _remember_answered(self, rid: str) -> None:
-        answered = self._answered
-        answered[rid] = None
-        if len(answered) > MAX_REMEMBERED_ANSWERED:
-            answered.popitem(last=False)
-
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes, now: float) -> None:
         """Buffer bytes read from the socket; ``now`` is their arrival time. Frames are
@@ -566,7 +535,9 @@ class ChannelConnection:
         t = type(msg)
         if t is HttpRequest:
             assert isinstance(msg, HttpRequest)
-            self._on_http_request(msg, frame)
+            event = self._accept(msg, frame)
+            if event is not None:
+                self._events.append(event)
         elif t is Heartbeat:
             # spec/framed.md section 3: "a heartbeat is always answered with heartbeat_ack
             # on the same channel".
@@ -580,57 +551,22 @@ class ChannelConnection:
 
     def _bad_frame(self, frame: Frame, exc: RemoteProtocolError) -> None:
         """Skip an undecodable frame; answer 400 if it is recognisably an http_request."""
-        status: int | None = None
         try:
             obj = json.loads(frame.payload) if frame.format is EncodingFormat.JSON else None
         except (ValueError, RecursionError):
             obj = None
+        rid = None
         if isinstance(obj, dict) and obj.get("op") == "http_request":
             rid = obj.get("request_id")
-            if isinstance(rid, str) and rid not in self._in_flight:
-                status = 400
-                self._queue_response(rid, 400, _JSON_HEADERS, _error_body("malformed request"))
-        self._events.append(
-            BadFrame(format=frame.format, payload=frame.payload, error=exc, answered_status=status)
+        status = self._answer_unreadable(
+            rid if isinstance(rid, str) else None, 400, "malformed request"
         )
+        self._reject(frame, status, exc)
 
-    def _on_http_request(self, msg: HttpRequest, frame: Frame) -> None:
-        rid = msg.request_id
-
-        def refuse(status: int, why: str, err: RemoteProtocolError | None = None) -> None:
-            self._queue_response(rid, status, _JSON_HEADERS, _error_body(why))
-            if err is not None:
-                self._events.append(
-                    BadFrame(
-                        format=frame.format,
-                        payload=frame.payload,
-                        error=err,
-                        answered_status=status,
-                    )
-                )
-
-        if rid in self._in_flight:
-            err = RemoteProtocolError(f"duplicate request_id {rid!r} in flight", field="request_id")
-            refuse(400, "duplicate request_id", err)
-        elif self._state is not ChannelState.OPEN:
-            refuse(503, "shutting down")
-        elif not valid_method(msg.method):
-            refuse(400, "invalid method", RemoteProtocolError("invalid method", field="method"))
-        elif len(self._in_flight) >= self._max_in_flight:
-            refuse(503, "too many requests in flight")
-        else:
-            uri = _origin_form(msg.uri)
-            if uri is None:
-                err = RemoteProtocolError(f"invalid uri {msg.uri!r}", field="uri")
-                refuse(400, "invalid uri", err)
-                return
-            timeout = self._request_timeout
-            self._in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
-            self._answered.pop(rid, None)
-            path, _, query = uri.partition("?")
-            self._events.append(
-                RequestReceived(request_id=rid, request=msg, path=path, query=query)
-            )
+    def _reject(self, raw: Frame, status: int | None, error: RemoteProtocolError) -> None:
+        self._events.append(
+            BadFrame(format=raw.format, payload=raw.payload, error=error, answered_status=status)
+        )
 
     # ----------------------------------------------------------------- output
     def _random_id(self) -> uuid.UUID:
@@ -644,17 +580,16 @@ class ChannelConnection:
             )
         )
 
-    def _queue_response(
-        self, request_id: str, status: int, headers: Mapping[str, str], body: bytes | None
+    def _answer_error(self, request_id: str, status: int, why: str) -> None:
+        self._send_response(request_id, status, _JSON_HEADERS, error_body(why))
+
+    def _send_response(
+        self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
     ) -> None:
-        self._send_enveloped(
-            HttpResponse(
-                request_id=request_id,
-                status_code=status,
-                headers=dict(headers),
-                body=body if body is not None else b"",
-            )
+        response = HttpResponse(
+            request_id=request_id, status_code=status, headers=headers, body=body or b""
         )
+        self._send_enveloped(response)
 
     def send_response(
         self,
@@ -673,16 +608,15 @@ class ChannelConnection:
             LocalProtocolError: an id never received (or answered twice), a status outside
                 0..65535, or a response too large for a frame (state unchanged).
         """
-        if self._in_flight.pop(request_id, None) is None:
-            if request_id in self._answered:
-                return False
-            raise LocalProtocolError(f"no request {request_id!r} in flight on this channel")
+        deadline = self._in_flight.pop(request_id, None)
+        if deadline is None:
+            return self._not_in_flight(request_id)
         try:
             if not 0 <= status_code <= 65535:
                 raise LocalProtocolError(f"status code {status_code} out of range")
-            self._queue_response(request_id, status_code, join_headers(headers), body)
+            self._send_response(request_id, status_code, join_headers(headers), body)
         except LocalProtocolError:
-            self._in_flight[request_id] = self._now
+            self._restore_in_flight(request_id, deadline)
             raise
         return True
 
@@ -698,14 +632,6 @@ class ChannelConnection:
             raise LocalProtocolError(f"{type(message).__name__} is sent by ChannelConnection")
         self._send_enveloped(message)
 
-    def data_to_send(self) -> bytes:
-        """Return (and forget) every queued outbound byte: whole frames only, possibly b""."""
-        out = self._out
-        if not out:
-            return b""
-        self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
-
     # ----------------------------------------------------------------- timers
     @property
     def retry_at(self) -> float | None:
@@ -714,25 +640,13 @@ class ChannelConnection:
 
     def get_timer(self) -> float | None:
         """Return the earliest request deadline (same clock as ``now``), or None."""
-        if self._in_flight:
-            first = next(iter(self._in_flight.values()))
-            return None if first == float("inf") else first
-        return None
+        return self._first_deadline()
 
     def handle_timer(self, now: float) -> None:
         """Answer 504 to every request whose deadline is at or before ``now`` (one
         ``RequestTimedOut`` event each). Returns None; never raises."""
         self._now = max(self._now, now)
-        in_flight = self._in_flight
-        while in_flight:
-            rid, deadline = next(iter(in_flight.items()))
-            if deadline > now:
-                break
-            del in_flight[rid]
-            self._remember_answered(rid)
-            if self._state in (ChannelState.OPEN, ChannelState.CLOSING):
-                self._queue_response(rid, 504, _JSON_HEADERS, _error_body("request timed out"))
-            self._events.append(RequestTimedOut(request_id=rid))
+        self._expire_requests(now)
 
     def __repr__(self) -> str:
         return (
@@ -764,19 +678,3 @@ def connect_failure_reason(exc: BaseException, timeout: float) -> str:
     if isinstance(exc, TimeoutError):
         return f"no connection within {timeout:g} s"
     return str(exc) or type(exc).__name__
-
-
-def _origin_form(uri: str) -> str | None:
-    """Return ``uri`` as origin-form (absolute-form reduced to path and query, RFC 9112
-    section 3.2.2), or None when it is neither."""
-    if uri[:1] != "/" and uri[:8].lower().startswith(("http://", "https://")):
-        start = uri.find("//") + 2
-        slash = uri.find("/", start)
-        query_at = uri.find("?", start)
-        if slash < 0 or (0 <= query_at < slash):
-            uri = "/" + (uri[query_at:] if query_at >= 0 else "")
-        else:
-            uri = uri[slash:]
-    if uri.startswith("/") or uri == "*":
-        return uri
-    return None

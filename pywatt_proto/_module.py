@@ -25,43 +25,24 @@ reader of stdin, one writer of stdout and a clock. Its loop is::
         arm a timer for conn.get_timer(); when it fires: conn.handle_timer(now)
         stop once conn.state is ModuleState.CLOSED
 
-``await app.secret(name)`` is ``conn.get_secret(name, now)``: the cached value, or ``None``
-after making sure exactly one ``get_secret`` for that name is outstanding; the answer arrives as
-``SecretUpdated`` (or ``SecretFailed`` at the deadline). Automatic replies (``heartbeat_ack``,
-400/503/504 answers, the announce unless ``hold_announce``) are queued in ``data_to_send()``
-without driver involvement.
-A driver that stops on its own (SIGTERM) calls ``conn.begin_shutdown()``; one whose output
-broke calls ``conn.send_failed()`` (ERROR: every later call raises). Other outbound messages
-(``port_request``, ``service_request``, ...) go through ``conn.send(message)``.
+Automatic replies (``heartbeat_ack``, the core's 400/413/503/504 answers, the announce unless
+``hold_announce``) are queued in ``data_to_send()`` without driver involvement. A driver that
+stops on its own (SIGTERM) calls ``conn.begin_shutdown()``; one whose output broke calls
+``conn.send_failed()``. Other outbound messages go through ``conn.send(message)``.
 
 Theory of operation
 -------------------
 Input is parsed lazily: ``receive_data`` only buffers (bounded by the line decoder's limit),
-and each ``next_event`` call decodes as many lines as it takes to produce one event. So the
-memory held for input never exceeds one chunk plus one partial line, and an event is never
-produced for a line the driver has not asked for yet.
-
-Per-request hot path (measured by tests/benchmarks/bench_core.py): a line that is an
-``http_request`` exactly as serde_json writes it is read by ``decode_http_request_line`` (one
-regular expression; anything else goes through the general decoder, which owns every error
-message), ``_accept`` is the one acceptance check, and the event and the router's request are
-plain slotted objects built by trusted constructors (``Request.from_wire``). Answers are
-written by the one ``http_response`` encoder (``_codec.http_response_text``).
-``send_response`` remembers the wire text of a header tuple (immutable all the way down) in a
-table owned by the connection, emptied at ``MAX_HEADER_TEXTS`` entries.
+and each ``next_event`` decodes as many lines as it takes to produce one event, so the input
+held never exceeds one chunk plus one partial line. The per-request path (regular-expression
+reader, the one acceptance check ``_accept``, trusted constructors, the one ``http_response``
+encoder, the connection's header-text table) is described in ARCHITECTURE.md, "Hot path".
 
 Every ``http_request`` is answered exactly once: by the driver (``send_response``), or by the
-core itself -- 400 for an invalid request or a duplicate id, 503 beyond ``max_in_flight``,
-503 before the announce / after shutdown, 504 when its deadline passes. A late
-``send_response`` for a request that was already answered 504 returns ``False`` and sends
-nothing.
-
-Bodies and lines (spec/limits.md section 1.1): with the ``base64_bodies`` extension selected,
-bodies (and call payloads) travel as base64 strings and lines may be 96 MiB; otherwise as byte
-arrays in 16 MiB lines. The init line is capped at 1 MiB while it arrives. Every line written
-is length-checked: an answer too large for its line is replaced by a 500 (``ResponseTooLarge``
-event), an over-long request line is answered 413 and an undecodable one 400 when a bounded
-scan of its first bytes finds its ``request_id``.
+core itself (spec/limits.md section 3); a late ``send_response`` for a request already
+answered 504 returns ``False`` and sends nothing. Line and body limits follow the negotiated
+body form (spec/limits.md section 1.1): an answer too large for its line is replaced by a 500
+(``ResponseTooLarge``), an over-long request line is answered 413.
 
 Header join rule (the wire map is single-valued): repeated header names are joined with
 ``", "`` (RFC 9110 section 5.3), except ``set-cookie``, whose values are joined with ``"\\n"``
@@ -175,7 +156,9 @@ __all__ = [
     "SecretFailed",
     "SecretUpdated",
     "SecretUnavailable",
+    "ServingLink",
     "ShutdownRequested",
+    "error_body",
     "forwarded_client_filler",
     "join_headers",
     "valid_method",
@@ -293,7 +276,6 @@ _TCHAR: Final = frozenset(
 _COMMON_METHODS: Final = frozenset(
     {"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"}
 )
-_JSON_HEADERS: Final = {"content-type": "application/json"}
 _JSON_HEADERS_TEXT: Final = '{"content-type":"application/json"}'
 _WHITESPACE: Final = frozenset(b" \t\r\n")
 
@@ -318,6 +300,19 @@ def forwarded_client_filler(environ: Mapping[str, str]) -> Callable[[Request], N
 def valid_method(method: str) -> bool:
     """Return True if ``method`` is an RFC 9110 token (what a request method must be)."""
     return method in _COMMON_METHODS or (bool(method) and all(c in _TCHAR for c in method))
+
+
+def _origin_form(uri: str) -> str | None:
+    """Return the request target ``uri`` in origin-form (absolute-form reduced to its path and
+    query, RFC 9112 section 3.2.2), ``*`` unchanged, or None when it is neither."""
+    if uri[:1] != "/" and uri[:8].lower().startswith(("http://", "https://")):
+        start = uri.find("//") + 2
+        slash = uri.find("/", start)
+        query_at = uri.find("?", start)
+        if slash < 0 or (0 <= query_at < slash):
+            return "/" + (uri[query_at:] if query_at >= 0 else "")
+        return uri[slash:]
+    return uri if uri[:1] == "/" or uri == "*" else None
 
 
 def join_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
@@ -486,12 +481,180 @@ class SecretUnavailable(LookupError):
     """Raised by drivers' ``secret(name)`` when the orchestrator did not answer in time."""
 
 
-def _error_body(message: str) -> bytes:
-    # spec/limits.md section 3: {"error":"<short reason>"}, naming no internal detail.
+def error_body(message: str) -> bytes:
+    """Return the body of an answer written by the core: ``{"error":"<short reason>"}``,
+    naming no internal detail (spec/limits.md section 3)."""
     return json.dumps({"error": message}, separators=(",", ":")).encode()
 
 
-class ModuleConnection:
+class ServingLink:
+    """What the module's two request links share -- :class:`ModuleConnection` (stdio) and
+    ``_channel.ChannelConnection`` (framed): the requests in flight with their deadlines, the
+    one acceptance check, the core's own error answers, and the outbound queue.
+
+    A subclass keeps ``_state``, names the state that accepts requests (``serving``) and
+    those answered "module not ready" (``not_ready``; other states: "shutting down"), and
+    writes ``_answer_error`` (an error answer in its own form) and ``_reject`` (the event
+    reporting a refused request).
+    """
+
+    _state: enum.Enum
+
+    def __init__(
+        self,
+        max_in_flight: int,
+        request_timeout: float | None,
+        serving: enum.Enum,
+        not_ready: frozenset[enum.Enum] = frozenset(),
+    ) -> None:
+        if max_in_flight < 1:
+            raise LocalProtocolError("max_in_flight must be at least 1")
+        self._serving = serving
+        self._not_ready = not_ready
+        self._max_in_flight = max_in_flight
+        self._request_timeout = request_timeout
+        self._now = 0.0
+        # Whole lines (frames) to write. The driver drains it after every call, so it holds
+        # one call's output: at most one answer per input line, or per in-flight request
+        # (handle_timer), both bounded.
+        self._out: list[bytes] = []
+        # Bounded by in-flight/pending limits: only timers and prefetch put more than one here.
+        self._events: list[Any] = []
+        # request_id -> deadline (insertion order == deadline order: constant timeout and
+        # monotonic now, so the first entry is always the earliest).
+        self._in_flight: dict[str, float] = {}
+        # Ids the core answered itself (504, or lost with their connection) whose late answer
+        # is dropped silently; past MAX_REMEMBERED_ANSWERED the oldest are forgotten.
+        self._answered: OrderedDict[str, None] = OrderedDict()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests received and not yet answered."""
+        return len(self._in_flight)
+
+    def data_to_send(self) -> bytes:
+        """Return (and forget) every queued outbound byte: whole lines (frames), possibly b""."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        return out[0] if len(out) == 1 else b"".join(out)
+
+    def _answer_error(self, request_id: str, status: int, why: str) -> None:
+        raise NotImplementedError
+
+    def _reject(self, raw: Any, status: int | None, error: RemoteProtocolError) -> None:
+        raise NotImplementedError
+
+    def _accept(self, msg: HttpRequest, raw: Any) -> RequestReceived | None:
+        """The one acceptance check of an ``http_request``: return its event (not queued) when
+        it is accepted, else answer it here (400/503) and return None.
+
+        In order (spec/limits.md section 3): a duplicate of an id in flight -> 400 (the original
+        keeps its answer); not serving -> 503; a method that is not a token -> 400;
+        ``max_in_flight`` reached -> 503; a target that is not origin-form (absolute-form is
+        reduced to its path and query) or ``*`` -> 400. The first test is the common request
+        passing all of them.
+        """
+        rid = msg.request_id
+        in_flight = self._in_flight
+        uri = msg.uri
+        if not (
+            self._state is self._serving
+            and rid not in in_flight
+            and msg.method in _COMMON_METHODS
+            and len(in_flight) < self._max_in_flight
+            and uri[:1] == "/"
+        ):
+            target = self._refuse(msg, raw)
+            if target is None:
+                return None
+            uri = target
+        timeout = self._request_timeout
+        in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
+        if self._answered:
+            self._answered.pop(rid, None)
+        path, _, query = uri.partition("?")
+        return _request_received(rid, msg, path, query)
+
+    def _refuse(self, msg: HttpRequest, raw: Any) -> str | None:
+        """``_accept``'s checks one by one: answer the first that fails and return None, or
+        return the request target to accept it with."""
+        rid = msg.request_id
+        err = None
+        if rid in self._in_flight:
+            status, why = 400, "duplicate request_id"  # the original keeps its own answer
+            err = RemoteProtocolError(
+                f"duplicate request_id {rid!r} while in flight", field="request_id"
+            )
+        elif self._state is not self._serving:
+            status = 503
+            why = "module not ready" if self._state in self._not_ready else "shutting down"
+        elif not valid_method(msg.method):
+            status, why = 400, "invalid method"
+            err = RemoteProtocolError(f"invalid method {msg.method!r}", field="method")
+        elif len(self._in_flight) >= self._max_in_flight:
+            status, why = 503, "too many requests in flight"
+        elif (uri := _origin_form(msg.uri)) is None:
+            status, why = 400, "invalid uri"
+            err = RemoteProtocolError(f"invalid uri {msg.uri!r}", field="uri")
+        else:
+            return uri
+        self._answer_error(rid, status, why)
+        if err is not None:
+            self._reject(raw, status, err)
+        return None
+
+    def _answer_unreadable(self, rid: str | None, status: int, why: str) -> int | None:
+        """Answer ``status`` to an unreadable request whose id a scan found, unless that id
+        is in flight (it keeps its own answer); return the status written, or None."""
+        if rid is None or rid in self._in_flight:
+            return None
+        self._answer_error(rid, status, why)
+        return status
+
+    def _not_in_flight(self, request_id: str) -> bool:
+        """For an answer to an id not in flight: False when the core already answered it
+        (the late answer is dropped), else raise ``LocalProtocolError``."""
+        if request_id in self._answered:
+            return False
+        raise LocalProtocolError(f"no request {request_id!r} in flight")
+
+    def _restore_in_flight(self, request_id: str, deadline: float) -> None:
+        """Put back a request whose answer was refused, keeping the table in deadline order
+        (``get_timer``/``handle_timer`` read the earliest deadline first)."""
+        in_flight = self._in_flight
+        latest = next(reversed(in_flight.values()), None)
+        in_flight[request_id] = deadline
+        if latest is not None and latest > deadline:
+            self._in_flight = dict(sorted(in_flight.items(), key=lambda item: item[1]))
+
+    def _remember_answered(self, rid: str) -> None:
+        answered = self._answered
+        answered[rid] = None
+        if len(answered) > MAX_REMEMBERED_ANSWERED:
+            answered.popitem(last=False)
+
+    def _first_deadline(self) -> float | None:
+        """The earliest request deadline, or None (nothing in flight, or no timeout)."""
+        first = next(iter(self._in_flight.values()), None)
+        return None if first == float("inf") else first
+
+    def _expire_requests(self, now: float) -> None:
+        """Answer 504 to every request whose deadline is at or before ``now`` (one
+        ``RequestTimedOut`` event each)."""
+        in_flight = self._in_flight
+        while in_flight:
+            rid, deadline = next(iter(in_flight.items()))
+            if deadline > now:
+                break
+            del in_flight[rid]
+            self._remember_answered(rid)
+            self._answer_error(rid, 504, "request timed out")
+            self._events.append(RequestTimedOut(request_id=rid))
+
+
+class ModuleConnection(ServingLink):
     """The module's side of the orchestrator link (see the module docstring for a driver loop).
 
     Args:
@@ -510,6 +673,9 @@ class ModuleConnection:
             ``send()`` and ``port_response`` events work) until ``announce()`` is called.
     """
 
+    _state: ModuleState
+    _events: list[ModuleEvent]
+
     def __init__(
         self,
         *,
@@ -522,8 +688,8 @@ class ModuleConnection:
         rng: random.Random | None = None,
         hold_announce: bool = False,
     ) -> None:
-        if max_in_flight < 1:
-            raise LocalProtocolError("max_in_flight must be at least 1")
+        not_ready = frozenset({ModuleState.PREFETCHING, ModuleState.STARTING})
+        super().__init__(max_in_flight, request_timeout, ModuleState.RUNNING, not_ready)
         # A callable is asked at announce time, so routes added after construction (an
         # app's routes registered after asgi_module(app), in a lifespan) are announced.
         self._endpoints: tuple[Endpoint, ...] | Callable[[], Sequence[Endpoint]] = (
@@ -532,8 +698,6 @@ class ModuleConnection:
         self._prefetch = tuple(dict.fromkeys(prefetch))
         self._listen = listen
         self._hold_announce = hold_announce
-        self._max_in_flight = max_in_flight
-        self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
         self._rng = rng  # made on first use when None (random is not needed to start)
         self._state = ModuleState.AWAITING_INIT
@@ -543,13 +707,6 @@ class ModuleConnection:
         self._base64 = False  # base64_bodies in use
         self._line_limit = MAX_LINE
         self._max_body = MAX_REFERENCE_BODY
-        self._now = 0.0
-        # Whole lines for stdout. The driver drains it after every call, so it holds one
-        # call's output: at most one answer per line of one chunk, or per in-flight request
-        # (handle_timer), both bounded above.
-        self._out: list[bytes] = []
-        # Bounded by in-flight/pending limits: only timers and prefetch put more than one here.
-        self._events: list[ModuleEvent] = []
         self._init: Init | None = None
         self._extensions: frozenset[str] = frozenset()
         self._flat_responses = False
@@ -557,10 +714,6 @@ class ModuleConnection:
         # Header tuple -> its wire text (router responses share a few constant tuples);
         # emptied when it reaches MAX_HEADER_TEXTS entries.
         self._header_json: dict[tuple[tuple[str, str], ...], str] = {}
-        # request_id -> deadline (insertion order == deadline order: constant timeout and
-        # monotonic now, so the first entry is always the earliest).
-        self._in_flight: dict[str, float] = {}
-        self._answered: OrderedDict[str, None] = OrderedDict()
         self._secrets: OrderedDict[str, str] = OrderedDict()
         self._pending_secrets: dict[str, float] = {}
         # name -> rotation_id of the cached value, when it arrived with one.
@@ -586,11 +739,6 @@ class ModuleConnection:
     def extensions(self) -> frozenset[str]:
         """Extensions in use (the subset of init's list this module supports)."""
         return self._extensions
-
-    @property
-    def in_flight(self) -> int:
-        """Requests received and not yet answered."""
-        return len(self._in_flight)
 
     def _fire(self, inp: ModuleInput) -> None:
         try:
@@ -678,8 +826,10 @@ class ModuleConnection:
             raise RemoteProtocolError("stdin closed before the init line")
         if self._state is not ModuleState.CLOSED:
             self._fire(ModuleInput.EOF)
-            self._pending_secrets_fail("input closed")
-            self._fail_calls("input closed")
+            self._fail_secrets("input closed")
+            for table in (self._calls, self._services):
+                if table is not None:
+                    self._events.extend(table.fail_all("input closed"))
             self._maybe_drained()
             if self._events:
                 return self._events.pop(0)
@@ -688,10 +838,6 @@ class ModuleConnection:
     def _handle_line(self, line: bytes) -> None:
         if self._state is ModuleState.AWAITING_INIT:
             self._handle_init(line)
-            return
-        request = read_http_request_line(line, base64_bodies=self._base64)
-        if request is not None:
-            self._on_http_request(request, line)
             return
         if line[0] in _WHITESPACE and not line.strip():
             return  # whitespace-only lines carry no message (JSON whitespace); skip quietly
@@ -743,7 +889,7 @@ class ModuleConnection:
 
     def _default_listen(self) -> str:
         assert self._init is not None
-        return self._listen if self._listen is not None else _listen_text(self._init)
+        return self._listen if self._listen is not None else str(self._init.listen)
 
     def _send_announce(self, listen: str | None) -> None:
         endpoints = self._endpoints
@@ -771,80 +917,6 @@ class ModuleConnection:
         self._send_announce(listen)
 
     # ---------------------------------------------------------- per-op handlers
-    def _accept(self, msg: HttpRequest, line: bytes) -> RequestReceived | None:
-        """The one acceptance check of an ``http_request``: return its event (not queued) when
-        it is accepted, else answer it here (400/503) and return None.
-
-        In order (spec/exchanges.md): a duplicate of an id in flight -> 400 (the original keeps
-        its answer); not RUNNING -> 503; a method that is not a token -> 400; ``max_in_flight``
-        reached -> 503; a target that is not origin-form (absolute-form is reduced to its path
-        and query) or ``*`` -> 400. The first test is the common request passing all of them.
-        """
-        rid = msg.request_id
-        in_flight = self._in_flight
-        uri = msg.uri
-        if not (
-            self._state is _RUNNING
-            and rid not in in_flight
-            and msg.method in _COMMON_METHODS
-            and len(in_flight) < self._max_in_flight
-            and uri[:1] == "/"
-        ):
-            target = self._refuse(msg, line)
-            if target is None:
-                return None
-            uri = target
-        timeout = self._request_timeout
-        in_flight[rid] = self._now + timeout if timeout is not None else float("inf")
-        if self._answered:
-            self._answered.pop(rid, None)
-        path, _, query = uri.partition("?")
-        return _request_received(rid, msg, path, query)
-
-    def _refuse(self, msg: HttpRequest, line: bytes) -> str | None:
-        """``_accept``'s checks one by one: answer the first that fails and return None, or
-        return the request target to accept it with."""
-        rid = msg.request_id
-        if rid in self._in_flight:
-            err = RemoteProtocolError(
-                f"duplicate request_id {rid!r} while in flight", field="request_id"
-            )
-            # The original request keeps its own answer; this one gets 400 now.
-            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("duplicate request_id"))
-            self._events.append(BadLine(line=line, error=err, answered_status=400))
-            return None
-        if self._state is not ModuleState.RUNNING:
-            state = self._state
-            not_ready = state is ModuleState.PREFETCHING or state is ModuleState.STARTING
-            why = "module not ready" if not_ready else "shutting down"
-            self._queue_response(rid, 503, _JSON_HEADERS, _error_body(why))
-            return None
-        if not valid_method(msg.method):
-            err = RemoteProtocolError(f"invalid method {msg.method!r}", field="method")
-            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid method"))
-            self._events.append(BadLine(line=line, error=err, answered_status=400))
-            return None
-        if len(self._in_flight) >= self._max_in_flight:
-            self._queue_response(
-                rid, 503, _JSON_HEADERS, _error_body("too many requests in flight")
-            )
-            return None
-        uri = msg.uri
-        if uri[:1] != "/" and uri[:8].lower().startswith(("http://", "https://")):
-            # absolute-form (RFC 9112 section 3.2.2): keep the path and query only
-            slash = uri.find("/", uri.find("//") + 2)
-            query_at = uri.find("?", uri.find("//") + 2)
-            if slash < 0 or (0 <= query_at < slash):
-                uri = "/" + (uri[query_at:] if query_at >= 0 else "")
-            else:
-                uri = uri[slash:]
-        if not uri.startswith("/") and uri != "*":
-            err = RemoteProtocolError(f"invalid uri {uri!r}", field="uri")
-            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("invalid uri"))
-            self._events.append(BadLine(line=line, error=err, answered_status=400))
-            return None
-        return uri
-
     def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
         event = self._accept(msg, line)
         if event is not None:
@@ -902,34 +974,29 @@ class ModuleConnection:
 
     def _bad_request_line(self, line: bytes, exc: RemoteProtocolError) -> None:
         """Skip an undecodable line; answer 400 if it is recognisably an http_request."""
-        status: int | None = None
         # spec/limits.md section 3: op and request_id found by a bounded scan of the line's
         # first bytes, so deep nesting, huge numbers or bad UTF-8 elsewhere still get a 400.
         rid = scan_request_id(line[:SCAN_WINDOW])
-        if rid is not None and rid not in self._in_flight:
-            status = 400
-            self._queue_response(rid, 400, _JSON_HEADERS, _error_body("malformed request"))
-        self._events.append(BadLine(line=line, error=exc, answered_status=status))
+        status = self._answer_unreadable(rid, 400, "malformed request")
+        self._reject(line, status, exc)
 
     def _line_too_long(self, exc: LineTooLong) -> BadLine:
         """An over-long line (dropped by the decoder): answer 413 if it was a request."""
         rid = scan_request_id(exc.head, exc.tail)
-        status: int | None = None
-        if rid is not None and rid not in self._in_flight:
-            status = 413
-            self._queue_response(rid, 413, _JSON_HEADERS, _error_body("request too large"))
+        status = self._answer_unreadable(rid, 413, "request too large")
         return BadLine(line=exc.head, error=exc, answered_status=status)
+
+    def _reject(self, raw: bytes, status: int | None, error: RemoteProtocolError) -> None:
+        self._events.append(BadLine(line=raw, error=error, answered_status=status))
 
     # ----------------------------------------------------------------- output
     def _send(self, msg: RotationAck | GetSecret) -> None:
         self._out.append(encode_line(encode(msg)))
 
-    def _queue_response(
-        self, request_id: str, status: int, headers: dict[str, str], body: bytes
-    ) -> None:
-        # The core's own answers (400/413/503/504): small, lower-case dict headers.
+    def _answer_error(self, request_id: str, status: int, why: str) -> None:
+        body = error_body(why)
         try:
-            self._out.append(self._response_line(request_id, status, encode_headers(headers), body))
+            self._out.append(self._response_line(request_id, status, _JSON_HEADERS_TEXT, body))
         except LocalProtocolError:  # a request id too long for a line: nothing can answer it
             return
 
@@ -979,14 +1046,6 @@ class ModuleConnection:
         """
         self._state = ModuleState.ERROR
 
-    def data_to_send(self) -> bytes:
-        """Return (and forget) every queued outbound byte: whole lines only, possibly b""."""
-        out = self._out
-        if not out:
-            return b""
-        self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
-
     def send_response(
         self,
         request_id: str,
@@ -1004,9 +1063,7 @@ class ModuleConnection:
             self._check_alive()  # raises
         deadline = self._in_flight.pop(request_id, None)
         if deadline is None:
-            if request_id in self._answered:
-                return False
-            raise LocalProtocolError(f"no request {request_id!r} in flight")
+            return self._not_in_flight(request_id)
         headers_json = None
         if type(headers) is tuple:
             # A router Response's header tuple (usually one of a few constants): rendered once.
@@ -1035,7 +1092,7 @@ class ModuleConnection:
                 raise
             # spec/limits.md 1.1: a response too large for the line is answered 500 instead.
             out = self._response_line(
-                request_id, 500, _JSON_HEADERS_TEXT, _error_body("response too large")
+                request_id, 500, _JSON_HEADERS_TEXT, error_body("response too large")
             )
             self._events.append(
                 ResponseTooLarge(request_id=request_id, size=len(body), limit=self._max_body)
@@ -1044,15 +1101,6 @@ class ModuleConnection:
         if self._state is _CLOSING and not self._in_flight:
             self._maybe_drained()
         return True
-
-    def _restore_in_flight(self, request_id: str, deadline: float) -> None:
-        """Put back a request whose answer was refused, keeping the table in deadline order
-        (``get_timer``/``handle_timer`` read the earliest deadline first)."""
-        in_flight = self._in_flight
-        latest = next(reversed(in_flight.values()), None)
-        in_flight[request_id] = deadline
-        if latest is not None and latest > deadline:
-            self._in_flight = dict(sorted(in_flight.items(), key=lambda item: item[1]))
 
     def _checked_headers(
         self,
@@ -1074,7 +1122,7 @@ class ModuleConnection:
     def _render_headers(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
         """The wire text of ``headers`` folded by :func:`join_headers`; a tuple of
         ``(str, str)`` tuples (immutable throughout) is remembered in ``_header_json``."""
-        if type(headers) is dict and _lower_keys(headers):
+        if type(headers) is dict and all(k == k.lower() for k in headers):
             return encode_headers(headers)
         text = encode_headers(join_headers(headers))
         if type(headers) is tuple and all(
@@ -1143,10 +1191,12 @@ class ModuleConnection:
             old, _ = secrets.popitem(last=False)
             self._secret_rotation.pop(old, None)
 
-    def _pending_secrets_fail(self, reason: str) -> None:
-        for name in list(self._pending_secrets):
-            del self._pending_secrets[name]
-            self._events.append(SecretFailed(name=name, reason=reason))
+    def _fail_secrets(self, reason: str, now: float = float("inf")) -> None:
+        """``SecretFailed`` for every pending secret whose deadline is at or before ``now``."""
+        for name, deadline in list(self._pending_secrets.items()):
+            if deadline <= now:
+                del self._pending_secrets[name]
+                self._events.append(SecretFailed(name=name, reason=reason))
 
     def ack_rotation(self, rotation_id: str, error: str | None = None) -> None:
         """Answer a ``RotationRequested``: ``status`` "success", or "error" with ``error``.
@@ -1158,10 +1208,8 @@ class ModuleConnection:
             self._pending_rotations.remove(rotation_id)
         except KeyError:
             raise LocalProtocolError(f"no rotation {rotation_id!r} awaiting an ack") from None
-        if error is None:
-            self._send(RotationAck(rotation_id=rotation_id, status="success", message=None))
-        else:
-            self._send(RotationAck(rotation_id=rotation_id, status="error", message=error))
+        status = "success" if error is None else "error"
+        self._send(RotationAck(rotation_id=rotation_id, status=status, message=error))
         self._maybe_drained()
 
     # ------------------------------------------------- calls and the registry
@@ -1234,13 +1282,11 @@ class ModuleConnection:
         return token
 
     def _on_routed_response(self, msg: RoutedModuleResponse, line: bytes) -> None:
-        calls = self._calls
-        if calls is not None and calls.is_late(msg):
-            calls.on_response(msg)  # the caller already has its error: drop it quietly
-            return
-        event = calls.on_response(msg) if calls is not None else None
-        # an unknown answer is handed on as the plain message: the driver logs it
-        self._events.append(event if event is not None else msg)
+        # an unknown answer is handed on as the plain message (the driver logs it); a late
+        # one (its caller already has its error) is dropped quietly
+        event = self._calls.on_response(msg) if self._calls is not None else msg
+        if event is not None:
+            self._events.append(event)
 
     def _on_service_response(
         self, msg: RegisterServiceProviderResponse | DiscoverServiceProvidersResponse, line: bytes
@@ -1248,20 +1294,10 @@ class ModuleConnection:
         event = self._services.on_response(msg) if self._services is not None else None
         self._events.append(event if event is not None else msg)
 
-    def _fail_calls(self, reason: str) -> None:
-        if self._calls is not None:
-            self._events.extend(self._calls.fail_all(reason))
-        if self._services is not None:
-            self._events.extend(self._services.fail_all(reason))
-
     # ----------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
         """Return the earliest deadline (same clock as ``now``), or None if nothing is timed."""
-        best: float | None = None
-        if self._in_flight:
-            best = next(iter(self._in_flight.values()))
-            if best == float("inf"):
-                best = None
+        best = self._first_deadline()
         for deadline in self._pending_secrets.values():
             if best is None or deadline < best:
                 best = deadline
@@ -1280,31 +1316,13 @@ class ModuleConnection:
         """
         self._check_alive()
         self._now = max(self._now, now)
-        in_flight = self._in_flight
-        while in_flight:
-            rid, deadline = next(iter(in_flight.items()))
-            if deadline > now:
-                break
-            del in_flight[rid]
-            self._remember_answered(rid)
-            self._queue_response(rid, 504, _JSON_HEADERS, _error_body("request timed out"))
-            self._events.append(RequestTimedOut(request_id=rid))
-        for name, deadline in list(self._pending_secrets.items()):
-            if deadline <= now:
-                del self._pending_secrets[name]
-                self._events.append(SecretFailed(name=name, reason="timed out"))
-        if self._calls is not None:
-            self._events.extend(self._calls.handle_timer(now))
-        if self._services is not None:
-            self._events.extend(self._services.handle_timer(now))
+        self._expire_requests(now)
+        self._fail_secrets("timed out", now)
+        for table in (self._calls, self._services):
+            if table is not None:
+                self._events.extend(table.handle_timer(now))
         self._maybe_secrets_ready()
         self._maybe_drained()
-
-    def _remember_answered(self, rid: str) -> None:
-        answered = self._answered
-        answered[rid] = None
-        if len(answered) > MAX_REMEMBERED_ANSWERED:
-            answered.popitem(last=False)
 
 
 _new_object = object.__new__
@@ -1327,15 +1345,6 @@ def _request_received(rid: str, msg: HttpRequest, path: str, query: str) -> Requ
     event.path = path
     event.query = query
     return event
-
-
-def _lower_keys(headers: dict[str, str]) -> bool:
-    return all(k == k.lower() for k in headers)
-
-
-def _listen_text(init: Init) -> str:
-    listen = init.listen
-    return listen if isinstance(listen, str) else str(listen)
 
 
 _HEARTBEAT_ACK_LINE: Final = encode_line(encode(HeartbeatAck()))
