@@ -1,16 +1,9 @@
-"""asyncio wrapper around the pure :class:`pywatt_proto.CircuitBreaker`.
+"""asyncio wrapper around the pure :class:`pywatt_proto.CircuitBreaker` (spec/breaker.md §1.5).
 
-The core decides; this file only reads the clock (``time.monotonic`` unless
-another clock is given, the same clock as the event loop's default), awaits the
-protected coroutine and reports its outcome. Core calls never await, so on one
-event loop they are atomic and no lock is needed; use one ``Breaker`` per event
-loop (share the pure core across threads only through ``pywatt_sync.Breaker``).
-
-Cancelling a protected call (``asyncio.CancelledError``) records it as
-abandoned: it frees its half-open trial slot and is neither a success nor a
-failure.
-
-Use it as a decorator, an async context manager or directly::
+The core decides; this file reads the clock, awaits the protected coroutine and reports
+its outcome. Core calls never await, so on one event loop they are atomic and need no
+lock: use one ``Breaker`` per loop (share a core across threads through
+``pywatt_sync.Breaker``). A cancelled call is recorded as abandoned.
 
     breaker = Breaker(CircuitBreaker(failure_threshold=3, reset_timeout=10.0))
 
@@ -22,8 +15,8 @@ Use it as a decorator, an async context manager or directly::
 
     await breaker.call(fetch)
 
-Each raises :class:`pywatt_proto.CircuitOpenError` (with ``remaining`` seconds)
-instead of calling while the breaker is open.
+Each raises :class:`pywatt_proto.CircuitOpenError` instead of calling while the breaker
+is open.
 """
 
 from __future__ import annotations
@@ -65,8 +58,11 @@ class Breaker:
         """The pure breaker (read its ``state`` and ``counters`` here)."""
         return self._core
 
-    def _refusal(self) -> CircuitOpenError:
-        return self._core.refusal(self._clock())
+    def _admit(self) -> int:
+        ticket = self._core.acquire(self._clock())
+        if ticket == REJECTED:
+            raise self._core.refusal(self._clock())
+        return ticket
 
     async def call(
         self, func: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs
@@ -77,37 +73,30 @@ class Breaker:
             CircuitOpenError: the breaker refused the call; ``func`` was not called.
             BaseException: whatever the awaitable raised, after recording it.
         """
-        core = self._core
-        ticket = core.acquire(self._clock())
-        if ticket == REJECTED:
-            raise self._refusal()
+        ticket = self._admit()
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
-            core.record_exception(ticket, exc, self._clock())
+            self._core.record_exception(ticket, exc, self._clock())
             raise
-        core.record_success(ticket, self._clock())
+        self._core.record_success(ticket, self._clock())
         return result
 
     def __call__(
         self, func: Callable[P, Coroutine[Any, Any, R]]
     ) -> Callable[P, Coroutine[Any, Any, R]]:
-        """Decorate the coroutine function ``func`` so every call goes through the breaker.
+        """Decorate the coroutine function ``func`` so every call goes through :meth:`call`.
 
         Raises:
             TypeError: ``func`` is not a coroutine function (use ``pywatt_sync.Breaker``).
         """
         if not inspect.iscoroutinefunction(func):
             raise TypeError("pywatt_asyncio.Breaker can only guard coroutine functions")
-        core = self._core
-        clock = self._clock
-        refusal = self._refusal
+        core, clock, admit = self._core, self._clock, self._admit
 
         @functools.wraps(func)
-        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            ticket = core.acquire(clock())
-            if ticket == REJECTED:
-                raise refusal()
+        async def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # call(), inlined
+            ticket = admit()
             try:
                 result = await func(*args, **kwargs)
             except BaseException as exc:
@@ -141,13 +130,9 @@ class AsyncBreakerGuard:
         self._ticket = REJECTED
 
     async def __aenter__(self) -> AsyncBreakerGuard:
-        b = self._breaker
         if self._ticket != REJECTED:
             raise RuntimeError("an AsyncBreakerGuard can only be entered once at a time")
-        ticket = b._core.acquire(b._clock())
-        if ticket == REJECTED:
-            raise b._refusal()
-        self._ticket = ticket
+        self._ticket = self._breaker._admit()
         return self
 
     async def __aexit__(

@@ -26,7 +26,7 @@ from pywatt_proto.jwt import (
     auth_error_response,
 )
 from pywatt_proto.jwt._auth import log_refusal
-from pywatt_proto.jwt._secret_auth import install_module_jwt, serving_module_authenticator
+from pywatt_proto.jwt._secret_auth import install_module_jwt, middleware_authenticator
 
 __all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
 
@@ -72,27 +72,19 @@ class JwtAsgiMiddleware:
 
     Args:
         app: the wrapped ASGI 3 application.
-        validator: the :class:`~pywatt_proto.jwt.JwtValidator` to use (its keys can
-            be rotated while the app runs).
-            None (the default): the HS256 keys are the ``secrets`` of the pywatt
-            module serving this process, taken from its cache (list them in the
-            module's ``secrets=[...]``); until it has them every request is answered
-            503 ``keys_unavailable``, so no placeholder key is needed, and rotated
-            values are taken as they arrive.
-        secrets: secret names (or ``{name: kid}``) used when ``validator`` is None.
-        policy: ``audience``, ``issuer``, ``leeway``, ``required``, ``encoding``, ...
-            (:class:`~pywatt_proto.jwt.JwtSecretAuthenticator`) when ``validator``
-            is None.
+        validator: the :class:`~pywatt_proto.jwt.JwtValidator` to use (its keys can be
+            rotated while the app runs). None (the default): the keys are the ``secrets``
+            (names, or ``{name: kid}``) of the pywatt module serving this process, read
+            from its cache; requests are answered 503 ``keys_unavailable`` until it has
+            them, and rotated values are taken as they arrive.
+        policy: with ``validator=None``, the other
+            :class:`~pywatt_proto.jwt.JwtSecretAuthenticator` arguments (``audience``, ...).
         public_paths: paths served without a token (exact, or a prefix ending in
             ``*``), matched against ``scope["path"]``.
         clock: returns the current time in seconds (default :func:`time.time`).
 
-    Failures are answered with the status from the core (401, or 400 for a
-    malformed ``Authorization``), ``WWW-Authenticate: Bearer`` (with
-    ``error="invalid_token"`` when a token was presented) and a fixed JSON body;
-    a refused WebSocket is closed with code 1008 before it is accepted.  Other
-    scope types (``lifespan``) pass through untouched.
-
+    Failures are answered as spec/jwt.md §4 says; a refused WebSocket is closed with code
+    1008 before it is accepted. Other scope types (``lifespan``) pass through untouched.
     With FastAPI/Starlette: ``app.add_middleware(JwtAsgiMiddleware, validator=v)``.
     """
 
@@ -109,11 +101,7 @@ class JwtAsgiMiddleware:
         **policy: Any,
     ) -> None:
         self.app = app
-        self._auth: JwtAuthenticator | JwtSecretAuthenticator = (
-            JwtAuthenticator(validator)
-            if validator is not None
-            else serving_module_authenticator(secrets, **policy)
-        )
+        self._auth = middleware_authenticator(validator, secrets, policy)
         self._public = PublicPaths(public_paths)
         self._clock = clock
 
@@ -159,24 +147,19 @@ def module_jwt(
     clock: Callable[[], float] = time.time,
     **policy: Any,
 ) -> JwtSecretAuthenticator:
-    """Protect ``app``'s ``auth=`` routes with HS256 keys kept in orchestrator secrets.
+    """Protect ``app``'s ``auth=`` routes with HS256 keys kept in orchestrator secrets
+    (spec/jwt.md §5); return the installed :class:`~pywatt_proto.jwt.JwtSecretAuthenticator`.
 
-    Installs a :class:`~pywatt_proto.jwt.JwtSecretAuthenticator` as the router's
-    authenticator and an ``on_rotation`` callback that re-fetches each rotated
-    secret (``app.secret(name)``) and swaps the keys while the module runs; a
-    rotated value that is not a usable key makes the callback raise, so the
-    rotation is acknowledged ``error`` and the old keys stay.  List the same
-    names in ``Module(secrets=[...])`` so they are fetched before the announce.
-    ``policy`` takes the other :class:`JwtSecretAuthenticator` arguments
-    (``audience``, ``issuer``, ``leeway``, ``required``, ``encoding``, ...).
-    Returns the authenticator (its ``validator`` exists once the keys are known).
+    Each rotated secret is re-fetched (``app.secret(name)``) and swaps the keys; a value
+    that is not a usable key makes the rotation callback raise (acknowledged ``error``, the
+    old keys stay). List the same names in ``Module(secrets=[...])``. ``policy``: the other
+    :class:`~pywatt_proto.jwt.JwtSecretAuthenticator` arguments (``audience``, ...).
     """
-
     auth = install_module_jwt(app, secrets, clock=clock, **policy)
 
     async def load_keys() -> None:
-        # The keys in force from the start, so a rotation before the first request still
-        # keeps the previous key usable; an unusable value answers 503 (logged) instead.
+        # Keys in force from the start, so a rotation before the first request keeps the
+        # previous key usable; an unusable value answers 503 (logged) instead.
         with contextlib.suppress(ValueError):
             auth.load()
 

@@ -1,50 +1,38 @@
-"""asyncio driver for :class:`pywatt_proto.PortNegotiator`.
+"""asyncio driver for :class:`pywatt_proto.PortNegotiator` (spec/breaker.md §3.4).
 
-The module runtime owns the only stdin reader and the only stdout writer
-(spec/reference.md R8), so this driver never touches stdio. It talks to the
-runtime through two small hooks:
-
-* ``send(request)`` -- given at construction, called for every
-  :class:`pywatt_proto.PortRequest` to write (the runtime encodes it as a
-  ``port_request`` line). It may be a plain function or a coroutine function.
-* :meth:`PortNegotiation.feed_response` -- the runtime calls it, on the event
-  loop, for every ``port_response`` it reads (whether or not a negotiation is
-  running; stray responses are reported and dropped by the core).
-
-Integration, in the module runtime::
+The module runtime owns the only stdin reader and stdout writer (spec/reference.md R8), so
+this driver never touches stdio: ``send(request)`` (given at construction; a plain function
+or a coroutine function) writes each ``port_request``, and the runtime calls
+:meth:`PortNegotiation.feed_response`, on the event loop, for every ``port_response``. This
+file runs the core's timers (``time.monotonic``) and bind-tests fallback candidates
+(:func:`port_is_free`, shared with the blocking driver); everything else is the core's.
 
     negotiation = PortNegotiation(send=writer.send_message)
-    # reader task: on PortResponse -> negotiation.feed_response(msg)
     result = await negotiate_port(negotiation, init=init)   # PortResult
-    serve_http(host, result.port)
-
-The driver runs the core's timers with ``time.monotonic`` and bind-tests
-fallback candidates with real sockets (see :func:`port_is_free`). Everything
-else -- ids, correlation, timeouts, breaker, fallback choice -- is the core's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
-import logging
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 
 from pywatt_proto._breaker import CircuitBreaker
 from pywatt_proto._messages import Init, PortRequest, PortResponse
 from pywatt_proto._ports import (
+    NegotiationDriver,
     PortEvent,
     PortNegotiationConfig,
     PortNegotiationError,
-    PortNegotiator,
     PortResult,
     PortSource,
     preassigned_result,
 )
+from pywatt_sync._ports import port_is_free
 
 __all__ = [
     "PortNegotiation",
@@ -55,28 +43,10 @@ __all__ = [
     "port_is_free",
 ]
 
-_log = logging.getLogger("pywatt.ports")
-
 Send = Callable[[PortRequest], Awaitable[None] | None]
 
 
-def port_is_free(host: str, port: int) -> bool:
-    """Return whether a TCP socket can be bound to ``(host, port)`` right now.
-
-    The test socket is closed at once and is bound *without* ``SO_REUSEADDR``,
-    so a port held by any other socket (listening or not) counts as taken. The
-    answer can go stale before the caller binds; bind promptly.
-    """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-class PortNegotiation:
+class PortNegotiation(NegotiationDriver):
     """One module's port negotiation over the runtime's stdio (see module docstring).
 
     Args:
@@ -104,24 +74,18 @@ class PortNegotiation:
         clock: Callable[[], float] = time.monotonic,
         on_event: Callable[[PortEvent], None] | None = None,
     ) -> None:
-        self._core = PortNegotiator(
-            config,
-            rng=rng if rng is not None else random.Random(),
+        super().__init__(
+            config=config,
+            rng=rng,
             id_factory=id_factory,
             breaker=breaker,
+            port_is_free=functools.partial(port_is_free, bind_host),
+            on_event=on_event,
         )
         self._send = send
-        self._bind_host = bind_host
         self._clock = clock
-        self._on_event = on_event
         self._wake = asyncio.Event()
-        self._running = False
         self._lock = asyncio.Lock()
-
-    @property
-    def core(self) -> PortNegotiator:
-        """The pure negotiator (state, breaker, counters)."""
-        return self._core
 
     def feed_response(self, response: PortResponse) -> None:
         """Hand a ``port_response`` read by the runtime to the negotiation.
@@ -130,11 +94,8 @@ class PortNegotiation:
         response: outside a running :meth:`negotiate` it is reported to
         ``on_event`` (as an ``UnsolicitedResponse``) and dropped.
         """
-        self._core.receive_response(response, self._clock())
-        if self._running:
+        if self._received(response, self._clock()):
             self._wake.set()
-        else:
-            self._drain_idle()
 
     async def negotiate(self, specific_port: int | None = None) -> PortResult:
         """Run one negotiation and return its :class:`PortResult`.
@@ -160,7 +121,7 @@ class PortNegotiation:
                                 await pending
                         except Exception as exc:
                             core.send_raised(self._clock(), request, exc)
-                    result = self._handle_events()
+                    result = self._next_result()
                     if result is not None:
                         return result
                     await self._wait(core.get_timer())
@@ -177,40 +138,18 @@ class PortNegotiation:
             await self._wake.wait()
             return
         delay = deadline - self._clock()
-        if delay <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), delay)
-
-    def _handle_events(self) -> PortResult | None:
-        return self._core.next_result(self._port_is_free, self._report)
-
-    def _port_is_free(self, port: int) -> bool:
-        return port_is_free(self._bind_host, port)
-
-    def _drain_idle(self) -> None:
-        while (event := self._core.next_event()) is not None:
-            self._report(event)
-
-    def _report(self, event: PortEvent) -> None:
-        _log.debug("port negotiation: %r", event)
-        if self._on_event is not None:
-            self._on_event(event)
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
 
 
 async def negotiate_port(
     negotiation: PortNegotiation, *, init: Init | None = None, specific_port: int | None = None
 ) -> PortResult:
-    """Return the port the module should serve on.
-
-    When ``init.listen`` is a TCP address with a non-zero port, that port is
-    used without negotiating (``PortSource.LISTEN``); otherwise this runs
-    ``negotiation.negotiate(specific_port)``.
+    """Return the port the module should serve on: ``init.listen``'s TCP port when it is
+    non-zero (``PortSource.LISTEN``), else ``await negotiation.negotiate(specific_port)``.
 
     Raises:
         PortNegotiationError: negotiation ended without a port.
     """
-    preassigned = preassigned_result(init)
-    if preassigned is not None:
-        return preassigned
-    return await negotiation.negotiate(specific_port)
+    return preassigned_result(init) or await negotiation.negotiate(specific_port)

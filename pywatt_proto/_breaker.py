@@ -1,47 +1,19 @@
-"""A circuit breaker as a pure state machine: time comes in as ``now``.
+"""A circuit breaker as a pure state machine: time comes in as ``now`` (spec/breaker.md §1).
 
-Theory of operation
--------------------
-A breaker sits in front of calls to one dependency. It admits calls while the
-dependency looks healthy (``CLOSED``), refuses them for ``reset_timeout``
-seconds after ``failure_threshold`` consecutive failures (``OPEN``), then lets a
-bounded number of trial calls through (``HALF_OPEN``): ``success_threshold``
-successful trials close it again, one failed trial opens it again.
+CLOSED admits calls; ``failure_threshold`` consecutive failures open it; OPEN refuses calls
+for ``reset_timeout`` seconds, then HALF_OPEN admits ``half_open_max_calls`` trials at once:
+``success_threshold`` successes close it, one failure re-opens it. The core never calls the
+protected function; a driver asks for admission and reports the outcome::
 
-The core never calls the protected function. A driver asks for admission and
-reports the outcome::
-
-    ticket = breaker.acquire(now)          # -1: refused (see retry_after(now))
+    ticket = breaker.acquire(now)          # REJECTED: refused (see refusal(now))
     ... run the call ...
     breaker.record_success(ticket, now)    # or record_failure / record_exception
                                            # / record_cancelled
 
-The ticket is the breaker's *epoch*: a counter bumped on every state change.
-Only outcomes whose ticket equals the current epoch can move the state; an
-outcome of a call admitted before the last state change is *stale* -- it is
-counted, but it does not move the state (a slow call admitted while CLOSED that
-fails after the breaker has already opened and half-opened must not re-open it;
-the trial calls decide). Because nothing is admitted while OPEN, no outcome can
-ever carry the epoch of an OPEN period.
-
-Transitions
------------
-Everything that changes ``state`` goes through :data:`BREAKER_MACHINE` below; a
-pair that is not in the table raises :class:`LocalProtocolError` naming the
-state and the input. The one hot self-loop, ``(CLOSED, SUCCESS) -> CLOSED``,
-is handled inline by :meth:`CircuitBreaker.record_success` (it changes no
-state, only resets the consecutive-failure count), so the closed-state fast
-path costs two attribute checks and two increments. OPEN -> HALF_OPEN happens
-lazily, in :meth:`CircuitBreaker.acquire` or :meth:`CircuitBreaker.handle_timer`
-once ``now >= opened_at + reset_timeout``; :meth:`CircuitBreaker.get_timer`
-tells a driver when that is.
-
-Listeners are called synchronously with a :class:`BreakerTransition` *after*
-the state change is complete, so a listener always sees a consistent breaker.
-All listeners are called even if one raises; the first exception is then
-re-raised to the caller of the method that caused the transition.
-
-The differences from pybreaker are listed point by point in ``spec/breaker.md``.
+The ticket is the breaker's epoch, bumped on every state change: only an outcome with the
+current epoch moves the state (a late outcome of a call admitted before a change is counted
+as ``stale`` and moves nothing). Every state change goes through :data:`BREAKER_MACHINE`;
+listeners see a :class:`BreakerTransition` after it is complete.
 """
 
 from __future__ import annotations
@@ -112,12 +84,8 @@ BREAKER_MACHINE: Machine[BreakerState, BreakerInput] = Machine(
         (_H, _I.SUCCESS): _H,
         (_H, _I.RECOVER): _C,
         (_H, _I.TRIP): _O,
-        (_C, _I.FORCE_OPEN): _O,
-        (_O, _I.FORCE_OPEN): _O,
-        (_H, _I.FORCE_OPEN): _O,
-        (_C, _I.FORCE_CLOSE): _C,
-        (_O, _I.FORCE_CLOSE): _C,
-        (_H, _I.FORCE_CLOSE): _C,
+        **{(s, _I.FORCE_OPEN): _O for s in BreakerState},
+        **{(s, _I.FORCE_CLOSE): _C for s in BreakerState},
     },
 )
 
@@ -147,16 +115,8 @@ class BreakerTransition:
 
 @record
 class BreakerCounters:
-    """A snapshot of a breaker's counters (see :attr:`CircuitBreaker.counters`).
-
-    ``calls`` counts admissions; every admitted call ends up in exactly one of
-    ``successes``, ``failures``, ``ignored`` (excluded exceptions, which count
-    as successes for the state) or ``cancelled`` once its outcome is reported,
-    so ``calls - (successes + failures + ignored + cancelled)`` is the number
-    still in flight. ``rejected`` counts refused admissions, ``opened`` the
-    number of times the breaker went to OPEN, ``stale`` outcomes that arrived
-    after a state change (counted above too, but without effect on the state).
-    """
+    """A snapshot of a breaker's counters (:attr:`CircuitBreaker.counters`, spec/breaker.md
+    §1.4): ``calls - (successes + failures + ignored + cancelled)`` calls are in flight."""
 
     calls: int
     successes: int
@@ -174,9 +134,7 @@ class BreakerCounters:
 class CircuitOpenError(Exception):
     """A call was refused because the circuit is open (or its trial slots are taken).
 
-    Raised by the driver wrappers (``pywatt_asyncio.Breaker``,
-    ``pywatt_sync.Breaker``), never by the pure core, which returns
-    :data:`REJECTED` instead.
+    Raised by the driver wrappers, never by the pure core (which returns :data:`REJECTED`).
 
     Attributes:
         name: the breaker's name (may be ``None``).
@@ -496,18 +454,11 @@ class CircuitBreaker:
             self.record_exception(ticket, exc, now)
 
     def record_exception(self, ticket: int, exc: BaseException, now: float) -> bool:
-        """Classify ``exc`` raised by the call admitted with ``ticket`` and report it.
-
-        * Not an :class:`Exception` (``asyncio.CancelledError``, ``KeyboardInterrupt``,
-          ``SystemExit``, ``GeneratorExit``): the call was abandoned, not failed
-          -> :meth:`record_cancelled`.
-        * An instance of an ``excluded`` type, or ``is_failure(exc)`` is false:
-          counted as ``ignored`` and treated as a success for the state.
-        * Anything else: :meth:`record_failure`.
-
-        Returns:
-            ``True`` if it was recorded as a failure.
-        """
+        """Classify ``exc`` raised by the call admitted with ``ticket`` and report it
+        (spec/breaker.md §1.3): not an :class:`Exception` (cancelled, interrupted) ->
+        :meth:`record_cancelled`; an ``excluded`` type or ``is_failure(exc)`` false ->
+        ``ignored``, a success for the state; anything else -> :meth:`record_failure`.
+        Returns whether it was recorded as a failure."""
         if not isinstance(exc, Exception):
             self.record_cancelled(ticket)
             return False

@@ -1,9 +1,7 @@
-"""Port negotiation with the orchestrator, as a pure state machine.
+"""Port negotiation with the orchestrator, as a pure state machine (spec/breaker.md §3).
 
-Theory of operation
--------------------
-A module that serves HTTP on its own TCP port asks the orchestrator for one
-with ``port_request`` and gets a ``port_response`` (spec/reference.md R4).
+A module that serves HTTP on its own TCP port asks the orchestrator for one with
+``port_request`` and gets a ``port_response`` (spec/reference.md R4).
 :class:`PortNegotiator` runs that exchange without doing any I/O::
 
     neg = PortNegotiator(rng=random.Random(seed))
@@ -15,45 +13,13 @@ with ``port_request`` and gets a ``port_response`` (spec/reference.md R4).
     ... on NeedFallbackCandidate(port): bind-test it, then
         neg.fallback_candidate_result(port, free=..., now=now)
 
-Policy (what differs from the reference, spec/breaker.md, is marked *):
-
-* Every attempt carries its own ``request_id`` (from ``id_factory`` or, by
-  default, a UUID v4 drawn from the injected ``rng``). *Only a response with the
-  current attempt's id is applied; any other response is reported as an
-  :class:`UnsolicitedResponse` event (``STALE`` for an id of one of our earlier
-  attempts, ``UNKNOWN_ID`` while an attempt is pending, ``NO_REQUEST_PENDING``
-  otherwise) and changes nothing.
-* Timeouts: attempt timeout = ``min(initial_timeout + timeout_step * f,
-  max_timeout)`` where ``f`` is the number of failed attempts since the last
-  success -- 3 s, 4 s, 5 s, ... capped at 10 s with the defaults, as in the
-  reference. *A success resets ``f`` (the reference never resets it).
-  *Each call (:meth:`PortNegotiator.start`) gets ``max_attempts`` attempts
-  (3); the reference lets later calls make only one.
-* A timed-out attempt is retried at once (the timeout was the wait) with *the
-  same ``specific_port`` (the reference drops it, or invents a random
-  8000-8999 port). A refusal (``success: false``) or a ``success: true`` with
-  an invalid port (0, or outside 1-65535) ends the call without retrying: the
-  orchestrator answered, asking again would get the same answer.
-* Every failed attempt (timeout, refusal, invalid port) is a failure of the
-  :class:`CircuitBreaker` (defaults: open after 5, half-open after 60 s), a
-  success closes it. While it is open no request is sent; an attempt in
-  half-open is the trial call.
-* When a call ends without a port, the :class:`FallbackPolicy` decides:
-  ``ON_FAILURE`` (default) falls back whenever the call ends without a port
-  (like the old Python SDK), ``ON_BREAKER_OPEN`` only when the breaker is open
-  (the reference), ``NEVER`` reports :class:`NegotiationFailed`.
-* *Fallback ports are checked: the negotiator picks up to
-  ``max_fallback_tries`` distinct ports uniformly from ``fallback_range``
-  (10000-10999 inclusive) and asks the driver to bind-test each
-  (:class:`NeedFallbackCandidate`); the first free one is chosen
-  (:class:`FallbackChosen`). If none is free: :class:`NegotiationFailed`.
-  The requested ``specific_port`` is not reused as a fallback (the orchestrator
-  may have refused or reserved it).
-* A ``port_response`` that grants a different port than the one asked for is
-  accepted: the orchestrator owns the port space.
-
-State changes go through :data:`NEGOTIATION_MACHINE` only; a pair that is
-not in the table raises :class:`LocalProtocolError` naming state and input.
+Only a response with the current attempt's id is applied; attempt timeouts grow from
+``initial_timeout`` by ``timeout_step`` per failure since the last success; a timeout is
+retried with the same ``specific_port``, a refusal or invalid port ends the call; every
+failed attempt is a :class:`CircuitBreaker` failure; a call that ends without a port falls
+back per :class:`FallbackPolicy` to bind-tested ports from ``fallback_range``. The policy
+and its differences from the reference are tabled in spec/breaker.md §3.2. State changes go
+through :data:`NEGOTIATION_MACHINE` only.
 """
 
 from __future__ import annotations
@@ -68,6 +34,7 @@ from collections.abc import Callable
 from ._breaker import REJECTED, BreakerState, BreakerTransition, CircuitBreaker
 from ._errors import LocalProtocolError
 from ._fsm import Machine
+from ._lazylog import LazyLogger
 from ._messages import Init, PortRequest, PortResponse, TcpListen
 from ._records import record
 
@@ -79,6 +46,7 @@ __all__ = [
     "FallbackPolicy",
     "NEGOTIATION_MACHINE",
     "NeedFallbackCandidate",
+    "NegotiationDriver",
     "NegotiationFailed",
     "NegotiationInput",
     "NegotiationState",
@@ -746,3 +714,54 @@ class PortNegotiator:
             f"PortNegotiator(state={self._state.name}, port={self.port!r}, "
             f"breaker={self._breaker.state.name})"
         )
+
+
+_log = LazyLogger("pywatt.ports")  # loads logging for the first emitted record
+
+
+class NegotiationDriver:
+    """What both drivers' ``PortNegotiation`` keep around a :class:`PortNegotiator`: the core
+    built from their arguments, whether a ``negotiate()`` is running, the bind test, and
+    event reporting (DEBUG on the ``pywatt.ports`` logger, then ``on_event``)."""
+
+    def __init__(
+        self,
+        *,
+        config: PortNegotiationConfig | None,
+        rng: random.Random | None,
+        id_factory: Callable[[], str] | None,
+        breaker: CircuitBreaker | None,
+        port_is_free: Callable[[int], bool],
+        on_event: Callable[[PortEvent], None] | None,
+    ) -> None:
+        self._core = PortNegotiator(
+            config,
+            rng=rng if rng is not None else random.Random(),
+            id_factory=id_factory,
+            breaker=breaker,
+        )
+        self._port_is_free = port_is_free
+        self._on_event = on_event
+        self._running = False
+
+    @property
+    def core(self) -> PortNegotiator:
+        """The pure negotiator (state, breaker, counters)."""
+        return self._core
+
+    def _received(self, response: PortResponse, now: float) -> bool:
+        """Apply a ``port_response``; return whether a ``negotiate()`` is running (the
+        driver wakes it). Outside one, the stray response is reported at once."""
+        self._core.receive_response(response, now)
+        if not self._running:
+            while (event := self._core.next_event()) is not None:
+                self._report(event)
+        return self._running
+
+    def _next_result(self) -> PortResult | None:
+        return self._core.next_result(self._port_is_free, self._report)
+
+    def _report(self, event: PortEvent) -> None:
+        _log.debug("port negotiation: %r", event)
+        if self._on_event is not None:
+            self._on_event(event)

@@ -1,12 +1,9 @@
-"""Blocking wrapper around the pure :class:`pywatt_proto.CircuitBreaker`.
+"""Blocking wrapper around the pure :class:`pywatt_proto.CircuitBreaker` (spec/breaker.md §1.5).
 
-The core decides; this file only reads the clock (``time.monotonic`` unless
-another clock is given), holds a lock around each core call so threads can
-share one breaker, runs the protected function and reports its outcome. The
-lock is *not* held while the protected function runs (pybreaker holds its
-RLock for the whole call, which serialises every protected call).
-
-Use it as a decorator, a context manager or directly::
+The core decides; this file reads the clock, runs the protected function and reports its
+outcome, holding a lock around each core call so threads can share one breaker. The lock
+is *not* held while the protected function runs (pybreaker holds its RLock for the whole
+call, which serialises every protected call).
 
     breaker = Breaker(CircuitBreaker(failure_threshold=3, reset_timeout=10.0))
 
@@ -18,8 +15,8 @@ Use it as a decorator, a context manager or directly::
 
     breaker.call(fetch)
 
-Each raises :class:`pywatt_proto.CircuitOpenError` (with ``remaining`` seconds)
-instead of calling while the breaker is open.
+Each raises :class:`pywatt_proto.CircuitOpenError` instead of calling while the breaker
+is open.
 """
 
 from __future__ import annotations
@@ -49,24 +46,40 @@ class Breaker:
         clock: monotonic seconds; injectable for tests.
     """
 
-    __slots__ = ("_clock", "_core", "_lock", "_lock_ops")
+    __slots__ = ("_clock", "_core", "_lock_ops")
 
     def __init__(
         self, core: CircuitBreaker | None = None, *, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self._core = core if core is not None else CircuitBreaker()
         self._clock = clock
-        self._lock = threading.Lock()
-        self._lock_ops = (self._lock.acquire, self._lock.release)
+        lock = threading.Lock()
+        self._lock_ops = (lock.acquire, lock.release)
 
     @property
     def core(self) -> CircuitBreaker:
         """The pure breaker (read its ``state`` and ``counters`` here)."""
         return self._core
 
-    def _refusal(self) -> CircuitOpenError:
-        with self._lock:
-            return self._core.refusal(self._clock())
+    # Explicit acquire/release: `with lock:` costs ~3x more per use (spec/breaker.md §1.7).
+    def _admit(self) -> int:
+        acquire, release = self._lock_ops
+        acquire()
+        try:
+            ticket = self._core.acquire(self._clock())
+            if ticket == REJECTED:
+                raise self._core.refusal(self._clock())
+        finally:
+            release()
+        return ticket
+
+    def _record(self, ticket: int, exc: BaseException | None) -> None:
+        acquire, release = self._lock_ops
+        acquire()
+        try:
+            self._core.record_outcome(ticket, exc, self._clock())
+        finally:
+            release()
 
     def call(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call ``func(*args, **kwargs)`` through the breaker and return its result.
@@ -77,28 +90,25 @@ class Breaker:
                 excluded type counts as a success, a non-``Exception`` such as
                 ``KeyboardInterrupt`` as an abandoned call).
         """
-        core = self._core
-        lock_acquire, lock_release = self._lock_ops
-        clock = self._clock
-        # explicit acquire/release: `with lock:` costs ~3x more per call on CPython 3.11
-        lock_acquire()
+        core, clock = self._core, self._clock
+        acquire, release = self._lock_ops  # _admit and _record inlined: the fast path
+        acquire()
         try:
             ticket = core.acquire(clock())
+            if ticket == REJECTED:
+                raise core.refusal(clock())
         finally:
-            lock_release()
-        if ticket == REJECTED:
-            raise self._refusal()
+            release()
         try:
             result = func(*args, **kwargs)
         except BaseException as exc:
-            with self._lock:
-                core.record_exception(ticket, exc, clock())
+            self._record(ticket, exc)
             raise
-        lock_acquire()
+        acquire()
         try:
             core.record_success(ticket, clock())
         finally:
-            lock_release()
+            release()
         return result
 
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
@@ -109,32 +119,28 @@ class Breaker:
         """
         if inspect.iscoroutinefunction(func):
             raise TypeError("pywatt_sync.Breaker cannot guard a coroutine function")
-        core = self._core
-        lock = self._lock
-        lock_acquire, lock_release = self._lock_ops
-        clock = self._clock
-        refusal = self._refusal
+        core, clock, record = self._core, self._clock, self._record
+        acquire, release = self._lock_ops
 
         @functools.wraps(func)
-        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-            lock_acquire()
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:  # call(), inlined
+            acquire()
             try:
                 ticket = core.acquire(clock())
+                if ticket == REJECTED:
+                    raise core.refusal(clock())
             finally:
-                lock_release()
-            if ticket == REJECTED:
-                raise refusal()
+                release()
             try:
                 result = func(*args, **kwargs)
             except BaseException as exc:
-                with lock:
-                    core.record_exception(ticket, exc, clock())
+                record(ticket, exc)
                 raise
-            lock_acquire()
+            acquire()
             try:
                 core.record_success(ticket, clock())
             finally:
-                lock_release()
+                release()
             return result
 
         return guarded
@@ -162,18 +168,9 @@ class BreakerGuard:
         self._ticket = REJECTED
 
     def __enter__(self) -> BreakerGuard:
-        b = self._breaker
         if self._ticket != REJECTED:
             raise RuntimeError("a BreakerGuard can only be entered once at a time")
-        lock_acquire, lock_release = b._lock_ops
-        lock_acquire()
-        try:
-            ticket = b._core.acquire(b._clock())
-        finally:
-            lock_release()
-        if ticket == REJECTED:
-            raise b._refusal()
-        self._ticket = ticket
+        self._ticket = self._breaker._admit()
         return self
 
     def __exit__(
@@ -182,11 +179,5 @@ class BreakerGuard:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        b = self._breaker
         ticket, self._ticket = self._ticket, REJECTED
-        lock_acquire, lock_release = b._lock_ops
-        lock_acquire()
-        try:
-            b._core.record_outcome(ticket, exc, b._clock())
-        finally:
-            lock_release()
+        self._breaker._record(ticket, exc)

@@ -1,31 +1,20 @@
-"""Blocking driver for :class:`pywatt_proto.PortNegotiator`.
+"""Blocking driver for :class:`pywatt_proto.PortNegotiator` (spec/breaker.md §3.4).
 
-The module runtime owns the only stdin reader and the only stdout writer
-(spec/reference.md R8), so this driver never touches stdio. It talks to the
-runtime through two small hooks:
-
-* ``send(request)`` -- given at construction, called (from the thread running
-  :meth:`PortNegotiation.negotiate`, without any lock held) for every
-  :class:`pywatt_proto.PortRequest` to write as a ``port_request`` line.
-* :meth:`PortNegotiation.feed_response` -- the runtime's reader thread calls it
-  for every ``port_response`` it reads (whether or not a negotiation is
-  running; stray responses are reported and dropped by the core). It is
-  thread-safe and never blocks for long.
-
-Integration, in the module runtime::
+The module runtime owns the only stdin reader and stdout writer (spec/reference.md R8), so
+this driver never touches stdio: ``send(request)`` (given at construction, called from the
+thread running :meth:`PortNegotiation.negotiate` with no lock held) writes each
+``port_request``, and the runtime's reader thread calls :meth:`PortNegotiation.feed_response`
+for every ``port_response``. This file waits on a condition variable until the core's
+deadlines (``time.monotonic``) and bind-tests fallback candidates (:func:`port_is_free`);
+everything else is the core's.
 
     negotiation = PortNegotiation(send=writer.send_message)
-    # reader thread: on PortResponse -> negotiation.feed_response(msg)
     result = negotiate_port(negotiation, init=init)   # PortResult
-    serve_http(host, result.port)
-
-The driver waits on a condition variable with ``time.monotonic`` deadlines
-from the core and bind-tests fallback candidates with real sockets
-(:func:`port_is_free`). Everything else is the core's.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import socket
 import threading
@@ -33,13 +22,12 @@ import time
 from collections.abc import Callable
 
 from pywatt_proto._breaker import CircuitBreaker
-from pywatt_proto._lazylog import LazyLogger
 from pywatt_proto._messages import Init, PortRequest, PortResponse
 from pywatt_proto._ports import (
+    NegotiationDriver,
     PortEvent,
     PortNegotiationConfig,
     PortNegotiationError,
-    PortNegotiator,
     PortResult,
     PortSource,
     preassigned_result,
@@ -53,8 +41,6 @@ __all__ = [
     "negotiate_port",
     "port_is_free",
 ]
-
-_log = LazyLogger("pywatt.ports")  # loads logging for the first emitted record
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -73,7 +59,7 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-class PortNegotiation:
+class PortNegotiation(NegotiationDriver):
     """One module's port negotiation over the runtime's stdio (see module docstring).
 
     Args:
@@ -88,6 +74,8 @@ class PortNegotiation:
         on_event: called with every core event (with the internal lock held:
             keep it short, do not call back into this object); events are also
             logged at DEBUG on the ``pywatt.ports`` logger.
+
+    Read :attr:`core` only while no other thread is feeding responses.
     """
 
     def __init__(
@@ -102,25 +90,18 @@ class PortNegotiation:
         clock: Callable[[], float] = time.monotonic,
         on_event: Callable[[PortEvent], None] | None = None,
     ) -> None:
-        self._core = PortNegotiator(
-            config,
-            rng=rng if rng is not None else random.Random(),
+        super().__init__(
+            config=config,
+            rng=rng,
             id_factory=id_factory,
             breaker=breaker,
+            port_is_free=functools.partial(port_is_free, bind_host),
+            on_event=on_event,
         )
         self._send = send
-        self._bind_host = bind_host
         self._clock = clock
-        self._on_event = on_event
         self._cond = threading.Condition()
         self._call_lock = threading.Lock()
-        self._running = False
-
-    @property
-    def core(self) -> PortNegotiator:
-        """The pure negotiator (state, breaker, counters). Read it only while no
-        other thread is feeding responses."""
-        return self._core
 
     def feed_response(self, response: PortResponse) -> None:
         """Hand a ``port_response`` read by the runtime to the negotiation.
@@ -129,12 +110,8 @@ class PortNegotiation:
         :meth:`negotiate` it is reported to ``on_event`` and dropped.
         """
         with self._cond:
-            self._core.receive_response(response, self._clock())
-            if self._running:
+            if self._received(response, self._clock()):
                 self._cond.notify_all()
-            else:
-                while (event := self._core.next_event()) is not None:
-                    self._report(event)
 
     def negotiate(self, specific_port: int | None = None) -> PortResult:
         """Run one negotiation, blocking, and return its :class:`PortResult`.
@@ -163,7 +140,7 @@ class PortNegotiation:
                             with self._cond:
                                 core.send_raised(self._clock(), request, exc)
                     with self._cond:
-                        result = self._handle_events()
+                        result = self._next_result()
                         if result is not None:
                             return result
                         deadline = core.get_timer()
@@ -181,31 +158,14 @@ class PortNegotiation:
                 with self._cond:
                     self._running = False
 
-    def _handle_events(self) -> PortResult | None:
-        return self._core.next_result(self._port_is_free, self._report)
-
-    def _port_is_free(self, port: int) -> bool:
-        return port_is_free(self._bind_host, port)
-
-    def _report(self, event: PortEvent) -> None:
-        _log.debug("port negotiation: %r", event)
-        if self._on_event is not None:
-            self._on_event(event)
-
 
 def negotiate_port(
     negotiation: PortNegotiation, *, init: Init | None = None, specific_port: int | None = None
 ) -> PortResult:
-    """Return the port the module should serve on.
-
-    When ``init.listen`` is a TCP address with a non-zero port, that port is
-    used without negotiating (``PortSource.LISTEN``); otherwise this runs
-    ``negotiation.negotiate(specific_port)``.
+    """Return the port the module should serve on: ``init.listen``'s TCP port when it is
+    non-zero (``PortSource.LISTEN``), else ``negotiation.negotiate(specific_port)``.
 
     Raises:
         PortNegotiationError: negotiation ended without a port.
     """
-    preassigned = preassigned_result(init)
-    if preassigned is not None:
-        return preassigned
-    return negotiation.negotiate(specific_port)
+    return preassigned_result(init) or negotiation.negotiate(specific_port)

@@ -1,25 +1,9 @@
-"""HTTP Bearer authentication with a JWT validator (RFC 6750, RFC 7235).
+"""HTTP Bearer authentication with a JWT validator (RFC 6750, RFC 7235; spec/jwt.md §4).
 
-Shared by the pywatt router hook (:class:`JwtAuthenticator`), the ASGI
-middleware (``pywatt_asyncio``) and the WSGI middleware (``pywatt_sync``), so
-all three parse ``Authorization`` and answer failures identically:
-
-* no ``Authorization`` header, or one with another scheme: 401 with
-  ``WWW-Authenticate: Bearer`` and no error code (RFC 6750 §3.1: "If the
-  request lacks any authentication information ... the resource server SHOULD
-  NOT include an error code");
-* ``Bearer`` with no token or a token that is not ``token68`` syntax, or more
-  than one ``Authorization`` header: 400 with ``Bearer error="invalid_request"``;
-* a token the validator refuses: 401 with ``Bearer error="invalid_token"``.
-
-The scheme name is matched case-insensitively (RFC 7235 §2.1).  Response
-bodies are a fixed JSON object (``{"error":"unauthorized"}`` or
-``{"error":"invalid_request"}``) that never reveals why a token failed; the
-reason is kept on :class:`~pywatt_proto.AuthError` and logged to the
-``pywatt.jwt`` logger at INFO (spec/jwt.md §4): method, path and reason, never
-the token or the ``Authorization`` value.  The router hook logs here
-(:meth:`JwtAuthenticator.__call__`); the ASGI/WSGI middleware log the same line
-themselves, so the drivers' dispatch does not log ``AuthError`` again.
+Shared by the pywatt router hook (:class:`JwtAuthenticator`), the ASGI middleware
+(``pywatt_asyncio``) and the WSGI middleware (``pywatt_sync``), so all three parse
+``Authorization``, answer failures (401 / 400 ``invalid_request``, a fixed body that never
+says why) and log refusals (:func:`log_refusal`) identically.
 """
 
 from __future__ import annotations
@@ -110,23 +94,18 @@ def _authorization(headers: _HeaderLookup) -> str | None:
 class JwtAuthenticator:
     """The router's authenticator: ``(request, label, now) -> claims``.
 
-    Reads the ``Authorization`` header of ``request`` (the router's
-    :class:`~pywatt_proto.Request`, or anything whose ``headers`` has a
-    case-insensitive ``get``; two such headers are an ``invalid_request``),
-    validates the Bearer token with ``validator`` at ``now`` and returns the
-    claims, which the router hands to the handler as ``request.claims``.  A
-    refusal is logged to ``pywatt.jwt`` at INFO with the request's method, path
-    and the reason (never the token); an unknown label at ERROR.
-    ``clock``: the router passes its own ``now`` (the reading it uses for
-    metrics); the pywatt drivers read a *monotonic* clock there, which is not
-    epoch time, so an authenticator used with them must be given
-    ``clock=time.time`` (the drivers' ``jwt_authenticator`` helpers do this).
-    With ``clock=None`` the router's ``now`` is used as epoch seconds.
-    ``labels`` restricts the route labels it accepts (default: any); a route
-    with another label is refused with reason ``unknown_auth_label`` (500, so a
-    misconfiguration is never silently open).  Raises
-    :class:`~pywatt_proto.AuthError` as described in :func:`parse_bearer`, or
-    with the :class:`JwtError` reason (401, ``Bearer error="invalid_token"``).
+    Validates the Bearer token of ``request``'s ``Authorization`` header (the router's
+    :class:`~pywatt_proto.Request`, or anything whose ``headers`` has a case-insensitive
+    ``get``; two such headers are an ``invalid_request``) and returns the claims, which the
+    router hands to the handler as ``request.claims``. A refusal is logged to ``pywatt.jwt``
+    at INFO (:func:`log_refusal`).
+    ``clock``: epoch seconds for ``exp``/``nbf``; with None the router's ``now`` is used,
+    but the pywatt drivers pass a *monotonic* reading there, so use their
+    ``jwt_authenticator`` helpers (``clock=time.time``).
+    ``labels`` restricts the route labels it accepts (default: any); another label is
+    refused with ``unknown_auth_label`` (500, logged at ERROR: a misconfiguration is never
+    silently open). Raises :class:`~pywatt_proto.AuthError` as :func:`parse_bearer` does,
+    or with the :class:`JwtError` reason (401, ``Bearer error="invalid_token"``).
     """
 
     __slots__ = ("clock", "labels", "validator")
@@ -173,13 +152,9 @@ class JwtAuthenticator:
 
 
 def log_refusal(method: object, path: object, err: AuthError) -> None:
-    """Log a refused request to ``pywatt.jwt`` at INFO: ``jwt: refused GET /me: expired``.
-
-    Only the method, the path and the reason (a fixed word from spec/jwt.md §3) are
-    logged, never the token or the ``Authorization`` value. A 5xx refusal (keys not
-    loaded) is not logged here: the authenticator warned once for its cause. Used by
-    the router hook and by the ASGI/WSGI middleware, so all three log alike.
-    """
+    """Log a refused request to ``pywatt.jwt`` at INFO: ``jwt: refused GET /me: expired``
+    (never the token or the ``Authorization`` value). A 5xx refusal (keys not loaded) is
+    not logged here: the authenticator warned once for its cause."""
     if err.status < 500:
         _log.info("jwt: refused %s %s: %s", method, path, err.reason)
 

@@ -1,22 +1,7 @@
-"""Command line: ``python -m pywatt_proto.jwt encode|decode|verify``.
+"""Command line: ``python -m pywatt_proto.jwt encode|decode|verify`` (spec/jwt.md §6).
 
-``verify`` and ``decode`` take exactly one token: the argument, or else the
-first line of stdin with one trailing ``\n`` or ``\r\n`` removed.  Nothing
-else is removed: leading or inner whitespace, or a second newline, is part of
-the token and makes it ``malformed``; empty input is reported as "no token".
-``verify`` prints exactly one JSON object:
-``{"valid": true, "claims": {...}}`` (exit 0) or
-``{"valid": false, "reason": "<reason>", "error": "<message>"}`` (exit 1);
-a key the validator refuses is reported the same way (reason ``size`` or
-``algorithm``).  Usage errors (no key, unreadable key file, unset variable)
-exit 2 with a message on stderr.  ``encode`` prints a token; ``decode`` prints
-``{"verified": false, "warning": ..., "header": ..., "claims": ...}`` without
-checking anything but structure (any ``alg`` decodes).  ``encode
---expires-in SECONDS`` adds ``exp`` = now + SECONDS (whole seconds).
-
-Keys: ``--key-env NAME`` (the variable's UTF-8 bytes) or ``--key-file PATH``
-(the file's raw bytes, nothing stripped).  The clock is read here, and only
-here, when ``--now`` is not given.
+Exit status 0 ok/valid, 1 invalid (one JSON line says why), 2 usage error (stderr). The
+clock is read here, and only here, when ``--now`` is not given.
 """
 
 from __future__ import annotations

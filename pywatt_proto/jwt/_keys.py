@@ -1,17 +1,9 @@
-"""HS256 keys: checking, naming (``kid``), sets for rotation, and key sources.
+"""HS256 keys: checking, naming (``kid``), sets for rotation, and key sources (spec/jwt.md §3).
 
-RFC 7518 §3.2: "A key of the same size as the hash output (for instance, 256
-bits for "HS256") or larger MUST be used with this algorithm", so keys shorter
-than :data:`MIN_KEY_BYTES` are refused when they are configured, not when a
-token arrives.  RFC 8725 §3.1/§3.2: an asymmetric *public* key must never be
-used as an HMAC secret (the classic RS256 -> HS256 confusion attack), so key
-material that looks like a PEM block or an OpenSSH public key is refused with
-reason ``algorithm``.
-
-Key sources read where modules keep secrets: an environment variable
-(:func:`key_from_env`) or the orchestrator's secret store, wired through
-:class:`JwtSecretKeys`, which turns named secret values into a key set and
-keeps the previous value of a rotated secret usable for a grace period.
+Keys shorter than :data:`MIN_KEY_BYTES` (RFC 7518 §3.2) and material that looks like an
+asymmetric key (RFC 8725 §3.2: the RS256 -> HS256 confusion) are refused when configured,
+not when a token arrives. :class:`JwtSecretKeys` turns named secret values into a key set
+that follows rotation.
 """
 
 from __future__ import annotations

@@ -1,16 +1,11 @@
-"""A router authenticator whose HS256 keys live in orchestrator secrets.
+"""A router authenticator whose HS256 keys live in orchestrator secrets (spec/jwt.md §5).
 
-The module runtime (``pywatt_asyncio.Module`` / ``pywatt_sync.Module``)
-prefetches the named secrets before it announces, and tells its
-``on_rotation`` callbacks which secrets rotated.  This object holds the
-policy, builds the :class:`~pywatt_proto.jwt.JwtValidator` from the secret
-values the first time a request needs it (reading the runtime's cache through
-``lookup``), and swaps the key set when :meth:`JwtSecretAuthenticator.update`
-is called with a rotated value -- keeping the previous key usable until
-:meth:`retire_previous`, so tokens signed just before a rotation still pass.
-
-No I/O here: the drivers' ``module_jwt`` helpers connect ``lookup``, the
-rotation callback (which fetches the new value) and the clock.
+The module runtime prefetches the named secrets before it announces and tells its
+``on_rotation`` callbacks which rotated. :class:`JwtSecretAuthenticator` builds the
+validator from the values the first time a request needs them (through ``lookup``) and
+swaps the key set on :meth:`JwtSecretAuthenticator.update`, keeping the previous key usable
+until :meth:`~JwtSecretAuthenticator.retire_previous`. No I/O here: the drivers'
+``module_jwt`` connect ``lookup``, the rotation callback and the clock.
 """
 
 from __future__ import annotations
@@ -32,6 +27,7 @@ __all__ = [
     "JwtSecretAuthenticator",
     "ModuleApp",
     "install_module_jwt",
+    "middleware_authenticator",
     "serving_module_authenticator",
 ]
 
@@ -57,15 +53,11 @@ class JwtSecretAuthenticator:
         labels, leeway, audience, issuer, required, max_size, max_depth, typ:
             as for :class:`JwtAuthenticator` and :class:`JwtValidator`.
 
-    Requests that arrive before every secret has a value are refused with
-    :class:`~pywatt_proto.AuthError` reason ``keys_unavailable`` and status 503
-    (fail closed); a secret value that is not a usable key raises
-    :class:`~pywatt_proto.jwt.JwtKeyError` from :meth:`update` (and from the
-    first request, answered 503), leaving the previous keys in force.  Each
-    distinct cause of a 503 (a secret not received yet, a value that is not a
-    usable key) is logged once to ``pywatt.jwt`` at WARNING, naming the secret,
-    never its value; refusals of tokens are logged at INFO (see
-    :class:`JwtAuthenticator`).
+    Until every secret has a usable value, requests are refused with
+    :class:`~pywatt_proto.AuthError` ``keys_unavailable`` (503, fail closed), each distinct
+    cause logged once to ``pywatt.jwt`` at WARNING (naming the secret, never its value); an
+    unusable value raises :class:`~pywatt_proto.jwt.JwtKeyError` from :meth:`update` and
+    leaves the previous keys in force.
     """
 
     __slots__ = (
@@ -248,23 +240,38 @@ def serving_module_authenticator(
     """
     from .._serving import serving
 
-    def lookup(name: str) -> str | None:
-        module = serving()
-        conn = None if module is None else module.connection
-        return None if conn is None else conn.cached_secret(name)
-
     policy.setdefault("follow", True)
-    return JwtSecretAuthenticator(secrets, lookup=lookup, **policy)
+    return JwtSecretAuthenticator(secrets, lookup=lambda n: _cached(serving(), n), **policy)
 
 
-class ModuleApp(Protocol):
-    """What :func:`install_module_jwt` needs of a driver's ``Module``."""
+def middleware_authenticator(
+    validator: JwtValidator | None,
+    secrets: Mapping[str, str | None] | Iterable[str],
+    policy: Mapping[str, Any],
+) -> JwtAuthenticator | JwtSecretAuthenticator:
+    """The ASGI/WSGI middleware's authenticator: ``validator``'s, or with None the
+    :func:`serving_module_authenticator` of ``secrets`` under ``policy``."""
+    if validator is not None:
+        return JwtAuthenticator(validator)
+    return serving_module_authenticator(secrets, **policy)
 
+
+class _HasConnection(Protocol):
     @property
     def connection(self) -> ModuleConnection | None: ...
 
+
+class ModuleApp(_HasConnection, Protocol):
+    """What :func:`install_module_jwt` needs of a driver's ``Module``."""
+
     @property
     def router(self) -> Router: ...
+
+
+def _cached(module: _HasConnection | None, name: str) -> str | None:
+    """Secret ``name`` from ``module``'s connection cache, or None."""
+    conn = None if module is None else module.connection
+    return None if conn is None else conn.cached_secret(name)
 
 
 def install_module_jwt(
@@ -282,10 +289,6 @@ def install_module_jwt(
     :meth:`JwtSecretAuthenticator.update` (the only step that waits for I/O).
     """
 
-    def lookup(name: str) -> str | None:
-        conn = app.connection
-        return None if conn is None else conn.cached_secret(name)
-
-    auth = JwtSecretAuthenticator(secrets, lookup=lookup, clock=clock, **policy)
+    auth = JwtSecretAuthenticator(secrets, lookup=lambda n: _cached(app, n), clock=clock, **policy)
     app.router.set_authenticator(auth)
     return auth

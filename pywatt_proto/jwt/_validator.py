@@ -1,28 +1,10 @@
 """HS256 JWS Compact Serialization validation (RFC 7515, 7518, 7519, 8725).
 
-Order of work, cheapest and least trusting first:
-
-1. size: the token's length against ``max_size`` before anything else;
-2. shape: only base64url characters and exactly two dots (three segments; a
-   five-segment JWE is refused);
-3. header: strict base64url, strict JSON object, ``alg`` exactly ``HS256`` --
-   the validator's configuration chooses the algorithm, the token never does
-   (RFC 8725 §3.1); unknown ``crit`` extensions are refused (RFC 7515 §4.1.11).
-   Parsed headers are cached by their exact bytes (a bounded dict), because
-   nearly every token a service sees carries one of a handful of headers;
-4. signature: HMAC-SHA256 of ``header.payload`` under the key named by ``kid``
-   (or every key in order when there is no ``kid`` or it is unknown; a ``kid``
-   is a hint, RFC 7515 §4.1.4), compared in constant time with
-   :func:`hmac.compare_digest` against the canonical encoding of the MAC, so a
-   non-canonical signature segment never matches;
-5. only then the payload is decoded and parsed (RFC 8725 §3.4 spirit: nothing
-   from an unauthenticated claim set is trusted or even parsed);
-6. claims: registered claim types, required claims, ``exp``, ``nbf``, ``aud``,
-   ``iss``.
-
-The object is immutable apart from its key set, which :meth:`JwtValidator.set_keys`
-replaces atomically (one attribute store), so a rotation can happen while other
-threads validate.
+Cheapest and least trusting first (spec/jwt.md §2): size, shape, header (``alg`` exactly
+``HS256``: the configuration chooses the algorithm, never the token), signature, and only
+then the payload is decoded and its claims checked. The validator is immutable apart from
+its key set, which :meth:`JwtValidator.set_keys` replaces in one attribute store, so a
+rotation can happen while other threads validate.
 """
 
 from __future__ import annotations
@@ -52,17 +34,12 @@ __all__ = [
     "split_token",
 ]
 
-#: Bytes.  Tokens travel in HTTP headers, and common servers cap a header line
-#: at about 8 KiB (nginx ``large_client_header_buffers`` 8k, Apache
-#: ``LimitRequestFieldSize`` 8190, h11 16 KiB for the whole head).
+# The defaults and why each (spec/jwt.md §7):
+#: Bytes: tokens travel in one header line, which common servers cap near 8 KiB.
 DEFAULT_MAX_TOKEN_SIZE = 8 * 1024
-#: JSON nesting levels (the top-level object is level 1).  serde_json refuses
-#: input nested past 128 levels, so 128 parses every claim set a Rust issuer
-#: can produce and read back; the depth pre-scan keeps hostile input cheap.
+#: JSON nesting levels (the top-level object is level 1): serde_json's own limit.
 DEFAULT_MAX_DEPTH = 128
-#: Seconds of clock skew tolerated for ``exp`` and ``nbf`` (RFC 7519 §4.1.4
-#: allows "some small leeway, usually no more than a few minutes").  Known
-#: a weakness of the reference SDK asks for a small non-zero default.
+#: Seconds of clock skew tolerated for ``exp`` and ``nbf`` (RFC 7519 §4.1.4).
 DEFAULT_LEEWAY = 30.0
 
 _TOKEN_CHARS = ALPHABET + b"."
