@@ -1,22 +1,18 @@
 """Encode and decode PyWatt messages as serde_json does.
 
 Strategy: :func:`pywatt_proto._json.loads` turns text into plain Python values with
-serde's lexical rules; the decoders here then check each struct the way
-``#[derive(Deserialize)]`` would (required fields, ``Option`` fields where a
-missing key and ``null`` both mean None, strict integer types, duplicate *known*
-fields rejected, unknown fields ignored) and build the message dataclass.
-Encoders are hand-written per class: fields in the reference's declaration
-order, ``op`` first, ``null`` or omission exactly as the reference's
-``skip_serializing_if`` attributes say.
+serde's lexical rules. Each struct is then described once, by a :class:`_Shape` (its
+fields in the reference's declaration order, each with a kind and serde's presence rule),
+which drives both directions: the decoder checks an object the way
+``#[derive(Deserialize)]`` would (required fields, ``Option`` fields where a missing key
+and ``null`` both mean None, strict integer types, duplicate *known* fields rejected,
+unknown fields ignored) and the encoder writes it, ``op`` first, ``null`` or omission as
+the reference's ``skip_serializing_if`` attributes say. ``http_request`` and
+``http_response`` are read and written by hand: they are the per-request hot path.
 
 Deliberate differences from serde are listed in ``spec/deviations.md``:
 ``identify`` carries ``module_id`` and round-trips, and positional (array)
 forms of structs and tagged enums are rejected.
-
-:func:`decode_http_request_line` is the module link's short cut for the one line that
-arrives per request: it recognises the canonical compact ``http_request`` (the layout serde
-writes, no escapes) with one regular expression and returns exactly what the general decoder
-would, or None for anything else.
 
 Every decoder raises :class:`RemoteProtocolError` with ``field`` set to the dotted
 path of the offending field; every encoder raises :class:`LocalProtocolError`.
@@ -48,6 +44,7 @@ from ._messages import (
     Init,
     IpcChannelConfig,
     JsonValue,
+    ListenAddress,
     Message,
     MessageMetadata,
     ModuleToOrchestrator,
@@ -72,6 +69,7 @@ from ._messages import (
     ServiceType,
     Shutdown,
     TcpChannelConfig,
+    TcpListen,
     parse_listen_address,
     parse_socket_address,
     trusted_http_request,
@@ -110,6 +108,9 @@ ROUTE_ERROR_KEY = "pywatt_error"
 if TYPE_CHECKING:
     EnvelopeContent: TypeAlias = Literal["json", "module_to_orchestrator", "orchestrator_to_module"]
     _Obj: TypeAlias = dict[str, Any]
+    # A field kind: the value's decoder ``(value, path) -> value`` and its encoder.
+    _Kind: TypeAlias = tuple[Callable[[Any, str], Any], Callable[[Any], str]]
+    _Field: TypeAlias = tuple[str, str, _Kind, str]  # wire key, attribute, kind, presence
 else:
 
     def __getattr__(name: str) -> object:  # PEP 562: typing only when this alias is used
@@ -123,6 +124,7 @@ else:
 
 
 _Input = bytes | bytearray | memoryview | str
+
 
 # ---------------------------------------------------------------------------
 # decoding helpers
@@ -194,12 +196,6 @@ def _str(v: Any, path: str) -> str:
     raise _invalid(path, v, "a string")
 
 
-def _opt_str(v: Any, path: str) -> str | None:
-    if v is None or type(v) is str:
-        return v
-    raise _invalid(path, v, "a string")
-
-
 def _bool(v: Any, path: str) -> bool:
     if v is True or v is False:
         return v
@@ -246,10 +242,6 @@ def _bad_byte(v: list[Any], path: str) -> NoReturn:
     raise AssertionError("unreachable: no bad byte found")  # pragma: no cover
 
 
-def _opt_bytes(v: Any, path: str) -> bytes | None:
-    return None if v is None else _bytes(v, path)
-
-
 def _str_map(v: Any, path: str) -> dict[str, str]:
     t = type(v)
     if t is not dict:
@@ -260,19 +252,6 @@ def _str_map(v: Any, path: str) -> dict[str, str]:
         if type(x) is not str:
             raise _invalid(f"{path}[{dump_str(k)}]", x, "a string")
     return v  # type: ignore[no-any-return]
-
-
-def _opt_str_map(v: Any, path: str) -> dict[str, str] | None:
-    return None if v is None else _str_map(v, path)
-
-
-def _str_tuple(v: Any, path: str) -> tuple[str, ...]:
-    if type(v) is not list:
-        raise _invalid(path, v, "a sequence")
-    for i, x in enumerate(v):
-        if type(x) is not str:
-            raise _invalid(f"{path}[{i}]", x, "a string")
-    return tuple(v)
 
 
 def _value(v: Any, path: str) -> JsonValue:
@@ -311,7 +290,7 @@ def _uuid(v: Any, path: str) -> uuid.UUID:
     raise _err(path, f"UUID parsing failed: {dump_str(v)}")
 
 
-def _unit_enum(v: Any, path: str, names: dict[str, Any], what: str) -> Any:
+def _unit_enum(v: Any, path: str, names: dict[str, Any]) -> Any:
     """Decode a serde unit-variant enum: ``"Name"`` or ``{"Name": null}``."""
     t = type(v)
     if t is str:
@@ -352,166 +331,270 @@ def _service_type(v: Any, path: str) -> ServiceType:
         if type(name) is not str:
             raise _invalid(path, name, "a string")
         return ServiceType.custom(name)
-    return _unit_enum(v, path, _SERVICE_UNITS, "ServiceType")  # type: ignore[no-any-return]
+    return _unit_enum(v, path, _SERVICE_UNITS)  # type: ignore[no-any-return]
 
 
-_F_ENCODED = frozenset({"data", "format"})
+# ---------------------------------------------------------------------------
+# message shapes: one table per struct drives its decoder and its encoder
+# ---------------------------------------------------------------------------
 
 
-def _encoded(v: Any, path: str, base64: bool = False) -> EncodedMessage:
-    o = _struct(v, path, "EncodedMessage", _F_ENCODED)
-    raw = _req(o, "data", _sub(path, "data"))
-    if base64 and type(raw) is str:  # base64_bodies: a module call's payload bytes
-        data = decode_base64_body(raw, _sub(path, "data"))
-    else:
-        data = _bytes(raw, _sub(path, "data"))
-    fmt = _unit_enum(_req(o, "format", _sub(path, "format")), _sub(path, "format"), _FORMATS, "")
-    return EncodedMessage(data=data, format=fmt)
+def _bytes_or_base64(v: Any, path: str) -> bytes:
+    return decode_base64_body(v, path) if type(v) is str else _bytes(v, path)
 
 
-_F_ENDPOINT = frozenset({"path", "methods", "auth"})
+def _list_of(kind: _Kind) -> _Kind:
+    """The kind of a ``Vec<T>`` of ``kind`` items (a tuple in Python)."""
+    item_decode, item_encode = kind
+
+    def decode(v: Any, path: str) -> tuple[Any, ...]:
+        if type(v) is not list:
+            raise _invalid(path, v, "a sequence")
+        return tuple([item_decode(x, f"{path}[{i}]") for i, x in enumerate(v)])
+
+    return decode, lambda xs: "[" + ",".join(map(item_encode, xs)) + "]"
 
 
-def _endpoints(v: Any, path: str) -> tuple[Endpoint, ...]:
-    if type(v) is not list:
-        raise _invalid(path, v, "a sequence")
-    out = []
-    for i, item in enumerate(v):
-        p = f"{path}[{i}]"
-        o = _struct(item, p, "EndpointAnnounce", _F_ENDPOINT)
-        out.append(
-            Endpoint(
-                path=_str(_req(o, "path", p + ".path"), p + ".path"),
-                methods=_str_tuple(_req(o, "methods", p + ".methods"), p + ".methods"),
-                auth=_opt_str(o.get("auth"), p + ".auth"),
-            )
-        )
-    return tuple(out)
+def _listen(v: Any, path: str) -> ListenAddress:
+    if type(v) is not str:
+        raise _err(path, "data did not match any variant of untagged enum ListenAddress")
+    return parse_listen_address(v)
 
 
-_F_PROVIDER = frozenset(
-    {
-        "provider_id",
-        "module_id",
-        "service_type",
-        "name",
-        "version",
-        "address",
-        "metadata",
-        "is_healthy",
-    }
+def _socket_address(v: Any, path: str) -> TcpListen:
+    addr = parse_socket_address(_str(v, path))
+    if addr is None:
+        raise _err(path, "invalid socket address syntax")
+    return addr
+
+
+def _path_str(v: Any, path: str) -> str:
+    if type(v) is not str:
+        raise _invalid(path, v, "path string")
+    return v
+
+
+def _i64(v: Any, path: str) -> int:
+    if type(v) is not int:
+        raise _invalid(path, v, "i64")
+    if not -(2**63) <= v < 2**63:
+        raise _err(path, f"invalid value: integer `{v}`, expected i64")
+    return v
+
+
+def _properties(v: Any, path: str) -> dict[str, JsonValue]:
+    if type(v) is not dict and type(v) is not DupDict:
+        raise _invalid(path, v, "a map")
+    return normalize_value(v)  # type: ignore[no-any-return]
+
+
+def _e_bool(b: bool) -> str:
+    return "true" if b else "false"
+
+
+def _e_str_map(m: dict[str, str]) -> str:
+    return "{" + ",".join([dump_str(k) + ":" + dump_str(v) for k, v in m.items()]) + "}"
+
+
+def _e_text(v: object) -> str:  # a value whose str() is its wire string (addresses, UUIDs)
+    return dump_str(str(v))
+
+
+def _e_base64(data: bytes) -> str:
+    return '"' + encode_base64_body(data).decode("ascii") + '"'
+
+
+def _e_service_type(st: ServiceType) -> str:
+    if st.is_custom:
+        return '{"Custom":' + dump_str(st.name) + "}"
+    return '"' + st.name + '"'
+
+
+_STR: _Kind = (_str, dump_str)
+_STRS = _list_of(_STR)
+_BOOL: _Kind = (_bool, _e_bool)
+_U16: _Kind = (_u16, str)
+_STR_MAP: _Kind = (_str_map, _e_str_map)
+_VALUE: _Kind = (_value, dump_value)
+_UUID: _Kind = (_uuid, _e_text)
+_SERVICE: _Kind = (_service_type, _e_service_type)
+_FORMAT: _Kind = (
+    lambda v, path: _unit_enum(v, path, _FORMATS),
+    lambda f: '"' + f.wire_name + '"',
+)
+_SECURITY_LEVEL: _Kind = (
+    lambda v, path: _unit_enum(v, path, _SECURITY),
+    lambda s: '"' + s.value + '"',
+)
+
+# A field's presence, as the reference's serde attributes say:
+_REQUIRED = "required"  # missing is an error
+_OPTIONAL = "optional"  # Option<T>: missing or null is None; None is written null
+_SKIPPED = "skipped"  # ... and skip_serializing_if: None (or no extensions) is not written
+_DEFAULT = "default"  # #[serde(default)]: missing takes the default, null is an error
+
+
+def _f(key: str, kind: _Kind, presence: str = _REQUIRED, attr: str | None = None) -> _Field:
+    return (key, attr or key, kind, presence)
+
+
+class _Shape:
+    """One struct as serde reads and writes it: its fields in declaration (wire) order.
+
+    ``op``: the message's tag, or "" for a part (a struct inside a message).
+
+    ``decode`` checks an object the way ``#[derive(Deserialize)]`` does (duplicate known
+    fields, missing required ones, each value by its kind; unknown fields ignored) and builds
+    the class; ``encode`` writes it (``op`` first for a message). ``decode``/``encode`` given
+    to the constructor replace the table-driven ones (the http messages, read and written
+    by hand for speed).
+    """
+
+    __slots__ = ("cls", "decode", "encode", "fields", "known", "op", "what")
+
+    def __init__(
+        self,
+        cls: type,
+        op: str,
+        *fields: _Field,
+        what: str | None = None,
+        decode: Callable[[Any], Any] | None = None,
+        encode: Callable[[Any], str] | None = None,
+    ) -> None:
+        self.cls = cls
+        self.op = op
+        self.fields = fields
+        self.what = what or cls.__name__
+        self.known = frozenset([f[0] for f in fields] + (["op"] if op else []))
+        self.decode: Callable[..., Any] = decode or self._decode
+        self.encode: Callable[[Any], str] = encode or self._encode
+
+    def kind(self) -> _Kind:
+        return (self.decode, self.encode)
+
+    def replacing(self, old: _Kind, new: _Kind) -> _Shape:
+        """The same shape with every field of kind ``old`` of kind ``new``."""
+        fields = [(k, a, new if kind is old else kind, p) for k, a, kind, p in self.fields]
+        return _Shape(self.cls, self.op, *fields, what=self.what)
+
+    def _decode(self, v: Any, path: str = "") -> Any:
+        o = _struct(v, path, self.what, self.known)
+        kwargs = {}
+        for key, attr, (decode, _), presence in self.fields:
+            p = _sub(path, key)
+            if presence is _REQUIRED:
+                kwargs[attr] = decode(_req(o, key, p), p)
+            elif presence is _DEFAULT:
+                if key in o:
+                    kwargs[attr] = decode(o[key], p)
+            else:
+                x = o.get(key)
+                if x is not None:
+                    kwargs[attr] = decode(x, p)
+        return self.cls(**kwargs)
+
+    def _encode(self, m: Any) -> str:
+        parts = [f'"op":"{self.op}"'] if self.op else []
+        for key, attr, (_, encode), presence in self.fields:
+            x = getattr(m, attr)
+            if presence is _SKIPPED and (x is None or x == ()):
+                continue
+            parts.append(f'"{key}":' + ("null" if x is None else encode(x)))
+        return "{" + ",".join(parts) + "}"
+
+
+_BYTES: _Kind = (_bytes, dump_bytes)
+_ENCODED = _Shape(EncodedMessage, "", _f("data", _BYTES), _f("format", _FORMAT))
+_PAYLOAD = _ENCODED.kind()
+# base64_bodies: a module call's payload bytes travel as a base64 string
+_PAYLOAD_B64 = _ENCODED.replacing(_BYTES, (_bytes_or_base64, _e_base64)).kind()
+_ENDPOINT = _Shape(
+    Endpoint,
+    "",
+    _f("path", _STR),
+    _f("methods", _STRS),
+    _f("auth", _STR, _SKIPPED),
+    what="EndpointAnnounce",
+)
+_PROVIDER = _Shape(
+    ServiceProviderInfo,
+    "",
+    _f("provider_id", _STR),
+    _f("module_id", _STR),
+    _f("service_type", _SERVICE),
+    _f("name", _STR),
+    _f("version", _STR, _OPTIONAL),
+    _f("address", _STR),
+    _f("metadata", _STR_MAP),
+    _f("is_healthy", _BOOL),
+)
+_ROUTE_ERROR = _Shape(  # spec/modules.md section 5
+    RouteError, "", _f("kind", _STR), _f("message", _STR), _f("status", _U16, _SKIPPED)
+)
+_TCP_CHANNEL = _Shape(
+    TcpChannelConfig,
+    "",
+    _f("address", (_socket_address, _e_text)),
+    _f("tls_enabled", _BOOL),
+    _f("required", _BOOL),
+)
+_IPC_CHANNEL = _Shape(
+    IpcChannelConfig, "", _f("socket_path", (_path_str, dump_str)), _f("required", _BOOL)
+)
+_METADATA = _Shape(
+    MessageMetadata,
+    "",
+    _f("id", _STR, _SKIPPED),
+    _f("timestamp", (_i64, str), _SKIPPED),
+    _f("source", _STR, _SKIPPED),
+    _f("destination", _STR, _SKIPPED),
+    _f("properties", (_properties, dump_value), _SKIPPED),
+)
+_EXTENSIONS = _f(EXTENSIONS_KEY, _STRS, _SKIPPED, "extensions")
+_ROUTE_TO_MODULE = _Shape(
+    RouteToModule,
+    "route_to_module",
+    _f("target_module_id", _STR),
+    _f("target_endpoint", _STR),
+    _f("request_id", _UUID),
+    _f("payload", _PAYLOAD),
+)
+_ROUTED_MESSAGE = _Shape(
+    RoutedModuleMessage,
+    "routed_module_message",
+    _f("source_module_id", _STR),
+    _f("original_request_id", _UUID),
+    _f("payload", _PAYLOAD),
+)
+_ROUTED_RESPONSE = _Shape(
+    RoutedModuleResponse,
+    "routed_module_response",
+    _f("source_module_id", _STR),
+    _f("request_id", _UUID),
+    _f("payload", _PAYLOAD),
+    _f(ROUTE_ERROR_KEY, _ROUTE_ERROR.kind(), _SKIPPED, "error"),
+)
+_INIT = _Shape(
+    Init,
+    "init",
+    _f("orchestrator_api", _STR),
+    _f("module_id", _STR),
+    _f("env", _STR_MAP),
+    _f("listen", (_listen, _e_text)),
+    _f("tcp_channel", _TCP_CHANNEL.kind(), _SKIPPED),
+    _f("ipc_channel", _IPC_CHANNEL.kind(), _SKIPPED),
+    _f("auth_token", _STR, _SKIPPED),
+    _f("security_level", _SECURITY_LEVEL, _DEFAULT),
+    _EXTENSIONS,
 )
 
 
-def _providers(v: Any, path: str) -> tuple[ServiceProviderInfo, ...]:
-    if type(v) is not list:
-        raise _invalid(path, v, "a sequence")
-    out = []
-    for i, item in enumerate(v):
-        p = f"{path}[{i}]"
-        o = _struct(item, p, "ServiceProviderInfo", _F_PROVIDER)
-        out.append(
-            ServiceProviderInfo(
-                provider_id=_str(_req(o, "provider_id", p + ".provider_id"), p + ".provider_id"),
-                module_id=_str(_req(o, "module_id", p + ".module_id"), p + ".module_id"),
-                service_type=_service_type(
-                    _req(o, "service_type", p + ".service_type"), p + ".service_type"
-                ),
-                name=_str(_req(o, "name", p + ".name"), p + ".name"),
-                version=_opt_str(o.get("version"), p + ".version"),
-                address=_str(_req(o, "address", p + ".address"), p + ".address"),
-                metadata=_str_map(_req(o, "metadata", p + ".metadata"), p + ".metadata"),
-                is_healthy=_bool(_req(o, "is_healthy", p + ".is_healthy"), p + ".is_healthy"),
-            )
-        )
-    return tuple(out)
-
-
-def _extensions(o: _Obj) -> tuple[str, ...]:
-    v = o.get(EXTENSIONS_KEY)
-    return () if v is None else _str_tuple(v, EXTENSIONS_KEY)
-
-
 # ---------------------------------------------------------------------------
-# per-op decoders (the object has already passed the tag checks)
+# http_request / http_response: read by hand (the module link's hot path)
 # ---------------------------------------------------------------------------
 
 
-def _fields(*names: str) -> frozenset[str]:
-    return frozenset(("op", *names))
-
-
-def _d_identify(o: _Obj) -> Identify:
-    _struct(o, "", "Identify", _fields("module_id"))
-    return Identify(module_id=_str(_req(o, "module_id", "module_id"), "module_id"))
-
-
-_F_ANNOUNCE = _fields("listen", "endpoints", EXTENSIONS_KEY)
-
-
-def _d_announce(o: _Obj) -> Announce:
-    _struct(o, "", "AnnounceBlob", _F_ANNOUNCE)
-    return Announce(
-        listen=_str(_req(o, "listen", "listen"), "listen"),
-        endpoints=_endpoints(_req(o, "endpoints", "endpoints"), "endpoints"),
-        extensions=_extensions(o),
-    )
-
-
-def _d_get_secret(o: _Obj) -> GetSecret:
-    _struct(o, "", "GetSecretRequest", _fields("name"))
-    return GetSecret(name=_str(_req(o, "name", "name"), "name"))
-
-
-def _d_rotation_ack(o: _Obj) -> RotationAck:
-    _struct(o, "", "RotationAckRequest", _fields("rotation_id", "status", "message"))
-    return RotationAck(
-        rotation_id=_str(_req(o, "rotation_id", "rotation_id"), "rotation_id"),
-        status=_str(_req(o, "status", "status"), "status"),
-        message=_opt_str(o.get("message"), "message"),
-    )
-
-
-def _d_register_sp(o: _Obj) -> RegisterServiceProvider:
-    _struct(o, "", "", _fields("service_type", "name", "version", "address", "metadata"))
-    return RegisterServiceProvider(
-        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
-        name=_str(_req(o, "name", "name"), "name"),
-        version=_opt_str(o.get("version"), "version"),
-        address=_str(_req(o, "address", "address"), "address"),
-        metadata=_opt_str_map(o.get("metadata"), "metadata"),
-    )
-
-
-def _d_discover_sp(o: _Obj) -> DiscoverServiceProviders:
-    _struct(o, "", "", _fields("service_type", "all_providers"))
-    all_providers = o.get("all_providers")
-    return DiscoverServiceProviders(
-        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
-        all_providers=None if all_providers is None else _bool(all_providers, "all_providers"),
-    )
-
-
-def _d_service_request(o: _Obj) -> ServiceRequest:
-    _struct(o, "", "", _fields("id", "service_type", "config"))
-    return ServiceRequest(
-        id=_str(_req(o, "id", "id"), "id"),
-        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
-        config=_value(o.get("config"), "config"),
-    )
-
-
-def _d_service_operation(o: _Obj) -> ServiceOperation:
-    _struct(o, "", "", _fields("connection_id", "service_type", "operation", "params"))
-    return ServiceOperation(
-        connection_id=_str(_req(o, "connection_id", "connection_id"), "connection_id"),
-        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
-        operation=_str(_req(o, "operation", "operation"), "operation"),
-        params=_value(_req(o, "params", "params"), "params"),
-    )
-
-
-_F_HTTP_RESPONSE = _fields("request_id", "status_code", "headers", "body")
+_F_HTTP_RESPONSE = frozenset(("op", "request_id", "status_code", "headers", "body"))
 
 
 def _body(v: Any, base64: bool) -> bytes | None:
@@ -534,160 +617,7 @@ def _d_http_response(o: _Obj, base64: bool = False) -> HttpResponse:
     )
 
 
-def _d_port_request(o: _Obj) -> PortRequest:
-    _struct(o, "", "", _fields("request_id", "specific_port"))
-    port = o.get("specific_port")
-    return PortRequest(
-        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
-        specific_port=None if port is None else _u16(port, "specific_port"),
-    )
-
-
-def _d_route_to_module(o: _Obj, base64: bool = False) -> RouteToModule:
-    _struct(o, "", "", _fields("target_module_id", "target_endpoint", "request_id", "payload"))
-    return RouteToModule(
-        target_module_id=_str(_req(o, "target_module_id", "target_module_id"), "target_module_id"),
-        target_endpoint=_str(_req(o, "target_endpoint", "target_endpoint"), "target_endpoint"),
-        request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
-        payload=_encoded(_req(o, "payload", "payload"), "payload", base64),
-    )
-
-
-_HEARTBEAT_ACK = HeartbeatAck()
-_HEARTBEAT = Heartbeat()
-_SHUTDOWN = Shutdown()
-
-
-def _d_heartbeat_ack(o: _Obj) -> HeartbeatAck:
-    return _HEARTBEAT_ACK
-
-
-_F_INIT = _fields(
-    "orchestrator_api",
-    "module_id",
-    "env",
-    "listen",
-    "tcp_channel",
-    "ipc_channel",
-    "auth_token",
-    "security_level",
-    EXTENSIONS_KEY,
-)
-_F_TCP = frozenset({"address", "tls_enabled", "required"})
-_F_IPC = frozenset({"socket_path", "required"})
-
-
-def _d_init(o: _Obj) -> Init:
-    _struct(o, "", "InitBlob", _F_INIT)
-    listen_v = _req(o, "listen", "listen")
-    if type(listen_v) is not str:
-        raise _err("listen", "data did not match any variant of untagged enum ListenAddress")
-    tcp_v = o.get("tcp_channel")
-    tcp = None
-    if tcp_v is not None:
-        t = _struct(tcp_v, "tcp_channel", "TcpChannelConfig", _F_TCP)
-        addr_text = _str(_req(t, "address", "tcp_channel.address"), "tcp_channel.address")
-        addr = parse_socket_address(addr_text)
-        if addr is None:
-            raise _err("tcp_channel.address", "invalid socket address syntax")
-        tcp = TcpChannelConfig(
-            address=addr,
-            tls_enabled=_bool(
-                _req(t, "tls_enabled", "tcp_channel.tls_enabled"), "tcp_channel.tls_enabled"
-            ),
-            required=_bool(_req(t, "required", "tcp_channel.required"), "tcp_channel.required"),
-        )
-    ipc_v = o.get("ipc_channel")
-    ipc = None
-    if ipc_v is not None:
-        c = _struct(ipc_v, "ipc_channel", "IpcChannelConfig", _F_IPC)
-        sp = _req(c, "socket_path", "ipc_channel.socket_path")
-        if type(sp) is not str:
-            raise _invalid("ipc_channel.socket_path", sp, "path string")
-        ipc = IpcChannelConfig(
-            socket_path=sp,
-            required=_bool(_req(c, "required", "ipc_channel.required"), "ipc_channel.required"),
-        )
-    security = SecurityLevel.NONE
-    if "security_level" in o:  # serde(default): absent -> None, but null is an error
-        security = _unit_enum(o["security_level"], "security_level", _SECURITY, "SecurityLevel")
-    return Init(
-        orchestrator_api=_str(_req(o, "orchestrator_api", "orchestrator_api"), "orchestrator_api"),
-        module_id=_str(_req(o, "module_id", "module_id"), "module_id"),
-        env=_str_map(_req(o, "env", "env"), "env"),
-        listen=parse_listen_address(listen_v),
-        tcp_channel=tcp,
-        ipc_channel=ipc,
-        auth_token=_opt_str(o.get("auth_token"), "auth_token"),
-        security_level=security,
-        extensions=_extensions(o),
-    )
-
-
-def _d_secret(o: _Obj) -> Secret:
-    _struct(o, "", "", _fields("name", "value", "rotation_id"))
-    return Secret(
-        name=_str(_req(o, "name", "name"), "name"),
-        value=_str(_req(o, "value", "value"), "value"),
-        rotation_id=_opt_str(o.get("rotation_id"), "rotation_id"),
-    )
-
-
-def _d_rotated(o: _Obj) -> Rotated:
-    _struct(o, "", "", _fields("keys", "rotation_id"))
-    return Rotated(
-        keys=_str_tuple(_req(o, "keys", "keys"), "keys"),
-        rotation_id=_str(_req(o, "rotation_id", "rotation_id"), "rotation_id"),
-    )
-
-
-def _d_shutdown(o: _Obj) -> Shutdown:
-    return _SHUTDOWN
-
-
-def _d_heartbeat(o: _Obj) -> Heartbeat:
-    return _HEARTBEAT
-
-
-def _d_register_sp_response(o: _Obj) -> RegisterServiceProviderResponse:
-    _struct(o, "", "", _fields("success", "provider_id", "error"))
-    return RegisterServiceProviderResponse(
-        success=_bool(_req(o, "success", "success"), "success"),
-        provider_id=_opt_str(o.get("provider_id"), "provider_id"),
-        error=_opt_str(o.get("error"), "error"),
-    )
-
-
-def _d_discover_sp_response(o: _Obj) -> DiscoverServiceProvidersResponse:
-    _struct(o, "", "", _fields("success", "providers", "error"))
-    return DiscoverServiceProvidersResponse(
-        success=_bool(_req(o, "success", "success"), "success"),
-        providers=_providers(_req(o, "providers", "providers"), "providers"),
-        error=_opt_str(o.get("error"), "error"),
-    )
-
-
-def _d_service_response(o: _Obj) -> ServiceResponse:
-    _struct(o, "", "", _fields("id", "service_type", "success", "error", "connection_id"))
-    return ServiceResponse(
-        id=_str(_req(o, "id", "id"), "id"),
-        service_type=_service_type(_req(o, "service_type", "service_type"), "service_type"),
-        success=_bool(_req(o, "success", "success"), "success"),
-        error=_opt_str(o.get("error"), "error"),
-        connection_id=_opt_str(o.get("connection_id"), "connection_id"),
-    )
-
-
-def _d_service_operation_result(o: _Obj) -> ServiceOperationResult:
-    _struct(o, "", "", _fields("success", "result", "error"))
-    return ServiceOperationResult(
-        success=_bool(_req(o, "success", "success"), "success"),
-        result=_value(o.get("result"), "result"),
-        error=_opt_str(o.get("error"), "error"),
-    )
-
-
-_F_HTTP_REQUEST = _fields("request_id", "method", "uri", "headers", "body")
+_F_HTTP_REQUEST = frozenset(("op", "request_id", "method", "uri", "headers", "body"))
 
 
 def _d_http_request(o: _Obj, base64: bool = False) -> HttpRequest:
@@ -755,91 +685,155 @@ def decode_http_request_line(line: bytes) -> HttpRequest | None:
     return trusted_http_request(request_id, method, uri, headers, body)
 
 
-def _d_port_response(o: _Obj) -> PortResponse:
-    _struct(o, "", "", _fields("request_id", "success", "port", "error_message"))
-    return PortResponse(
-        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
-        success=_bool(_req(o, "success", "success"), "success"),
-        port=_u16(_req(o, "port", "port"), "port"),
-        error_message=_opt_str(o.get("error_message"), "error_message"),
+def _e_http_request(m: HttpRequest) -> str:
+    body = "null" if m.body is None else dump_bytes(m.body)
+    return (
+        f'{{"op":"http_request","request_id":{dump_str(m.request_id)},'
+        f'"method":{dump_str(m.method)},"uri":{dump_str(m.uri)},'
+        f'"headers":{_e_str_map(m.headers)},"body":{body}}}'
     )
 
 
-def _d_routed_message(o: _Obj, base64: bool = False) -> RoutedModuleMessage:
-    _struct(o, "", "", _fields("source_module_id", "original_request_id", "payload"))
-    return RoutedModuleMessage(
-        source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
-        original_request_id=_uuid(
-            _req(o, "original_request_id", "original_request_id"), "original_request_id"
-        ),
-        payload=_encoded(_req(o, "payload", "payload"), "payload", base64),
+def _e_http_response(m: HttpResponse) -> str:
+    return http_response_text(
+        dump_str(m.request_id), m.status_code, encode_headers(m.headers), m.body, None, ""
     )
 
 
-def _d_routed_response(o: _Obj, base64: bool = False) -> RoutedModuleResponse:
-    _struct(o, "", "", _fields("source_module_id", "request_id", "payload", ROUTE_ERROR_KEY))
-    err = o.get(ROUTE_ERROR_KEY)
-    return RoutedModuleResponse(
-        source_module_id=_str(_req(o, "source_module_id", "source_module_id"), "source_module_id"),
-        request_id=_uuid(_req(o, "request_id", "request_id"), "request_id"),
-        payload=_encoded(_req(o, "payload", "payload"), "payload", base64),
-        error=None if err is None else _route_error(err, ROUTE_ERROR_KEY),
-    )
-
-
-def _route_error(v: Any, path: str) -> RouteError:
-    # spec/modules.md section 5: {"kind", "message", "status"?}; unknown members ignored.
-    o = _struct(v, path, "RouteError", frozenset(("kind", "message", "status")))
-    status = o.get("status")
-    return RouteError(
-        kind=_str(_req(o, "kind", path + ".kind"), path + ".kind"),
-        message=_str(_req(o, "message", path + ".message"), path + ".message"),
-        status=None if status is None else _u16(status, path + ".status"),
-    )
-
-
-_M2O: dict[str, Callable[[_Obj], Any]] = {
-    "identify": _d_identify,
-    "announce": _d_announce,
-    "get_secret": _d_get_secret,
-    "rotation_ack": _d_rotation_ack,
-    "register_service_provider": _d_register_sp,
-    "discover_service_providers": _d_discover_sp,
-    "service_request": _d_service_request,
-    "service_operation": _d_service_operation,
-    "http_response": _d_http_response,
-    "port_request": _d_port_request,
-    "route_to_module": _d_route_to_module,
-    "heartbeat_ack": _d_heartbeat_ack,
+# The two enums, variants in the reference's order (the order "unknown variant" lists them).
+_MODULE_TO_ORCHESTRATOR = (
+    _Shape(Identify, "identify", _f("module_id", _STR)),
+    _Shape(
+        Announce,
+        "announce",
+        _f("listen", _STR),
+        _f("endpoints", _list_of(_ENDPOINT.kind())),
+        _EXTENSIONS,
+    ),
+    _Shape(GetSecret, "get_secret", _f("name", _STR)),
+    _Shape(
+        RotationAck,
+        "rotation_ack",
+        _f("rotation_id", _STR),
+        _f("status", _STR),
+        _f("message", _STR, _SKIPPED),
+    ),
+    _Shape(
+        RegisterServiceProvider,
+        "register_service_provider",
+        _f("service_type", _SERVICE),
+        _f("name", _STR),
+        _f("version", _STR, _OPTIONAL),
+        _f("address", _STR),
+        _f("metadata", _STR_MAP, _OPTIONAL),
+    ),
+    _Shape(
+        DiscoverServiceProviders,
+        "discover_service_providers",
+        _f("service_type", _SERVICE),
+        _f("all_providers", _BOOL, _OPTIONAL),
+    ),
+    _Shape(
+        ServiceRequest,
+        "service_request",
+        _f("id", _STR),
+        _f("service_type", _SERVICE),
+        _f("config", _VALUE, _OPTIONAL),
+    ),
+    _Shape(
+        ServiceOperation,
+        "service_operation",
+        _f("connection_id", _STR),
+        _f("service_type", _SERVICE),
+        _f("operation", _STR),
+        _f("params", _VALUE),
+    ),
+    _Shape(HttpResponse, "http_response", decode=_d_http_response, encode=_e_http_response),
+    _Shape(
+        PortRequest,
+        "port_request",
+        _f("request_id", _STR),
+        _f("specific_port", _U16, _OPTIONAL),
+    ),
+    _ROUTE_TO_MODULE,
+    _Shape(HeartbeatAck, "heartbeat_ack"),
+)
+_ORCHESTRATOR_TO_MODULE = (
+    _INIT,
+    _Shape(
+        Secret,
+        "secret",
+        _f("name", _STR),
+        _f("value", _STR),
+        _f("rotation_id", _STR, _SKIPPED),
+    ),
+    _Shape(Rotated, "rotated", _f("keys", _STRS), _f("rotation_id", _STR)),
+    _Shape(Shutdown, "shutdown"),
+    _Shape(
+        RegisterServiceProviderResponse,
+        "register_service_provider_response",
+        _f("success", _BOOL),
+        _f("provider_id", _STR, _OPTIONAL),
+        _f("error", _STR, _OPTIONAL),
+    ),
+    _Shape(
+        DiscoverServiceProvidersResponse,
+        "discover_service_providers_response",
+        _f("success", _BOOL),
+        _f("providers", _list_of(_PROVIDER.kind())),
+        _f("error", _STR, _OPTIONAL),
+    ),
+    _Shape(
+        ServiceResponse,
+        "service_response",
+        _f("id", _STR),
+        _f("service_type", _SERVICE),
+        _f("success", _BOOL),
+        _f("error", _STR, _OPTIONAL),
+        _f("connection_id", _STR, _OPTIONAL),
+    ),
+    _Shape(
+        ServiceOperationResult,
+        "service_operation_result",
+        _f("success", _BOOL),
+        _f("result", _VALUE, _OPTIONAL),
+        _f("error", _STR, _OPTIONAL),
+    ),
+    _Shape(HttpRequest, "http_request", decode=_d_http_request, encode=_e_http_request),
+    _Shape(
+        PortResponse,
+        "port_response",
+        _f("request_id", _STR),
+        _f("success", _BOOL),
+        _f("port", _U16),
+        _f("error_message", _STR, _OPTIONAL),
+    ),
+    _ROUTED_MESSAGE,
+    _ROUTED_RESPONSE,
+    _Shape(Heartbeat, "heartbeat"),
+)
+_M2O: dict[str, Callable[[_Obj], Any]] = {s.op: s.decode for s in _MODULE_TO_ORCHESTRATOR}
+_O2M: dict[str, Callable[[_Obj], Any]] = {s.op: s.decode for s in _ORCHESTRATOR_TO_MODULE}
+_ENCODERS: dict[type, Callable[[Any], str]] = {
+    s.cls: s.encode for s in (*_MODULE_TO_ORCHESTRATOR, *_ORCHESTRATOR_TO_MODULE)
 }
-_O2M: dict[str, Callable[[_Obj], Any]] = {
-    "init": _d_init,
-    "secret": _d_secret,
-    "rotated": _d_rotated,
-    "shutdown": _d_shutdown,
-    "register_service_provider_response": _d_register_sp_response,
-    "discover_service_providers_response": _d_discover_sp_response,
-    "service_response": _d_service_response,
-    "service_operation_result": _d_service_operation_result,
-    "http_request": _d_http_request,
-    "port_response": _d_port_response,
-    "routed_module_message": _d_routed_message,
-    "routed_module_response": _d_routed_response,
-    "heartbeat": _d_heartbeat,
+
+# The same for a connection using base64_bodies: http bodies and module-call payloads may be
+# (and are written as) base64 strings.
+_B64_PAYLOAD_SHAPES = {
+    s.cls: s.replacing(_PAYLOAD, _PAYLOAD_B64)
+    for s in (_ROUTE_TO_MODULE, _ROUTED_MESSAGE, _ROUTED_RESPONSE)
 }
-
-
-# The same tables for a connection using base64_bodies: a body may be a base64 string.
 _M2O_B64: dict[str, Callable[[_Obj], Any]] = {
     **_M2O,
     "http_response": lambda o: _d_http_response(o, True),
-    "route_to_module": lambda o: _d_route_to_module(o, True),
+    "route_to_module": _B64_PAYLOAD_SHAPES[RouteToModule].decode,
 }
 _O2M_B64: dict[str, Callable[[_Obj], Any]] = {
     **_O2M,
     "http_request": lambda o: _d_http_request(o, True),
-    "routed_module_message": lambda o: _d_routed_message(o, True),
-    "routed_module_response": lambda o: _d_routed_response(o, True),
+    "routed_module_message": _B64_PAYLOAD_SHAPES[RoutedModuleMessage].decode,
+    "routed_module_response": _B64_PAYLOAD_SHAPES[RoutedModuleResponse].decode,
 }
 
 
@@ -871,6 +865,12 @@ def _tagged(obj: Any, table: dict[str, Callable[[_Obj], Any]], enum_name: str) -
         return decoder(obj)
     except LocalProtocolError as exc:  # a value the dataclass itself refused
         raise RemoteProtocolError(exc.message, field=exc.field) from None
+
+
+def _in_content(exc: RemoteProtocolError) -> RemoteProtocolError:
+    """``exc``, raised for a message inside an envelope's or wrapper's ``content``."""
+    field = f"content.{exc.field}" if exc.field else "content"
+    return RemoteProtocolError(f"content: {exc.message}", field=field)
 
 
 def decode_module_to_orchestrator(data: _Input) -> ModuleToOrchestrator:
@@ -911,11 +911,11 @@ def decode_init(data: _Input) -> Init:
     """
     obj = loads(data)
     if isinstance(obj, dict) and "op" in obj:
-        return _tagged(obj, {"init": _d_init}, "InitBlob")  # type: ignore[no-any-return]
+        return _tagged(obj, {"init": _INIT.decode}, "InitBlob")  # type: ignore[no-any-return]
     if not isinstance(obj, dict):
         raise _invalid("", obj, "struct InitBlob")
     try:
-        return _d_init(obj)
+        return _INIT.decode(obj)  # type: ignore[no-any-return]
     except LocalProtocolError as exc:
         raise RemoteProtocolError(exc.message, field=exc.field) from None
 
@@ -950,7 +950,7 @@ def _decode_module_obj(obj: Any, base64: bool) -> ModuleToOrchestrator:
         content = _struct(obj["content"], "content", "IpcHttpResponse", _F_HTTP_RESPONSE)
         if "metadata" in obj:
             try:
-                _metadata(obj["metadata"], "metadata")
+                _METADATA.decode(obj["metadata"], "metadata")
             except LocalProtocolError as exc:
                 raise RemoteProtocolError(exc.message, field=f"metadata.{exc.field}") from None
         if "op" in content and content["op"] != "http_response":
@@ -958,8 +958,7 @@ def _decode_module_obj(obj: Any, base64: bool) -> ModuleToOrchestrator:
         try:
             return _d_http_response(content, base64)
         except RemoteProtocolError as exc:
-            field = f"content.{exc.field}" if exc.field else "content"
-            raise RemoteProtocolError(f"content: {exc.message}", field=field) from None
+            raise _in_content(exc) from None
         except LocalProtocolError as exc:
             raise RemoteProtocolError(exc.message, field=exc.field) from None
     table = _M2O_B64 if base64 else _M2O
@@ -971,37 +970,9 @@ def decode_encoded_message(data: _Input) -> EncodedMessage:
 
     Returns the :class:`EncodedMessage`; raises RemoteProtocolError on any error.
     """
-    return _encoded(loads(data), "")
+    return _ENCODED.decode(loads(data))  # type: ignore[no-any-return]
 
 
-_F_METADATA = frozenset({"id", "timestamp", "source", "destination", "properties"})
-
-
-def _metadata(v: Any, path: str) -> MessageMetadata:
-    o = _struct(v, path, "MessageMetadata", _F_METADATA)
-    if not o:
-        return _EMPTY_METADATA
-    ts = o.get("timestamp")
-    if ts is not None:
-        if type(ts) is not int:
-            raise _invalid(_sub(path, "timestamp"), ts, "i64")
-        if not -(2**63) <= ts < 2**63:
-            raise _err(_sub(path, "timestamp"), f"invalid value: integer `{ts}`, expected i64")
-    props = o.get("properties")
-    if props is not None:
-        if type(props) is not dict and type(props) is not DupDict:
-            raise _invalid(_sub(path, "properties"), props, "a map")
-        props = normalize_value(props)
-    return MessageMetadata(
-        id=_opt_str(o.get("id"), _sub(path, "id")),
-        timestamp=ts,
-        source=_opt_str(o.get("source"), _sub(path, "source")),
-        destination=_opt_str(o.get("destination"), _sub(path, "destination")),
-        properties=props,
-    )
-
-
-_EMPTY_METADATA = MessageMetadata()
 _F_ENVELOPE = frozenset({"id", "content", "metadata"})
 
 
@@ -1018,7 +989,9 @@ def decode_envelope(data: _Input, *, content: EnvelopeContent = "json") -> Messa
     try:
         msg_id = _uuid(_req(o, "id", "id"), "id")
         raw = _req(o, "content", "content")
-        metadata = _metadata(o["metadata"], "metadata") if "metadata" in o else _EMPTY_METADATA
+        metadata = (
+            _METADATA.decode(o["metadata"], "metadata") if "metadata" in o else MessageMetadata()
+        )
         body: Any
         if content == "json":
             body = _value(raw, "content")
@@ -1027,118 +1000,10 @@ def decode_envelope(data: _Input, *, content: EnvelopeContent = "json") -> Messa
             try:
                 body = _tagged(raw, table, "message")
             except RemoteProtocolError as exc:
-                field = f"content.{exc.field}" if exc.field else "content"
-                raise RemoteProtocolError(f"content: {exc.message}", field=field) from None
+                raise _in_content(exc) from None
         return Message(id=msg_id, content=body, metadata=metadata)
     except LocalProtocolError as exc:
         raise RemoteProtocolError(exc.message, field=exc.field) from None
-
-
-# ---------------------------------------------------------------------------
-# encoding
-# ---------------------------------------------------------------------------
-
-
-def _e_str_map(m: dict[str, str]) -> str:
-    return "{" + ",".join([dump_str(k) + ":" + dump_str(v) for k, v in m.items()]) + "}"
-
-
-def _e_str_list(xs: tuple[str, ...]) -> str:
-    return "[" + ",".join(map(dump_str, xs)) + "]"
-
-
-def _e_opt_str(s: str | None) -> str:
-    return "null" if s is None else dump_str(s)
-
-
-def _e_bool(b: bool) -> str:
-    return "true" if b else "false"
-
-
-def _e_service_type(st: ServiceType) -> str:
-    if st.is_custom:
-        return '{"Custom":' + dump_str(st.name) + "}"
-    return '"' + st.name + '"'
-
-
-def _e_encoded(em: EncodedMessage) -> str:
-    return f'{{"data":{dump_bytes(em.data)},"format":"{em.format.wire_name}"}}'
-
-
-def _e_encoded_b64(em: EncodedMessage) -> str:
-    data = encode_base64_body(em.data).decode("ascii")
-    return f'{{"data":"{data}","format":"{em.format.wire_name}"}}'
-
-
-def _e_extensions(ext: tuple[str, ...]) -> str:
-    return f',"{EXTENSIONS_KEY}":{_e_str_list(ext)}' if ext else ""
-
-
-def _e_endpoint(ep: Endpoint) -> str:
-    auth = "" if ep.auth is None else ',"auth":' + dump_str(ep.auth)
-    return f'{{"path":{dump_str(ep.path)},"methods":{_e_str_list(ep.methods)}{auth}}}'
-
-
-def _e_identify(m: Identify) -> str:
-    return '{"op":"identify","module_id":' + dump_str(m.module_id) + "}"
-
-
-def _e_announce(m: Announce) -> str:
-    eps = ",".join(map(_e_endpoint, m.endpoints))
-    return (
-        f'{{"op":"announce","listen":{dump_str(m.listen)},"endpoints":[{eps}]'
-        f"{_e_extensions(m.extensions)}}}"
-    )
-
-
-def _e_get_secret(m: GetSecret) -> str:
-    return '{"op":"get_secret","name":' + dump_str(m.name) + "}"
-
-
-def _e_rotation_ack(m: RotationAck) -> str:
-    msg = "" if m.message is None else ',"message":' + dump_str(m.message)
-    return (
-        f'{{"op":"rotation_ack","rotation_id":{dump_str(m.rotation_id)},'
-        f'"status":{dump_str(m.status)}{msg}}}'
-    )
-
-
-def _e_register_sp(m: RegisterServiceProvider) -> str:
-    md = "null" if m.metadata is None else _e_str_map(m.metadata)
-    return (
-        f'{{"op":"register_service_provider","service_type":{_e_service_type(m.service_type)},'
-        f'"name":{dump_str(m.name)},"version":{_e_opt_str(m.version)},'
-        f'"address":{dump_str(m.address)},"metadata":{md}}}'
-    )
-
-
-def _e_discover_sp(m: DiscoverServiceProviders) -> str:
-    ap = "null" if m.all_providers is None else _e_bool(m.all_providers)
-    return (
-        f'{{"op":"discover_service_providers","service_type":{_e_service_type(m.service_type)},'
-        f'"all_providers":{ap}}}'
-    )
-
-
-def _e_service_request(m: ServiceRequest) -> str:
-    return (
-        f'{{"op":"service_request","id":{dump_str(m.id)},'
-        f'"service_type":{_e_service_type(m.service_type)},"config":{dump_value(m.config)}}}'
-    )
-
-
-def _e_service_operation(m: ServiceOperation) -> str:
-    return (
-        f'{{"op":"service_operation","connection_id":{dump_str(m.connection_id)},'
-        f'"service_type":{_e_service_type(m.service_type)},'
-        f'"operation":{dump_str(m.operation)},"params":{dump_value(m.params)}}}'
-    )
-
-
-def _e_http_response(m: HttpResponse) -> str:
-    return http_response_text(
-        dump_str(m.request_id), m.status_code, encode_headers(m.headers), m.body, None, ""
-    )
 
 
 # ---------------------------------------------------------------------------
@@ -1251,196 +1116,10 @@ def encode_http_response(
     return _utf8(text)
 
 
-def _e_port_request(m: PortRequest) -> str:
-    port = "null" if m.specific_port is None else str(m.specific_port)
-    return f'{{"op":"port_request","request_id":{dump_str(m.request_id)},"specific_port":{port}}}'
-
-
-def _e_route_to_module(
-    m: RouteToModule, payload: Callable[[EncodedMessage], str] = _e_encoded
-) -> str:
-    return (
-        f'{{"op":"route_to_module","target_module_id":{dump_str(m.target_module_id)},'
-        f'"target_endpoint":{dump_str(m.target_endpoint)},"request_id":"{m.request_id}",'
-        f'"payload":{payload(m.payload)}}}'
-    )
-
-
-def _e_heartbeat_ack(m: HeartbeatAck) -> str:
-    return '{"op":"heartbeat_ack"}'
-
-
-def _e_init(m: Init) -> str:
-    parts = [
-        '{"op":"init","orchestrator_api":',
-        dump_str(m.orchestrator_api),
-        ',"module_id":',
-        dump_str(m.module_id),
-        ',"env":',
-        _e_str_map(m.env),
-        ',"listen":',
-        dump_str(str(m.listen)),
-    ]
-    if m.tcp_channel is not None:
-        tc = m.tcp_channel
-        parts.append(
-            f',"tcp_channel":{{"address":"{tc.address}","tls_enabled":{_e_bool(tc.tls_enabled)},'
-            f'"required":{_e_bool(tc.required)}}}'
-        )
-    if m.ipc_channel is not None:
-        ic = m.ipc_channel
-        parts.append(
-            f',"ipc_channel":{{"socket_path":{dump_str(ic.socket_path)},'
-            f'"required":{_e_bool(ic.required)}}}'
-        )
-    if m.auth_token is not None:
-        parts.append(',"auth_token":' + dump_str(m.auth_token))
-    parts.append(f',"security_level":"{m.security_level.value}"')
-    parts.append(_e_extensions(m.extensions))
-    parts.append("}")
-    return "".join(parts)
-
-
-def _e_secret(m: Secret) -> str:
-    rot = "" if m.rotation_id is None else ',"rotation_id":' + dump_str(m.rotation_id)
-    return f'{{"op":"secret","name":{dump_str(m.name)},"value":{dump_str(m.value)}{rot}}}'
-
-
-def _e_rotated(m: Rotated) -> str:
-    return (
-        f'{{"op":"rotated","keys":{_e_str_list(m.keys)},"rotation_id":{dump_str(m.rotation_id)}}}'
-    )
-
-
-def _e_shutdown(m: Shutdown) -> str:
-    return '{"op":"shutdown"}'
-
-
-def _e_heartbeat(m: Heartbeat) -> str:
-    return '{"op":"heartbeat"}'
-
-
-def _e_register_sp_response(m: RegisterServiceProviderResponse) -> str:
-    return (
-        f'{{"op":"register_service_provider_response","success":{_e_bool(m.success)},'
-        f'"provider_id":{_e_opt_str(m.provider_id)},"error":{_e_opt_str(m.error)}}}'
-    )
-
-
-def _e_provider(p: ServiceProviderInfo) -> str:
-    return (
-        f'{{"provider_id":{dump_str(p.provider_id)},"module_id":{dump_str(p.module_id)},'
-        f'"service_type":{_e_service_type(p.service_type)},"name":{dump_str(p.name)},'
-        f'"version":{_e_opt_str(p.version)},"address":{dump_str(p.address)},'
-        f'"metadata":{_e_str_map(p.metadata)},"is_healthy":{_e_bool(p.is_healthy)}}}'
-    )
-
-
-def _e_discover_sp_response(m: DiscoverServiceProvidersResponse) -> str:
-    providers = ",".join(map(_e_provider, m.providers))
-    return (
-        f'{{"op":"discover_service_providers_response","success":{_e_bool(m.success)},'
-        f'"providers":[{providers}],"error":{_e_opt_str(m.error)}}}'
-    )
-
-
-def _e_service_response(m: ServiceResponse) -> str:
-    return (
-        f'{{"op":"service_response","id":{dump_str(m.id)},'
-        f'"service_type":{_e_service_type(m.service_type)},"success":{_e_bool(m.success)},'
-        f'"error":{_e_opt_str(m.error)},"connection_id":{_e_opt_str(m.connection_id)}}}'
-    )
-
-
-def _e_service_operation_result(m: ServiceOperationResult) -> str:
-    return (
-        f'{{"op":"service_operation_result","success":{_e_bool(m.success)},'
-        f'"result":{dump_value(m.result)},"error":{_e_opt_str(m.error)}}}'
-    )
-
-
-def _e_http_request(m: HttpRequest) -> str:
-    body = "null" if m.body is None else dump_bytes(m.body)
-    return (
-        f'{{"op":"http_request","request_id":{dump_str(m.request_id)},'
-        f'"method":{dump_str(m.method)},"uri":{dump_str(m.uri)},'
-        f'"headers":{_e_str_map(m.headers)},"body":{body}}}'
-    )
-
-
-def _e_port_response(m: PortResponse) -> str:
-    return (
-        f'{{"op":"port_response","request_id":{dump_str(m.request_id)},'
-        f'"success":{_e_bool(m.success)},"port":{m.port},'
-        f'"error_message":{_e_opt_str(m.error_message)}}}'
-    )
-
-
-def _e_routed_message(
-    m: RoutedModuleMessage, payload: Callable[[EncodedMessage], str] = _e_encoded
-) -> str:
-    return (
-        f'{{"op":"routed_module_message","source_module_id":{dump_str(m.source_module_id)},'
-        f'"original_request_id":"{m.original_request_id}","payload":{payload(m.payload)}}}'
-    )
-
-
-def _e_routed_response(
-    m: RoutedModuleResponse, payload: Callable[[EncodedMessage], str] = _e_encoded
-) -> str:
-    head = (
-        f'{{"op":"routed_module_response","source_module_id":{dump_str(m.source_module_id)},'
-        f'"request_id":"{m.request_id}","payload":{payload(m.payload)}'
-    )
-    if m.error is None:
-        return head + "}"
-    return f'{head},"{ROUTE_ERROR_KEY}":{encode_route_error(m.error)}}}'
-
-
 def encode_route_error(err: RouteError) -> str:
     """Return the wire text of ``err``: ``{"kind":..,"message":..}`` plus ``"status"`` when
     set (spec/modules.md section 5). Never raises for a valid RouteError."""
-    text = f'{{"kind":{dump_str(err.kind)},"message":{dump_str(err.message)}'
-    if err.status is not None:
-        text += f',"status":{err.status}'
-    return text + "}"
-
-
-_ENCODERS: dict[type, Callable[[Any], str]] = {
-    Identify: _e_identify,
-    Announce: _e_announce,
-    GetSecret: _e_get_secret,
-    RotationAck: _e_rotation_ack,
-    RegisterServiceProvider: _e_register_sp,
-    DiscoverServiceProviders: _e_discover_sp,
-    ServiceRequest: _e_service_request,
-    ServiceOperation: _e_service_operation,
-    HttpResponse: _e_http_response,
-    PortRequest: _e_port_request,
-    RouteToModule: _e_route_to_module,
-    HeartbeatAck: _e_heartbeat_ack,
-    Init: _e_init,
-    Secret: _e_secret,
-    Rotated: _e_rotated,
-    Shutdown: _e_shutdown,
-    RegisterServiceProviderResponse: _e_register_sp_response,
-    DiscoverServiceProvidersResponse: _e_discover_sp_response,
-    ServiceResponse: _e_service_response,
-    ServiceOperationResult: _e_service_operation_result,
-    HttpRequest: _e_http_request,
-    PortResponse: _e_port_response,
-    RoutedModuleMessage: _e_routed_message,
-    RoutedModuleResponse: _e_routed_response,
-    Heartbeat: _e_heartbeat,
-}
-
-
-#: Messages whose payload bytes travel as base64 with base64_bodies (module calls).
-_B64_PAYLOAD_ENCODERS: dict[type, Callable[[Any, Callable[[EncodedMessage], str]], str]] = {
-    RouteToModule: _e_route_to_module,
-    RoutedModuleMessage: _e_routed_message,
-    RoutedModuleResponse: _e_routed_response,
-}
+    return _ROUTE_ERROR.encode(err)
 
 
 def _utf8(text: str) -> bytes:
@@ -1457,8 +1136,8 @@ def encode(
 ) -> bytes:
     """Return ``msg`` as the exact compact JSON serde_json writes (no newline).
 
-    ``base64_bodies``: write the body of an ``http_request`` / ``http_response`` as a
-    base64 string (the ``base64_bodies`` extension); other messages are unaffected.
+    ``base64_bodies``: write the body of an ``http_request`` / ``http_response`` and the
+    payload of a module call as a base64 string (the ``base64_bodies`` extension).
     Raises LocalProtocolError if ``msg`` is not a message object, or a string in it
     cannot be UTF-8 encoded (lone surrogates).
     """
@@ -1466,9 +1145,9 @@ def encode(
         if isinstance(msg, HttpRequest | HttpResponse) and msg.body is not None:
             text = encode(_replace(msg, body=None))
             return text[:-5] + body_json(msg.body, True) + b"}"  # ..."body":null}
-        payload_encoder = _B64_PAYLOAD_ENCODERS.get(type(msg))
-        if payload_encoder is not None:
-            return _utf8(payload_encoder(msg, _e_encoded_b64))
+        shape = _B64_PAYLOAD_SHAPES.get(type(msg))
+        if shape is not None:
+            return _utf8(shape.encode(msg))
     encoder = _ENCODERS.get(type(msg))
     if encoder is None:
         raise LocalProtocolError(f"{type(msg).__name__} is not a PyWatt message")
@@ -1480,22 +1159,7 @@ def encode_encoded_message(em: EncodedMessage) -> bytes:
     ``em`` is not an :class:`EncodedMessage`."""
     if type(em) is not EncodedMessage:
         raise LocalProtocolError(f"{type(em).__name__} is not an EncodedMessage")
-    return _e_encoded(em).encode("ascii")
-
-
-def _e_metadata(md: MessageMetadata) -> str:
-    parts = []
-    if md.id is not None:
-        parts.append('"id":' + dump_str(md.id))
-    if md.timestamp is not None:
-        parts.append(f'"timestamp":{md.timestamp}')
-    if md.source is not None:
-        parts.append('"source":' + dump_str(md.source))
-    if md.destination is not None:
-        parts.append('"destination":' + dump_str(md.destination))
-    if md.properties is not None:
-        parts.append('"properties":' + dump_value(md.properties))
-    return "{" + ",".join(parts) + "}"
+    return _ENCODED.encode(em).encode("ascii")
 
 
 def encode_envelope(msg: Message) -> bytes:
@@ -1508,7 +1172,8 @@ def encode_envelope(msg: Message) -> bytes:
         raise LocalProtocolError(f"{type(msg).__name__} is not a Message")
     encoder = _ENCODERS.get(type(msg.content))
     content = encoder(msg.content) if encoder is not None else dump_value(msg.content)
-    return _utf8(f'{{"id":"{msg.id}","content":{content},"metadata":{_e_metadata(msg.metadata)}}}')
+    metadata = _METADATA.encode(msg.metadata)
+    return _utf8(f'{{"id":"{msg.id}","content":{content},"metadata":{metadata}}}')
 
 
 # ---------------------------------------------------------------------------
