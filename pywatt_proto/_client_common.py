@@ -49,7 +49,6 @@ __all__ = [
     "lost_connection_error",
     "read_timeout_error",
     "record_response",
-    "wait_bound",
 ]
 
 #: Sent as ``User-Agent`` unless the client or the request sets one.
@@ -131,15 +130,6 @@ class ClientCall:
             raise TotalTimeout("no time left for another attempt", url=self.url)
 
 
-def wait_bound(deadline: float | None, limit: float, now: float) -> tuple[float, bool]:
-    """Return (seconds to wait, whether the total ``deadline`` is the tighter bound)
-    for a wait that ``limit`` bounds by itself."""
-    if deadline is None:
-        return limit, False
-    left = deadline - now
-    return (left, True) if left < limit else (limit, False)
-
-
 def connect_timeout_error(origin: Origin, url: str, is_total: bool) -> HTTPTimeoutError:
     """The error for a connection attempt that timed out (TotalTimeout when the
     call's deadline was the tighter bound)."""
@@ -169,14 +159,8 @@ def lost_connection_error(exchange: ClientExchange, url: str, exc: OSError) -> E
     return HTTPProtocolError(f"connection lost: {exc}", url=url)
 
 
-# Breaker accounting: ONE outcome per client call, not per attempt. A call is admitted
-# once (before its first attempt) and its outcome recorded once, after the retry policy
-# has finished with it: the answer it returns (5xx = failure) or the error it raises.
-# A call that needed three attempts and then succeeded is one success; a call whose four
-# attempts all timed out is one failure. pybreaker counts whatever function it wraps:
-# wrapped around a retrying call it counts the same way; wrapped around each attempt it
-# would count attempts, and one unlucky call with retries would open a small-threshold
-# breaker on its own (spec/breaker.md §1.8).
+# Breaker accounting: ONE outcome per client call, not per attempt (spec/breaker.md §1.8):
+# admitted before its first attempt, recorded once the retry policy is done with it.
 
 
 def admit(breaker: CircuitBreaker, now: float, url: str) -> int:
@@ -313,5 +297,9 @@ class ClientBase(Generic[B, C, S]):
         )
 
     def _wait(self, deadline: float | None, limit: float) -> tuple[float, bool]:
-        """Return (seconds to wait, whether the total deadline is the tighter bound)."""
-        return wait_bound(deadline, limit, self._now())
+        """Return (seconds to wait, whether the call's total ``deadline`` is the tighter
+        bound) for a wait that ``limit`` bounds by itself."""
+        if deadline is None:
+            return limit, False
+        left = deadline - self._now()
+        return (left, True) if left < limit else (limit, False)

@@ -1,18 +1,11 @@
 """``Machine``: the one state-machine kernel every pywatt_proto machine uses.
 
 A machine is a table ``(state, input) -> next state`` over two enums, written once at the
-top of the file that owns it (its banner states the rules) and wrapped here. Everything that
-changes a machine's state asks :meth:`Machine.next` for the new state, so:
-
-* a pair missing from the table fails the same way in every machine: ``LocalProtocolError``
-  naming the machine, the state and the input; the caller's state is not changed by the
-  kernel (a connection that moves to an ERROR state on such a failure says so itself);
-* the documentation is generated from the same table (:meth:`Machine.table`, printed in
-  spec/ and checked by tests/test_spec_tables.py; :meth:`Machine.diagram` for Mermaid), so
-  the two cannot drift;
-* each machine is exported the same way: ``<NAME>_MACHINE`` (``MODULE_MACHINE``,
-  ``ORCHESTRATOR_MACHINE``, ``CHANNEL_MACHINE``, ``BREAKER_MACHINE``,
-  ``NEGOTIATION_MACHINE``), its enums beside it.
+top of the file that owns it and exported as ``<NAME>_MACHINE`` beside its enums. Every
+state change asks :meth:`Machine.next`, so a missing pair fails the same way everywhere
+(``LocalProtocolError`` naming the machine, state and input; the caller's state unchanged),
+and the documentation is generated from the same table (:meth:`Machine.table`, printed in
+spec/ and checked by tests/test_spec_tables.py; :meth:`Machine.diagram` for Mermaid).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import DEFAULT_MAX_LINE_SIZE
-from ._router import Request, Response
+from ._router import Request, Response, reason_phrase
 
 __all__ = [
     "ASGI_VERSION",
@@ -59,12 +59,7 @@ _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 # RFC 9110 §5.5: a field value never contains CR, LF or NUL.
 _BAD_VALUE = re.compile(rb"[\r\n\x00]")
 
-_REASONS: Final[Mapping[int, str]] = {
-    400: "Bad Request",
-    413: "Content Too Large",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-}
+_REASONS: Final = {status: reason_phrase(status) for status in (400, 413, 502, 503)}
 
 
 def header_bytes(value: str) -> bytes:

@@ -273,9 +273,6 @@ def _encode_headers(headers: tuple[tuple[str, str], ...]) -> _EncodedHeaders:
     framing is set: a Content-Length, or a Transfer-Encoding asking for chunked output
     (h11 then writes the body as a chunk), and the pre-written block (see
     :class:`_EncodedHeaders`)."""
-    cached = _header_cache.get(headers)
-    if cached is not None:
-        return cached
     pairs: list[tuple[bytes, bytes]] = []
     has_length = False
     for name, value in headers:

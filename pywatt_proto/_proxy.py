@@ -134,19 +134,12 @@ def forwarding(
     """
     if peer is None:
         return None, None, "http"
-    if peer not in trusted or not forwarded_for:
-        proto = "http"
-        if peer in trusted and forwarded_proto:
-            proto = _proto(forwarded_proto)
-        return peer, peer, proto
-    hosts = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    if peer not in trusted:
+        return peer, peer, "http"
+    hosts = [h.strip() for h in (forwarded_for or "").split(",") if h.strip()]
     if not hosts:
         return peer, peer, _proto(forwarded_proto)
-    chosen = 0
-    for index in range(len(hosts) - 1, -1, -1):
-        if hosts[index] not in trusted:
-            chosen = index
-            break
+    chosen = next((i for i in range(len(hosts) - 1, -1, -1) if hosts[i] not in trusted), 0)
     return hosts[chosen], ", ".join(hosts[: chosen + 1]), _proto(forwarded_proto)
 
 

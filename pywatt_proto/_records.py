@@ -40,24 +40,18 @@ class FrozenRecordError(AttributeError):
     """Raised on assignment to (or deletion of) a field of a record."""
 
 
-class _Missing:
-    __slots__ = ()
+class _Sentinel:
+    __slots__ = ("_text",)
+
+    def __init__(self, text: str) -> None:
+        self._text = text
 
     def __repr__(self) -> str:
-        return "<missing>"
+        return self._text
 
 
-_MISSING: Any = _Missing()
-
-
-class _Factory:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "<factory>"  # what a signature shows for a default_factory field, as dataclasses
-
-
-_FACTORY = _Factory()
+_MISSING: Any = _Sentinel("<missing>")
+_FACTORY = _Sentinel("<factory>")  # what a signature shows for a default_factory field
 
 
 class _Field:

@@ -84,11 +84,8 @@ def metrics_handler(router: Router) -> Callable[[Request], Response]:
 
 
 class RouteDecorators(MethodDecorators):
-    """Mixin: route decorators that register on ``self.router``.
-
-    The class using it must set ``self.router`` (a :class:`Router`) before any decorator
-    is used, and may call :meth:`_configure_routes` once from its constructor. Every
-    decorator returns the function unchanged.
+    """Mixin: route decorators that register on ``self.router`` (set, and
+    :meth:`_configure_routes` called, by the constructor); each returns the function unchanged.
     """
 
     router: Router
@@ -131,6 +128,9 @@ class RouteDecorators(MethodDecorators):
             return path
         return prefix if path == "/" else prefix + path
 
+    def _check(self, fn: Callable[..., Any], what: str, call: tuple[str, ...]) -> None:
+        check_handler(fn, allow_async=self._allow_async_handlers, what=what, call=call)
+
     def _wrap_handler(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Return the callable the router calls for handler ``fn`` (``fn`` itself here)."""
         return fn
@@ -138,24 +138,20 @@ class RouteDecorators(MethodDecorators):
     def route(
         self, path: str, methods: Iterable[str] = ("GET",), *, auth: str | None = None
     ) -> Callable[[_F], _F]:
-        """Return a decorator registering a handler for ``methods`` on ``path``.
-
-        ``auth`` names the authentication the route requires; it is announced in
-        the endpoint's ``auth`` field.
+        """Return a decorator registering a handler for ``methods`` on ``path``; ``auth``
+        (the authentication the route requires) is announced in the endpoint's ``auth``.
 
         Raises:
-            RouteDefinitionError: here for a pattern in another framework's spelling
-                (``<int:id>``, ``:id``); when the decorator is applied for an invalid
-                pattern, a handler that cannot take the request (or an ``async def``
-                on the blocking Module) or a route registered twice. The message
-                starts with the decorator's file and line.
+            RouteDefinitionError: here for a pattern in another framework's spelling; when
+                applied, as :meth:`Router.add_route` raises it (``async def`` refused on the
+                blocking Module). The message starts with the decorator's file and line.
         """
         check_pattern(path)
         full = self._full_path(path)
         meths = tuple(methods)
 
         def deco(fn: _F) -> _F:
-            check_handler(fn, allow_async=self._allow_async_handlers)
+            self._check(fn, "handler", ("request",))
             name = str(getattr(fn, "__name__", ""))
             self.router.add_route(full, self._wrap_handler(fn), meths, auth=auth, name=name)
             return fn
@@ -169,12 +165,7 @@ class RouteDecorators(MethodDecorators):
             RouteDefinitionError: ``fn`` cannot take ``(request, call_next)`` (or is
                 ``async def`` on the blocking Module); names the decorator's line.
         """
-        check_handler(
-            fn,
-            allow_async=self._allow_async_handlers,
-            what="middleware",
-            call=("request", "call_next"),
-        )
+        self._check(fn, "middleware", ("request", "call_next"))
         self.router.middleware(fn)
         return fn
 
@@ -187,12 +178,7 @@ class RouteDecorators(MethodDecorators):
         """
 
         def deco(fn: _F) -> _F:
-            check_handler(
-                fn,
-                allow_async=self._allow_async_handlers,
-                what="error handler",
-                call=("request", "exc"),
-            )
+            self._check(fn, "error handler", ("request", "exc"))
             self.router.add_error_handler(key, fn)
             return fn
 
@@ -208,8 +194,6 @@ class RouteDecorators(MethodDecorators):
         still runs; the exit status is unchanged. Hooks run whether or not startup
         completed (a hook must tolerate what startup did not open).
         """
-        if not hasattr(self, "_shutdown_hooks"):
-            self._shutdown_hooks = []
         self._shutdown_hooks.append(fn)
         return fn
 
