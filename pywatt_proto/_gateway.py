@@ -19,7 +19,7 @@ from urllib.parse import unquote_to_bytes
 
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import DEFAULT_MAX_LINE_SIZE
-from ._router import Request, Response, reason_phrase
+from ._router import Request, Response, reason_phrase, text_response
 
 __all__ = [
     "ASGI_VERSION",
@@ -224,12 +224,7 @@ def error_response(status: int) -> Response:
     Raises:
         LocalProtocolError: ``status`` is outside 100..599.
     """
-    text = _REASONS.get(status, "Internal Server Error")
-    return Response(
-        status=status,
-        headers=(("content-type", "text/plain; charset=utf-8"),),
-        body=text.encode(),
-    )
+    return text_response(_REASONS.get(status, "Internal Server Error"), status)
 
 
 def _text(value: object) -> str | None:

@@ -4,10 +4,7 @@ Thin loops that run :mod:`pywatt_proto` state machines over real pipes and
 sockets with blocking I/O and a bounded thread pool.
 """
 
-#: The public surface, written once: area -> private module -> the names it exports here.
-#: ``__all__`` and the lazy imports (PEP 562: a name's module is imported on first access, so
-#: importing the package stays cheap) are derived from it; ``__init__.pyi`` is generated from
-#: it for type checkers (``python -m pywatt_proto._surface``; a test fails when it is stale).
+#: The public surface, written once (as in pywatt_proto/__init__.py).
 _SURFACE = {
     "module runtime (blocking) and WSGI adapter": {
         "._module": "Module",
