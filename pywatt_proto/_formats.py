@@ -23,18 +23,10 @@ class EncodingFormat(enum.IntEnum):
     @property
     def wire_name(self) -> str:
         """Return the serde spelling used in JSON (``"Json"``, ``"Binary"``, ...)."""
-        return _WIRE_NAMES[self]
+        return self.name.capitalize()
 
     @classmethod
     def from_wire_name(cls, name: str) -> EncodingFormat | None:
         """Return the member spelled ``name`` on the wire, or None if there is none."""
-        return _BY_WIRE_NAME.get(name)
-
-
-_WIRE_NAMES = {
-    EncodingFormat.AUTO: "Auto",
-    EncodingFormat.JSON: "Json",
-    EncodingFormat.BINARY: "Binary",
-    EncodingFormat.BASE64: "Base64",
-}
-_BY_WIRE_NAME = {v: k for k, v in _WIRE_NAMES.items()}
+        member = cls.__members__.get(name.upper())
+        return member if member is not None and member.wire_name == name else None

@@ -134,18 +134,13 @@ def _opt_bytes(field_name: str, value: object) -> None:
         raise _fail(field_name, f"expected bytes or None, got {_tname(value)}")
 
 
-def _str_tuple(obj: object, field_name: str, value: object) -> None:
-    if type(value) is list:
-        value = tuple(value)
-        object.__setattr__(obj, field_name, value)
-    if type(value) is not tuple:
-        raise _fail(field_name, f"expected a tuple of str, got {_tname(value)}")
-    for i, item in enumerate(value):
-        if type(item) is not str:
-            raise _fail(f"{field_name}[{i}]", f"expected str, got {_tname(item)}")
+def _typed(field_name: str, value: object, cls: type, optional: bool = False) -> None:
+    if type(value) is not cls and not (optional and value is None):
+        raise _fail(field_name, f"expected {cls.__name__}, got {_tname(value)}")
 
 
-def _obj_tuple(obj: object, field_name: str, value: object, cls: type) -> None:
+def _tuple_of(obj: object, field_name: str, value: object, cls: type = str) -> None:
+    """Check a tuple of ``cls`` items; a list is stored as a tuple."""
     if type(value) is list:
         value = tuple(value)
         object.__setattr__(obj, field_name, value)
@@ -310,11 +305,8 @@ def _parse_decimal(text: str, maximum: int) -> int | None:
     return n if n <= maximum else None
 
 
-def _canonical_host(host: str) -> str | None:
-    """Return the canonical text of an IP literal host (``a.b.c.d`` or ``v6[%scope]``)."""
-    v4 = _parse_ipv4(host)
-    if v4 is not None:
-        return ".".join(map(str, v4))
+def _canonical_v6(host: str) -> str | None:
+    """Return the canonical text of ``v6[%scope]`` (numeric zone, 0 dropped), else None."""
     addr, sep, scope_text = host.partition("%")
     groups = _parse_ipv6(addr)
     if groups is None:
@@ -329,6 +321,14 @@ def _canonical_host(host: str) -> str | None:
     return text
 
 
+def _canonical_host(host: str) -> str | None:
+    """Return the canonical text of an IP literal host (``a.b.c.d`` or ``v6[%scope]``)."""
+    v4 = _parse_ipv4(host)
+    if v4 is not None:
+        return ".".join(map(str, v4))
+    return _canonical_v6(host)
+
+
 def parse_socket_address(text: str) -> TcpListen | None:
     """Parse ``ip:port`` / ``[v6%scope]:port`` exactly as Rust's ``SocketAddr::from_str``.
 
@@ -340,29 +340,16 @@ def parse_socket_address(text: str) -> TcpListen | None:
         close = text.find("]")
         if close < 0 or text[close + 1 : close + 2] != ":":
             return None
-        inner = text[1:close]
+        host = _canonical_v6(text[1:close])
         port_text = text[close + 2 :]
-        addr, sep, scope_text = inner.partition("%")
-        groups = _parse_ipv6(addr)
-        if groups is None:
-            return None
-        host = _format_ipv6(groups)
-        if sep:
-            scope = _parse_decimal(scope_text, _U32_MAX)
-            if scope is None:
-                return None
-            if scope != 0:
-                host = f"{host}%{scope}"
     else:
         host_text, sep, port_text = text.rpartition(":")
         if not sep:
             return None
         v4 = _parse_ipv4(host_text)
-        if v4 is None:
-            return None
-        host = ".".join(map(str, v4))
+        host = None if v4 is None else ".".join(map(str, v4))
     port = _parse_decimal(port_text, 65535)
-    if port is None:
+    if host is None or port is None:
         return None
     return TcpListen(host=host, port=port)
 
@@ -480,7 +467,7 @@ class Endpoint:
 
     def __post_init__(self) -> None:
         _str("path", self.path)
-        _str_tuple(self, "methods", self.methods)
+        _tuple_of(self, "methods", self.methods)
         _opt_str("auth", self.auth)
 
 
@@ -493,8 +480,7 @@ class TcpChannelConfig:
     required: bool
 
     def __post_init__(self) -> None:
-        if type(self.address) is not TcpListen:
-            raise _fail("address", f"expected TcpListen, got {_tname(self.address)}")
+        _typed("address", self.address, TcpListen)
         _bool("tls_enabled", self.tls_enabled)
         _bool("required", self.required)
 
@@ -519,8 +505,7 @@ class EncodedMessage:
     format: EncodingFormat
 
     def __post_init__(self) -> None:
-        if type(self.data) is not bytes:
-            raise _fail("data", f"expected bytes, got {_tname(self.data)}")
+        _typed("data", self.data, bytes)
         if not isinstance(self.format, EncodingFormat):
             raise _fail("format", f"expected EncodingFormat, got {_tname(self.format)}")
 
@@ -541,17 +526,12 @@ class ServiceProviderInfo:
     def __post_init__(self) -> None:
         _str("provider_id", self.provider_id)
         _str("module_id", self.module_id)
-        _service_type("service_type", self.service_type)
+        _typed("service_type", self.service_type, ServiceType)
         _str("name", self.name)
         _opt_str("version", self.version)
         _str("address", self.address)
         _str_map(self, "metadata", self.metadata)
         _bool("is_healthy", self.is_healthy)
-
-
-def _service_type(field_name: str, value: object) -> None:
-    if type(value) is not ServiceType:
-        raise _fail(field_name, f"expected ServiceType, got {_tname(value)}")
 
 
 # ---------------------------------------------------------------------------
@@ -584,8 +564,8 @@ class Announce:
 
     def __post_init__(self) -> None:
         _str("listen", self.listen)
-        _obj_tuple(self, "endpoints", self.endpoints, Endpoint)
-        _str_tuple(self, "extensions", self.extensions)
+        _tuple_of(self, "endpoints", self.endpoints, Endpoint)
+        _tuple_of(self, "extensions", self.extensions)
 
 
 @record
@@ -623,7 +603,7 @@ class RegisterServiceProvider:
     metadata: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
-        _service_type("service_type", self.service_type)
+        _typed("service_type", self.service_type, ServiceType)
         _str("name", self.name)
         _opt_str("version", self.version)
         _str("address", self.address)
@@ -638,7 +618,7 @@ class DiscoverServiceProviders:
     all_providers: bool | None = None
 
     def __post_init__(self) -> None:
-        _service_type("service_type", self.service_type)
+        _typed("service_type", self.service_type, ServiceType)
         if self.all_providers is not None:
             _bool("all_providers", self.all_providers)
 
@@ -653,7 +633,7 @@ class ServiceRequest:
 
     def __post_init__(self) -> None:
         _str("id", self.id)
-        _service_type("service_type", self.service_type)
+        _typed("service_type", self.service_type, ServiceType)
         check_json_value("config", self.config)
 
 
@@ -668,7 +648,7 @@ class ServiceOperation:
 
     def __post_init__(self) -> None:
         _str("connection_id", self.connection_id)
-        _service_type("service_type", self.service_type)
+        _typed("service_type", self.service_type, ServiceType)
         _str("operation", self.operation)
         check_json_value("params", self.params)
 
@@ -715,12 +695,7 @@ class RouteToModule:
         _str("target_module_id", self.target_module_id)
         _str("target_endpoint", self.target_endpoint)
         _uuid("request_id", self.request_id)
-        _payload("payload", self.payload)
-
-
-def _payload(field_name: str, value: object) -> None:
-    if type(value) is not EncodedMessage:
-        raise _fail(field_name, f"expected EncodedMessage, got {_tname(value)}")
+        _typed("payload", self.payload, EncodedMessage)
 
 
 @record
@@ -772,16 +747,11 @@ class Init:
         _str_map(self, "env", self.env)
         if type(self.listen) is not TcpListen and type(self.listen) is not UnixListen:
             raise _fail("listen", f"expected TcpListen or UnixListen, got {_tname(self.listen)}")
-        if self.tcp_channel is not None and type(self.tcp_channel) is not TcpChannelConfig:
-            raise _fail("tcp_channel", f"expected TcpChannelConfig, got {_tname(self.tcp_channel)}")
-        if self.ipc_channel is not None and type(self.ipc_channel) is not IpcChannelConfig:
-            raise _fail("ipc_channel", f"expected IpcChannelConfig, got {_tname(self.ipc_channel)}")
+        _typed("tcp_channel", self.tcp_channel, TcpChannelConfig, optional=True)
+        _typed("ipc_channel", self.ipc_channel, IpcChannelConfig, optional=True)
         _opt_str("auth_token", self.auth_token)
-        if type(self.security_level) is not SecurityLevel:
-            raise _fail(
-                "security_level", f"expected SecurityLevel, got {_tname(self.security_level)}"
-            )
-        _str_tuple(self, "extensions", self.extensions)
+        _typed("security_level", self.security_level, SecurityLevel)
+        _tuple_of(self, "extensions", self.extensions)
 
 
 @record
@@ -806,7 +776,7 @@ class Rotated:
     rotation_id: str
 
     def __post_init__(self) -> None:
-        _str_tuple(self, "keys", self.keys)
+        _tuple_of(self, "keys", self.keys)
         _str("rotation_id", self.rotation_id)
 
 
@@ -839,7 +809,7 @@ class DiscoverServiceProvidersResponse:
 
     def __post_init__(self) -> None:
         _bool("success", self.success)
-        _obj_tuple(self, "providers", self.providers, ServiceProviderInfo)
+        _tuple_of(self, "providers", self.providers, ServiceProviderInfo)
         _opt_str("error", self.error)
 
 
@@ -855,7 +825,7 @@ class ServiceResponse:
 
     def __post_init__(self) -> None:
         _str("id", self.id)
-        _service_type("service_type", self.service_type)
+        _typed("service_type", self.service_type, ServiceType)
         _bool("success", self.success)
         _opt_str("error", self.error)
         _opt_str("connection_id", self.connection_id)
@@ -942,7 +912,7 @@ class RoutedModuleMessage:
     def __post_init__(self) -> None:
         _str("source_module_id", self.source_module_id)
         _uuid("original_request_id", self.original_request_id)
-        _payload("payload", self.payload)
+        _typed("payload", self.payload, EncodedMessage)
 
 
 @record
@@ -983,9 +953,8 @@ class RoutedModuleResponse:
     def __post_init__(self) -> None:
         _str("source_module_id", self.source_module_id)
         _uuid("request_id", self.request_id)
-        _payload("payload", self.payload)
-        if self.error is not None and type(self.error) is not RouteError:
-            raise _fail("error", f"expected RouteError, got {_tname(self.error)}")
+        _typed("payload", self.payload, EncodedMessage)
+        _typed("error", self.error, RouteError, optional=True)
 
 
 @record
@@ -1010,31 +979,8 @@ OrchestratorToModule: TypeAlias = (
 )
 
 _MESSAGE_CLASSES: tuple[type, ...] = (
-    Identify,
-    Announce,
-    GetSecret,
-    RotationAck,
-    RegisterServiceProvider,
-    DiscoverServiceProviders,
-    ServiceRequest,
-    ServiceOperation,
-    HttpResponse,
-    PortRequest,
-    RouteToModule,
-    HeartbeatAck,
-    Init,
-    Secret,
-    Rotated,
-    Shutdown,
-    RegisterServiceProviderResponse,
-    DiscoverServiceProvidersResponse,
-    ServiceResponse,
-    ServiceOperationResult,
-    HttpRequest,
-    PortResponse,
-    RoutedModuleMessage,
-    RoutedModuleResponse,
-    Heartbeat,
+    *ModuleToOrchestrator.__args__,
+    *OrchestratorToModule.__args__,
 )
 
 
@@ -1067,8 +1013,7 @@ class MessageMetadata:
         _opt_str("source", self.source)
         _opt_str("destination", self.destination)
         if self.properties is not None:
-            if type(self.properties) is not dict:
-                raise _fail("properties", f"expected dict, got {_tname(self.properties)}")
+            _typed("properties", self.properties, dict)
             check_json_value("properties", self.properties)
 
 
@@ -1087,5 +1032,4 @@ class Message:
         _uuid("id", self.id)
         if type(self.content) not in _MESSAGE_CLASSES:
             check_json_value("content", self.content)
-        if type(self.metadata) is not MessageMetadata:
-            raise _fail("metadata", f"expected MessageMetadata, got {_tname(self.metadata)}")
+        _typed("metadata", self.metadata, MessageMetadata)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import base64
 import binascii
 import math
-from collections.abc import Callable
 
 from . import _json
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -167,10 +166,6 @@ def _decode_json(data: bytes) -> JsonValue:
 
 
 # --------------------------------------------------------------------------- Base64
-
-
-def _encode_base64(raw: bytes) -> bytes:
-    return base64.b64encode(raw)
 
 
 def _decode_base64(data: bytes) -> bytes:
@@ -392,7 +387,7 @@ def encode_payload(value: object, format: EncodingFormat) -> bytes:
     if format is EncodingFormat.BINARY:
         return _raw_bytes(value, format)
     if format is EncodingFormat.BASE64:
-        return _encode_base64(_raw_bytes(value, format))
+        return base64.b64encode(_raw_bytes(value, format))
     raise LocalProtocolError(f"cannot encode a payload as {format!r}")
 
 
@@ -423,35 +418,6 @@ def decode_payload(
     raise RemoteProtocolError(f"payload labelled {format!r} cannot be decoded")
 
 
-def _binary_to_json(raw: bytes) -> bytes:
-    # Only JSON bytes become Json, re-serialised compactly (serde re-writes a Value).
-    return _encode_json(_decode_json(raw))
-
-
-def _json_to_binary(raw: bytes) -> bytes:
-    # A JSON-labelled source must hold JSON; the bytes themselves are kept.
-    _decode_json(raw)
-    return raw
-
-
-def _json_to_base64(raw: bytes) -> bytes:
-    return _encode_base64(_json_to_binary(raw))
-
-
-def _base64_to_json(raw: bytes) -> bytes:
-    return _binary_to_json(_decode_base64(raw))
-
-
-_CONVERSIONS: Final[dict[tuple[EncodingFormat, EncodingFormat], Callable[[bytes], bytes]]] = {
-    (EncodingFormat.JSON, EncodingFormat.BINARY): _json_to_binary,
-    (EncodingFormat.JSON, EncodingFormat.BASE64): _json_to_base64,
-    (EncodingFormat.BINARY, EncodingFormat.JSON): _binary_to_json,
-    (EncodingFormat.BINARY, EncodingFormat.BASE64): _encode_base64,
-    (EncodingFormat.BASE64, EncodingFormat.JSON): _base64_to_json,
-    (EncodingFormat.BASE64, EncodingFormat.BINARY): _decode_base64,
-}
-
-
 def convert_payload(
     data: bytes,
     source: EncodingFormat,
@@ -480,7 +446,13 @@ def convert_payload(
     raw = _input_bytes(data, max_size, "the")
     if source is target:
         return raw
-    return _CONVERSIONS[source, target](raw)
+    if source is EncodingFormat.JSON:
+        _decode_json(raw)  # a JSON-labelled source must hold JSON; its bytes are kept
+    elif source is EncodingFormat.BASE64:
+        raw = _decode_base64(raw)
+    if target is EncodingFormat.JSON:
+        return _encode_json(_decode_json(raw))  # serde re-writes a Value: compact, keys sorted
+    return base64.b64encode(raw) if target is EncodingFormat.BASE64 else raw
 
 
 # --------------------------------------------------------------------------- EncodedMessage
