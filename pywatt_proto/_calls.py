@@ -1,26 +1,13 @@
 """Module-to-module calls and the service-provider registry, the caller's side (spec/modules.md).
 
-Module side
------------
-:class:`CallTracker` is the sender's table of calls in flight. ``start`` builds the
-``route_to_module`` message (a fresh UUID ``request_id``; the argument wrapped in a ``Message``
-envelope as the reference writes it, with the caller's timeout in
-``metadata.properties.pywatt_timeout_ms``), ``on_response`` turns the matching
-``routed_module_response`` into :class:`CallReplied` (the decoded reply value) or
-:class:`CallFailed` (a :class:`CallError` subclass per error kind), and ``handle_timer(now)``
-fails the calls whose deadline passed -- the backstop for an orchestrator that never answers.
-Many calls may be in flight; answers may come in any order.
-
-:class:`ServiceRequests` pairs ``register_service_provider`` / ``discover_service_providers``
-with their answers first-in-first-out per op (the messages carry no correlation field). A
-request whose deadline passed keeps its place, so a late answer is consumed by it and never
-shifts the pairing.
-
-The orchestrator's side (pending calls, delivery, answers, the provider registry) is in
-``_routing.py``.
-
-Nothing here reads a clock or does I/O: every method that needs time takes ``now``. Every table
-is bounded (constants below, spec/limits.md).
+:class:`CallTracker` is the sender's table of calls in flight: ``start`` builds the
+``route_to_module`` message (a fresh UUID ``request_id``, the argument in a ``Message`` envelope
+as the reference writes it, the caller's timeout in ``metadata.properties``), ``on_response``
+turns the matching ``routed_module_response`` into :class:`CallReplied` or :class:`CallFailed`
+(a :class:`CallError` subclass per error kind), and ``handle_timer(now)`` fails the calls whose
+deadline passed. :class:`ServiceRequests` pairs registry requests with their answers
+first-in-first-out per op (the messages carry no correlation field). The orchestrator's side
+is ``_routing.py``. Pure (time comes in as ``now``); every table is bounded (spec/limits.md).
 """
 
 from __future__ import annotations
@@ -256,9 +243,7 @@ def _envelope_content(value: object) -> tuple[bool, object, int | None]:
 def _decode_json(data: bytes) -> JsonValue:
     try:
         value: JsonValue = normalize_value(loads(data))
-    except RemoteProtocolError:
-        raise
-    except (ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:  # loads raises RemoteProtocolError itself
         raise RemoteProtocolError(f"JSON payload is invalid: {exc}") from None
     return value
 
@@ -531,14 +516,13 @@ class CallTracker:
 
     def fail_all(self, reason: str) -> list[CallFailed]:
         """Fail every call in flight with ``CallRejectedError(reason)`` (input closed)."""
-        out = [
+        return [
             CallFailed(
                 request_id=key,
                 error=CallRejectedError(reason, target=c.target, endpoint=c.endpoint),
             )
             for key, c in self._calls.clear()
         ]
-        return out
 
 
 # ---------------------------------------------------------------------------

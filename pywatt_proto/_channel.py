@@ -39,21 +39,15 @@ The two directions are asymmetric (``spec/framed.md`` section 3): the orchestrat
 ``{"id":<uuid v4>,"content":<message>,"metadata":{}}``. As the spec recommends, the reader
 also accepts an envelope, and (section 5) JSON bytes labelled Binary or Base64.
 
-Automatic replies are queued in ``data_to_send()`` without driver involvement: every
-``heartbeat`` gets an enveloped ``heartbeat_ack``; an ``http_request`` the core refuses gets
-its 400/503 answer. Every accepted ``http_request`` is answered exactly once: by the driver
-(``send_response``: an enveloped ``http_response`` op) or by the core (504 at its deadline).
-Requests in flight when a connection is lost cannot be answered any more (the orchestrator's
-side of that connection is gone); a later ``send_response`` for them returns False.
+Automatic replies are queued in ``data_to_send()``: an enveloped ``heartbeat_ack`` for every
+``heartbeat``, and the core's own 400/503/504 answers (the request rules are the stdio link's,
+``_module.ServingLink``). Requests in flight when a connection is lost cannot be answered any
+more; a later ``send_response`` for them returns False.
 
-Reconnecting (the reference retries forever without jitter, spec/reference.md R17): the first
-connection follows ``connect_backoff`` (a few quick attempts: the orchestrator created the
-listener just before sending init, so only a start-up race is expected); after an
-established connection is lost, ``reconnect_backoff`` applies (more attempts, delays up to
-30 s, for an orchestrator that restarts). Both use full jitter and a bounded attempt count;
-when it is used up the channel is FAILED and the module carries on with stdio alone.
-Input is decoded lazily (one frame per ``next_event`` call), so memory for input never
-exceeds one chunk plus one partial frame.
+Reconnecting (the reference retries forever without jitter, spec/reference.md R17) follows
+``connect_backoff`` until the first connection, then ``reconnect_backoff``; when the attempts
+are used up the channel is FAILED and the module carries on with stdio alone. Input is decoded
+lazily, one frame per ``next_event`` call.
 """
 
 from __future__ import annotations
@@ -433,17 +427,14 @@ class ChannelConnection(ServingLink):
             LocalProtocolError: called while IDLE, CONNECTING or BACKING_OFF.
         """
         state = self._state
-        if state in (ChannelState.CLOSED, ChannelState.FAILED):
-            self._abandon_in_flight()
-            return None
+        if state in (ChannelState.IDLE, ChannelState.CONNECTING, ChannelState.BACKING_OFF):
+            raise LocalProtocolError(f"connection_lost() in state {state.name}")
+        self._abandon_in_flight()
         if state is ChannelState.CLOSING:
             self._fire(ChannelInput.LOST)
-            self._abandon_in_flight()
-            return None
         if state is not ChannelState.OPEN:
-            raise LocalProtocolError(f"connection_lost() in state {state.name}")
+            return None
         self._last_failure = reason or "connection closed by the peer"
-        self._abandon_in_flight()
         return self._schedule_retry(now)
 
     def begin_shutdown(self) -> None:
@@ -532,22 +523,21 @@ class ChannelConnection(ServingLink):
         except RemoteProtocolError as exc:
             self._bad_frame(frame, exc)
             return
-        t = type(msg)
-        if t is HttpRequest:
-            assert isinstance(msg, HttpRequest)
-            event = self._accept(msg, frame)
-            if event is not None:
-                self._events.append(event)
-        elif t is Heartbeat:
-            # spec/framed.md section 3: "a heartbeat is always answered with heartbeat_ack
-            # on the same channel".
-            self._send_enveloped(HeartbeatAck())
-        elif t is Shutdown:
-            if self._state is ChannelState.OPEN:
-                self._fire(ChannelInput.SHUTDOWN)
-                self._events.append(ShutdownRequested())
-        else:
-            self._events.append(msg)
+        match msg:
+            case HttpRequest():
+                event = self._accept(msg, frame)
+                if event is not None:
+                    self._events.append(event)
+            case Heartbeat():
+                # spec/framed.md section 3: "a heartbeat is always answered with heartbeat_ack
+                # on the same channel".
+                self._send_enveloped(HeartbeatAck())
+            case Shutdown():
+                if self._state is ChannelState.OPEN:
+                    self._fire(ChannelInput.SHUTDOWN)
+                    self._events.append(ShutdownRequested())
+            case _:
+                self._events.append(msg)
 
     def _bad_frame(self, frame: Frame, exc: RemoteProtocolError) -> None:
         """Skip an undecodable frame; answer 400 if it is recognisably an http_request."""

@@ -853,14 +853,10 @@ class ModuleConnection(ServingLink):
             handler(self, msg, line)
 
     def _handle_init(self, line: bytes) -> None:
-        if len(line) > MAX_INIT_LINE:
-            raise RemoteProtocolError(
-                f"init line exceeds {MAX_INIT_LINE} bytes", error_status_hint=413
-            )
+        # (the decoder already refused an init line longer than MAX_INIT_LINE)
         init = decode_init(line)
         self._init = init
-        offered = frozenset(getattr(init, "extensions", ()) or ())
-        self._extensions = offered & SUPPORTED_EXTENSIONS
+        self._extensions = frozenset(init.extensions) & SUPPORTED_EXTENSIONS
         self._flat_responses = EXT_HTTP_RESPONSE_OP in self._extensions
         if EXT_BASE64_BODIES in self._extensions:
             self._base64 = True

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 from ._bodies import (
@@ -78,17 +77,16 @@ from ._messages import (
     Rotated,
     RotationAck,
     RoutedModuleMessage,
-    RoutedModuleResponse,
     RouteError,
     RouteToModule,
     Secret,
     Shutdown,
 )
+from ._records import record, replace
+from ._routing import PendingCalls, call_answer, call_delivery, reply_from_http
 
 if TYPE_CHECKING:
     import uuid
-
-    from ._routing import PendingCalls
 
 __all__ = [
     "ORCHESTRATOR_MACHINE",
@@ -196,7 +194,7 @@ MAX_PENDING_ROTATIONS: Final = 64
 ORCHESTRATOR_EXTENSIONS: Final = (EXT_BASE64_BODIES, "heartbeat_ack", "http_response_op")
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class AnnounceReceived:
     """The module announced; ``extensions`` = what it will use."""
 
@@ -204,12 +202,12 @@ class AnnounceReceived:
     extensions: frozenset[str]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class AnnounceTimedOut:
     """No announce within the deadline; the connection is FAILED."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ResponseReceived:
     """The module answered ``request_id`` (flat op or wrapper)."""
 
@@ -217,7 +215,7 @@ class ResponseReceived:
     response: HttpResponse
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RequestFailed:
     """``request_id`` will never be answered: ``status`` 504 (deadline) or 502 (module gone)."""
 
@@ -226,21 +224,21 @@ class RequestFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class PortRequested:
     """The module asked for a port; allocate one and call ``answer_port``."""
 
     request: PortRequest
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class SecretRequested:
     """``get_secret`` for a name not in the store (the protocol has no negative answer)."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class RotationAcknowledged:
     """The module answered a rotation."""
 
@@ -249,19 +247,19 @@ class RotationAcknowledged:
     message: str | None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ModuleUnresponsive:
     """``missed`` heartbeats in a row went unanswered (emitted once per silence)."""
 
     missed: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ShutdownGraceExpired:
     """The module did not exit within the grace period; the driver should kill it."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class BadModuleLine:
     """A module line was skipped (malformed, or an answer nobody is waiting for)."""
 
@@ -269,7 +267,7 @@ class BadModuleLine:
     error: RemoteProtocolError
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class CallRequested:
     """The module called ``target_endpoint`` of ``target_module_id`` (spec/modules.md).
 
@@ -287,7 +285,7 @@ class CallRequested:
     deadline: float
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class CallAbandoned:
     """Call ``request_id`` was answered by the connection itself (its deadline passed, or the
     calling module went away): stop waiting for the target; a later answer is dropped."""
@@ -296,14 +294,14 @@ class CallAbandoned:
     reason: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ProviderRegistrationRequested:
     """``register_service_provider``: answer with ``answer_service`` (in order)."""
 
     request: RegisterServiceProvider
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@record
 class ProviderDiscoveryRequested:
     """``discover_service_providers``: answer with ``answer_service`` (in order)."""
 
@@ -393,7 +391,7 @@ class OrchestratorConnection:
         self._in_flight: dict[str, float] = {}
         self._pending_ports: set[str] = set()
         self._pending_rotations: set[str] = set()
-        self._calls: PendingCalls | None = None  # module calls from this module, on first use
+        self._calls = PendingCalls()  # module calls read from this module
 
     # ------------------------------------------------------------------ state
     @property
@@ -507,14 +505,11 @@ class OrchestratorConnection:
             self._pending_ports.remove(request_id)
         except KeyError:
             raise LocalProtocolError(f"no port request {request_id!r} pending") from None
-        if port is not None:
-            self._send(
-                PortResponse(request_id=request_id, success=True, port=port, error_message=None)
+        self._send(
+            PortResponse(
+                request_id=request_id, success=port is not None, port=port or 0, error_message=error
             )
-        else:
-            self._send(
-                PortResponse(request_id=request_id, success=False, port=0, error_message=error)
-            )
+        )
 
     def set_secret(self, name: str, value: str) -> None:
         """Add or change a served secret without telling the module."""
@@ -541,9 +536,7 @@ class OrchestratorConnection:
 
     def shutdown(self, now: float) -> None:
         """Queue ``shutdown`` and arm the grace deadline (no-op when already stopping/gone)."""
-        if self._state in (OrchestratorState.EXITED, OrchestratorState.FAILED):
-            return
-        if self._state is OrchestratorState.SHUTTING_DOWN:
+        if self._state in (_S.EXITED, _S.FAILED, _S.SHUTTING_DOWN):
             return
         if self._state is OrchestratorState.CREATED:
             raise LocalProtocolError("shutdown before start")
@@ -606,80 +599,72 @@ class OrchestratorConnection:
         except RemoteProtocolError as exc:
             self._events.append(BadModuleLine(line=line, error=exc))
             return
-        t = type(msg)
-        if t is HttpResponse:
-            assert isinstance(msg, HttpResponse)
-            if self._in_flight.pop(msg.request_id, None) is None:
-                err = RemoteProtocolError(
-                    f"response for unknown request {msg.request_id!r}", field="request_id"
+        match msg:
+            case HttpResponse(request_id=rid):
+                if self._in_flight.pop(rid, None) is None:
+                    self._bad_line(line, f"response for unknown request {rid!r}", "request_id")
+                else:
+                    self._events.append(ResponseReceived(request_id=rid, response=msg))
+            case HeartbeatAck():
+                self._missed = 0
+                self._unresponsive_reported = False
+            case Announce():
+                self._on_announce(msg, line)
+            case GetSecret(name=name):
+                value = self._secrets.get(name)
+                if value is None:
+                    self._events.append(SecretRequested(name=name))
+                else:
+                    self._send(Secret(name=name, value=value, rotation_id=None))
+            case RotationAck(rotation_id=rotation_id):
+                self._pending_rotations.discard(rotation_id)
+                if "heartbeat_ack" not in self._extensions:
+                    # A reference module reads one more stdin line after its ack and throws it
+                    # away (spec/reference.md R10): give it a heartbeat, which it ignores.
+                    self._send(Heartbeat())
+                self._events.append(
+                    RotationAcknowledged(
+                        rotation_id=rotation_id, status=msg.status, message=msg.message
+                    )
                 )
-                self._events.append(BadModuleLine(line=line, error=err))
-                return
-            self._events.append(ResponseReceived(request_id=msg.request_id, response=msg))
-        elif t is HeartbeatAck:
-            self._missed = 0
-            self._unresponsive_reported = False
-        elif t is Announce:
-            assert isinstance(msg, Announce)
-            if self._state is not OrchestratorState.AWAITING_ANNOUNCE:
-                err = RemoteProtocolError("announce received twice", field="op")
-                self._events.append(BadModuleLine(line=line, error=err))
-                return
-            self._fire(OrchestratorInput.ANNOUNCE)
-            self._announce = msg
-            offered = frozenset(self._init.extensions)
-            self._extensions = frozenset(msg.extensions or ()) & offered
-            if EXT_BASE64_BODIES in self._extensions:
-                self._base64 = True
-                self._line_limit = BASE64_LINE_LIMIT
-                self._decoder.set_max_line_size(BASE64_LINE_LIMIT)
-            self._announce_deadline = None
-            if self._heartbeat_interval is not None:
-                self._next_heartbeat = self._now + self._heartbeat_interval
-            self._events.append(AnnounceReceived(announce=msg, extensions=self._extensions))
-        elif t is GetSecret:
-            assert isinstance(msg, GetSecret)
-            value = self._secrets.get(msg.name)
-            if value is None:
-                self._events.append(SecretRequested(name=msg.name))
-            else:
-                self._send(Secret(name=msg.name, value=value, rotation_id=None))
-        elif t is RotationAck:
-            assert isinstance(msg, RotationAck)
-            self._pending_rotations.discard(msg.rotation_id)
-            if "heartbeat_ack" not in self._extensions:
-                # A reference module reads one more stdin line after its ack and throws it
-                # away (spec/reference.md R10): give it a heartbeat, which it ignores.
-                self._send(Heartbeat())
-            self._events.append(
-                RotationAcknowledged(
-                    rotation_id=msg.rotation_id, status=msg.status, message=msg.message
-                )
-            )
-        elif t is RouteToModule:
-            assert isinstance(msg, RouteToModule)
-            self._on_call(msg, line)
-        elif t is RegisterServiceProvider:
-            assert isinstance(msg, RegisterServiceProvider)
-            self._events.append(ProviderRegistrationRequested(request=msg))
-        elif t is DiscoverServiceProviders:
-            assert isinstance(msg, DiscoverServiceProviders)
-            self._events.append(ProviderDiscoveryRequested(request=msg))
-        elif t is PortRequest:
-            assert isinstance(msg, PortRequest)
-            if len(self._pending_ports) >= MAX_PENDING_PORT_REQUESTS:
-                err = RemoteProtocolError("too many port requests pending", field="request_id")
-                self._events.append(BadModuleLine(line=line, error=err))
-                return
-            self._pending_ports.add(msg.request_id)
-            self._events.append(PortRequested(request=msg))
-        else:
-            self._events.append(msg)
+            case RouteToModule():
+                self._on_call(msg, line)
+            case RegisterServiceProvider():
+                self._events.append(ProviderRegistrationRequested(request=msg))
+            case DiscoverServiceProviders():
+                self._events.append(ProviderDiscoveryRequested(request=msg))
+            case PortRequest():
+                if len(self._pending_ports) >= MAX_PENDING_PORT_REQUESTS:
+                    self._bad_line(line, "too many port requests pending", "request_id")
+                else:
+                    self._pending_ports.add(msg.request_id)
+                    self._events.append(PortRequested(request=msg))
+            case _:
+                self._events.append(msg)
+
+    def _bad_line(self, line: bytes, message: str, field: str) -> None:
+        self._events.append(
+            BadModuleLine(line=line, error=RemoteProtocolError(message, field=field))
+        )
+
+    def _on_announce(self, msg: Announce, line: bytes) -> None:
+        if self._state is not OrchestratorState.AWAITING_ANNOUNCE:
+            self._bad_line(line, "announce received twice", "op")
+            return
+        self._fire(OrchestratorInput.ANNOUNCE)
+        self._announce = msg
+        self._extensions = frozenset(msg.extensions or ()) & frozenset(self._init.extensions)
+        if EXT_BASE64_BODIES in self._extensions:
+            self._base64 = True
+            self._line_limit = BASE64_LINE_LIMIT
+            self._decoder.set_max_line_size(BASE64_LINE_LIMIT)
+        self._announce_deadline = None
+        if self._heartbeat_interval is not None:
+            self._next_heartbeat = self._now + self._heartbeat_interval
+        self._events.append(AnnounceReceived(announce=msg, extensions=self._extensions))
 
     # ----------------------------------------------------------- module calls
     def _on_call(self, msg: RouteToModule, line: bytes) -> None:
-        from ._routing import PendingCalls, call_delivery, error_answer
-
         rid = str(msg.request_id)
         try:
             headers, body, timeout_ms = call_delivery(
@@ -687,14 +672,12 @@ class OrchestratorConnection:
             )
         except RemoteProtocolError as exc:
             err = RouteError(kind="rejected", message=f"unusable payload: {exc.message}")
-            self._send(error_answer(msg.target_module_id, msg.request_id, err))
+            self._send(call_answer(msg, err))
             self._events.append(BadModuleLine(line=line, error=exc))
             return
-        if self._calls is None:
-            self._calls = PendingCalls()
         entry = self._calls.admit(msg, self._now, timeout_ms)
         if isinstance(entry, RouteError):
-            self._send(error_answer(msg.target_module_id, msg.request_id, entry))
+            self._send(call_answer(msg, entry))
             return
         self._events.append(
             CallRequested(
@@ -716,24 +699,13 @@ class OrchestratorConnection:
         Returns False (nothing sent) when the call is no longer pending (deadline passed,
         answered already, or unknown). Never raises for a pending call.
         """
-        from ._routing import error_answer, reply_from_http
-
-        entry = self._calls.pop(request_id) if self._calls is not None else None
+        entry = self._calls.pop(request_id)
         if entry is None:
             return False
         outcome = reply_from_http(
             status, headers, body, target=entry.target_module_id, endpoint=entry.target_endpoint
         )
-        if isinstance(outcome, RouteError):
-            self._send(error_answer(entry.target_module_id, entry.request_id, outcome))
-        else:
-            self._send(
-                RoutedModuleResponse(
-                    source_module_id=entry.target_module_id,
-                    request_id=entry.request_id,
-                    payload=outcome,
-                )
-            )
+        self._send(call_answer(entry, outcome))
         return True
 
     def fail_call(
@@ -745,24 +717,21 @@ class OrchestratorConnection:
         Returns False (nothing sent) when the call is no longer pending. Raises
         ``LocalProtocolError`` for an empty kind or message.
         """
-        from ._routing import error_answer
-
         err = RouteError(kind=kind, message=message, status=status)
-        entry = self._calls.pop(request_id) if self._calls is not None else None
+        entry = self._calls.pop(request_id)
         if entry is None:
             return False
-        self._send(error_answer(entry.target_module_id, entry.request_id, err))
+        self._send(call_answer(entry, err))
         return True
 
     @property
     def calls_pending(self) -> int:
         """Calls read from this module and not yet answered."""
-        return len(self._calls) if self._calls is not None else 0
+        return len(self._calls)
 
     def _abandon_calls(self, reason: str) -> None:
-        if self._calls is not None:
-            for _, entry in self._calls.clear():
-                self._events.append(CallAbandoned(request_id=str(entry.request_id), reason=reason))
+        for _, entry in self._calls.clear():
+            self._events.append(CallAbandoned(request_id=str(entry.request_id), reason=reason))
 
     def send_routed_message(
         self, source_module_id: str, request_id: uuid.UUID, payload: EncodedMessage
@@ -789,18 +758,14 @@ class OrchestratorConnection:
     # ----------------------------------------------------------------- timers
     def get_timer(self) -> float | None:
         """Return the earliest deadline (heartbeat, announce, request, call, grace) or None."""
-        cands = [
-            d
-            for d in (self._announce_deadline, self._grace_deadline, self._next_heartbeat)
-            if d is not None
-        ]
-        if self._in_flight:
-            cands.append(next(iter(self._in_flight.values())))
-        if self._calls is not None:
-            when = self._calls.get_timer()
-            if when is not None:
-                cands.append(when)
-        return min(cands) if cands else None
+        timers = (
+            self._announce_deadline,
+            self._grace_deadline,
+            self._next_heartbeat,
+            next(iter(self._in_flight.values()), None),
+            self._calls.get_timer(),
+        )
+        return min((t for t in timers if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
         """Act on every deadline at or before ``now`` (events are then in ``next_event``)."""
@@ -819,15 +784,10 @@ class OrchestratorConnection:
             self._events.append(
                 RequestFailed(request_id=rid, status=504, reason="module did not answer in time")
             )
-        if self._calls is not None:
-            from ._routing import error_answer
-
-            for _, entry in self._calls.expire(now):
-                err = RouteError(kind="deadline", message="no answer within the deadline")
-                self._send(error_answer(entry.target_module_id, entry.request_id, err))
-                self._events.append(
-                    CallAbandoned(request_id=str(entry.request_id), reason="deadline")
-                )
+        for _, entry in self._calls.expire(now):
+            err = RouteError(kind="deadline", message="no answer within the deadline")
+            self._send(call_answer(entry, err))
+            self._events.append(CallAbandoned(request_id=str(entry.request_id), reason="deadline"))
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             if self._state is OrchestratorState.RUNNING:
                 if "heartbeat_ack" in self._extensions:

@@ -4,7 +4,7 @@
 yet answered (deadline, bound, duplicate ids). :func:`call_delivery` turns a call's payload
 into the POST body and headers delivered to the target, :func:`reply_from_http` turns the
 target's HTTP answer into the reply payload or a :class:`~pywatt_proto.RouteError`, and
-:func:`error_answer` builds the immediate error answer. :class:`ProviderRegistry` keeps the
+:func:`call_answer` builds the answer. :class:`ProviderRegistry` keeps the
 service providers; health is asked from the caller (the host knows the processes).
 ``OrchestratorConnection`` uses all of them; the caller's side is in ``_calls.py``.
 
@@ -55,8 +55,8 @@ __all__ = [
     "PendingCall",
     "PendingCalls",
     "ProviderRegistry",
+    "call_answer",
     "call_delivery",
-    "error_answer",
     "reply_from_http",
 ]
 
@@ -158,19 +158,24 @@ def reply_from_http(
     return RouteError(kind=TargetFailedError.kind, message=_short(text), status=status)
 
 
-def error_answer(
-    source_module_id: str, request_id: uuid.UUID, err: RouteError
+def call_answer(
+    call: RouteToModule | PendingCall, outcome: EncodedMessage | RouteError
 ) -> RoutedModuleResponse:
-    """Return the ``routed_module_response`` reporting ``err`` (section 5): the
-    ``pywatt_error`` member, and the same object as the Json payload. Never raises."""
-    from ._codec import encode_route_error
+    """Return the ``routed_module_response`` answering ``call``: the reply payload, or the
+    error (section 5: the ``pywatt_error`` member, and the same object as the Json payload).
+    Never raises."""
+    if isinstance(outcome, EncodedMessage):
+        payload, error = outcome, None
+    else:
+        from ._codec import encode_route_error
 
-    data = ('{"pywatt_error":' + encode_route_error(err) + "}").encode("utf-8")
+        data = ('{"pywatt_error":' + encode_route_error(outcome) + "}").encode("utf-8")
+        payload, error = EncodedMessage(data=data, format=EncodingFormat.JSON), outcome
     return RoutedModuleResponse(
-        source_module_id=source_module_id,
-        request_id=request_id,
-        payload=EncodedMessage(data=data, format=EncodingFormat.JSON),
-        error=err,
+        source_module_id=call.target_module_id,
+        request_id=call.request_id,
+        payload=payload,
+        error=error,
     )
 
 
