@@ -30,25 +30,8 @@ async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]
     ``now_fn`` is the driver's monotonic clock in seconds; the router measures
     latency and passes ``now`` to the authenticator with it.
     """
-    plan = router.plan(request, now_fn())
-    route = plan.route
-    if not plan.middleware and route is not None and route.auth is None:
-        # fast path: no middleware, nothing to check -- call the handler directly
-        try:
-            result: Any = route.handler(plan.request)
-            if type(result) is CoroutineType or (
-                type(result) not in _PLAIN and inspect.isawaitable(result)
-            ):
-                result = await result
-            response = router.to_response(result)
-        except Exception as exc:
-            response = await _recover(router, plan.request, exc)
-        return router.finish(plan, response, now_fn())
-    try:
-        response = await _step(router, plan, 0, plan.request)
-    except Exception as exc:
-        response = await _recover(router, plan.request, exc)
-    return router.finish(plan, response, now_fn())
+    ready = dispatch_eager(router, request, now_fn)
+    return ready if isinstance(ready, Response) else await ready
 
 
 def dispatch_eager(

@@ -34,36 +34,26 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
 from pywatt_proto._bodies import SkippedLineLog
+from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
-from pywatt_proto._messages import PortResponse, RoutedModuleMessage
+from pywatt_proto._hints import rotation_failed, terminal_stdin
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SECRET_TIMEOUT,
     EXT_BASE64_BODIES,
-    Announced,
-    BadLine,
-    InitReceived,
     ModuleConnection,
-    ModuleEvent,
     ModuleState,
-    ReadyToAnnounce,
     RequestReceived,
     RequestTimedOut,
-    ResponseTooLarge,
     RotationRequested,
-    SecretFailed,
-    SecretUnavailable,
-    SecretUpdated,
     ShutdownRequested,
     forwarded_client_filler,
 )
 from pywatt_proto._route_checks import is_async_handler
 from pywatt_proto._router import Response, Router
-from pywatt_proto._routes import RouteDecorators
-from pywatt_proto._secrets import convert_secret, redact_secret
+from pywatt_proto._secrets import convert_secret
 from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch, dispatch_eager
@@ -75,7 +65,13 @@ if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or ope
     from concurrent.futures import ThreadPoolExecutor
 
     from pywatt_proto._channel import ChannelEvent
-    from pywatt_proto._messages import Init, ServiceProviderInfo, ServiceType
+    from pywatt_proto._messages import (
+        Init,
+        PortResponse,
+        RoutedModuleMessage,
+        ServiceProviderInfo,
+        ServiceType,
+    )
 
     from ._channel import AsyncChannel
     from ._ports import PortNegotiation, PortResult
@@ -86,10 +82,6 @@ _FILL_CLIENT = forwarded_client_filler(os.environ)  # run by ``pywatt run``
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_THREADS", "Module"]
 
 _log = logging.getLogger("pywatt.module")
-
-
-def _name(fn: object) -> str:
-    return str(getattr(fn, "__qualname__", fn))
 
 
 #: Handlers running at once; further requests wait in arrival order (bounded by the core's
@@ -106,7 +98,7 @@ _T = TypeVar("_T")
 _Pending: TypeAlias = "RequestReceived | tuple[AsyncChannel, RequestReceived]"
 
 
-class Module(RouteDecorators):
+class Module(ModuleBase, CoreEvents):
     """A PyWatt module served over the process's stdin/stdout with asyncio.
 
     Args:
@@ -356,46 +348,9 @@ class Module(RouteDecorators):
         finally:
             self._call_waiters.pop(token, None)
 
-    def _call_event(self, event: object) -> bool:
-        """Resolve the waiter of a module-call / registry event; False if not one of those."""
-        from pywatt_proto._calls import (
-            CallFailed,
-            CallReplied,
-            ServiceAnswered,
-            ServiceFailed,
-            service_result,
-        )
-
-        t = type(event)
-        if t is CallReplied or t is CallFailed:
-            assert isinstance(event, CallReplied | CallFailed)
-            fut = self._call_waiters.pop(event.request_id, None)
-            if fut is not None and not fut.done():
-                if isinstance(event, CallReplied):
-                    fut.set_result(event.value)
-                else:
-                    fut.set_exception(event.error)
-            return True
-        if t is ServiceAnswered or t is ServiceFailed:
-            assert isinstance(event, ServiceAnswered | ServiceFailed)
-            fut = self._call_waiters.pop(("registry", event.token), None)
-            if fut is not None and not fut.done():
-                try:
-                    fut.set_result(service_result(event))
-                except Exception as exc:
-                    fut.set_exception(exc)
-            return True
-        return False
-
     async def _routed(self, msg: RoutedModuleMessage) -> None:
-        from pywatt_proto._calls import routed_message
-
-        try:
-            message = routed_message(
-                msg.source_module_id, str(msg.original_request_id), msg.payload
-            )
-        except ProtocolError as exc:
-            _log.warning("routed message from %s dropped: %s", msg.source_module_id, exc)
+        message = self._routed_message(msg)
+        if message is None:
             return
         for fn in list(self._routed_handlers):
             try:
@@ -403,12 +358,7 @@ class Module(RouteDecorators):
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                _log.exception("routed message handler %s failed", _name(fn))
-
-    def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
-        """Call ``fn`` with every ``port_response``; return a function removing it."""
-        self._port_listeners.append(fn)
-        return lambda: self._port_listeners.remove(fn)
+                _log.exception("routed message handler %s failed", callable_name(fn))
 
     def send_message(self, message: object) -> None:
         """Send a module->orchestrator message (port_request, service_request, ...) now."""
@@ -473,15 +423,7 @@ class Module(RouteDecorators):
         self._loop = loop
         self._eager = EagerStarter(loop)
         self._done = loop.create_future()
-        self._conn = ModuleConnection(
-            endpoints=self.endpoints,  # asked at announce time
-            prefetch=self._prefetch,
-            listen=self._listen,
-            max_in_flight=self._max_in_flight,
-            request_timeout=self._request_timeout,
-            secret_timeout=self._secret_timeout,
-            hold_announce=bool(self._startup_hooks),
-        )
+        self._conn = self._new_core()
         self._pipe_fds = (read_fd, write_fd)
         self._link = PipeLink(
             read_fd,
@@ -522,7 +464,7 @@ class Module(RouteDecorators):
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                _log.exception("on_shutdown hook %s failed", _name(fn))
+                _log.exception("on_shutdown hook %s failed", callable_name(fn))
 
     def _install_sigterm(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Treat SIGTERM like ``shutdown`` (finish in-flight work); False if not possible."""
@@ -588,20 +530,19 @@ class Module(RouteDecorators):
                 event = conn.next_event()
                 if event is NEED_DATA:
                     break
-                if event is END_OF_INPUT:
-                    _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
-                    summary = self._skipped_lines.flush(time.monotonic())
-                    if summary is not None:
-                        _log.warning("%s", summary)
+                if type(event) is RequestReceived:
+                    # Started once the chunk's lines are all read, so what the core queued
+                    # for those lines (heartbeat acks, 503s) is written before the answers.
+                    self._waiting.append(event)
+                elif event is END_OF_INPUT:
+                    self.input_closed(time.monotonic())
                     break
-                self._handle_event(event)
+                else:
+                    self.on_event(event, time.monotonic())
             if self._waiting:
                 self._start_waiting()
         except ProtocolError as exc:
-            if conn.init is None:
-                _log.error("protocol failure: %s; %s", exc, NOT_AN_INIT)
-            else:
-                _log.error("protocol failure: %s", exc)
+            self.protocol_failed(exc)
             self._flush()
             self._finish(1)
             return
@@ -612,79 +553,46 @@ class Module(RouteDecorators):
         if conn.state is ModuleState.CLOSED:
             self._finish(0)
 
-    def _handle_event(self, event: ModuleEvent) -> None:
-        t = type(event)
-        if t is RequestReceived:
-            assert isinstance(event, RequestReceived)
-            # Started by _process once the chunk's lines are all read, so what the core
-            # queued for those lines (heartbeat acks, 503s) is written before the answers.
-            self._waiting.append(event)
-        elif t is RequestTimedOut:
-            assert isinstance(event, RequestTimedOut)
-            task = self._tasks.pop(event.request_id, None)
-            if task is not None:
-                task.cancel()
-                self._start_waiting()
+    # ------------------------------------------------- CoreEvents hooks
+    def _settle(self, waiter: Any, value: object, error: BaseException | None) -> None:
+        if not waiter.done():
+            if error is None:
+                waiter.set_result(value)
             else:
-                self._waiting = deque(
-                    r
-                    for r in self._waiting
-                    if not (isinstance(r, RequestReceived) and r.request_id == event.request_id)
-                )
-            _log.warning("request %s timed out (answered 504)", event.request_id)
-        elif t is SecretUpdated:
-            assert isinstance(event, SecretUpdated)
-            redact_secret(event.value)  # kept out of every log record from now on
-            for fut in self._secret_waiters.pop(event.name, ()):
-                if not fut.done():
-                    fut.set_result(event.value)
-        elif t is SecretFailed:
-            assert isinstance(event, SecretFailed)
-            if event.name not in self._secret_waiters:
-                _log.error("secret %r unavailable: %s", event.name, event.reason)
-            for fut in self._secret_waiters.pop(event.name, ()):
-                if not fut.done():
-                    fut.set_exception(SecretUnavailable(f"{event.name}: {event.reason}"))
-        elif t is RotationRequested:
-            assert isinstance(event, RotationRequested)
-            self._spawn(self._rotate(event))
-        elif t is ShutdownRequested:
-            assert self._conn is not None
-            _log.info("shutdown requested; finishing %d in-flight request(s)", self._conn.in_flight)
-            self._shutdown_channels()
-        elif t is BadLine:
-            assert isinstance(event, BadLine)
-            for text in self._skipped_lines.skipped(time.monotonic(), event.line, str(event.error)):
-                _log.warning("skipped input line: %s", text)
-        elif t is ResponseTooLarge:
-            assert isinstance(event, ResponseTooLarge)
-            _log.warning("%s", event.describe())
-        elif t is PortResponse:
-            assert isinstance(event, PortResponse)
-            for fn in list(self._port_listeners):
-                fn(event)
-        elif t is ReadyToAnnounce:
-            self._spawn(self._startup())
-        elif t is Announced:
-            self._ready.set()
-            _log.info("announced %d endpoint(s)", len(event.announce.endpoints))  # type: ignore[union-attr]
-        elif t is RoutedModuleMessage:
-            assert isinstance(event, RoutedModuleMessage)
-            if self._routed_handlers:
-                self._spawn(self._routed(event))
-            else:
-                _log.info("routed message from %s dropped (no handler)", event.source_module_id)
-        elif t is InitReceived:
-            _log.debug("init received")
-            assert isinstance(event, InitReceived)
-            if EXT_BASE64_BODIES in event.extensions:  # bodies may be large from now on
-                grow_pipes(*self._pipe_fds)
-            init = event.init
-            if init.tcp_channel is not None or init.ipc_channel is not None:
-                self._spawn(self._open_channels(event))
-        elif not self._call_event(event):
-            _log.debug("ignored message %s", t.__name__)
+                waiter.set_exception(error)
 
+    def _timed_out(self, request_id: str) -> None:
+        task = self._tasks.pop(request_id, None)
+        if task is not None:
+            task.cancel()
+            self._start_waiting()
+        else:
+            self._waiting = deque(
+                r
+                for r in self._waiting
+                if not (isinstance(r, RequestReceived) and r.request_id == request_id)
+            )
+        _log.warning("request %s timed out (answered 504)", request_id)
+
+    def _rotate(self, event: RotationRequested) -> None:
+        self._spawn(self._rotation(event))
+
+    def _start_startup(self) -> None:
+        self._spawn(self._startup())
+
+    def _announced(self) -> None:
+        self._ready.set()
+
+    def _init_received(self, init: Init, extensions: frozenset[str]) -> None:
+        if EXT_BASE64_BODIES in extensions:  # bodies may be large from now on
+            grow_pipes(*self._pipe_fds)
+        if init.tcp_channel is not None or init.ipc_channel is not None:
+            self._spawn(self._open_channels(init))
+
+    def _run_routed(self, msg: RoutedModuleMessage) -> None:
+        self._spawn(self._routed(msg))
+
+    # ------------------------------------------------------ request tasks
     def _start(self, item: _Pending) -> None:
         loop = self._loop
         assert loop is not None
@@ -709,7 +617,7 @@ class Module(RouteDecorators):
             eager = self._eager
             task = eager.start(ready) if eager is not None else loop.create_task(ready)
             if task.done():
-                self._settle(rid, task)
+                self._answer_task(rid, task)
                 return
             self._tasks[rid] = task
             task.add_done_callback(partial(self._on_served, rid))
@@ -726,11 +634,11 @@ class Module(RouteDecorators):
         """A suspended handler's task ended: answer unless it was cancelled (504, stop)."""
         if self._tasks.get(rid) is task:
             del self._tasks[rid]
-            self._settle(rid, task)
+            self._answer_task(rid, task)
         if self._waiting:
             self._start_waiting()
 
-    def _settle(self, rid: str, task: asyncio.Task[Response]) -> None:
+    def _answer_task(self, rid: str, task: asyncio.Task[Response]) -> None:
         """Answer ``rid`` from its finished task (nothing if the task was cancelled)."""
         if task.cancelled():
             return
@@ -760,7 +668,7 @@ class Module(RouteDecorators):
             self._finish(0)
 
     # ------------------------------------------------------ framed channels
-    async def _open_channels(self, event: InitReceived) -> None:
+    async def _open_channels(self, init: Init) -> None:
         """Connect the channels init offers; a required one that fails stops the module."""
         from pywatt_proto._channel import ChannelConnection, channel_targets
 
@@ -777,24 +685,13 @@ class Module(RouteDecorators):
                     request_timeout=self._request_timeout,
                 ),
             )
-            for target in channel_targets(event.init)
+            for target in channel_targets(init)
         ]
         self._channels.extend(channels)
         failures = await asyncio.gather(*(ch.start() for ch in channels))
         for ch, failure in zip(channels, failures, strict=True):
-            if failure is None:
-                continue
-            what = ch.target.describe()
-            if ch.target.required:
-                _log.critical(
-                    "required %s could not be connected after %d attempt(s): %s; exiting",
-                    what,
-                    ch.conn.attempts,
-                    failure,
-                )
+            if failure is not None and channel_failed(ch.target, ch.conn.attempts, failure):
                 self._finish(1)
-            else:
-                _log.warning("%s could not be connected (%s); continuing on stdio", what, failure)
 
     def _on_channel_event(self, channel: AsyncChannel, event: ChannelEvent) -> None:
         from pywatt_proto._channel import BadFrame
@@ -834,7 +731,7 @@ class Module(RouteDecorators):
             assert isinstance(event, BadFrame)
             _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
         else:
-            self._handle_event(event)  # type: ignore[arg-type]  # plain orchestrator messages
+            self.on_event(event, time.monotonic())  # plain orchestrator messages
 
     async def _serve_channel(self, channel: AsyncChannel, event: RequestReceived) -> None:
         key = (channel, event.request_id)
@@ -880,7 +777,9 @@ class Module(RouteDecorators):
             try:
                 await fn()
             except Exception:
-                _log.exception("on_startup hook %s failed; exiting without announcing", _name(fn))
+                _log.exception(
+                    "on_startup hook %s failed; exiting without announcing", callable_name(fn)
+                )
                 self._finish(1)
                 return
         conn = self._conn
@@ -889,7 +788,7 @@ class Module(RouteDecorators):
         conn.announce(self._startup_listen)
         self._process()
 
-    async def _rotate(self, event: RotationRequested) -> None:
+    async def _rotation(self, event: RotationRequested) -> None:
         error: str | None = None
         for fn in list(self._rotation_callbacks):
             try:
@@ -954,13 +853,4 @@ class Module(RouteDecorators):
             task.cancel()
         for task in list(self._bg):
             task.cancel()
-        for futs in self._secret_waiters.values():
-            for fut in futs:
-                if not fut.done():
-                    fut.set_exception(SecretUnavailable("module stopped"))
-        if self._call_waiters:
-            from pywatt_proto._calls import CallRejectedError
-
-            for fut in self._call_waiters.values():
-                if not fut.done():
-                    fut.set_exception(CallRejectedError("module stopped"))
+        self.fail_waiters()

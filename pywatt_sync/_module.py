@@ -12,43 +12,30 @@ blocking database drivers, WSGI apps)::
     if __name__ == "__main__":
         app.run()
 
-How it runs
------------
-Each :meth:`Module.serve_stdio` call builds one :class:`_Session`: the protocol core
-(``ModuleConnection``), the ordered output (:class:`~pywatt_sync._stdio.OutputQueue`)
-and a :class:`~pywatt_sync._scheduler.Scheduler`, which decides which thread reads,
-runs handlers, writes or waits (leader/follower: a request is usually run by the
-thread that read it; see that file for the model and its invariants). The session is
-the scheduler's *source*: it reads stdin, feeds the core, turns core events into jobs
-and answers. ``Module`` itself is the facade: registration, the services handlers
-call (``secret``, ``send_message``, ``negotiate_port``) and ``run``/``serve_stdio``.
+Each :meth:`Module.serve_stdio` builds one :class:`_Session`: the core, the ordered
+output (:class:`~pywatt_sync._stdio.OutputQueue`) and the
+:class:`~pywatt_sync._scheduler.Scheduler` that decides which thread reads, runs
+handlers, writes or waits (leader/follower: a request is usually run by the thread
+that read it). The session is the scheduler's *source*; ``Module`` is the facade.
 
-* Bounds: at most ``max_workers`` threads inside handlers (plus one more to read),
-  ``max_queued`` requests waiting for one. While every worker is busy and the queue is
-  full, stdin is still read -- heartbeats are acknowledged, ``secret`` answers arrive
-  -- and new requests are answered ``503`` at once (as uvicorn's
-  ``limit_concurrency``); a queued request the core answers ``504`` leaves the queue.
-  Output waiting to be written is bounded by ``max_output_backlog``: above it nobody
-  reads stdin until it is down to a sixteenth (the asyncio driver's marks).
-* A handler's thread cannot be interrupted: past its ``504`` it still occupies its
-  worker until it returns. At the end (shutdown or end of input, every request
-  answered) such threads are abandoned (daemon threads) and ``serve_stdio`` returns
-  :data:`EXIT_ABANDONED`.
-* A handler that raises ``SystemExit`` or ``KeyboardInterrupt`` is answered ``500``
-  at once and logged, like any other exception; the module goes on.
+* Bounds: at most ``max_workers`` threads inside handlers (plus one to read) and
+  ``max_queued`` requests waiting for one. Past both, stdin is still read (heartbeats
+  are acknowledged, ``secret`` answers arrive) and new requests are answered ``503`` at
+  once (as uvicorn's ``limit_concurrency``); a queued request answered ``504`` leaves
+  the queue. Above ``max_output_backlog`` bytes of unwritten output nobody reads stdin
+  until it is down to a sixteenth (the asyncio driver's marks).
+* A handler's thread cannot be interrupted: past its ``504`` it keeps its worker until
+  it returns. At the end such threads are abandoned (daemon threads) and
+  ``serve_stdio`` returns :data:`EXIT_ABANDONED`. A handler that raises ``SystemExit``
+  or ``KeyboardInterrupt`` is answered ``500`` and logged; the module goes on.
 * Rotation callbacks run in order on their own thread (``pywatt-rotation``), so they
   run while every handler blocks; queued rotations count against the queue bound.
   on_startup hooks run on their own thread too.
-* Framed channels offered by init (``tcp_channel`` / ``ipc_channel``) are connected
-  with :class:`~pywatt_sync._channel.SyncChannel` (a reader thread each); their
-  requests are queued with the stdio ones (the channel's reader waits while the
-  queue is full) and answered on the channel. A required channel that cannot be
+* Framed channels offered by init are connected with
+  :class:`~pywatt_sync._channel.SyncChannel` (a reader thread each); their requests
+  share the queue and are answered on the channel. A required channel that cannot be
   connected stops the module with status 1.
 * SIGTERM is a graceful shutdown, like the ``shutdown`` op.
-
-The protocol (handshake, announce, heartbeat acks, 400/503/504 answers, secret
-correlation, rotation acks) is the core's; this file only moves bytes and runs
-callables.
 """
 
 from __future__ import annotations
@@ -64,39 +51,31 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 from pywatt_proto._bodies import SkippedLineLog
+from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._hints import NOT_AN_INIT, rotation_failed, terminal_stdin
+from pywatt_proto._hints import rotation_failed, terminal_stdin
 from pywatt_proto._lazylog import LazyLogger, basic_config
-from pywatt_proto._messages import Init, PortResponse, RoutedModuleMessage
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SECRET_TIMEOUT,
     EXT_BASE64_BODIES,
-    Announced,
-    BadLine,
-    InitReceived,
     ModuleConnection,
     ModuleState,
-    ReadyToAnnounce,
     RequestReceived,
     RequestTimedOut,
-    ResponseTooLarge,
     RotationRequested,
-    SecretFailed,
     SecretUnavailable,
-    SecretUpdated,
     ShutdownRequested,
     forwarded_client_filler,
 )
 from pywatt_proto._router import Response, Router
-from pywatt_proto._routes import RouteDecorators
-from pywatt_proto._secrets import convert_secret, redact_secret
+from pywatt_proto._secrets import convert_secret
 from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch
-from ._scheduler import Scheduler
+from ._scheduler import Scheduler, start_daemon
 from ._stdio import READ_CHUNK, BlockingWriter, OutputQueue, guard_stdout
 
 TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
@@ -105,7 +84,12 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
     from typing import Any, Final, TypeVar, overload
 
     from pywatt_proto._channel import ChannelEvent
-    from pywatt_proto._messages import ServiceProviderInfo, ServiceType
+    from pywatt_proto._messages import (
+        Init,
+        RoutedModuleMessage,
+        ServiceProviderInfo,
+        ServiceType,
+    )
 
     from ._channel import SyncChannel
     from ._ports import PortNegotiation, PortResult
@@ -125,11 +109,6 @@ __all__ = [
 ]
 
 _log = LazyLogger("pywatt.module")  # loads logging for the first emitted record
-
-
-def _name(fn: object) -> str:
-    return str(getattr(fn, "__qualname__", fn))
-
 
 #: Threads inside handlers at most. Fast handlers all run on one thread (the one that
 #: read them); more threads are started only while handlers block. Blocking handlers
@@ -169,23 +148,27 @@ def _handler_escaped(request_id: str, exc: BaseException, router: Router) -> Res
 
 
 class _SecretWait:
+    """A ``secret()`` call waiting for its answer (``value``) or failure (``error``)."""
+
     __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.value: str | None = None
-        self.error: str | None = None
+        self.value: object = None
+        self.error: BaseException | None = None
 
 
-class _Session:
+class _Session(CoreEvents):
     """One ``serve_stdio`` call: core, output, scheduler; the scheduler's source.
 
     Everything mutable here is guarded by ``lock`` (the scheduler's) unless noted.
     """
 
+    _conn: ModuleConnection
+
     def __init__(self, module: Module, conn: ModuleConnection, out: OutputQueue, fd: int) -> None:
         self.module = module
-        self.conn = conn
+        self._conn = conn
         self.out = out
         self.fd = fd
         self.pipe_fds: tuple[int, ...] = (fd,)  # stdin and the protocol's stdout (serve_stdio)
@@ -201,10 +184,11 @@ class _Session:
         self.paused = False  # the reader waits for the output backlog to drain (no lock)
         self.eof_logged = False
         # Skipped input lines: a few logged in full, then rate-limited summaries (issue 11.16).
-        self.skipped_lines = SkippedLineLog()
-        self.secret_waits: dict[str, list[_SecretWait]] = {}
-        # Module calls by call id, registry requests by ("registry", token).
-        self.call_waiters: dict[object, Future[Any]] = {}
+        self._skipped_lines = SkippedLineLog()
+        self._secret_waiters: dict[str, list[Any]] = {}
+        self._call_waiters: dict[object, Any] = {}
+        self._port_listeners = module._port_listeners
+        self._routed_handlers = module._routed_handlers
         self.rotations: deque[tuple[str, tuple[str, ...]]] = deque()  # not yet run
         self.rotating = False  # the rotation thread is running
         self.channels: list[SyncChannel] = []
@@ -225,7 +209,7 @@ class _Session:
             return b""
 
     def take(self, chunk: bytes | None, ready: deque[object], room: int, shed: bool) -> bool:
-        conn = self.conn
+        conn = self._conn
         more = False
         try:
             if chunk:
@@ -251,22 +235,16 @@ class _Session:
                 if event is END_OF_INPUT:
                     if not self.eof_logged:
                         self.eof_logged = True
-                        _log.info("input closed; finishing %d in-flight request(s)", conn.in_flight)
-                        summary = self.skipped_lines.flush(time.monotonic())
-                        if summary is not None:
-                            _log.warning("%s", summary)
+                        self.input_closed(time.monotonic())
                     break
-                job = self.on_event(event)
+                job = self.on_event(event, time.monotonic())
                 if job is not None:  # a routed-message handler to run
                     ready.append(job)
                     room -= 1
                 elif type(event) is RotationRequested:  # reserved: same bound
                     room -= 1
         except ProtocolError as exc:
-            if conn.init is None:
-                _log.error("protocol failure: %s; %s", exc, NOT_AN_INIT)
-            else:
-                _log.error("protocol failure: %s", exc)
+            self.protocol_failed(exc)
             self.finish(1)
             return False
         data = conn.data_to_send()
@@ -295,7 +273,7 @@ class _Session:
         except BaseException as exc:  # SystemExit/KeyboardInterrupt (dispatch catches the rest)
             response = _handler_escaped(rid, exc, self.router)
         self.lock.acquire()
-        conn = self.conn
+        conn = self._conn
         try:
             if not conn.send_response(rid, response.status, response.headers, response.body):
                 return -1  # answered 504 already: the late answer is dropped
@@ -308,20 +286,20 @@ class _Session:
 
     def flush(self) -> None:
         out = self.out
-        first = out.claim(self.conn.data_to_send())
+        first = out.claim(self._conn.data_to_send())
         self.lock.release()
         if first is not None and not out.drain(first):
             with self.lock:
                 self.finish(1)
 
     def timer(self, now: float) -> tuple[float | None, bool]:
-        conn = self.conn
+        conn = self._conn
         deadline = conn.get_timer()
         fired = deadline is not None and deadline <= now
         if fired:
             conn.handle_timer(now)
             deadline = conn.get_timer()
-        if conn.state is ModuleState.CLOSED:
+        if conn.state is _CLOSED:
             self.finish(0)
         wake = now + self.min_timeout  # deadlines made later are never earlier than this
         if deadline is not None and deadline < wake:
@@ -335,129 +313,97 @@ class _Session:
             self.code = code
         self.sched.stop_locked()
 
-    def on_event(self, event: object) -> Callable[[], None] | None:
-        """Act on one core event other than a request (lock held); return a job to queue
-        (a routed-message handler), if any."""
-        t = type(event)
-        if t is RequestTimedOut:
-            assert isinstance(event, RequestTimedOut)
-            rid = event.request_id
-            if self.pool.discard(lambda job: getattr(job, "request_id", None) == rid):
-                _log.warning("request %s timed out waiting for a worker (answered 504)", rid)
+    # CoreEvents hooks (lock held)
+    def _settle(self, waiter: Any, value: object, error: BaseException | None) -> None:
+        if type(waiter) is _SecretWait:
+            waiter.value, waiter.error = value, error
+            waiter.done.set()
+        elif waiter.set_running_or_notify_cancel():  # a concurrent.futures.Future
+            if error is None:
+                waiter.set_result(value)
             else:
-                _log.warning("request %s timed out (answered 504)", rid)
-        elif t is SecretUpdated:
-            assert isinstance(event, SecretUpdated)
-            redact_secret(event.value)  # kept out of every log record from now on
-            for wait in self.secret_waits.pop(event.name, ()):
-                wait.value = event.value
-                wait.done.set()
-        elif t is SecretFailed:
-            assert isinstance(event, SecretFailed)
-            waits = self.secret_waits.pop(event.name, ())
-            if not waits:
-                _log.error("secret %r unavailable: %s", event.name, event.reason)
-            for wait in waits:
-                wait.error = event.reason
-                wait.done.set()
-        elif t is RotationRequested:
-            assert isinstance(event, RotationRequested)
-            self.rotations.append((event.rotation_id, event.keys))
-            self.pool.reserved += 1
-            if not self.rotating:
-                self.rotating = True
-                threading.Thread(target=self.rotate, name="pywatt-rotation", daemon=True).start()
-        elif t is ShutdownRequested:
-            _log.info("shutdown requested; finishing %d in-flight request(s)", self.conn.in_flight)
-            for ch in self.channels:
-                ch.begin_shutdown()
-        elif t is BadLine:
-            assert isinstance(event, BadLine)
-            for text in self.skipped_lines.skipped(time.monotonic(), event.line, str(event.error)):
-                _log.warning("skipped input line: %s", text)
-        elif t is ResponseTooLarge:
-            assert isinstance(event, ResponseTooLarge)
-            _log.warning("%s", event.describe())
-        elif t is PortResponse:
-            assert isinstance(event, PortResponse)
-            for fn in list(self.module._port_listeners):
-                fn(event)
-        elif t is ReadyToAnnounce:
-            threading.Thread(target=self.startup, name="pywatt-startup", daemon=True).start()
-        elif t is Announced:
-            assert isinstance(event, Announced)
-            self.module._announced.set()
-            _log.info("announced %d endpoint(s)", len(event.announce.endpoints))
-        elif t is InitReceived:
-            assert isinstance(event, InitReceived)
-            _log.debug("init received")
-            if EXT_BASE64_BODIES in event.extensions:  # bodies may be large from now on
-                from pywatt_asyncio._guard import grow_pipes
+                waiter.set_exception(error)
 
-                grow_pipes(*self.pipe_fds)
-            init = event.init
-            if init.tcp_channel is not None or init.ipc_channel is not None:
-                threading.Thread(
-                    target=self.open_channels, args=(init,), name="pywatt-channels", daemon=True
-                ).start()
-        elif t is RoutedModuleMessage:
-            assert isinstance(event, RoutedModuleMessage)
-            if self.module._routed_handlers:
-                return partial(self.module._routed, event)
-            _log.info("routed message from %s dropped (no handler)", event.source_module_id)
-        elif not self.call_event(event):
-            _log.debug("ignored message %s", t.__name__)
-        return None
+    def _timed_out(self, request_id: str) -> None:
+        if self.pool.discard(lambda job: getattr(job, "request_id", None) == request_id):
+            _log.warning("request %s timed out waiting for a worker (answered 504)", request_id)
+        else:
+            _log.warning("request %s timed out (answered 504)", request_id)
 
-    def call_event(self, event: object) -> bool:
-        """Resolve the waiter of a module-call / registry event (lock held); False if the
-        event is not one of those."""
-        from pywatt_proto._calls import (
-            CallFailed,
-            CallReplied,
-            ServiceAnswered,
-            ServiceFailed,
-            service_result,
-        )
+    def _rotate(self, event: RotationRequested) -> None:
+        self.rotations.append((event.rotation_id, event.keys))
+        self.pool.reserved += 1
+        if not self.rotating:
+            self.rotating = True
+            start_daemon(self.rotate, "pywatt-rotation")
 
-        t = type(event)
-        if t is CallReplied or t is CallFailed:
-            assert isinstance(event, CallReplied | CallFailed)
-            fut = self.call_waiters.pop(event.request_id, None)
-            if fut is not None and fut.set_running_or_notify_cancel():
-                if isinstance(event, CallReplied):
-                    fut.set_result(event.value)
-                else:
-                    fut.set_exception(event.error)
-            return True
-        if t is ServiceAnswered or t is ServiceFailed:
-            assert isinstance(event, ServiceAnswered | ServiceFailed)
-            fut = self.call_waiters.pop(("registry", event.token), None)
-            if fut is not None and fut.set_running_or_notify_cancel():
-                try:
-                    fut.set_result(service_result(event))
-                except Exception as exc:
-                    fut.set_exception(exc)
-            return True
-        return False
+    def _shutdown_channels(self) -> None:
+        for ch in self.channels:
+            ch.begin_shutdown()
 
-    def fail_call_waiters(self) -> None:
-        """Fail every call still waiting (lock held): the module stopped."""
-        if not self.call_waiters:
-            return
-        from pywatt_proto._calls import CallRejectedError
+    def _start_startup(self) -> None:
+        start_daemon(self.startup, "pywatt-startup")
 
-        for fut in self.call_waiters.values():
-            if fut.set_running_or_notify_cancel():
-                fut.set_exception(CallRejectedError("module stopped"))
-        self.call_waiters.clear()
+    def _announced(self) -> None:
+        self.module._announced.set()
+
+    def _init_received(self, init: Init, extensions: frozenset[str]) -> None:
+        if EXT_BASE64_BODIES in extensions:  # bodies may be large from now on
+            from pywatt_asyncio._guard import grow_pipes
+
+            grow_pipes(*self.pipe_fds)
+        if init.tcp_channel is not None or init.ipc_channel is not None:
+            start_daemon(partial(self.open_channels, init), "pywatt-channels")
+
+    def _run_routed(self, msg: RoutedModuleMessage) -> Callable[[], None]:
+        return partial(self.module._routed, msg)
+
+    # ------------------------------------------------------- asked by handlers
+    def write(self) -> None:
+        """Write what the core holds (from a thread outside the pool; lock free)."""
+        self.lock.acquire()
+        self.flush()
+
+    def expect_answer_locked(self) -> None:
+        """A message answered on stdin was queued: wake the monitor for its deadline and
+        have someone read (a handler is about to block on the answer)."""
+        self.sched.wake_monitor_locked(self._conn.get_timer())
+        self.sched.need_reader_locked()
+
+    def secret(self, name: str, timeout: float | None) -> str:
+        """``Module.secret`` without the conversion."""
+        with self.lock:
+            value = self._conn.get_secret(name, time.monotonic())
+            if value is not None:
+                return value
+            if self.pool.stopped:
+                raise SecretUnavailable(f"{name}: module stopped")
+            wait = _SecretWait()
+            self._secret_waiters.setdefault(name, []).append(wait)
+            self.expect_answer_locked()
+        self.write()
+        if not wait.done.wait(timeout):
+            raise SecretUnavailable(f"{name}: timed out")
+        if wait.error is not None:
+            raise wait.error
+        assert isinstance(wait.value, str)
+        return wait.value
+
+    def future(self, key: object) -> Future[Any]:
+        """A future for the call or registry request ``key`` just started (lock held)."""
+        from concurrent.futures import Future
+
+        fut: Future[Any] = Future()
+        self._call_waiters[key] = fut
+        self.expect_answer_locked()
+        return fut
 
     def call_done(self, rid: str, fut: Future[Any]) -> None:
         """A call's future is done: a cancelled one is forgotten by the core too."""
         if fut.cancelled():
             with self.lock:
-                if self.call_waiters.pop(rid, None) is not None and not self.pool.stopped:
-                    self.conn.cancel_call(rid)
+                if self._call_waiters.pop(rid, None) is not None and not self.pool.stopped:
+                    self._conn.cancel_call(rid)
 
     # ------------------------------------------------------- own threads
     def startup(self) -> None:
@@ -467,12 +413,14 @@ class _Session:
             try:
                 fn()
             except Exception:
-                _log.exception("on_startup hook %s failed; exiting without announcing", _name(fn))
+                _log.exception(
+                    "on_startup hook %s failed; exiting without announcing", callable_name(fn)
+                )
                 with self.lock:
                     self.finish(1)
                 return
         self.lock.acquire()
-        conn = self.conn
+        conn = self._conn
         if conn.state is not ModuleState.STARTING or self.pool.stopped:
             self.lock.release()  # shutdown or end of input arrived meanwhile
             return
@@ -498,7 +446,7 @@ class _Session:
             lock.acquire()
             self.sched.unreserve_locked()
             try:
-                self.conn.ack_rotation(rotation_id, error=error)
+                self._conn.ack_rotation(rotation_id, error=error)
             except ProtocolError as exc:
                 _log.error("could not acknowledge rotation %s: %s", rotation_id, exc)
             self.flush()
@@ -509,7 +457,7 @@ class _Session:
     def begin_shutdown(self) -> None:
         """Stop accepting requests (503) and finish in-flight ones, as ``shutdown`` does."""
         self.lock.acquire()
-        conn = self.conn
+        conn = self._conn
         if conn.state is ModuleState.AWAITING_INIT:
             self.finish(0)
             self.lock.release()
@@ -519,8 +467,7 @@ class _Session:
             conn.begin_shutdown()
         except ProtocolError:
             self.finish(0)
-        for ch in self.channels:
-            ch.begin_shutdown()
+        self._shutdown_channels()
         self.sched.wake_monitor_locked()
         self.flush()
 
@@ -541,20 +488,9 @@ class _Session:
             self.channels.extend(channels)
         for ch in channels:
             failure = ch.start()
-            if failure is None:
-                continue
-            what = ch.target.describe()
-            if ch.target.required:
-                _log.critical(
-                    "required %s could not be connected after %d attempt(s): %s; exiting",
-                    what,
-                    ch.conn.attempts,
-                    failure,
-                )
+            if failure is not None and channel_failed(ch.target, ch.conn.attempts, failure):
                 with self.lock:
                     self.finish(1)
-            else:
-                _log.warning("%s could not be connected (%s); continuing on stdio", what, failure)
 
     def on_channel_event(self, channel: SyncChannel, event: ChannelEvent) -> None:
         """Handle one event of a channel (on its reader thread, channel lock not held)."""
@@ -579,7 +515,7 @@ class _Session:
             _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
         else:
             self.lock.acquire()
-            job = self.on_event(event)  # a request comes as RequestReceived
+            job = self.on_event(event, time.monotonic())  # a request comes as RequestReceived
             self.flush()
             if job is not None:  # a routed-message handler
                 self.sched.submit(job)
@@ -618,7 +554,7 @@ class _Session:
             ch.close()
 
 
-class Module(RouteDecorators):
+class Module(ModuleBase):
     """A PyWatt module served over the process's stdin/stdout with threads.
 
     Args:
@@ -675,7 +611,7 @@ class Module(RouteDecorators):
         self._request_timeout = request_timeout
         self._secret_timeout = secret_timeout
         self._listen = listen
-        self._port_listeners: list[Callable[[PortResponse], None]] = []
+        self._port_listeners = []
         self._negotiation: PortNegotiation | None = None
         self._serving = threading.Lock()  # guards _session being set and cleared
         self._session: _Session | None = None
@@ -696,7 +632,7 @@ class Module(RouteDecorators):
         session = self._session
         if session is not None:
             with session.lock:
-                if session.conn.state is ModuleState.STARTING:
+                if session._conn.state is ModuleState.STARTING:
                     self._startup_listen = listen
                     return
         raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
@@ -706,13 +642,13 @@ class Module(RouteDecorators):
     def connection(self) -> ModuleConnection | None:
         """The protocol core while serving (None otherwise). Guarded by the module's lock."""
         session = self._session
-        return session.conn if session is not None else None
+        return session._conn if session is not None else None
 
     @property
     def init(self) -> Init | None:
         """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
         session = self._session
-        return session.conn.init if session is not None else None
+        return session._conn.init if session is not None else None
 
     @property
     def output_backlog(self) -> int:
@@ -764,30 +700,8 @@ class Module(RouteDecorators):
             ValueError: the value does not convert to ``type`` (the message names the
                 secret, never the value).
         """
-        session = self._serving_session("secret")
-        session.lock.acquire()
-        conn = session.conn
-        try:
-            value = conn.get_secret(name, time.monotonic())
-        except BaseException:
-            session.lock.release()
-            raise
-        if value is not None:
-            session.lock.release()
-            return value if type is None else convert_secret(name, value, type)
-        if session.pool.stopped:
-            session.lock.release()
-            raise SecretUnavailable(f"{name}: module stopped")
-        wait = _SecretWait()
-        session.secret_waits.setdefault(name, []).append(wait)
-        session.sched.wake_monitor_locked(conn.get_timer())
-        session.sched.need_reader_locked()  # the answer comes on stdin: have someone read it
-        session.flush()
-        if not wait.done.wait(timeout):
-            raise SecretUnavailable(f"{name}: timed out")
-        if wait.value is None:
-            raise SecretUnavailable(f"{name}: {wait.error}")
-        return wait.value if type is None else convert_secret(name, wait.value, type)
+        value = self._serving_session("secret").secret(name, timeout)
+        return value if type is None else convert_secret(name, value, type)
 
     def submit_call(
         self, module_id: str, endpoint: str, payload: object = None, *, timeout: float | None = None
@@ -799,22 +713,13 @@ class Module(RouteDecorators):
         Raises ``CallRejectedError`` (too many in flight, input closed), ``LocalProtocolError``
         for bad arguments and ``RuntimeError`` when the module is not serving.
         """
-        from concurrent.futures import Future
-
         session = self._serving_session("call_module")
-        session.lock.acquire()
-        conn = session.conn
-        try:
+        with session.lock:
+            conn = session._conn
             rid = conn.start_call(module_id, endpoint, payload, time.monotonic(), timeout=timeout)
-        except BaseException:
-            session.lock.release()
-            raise
-        fut: Future[Any] = Future()
-        session.call_waiters[rid] = fut
+            fut = session.future(rid)
         fut.add_done_callback(partial(session.call_done, rid))
-        session.sched.wake_monitor_locked(conn.get_timer())
-        session.sched.need_reader_locked()  # the answer comes on stdin: have someone read it
-        session.flush()
+        session.write()
         return fut
 
     def call_module(
@@ -855,7 +760,7 @@ class Module(RouteDecorators):
             address=address,
             metadata=metadata,
         )
-        result = self._registry_request(msg)
+        result = self._registry_request("register_service_provider", msg)
         assert isinstance(result, str)
         return result
 
@@ -870,51 +775,27 @@ class Module(RouteDecorators):
         from pywatt_proto._messages import DiscoverServiceProviders
 
         msg = DiscoverServiceProviders(service_type=service_type, all_providers=all_providers)
-        result = self._registry_request(msg)
+        result = self._registry_request("discover_service_providers", msg)
         assert isinstance(result, tuple)
         return result
 
-    def _registry_request(self, msg: Any) -> object:
-        from concurrent.futures import Future
-
-        session = self._session
-        if session is None:
-            raise RuntimeError("the service registry needs a running module (serve_stdio)")
-        session.lock.acquire()
-        conn = session.conn
-        try:
-            token = ("registry", conn.start_service_request(msg, time.monotonic()))
-        except BaseException:
-            session.lock.release()
-            raise
-        fut: Future[Any] = Future()
-        session.call_waiters[token] = fut
-        session.sched.wake_monitor_locked(conn.get_timer())
-        session.sched.need_reader_locked()
-        session.flush()
+    def _registry_request(self, what: str, msg: Any) -> object:
+        session = self._serving_session(what)
+        with session.lock:
+            token = session._conn.start_service_request(msg, time.monotonic())
+            fut = session.future(("registry", token))
+        session.write()
         return fut.result()
 
     def _routed(self, msg: RoutedModuleMessage) -> None:
-        from pywatt_proto._calls import routed_message
-
-        try:
-            message = routed_message(
-                msg.source_module_id, str(msg.original_request_id), msg.payload
-            )
-        except ProtocolError as exc:
-            _log.warning("routed message from %s dropped: %s", msg.source_module_id, exc)
+        message = self._routed_message(msg)
+        if message is None:
             return
         for fn in list(self._routed_handlers):
             try:
                 fn(message)
             except Exception:
-                _log.exception("routed message handler %s failed", _name(fn))
-
-    def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
-        """Call ``fn`` (on the thread that read it) with every ``port_response``; return a
-        remover."""
-        self._port_listeners.append(fn)
-        return lambda: self._port_listeners.remove(fn)
+                _log.exception("routed message handler %s failed", callable_name(fn))
 
     def send_message(self, message: object) -> None:
         """Send a module->orchestrator message (port_request, service_request, ...) now.
@@ -923,17 +804,11 @@ class Module(RouteDecorators):
             RuntimeError: the module is not serving.
             LocalProtocolError: the core sends this kind of message itself.
         """
-        session = self._session
-        if session is None:
-            raise RuntimeError("module is not serving")
-        session.lock.acquire()
-        try:
-            session.conn.send(message)
-        except BaseException:
-            session.lock.release()
-            raise
-        session.sched.need_reader_locked()  # an answer may be awaited on stdin
-        session.flush()
+        session = self._serving_session("send_message")
+        with session.lock:
+            session._conn.send(message)
+            session.sched.need_reader_locked()  # an answer may be awaited on stdin
+        session.write()
 
     def negotiate_port(self, specific_port: int | None = None) -> PortResult:
         """Return the TCP port to serve on: the init's ``listen`` port, or one negotiated
@@ -952,7 +827,7 @@ class Module(RouteDecorators):
                 self._negotiation = PortNegotiation(send=self.send_message)
                 self.add_port_listener(self._negotiation.feed_response)
             negotiation = self._negotiation
-        return negotiate_port(negotiation, init=session.conn.init, specific_port=specific_port)
+        return negotiate_port(negotiation, init=session._conn.init, specific_port=specific_port)
 
     # ---------------------------------------------------------------- running
     def run(self) -> None:
@@ -997,17 +872,8 @@ class Module(RouteDecorators):
                 raise RuntimeError("module is already serving")
             if write_fd is None:
                 write_fd = guard_stdout() if guard else 1
-            conn = ModuleConnection(
-                endpoints=self.endpoints,  # asked at announce time
-                prefetch=self._prefetch,
-                listen=self._listen,
-                max_in_flight=self._max_in_flight,
-                request_timeout=self._request_timeout,
-                secret_timeout=self._secret_timeout,
-                hold_announce=bool(self._startup_hooks),
-            )
             out = OutputQueue(BlockingWriter(write_fd, self._on_write_error))
-            session = self._session = _Session(self, conn, out, read_fd)
+            session = self._session = _Session(self, self._new_core(), out, read_fd)
             session.pipe_fds = (read_fd, write_fd)
         previous = self._install_sigterm(session)
         set_serving(self)
@@ -1031,16 +897,11 @@ class Module(RouteDecorators):
         """End ``session``: channels, last output, waiting secret() calls; return the
         number of threads still inside handlers."""
         session.close_channels(drain=drain)
-        session.lock.acquire()
-        session.flush()  # what the core still holds (the last responses)
+        session.write()  # what the core still holds (the last responses)
         session.out.wait_idle(FINAL_FLUSH_TIMEOUT)  # let the flush under way finish
         with session.lock:
             session.sched.stop_locked()
-            for waits in session.secret_waits.values():
-                for wait in waits:
-                    wait.error = "module stopped"
-                    wait.done.set()
-            session.fail_call_waiters()
+            session.fail_waiters()
             stuck = session.pool.running
         with self._serving:
             self._session = None
@@ -1053,7 +914,7 @@ class Module(RouteDecorators):
             try:
                 fn()
             except Exception:
-                _log.exception("on_shutdown hook %s failed", _name(fn))
+                _log.exception("on_shutdown hook %s failed", callable_name(fn))
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the announce has been sent; return False on timeout."""
@@ -1072,9 +933,7 @@ class Module(RouteDecorators):
         def on_sigterm(signum: int, frame: object) -> None:
             # Runs in the main thread between bytecodes, possibly inside a lock wait: hand
             # the work to a thread so no lock is taken from the signal handler itself.
-            threading.Thread(
-                target=session.begin_shutdown, name="pywatt-sigterm", daemon=True
-            ).start()
+            start_daemon(session.begin_shutdown, "pywatt-sigterm")
 
         try:
             return signal.signal(signal.SIGTERM, on_sigterm)

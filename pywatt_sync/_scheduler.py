@@ -82,7 +82,7 @@ if TYPE_CHECKING:
             scheduler takes the events and writes the output they made)."""
 
 
-__all__ = ["Pool", "Scheduler"]
+__all__ = ["Pool", "Scheduler", "start_daemon"]
 
 #: Monitor period, in seconds. A handler that blocks delays the work queued behind it on
 #: its thread by one to two ticks before another thread takes it. Shorter ticks cost
@@ -250,7 +250,7 @@ class Pool:
         return False
 
 
-def _start_daemon(target: Callable[[], None], name: str) -> None:
+def start_daemon(target: Callable[[], None], name: str) -> None:
     threading.Thread(target=target, name=name, daemon=True).start()
 
 
@@ -274,7 +274,7 @@ class Scheduler:
         max_workers: int,
         max_queued: int,
         clock: Callable[[], float] = time.monotonic,
-        start_thread: Callable[[Callable[[], None], str], None] = _start_daemon,
+        start_thread: Callable[[Callable[[], None], str], None] = start_daemon,
         tick: float = TICK,
     ) -> None:
         self.pool = Pool(max_workers, max_queued)
