@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
-from collections.abc import Generator, Iterable
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,6 @@ import h11
 
 from pywatt_proto import (
     NEED_DATA,
-    ClientExchange,
     ClientResponse,
     HTTPClientError,
     HTTPProtocolError,
@@ -149,9 +148,7 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
         raise the last error."""
         while True:
             try:
-                response = await self._attempt(
-                    call.method, call.url, call.headers, call.body, call.deadline
-                )
+                response = await self._attempt(call)
             except (HTTPClientError, OSError) as exc:
                 delay = call.retry_after_error(exc)
                 if delay is None:
@@ -163,20 +160,14 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
             call.check_time_left(delay, self._now())
             await asyncio.sleep(delay)
 
-    async def _attempt(
-        self,
-        method: str,
-        url: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-        deadline: float | None,
-    ) -> ClientResponse:
+    async def _attempt(self, call: ClientCall) -> ClientResponse:
+        url = call.url
         origin, _ = split_url(url)
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self._max_per_host)
         loop = asyncio.get_running_loop()
-        wait, _ = self._wait(deadline, 1e9)
+        wait, _ = self._wait(call.deadline, 1e9)
         try:
             async with asyncio.timeout(wait):
                 await slots.acquire()
@@ -188,19 +179,19 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                 old.close()
             if conn is not None:
                 try:
-                    return await self._exchange(conn, origin, method, url, headers, body, deadline)
+                    return await self._exchange(conn, origin, call)
                 except StaleConnection:
                     pass  # the server closed an idle connection: use a fresh one
-            conn = await self._connect(origin, url, deadline)
+            conn = await self._connect(origin, call)
             try:
-                return await self._exchange(conn, origin, method, url, headers, body, deadline)
+                return await self._exchange(conn, origin, call)
             except StaleConnection as stale:
                 raise HTTPProtocolError("server closed the connection", url=url) from stale
         finally:
             slots.release()
 
-    async def _connect(self, origin: Origin, url: str, deadline: float | None) -> _Conn:
-        wait, is_total = self._wait(deadline, self.connect_timeout)
+    async def _connect(self, origin: Origin, call: ClientCall) -> _Conn:
+        wait, is_total = self._wait(call.deadline, self.connect_timeout)
         ssl = (self._ssl or _ssl.create_default_context()) if origin.scheme == "https" else None
         try:
             async with asyncio.timeout(wait):
@@ -208,24 +199,13 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                     origin.host, origin.port, ssl=ssl, limit=_READ_SIZE
                 )
         except TimeoutError:
-            raise connect_timeout_error(origin, url, is_total) from None
+            raise connect_timeout_error(origin, call.url, is_total) from None
         except OSError as exc:
-            raise connect_error(origin, url, exc) from exc
+            raise connect_error(origin, call.url, exc) from exc
         return _Conn(reader, writer)
 
-    async def _exchange(
-        self,
-        conn: _Conn,
-        origin: Origin,
-        method: str,
-        url: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-        deadline: float | None,
-    ) -> ClientResponse:
-        exchange = ClientExchange(
-            conn.h11, method, url, headers, body, max_response_bytes=self.max_response_bytes
-        )
+    async def _exchange(self, conn: _Conn, origin: Origin, call: ClientCall) -> ClientResponse:
+        exchange = call.exchange(conn.h11, self.max_response_bytes)
         ok = False
         try:
             try:
@@ -237,14 +217,14 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                 event = exchange.next_event()
                 if event is not NEED_DATA:
                     break
-                wait, is_total = self._wait(deadline, self.read_timeout)
+                wait, is_total = self._wait(call.deadline, self.read_timeout)
                 try:
                     async with asyncio.timeout(wait):
                         data = await conn.reader.read(_READ_SIZE)
                 except TimeoutError:
-                    raise read_timeout_error(url, is_total) from None
+                    raise read_timeout_error(call.url, is_total) from None
                 except OSError as exc:
-                    raise lost_connection_error(exchange, url, exc) from exc
+                    raise lost_connection_error(exchange, call.url, exc) from exc
                 if not data and not exchange.started:
                     raise StaleConnection()
                 exchange.receive_data(data)

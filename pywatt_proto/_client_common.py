@@ -38,6 +38,8 @@ from ._random_source import RandomSource
 if TYPE_CHECKING:
     import ssl
 
+    import h11
+
 __all__ = [
     "USER_AGENT",
     "ClientBase",
@@ -122,6 +124,17 @@ class ClientCall:
             rng=self._rng,
             status=response.status,
             retry_after=response.headers.get("retry-after"),
+        )
+
+    def exchange(self, conn: h11.Connection, max_response_bytes: int) -> ClientExchange:
+        """Return a :class:`ClientExchange` making one attempt of this call on ``conn``."""
+        return ClientExchange(
+            conn,
+            self.method,
+            self.url,
+            self.headers,
+            self.body,
+            max_response_bytes=max_response_bytes,
         )
 
     def check_time_left(self, delay: float, now: float) -> None:

@@ -17,7 +17,6 @@ import socket
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,6 @@ import h11
 
 from pywatt_proto import (
     NEED_DATA,
-    ClientExchange,
     ClientResponse,
     HTTPClientError,
     HTTPProtocolError,
@@ -155,9 +153,7 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
         raise the last error."""
         while True:
             try:
-                response = self._attempt(
-                    call.method, call.url, call.headers, call.body, call.deadline
-                )
+                response = self._attempt(call)
             except (HTTPClientError, OSError) as exc:
                 delay = call.retry_after_error(exc)
                 if delay is None:
@@ -169,20 +165,14 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
             call.check_time_left(delay, time.monotonic())
             time.sleep(delay)
 
-    def _attempt(
-        self,
-        method: str,
-        url: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-        deadline: float | None,
-    ) -> ClientResponse:
+    def _attempt(self, call: ClientCall) -> ClientResponse:
+        url = call.url
         origin, _ = split_url(url)
         with self._lock:
             slots = self._slots.get(origin)
             if slots is None:
                 slots = self._slots[origin] = threading.BoundedSemaphore(self._max_per_host)
-        wait, _ = self._wait(deadline, 1e9)
+        wait, _ = self._wait(call.deadline, 1e9)
         if not slots.acquire(timeout=max(wait, 0.0)):
             raise TotalTimeout("timed out waiting for a pooled connection", url=url)
         try:
@@ -192,19 +182,19 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                 old.close()
             if conn is not None:
                 try:
-                    return self._exchange(conn, origin, method, url, headers, body, deadline)
+                    return self._exchange(conn, origin, call)
                 except StaleConnection:
                     pass  # the server closed an idle connection: use a fresh one
-            conn = self._connect(origin, url, deadline)
+            conn = self._connect(origin, call)
             try:
-                return self._exchange(conn, origin, method, url, headers, body, deadline)
+                return self._exchange(conn, origin, call)
             except StaleConnection as stale:
                 raise HTTPProtocolError("server closed the connection", url=url) from stale
         finally:
             slots.release()
 
-    def _connect(self, origin: Origin, url: str, deadline: float | None) -> _Conn:
-        wait, is_total = self._wait(deadline, self.connect_timeout)
+    def _connect(self, origin: Origin, call: ClientCall) -> _Conn:
+        wait, is_total = self._wait(call.deadline, self.connect_timeout)
         try:
             sock = socket.create_connection((origin.host, origin.port), timeout=max(wait, 0.001))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -212,24 +202,14 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                 ctx = self._ssl or _ssl.create_default_context()
                 sock = ctx.wrap_socket(sock, server_hostname=origin.host)
         except TimeoutError:
-            raise connect_timeout_error(origin, url, is_total) from None
+            raise connect_timeout_error(origin, call.url, is_total) from None
         except OSError as exc:
-            raise connect_error(origin, url, exc) from exc
+            raise connect_error(origin, call.url, exc) from exc
         return _Conn(sock)
 
-    def _exchange(
-        self,
-        conn: _Conn,
-        origin: Origin,
-        method: str,
-        url: str,
-        headers: Iterable[tuple[str, str]],
-        body: bytes,
-        deadline: float | None,
-    ) -> ClientResponse:
-        exchange = ClientExchange(
-            conn.h11, method, url, headers, body, max_response_bytes=self.max_response_bytes
-        )
+    def _exchange(self, conn: _Conn, origin: Origin, call: ClientCall) -> ClientResponse:
+        exchange = call.exchange(conn.h11, self.max_response_bytes)
+        url, deadline = call.url, call.deadline
         ok = False
         try:
             sock = conn.sock
