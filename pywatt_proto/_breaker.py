@@ -149,17 +149,14 @@ class CircuitOpenError(Exception):
     remaining: float
 
     def __init__(self, *, name: str | None, state: BreakerState, remaining: float) -> None:
-        super().__init__(_refusal_message(name, state, remaining))
+        label = f"circuit breaker {name!r}" if name else "circuit breaker"
+        if state is BreakerState.OPEN:
+            super().__init__(f"{label} is open; retry in {remaining:.3f}s")
+        else:
+            super().__init__(f"{label} is half-open and all trial calls are in flight")
         self.name = name
         self.state = state
         self.remaining = remaining
-
-
-def _refusal_message(name: str | None, state: BreakerState, remaining: float) -> str:
-    label = f"circuit breaker {name!r}" if name else "circuit breaker"
-    if state is BreakerState.OPEN:
-        return f"{label} is open; retry in {remaining:.3f}s"
-    return f"{label} is half-open and all trial calls are in flight"
 
 
 Listener = Callable[[BreakerTransition], None]
@@ -319,11 +316,7 @@ class CircuitBreaker:
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
-        """Unregister ``listener``.
-
-        Raises:
-            ValueError: it was not registered.
-        """
+        """Unregister ``listener``; raises ValueError if it was not registered."""
         self._listeners.remove(listener)
 
     # ----------------------------------------------------------------- timers

@@ -231,8 +231,7 @@ class NeedFallbackCandidate:
     max_tries: int
 
     def __post_init__(self) -> None:
-        if not 1 <= self.port <= MAX_PORT:
-            raise ValueError(f"port out of range: {self.port!r}")
+        _check_port(self.port)
 
 
 @record
@@ -289,8 +288,12 @@ class PortResult:
     reason: str | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.port <= MAX_PORT:
-            raise ValueError(f"port out of range: {self.port!r}")
+        _check_port(self.port)
+
+
+def _check_port(port: int) -> None:
+    if not 1 <= port <= MAX_PORT:
+        raise ValueError(f"port out of range: {port!r}")
 
 
 class PortNegotiationError(Exception):
@@ -308,13 +311,9 @@ class PortNegotiationError(Exception):
 
 
 def preassigned_port(init: Init) -> int | None:
-    """Return the port to use without negotiating, decided from ``init.listen``.
-
-    Returns:
-        ``init.listen.port`` when ``listen`` is a TCP address with a non-zero
-        port (the orchestrator already chose it), else ``None`` (a Unix socket
-        path, or port 0: negotiate).
-    """
+    """Return ``init.listen.port`` when ``listen`` is a TCP address with a non-zero port
+    (the orchestrator already chose it), else ``None`` (a Unix socket path, or port 0:
+    negotiate)."""
     listen = init.listen
     if isinstance(listen, TcpListen) and listen.port != 0:
         return int(listen.port)
@@ -343,7 +342,6 @@ class PortNegotiator:
     """
 
     __slots__ = (
-        "_attempt",
         "_breaker",
         "_call_attempts",
         "_candidates",
@@ -393,7 +391,6 @@ class PortNegotiator:
         self._deadline: float | None = None
         self._timeout = 0.0
         self._ticket = REJECTED
-        self._attempt = 0
         self._call_attempts = 0
         self._failed_since_success = 0
         self._candidates: list[int] = []
@@ -469,18 +466,14 @@ class PortNegotiator:
     def next_result(
         self, port_is_free: Callable[[int], bool], report: Callable[[PortEvent], None]
     ) -> PortResult | None:
-        """Take every pending event, handing each to ``report``, until one ends the call.
+        """Take every pending event, handing each to ``report``, until one ends the call;
+        a :class:`NeedFallbackCandidate` is answered at once with ``port_is_free(port)``.
 
-        A :class:`NeedFallbackCandidate` is answered at once with
-        ``port_is_free(port)`` (the driver's bind test).
-
-        Returns:
-            the :class:`PortResult` of a :class:`PortAssigned` or
-            :class:`FallbackChosen` event, or ``None`` when the events ran out first.
+        Returns the :class:`PortResult` of a :class:`PortAssigned` or
+        :class:`FallbackChosen`, or ``None`` when the events ran out first.
 
         Raises:
-            PortNegotiationError: a :class:`NegotiationFailed` event (the call ended
-                without a port).
+            PortNegotiationError: a :class:`NegotiationFailed` event.
         """
         while (event := self.next_event()) is not None:
             report(event)
@@ -544,11 +537,9 @@ class PortNegotiator:
         )
 
     def send_failed(self, now: float, error: str, *, request_id: str | None = None) -> None:
-        """Tell the negotiator that the driver could not write the pending request.
-
-        The attempt fails (``SEND_FAILED``, a breaker failure) and the call ends
-        without retrying -- the output is broken -- with fallback per policy.
-        With ``request_id``, a report about an attempt that has already ended
+        """Tell the negotiator that the driver could not write the pending request: the
+        attempt fails (``SEND_FAILED``) and the call ends without retrying, with fallback
+        per policy. With ``request_id``, a report about an attempt that has already ended
         (answered or timed out while the write was blocked) is ignored.
 
         Raises:
@@ -581,10 +572,8 @@ class PortNegotiator:
 
     def fallback_candidate_result(self, port: int, free: bool) -> None:
         """Tell the negotiator whether the candidate ``port`` (from the last
-        :class:`NeedFallbackCandidate`) could be bound.
-
-        Free -> :class:`FallbackChosen`; taken -> the next candidate, or
-        :class:`NegotiationFailed` when the tries are used up.
+        :class:`NeedFallbackCandidate`) could be bound: free -> :class:`FallbackChosen`;
+        taken -> the next candidate, or :class:`NegotiationFailed` when none is left.
 
         Raises:
             LocalProtocolError: no candidate is being checked, or ``port`` is not
