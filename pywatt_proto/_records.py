@@ -309,15 +309,8 @@ def _make_record(cls: type[_T], frozen: bool) -> type[_T]:
     no_init: set[str] = set()
     hidden: set[str] = set()  # repr=False
     uncompared: set[str] = set()  # compare=False
-    for base in reversed(cls.__mro__[1:]):  # fields of record bases come first
-        if "__record_fields__" in base.__dict__:
-            b: Any = base
-            defaults.update(b.__record_defaults__)
-            factories.update(b.__record_factories__)
-            no_init.update(b.__record_no_init__)
-            hidden.update(n for n in b.__record_fields__ if n not in b.__record_repr__)
-            uncompared.update(n for n in b.__record_fields__ if n not in b.__record_compare__)
-    inherited = [n for n in getattr(cls, "__record_fields__", ()) if n not in ns]
+    if hasattr(cls, "__record_fields__"):  # nothing needs it: not implemented
+        raise TypeError(f"record {cls.__qualname__} must not inherit from a record")
     for name, annotation in ns.get("__annotations__", {}).items():
         if _is_class_var(annotation):
             continue
@@ -338,7 +331,7 @@ def _make_record(cls: type[_T], frozen: bool) -> type[_T]:
                 uncompared.add(name)
         else:
             defaults[name] = value
-    names = tuple(inherited + own)
+    names = tuple(own)
     compared = tuple(n for n in names if n not in uncompared)
     ns.pop("__dict__", None)
     ns.pop("__weakref__", None)

@@ -4,7 +4,7 @@
   asked for; errors name the secret, never its value.
 * :class:`SecretRedactor` replaces every value it was told about by :data:`MASK` in log
   records (message, formatted traceback, stack). The drivers hand it every value the module
-  receives (:func:`redact_secret`); :func:`install_redaction` wraps ``logging``'s record
+  receives (:func:`redact_secret`); the first one wraps ``logging``'s record
   factory, which sees every record of every logger once, at creation (a ``Filter`` misses
   propagated records and later handlers). ``logging`` is imported with the first secret.
   Values are kept while the process runs (a rotated-out key is still a secret), up to
@@ -30,7 +30,6 @@ __all__ = [
     "SecretRedactor",
     "SecretValue",
     "convert_secret",
-    "install_redaction",
     "redact_secret",
     "redactor",
 ]
@@ -200,11 +199,11 @@ def redactor() -> SecretRedactor:
     return _REDACTOR
 
 
-def install_redaction() -> None:
-    """Make every log record created from now on pass through the process-wide
-    redactor (wraps ``logging``'s record factory once; imports ``logging``)."""
+def redact_secret(value: str) -> None:
+    """Redact ``value`` (a secret the module received) from every log record created from
+    now on: the first call wraps ``logging``'s record factory (importing ``logging``)."""
     global _installed
-    if _installed:
+    if not _REDACTOR.add(value) or _installed:
         return
     import logging
 
@@ -217,10 +216,3 @@ def install_redaction() -> None:
 
     logging.setLogRecordFactory(factory)
     _installed = True
-
-
-def redact_secret(value: str) -> None:
-    """Redact ``value`` (a secret the module received) from every log record from now
-    on; installs the redaction on first use."""
-    if _REDACTOR.add(value) and not _installed:
-        install_redaction()

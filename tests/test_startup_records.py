@@ -130,6 +130,14 @@ def test_dataclasses_helpers_still_work() -> None:
     assert Heartbeat() == Heartbeat()
 
 
+def test_a_record_may_not_inherit_from_a_record() -> None:
+    with pytest.raises(TypeError, match="must not inherit from a record"):
+
+        @record
+        class Point3(Point):
+            z: int = 0
+
+
 def test_a_record_may_not_define_setattr() -> None:
     with pytest.raises(TypeError, match="__setattr__"):
 
