@@ -1,25 +1,19 @@
 """Start an ``asyncio.Task`` and run its first step at once (an eagerly started task).
 
-A handler's coroutine usually finishes without ever waiting. Run as an ordinary task it
-costs a scheduled step, a loop iteration, a done callback and another loop iteration before
-it can be answered; started eagerly it is done when :meth:`EagerStarter.start` returns, and
-only a coroutine that really suspends goes on as an ordinary task.
+A handler's coroutine usually finishes without waiting; started eagerly it is done when
+:meth:`EagerStarter.start` returns (no scheduled step, done callback or loop iteration),
+and only one that suspends goes on as an ordinary task. The task is a real
+``asyncio.Task`` from its first line (``asyncio.current_task()`` is stable across awaits,
+as ``asyncio.timeout``, ``TaskGroup`` and anyio need; its context is its own copy).
 
-The task is a real ``asyncio.Task`` from its first line: ``asyncio.current_task()`` is the
-same object before and after the first ``await`` (``asyncio.timeout``, ``TaskGroup`` and
-anyio cancel scopes rely on that), its context is its own copy of the caller's, and
-cancellation, exceptions and the wake-up protocol are the task's own.
+* Python 3.12+: ``asyncio.Task(..., eager_start=True)``.
+* Python 3.11: while the task is constructed the loop's ``call_soon`` is shadowed by an
+  instance attribute that keeps the first step instead of scheduling it; the step is then
+  run here, in the task's context, as the loop would (C and Python tasks both look the
+  method up on the loop). docs/performance.md has what it buys.
 
-* Python 3.12+: ``asyncio.Task(..., eager_start=True)``, the documented way.
-* Python 3.11: a task asks its loop to ``call_soon`` its first step while it is constructed.
-  For that one call the loop's ``call_soon`` is shadowed by an instance attribute that keeps
-  the step instead of scheduling it, and the step is then run here, in the task's context,
-  exactly as the loop would have run it. Both the C and the pure-Python task look the method
-  up on the loop, so this holds for either.
-
-Falls back to ``loop.create_task`` (an ordinary task) when the loop has a task factory, when
-its ``call_soon`` cannot be shadowed (a loop without an instance ``__dict__``), and when
-another task is running (a task cannot be entered while another one is current).
+Falls back to ``loop.create_task`` with a task factory, a loop without an instance
+``__dict__``, or while another task is running.
 """
 
 from __future__ import annotations

@@ -1,16 +1,6 @@
-"""The process's stdin/stdout as one reader and one writer for the asyncio loop.
-
-Two jobs:
-
-* :func:`guard_stdout` (defined in ``_guard``, shared with the blocking driver) keeps the
-  protocol channel clean: fd 1 and ``sys.stdout`` are pointed at stderr, and the real stdout
-  is kept for the protocol writer.
-* :class:`PipeLink` reads chunks from one fd and writes whole byte strings to another through
-  asyncio pipe transports (falling back to a reader thread / blocking writes for regular
-  files). Each ``write`` call is handed to the transport in one piece, and there is only one
-  writer, so lines never interleave. When the transport's write buffer passes
-  :data:`WRITE_HIGH_WATER` (the peer stopped reading), reading is paused until it drains:
-  back-pressure instead of an unbounded buffer.
+"""The process's stdin/stdout for the asyncio loop: :class:`PipeLink`, one reader and one
+writer. ``guard_stdout`` (``_guard``, shared with the blocking driver) keeps fd 1 and
+``sys.stdout`` off the protocol channel.
 """
 
 from __future__ import annotations
@@ -22,9 +12,9 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from ._guard import PROTOCOL_FD_ENV, guard_stdout
+from ._guard import guard_stdout
 
-__all__ = ["PROTOCOL_FD_ENV", "READ_CHUNK", "WRITE_HIGH_WATER", "PipeLink", "guard_stdout"]
+__all__ = ["READ_CHUNK", "WRITE_HIGH_WATER", "PipeLink", "guard_stdout"]
 
 #: Bytes asked for per read of stdin: a pipe holds 64 KiB on Linux, and a larger buffer costs
 #: an allocation above glibc's mmap threshold (an mmap + munmap) on every read. asyncio's pipe
@@ -66,11 +56,14 @@ class _WriteProtocol(asyncio.Protocol):
 
 
 class PipeLink:
-    """One reader fd and one writer fd, wired to callbacks on the running loop.
+    """One reader fd and one writer fd, wired to callbacks on the running loop (pipe
+    transports; a reader thread and blocking writes for regular files).
 
     ``on_data(chunk)`` is called for each chunk read, ``on_eof()`` once when input ends (or
     reading fails), ``on_write_error(exc)`` once if the output side breaks. ``write`` never
-    blocks and never splits a call across other writes.
+    blocks and hands each call to the transport whole (one writer: lines never
+    interleave). Above :data:`WRITE_HIGH_WATER` of unsent output (the peer stopped
+    reading) reading pauses until the buffer drains: back-pressure, not an unbounded buffer.
     """
 
     def __init__(
@@ -93,16 +86,12 @@ class PipeLink:
         self._wtransport: asyncio.WriteTransport | None = None
         self._thread_reader: threading.Thread | None = None
         self._blocking_write = False
-        self._paused = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._drained: asyncio.Event | None = None
 
     async def start(self) -> None:
         """Attach both fds to the running loop (threads/blocking writes for regular files)."""
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._drained = asyncio.Event()
-        self._drained.set()
         # Writer first: the reader may deliver data (and the core answer it) at once.
         wfile = open(self._write_fd, "wb", buffering=0, closefd=False)  # noqa: SIM115
         try:
@@ -145,23 +134,17 @@ class PipeLink:
             self._on_eof_cb()
 
     def _set_write_paused(self, paused: bool) -> None:
-        self._paused = paused
-        assert self._drained is not None
-        if paused:
-            self._drained.clear()
-            if self._rtransport is not None and not self._eof_seen:
+        """Pause reading while the write buffer is above :data:`WRITE_HIGH_WATER`."""
+        if self._rtransport is not None and not self._eof_seen:
+            if paused:
                 self._rtransport.pause_reading()
-        else:
-            self._drained.set()
-            if self._rtransport is not None and not self._eof_seen:
+            else:
                 self._rtransport.resume_reading()
 
     def _on_write_lost(self, exc: BaseException | None) -> None:
         if exc is not None and not self._write_failed:
             self._write_failed = True
             self._on_write_error_cb(exc)
-        if self._drained is not None:
-            self._drained.set()
 
     def write(self, data: bytes) -> None:
         """Queue ``data`` (whole lines) for the output fd; errors go to ``on_write_error``."""
@@ -183,11 +166,6 @@ class PipeLink:
             self._on_write_error_cb(BrokenPipeError("output closed"))
             return
         t.write(data)
-
-    async def drain(self) -> None:
-        """Wait until the output buffer is below the low-water mark (or output broke)."""
-        if self._drained is not None:
-            await self._drained.wait()
 
     async def flush_and_close(self, timeout: float = 5.0) -> None:
         """Wait (up to ``timeout`` s) for queued output to be written, then detach both fds."""

@@ -1,25 +1,17 @@
 """The blocking module's scheduler: which pool thread reads, runs, writes or waits.
 
-Strategy
---------
-Leader/follower. A request should cost one thread wake-up (the read), as in a bare
-``readline -> handle -> write`` loop, so the thread that reads a batch of requests
-runs them itself, one after another, then writes the answers, then reads again. No
-other thread is woken for that. Only when a handler turns out to be slow -- work
-waits for a whole tick while every thread that could do it is inside a handler --
-does the monitor wake (or start) another thread to read, run or write.
+Leader/follower: a request should cost one thread wake-up (the read), as in a bare
+``readline -> handle -> write`` loop, so the thread that reads a batch of requests runs
+them itself, writes the answers and reads again, waking no other thread. Only when a
+handler is slow -- work waits a whole tick while every thread that could do it is inside
+a handler -- does the monitor wake (or start) another thread to read, run or write.
 
-Two parts:
-
-* :class:`Pool` -- the state and every decision, pure: no threads, no clock, no I/O.
-  The caller holds :attr:`Scheduler.lock` around every call. Tested on its own,
-  deterministically (``tests/test_sync_scheduler.py``).
-* :class:`Scheduler` -- the threads: pool threads loop on :meth:`Pool.next`, the
-  monitor (the thread that calls :meth:`Scheduler.monitor`) applies the source's
-  deadlines and calls :meth:`Pool.check` every tick while there is activity.
-
-The *source* (the Module) owns the protocol core and the output; the scheduler calls
-it (see :class:`Source`), always in the documented lock state.
+:class:`Pool` is the state and every decision, pure (no threads, clock or I/O; the caller
+holds :attr:`Scheduler.lock`), tested step by step in ``tests/test_sync_scheduler.py``.
+:class:`Scheduler` runs the threads: pool threads loop on :meth:`Pool.next`; the monitor
+applies the source's deadlines and calls :meth:`Pool.check` every tick while there is
+activity. The *source* (the module's session) owns the core and the output
+(:class:`Source`).
 
 Invariants (hold whenever :attr:`Scheduler.lock` is free)
 ---------------------------------------------------------
@@ -58,28 +50,26 @@ if TYPE_CHECKING:
     from typing import Final, Protocol
 
     class Source(Protocol):
-        """What the scheduler drives (the Module). ``lock`` is :attr:`Scheduler.lock`."""
+        """What the scheduler drives. ``lock`` is :attr:`Scheduler.lock`."""
 
         def read(self) -> bytes:
             """Block for the next chunk of input (lock NOT held); ``b""`` at its end."""
 
         def take(self, chunk: bytes | None, ready: deque[object], room: int, shed: bool) -> bool:
-            """Feed ``chunk`` (``None``: nothing new; ``b""``: end of input) and handle
-            the events it gives (lock held): queue at most ``room`` jobs in ``ready``;
-            past that refuse requests (503) if ``shed``, else stop. Return True if it
-            stopped for room (more events may be waiting)."""
+            """Feed ``chunk`` (``None``: nothing new; ``b""``: end of input) and handle its
+            events (lock held): queue at most ``room`` jobs in ``ready``, then refuse
+            requests (503) if ``shed``, else stop. Return True if it stopped for room."""
 
         def run(self, job: object) -> int:
-            """Run ``job`` (lock NOT held on entry); return holding the lock, with the
-            size of the output it left (``-1``: none). Never raises."""
+            """Run ``job`` (lock NOT held); return holding the lock, with the size of the
+            output it left (``-1``: none). Never raises."""
 
         def flush(self) -> None:
             """Write what the source holds (lock held on entry, released on return)."""
 
         def timer(self, now: float) -> tuple[float | None, bool]:
-            """Apply the deadlines due at ``now`` (lock held). Return (when to call it
-            again at the latest, None: no deadline; whether any fired -- then the
-            scheduler takes the events and writes the output they made)."""
+            """Apply the deadlines due at ``now`` (lock held); return when to call again at
+            the latest (None: no deadline) and whether any fired."""
 
 
 __all__ = ["Pool", "Scheduler", "start_daemon"]

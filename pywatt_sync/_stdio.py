@@ -1,20 +1,8 @@
-"""The process's stdin/stdout as one blocking reader and one locked writer.
+"""The blocking driver's stdout: one writer and the ordered output queue in front of it.
 
-* :func:`guard_stdout` is the asyncio driver's guard, imported rather than
-  copied: it is process-wide state (the duplicated protocol fd, fd 1 pointed at
-  stderr, ``sys.stdout`` replaced) and must be installed exactly once whichever
-  driver asks first.
-* :class:`BlockingWriter` writes whole byte strings to one fd under a lock: a
-  call never returns before all of its bytes are written (partial pipe writes
-  are continued) and no other call's bytes can come between them, so protocol
-  lines never interleave. A failed write is reported once and later writes are
-  dropped (the peer is gone).
-* :data:`READ_CHUNK` is what the module's reading thread asks for per read.
-
-Nothing here buffers output: back-pressure is the blocking ``os.write`` itself
-(a stalled orchestrator stalls the writer, the writer's lock stalls whoever
-flushes next, and the reader stops reading -- the same behaviour as the
-asyncio driver pausing reads above its write high-water mark).
+Back-pressure is the blocking ``os.write`` itself: a stalled orchestrator stalls the
+flusher, the backlog grows, and the reader stops reading above its high-water mark (as
+the asyncio driver pauses reading above its write buffer's).
 """
 
 from __future__ import annotations
@@ -23,6 +11,8 @@ import os
 import threading
 import time
 from collections.abc import Callable
+
+from pywatt_asyncio._guard import guard_stdout  # one process-wide guard for both drivers
 
 TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
 if TYPE_CHECKING:
@@ -38,52 +28,24 @@ __all__ = ["READ_CHUNK", "BlockingWriter", "OutputQueue", "guard_stdout"]
 READ_CHUNK: Final = 64 * 1024
 
 
-def guard_stdout() -> int:
-    """Reserve the real stdout for the protocol; return its duplicated fd (idempotent).
-
-    Delegates to the asyncio driver's guard (one process-wide implementation).
-    After the call fd 1 and ``sys.stdout`` write to stderr.
-
-    Raises:
-        OSError: the fds cannot be duplicated.
-    """
-    from pywatt_asyncio._guard import guard_stdout as guard
-
-    return guard()
-
-
 class BlockingWriter:
-    """Writes whole byte strings to ``fd``, one caller at a time.
+    """Writes whole byte strings to ``fd`` (partial pipe writes are continued).
 
-    ``on_error(exc)`` is called once, from the writing thread, when a write
-    fails (``BrokenPipeError`` when the orchestrator is gone).
+    The first failed write (``BrokenPipeError`` when the orchestrator is gone) calls
+    ``on_error(exc)`` on the writing thread and sets :attr:`failed`; later writes are
+    dropped. One caller at a time: :class:`OutputQueue`'s flusher.
     """
 
-    __slots__ = ("_failed", "_fd", "_on_error", "lock")
+    __slots__ = ("_fd", "_on_error", "failed")
 
     def __init__(self, fd: int, on_error: Callable[[OSError], None]) -> None:
-        """Write to ``fd``; nothing is written until :meth:`write`."""
         self._fd = fd
         self._on_error = on_error
-        self._failed = False
-        #: Held for the whole of each write. A caller that must keep output in
-        #: order acquires it *before* releasing its own lock, then calls
-        #: :meth:`write_locked`.
-        self.lock = threading.Lock()
+        self.failed = False
 
-    @property
-    def failed(self) -> bool:
-        """True once a write has failed."""
-        return self._failed
-
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         """Write all of ``data``; returns when done (or when the output failed)."""
-        with self.lock:
-            self.write_locked(data)
-
-    def write_locked(self, data: bytes | memoryview) -> None:
-        """Like :meth:`write`, for a caller already holding :attr:`lock`."""
-        if self._failed or not data:
+        if self.failed or not data:
             return
         try:
             written = os.write(self._fd, data)  # a pipe usually takes it all at once
@@ -93,7 +55,7 @@ class BlockingWriter:
                     written = os.write(self._fd, view)
                     view = view[written:]
         except OSError as exc:
-            self._failed = True
+            self.failed = True
             self._on_error(exc)
 
 
@@ -163,7 +125,7 @@ class OutputQueue:
         lock = self._lock
         writer = self.writer
         if first:  # claim() handed it over uncounted and unqueued: write it before locking
-            writer.write_locked(first)  # only the flusher writes: no writer lock
+            writer.write(first)
         lock.acquire()
         try:
             chunks = self._chunks
@@ -181,7 +143,7 @@ class OutputQueue:
                     if self._waiters:
                         self._cond.notify_all()
                     lock.release()
-                    writer.write_locked(piece)  # only the flusher writes: no writer lock
+                    writer.write(piece)
                     lock.acquire()
                     if writer.failed:
                         break
