@@ -34,23 +34,20 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
 from pywatt_proto._bodies import MAX_REFERENCE_BODY, LogThrottle
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
-from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._http import HttpServerConnection, ServerLimits, busy_response
 from pywatt_proto._messages import HttpResponse
 from pywatt_proto._module import join_headers
 from pywatt_proto._proxy import TrustedProxies, access_line, forward_target, forwarding
 from pywatt_proto._router import Request, Response, api_error
 
+from ._orchestrator import ModuleProcess, _synth
 from ._server import ConnectionDriver, _DateCache
-
-if TYPE_CHECKING:
-    from ._orchestrator import ModuleProcess
 
 __all__ = [
     "HTTP_BACKLOG",
@@ -327,22 +324,6 @@ class FrontDoor(asyncio.AbstractServer):
         """Forget ``conn`` (called from ``connection_lost``)."""
         self._open.discard(conn)
 
-    def log_access(
-        self,
-        client: tuple[str, int] | None,
-        method: str,
-        target: str,
-        http_version: str,
-        status: int,
-        took: float,
-        module_id: str | None,
-    ) -> None:
-        """Write one access-log line on the ``pywatt.access`` logger (INFO)."""
-        if self.access_log and _access.isEnabledFor(logging.INFO):
-            _access.info(
-                "%s", access_line(client, method, target, http_version, status, took, module_id)
-            )
-
     # -- asyncio.AbstractServer ------------------------------------------------------------
 
     def close(self) -> None:
@@ -417,43 +398,22 @@ class _FrontConnection(ConnectionDriver):
         super().connection_lost(exc)
         self._door.done(self)
 
-    # -- the driver loop -----------------------------------------------------------------------
+    # -- requests ------------------------------------------------------------------------------
 
-    def _drive(self, start: float) -> None:
-        """Handle the requests buffered, in order, until the core needs data or a request
-        is being forwarded (each request is timed from when it is taken, not ``start``)."""
-        core = self._core
-        transport = self._transport
-        assert core is not None and transport is not None
-        while not self._write_paused and not self._lost:
-            now = self._loop.time()
-            event = core.next_event(now)
-            if event is NEED_DATA:
-                self._need_data()
-                return
-            if event is END_OF_INPUT:
-                self._close()
-                return
-            assert isinstance(event, Request)
-            answer = self._answer_here(event)
-            if answer is not None:
-                self._send(event, answer, now, None)
-                continue
-            out = core.data_to_send()
-            if out:
-                transport.write(out)
-            self._busy = True
-            self._task = self._loop.create_task(self._forward(event, now))
-            return
-
-    def _answer_here(self, request: Request) -> Response | None:
-        """Return the front door's own answer to ``request``, or None to forward it."""
+    def _request(self, request: Request, start: float) -> Coroutine[Any, Any, None] | None:
+        """Answer here what the front door answers itself (``OPTIONS *``, a target a module
+        would refuse), else return the forwarding; each request is timed from now."""
+        now = self._loop.time()
         if request.path == "*":  # the core lets only OPTIONS through in asterisk-form
-            return Response(status=200, headers=(("allow", _ALLOW),), body=b"")
-        try:
-            forward_target(request.path, request.query_string)
-        except RemoteProtocolError as exc:
-            return api_error(str(exc), exc.error_status_hint)
+            answer = Response(status=200, headers=(("allow", _ALLOW),), body=b"")
+        else:
+            try:
+                forward_target(request.path, request.query_string)
+            except RemoteProtocolError as exc:
+                answer = api_error(str(exc), exc.error_status_hint)
+            else:
+                return self._forward(request, now)
+        self._send(request, answer, now, None)
         return None
 
     async def _forward(self, request: Request, start: float) -> None:
@@ -490,19 +450,12 @@ class _FrontConnection(ConnectionDriver):
             raise
         except Exception:  # Upstream.forward must not raise; answer 502 and go on
             _log.exception("forwarding %s %s failed", request.method, front.target)
-            reply = HttpResponse(
-                request_id="",
-                status_code=502,
-                headers={"content-type": "application/json"},
-                body=b'{"error":"bad gateway"}',
-            )
-            module_id = None
+            reply, module_id = _synth("", 502, "bad gateway"), None
         self._task = None
         self._busy = False
-        if self._lost:
-            return
-        self._send(request, self._response(request, reply), start, module_id)
-        self._drive(self._now())
+        if not self._lost:
+            self._send(request, self._response(request, reply), start, module_id)
+            self._drive(self._now())
 
     def _response(self, request: Request, reply: HttpResponse) -> Response:
         """Return the module's answer re-framed for the client (see the module docstring)."""
@@ -545,15 +498,18 @@ class _FrontConnection(ConnectionDriver):
         out = core.data_to_send()
         if out:
             transport.write(out)
-        door.log_access(
-            core.client,
-            request.method,
-            request.target,
-            core.http_version,
-            response.status,
-            self._loop.time() - start,
-            module_id,
-        )
+        if door.access_log and _access.isEnabledFor(logging.INFO):
+            took = self._loop.time() - start
+            line = access_line(
+                core.client,
+                request.method,
+                request.target,
+                core.http_version,
+                response.status,
+                took,
+                module_id,
+            )
+            _access.info("%s", line)
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:

@@ -20,18 +20,11 @@ import logging
 import signal
 import socket
 import ssl as _ssl
-import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TextIO
-
-try:  # the kernel's send queue, for the send timeout (POSIX)
-    import fcntl as _fcntl
-    import termios as _termios
-except ImportError:  # pragma: no cover - Windows
-    _fcntl = None  # type: ignore[assignment]
 
 from pywatt_proto import (
     END_OF_INPUT,
@@ -46,6 +39,7 @@ from pywatt_proto import (
 )
 from pywatt_proto._http import SendProgress, busy_response
 from pywatt_proto._router import router_of
+from pywatt_sync._server import reset_on_close, unsent_bytes
 
 from ._dispatch import dispatch_eager
 
@@ -56,8 +50,6 @@ _log = logging.getLogger("pywatt.http")
 # Open connections per server; one more is answered 503 and closed. Each idle
 # connection costs a task and ~64 KiB of buffers at most (max_pending_bytes).
 DEFAULT_MAX_CONNECTIONS = 1024
-# SO_LINGER on with a zero timeout: closing resets the connection, dropping unsent data.
-_ABORT_LINGER = struct.pack("ii", 1, 0)
 # Seconds a graceful close waits for in-flight requests before cancelling them.
 DEFAULT_DRAIN_TIMEOUT = 10.0
 _BUSY = busy_response()
@@ -78,24 +70,8 @@ class _DateCache:
         return self.value
 
     def get(self) -> bytes:
-        return (
-            self.value
-            if self.until > asyncio.get_running_loop().time()
-            else self.refresh(asyncio.get_running_loop().time())
-        )
-
-
-def unsent_bytes(sock: Any) -> int:
-    """Return the bytes in ``sock``'s kernel send queue not yet acknowledged by the peer
-    (Linux ``SIOCOUTQ``; 0 where it cannot be asked)."""
-    if _fcntl is None:
-        return 0
-    try:
-        raw = _fcntl.ioctl(sock.fileno(), _termios.TIOCOUTQ, b"\0\0\0\0")
-    except (OSError, ValueError, AttributeError):
-        return 0
-    queued: int = struct.unpack("i", raw)[0]
-    return queued
+        now = asyncio.get_running_loop().time()
+        return self.value if self.until > now else self.refresh(now)
 
 
 class SendWatch:
@@ -153,9 +129,8 @@ class SendWatch:
             return
         self._progress = None
         sock = transport.get_extra_info("socket")
-        if sock is not None:  # reset: the kernel drops what is still queued
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
+        if sock is not None:
+            reset_on_close(sock)
         transport.abort()
 
 
@@ -166,8 +141,8 @@ class ConnectionDriver(asyncio.Protocol):
 
     Used by ``serve()`` (:class:`_Connection`) and the front door
     (``pywatt_asyncio._frontdoor._FrontConnection``). A subclass sets ``_core`` in
-    ``connection_made`` and provides :meth:`_drive` (handle what the core has buffered);
-    ``_busy`` is True while an answer is awaited, and nothing is driven meanwhile.
+    ``connection_made`` and provides :meth:`_request` (answer one request); ``_busy`` is
+    True while an answer is awaited, and nothing is driven meanwhile.
     """
 
     __slots__ = (
@@ -199,9 +174,35 @@ class ConnectionDriver(asyncio.Protocol):
         self._lost = False
         self._task: asyncio.Task[None] | None = None
 
-    def _drive(self, start: float) -> None:
-        """Handle what the core has buffered (``start``: loop time the bytes arrived)."""
+    def _request(self, request: Request, start: float) -> Coroutine[Any, Any, None] | None:
+        """Answer ``request`` now (return None) or return the coroutine that will: it runs
+        as a task, and the connection handles nothing else until it called :meth:`_drive`."""
         raise NotImplementedError
+
+    def _drive(self, start: float) -> None:
+        """Handle every complete request buffered, in order, until the core needs data or an
+        answer is awaited. ``start`` (loop time the bytes arrived) stands for "now" in the
+        core's bookkeeping during this call."""
+        core = self._core
+        transport = self._transport
+        assert core is not None and transport is not None
+        while not self._write_paused and not self._lost:
+            event = core.next_event(start)
+            if event is NEED_DATA:
+                self._need_data()
+                return
+            if event is END_OF_INPUT:
+                self._close()
+                return
+            assert isinstance(event, Request)
+            later = self._request(event, start)
+            if later is not None:
+                out = core.data_to_send()
+                if out:
+                    transport.write(out)
+                self._busy = True
+                self._task = self._loop.create_task(later)
+                return
 
     @staticmethod
     def peer(transport: asyncio.BaseTransport) -> tuple[str, int] | None:
@@ -344,45 +345,19 @@ class _Connection(ConnectionDriver):
         if self._core is not None:
             self._server.connection_done(self)
 
-    def _drive(self, start: float) -> None:
-        """Handle every complete request buffered, in order, until the core needs data.
-
-        ``start`` is the loop time when the bytes arrived; it stands for "now" in the
-        core's bookkeeping during this call (handler latency is measured separately).
-        """
-        core = self._core
-        transport = self._transport
-        assert core is not None and transport is not None
-        now = self._now
+    def _request(self, request: Request, start: float) -> Coroutine[Any, Any, None] | None:
+        # ``async def`` handlers are never stepped outside a task: they must see
+        # themselves as ``asyncio.current_task()`` (``asyncio.timeout`` needs it).
+        # Plain ``def`` handlers still answer without any task.
         server = self._server
-        while not self._write_paused:
-            event = core.next_event(start)
-            if event is NEED_DATA:
-                self._need_data()
-                return
-            if event is END_OF_INPUT:
-                self._close()
-                return
-            assert isinstance(event, Request)
-            # ``async def`` handlers are never stepped outside a task: they must see
-            # themselves as ``asyncio.current_task()`` (``asyncio.timeout`` needs it).
-            # Plain ``def`` handlers still answer without any task.
-            outcome = dispatch_eager(server.router, event, now)
-            if isinstance(outcome, Response):
-                response = outcome
-            else:
-                out = core.data_to_send()
-                if out:
-                    transport.write(out)
-                self._busy = True
-                self._task = self._loop.create_task(self._finish(outcome, event, start))
-                return
-            date = server.date
-            core.send_response(
-                response, start, date=date.value if date.until > start else date.refresh(start)
-            )
-            if server.access_log is not None:
-                server.log_access(core.client, event, response, now() - start)
+        outcome = dispatch_eager(server.router, request, self._now)
+        if not isinstance(outcome, Response):
+            return self._finish(outcome, request, start)
+        date = server.date
+        self._answer(
+            request, outcome, start, date.value if date.until > start else date.refresh(start)
+        )
+        return None
 
     async def _finish(
         self, coro: Coroutine[Any, Any, Response], request: Request, start: float
@@ -394,18 +369,16 @@ class _Connection(ConnectionDriver):
             raise
         self._busy = False
         self._task = None
-        if self._lost:
-            return
-        self._answer(request, response, start)
-        self._drive(self._now())
+        if not self._lost:
+            self._answer(request, response, start, self._server.date.get())
+            self._drive(self._now())
 
-    def _answer(self, request: Request, response: Response, start: float) -> None:
+    def _answer(self, request: Request, response: Response, start: float, date: bytes) -> None:
         core = self._core
         assert core is not None
-        server = self._server
-        core.send_response(response, start, date=server.date.get())
-        if server.access_log is not None:
-            server.log_access(core.client, request, response, self._now() - start)
+        core.send_response(response, start, date=date)
+        if self._server.access_log is not None:
+            self._server.log_access(core.client, request, response, self._now() - start)
 
     def cancel(self) -> None:
         """Abort: cancel a running handler and drop the connection."""

@@ -1,40 +1,26 @@
 """HTTP/1.1 server with blocking sockets and a small pool of event threads.
 
-Plain sockets (on Linux, where ``select.epoll`` exists) are served by a few
-*event threads* sharing one epoll set in ``EPOLLONESHOT`` mode: a ready socket
-wakes exactly one thread, which then owns the connection (its
-:class:`pywatt_proto.HttpServerConnection`) until it re-arms it. That thread
-reads, feeds the core, runs each request's handler inline (handlers are plain
-functions), writes the answer and serves pipelined requests, then re-arms the
-socket and waits again. Few threads means little fighting over the GIL: 64
-connection threads, each handing the GIL over at every syscall, served fewer
-than half the requests of the asyncio driver.
+Plain sockets (where ``select.epoll`` exists) are served by *event threads* sharing one
+epoll set in ``EPOLLONESHOT`` mode: a ready socket wakes one thread, which owns the
+connection (its :class:`pywatt_proto.HttpServerConnection`) until it re-arms it: it reads,
+feeds the core, runs each handler inline, writes the answers, then re-arms the socket. Few
+threads means little fighting over the GIL. :data:`_BASE_THREADS` always run; when all
+have held their connection longer than :data:`_STALL` seconds (a slow handler or reader)
+the accept thread starts another, up to ``max_workers``; those exit after
+:data:`_SPARE_IDLE` seconds without work.
 
-Thread bound: :data:`_BASE_THREADS` event threads; when every one of them has
-held its connection longer than :data:`_STALL` seconds (a slow handler, a slow
-reader) the accept thread starts another, up to ``max_workers`` threads in all.
-Threads above the base exit after :data:`_SPARE_IDLE` seconds without work.
+At most ``max_connections`` connections are open (an idle one holds no thread); one more
+client is answered 503 and closed at once, not left in the listen backlog. TLS sockets
+(which may hold decrypted bytes epoll cannot see) and platforms without epoll keep one
+thread per connection, bounded by ``max_workers``, waiting with socket timeouts or poll().
 
-Connection bound: at most ``max_connections`` open connections (default
-:data:`DEFAULT_MAX_CONNECTIONS`, as the asyncio server); an idle keep-alive
-connection sits in the epoll set and holds no thread. One more client is accepted,
-answered 503 and closed at once, instead of waiting in the kernel's listen backlog.
-With TLS (or without epoll) each connection holds a thread, so there the bound is
-``max_workers``.
+Send timeout: an answer is dropped (connection reset) after ``read_timeout`` seconds in
+which nothing was delivered, the kernel's send queue (``SIOCOUTQ``) included, so a slow
+but steady reader is never cut off (nginx's ``send_timeout`` model).
 
-Send timeout: an answer that cannot be written is dropped (connection reset) after
-``read_timeout`` seconds in which nothing was delivered -- neither accepted by
-``send`` nor taken off the kernel's send queue (``SIOCOUTQ``) -- so a slow but
-steady reader is never cut off (nginx's ``send_timeout`` model).
-
-Deadlines: the accept thread ticks every :data:`_TICK` seconds; it applies the
-core's ``get_timer`` deadline (408, keep-alive close) and a graceful shutdown to
-connections no event thread holds (``Lock.acquire(blocking=False)``), so the
-core is only ever touched by the thread holding the connection's lock.
-
-TLS sockets (which may hold decrypted bytes epoll cannot see) and platforms
-without epoll keep one thread per connection: the driver loop in
-:meth:`HttpServer._drive`, waiting with socket timeouts or poll().
+Deadlines: every :data:`_TICK` seconds the accept thread applies the core's deadlines
+(408, keep-alive close) and a graceful shutdown to connections no thread holds
+(``Lock.acquire(blocking=False)``): a core is only touched under its connection's lock.
 """
 
 from __future__ import annotations
@@ -51,7 +37,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Protocol, TextIO
+from typing import Any, TextIO
 
 try:  # the kernel's send queue, for the send timeout (POSIX)
     import fcntl as _fcntl
@@ -64,7 +50,6 @@ from pywatt_proto import (
     NEED_DATA,
     HttpServerConnection,
     Request,
-    Response,
     ServerLimits,
     ServerPhase,
     format_access_log,
@@ -112,7 +97,7 @@ _IN = select.POLLIN if _HAS_POLL else 1
 _OUT = select.POLLOUT if _HAS_POLL else 4
 
 
-def unsent_bytes(sock: socket.socket) -> int:
+def unsent_bytes(sock: Any) -> int:
     """Return the bytes in ``sock``'s kernel send queue not yet acknowledged by the peer
     (Linux ``SIOCOUTQ``; 0 where it cannot be asked)."""
     if _fcntl is None:
@@ -123,6 +108,12 @@ def unsent_bytes(sock: socket.socket) -> int:
         return 0
     queued: int = struct.unpack("i", raw)[0]
     return queued
+
+
+def reset_on_close(sock: Any) -> None:
+    """Make closing ``sock`` reset the connection: the kernel drops what is still queued."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
 
 
 class _DateCache:
@@ -140,21 +131,42 @@ class _DateCache:
         return self._value
 
 
-class _Wire(Protocol):
-    """How a connection thread reads and writes its socket."""
+class _Wire:
+    """How a connection's thread reads and writes its socket (see the two subclasses)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
 
     def recv(self, wait: float) -> bytes | None:
         """Return the next bytes (``b""`` at EOF), or None when none came within ``wait`` s."""
+        raise NotImplementedError
 
     def sendall(self, data: bytes, timeout: float) -> None:
         """Send all of ``data``; TimeoutError once nothing was delivered for ``timeout``
         seconds (see the module docstring), OSError if the connection fails."""
+        raise NotImplementedError
 
-    def abort_on_close(self) -> None:
-        """Make the coming close reset the connection (drop what the kernel still queues)."""
+    def _wait_writable(self, wait: float) -> None:
+        """Wait up to ``wait`` seconds for room in the socket's send buffer."""
+        raise NotImplementedError
+
+    def _send_rest(self, view: memoryview, timeout: float) -> None:
+        """Send ``view`` once the socket's buffer is full: the send timeout's loop."""
+        sock = self._sock
+        progress = SendProgress(timeout, len(view) + unsent_bytes(sock), time.monotonic())
+        while view:
+            self._wait_writable(progress.check_interval())
+            with contextlib.suppress(BlockingIOError, TimeoutError, _ssl.SSLWantWriteError):
+                view = view[sock.send(view) :]
+            now = time.monotonic()
+            progress.update(len(view) + unsent_bytes(sock), now)
+            if view and progress.expired(now):
+                raise TimeoutError("send timed out: nothing delivered")
 
 
-class _PollWire:
+class _PollWire(_Wire):
     """A plain socket in non-blocking mode: a read waits in poll() and then reads; a
     write sends at once and polls only when the kernel's buffer is full.
 
@@ -165,11 +177,11 @@ class _PollWire:
     for the GIL, and it measured slower.
     """
 
-    __slots__ = ("_fd", "_poll", "_sock")
+    __slots__ = ("_fd", "_poll")
 
     def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
         sock.setblocking(False)
-        self._sock = sock
         self._fd = sock.fileno()
         self._poll: Any = select.poll() if _HAS_POLL else None
 
@@ -185,46 +197,30 @@ class _PollWire:
         return bool(self._poll.poll(math.ceil(wait * 1000)))
 
     def recv(self, wait: float) -> bytes | None:
-        sock = self._sock
         if not self._ready(_IN, wait):
             return None
         try:
-            return sock.recv(_RECV_SIZE)
+            return self._sock.recv(_RECV_SIZE)
         except BlockingIOError:  # a spurious wake-up: the caller checks its deadline
             return None
 
     def sendall(self, data: bytes, timeout: float) -> None:
-        sock = self._sock
         try:
-            sent = sock.send(data)
+            sent = self._sock.send(data)
         except BlockingIOError:
             sent = 0
-        if sent == len(data):
-            return
-        view = memoryview(data)[sent:]
-        progress = SendProgress(timeout, len(view) + unsent_bytes(sock), time.monotonic())
-        while view:
-            if self._ready(_OUT, progress.check_interval()):
-                with contextlib.suppress(BlockingIOError):
-                    view = view[sock.send(view) :]
-            now = time.monotonic()
-            progress.update(len(view) + unsent_bytes(sock), now)
-            if view and progress.expired(now):
-                raise TimeoutError("send timed out: nothing delivered")
+        if sent < len(data):
+            self._send_rest(memoryview(data)[sent:], timeout)
 
-    def abort_on_close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
+    def _wait_writable(self, wait: float) -> None:
+        self._ready(_OUT, wait)
 
 
-class _TimeoutWire:
+class _TimeoutWire(_Wire):
     """A TLS socket, driven with socket timeouts (it may hold decrypted bytes that a
     poll() on its file descriptor would not see)."""
 
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
+    __slots__ = ()
 
     def recv(self, wait: float) -> bytes | None:
         self._sock.settimeout(wait)
@@ -234,38 +230,34 @@ class _TimeoutWire:
             return None
 
     def sendall(self, data: bytes, timeout: float) -> None:
-        sock = self._sock
-        view = memoryview(data)
-        progress = SendProgress(timeout, len(view), time.monotonic())
-        sock.settimeout(progress.check_interval())
-        while view:
-            with contextlib.suppress(TimeoutError, _ssl.SSLWantWriteError):
-                view = view[sock.send(view) :]
-            now = time.monotonic()
-            progress.update(len(view) + unsent_bytes(sock), now)
-            if view and progress.expired(now):
-                raise TimeoutError("send timed out: nothing delivered")
+        self._send_rest(memoryview(data), timeout)
 
-    def abort_on_close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT_LINGER)
+    def _wait_writable(self, wait: float) -> None:
+        self._sock.settimeout(wait)  # the next send waits this long for room
 
 
 class _Conn:
-    """A plain connection served by the event threads; ``lock`` is held by whoever
-    touches ``core`` (an event thread, or the accept thread's tick)."""
+    """One connection and its core; ``lock`` is held by whoever touches ``core`` (an event
+    thread or the accept thread's tick; a threaded connection's own thread)."""
 
-    __slots__ = ("client", "closed", "core", "fd", "lock", "shut", "sock", "wire")
+    __slots__ = ("closed", "core", "fd", "lock", "shut", "sock", "wire")
 
-    def __init__(self, sock: socket.socket, core: HttpServerConnection, client: Any) -> None:
+    def __init__(self, sock: socket.socket, wire: _Wire, core: HttpServerConnection) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.wire = _PollWire(sock)
+        self.wire = wire
         self.core = core
-        self.client: tuple[str, int] | None = client
         self.lock = threading.Lock()
         self.closed = False
         self.shut = False  # start_shutdown() already called
+
+    def shutdown(self) -> bool:
+        """Tell the core to finish (once); return True if this call did."""
+        if self.shut:
+            return False
+        self.shut = True
+        self.core.start_shutdown()
+        return True
 
 
 class _Worker:
@@ -318,12 +310,10 @@ class HttpServer:
         self._serving = False
         self._finished = threading.Event()
         self._stopping = threading.Event()
-        self._stopped = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
         self._lock = threading.Lock()
         self._active: set[threading.Thread] = set()
         self._date = _DateCache()
-        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -385,7 +375,6 @@ class HttpServer:
         finally:
             sel.close()
             self._sock.close()
-            self._stopped.set()
             self._finished.set()
 
     def _refuse(self, conn: socket.socket) -> None:
@@ -401,18 +390,67 @@ class HttpServer:
         with self._lock:
             self._open -= 1
 
+    def _core(self, client: tuple[str, int] | None) -> HttpServerConnection:
+        now = time.monotonic()
+        return HttpServerConnection(self.limits, now, client=client, date=self._date.get)
+
+    def _advance(self, conn: _Conn) -> bool:
+        """Drive ``conn``'s core until it waits for bytes (True) or the connection is over
+        (False, its last bytes sent). Handlers run here, on the calling thread, which
+        holds ``conn.lock``."""
+        now = time.monotonic
+        core = conn.core
+        wire = conn.wire
+        router = self.router
+        stopping = self._stopping
+        send_timeout = self.limits.read_timeout
+        while True:
+            event = core.next_event(now())
+            if event is NEED_DATA:
+                out = core.data_to_send()
+                if out:
+                    try:
+                        wire.sendall(out, send_timeout)
+                    except OSError:
+                        core.send_failed()
+                        continue
+                if stopping.is_set() and conn.shutdown():
+                    continue
+                deadline = core.get_timer()
+                if deadline is None or deadline > now():
+                    return True
+                core.handle_timer(now())
+                continue
+            if event is END_OF_INPUT:
+                out = core.data_to_send()
+                if out:
+                    with contextlib.suppress(OSError):
+                        wire.sendall(out, send_timeout)
+                return False
+            assert isinstance(event, Request)
+            start = now()
+            response = dispatch(router, event, now)
+            if stopping.is_set():
+                conn.shutdown()  # this answer says Connection: close
+            core.send_response(response, start, date=self._date.get())
+            try:
+                # a client that stops reading its answers gets read_timeout to drain them
+                wire.sendall(core.data_to_send(), send_timeout)
+            except OSError:  # TimeoutError included: drop what is queued (RST on close)
+                reset_on_close(conn.sock)
+                core.send_failed()
+            if self.access_log is not None:
+                line = format_access_log(
+                    core.client, event, response.status, len(response.body), now() - start
+                )
+                self.access_log.write(line + "\n")
+
     # -- event threads (plain sockets, epoll) ------------------------------------------------------
 
     def _add(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn = _Conn(
-                sock,
-                HttpServerConnection(
-                    self.limits, time.monotonic(), client=client, date=self._date.get
-                ),
-                client,
-            )
+            conn = _Conn(sock, _PollWire(sock), self._core(client))
             with self._lock:
                 self._conns[conn.fd] = conn
             self._epoll.register(conn.fd, _ARM)
@@ -464,73 +502,20 @@ class HttpServer:
 
     def _ready(self, conn: _Conn) -> None:
         """Read what the (readable) socket holds and serve it. Caller holds ``conn.lock``."""
-        core = conn.core
         try:
-            data: bytes | None = conn.sock.recv(_RECV_SIZE)
+            conn.core.receive_data(conn.sock.recv(_RECV_SIZE), time.monotonic())
         except BlockingIOError:  # a stale event (another thread served it first)
-            data = None
+            pass
         except OSError:
-            core.send_failed()
-            data = None
-        if data is None:
-            core.handle_timer(time.monotonic())
+            conn.core.send_failed()
+        self._serve(conn)
+
+    def _serve(self, conn: _Conn) -> None:
+        """Advance ``conn`` (caller holds its lock); re-arm it, or close it when over."""
+        if self._advance(conn):
+            self._epoll.modify(conn.fd, _ARM)
         else:
-            core.receive_data(data, time.monotonic())
-        self._advance(conn)
-
-    def _advance(self, conn: _Conn) -> None:
-        """Drive ``conn``'s core until it needs data (re-arm) or ends (close).
-
-        Caller holds ``conn.lock``. Handlers run here, on the calling thread.
-        """
-        now = time.monotonic
-        core = conn.core
-        wire = conn.wire
-        router = self.router
-        stopping = self._stopping
-        send_timeout = self.limits.read_timeout
-        while True:
-            event = core.next_event(now())
-            if event is NEED_DATA:
-                out = core.data_to_send()
-                if out:
-                    try:
-                        wire.sendall(out, send_timeout)
-                    except OSError:
-                        core.send_failed()
-                        continue
-                if stopping.is_set() and not conn.shut:
-                    conn.shut = True
-                    core.start_shutdown()
-                    continue
-                deadline = core.get_timer()
-                if deadline is not None and deadline <= now():
-                    core.handle_timer(now())
-                    continue
-                self._epoll.modify(conn.fd, _ARM)
-                return
-            if event is END_OF_INPUT:
-                out = core.data_to_send()
-                if out:
-                    with contextlib.suppress(OSError):
-                        wire.sendall(out, send_timeout)
-                self._close(conn)
-                return
-            assert isinstance(event, Request)
-            start = now()
-            response = dispatch(router, event, now)
-            if stopping.is_set() and not conn.shut:
-                conn.shut = True
-                core.start_shutdown()  # this answer says Connection: close
-            core.send_response(response, start, date=self._date.get())
-            try:
-                # a client that stops reading its answers gets read_timeout to drain them
-                wire.sendall(core.data_to_send(), send_timeout)
-            except OSError:  # TimeoutError included: drop what is queued (RST on close)
-                wire.abort_on_close()
-                core.send_failed()
-            if self.access_log is not None:
-                self._log_access(conn.client, event, response, now() - start)
+            self._close(conn)
 
     def _close(self, conn: _Conn) -> None:
         """Forget and close ``conn`` (caller holds its lock) and free its slot."""
@@ -558,18 +543,10 @@ class HttpServer:
             if not conn.lock.acquire(blocking=False):
                 continue  # an event thread is serving it
             try:
-                if conn.closed:
-                    continue
-                core = conn.core
-                if stopping and not conn.shut:
-                    conn.shut = True
-                    core.start_shutdown()
-                else:
-                    deadline = core.get_timer()
-                    if deadline is None or now < deadline:
-                        continue
-                    core.handle_timer(now)
-                self._advance(conn)
+                deadline = conn.core.get_timer()
+                due = deadline is not None and now >= deadline
+                if not conn.closed and (due or (stopping and not conn.shut)):
+                    self._serve(conn)
             except Exception:
                 _log.exception("connection handler failed")
                 self._close(conn)
@@ -582,7 +559,7 @@ class HttpServer:
         ):
             self._spawn(spare=True)
 
-    # -- one connection --------------------------------------------------------------------------
+    # -- one thread per connection (TLS, or no epoll) ------------------------------------------
 
     def _connection(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         try:
@@ -594,7 +571,22 @@ class HttpServer:
                 wire = _TimeoutWire(sock)
             else:
                 wire = _PollWire(sock)
-            self._drive(wire, client)
+            conn = _Conn(sock, wire, self._core(client))
+            core = conn.core
+            while self._advance(conn):
+                deadline = core.get_timer()
+                wait = _SHUTDOWN_POLL if deadline is None else deadline - time.monotonic()
+                if core.phase is ServerPhase.IDLE:
+                    wait = min(wait, _SHUTDOWN_POLL)
+                if wait <= 0:
+                    continue  # due: _advance applies it
+                try:
+                    data = wire.recv(wait)
+                except OSError:
+                    core.send_failed()
+                    continue
+                if data is not None:  # None: nothing arrived within ``wait``
+                    core.receive_data(data, time.monotonic())
         except Exception:
             _log.exception("connection handler failed")
         finally:
@@ -604,75 +596,11 @@ class HttpServer:
                 self._active.discard(threading.current_thread())
             self._release()
 
-    def _drive(self, wire: _Wire, client: tuple[str, int] | None) -> None:
-        now = time.monotonic
-        core = HttpServerConnection(self.limits, now(), client=client, date=self._date.get)
-        router = self.router
-        stopping = self._stopping
-        send_timeout = self.limits.read_timeout
-        shut = False
-        while True:
-            event = core.next_event(now())
-            if event is NEED_DATA:
-                out = core.data_to_send()
-                if out:
-                    wire.sendall(out, send_timeout)
-                if stopping.is_set() and not shut:
-                    shut = True
-                    core.start_shutdown()
-                    continue
-                deadline = core.get_timer()
-                wait = _SHUTDOWN_POLL if deadline is None else deadline - now()
-                if core.phase is ServerPhase.IDLE:
-                    wait = min(wait, _SHUTDOWN_POLL)
-                if wait <= 0:
-                    core.handle_timer(now())
-                    continue
-                try:
-                    data = wire.recv(wait)
-                except OSError:
-                    core.send_failed()
-                    continue
-                if data is None:  # nothing arrived within ``wait``
-                    core.handle_timer(now())
-                    continue
-                core.receive_data(data, now())
-                continue
-            if event is END_OF_INPUT:
-                out = core.data_to_send()
-                if out:
-                    with contextlib.suppress(OSError):
-                        wire.sendall(out, send_timeout)
-                return
-            assert isinstance(event, Request)
-            start = now()
-            response = dispatch(router, event, now)
-            if stopping.is_set() and not shut:
-                shut = True
-                core.start_shutdown()  # this answer says Connection: close
-            core.send_response(response, start, date=self._date.get())
-            try:
-                # a client that stops reading its answers gets read_timeout to drain them
-                wire.sendall(core.data_to_send(), send_timeout)
-            except OSError:  # TimeoutError included: drop what is queued (RST on close)
-                wire.abort_on_close()
-                core.send_failed()
-            if self.access_log is not None:
-                self._log_access(client, event, response, now() - start)
-
-    def _log_access(
-        self, client: tuple[str, int] | None, request: Request, response: Response, took: float
-    ) -> None:
-        if self.access_log is not None:
-            line = format_access_log(client, request, response.status, len(response.body), took)
-            self.access_log.write(line + "\n")
-
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> HttpServer:
         """Run :meth:`serve_forever` in a background thread and return ``self``."""
-        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
 
     def shutdown(self, drain_timeout: float = DEFAULT_DRAIN_TIMEOUT) -> None:
