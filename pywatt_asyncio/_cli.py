@@ -41,7 +41,7 @@ from ._config import (
 )
 from ._frontdoor import FrontDoorLimits, serve_http
 from ._host import Host, HostError, HostOptions, describe
-from ._orchestrator import PortPolicy, _note, install_stop_signals
+from ._orchestrator import PortPolicy, _note
 
 __all__ = ["main", "parse_env_file"]
 
@@ -303,7 +303,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _specs(
-    args: argparse.Namespace, command: list[str] | None, settings: HostSettings | None
+    args: argparse.Namespace, command: list[str] | None, configured: list[ModuleSpec]
 ) -> list[ModuleSpec]:
     shared = SecretSources(
         files=tuple(args.env_file) + tuple(args.secrets_file),
@@ -311,12 +311,9 @@ def _specs(
         from_env=tuple(n for n, v in args.secret if v is None),
     )
     watch = tuple(args.reload_dir)
-    specs: list[ModuleSpec] = []
-    if args.config:
-        specs = [
-            replace(s, secrets=shared.merged(s.secrets), watch=s.watch + watch)
-            for s in _config_specs(args.config)
-        ]
+    specs = [
+        replace(s, secrets=shared.merged(s.secrets), watch=s.watch + watch) for s in configured
+    ]
     one = len(args.targets) + (command is not None) == 1 and not specs
     mid = args.module_id if one else None
     if args.module_id and not one:
@@ -331,24 +328,13 @@ def _specs(
     return specs
 
 
-def _config_specs(path: str) -> list[ModuleSpec]:
-    return load_config(path)[1]
-
-
-def _settings(args: argparse.Namespace) -> HostSettings:
-    return load_config(args.config)[0] if args.config else HostSettings()
-
-
 async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettings) -> int:
     http = args.http or (_host_port(st.http) if st.http else ("127.0.0.1", 8080))
     host_addr, port = http
     restart = (args.restart or st.restart or "no") == "on-failure"
-    if args.extensions is not None:
-        extensions: tuple[str, ...] | None = args.extensions
-    elif st.extensions is not None:
+    extensions: tuple[str, ...] | None = args.extensions
+    if extensions is None and st.extensions is not None:
         extensions = _extensions(st.extensions)
-    else:
-        extensions = None
     options = HostOptions(
         orchestrator_api=f"http://{host_addr}:{port}",
         request_timeout=args.request_timeout or st.request_timeout or 30.0,
@@ -365,8 +351,11 @@ async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettin
         reload=bool(args.reload if args.reload is not None else st.reload),
     )
     host = Host(specs, options)
+    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    install_stop_signals(stop)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
     try:
         await host.start()
     except HostError as exc:
@@ -392,7 +381,6 @@ async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettin
         _note(f"pywatt: cannot listen on {host_addr}:{port}: {exc}")
         await host.stop()
         return 1
-    loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, AttributeError):
         loop.add_signal_handler(signal.SIGHUP, host.rotate_secrets)
     bound = server.sockets[0].getsockname()
@@ -442,14 +430,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.targets and command is None and not args.config:
         parser.error("nothing to run: give a TARGET, -- COMMAND, or --config FILE")
     try:
-        settings = _settings(args)
-        specs = _specs(args, command, settings)
+        settings, configured = load_config(args.config) if args.config else (HostSettings(), [])
+        specs = _specs(args, command, configured)
         for spec in specs:  # every secret source readable and valid before anything starts
             spec.secrets.load()
-    except ConfigError as exc:
-        print(f"pywatt: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
+    except (ConfigError, OSError) as exc:
         print(f"pywatt: {exc}", file=sys.stderr)
         return 2
     try:

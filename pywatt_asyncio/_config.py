@@ -360,12 +360,11 @@ def load_config(path: str) -> tuple[HostSettings, list[ModuleSpec]]:
         raise ConfigError(f"{path}: [host]: unknown key(s) {', '.join(unknown)}")
     if not isinstance(modules, list) or not modules:
         raise ConfigError(f"{path}: no [[module]] tables")
-    specs = [
-        _module_from_table(t, base, f"{path}: module[{i}]")
-        if isinstance(t, dict)
-        else _fail(f"{path}: module[{i}] must be a table")
-        for i, t in enumerate(modules)
-    ]
+    specs: list[ModuleSpec] = []
+    for i, table in enumerate(modules):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: module[{i}] must be a table")
+        specs.append(_module_from_table(table, base, f"{path}: module[{i}]"))
 
     def opt(key: str, kind: type | tuple[type, ...]) -> Any:
         value = host.get(key)
@@ -382,7 +381,3 @@ def load_config(path: str) -> tuple[HostSettings, list[ModuleSpec]]:
         extensions=opt("extensions", str),
     )
     return settings, specs
-
-
-def _fail(message: str) -> ModuleSpec:
-    raise ConfigError(message)

@@ -48,7 +48,7 @@ from pywatt_proto._module import FORWARDED_CLIENT_ENV
 from ._config import ModuleSpec
 from ._frontdoor import MAX_HTTP_BODY, FrontRequest
 from ._network import ModuleNetwork
-from ._orchestrator import ModuleProcess, PortPolicy, _note, _synth
+from ._orchestrator import ModuleProcess, PortPolicy, _note, _synth, child_env
 from ._reload import POLL_INTERVAL, FileWatcher
 
 __all__ = [
@@ -149,13 +149,6 @@ class _Route:
     pattern: tuple[tuple[int, str], ...]
 
 
-def _routes_of(module_id: str, endpoints: Sequence[Endpoint]) -> list[_Route]:
-    return [
-        _Route(module_id, frozenset(m.upper() for m in e.methods), _pattern(e.path))
-        for e in endpoints
-    ]
-
-
 def _target_file(spec: ModuleSpec) -> str | None:
     """The absolute path of a Python file target (None for commands and pkg.mod targets)."""
     if spec.target is None:
@@ -234,11 +227,6 @@ class Host:
         self.network = ModuleNetwork(lookup=self.process, known=self._slots.__contains__)
 
     # ------------------------------------------------------------------ lookups
-    @property
-    def module_ids(self) -> tuple[str, ...]:
-        """Every module id, in start order."""
-        return tuple(s.module_id for s in self._specs)
-
     def process(self, module_id: str) -> ModuleProcess | None:
         """Return the running process of ``module_id`` (None: unknown, or not running now)."""
         slot = self._slots.get(module_id)
@@ -246,20 +234,14 @@ class Host:
             return None
         return slot.proc
 
-    def endpoints(self) -> dict[str, tuple[Endpoint, ...]]:
-        """Return what each running module announced."""
-        return {mid: s.proc.endpoints for mid, s in self._slots.items() if s.proc is not None}
-
     # ------------------------------------------------------------------ start
-    def _new_process(self, slot: _Slot) -> ModuleProcess:
+    async def _launch(self, slot: _Slot) -> ModuleProcess:
+        """Start a process for ``slot`` and wait for its announce (not installed yet).
+
+        Raises ``HostError`` (the child was killed then).
+        """
         spec, o = slot.spec, self.options
-        env = dict(o.base_env)
-        if spec.target is not None:  # the working directory is importable for pkg.mod targets
-            cwd = os.getcwd()
-            env["PYTHONPATH"] = cwd + (
-                os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
-            )
-            env.setdefault("PYTHONUNBUFFERED", "1")
+        env = child_env(o.base_env) if spec.target is not None else dict(o.base_env)
         env.update(spec.env)
         env["PYWATT_MODULE_ID"] = spec.module_id
         env[FORWARDED_CLIENT_ENV] = "1"  # its requests come through our front door
@@ -279,14 +261,6 @@ class Host:
             stderr_prefix=f"[{spec.module_id}] ",
         )
         proc.network = self.network  # module calls and the provider registry
-        return proc
-
-    async def _launch(self, slot: _Slot) -> ModuleProcess:
-        """Start a process for ``slot`` and wait for its announce (not installed yet).
-
-        Raises ``HostError`` (the child was killed then).
-        """
-        proc = self._new_process(slot)
         try:
             await proc.start()
         except (RuntimeError, OSError) as exc:
@@ -345,11 +319,12 @@ class Host:
         self._spawn(self._watch(slot, proc))
 
     def _rebuild_routes(self) -> None:
-        routes: list[_Route] = []
-        for mid, slot in self._slots.items():
-            if slot.proc is not None:
-                routes.extend(_routes_of(mid, slot.proc.endpoints))
-        self._routes = routes
+        self._routes = [
+            _Route(mid, frozenset(m.upper() for m in e.methods), _pattern(e.path))
+            for mid, slot in self._slots.items()
+            if slot.proc is not None
+            for e in slot.proc.endpoints
+        ]
 
     def _conflicts_with_others(self, slot: _Slot, proc: ModuleProcess) -> list[str]:
         announced = {

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Mapping, Sequence
@@ -98,6 +97,12 @@ def _synth(request_id: str, status: int, message: str) -> HttpResponse:
     )
 
 
+def _answer(outcome: HttpResponse | RequestFailed) -> HttpResponse:
+    if isinstance(outcome, RequestFailed):
+        return _synth(outcome.request_id, outcome.status, outcome.reason)
+    return outcome
+
+
 class CallRouter(Protocol):
     """What a host plugs into ``ModuleProcess.network`` to route module calls."""
 
@@ -105,8 +110,11 @@ class CallRouter(Protocol):
         """Act on a call or registry event read from ``source``."""
 
 
-_CALL_EVENTS: Final = frozenset(
-    {CallRequested, CallAbandoned, ProviderRegistrationRequested, ProviderDiscoveryRequested}
+_CALL_EVENTS: Final = (
+    CallRequested,
+    CallAbandoned,
+    ProviderRegistrationRequested,
+    ProviderDiscoveryRequested,
 )
 
 
@@ -263,8 +271,7 @@ class ModuleProcess:
         if self._stderr_prefix is not None:
             self._stderr_task = asyncio.ensure_future(self._relay_stderr(self._stderr_prefix))
         self.conn.start(loop.time())
-        self._flush()
-        self._arm_timer()
+        self.flush()
         self._reader = asyncio.ensure_future(self._read_loop())
         try:
             await self._announced
@@ -353,8 +360,7 @@ class ModuleProcess:
                 if event is NEED_DATA or event is END_OF_INPUT:
                     break
                 self._handle(event)
-            self._flush()
-            self._arm_timer()
+            self.flush()
         except Exception as exc:  # a defect on our side: never let it pass silently
             self._broken(exc)
 
@@ -377,21 +383,13 @@ class ModuleProcess:
                 proc.kill()
 
     def _handle(self, event: OrchestratorEvent) -> None:
-        t = type(event)
-        if t is ResponseReceived:
-            assert isinstance(event, ResponseReceived)
+        if isinstance(event, ResponseReceived | RequestFailed):
             fut = self._waiters.pop(event.request_id, None)
             if fut is not None and not fut.done():
-                fut.set_result(event.response)
-        elif t is RequestFailed:
-            assert isinstance(event, RequestFailed)
-            fut = self._waiters.pop(event.request_id, None)
-            if fut is not None and not fut.done():
-                fut.set_result(event)
-            if event.status == 504:
+                fut.set_result(event.response if isinstance(event, ResponseReceived) else event)
+            if isinstance(event, RequestFailed) and event.status == 504:
                 _log.warning("request %s: %s (504)", event.request_id, event.reason)
-        elif t is AnnounceReceived:
-            assert isinstance(event, AnnounceReceived)
+        elif isinstance(event, AnnounceReceived):
             self.announced_at = asyncio.get_running_loop().time()
             if self._announced is not None and not self._announced.done():
                 self._announced.set_result(None)
@@ -402,39 +400,34 @@ class ModuleProcess:
                 paths or "(no endpoints)",
                 event.announce.listen,
             )
-        elif t is AnnounceTimedOut:
+        elif isinstance(event, AnnounceTimedOut):
             if self._announced is not None and not self._announced.done():
                 self._announced.set_exception(RuntimeError("module did not announce in time"))
-        elif t is PortRequested:
-            assert isinstance(event, PortRequested)
+        elif isinstance(event, PortRequested):
             self._spawn(self._answer_port(event))
-        elif t is SecretRequested:
-            assert isinstance(event, SecretRequested)
+        elif isinstance(event, SecretRequested):
             _log.warning("module asked for unknown secret %r (not answered)", event.name)
-        elif t is RotationAcknowledged:
-            assert isinstance(event, RotationAcknowledged)
+        elif isinstance(event, RotationAcknowledged):
             _log.info("rotation %s acknowledged: %s", event.rotation_id, event.status)
-        elif t is ModuleUnresponsive:
-            assert isinstance(event, ModuleUnresponsive)
+        elif isinstance(event, ModuleUnresponsive):
             _log.error("module missed %d heartbeats", event.missed)
-        elif t is ShutdownGraceExpired:
+        elif isinstance(event, ShutdownGraceExpired):
             _note(
                 f"pywatt: {self.module_id}: module did not stop within the grace period; killing it"
             )
             self.killed = True
             self._spawn(self.kill())
-        elif t is BadModuleLine:
-            assert isinstance(event, BadModuleLine)
+        elif isinstance(event, BadModuleLine):
             now = asyncio.get_running_loop().time()
             for text in self._skipped_lines.skipped(now, event.line, str(event.error)):
                 _log.warning("bad line from module: %s", text)
-        elif t in _CALL_EVENTS:
+        elif isinstance(event, _CALL_EVENTS):
             if self.network is not None:
                 self.network.on_event(self, event)
             else:
                 _refuse_call_event(self.conn, event)
         else:
-            _log.info("module sent %s (not handled by the dev orchestrator)", t.__name__)
+            _log.info("module sent %s (not handled by the dev orchestrator)", type(event).__name__)
 
     async def _answer_port(self, event: PortRequested) -> None:
         policy = self._port_policy
@@ -461,31 +454,21 @@ class ModuleProcess:
         self._bg.add(task)
         task.add_done_callback(self._bg.discard)
 
-    def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        proc = self._proc
-        if not data or proc is None or proc.stdin is None:
-            return
-        if proc.stdin.is_closing():
-            return
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # reader sees EOF
-            proc.stdin.write(data)
-
     def flush(self) -> None:
         """Write what the connection queued (e.g. after ``conn.answer_call``) and re-arm its
         timer."""
-        self._flush()
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
+        data = self.conn.data_to_send()
+        proc = self._proc
+        if data and proc is not None and proc.stdin is not None and not proc.stdin.is_closing():
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # reader sees EOF
+                proc.stdin.write(data)
         when = self.conn.get_timer()
         if when is None or (self._timer_at is not None and self._timer_at <= when):
             return
         if self._timer is not None:
             self._timer.cancel()
-        loop = asyncio.get_running_loop()
         self._timer_at = when
-        self._timer = loop.call_at(when, self._on_timer)
+        self._timer = asyncio.get_running_loop().call_at(when, self._on_timer)
 
     def _on_timer(self) -> None:
         fired = self._timer_at or 0.0
@@ -508,10 +491,7 @@ class ModuleProcess:
         The answer comes by the request deadline (``request_timeout`` from this call) even
         when the module has stopped reading its stdin.
         """
-        outcome = await self.exchange(method, uri, headers, body)
-        if isinstance(outcome, RequestFailed):
-            return _synth(outcome.request_id, outcome.status, outcome.reason)
-        return outcome
+        return _answer(await self.exchange(method, uri, headers, body))
 
     async def exchange(
         self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
@@ -531,9 +511,7 @@ class ModuleProcess:
         """Like :meth:`request`, but return None (nothing was sent) when the module is not
         running, so a host can hand the request to the module's next process instead."""
         outcome = await self._forward(method, uri, headers, body)
-        if isinstance(outcome, RequestFailed):
-            return _synth(outcome.request_id, outcome.status, outcome.reason)
-        return outcome
+        return None if outcome is None else _answer(outcome)
 
     async def _forward(
         self, method: str, uri: str, headers: Mapping[str, str], body: bytes | None
@@ -557,8 +535,7 @@ class ModuleProcess:
                         return RequestFailed(request_id="", status=413, reason="request too large")
                     fut: asyncio.Future[HttpResponse | RequestFailed] = loop.create_future()
                     self._waiters[rid] = fut
-                    self._flush()
-                    self._arm_timer()
+                    self.flush()
                     return await fut
         except TimeoutError:
             if rid is not None:
@@ -600,8 +577,7 @@ class ModuleProcess:
         if not self._exited.is_set():
             loop = asyncio.get_running_loop()
             self.conn.shutdown(loop.time())
-            self._flush()
-            self._arm_timer()
+            self.flush()
         return await self.wait()
 
     async def kill(self) -> None:
@@ -617,22 +593,10 @@ class ModuleProcess:
                 await self._reader
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """Set ``stop`` on SIGINT/SIGTERM (where the loop supports signal handlers)."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-
-
-def python_argv(target: str) -> list[str]:
-    """Return the child command line that runs ``target`` through the app runner."""
-    return [sys.executable, "-m", "pywatt_asyncio._apprunner", target]
-
-
-def child_env() -> dict[str, str]:
-    """Return the child's environment: ours, with the current directory importable."""
-    env = dict(os.environ)
+def child_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return a Python child's environment: ``base`` (default: ours) with the current
+    directory importable (for ``pkg.mod`` targets) and unbuffered output."""
+    env = dict(os.environ if base is None else base)
     cwd = os.getcwd()
     env["PYTHONPATH"] = cwd + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -44,11 +44,6 @@ class FileWatcher:
         self._warned = False
         self._stamps = self._scan()
 
-    @property
-    def roots(self) -> tuple[str, ...]:
-        """The watched files and directories (absolute)."""
-        return self._roots
-
     def _files(self) -> Iterable[str]:
         for root in self._roots:
             if not os.path.isdir(root):

@@ -19,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from pywatt_asyncio._config import python_argv
 from pywatt_asyncio._network import ModuleNetwork
-from pywatt_asyncio._orchestrator import ModuleProcess, child_env, python_argv
+from pywatt_asyncio._orchestrator import ModuleProcess, child_env
 from pywatt_proto import EncodedMessage, EncodingFormat
 
 REPO = Path(__file__).resolve().parent.parent
