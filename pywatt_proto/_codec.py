@@ -1143,8 +1143,8 @@ def encode(
     """
     if base64_bodies:
         if isinstance(msg, HttpRequest | HttpResponse) and msg.body is not None:
-            text = encode(_replace(msg, body=None))
-            return text[:-5] + body_json(msg.body, True) + b"}"  # ..."body":null}
+            text = encode(_replace(msg, body=None))[:-5]  # ..."body":null}
+            return text + b'"' + encode_base64_body(msg.body) + b'"}'
         shape = _B64_PAYLOAD_SHAPES.get(type(msg))
         if shape is not None:
             return _utf8(shape.encode(msg))
@@ -1228,7 +1228,12 @@ def split_body(line: bytes, base64: bool) -> tuple[bytes, bytes] | None:
     # is taken, so a "body" key elsewhere (a header named body) can only make the search
     # fall back to the last occurrence.
     if line.endswith(b"]}"):
-        needle, start, end, decode = _BODY_LAST_ARRAY, len(_BODY_LAST_ARRAY) - 1, -1, _array
+        needle, start, end, decode = (
+            _BODY_LAST_ARRAY,
+            len(_BODY_LAST_ARRAY) - 1,
+            -1,
+            decode_byte_array,
+        )
     elif base64 and line.endswith(b'"}'):
         needle, start, end, decode = _BODY_LAST_STRING, len(_BODY_LAST_STRING), -2, _b64_or_none
     else:
@@ -1248,11 +1253,7 @@ def split_body(line: bytes, base64: bool) -> tuple[bytes, bytes] | None:
     return line[:at] + b',"body":null}', body
 
 
-def _array(text: memoryview) -> bytes | None:
-    return decode_byte_array(text)
-
-
-def _b64_or_none(text: memoryview) -> bytes | None:
+def _b64_or_none(text: bytes | bytearray | memoryview) -> bytes | None:
     try:
         return decode_base64_body(text)
     except RemoteProtocolError:
@@ -1280,28 +1281,11 @@ def read_http_request_line(line: bytes, *, base64_bodies: bool = False) -> HttpR
     return trusted_http_request(msg.request_id, msg.method, msg.uri, msg.headers, split[1])
 
 
-def body_json(body: bytes | None, base64: bool) -> bytes:
-    """Return the JSON text of an http body: ``null``, the byte array, or (``base64``) the
-    base64 string in quotes. Never raises for bytes or None."""
-    if body is None:
-        return b"null"
-    if base64:
-        return b'"' + encode_base64_body(body) + b'"'
-    return encode_byte_array(body)
-
-
-def _line_too_long(size: int, max_line_size: int) -> LocalProtocolError:
-    return LocalProtocolError(
-        f"line of {size} bytes exceeds the maximum line size of {max_line_size}",
-        error_status_hint=413,
-    )
-
-
 def _spliced(
     prefix: str, body: bytes | None, base64: bool, suffix: str, max_line_size: int
 ) -> bytes:
-    """``prefix + body_json(body, base64) + suffix + "\\n"`` as bytes, refused past
-    ``max_line_size``; the body's bytes are copied once (into the line)."""
+    """``prefix + <body as JSON> + suffix + "\\n"`` as bytes, refused past ``max_line_size``
+    (hint 413); the body's bytes are copied once (into the line)."""
     if body is None:
         head, payload, tail = _utf8(prefix + "null" + suffix), b"", b""
     elif base64:
@@ -1310,7 +1294,10 @@ def _spliced(
         head, payload, tail = _utf8(prefix), encode_byte_array(body), _utf8(suffix)
     size = len(head) + len(payload) + len(tail)
     if size > max_line_size:
-        raise _line_too_long(size, max_line_size)
+        raise LocalProtocolError(
+            f"line of {size} bytes exceeds the maximum line size of {max_line_size}",
+            error_status_hint=413,
+        )
     return b"".join((head, payload, tail, b"\n"))
 
 
@@ -1323,9 +1310,7 @@ def http_request_line(
     LocalProtocolError (status hint 413, nothing built past the check) when the line would
     exceed ``max_line_size``, or for a string that cannot be UTF-8 encoded.
     """
-    text = _e_http_request(_replace(msg, body=None)) if msg.body is not None else None
-    if text is None:
-        return _spliced(_e_http_request(msg)[:-5], None, False, "}", max_line_size)
+    text = _e_http_request(msg if msg.body is None else _replace(msg, body=None))
     return _spliced(text[:-5], msg.body, base64_bodies, "}", max_line_size)  # ..."body":null}
 
 

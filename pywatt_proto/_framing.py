@@ -1,40 +1,23 @@
 """Incremental framing for the two PyWatt transports, with hard memory bounds.
 
-Theory of operation
--------------------
-The protocol carries messages over two kinds of byte stream:
+* **stdio** -- one compact UTF-8 JSON document per ``\\n``-ended line (``spec/stdio.md``).
+* **framed** (TCP / Unix socket) -- a 5-byte header (big-endian u32 payload length, one
+  format byte), then the payload (``spec/framed.md``).
 
-* **stdio** -- one compact UTF-8 JSON document per line, each line ended by a
-  single ``\\n`` (``spec/stdio.md``).
-* **framed** (TCP / Unix socket) -- a 5-byte header, then the payload: a
-  big-endian unsigned 32-bit payload length (the header is not counted) and a
-  one-byte format code (``spec/framed.md``).
+Both decoders have the same shape: ``receive_data(chunk)`` takes bytes however the
+transport split them, ``receive_eof()`` is the only end-of-stream signal
+(``receive_data(b"")`` is a usage error), and ``next_line()`` / ``next_frame()`` return,
+in stream order, an item, :data:`NEED_DATA` or :data:`END_OF_INPUT`. Malformed input is a
+:class:`~pywatt_proto.RemoteProtocolError` subclass raised by ``next_*`` at its position
+in the stream, after every good item before it.
 
-Both decoders have the same shape. ``receive_data(chunk)`` hands them bytes in
-whatever pieces the transport produced; ``receive_eof()`` says the stream has
-ended (the *only* way to say so: ``receive_data(b"")`` is a usage error rather
-than a second end-of-stream signal). ``next_line()`` / ``next_frame()`` then
-return, in stream order, one item at a time: a complete line or frame, the
-``NEED_DATA`` sentinel (give me more bytes), or the ``END_OF_INPUT`` sentinel
-(the stream ended cleanly and everything has been returned). Malformed input
-surfaces as a :class:`~pywatt_proto.RemoteProtocolError` subclass raised by
-``next_line()`` / ``next_frame()`` exactly at the position in the stream where
-the problem is, after every good item before it has been returned.
-
-Work is done eagerly in ``receive_data``: each new chunk is scanned once (only
-the new bytes are searched for ``\\n``; a frame's bytes are copied once into
-place), so feeding a stream byte by byte costs linear time, and an oversized
-line or frame is detected while it arrives. Bytes past a limit are never kept:
-the decoders drop them instead of buffering, so :attr:`buffered_size` of a
-decoder never exceeds the complete items waiting to be taken plus one limit's
-worth of partial input. Results are identical however the input is split.
-
-The frame decoder never allocates the length announced by a header up front
-(the reference does, up to 4 GiB); the payload buffer grows only as bytes
-arrive, and a header announcing more than the limit is rejected at once.
-
-Nothing here interprets the bytes of a line or a payload (UTF-8 and JSON
-validity are the codec's job, ``_codec.py``).
+Each chunk is scanned once (only new bytes are searched for ``\\n``; a frame's bytes are
+copied once), so byte-by-byte feeding is linear, and an oversized item is detected while it
+arrives. Bytes past a limit are dropped, never buffered: ``buffered_size`` never exceeds
+the complete items waiting plus one limit of partial input. The frame decoder never
+allocates the announced length up front (the reference does, up to 4 GiB). Results are
+identical however the input is split. Nothing here interprets a line or payload (UTF-8 and
+JSON are the codec's job).
 """
 
 from __future__ import annotations
@@ -217,23 +200,6 @@ def _as_bytes(data: bytes | bytearray | memoryview, api: str) -> bytes:
 # --------------------------------------------------------------------------- stdio
 
 
-class _Marker(enum.Enum):
-    """Queue entries that stand for an error at that position in the stream."""
-
-    TRUNCATED = "truncated"
-
-
-class _TooLong:
-    """Queue entry for an over-long line: the limit and the bytes kept of it."""
-
-    __slots__ = ("head", "limit", "tail")
-
-    def __init__(self, limit: int, head: bytes, tail: bytes) -> None:
-        self.limit = limit
-        self.head = head
-        self.tail = tail
-
-
 class LineDecoder:
     """Split a stdio byte stream into lines, with a hard bound on line length.
 
@@ -280,7 +246,6 @@ class LineDecoder:
         "_queue",
         "_queued_bytes",
         "_tail",
-        "_truncated_len",
     )
 
     def __init__(
@@ -305,8 +270,8 @@ class LineDecoder:
         self._max_first_line_size = max_first_line_size
         self._first_pending = max_first_line_size is not None
         self._oversized_tail = oversized_tail
-        # Complete lines (and error markers) waiting for next_line(), in order.
-        self._queue: deque[bytes | _Marker | _TooLong] = deque()
+        # Complete lines, and the errors to raise at their place, waiting for next_line().
+        self._queue: deque[bytes | LineTooLong | TruncatedInput] = deque()
         self._queued_bytes = 0
         # The unfinished last line; never longer than the limit in force.
         self._partial = bytearray()
@@ -316,7 +281,6 @@ class LineDecoder:
         self._pending_head: bytes | None = None
         self._pending_limit = 0
         self._tail = b""
-        self._truncated_len = 0  # size of the unfinished line found at end of input
         self._eof = False
 
     @property
@@ -389,7 +353,7 @@ class LineDecoder:
             if len(partial) + (nl - pos) > limit:
                 # A whole over-long line arrived with its newline: report, move on.
                 self._queue.append(
-                    _TooLong(limit, self._head(chunk, pos, nl), self._tail_of(chunk, pos, nl))
+                    LineTooLong(limit, self._head(chunk, pos, nl), self._tail_of(chunk, pos, nl))
                 )
                 partial.clear()
                 self._first_pending = False
@@ -413,7 +377,7 @@ class LineDecoder:
                     self._pending_limit = limit
                     self._tail = self._tail_of(chunk, pos, len(chunk))
                 else:
-                    self._queue.append(_TooLong(limit, head, b""))
+                    self._queue.append(LineTooLong(limit, head))
                 partial.clear()
                 self._discarding = True
             else:
@@ -433,7 +397,7 @@ class LineDecoder:
 
     def _finish_pending(self) -> None:
         if self._pending_head is not None:
-            self._queue.append(_TooLong(self._pending_limit, self._pending_head, self._tail))
+            self._queue.append(LineTooLong(self._pending_limit, self._pending_head, self._tail))
             self._pending_head = None
             self._tail = b""
 
@@ -456,8 +420,7 @@ class LineDecoder:
             return
         self._eof = True
         if self._partial:
-            self._queue.append(_Marker.TRUNCATED)
-            self._truncated_len = len(self._partial)
+            self._queue.append(TruncatedInput("line", len(self._partial)))
             self._partial.clear()
         self._finish_pending()
         self._discarding = False
@@ -479,9 +442,7 @@ class LineDecoder:
             if isinstance(item, bytes):
                 self._queued_bytes -= len(item)
                 return item
-            if isinstance(item, _TooLong):
-                raise LineTooLong(item.limit, item.head, item.tail)
-            raise TruncatedInput("line", self._truncated_len)
+            raise item
         return END_OF_INPUT if self._eof else NEED_DATA
 
     def __repr__(self) -> str:
