@@ -225,21 +225,6 @@ class RoutedMessage:
 # ---------------------------------------------------------------------------
 
 
-def _envelope_content(value: object) -> tuple[bool, object, int | None]:
-    """``(is_envelope, argument, timeout_ms)`` of a decoded JSON payload value."""
-    if type(value) is dict and type(value.get("id")) is str and "content" in value:
-        timeout_ms: int | None = None
-        meta = value.get("metadata")
-        if type(meta) is dict:
-            props = meta.get("properties")
-            if type(props) is dict:
-                raw = props.get(TIMEOUT_PROPERTY)
-                if type(raw) is int and raw >= 1:
-                    timeout_ms = raw
-        return True, value["content"], timeout_ms
-    return False, value, None
-
-
 def _decode_json(data: bytes) -> JsonValue:
     try:
         value: JsonValue = normalize_value(loads(data))
@@ -249,10 +234,17 @@ def _decode_json(data: bytes) -> JsonValue:
 
 
 def _payload_argument(payload: EncodedMessage) -> tuple[object, int | None]:
+    """``(argument, timeout_ms)`` of a call's payload: a Json ``Message`` envelope's
+    ``content`` and its ``TIMEOUT_PROPERTY``, another Json value whole, Binary/Base64 bytes."""
     fmt = payload.format
     if fmt is EncodingFormat.JSON:
-        _, value, timeout_ms = _envelope_content(_decode_json(payload.data))
-        return value, timeout_ms
+        value = _decode_json(payload.data)
+        if type(value) is dict and type(value.get("id")) is str and "content" in value:
+            meta = value.get("metadata")
+            props = meta.get("properties") if type(meta) is dict else None
+            raw = props.get(TIMEOUT_PROPERTY) if type(props) is dict else None
+            return value["content"], raw if type(raw) is int and raw >= 1 else None
+        return value, None
     if fmt is EncodingFormat.BINARY:
         return payload.data, None
     if fmt is EncodingFormat.BASE64:
@@ -600,14 +592,9 @@ class ServiceRequests:
 
     def get_timer(self) -> float | None:
         """Return the earliest deadline of a live request, or None."""
-        best: float | None = None
-        for queue in self._queues.values():
-            for entry in queue:
-                if entry.alive:  # deadlines grow along a queue (constant timeout)
-                    if best is None or entry.deadline < best:
-                        best = entry.deadline
-                    break
-        return best
+        # deadlines grow along a queue (constant timeout): its first live entry is its earliest
+        live = (next((e.deadline for e in q if e.alive), None) for q in self._queues.values())
+        return min((d for d in live if d is not None), default=None)
 
     def handle_timer(self, now: float) -> list[ServiceFailed]:
         """Report every live request whose deadline is at or before ``now`` (once)."""

@@ -761,14 +761,11 @@ class ModuleConnection(ServingLink):
 
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes, now: float) -> None:
-        """Buffer bytes read from stdin; ``now`` is their arrival time.
+        """Buffer bytes read from stdin; ``now`` is their arrival time, from which the
+        requests in them count their deadline (so drain ``next_event`` after every call).
+        Lines, oversized ones included, are decoded and reported by ``next_event``.
 
-        Lines are decoded lazily by ``next_event``, and a request's deadline counts from the
-        ``now`` of the latest ``receive_data``/``handle_timer`` -- so drain ``next_event``
-        after every call, as the driver loop in the module docstring does.
-
-        Returns None. Raises ``LocalProtocolError`` after EOF or in the ERROR state.
-        Oversized lines are reported by ``next_event``, not here.
+        Raises ``LocalProtocolError`` after EOF or in the ERROR state.
         """
         self._check_alive()
         if self._eof:
@@ -1104,23 +1101,19 @@ class ModuleConnection(ServingLink):
         headers: Mapping[str, str] | Iterable[tuple[str, str]],
         body: object,
     ) -> str:
-        """Check an answer's fields; return the wire text of its headers (remembered for a
-        tuple of ``(str, str)`` tuples). Raises LocalProtocolError naming the bad field."""
+        """Check an answer's fields; return the wire text of its headers folded by
+        :func:`join_headers` (remembered in ``_header_json`` for a tuple of ``(str, str)``
+        tuples, immutable throughout). Raises LocalProtocolError naming the bad field."""
         if type(status_code) is not int or not 0 <= status_code <= 65535:
             raise LocalProtocolError(f"status code {status_code!r} out of range", field="status")
         if type(body) is not bytes:
             raise LocalProtocolError("body must be bytes", field="body")
         try:
-            return self._render_headers(headers)
+            if type(headers) is dict and all(k == k.lower() for k in headers):
+                return encode_headers(headers)
+            text = encode_headers(join_headers(headers))
         except (AttributeError, TypeError, ValueError):  # not pairs of strings
             raise LocalProtocolError("headers must be (str, str) pairs", field="headers") from None
-
-    def _render_headers(self, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> str:
-        """The wire text of ``headers`` folded by :func:`join_headers`; a tuple of
-        ``(str, str)`` tuples (immutable throughout) is remembered in ``_header_json``."""
-        if type(headers) is dict and all(k == k.lower() for k in headers):
-            return encode_headers(headers)
-        text = encode_headers(join_headers(headers))
         if type(headers) is tuple and all(
             type(p) is tuple and len(p) == 2 and type(p[0]) is str and type(p[1]) is str
             for p in headers

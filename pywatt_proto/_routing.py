@@ -4,12 +4,10 @@
 yet answered (deadline, bound, duplicate ids). :func:`call_delivery` turns a call's payload
 into the POST body and headers delivered to the target, :func:`reply_from_http` turns the
 target's HTTP answer into the reply payload or a :class:`~pywatt_proto.RouteError`, and
-:func:`call_answer` builds the answer. :class:`ProviderRegistry` keeps the
-service providers; health is asked from the caller (the host knows the processes).
-``OrchestratorConnection`` uses all of them; the caller's side is in ``_calls.py``.
-
-Pure like the rest of the core: time comes in as ``now``; every table is bounded
-(``MAX_PENDING_CALLS``, ``MAX_PROVIDERS``; spec/limits.md).
+:func:`call_answer` builds the ``routed_module_response``. :class:`ProviderRegistry` keeps
+the service providers; health is asked from the caller (the host knows the processes).
+``OrchestratorConnection`` uses all of them; the caller's side is in ``_calls.py``. Pure
+(time comes in as ``now``); every table is bounded (spec/limits.md).
 """
 
 from __future__ import annotations
@@ -71,7 +69,6 @@ SOURCE_HEADER: Final = "x-pywatt-source-module"
 CALL_ID_HEADER: Final = "x-pywatt-call-id"
 #: Longest ``message`` text put into an error answer (it is for people, not for data).
 _MAX_MESSAGE: Final = 200
-_JSON_TYPES: Final = ("application/json",)
 
 
 # ---------------------------------------------------------------------------
@@ -102,7 +99,7 @@ def call_delivery(
 
 def _is_json_type(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
-    return media in _JSON_TYPES or media.endswith("+json")
+    return media == "application/json" or media.endswith("+json")
 
 
 def _short(text: str) -> str:
@@ -116,7 +113,7 @@ def _error_text(body: bytes | None) -> str:
     try:
         value = loads(body)
     except (RemoteProtocolError, ValueError, RecursionError):
-        return _short(body[:_MAX_MESSAGE].decode("utf-8", "replace"))
+        value = None
     if type(value) is dict:
         for key in ("error", "message", "detail"):
             if type(value.get(key)) is str:
