@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from pywatt_proto._errors import AuthError
 from pywatt_proto.jwt import (
-    JwtAuthenticator,
     JwtSecretAuthenticator,
     JwtValidator,
     PublicPaths,
@@ -27,6 +26,7 @@ from pywatt_proto.jwt import (
 )
 from pywatt_proto.jwt._auth import log_refusal
 from pywatt_proto.jwt._secret_auth import install_module_jwt, middleware_authenticator
+from pywatt_sync._jwt_wsgi import jwt_authenticator  # one helper for both drivers
 
 __all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
 
@@ -51,20 +51,6 @@ def _authorization(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
                 )
             found = value.decode("latin-1")
     return found
-
-
-def jwt_authenticator(
-    validator: JwtValidator,
-    *,
-    labels: Iterable[str] | None = None,
-    clock: Callable[[], float] = time.time,
-) -> JwtAuthenticator:
-    """Return a router authenticator (``Router(authenticator=...)``) reading epoch time.
-
-    The router hands authenticators the driver's monotonic clock reading; JWT
-    ``exp``/``nbf`` need epoch seconds, so this reads ``clock`` (``time.time``).
-    """
-    return JwtAuthenticator(validator, labels=labels, clock=clock)
 
 
 class JwtAsgiMiddleware:

@@ -124,23 +124,19 @@ class PortNegotiation(NegotiationDriver):
                     result = self._next_result()
                     if result is not None:
                         return result
-                    await self._wait(core.get_timer())
+                    deadline = core.get_timer()
+                    assert deadline is not None  # a pending attempt always has a timer
+                    self._wake.clear()
+                    delay = deadline - self._clock()
+                    if delay > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), delay)
                     core.handle_timer(self._clock())
             except BaseException:
                 core.abandon()
                 raise
             finally:
                 self._running = False
-
-    async def _wait(self, deadline: float | None) -> None:
-        self._wake.clear()
-        if deadline is None:  # pragma: no cover - a pending call always has a timer
-            await self._wake.wait()
-            return
-        delay = deadline - self._clock()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
 
 
 async def negotiate_port(
