@@ -69,16 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class _NoToken(Exception):
-    """The token input is empty or unreadable; the message says which."""
-
-
 def _read_token(arg: str | None, stdin: TextIO, limit: int) -> str:
     """Return the one token: ``arg``, else stdin minus one trailing line end.
 
     At most ``limit`` + 3 characters are read (a longer token is refused as
     ``size`` by the validator anyway), so a huge stdin costs bounded memory.
-    Raises :class:`_NoToken` when the token is empty or stdin is not text.
+    Raises :class:`JwtError` (``malformed``) when the token is empty or stdin is not text.
     """
     if arg is not None:
         token = arg
@@ -86,13 +82,13 @@ def _read_token(arg: str | None, stdin: TextIO, limit: int) -> str:
         try:
             token = stdin.read(limit + 3)
         except UnicodeDecodeError:
-            raise _NoToken("stdin is not UTF-8 text") from None
+            raise JwtError("malformed", "stdin is not UTF-8 text") from None
         if token.endswith("\r\n"):
             token = token[:-2]
         elif token.endswith("\n"):
             token = token[:-1]
     if not token:
-        raise _NoToken("no token")
+        raise JwtError("malformed", "no token")
     return token
 
 
@@ -123,11 +119,7 @@ def _verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     key = _read_key(args)
     try:
         token = _read_token(args.token, stdin, args.max_size)
-    except _NoToken as exc:
-        _emit(out, {"valid": False, "reason": "malformed", "error": str(exc)})
-        return 1
-    now = _now(args)
-    try:
+        now = _now(args)
         validator = JwtValidator(
             key,
             leeway=args.leeway,
@@ -176,10 +168,6 @@ def _encode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
 def _decode(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     try:
         token = _read_token(args.token, stdin, DEFAULT_MAX_TOKEN_SIZE)
-    except _NoToken as exc:
-        _emit(out, {"verified": False, "valid": False, "reason": "malformed", "error": str(exc)})
-        return 1
-    try:
         parts = decode_unverified(token, max_depth=args.max_depth)
     except JwtError as exc:
         _emit(out, {"verified": False, "valid": False, "reason": exc.reason, "error": exc.message})
