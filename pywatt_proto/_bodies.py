@@ -1,30 +1,14 @@
 """HTTP bodies on the stdio line: the two wire forms, their size rule, and bounded scans.
 
-Why this file exists
---------------------
-On the reference wire a body (``Vec<u8>``) is a JSON array of byte values: up to 4 bytes of
-line per body byte (``"255,"``) and, read naively, one Python int per byte. pywatt offers the
-``base64_bodies`` extension (``spec/extensions.md``): once both sides listed it, the bodies of
-``http_request`` and ``http_response`` travel as one base64 string (4 bytes per 3), which the
-standard library converts in C. This module holds what both forms need and nothing else:
-
-* the **size rule** (``spec/limits.md`` section 1.1): a line limit per form and the largest
-  body that always fits it, ``max_body_size(line_limit, form)``, derived from the worst-case
-  encoding and a fixed room (:data:`LINE_ROOM`) for everything else on the line;
-* the **fast reference-form codec**: :func:`encode_byte_array` writes the array with three
-  ``bytes.translate`` passes and strided copies (no Python object per byte);
-  :func:`decode_byte_array` checks the text with one ``translate`` and reads it with the C
-  JSON scanner. Measured alternatives (``tests/benchmarks/bench_bodies.py`` prints them):
-  ``bytes.split`` plus a lookup table and a big-integer SWAR decoder were both slower than the
-  C scanner, so the decoder stays the simple one;
-* the **base64 form**: :func:`encode_base64_body` / :func:`decode_base64_body` (RFC 4648
-  section 4 alphabet, padded, strict);
-* **bounded scans** of a line's first and last bytes: :func:`scan_request_id` finds the
-  ``request_id`` of a line too large or too broken to decode, so it can still be answered;
-* :class:`SkippedLineLog`: the policy for logging skipped input lines (the first few in full,
-  truncated, then a rate-limited summary), pure, with the clock passed in as ``now``.
-
-Nothing here does I/O or reads a clock.
+On the reference wire a body (``Vec<u8>``) is a JSON array of byte values (up to 4 bytes of
+line per body byte and, read naively, one Python int per byte); with the ``base64_bodies``
+extension (``spec/extensions.md``) it is one base64 string. This module holds what both
+forms need: the size rule (``spec/limits.md`` section 1.1, :func:`max_body_size`), the
+fast array codec (:func:`encode_byte_array` / :func:`decode_byte_array`: ``translate``
+passes and the C JSON scanner, no Python object per byte; the alternatives measured are in
+``tests/benchmarks/bench_bodies.py``), the base64 form, :func:`scan_request_id` (the
+``request_id`` of a line too large or broken to decode, from its first and last bytes) and
+:class:`SkippedLineLog` (when to log skipped lines). Nothing here does I/O or reads a clock.
 """
 
 from __future__ import annotations

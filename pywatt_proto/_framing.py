@@ -203,34 +203,23 @@ def _as_bytes(data: bytes | bytearray | memoryview, api: str) -> bytes:
 class LineDecoder:
     """Split a stdio byte stream into lines, with a hard bound on line length.
 
-    Rules (``spec/stdio.md``, ``spec/limits.md``):
+    Rules (``spec/stdio.md`` section 1, ``spec/limits.md``): a line ends at ``\\n``, which
+    is removed with one ``\\r`` before it; empty lines are skipped.
 
-    * A line ends at ``\\n``. The returned line excludes the ``\\n``; if the
-      line then ends in ``\\r``, that single ``\\r`` is stripped too, so CRLF
-      writers interoperate (to JSON a trailing ``\\r`` is whitespace anyway).
-    * Empty lines (nothing, or only the ``\\r``, before the ``\\n``) are
-      skipped: they carry no message, and the reference only logs them.
-    * A line longer than ``max_line_size`` bytes (counted before the ``\\n``,
-      any ``\\r`` included) raises :class:`LineTooLong` from :meth:`next_line`
-      at its position in the stream. It is detected as soon as the unfinished
-      line passes the limit; its bytes are dropped, never buffered (only its
-      first and last :data:`OVERSIZED_WINDOW` bytes are kept, for the error's
-      ``head`` and ``tail``). The decoder then **resynchronises**: everything up
-      to and including the next ``\\n`` is discarded and decoding continues with
-      the following line. (A newline can never occur inside compact JSON, so the
-      next line is a clean start.) A driver that prefers to hang up simply stops
-      reading.
-    * With ``oversized_tail=True`` an over-long line that was still arriving
-      when it passed the limit is reported when it ends (its ``\\n`` or end of
-      input) instead, so that the error carries its ``tail`` too (the reference's
-      stdout wrapper puts a response's ``request_id`` after its body).
-    * ``max_first_line_size`` (default: ``max_line_size``) is the limit of the
-      first non-empty line -- the handshake line -- enforced the same way.
+    * A line longer than ``max_line_size`` bytes (``\\r`` included) raises
+      :class:`LineTooLong` from :meth:`next_line` at its position in the stream. It is
+      detected as soon as the unfinished line passes the limit and its bytes are dropped
+      (only its first and last :data:`OVERSIZED_WINDOW` bytes are kept, as the error's
+      ``head`` and ``tail``); decoding resumes after its ``\\n`` (compact JSON holds no
+      newline, so the next line is a clean start).
+    * ``oversized_tail=True``: such a line is reported when it ends (its ``\\n`` or end of
+      input), so the error carries its ``tail`` too (the reference's stdout wrapper puts a
+      response's ``request_id`` after its body).
+    * ``max_first_line_size`` (default: ``max_line_size``) limits the first non-empty line,
+      the handshake.
     * End of input after a partial line makes :meth:`next_line` raise
-      :class:`TruncatedInput` (once), then return :data:`END_OF_INPUT`.
-      End of input while discarding an over-long line is not reported again.
-
-    Bytes are not checked for UTF-8 or JSON here.
+      :class:`TruncatedInput` once, then return :data:`END_OF_INPUT` (not after a line
+      already reported too long).
     """
 
     __slots__ = (

@@ -1,35 +1,17 @@
-"""Payload formats for ``EncodedMessage.data`` and frame payloads.
-
-An :class:`~pywatt_proto.EncodedMessage` is raw bytes plus an
-:class:`~pywatt_proto.EncodingFormat` label. This module turns values into
-those bytes and back, and converts between labels, following the reference's
-``to_format`` rules (``spec/framed.md`` "Payload formats"):
-
-=========  ====  ===========================================================
-format     code  bytes
-=========  ====  ===========================================================
-Json       1     UTF-8 JSON text of one value (compact, keys sorted)
-Binary     2     opaque bytes, passed through untouched
-Base64     3     standard-alphabet, padded base64 (ASCII) of the raw bytes
-Auto       0     never valid: refused on encode and on decode
-=========  ====  ===========================================================
-
-CBOR has no format code of its own. :func:`encode_cbor` produces bytes meant
-to travel labelled ``Binary``; a receiver knows to read them with
-:func:`decode_cbor` only by prior agreement (a reference Rust peer would try
-bincode and fail). The CBOR data model accepted here is the JSON one plus byte
-strings, integer map keys and big integers; every other CBOR tag and simple
-value is refused, because tags such as 28/29 (shared references) can build
-cyclic or enormous objects from a few bytes.
+"""Payload formats for ``EncodedMessage.data`` and frame payloads (``spec/framed.md``
+sections 4 and 5): values to bytes and back per :class:`~pywatt_proto.EncodingFormat`
+(Json, Binary, Base64; Auto is refused both ways), the reference's ``to_format``
+conversions, and CBOR, which has no format code and travels labelled ``Binary`` by prior
+agreement.
 
 Decoding is for hostile input: every decoder raises
-:class:`~pywatt_proto.RemoteProtocolError` (never anything else) with a message
-saying what was wrong, and the amount of work is bounded by
-:data:`DEFAULT_MAX_PAYLOAD_SIZE`, :data:`MAX_PAYLOAD_DEPTH` and, for CBOR,
-:data:`MAX_CBOR_ITEMS`. CBOR input is checked by a small non-recursive scanner
-*before* cbor2 sees it, so cbor2 only ever decodes well-formed, bounded input.
-Encoders raise :class:`~pywatt_proto.LocalProtocolError` for values that cannot
-be encoded or that the matching decoder would refuse.
+:class:`~pywatt_proto.RemoteProtocolError` (never anything else) saying what was wrong,
+and the work is bounded by :data:`DEFAULT_MAX_PAYLOAD_SIZE`, :data:`MAX_PAYLOAD_DEPTH`
+and, for CBOR, :data:`MAX_CBOR_ITEMS`. CBOR input is checked by a small non-recursive
+scanner *before* cbor2 sees it, because tags such as 28/29 (shared references) can build
+cyclic or enormous objects from a few bytes. Encoders raise
+:class:`~pywatt_proto.LocalProtocolError` for values that cannot be encoded or that the
+matching decoder would refuse.
 """
 
 from __future__ import annotations
@@ -425,13 +407,8 @@ def convert_payload(
     *,
     max_size: int = DEFAULT_MAX_PAYLOAD_SIZE,
 ) -> bytes:
-    """Return ``data`` (labelled ``source``) re-encoded for ``target``.
-
-    The reference's ``to_format`` rules: same format -> unchanged;
-    Json -> Binary keeps the bytes; Json -> Base64 base64-encodes them;
-    Binary -> Json succeeds only if the bytes are JSON (re-serialised
-    compactly); Base64 -> Json decodes, then requires JSON; Base64 -> Binary
-    decodes; Binary -> Base64 encodes. A JSON-labelled source must be JSON.
+    """Return ``data`` (labelled ``source``) re-encoded for ``target`` by the reference's
+    ``to_format`` rules (``spec/framed.md`` section 5); a JSON-labelled source must be JSON.
 
     Raises:
         LocalProtocolError: ``target`` is ``AUTO``; ``data`` is not bytes-like.
