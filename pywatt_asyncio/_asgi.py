@@ -1,29 +1,13 @@
 """Serve any ASGI 3 application (FastAPI, Starlette, ...) as a PyWatt module.
 
-``asgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``).
-
-The conversion rules (scope fields, response ordering, size bound) live in
-:mod:`pywatt_proto._gateway`; repeated response headers stay separate pairs
-until the module connection folds them into the wire map (``set-cookie``
-values joined with ``"\n"``). This file only runs the app's coroutines:
-
-* **lifespan** -- :meth:`AsgiApp.startup` starts one long-lived task that
-  calls the app with a ``lifespan`` scope, sends ``lifespan.startup`` and waits
-  for ``complete``/``failed``. An app that raises (or returns) before
-  answering does not support lifespan: per the ASGI lifespan spec the server
-  carries on without lifespan events. ``failed`` raises :class:`LifespanFailed`
-  so the module never announces. :meth:`AsgiApp.shutdown` sends
-  ``lifespan.shutdown`` at exit and waits (bounded by :data:`LIFESPAN_TIMEOUT`).
-  The ``state`` dict the app filled during startup is shallow-copied into
-  every request scope (lifespan state extension).
-* **http** -- :meth:`AsgiApp.handle` calls the app once per request. The first
-  ``receive()`` returns the whole body (``more_body=False``); later calls wait
-  until the response is complete and then return ``http.disconnect`` (an
-  immediate disconnect would make Starlette's streaming responses abort).
-  ``send()`` feeds a :class:`~pywatt_proto._gateway.ResponseCollector`, which
-  joins ``more_body`` chunks and bounds the total. An app exception (or an
-  oversized body) becomes a plain-text 500 (502 for oversize) and is logged
-  to stderr; the module keeps serving.
+``asgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``). The
+conversion rules (scope fields, response ordering, size bound) live in
+:mod:`pywatt_proto._gateway`; this file runs the app's coroutines: the lifespan
+(:meth:`AsgiApp.startup` / :meth:`AsgiApp.shutdown`, bounded by :data:`LIFESPAN_TIMEOUT`;
+an app that raises or returns before answering startup has no lifespan, per the ASGI
+lifespan spec, and ``state`` is shallow-copied into every request scope) and one call
+per request (:meth:`AsgiApp.handle`). An app exception or an oversized body becomes a
+plain-text 500 (502 for oversize), logged to stderr; the module keeps serving.
 """
 
 from __future__ import annotations
@@ -34,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
+from pywatt_proto._driver import ADAPTER_METHODS, CATCH_ALL_ENDPOINTS, AppRoutes
 from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._gateway import (
     ASGI_VERSION,
@@ -301,17 +286,6 @@ def _set(fut: asyncio.Future[str], value: str) -> None:
 
 # -- serving an ASGI app as a module ----------------------------------------------
 
-#: Methods the catch-all routes accept on the app's behalf. HEAD and OPTIONS are
-#: included so the app (not the router) answers them, as it would behind uvicorn.
-ADAPTER_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-
-#: Announced when the app's routes cannot be listed (a bare ASGI callable):
-#: every path, every adapter method.
-CATCH_ALL_ENDPOINTS: Final = (
-    Endpoint(path="/", methods=ADAPTER_METHODS),
-    Endpoint(path="/{path:path}", methods=ADAPTER_METHODS),
-)
-
 
 def starlette_endpoints(app: object) -> tuple[Endpoint, ...] | None:
     """Return the endpoints of a Starlette/FastAPI app (its ``routes``), or None.
@@ -349,15 +323,11 @@ def _walk_routes(routes: list[Any], prefix: str, found: dict[str, list[str]]) ->
                 found.setdefault(prefix + path + "/{path:path}", list(ADAPTER_METHODS))
 
 
-class AsgiModule(Module):
-    """A :class:`Module` whose requests are served by an ASGI application.
-
-    Every path and every method in :data:`ADAPTER_METHODS` goes to the app
-    through catch-all routes, so the app answers its own 404/405/422. Routes
-    registered on this module with the decorator API are literal or earlier
-    patterns and win over the catch-all (handy for a ``/health`` the app lacks).
-    The announce lists ``endpoints`` if given, else the app's own routes
-    (:func:`starlette_endpoints`), else :data:`CATCH_ALL_ENDPOINTS`.
+class AsgiModule(AppRoutes, Module):
+    """A :class:`Module` whose requests are served by an ASGI application, through
+    catch-all routes (:class:`~pywatt_proto._driver.AppRoutes`: the app answers its own
+    404/405/422; a decorator route such as a ``/health`` the app lacks wins). The announce
+    lists ``endpoints`` if given, else the app's routes (:func:`starlette_endpoints`).
 
     Lifespan: startup runs after init and the secret prefetch, before the
     announce (so the app reads orchestrator secrets there, and routes it adds are
@@ -386,9 +356,7 @@ class AsgiModule(Module):
             app, scheme=scheme, root_path=root_path, lifespan=lifespan, max_body=max_body
         )
         self._app = app
-        self._asgi_endpoints = None if endpoints is None else tuple(endpoints)
-        for pattern in ("/", "/{path:path}"):
-            self.router.add_route(pattern, self.asgi.handle, ADAPTER_METHODS, name="asgi")
+        self._mount_app(self.asgi.handle, "asgi", endpoints)
         # The app's lifespan startup runs after init and the secret prefetch, before the
         # announce: the first on_startup hook (so secrets are readable in it, and routes
         # it adds are announced).
@@ -400,18 +368,8 @@ class AsgiModule(Module):
         except LifespanFailed as exc:
             raise LifespanFailed(f"ASGI lifespan startup failed: {exc}") from None
 
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """Return the announced endpoints: the app's plus any added with decorators.
-
-        The app's routes are read on every call, and the module calls this when it sends
-        the announce (after the lifespan startup): routes added to the app after
-        ``asgi_module(app)`` are announced.
-        """
-        own = tuple(e for e in super().endpoints() if e.path not in ("/", "/{path:path}"))
-        app_endpoints = self._asgi_endpoints
-        if app_endpoints is None:
-            app_endpoints = starlette_endpoints(self._app) or CATCH_ALL_ENDPOINTS
-        return own + tuple(e for e in app_endpoints if e not in own)
+    def _listed_endpoints(self) -> tuple[Endpoint, ...] | None:
+        return starlette_endpoints(self._app)  # read after the lifespan startup
 
     async def serve_stdio(
         self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True

@@ -235,6 +235,12 @@ class Module(ModuleBase, CoreEvents):
         """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
         return self._conn.init if self._conn is not None else None
 
+    def _serving(self, what: str) -> tuple[ModuleConnection, asyncio.AbstractEventLoop]:
+        conn, loop = self._conn, self._loop
+        if conn is None or loop is None:
+            raise RuntimeError(f"Module.{what}() needs a running module (serve_stdio)")
+        return conn, loop
+
     if TYPE_CHECKING:
 
         @overload
@@ -252,9 +258,7 @@ class Module(ModuleBase, CoreEvents):
         ``RuntimeError`` when the module is not serving and ``ValueError`` when the
         value does not convert (naming the secret, never the value).
         """
-        conn, loop = self._conn, self._loop
-        if conn is None or loop is None:
-            raise RuntimeError("Module.secret() needs a running module (serve_stdio)")
+        conn, loop = self._serving("secret")
         value = conn.get_secret(name, loop.time())
         if value is None:
             fut: asyncio.Future[str] = loop.create_future()
@@ -277,9 +281,7 @@ class Module(ModuleBase, CoreEvents):
         ``TargetFailedError`` (``.status``), ``CallDeadlineError``, ``CallRejectedError``;
         ``LocalProtocolError`` for bad arguments, ``RuntimeError`` when not serving.
         """
-        conn, loop = self._conn, self._loop
-        if conn is None or loop is None:
-            raise RuntimeError("Module.call_module() needs a running module")
+        conn, loop = self._serving("call_module")
         rid = conn.start_call(module_id, endpoint, payload, loop.time(), timeout=timeout)
         fut: asyncio.Future[Any] = loop.create_future()
         self._call_waiters[rid] = fut
@@ -315,7 +317,7 @@ class Module(ModuleBase, CoreEvents):
             address=address,
             metadata=metadata,
         )
-        result = await self._registry_request(msg)
+        result = await self._registry_request("register_service_provider", msg)
         assert isinstance(result, str)
         return result
 
@@ -330,14 +332,12 @@ class Module(ModuleBase, CoreEvents):
         from pywatt_proto._messages import DiscoverServiceProviders
 
         msg = DiscoverServiceProviders(service_type=service_type, all_providers=all_providers)
-        result = await self._registry_request(msg)
+        result = await self._registry_request("discover_service_providers", msg)
         assert isinstance(result, tuple)
         return result
 
-    async def _registry_request(self, msg: Any) -> object:
-        conn, loop = self._conn, self._loop
-        if conn is None or loop is None:
-            raise RuntimeError("the service registry needs a running module")
+    async def _registry_request(self, what: str, msg: Any) -> object:
+        conn, loop = self._serving(what)
         token = ("registry", conn.start_service_request(msg, loop.time()))
         fut: asyncio.Future[Any] = loop.create_future()
         self._call_waiters[token] = fut
@@ -362,9 +362,7 @@ class Module(ModuleBase, CoreEvents):
 
     def send_message(self, message: object) -> None:
         """Send a module->orchestrator message (port_request, service_request, ...) now."""
-        if self._conn is None:
-            raise RuntimeError("module is not serving")
-        self._conn.send(message)
+        self._serving("send_message")[0].send(message)
         self._flush()
 
     async def negotiate_port(self, specific_port: int | None = None) -> PortResult:
@@ -374,9 +372,7 @@ class Module(ModuleBase, CoreEvents):
         Raises ``PortNegotiationError`` when no port could be obtained and
         ``RuntimeError`` when the module is not serving.
         """
-        conn = self._conn
-        if conn is None:
-            raise RuntimeError("Module.negotiate_port() needs a running module")
+        conn, _ = self._serving("negotiate_port")
         from ._ports import PortNegotiation, negotiate_port
 
         if self._negotiation is None:
@@ -478,11 +474,20 @@ class Module(ModuleBase, CoreEvents):
 
     def _on_sigterm(self) -> None:
         conn = self._conn
-        if conn is None or conn.state is ModuleState.AWAITING_INIT:
+        if conn is not None and conn.state is not ModuleState.AWAITING_INIT:
+            _log.info("SIGTERM: finishing %d in-flight request(s)", conn.in_flight)
+        self._begin_shutdown()
+
+    def _begin_shutdown(self) -> None:
+        """Answer new requests 503 and finish the in-flight ones, as ``shutdown`` does."""
+        conn = self._conn
+        if conn is None or conn.state is ModuleState.ERROR:
             self._finish(0)
             return
-        _log.info("SIGTERM: finishing %d in-flight request(s)", conn.in_flight)
-        conn.begin_shutdown()
+        try:
+            conn.begin_shutdown()
+        except ProtocolError:  # before init: nothing to drain
+            self._finish(0)
         self._shutdown_channels()
         self._process()
 
@@ -562,16 +567,7 @@ class Module(ModuleBase, CoreEvents):
                 waiter.set_exception(error)
 
     def _timed_out(self, request_id: str) -> None:
-        task = self._tasks.pop(request_id, None)
-        if task is not None:
-            task.cancel()
-            self._start_waiting()
-        else:
-            self._waiting = deque(
-                r
-                for r in self._waiting
-                if not (isinstance(r, RequestReceived) and r.request_id == request_id)
-            )
+        self._forget(request_id)
         _log.warning("request %s timed out (answered 504)", request_id)
 
     def _rotate(self, event: RotationRequested) -> None:
@@ -625,6 +621,21 @@ class Module(ModuleBase, CoreEvents):
             channel, event = item
             key = (channel, event.request_id)
             self._tasks[key] = loop.create_task(self._serve_channel(channel, event))
+
+    def _forget(self, key: object) -> None:
+        """``key``'s request was answered 504: cancel its task, or drop it from the queue
+        (keys: a stdio request's id, ``(channel, id)`` for a channel's)."""
+        task = self._tasks.pop(key, None)
+        if task is not None:
+            task.cancel()
+            self._start_waiting()
+        else:
+            self._waiting = deque(
+                r
+                for r in self._waiting
+                if (r.request_id if isinstance(r, RequestReceived) else (r[0], r[1].request_id))
+                != key
+            )
 
     def _start_waiting(self) -> None:
         while self._waiting and len(self._tasks) < self._max_concurrency:
@@ -705,28 +716,11 @@ class Module(ModuleBase, CoreEvents):
                 self._waiting.append((channel, event))
         elif t is RequestTimedOut:
             assert isinstance(event, RequestTimedOut)
-            key = (channel, event.request_id)
-            task = self._tasks.pop(key, None)
-            if task is not None:
-                task.cancel()
-                self._start_waiting()
-            else:
-                self._waiting = deque(
-                    r
-                    for r in self._waiting
-                    if not (isinstance(r, tuple) and (r[0], r[1].request_id) == key)
-                )
+            self._forget((channel, event.request_id))
             _log.warning("%s: request %s timed out (answered 504)", channel, event.request_id)
         elif t is ShutdownRequested:
-            conn = self._conn
             _log.info("shutdown requested on %s", channel.target.describe())
-            if conn is not None and conn.state is not ModuleState.ERROR:
-                try:
-                    conn.begin_shutdown()
-                except ProtocolError:  # before init: nothing to drain
-                    self._finish(0)
-                self._shutdown_channels()
-                self._process()
+            self._begin_shutdown()
         elif t is BadFrame:
             assert isinstance(event, BadFrame)
             _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)

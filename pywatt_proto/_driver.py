@@ -1,12 +1,13 @@
 """What both drivers' ``Module`` do that is not I/O: :class:`ModuleBase` (the core of a
-``serve_stdio``, port listeners, routed messages) and :class:`CoreEvents` (the reaction to
-every core event but ``RequestReceived``; what needs a task or a thread is a hook)."""
+``serve_stdio``, port listeners, routed messages), :class:`CoreEvents` (the reaction to
+every core event but ``RequestReceived``; what needs a task or a thread is a hook) and
+:class:`AppRoutes` (the ASGI and WSGI adapters' catch-all routes and announce)."""
 
 from __future__ import annotations
 
 from ._hints import NOT_AN_INIT
 from ._lazylog import LazyLogger
-from ._messages import PortResponse, RoutedModuleMessage
+from ._messages import Endpoint, PortResponse, RoutedModuleMessage
 from ._module import (
     Announced,
     BadLine,
@@ -26,15 +27,23 @@ from ._secrets import redact_secret
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
-    from collections.abc import Callable
-    from typing import Any
+    from collections.abc import Callable, Iterable
+    from typing import Any, Final
 
     from ._bodies import SkippedLineLog
     from ._calls import RoutedMessage
     from ._channel import ChannelTarget
     from ._messages import Init
 
-__all__ = ["CoreEvents", "ModuleBase", "callable_name", "channel_failed"]
+__all__ = [
+    "ADAPTER_METHODS",
+    "CATCH_ALL_ENDPOINTS",
+    "AppRoutes",
+    "CoreEvents",
+    "ModuleBase",
+    "callable_name",
+    "channel_failed",
+]
 
 _log = LazyLogger("pywatt.module")  # loads logging for the first emitted record
 
@@ -102,6 +111,43 @@ class ModuleBase(RouteDecorators):
         except ProtocolError as exc:
             _log.warning("routed message from %s dropped: %s", msg.source_module_id, exc)
             return None
+
+
+#: Methods the adapters' catch-all routes accept on the app's behalf (HEAD and OPTIONS
+#: included: the app answers them itself, as behind uvicorn or gunicorn).
+ADAPTER_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+_CATCH_ALL: Final = ("/", "/{path:path}")
+#: Announced when the app's routes cannot be listed: every path, every adapter method.
+CATCH_ALL_ENDPOINTS: Final = tuple(Endpoint(path=p, methods=ADAPTER_METHODS) for p in _CATCH_ALL)
+
+
+class AppRoutes(ModuleBase):
+    """Base of ``AsgiModule``/``WsgiModule``: every path and every method in
+    :data:`ADAPTER_METHODS` goes to the app through catch-all routes (so the app answers
+    its own 404/405); routes added with the decorators win over them."""
+
+    _app_endpoints: tuple[Endpoint, ...] | None
+
+    def _mount_app(
+        self, handle: Callable[[Any], Any], name: str, endpoints: Iterable[Endpoint] | None
+    ) -> None:
+        self._app_endpoints = None if endpoints is None else tuple(endpoints)
+        for pattern in _CATCH_ALL:
+            self.router.add_route(pattern, handle, ADAPTER_METHODS, name=name)
+
+    def _listed_endpoints(self) -> tuple[Endpoint, ...] | None:
+        """The app's own routes, if its framework can list them."""
+        raise NotImplementedError
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """Return the announced endpoints: those added with decorators, then the app's --
+        ``endpoints`` if given, else its own routes (read on every call: routes added to the
+        app later are announced), else :data:`CATCH_ALL_ENDPOINTS`."""
+        own = tuple(e for e in super().endpoints() if e.path not in _CATCH_ALL)
+        app = self._app_endpoints
+        if app is None:
+            app = self._listed_endpoints() or CATCH_ALL_ENDPOINTS
+        return own + tuple(e for e in app if e not in own)
 
 
 class CoreEvents:

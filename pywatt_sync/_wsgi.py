@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, Final
 from wsgiref.types import StartResponse, WSGIApplication
 
+from pywatt_proto._driver import ADAPTER_METHODS, CATCH_ALL_ENDPOINTS, AppRoutes
 from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._gateway import (
     MAX_RESPONSE_BODY,
@@ -187,16 +188,6 @@ class WsgiApp:
 
 # -- serving a WSGI app as a module -----------------------------------------------
 
-#: Methods the catch-all routes accept on the app's behalf (HEAD and OPTIONS
-#: included so the app answers them itself, as behind gunicorn).
-ADAPTER_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
-
-#: Announced when the app's routes cannot be listed: every path, every method.
-CATCH_ALL_ENDPOINTS: Final = (
-    Endpoint(path="/", methods=ADAPTER_METHODS),
-    Endpoint(path="/{path:path}", methods=ADAPTER_METHODS),
-)
-
 # Werkzeug rule converters -> router parameter types ("default"/"string"/"any" -> str).
 _CONVERTERS: Final = {"int": "int", "float": "float", "path": "path", "uuid": "uuid"}
 _RULE_PARAM = re.compile(r"<(?:([a-zA-Z_][a-zA-Z0-9_]*)(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
@@ -234,21 +225,11 @@ def flask_endpoints(app: object) -> tuple[Endpoint, ...] | None:
     return tuple(Endpoint(path=p, methods=tuple(ms)) for p, ms in found.items() if ms)
 
 
-def _app_of(app: WSGIApplication) -> object:
-    # Flask's wsgi_app is a bound method of the Flask object that owns url_map.
-    return getattr(app, "__self__", app)
-
-
-class WsgiModule(Module):
-    """A :class:`Module` whose requests are served by a WSGI application.
-
-    Every path and every method in :data:`ADAPTER_METHODS` goes to the app
-    through catch-all routes, so the app answers its own 404/405. Routes added
-    with the decorator API win over the catch-all. The announce lists
-    ``endpoints`` if given, else the app's own rules (:func:`flask_endpoints`),
-    else :data:`CATCH_ALL_ENDPOINTS`. Handlers run on the module's worker
-    threads (``wsgi.multithread`` is True).
-    """
+class WsgiModule(AppRoutes, Module):
+    """A :class:`Module` whose requests are served by a WSGI application, on its worker
+    threads, through catch-all routes (:class:`~pywatt_proto._driver.AppRoutes`: the app
+    answers its own 404/405; decorator routes win). The announce lists ``endpoints`` if
+    given, else the app's rules (:func:`flask_endpoints`)."""
 
     def __init__(
         self,
@@ -267,22 +248,12 @@ class WsgiModule(Module):
         """
         super().__init__(**module_options)
         self.wsgi = WsgiApp(app, url_scheme=url_scheme, script_name=script_name, max_body=max_body)
-        self._app_object = _app_of(app)
-        self._wsgi_endpoints = None if endpoints is None else tuple(endpoints)
-        for pattern in ("/", "/{path:path}"):
-            self.router.add_route(pattern, self.wsgi.handle, ADAPTER_METHODS, name="wsgi")
+        # Flask's wsgi_app is a bound method of the Flask object that owns url_map.
+        self._app_object = getattr(app, "__self__", app)
+        self._mount_app(self.wsgi.handle, "wsgi", endpoints)
 
-    def endpoints(self) -> tuple[Endpoint, ...]:
-        """Return the announced endpoints: the app's plus any added with decorators.
-
-        The app's rules are read on every call, and the module calls this when it sends
-        the announce: routes added to the app after ``wsgi_module(app)`` are announced.
-        """
-        own = tuple(e for e in super().endpoints() if e.path not in ("/", "/{path:path}"))
-        app_endpoints = self._wsgi_endpoints
-        if app_endpoints is None:
-            app_endpoints = flask_endpoints(self._app_object) or CATCH_ALL_ENDPOINTS
-        return own + tuple(e for e in app_endpoints if e not in own)
+    def _listed_endpoints(self) -> tuple[Endpoint, ...] | None:
+        return flask_endpoints(self._app_object)
 
 
 def wsgi_module(app: WSGIApplication, **options: Any) -> WsgiModule:
