@@ -97,18 +97,14 @@ _REASON_BYTES = {code: reason_phrase(code).encode("ascii") for code in (200, 201
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServerLimits:
-    """Server limits; every time is in seconds.
+    """Server limits; times in seconds.
 
-    ``read_timeout`` bounds the wait for each read while a request arrives, and
-    also the time a blocked answer may go without a byte leaving (the send
-    timeout, nginx's ``send_timeout`` model: see :class:`SendProgress`),
-    ``request_timeout`` the whole arrival of one request (headers and body; the
-    slow-loris bound), ``keepalive_timeout`` the idle time between requests
-    (uvicorn's default is 5 s). ``max_requests_per_connection`` closes a
-    connection after that many answers (0 = unlimited).
-
-    Raises:
-        ValueError: a limit is not positive.
+    ``read_timeout`` bounds each read while a request arrives and the time a blocked answer
+    may go without a byte leaving (:class:`SendProgress`); ``request_timeout`` the whole
+    arrival of one request (the slow-loris bound); ``keepalive_timeout`` the idle time
+    between requests (uvicorn's default is 5 s). ``max_requests_per_connection`` closes a
+    connection after that many answers (0 = unlimited). Raises ``ValueError`` for a limit
+    that is not positive.
     """
 
     max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES
@@ -576,16 +572,13 @@ class HttpServerConnection:
     # -- output ---------------------------------------------------------------------------
 
     def send_response(self, response: Response, now: float, *, date: bytes | None = None) -> None:
-        """Queue ``response`` for the request last returned by :meth:`next_event`.
-
-        Keeps the connection alive unless the client, HTTP/1.0, the per-connection
-        request limit or a shutdown says otherwise.
+        """Queue ``response`` for the request last returned by :meth:`next_event`; keep the
+        connection alive unless the client, HTTP/1.0, the request limit or a shutdown says not.
 
         Raises:
             LocalProtocolError: no request is waiting for an answer, or the answer cannot
-                be written as HTTP/1.1 (a 1xx status, a header h11 refuses, a value that
-                is not latin-1). In the latter case nothing was queued and the answer is
-                still owed: the driver may send another (a 502, say).
+                be written as HTTP/1.1 (a 1xx status, a header h11 refuses, a value that is
+                not latin-1): then nothing was queued and another answer (a 502) may be sent.
         """
         if self._phase is not ServerPhase.HANDLING:
             raise LocalProtocolError(f"send_response() in phase {self._phase.value}")
@@ -892,14 +885,10 @@ ClientEvent = ClientResponse | NeedData
 class ClientExchange:
     """One request and its response over a client-side ``h11.Connection`` (Sans-IO).
 
-    ``bytes_to_send()`` gives the request; feed the answer with
-    ``receive_data`` (``b""`` on EOF) until ``next_event()`` returns the
-    :class:`ClientResponse`. ``reusable`` then says whether the connection may
-    serve another request (it has been reset for the next cycle).
-
-    Raises (``next_event``):
-        HTTPProtocolError: malformed answer, early close, or a body over
-            ``max_response_bytes``.
+    ``bytes_to_send()`` gives the request; feed the answer with ``receive_data`` (``b""``
+    on EOF) until ``next_event()`` returns the :class:`ClientResponse` (or raises
+    :class:`HTTPProtocolError`: malformed answer, early close, a body over
+    ``max_response_bytes``); ``reusable`` then says whether the connection may serve another.
     """
 
     __slots__ = ("_body", "_conn", "_head", "_method", "_out", "_size", "_url", "max_bytes")

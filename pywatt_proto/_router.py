@@ -161,18 +161,16 @@ def _json_bytes(data: object) -> bytes:
 
 class _Pairs:
     """What :class:`Headers` and :class:`QueryParams` share: ``(name, value)`` pairs in
-    order, a name looked up as ``_key(name)``."""
+    order, names compared lower-cased when ``_lower``."""
 
     __slots__ = ()
     _items: tuple[tuple[str, str], ...]
-
-    @staticmethod
-    def _key(name: str) -> str:
-        return name
+    _lower = False
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Return the first value of ``name`` or ``default``."""
-        name = self._key(name)
+        if self._lower:
+            name = name.lower()
         for k, v in self._items:
             if k == name:
                 return v
@@ -180,7 +178,8 @@ class _Pairs:
 
     def get_all(self, name: str) -> list[str]:
         """Return every value of ``name`` in order (possibly empty)."""
-        name = self._key(name)
+        if self._lower:
+            name = name.lower()
         return [v for k, v in self._items if k == name]
 
     def items(self) -> tuple[tuple[str, str], ...]:
@@ -211,6 +210,7 @@ class Headers(_Pairs):
     """
 
     __slots__ = ("_decoded", "_raw", "_wire")
+    _lower = True
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
@@ -253,10 +253,6 @@ class Headers(_Pairs):
                 )
             self._decoded = items
         return items
-
-    @staticmethod
-    def _key(name: str) -> str:
-        return name.lower()
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.get(name) is not None
