@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-from pywatt_proto._errors import AuthError
+from pywatt_proto._driver import unhandled_error
 from pywatt_proto._router import Plan, Request, Response, Router
 
 __all__ = ["dispatch", "dispatch_eager"]
@@ -118,9 +118,4 @@ async def _recover(router: Router, request: Request, exc: Exception) -> Response
         except Exception as second:
             _log.exception("error handler failed", exc_info=second)
             exc = second
-    response = router.error_response(exc)
-    # AuthError: the authenticator logged it (pywatt.jwt: refusals at INFO, 503 once per
-    # cause at WARNING); a traceback of a planned refusal says nothing.
-    if response.status >= 500 and not isinstance(exc, AuthError):
-        _log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
-    return response
+    return unhandled_error(router, request, exc)

@@ -5,6 +5,7 @@ every core event but ``RequestReceived``; what needs a task or a thread is a hoo
 
 from __future__ import annotations
 
+from ._errors import AuthError
 from ._hints import NOT_AN_INIT
 from ._lazylog import LazyLogger
 from ._messages import Endpoint, PortResponse, RoutedModuleMessage
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     from ._calls import RoutedMessage
     from ._channel import ChannelTarget
     from ._messages import Init
+    from ._router import Request, Response, Router
 
 __all__ = [
     "ADAPTER_METHODS",
@@ -43,14 +45,26 @@ __all__ = [
     "ModuleBase",
     "callable_name",
     "channel_failed",
+    "unhandled_error",
 ]
 
 _log = LazyLogger("pywatt.module")  # loads logging for the first emitted record
+_http_log = LazyLogger("pywatt.http")
 
 
 def callable_name(fn: object) -> str:
     """The name a log line gives a user's callable (its ``__qualname__``)."""
     return str(getattr(fn, "__qualname__", fn))
+
+
+def unhandled_error(router: Router, request: Request, exc: Exception) -> Response:
+    """The router's answer to ``exc`` that no error handler took, logged with its traceback
+    when it is a 5xx -- but an ``AuthError``: the authenticator logged that refusal (the
+    JWT ones: INFO, and WARNING once per cause of a 503)."""
+    response = router.error_response(exc)
+    if response.status >= 500 and not isinstance(exc, AuthError):
+        _http_log.error("unhandled error in %s %s", request.method, request.path, exc_info=exc)
+    return response
 
 
 def channel_failed(target: ChannelTarget, attempts: int, failure: str) -> bool:

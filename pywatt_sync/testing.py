@@ -12,36 +12,26 @@
 
 Theory of operation
 -------------------
-The client plays the orchestrator, without starting a process: it connects the module to
-two pipes (``os.pipe``), runs the module's own ``serve_stdio`` on a thread (an
-``asyncio.run`` of it for ``pywatt_asyncio`` modules) and drives
-:class:`~pywatt_proto.OrchestratorConnection` on the other end from the calling thread.
-So every request takes the path it takes in production: the init handshake, secret
-prefetch, ``on_startup`` hooks and the announce happen when the client starts; each
-request is an ``http_request`` line that the module's core decodes, routes, runs through
-middleware and the authenticator, and answers with an ``http_response`` line. Secrets
-are served from ``secrets``; :meth:`TestClient.rotate` rotates them. They are redacted
-from log records while the module runs (as in production) and no longer once the client
-has stopped (the test process goes on).
+The client plays the orchestrator without starting a process: it runs the module's own
+``serve_stdio`` on a thread (an ``asyncio.run`` of it for ``pywatt_asyncio`` modules)
+over two ``os.pipe()`` pairs and drives :class:`~pywatt_proto.OrchestratorConnection`
+from the calling thread. So every request takes the production path: init, secret
+prefetch, ``on_startup`` hooks and the announce when the client starts; each request an
+``http_request`` line through the module's core, router, middleware and authenticator.
+Secrets are served from ``secrets`` (:meth:`TestClient.rotate` rotates them) and are
+redacted from log records while the module runs, not after.
 
-``app`` may be a ``pywatt_sync.Module``, a ``pywatt_asyncio.Module``, a module made by
-``asgi_module``/``wsgi_module``, or a bare ASGI application (an ``async def``
-``__call__``, e.g. FastAPI, wrapped with ``pywatt_asyncio.asgi_module``) or WSGI
-application (any other callable, e.g. Flask, wrapped with ``pywatt_sync.wsgi_module``).
+``app`` is a module of either driver (``asgi_module``/``wsgi_module`` ones included) or a
+bare ASGI application (an ``async def`` ``__call__``, wrapped with ``asgi_module``) or
+WSGI application (any other callable, wrapped with ``wsgi_module``).
 
-Requests are sent one at a time (a lock serialises callers). A handler that raises is
-answered 500 by the module, as in production, and logged on the ``pywatt.http`` logger;
-with ``raise_server_exceptions=True`` the client raises that exception instead of
-returning the 500 (as Starlette's test client does by default): it watches the
-``pywatt`` loggers for an ERROR record carrying an exception while the request runs (a
-Flask app answers its own errors unless ``app.testing = True`` lets them out). A request
-the module does not answer within ``timeout`` seconds is answered 504 by the orchestrator
-core, as ``pywatt run`` would.
-If the module stops (crash, ``sys.exit``, failed start-up) the client raises
-:class:`ModuleStopped`.
-
-Bounds: the client holds one response at a time; the module's own limits apply to
-what it accepts (``spec/limits.md``).
+Requests are sent one at a time. A handler that raises is answered 500 and logged, as in
+production; with ``raise_server_exceptions=True`` the client raises the exception instead
+(as Starlette's test client does): the first one a ``pywatt`` logger records at ERROR
+during the request (a Flask app answers its own errors unless ``app.testing = True``).
+An answer later than ``timeout`` is a 504 from the orchestrator core, as under
+``pywatt run``; a module that stops raises :class:`ModuleStopped`. The client holds one
+response at a time; the module's own limits apply (``spec/limits.md``).
 """
 
 from __future__ import annotations
@@ -255,7 +245,6 @@ class TestClient:
             peer.registry = self.registry  # one registry for the module and its peers
             self._peers[peer_id] = peer
         self.raise_server_exceptions = raise_server_exceptions
-        self._errors = _ErrorCatcher()
         self._secrets = dict(secrets or {})
         self._served: set[str] = set(self._secrets.values())
         self._module_id = module_id
@@ -576,17 +565,15 @@ class TestClient:
             assert conn is not None
             if conn.state.name != "RUNNING":
                 raise self._stopped()
-            catcher = self._errors if self.raise_server_exceptions else None
-            if catcher is not None:
-                catcher.start()
-            try:
+            errors: list[BaseException] = []
+            with (
+                _logged_errors(errors) if self.raise_server_exceptions else contextlib.nullcontext()
+            ):
                 rid = conn.send_request(method.upper(), target, joined, body, time.monotonic())
                 self._pump(lambda: rid in self._responses)
-            finally:
-                error = catcher.stop() if catcher is not None else None
             response = self._responses.pop(rid)
-            if error is not None:
-                raise error
+            if errors:
+                raise errors[0]
             return response
 
     def get(self, url: str, **kwargs: Any) -> TestResponse:
@@ -638,38 +625,22 @@ class TestClient:
             return self._acks.pop(rotation_id)
 
 
-class _ErrorCatcher:
-    """While started, keeps the first exception logged at ERROR by a ``pywatt`` logger."""
+@contextlib.contextmanager
+def _logged_errors(errors: list[BaseException]) -> Iterator[None]:
+    """While inside, collect the exceptions logged at ERROR by the ``pywatt`` loggers."""
+    import logging
 
-    __slots__ = ("_handler", "error")
+    class Catcher(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.exc_info and record.exc_info[1] is not None:
+                errors.append(record.exc_info[1])
 
-    def __init__(self) -> None:
-        self.error: BaseException | None = None
-        self._handler: Any = None
-
-    def start(self) -> None:
-        import logging
-
-        catcher = self
-
-        class _Handler(logging.Handler):
-            def emit(self, record: logging.LogRecord) -> None:
-                exc = record.exc_info[1] if record.exc_info else None
-                if exc is not None and catcher.error is None:
-                    catcher.error = exc
-
-        self.error = None
-        self._handler = _Handler(logging.ERROR)
-        logging.getLogger("pywatt").addHandler(self._handler)
-
-    def stop(self) -> BaseException | None:
-        import logging
-
-        if self._handler is not None:
-            logging.getLogger("pywatt").removeHandler(self._handler)
-            self._handler = None
-        error, self.error = self.error, None
-        return error
+    handler = Catcher(logging.ERROR)
+    logging.getLogger("pywatt").addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger("pywatt").removeHandler(handler)
 
 
 def _header_pairs(headers: _HeaderInput) -> list[tuple[str, str]]:
