@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from ._bodies import decode_base64_body, decode_byte_array, encode_base64_body, encode_byte_array
 from ._errors import LocalProtocolError, RemoteProtocolError
@@ -306,8 +306,12 @@ def _unit_enum(v: Any, path: str, names: dict[str, Any]) -> Any:
     try:
         return names[key]
     except KeyError:
-        expected = ", ".join(f"`{n}`" for n in names)
-        raise _err(path, f"unknown variant {dump_str(key)}, expected one of {expected}") from None
+        raise _unknown_variant(path, key, names) from None
+
+
+def _unknown_variant(path: str, name: str, names: Iterable[str]) -> RemoteProtocolError:
+    expected = ", ".join(f"`{n}`" for n in names)
+    return _err(path, f"unknown variant {dump_str(name)}, expected one of {expected}")
 
 
 _FORMATS = {f.wire_name: f for f in EncodingFormat}
@@ -506,8 +510,9 @@ class _Shape:
 _BYTES: _Kind = (_bytes, dump_bytes)
 _ENCODED = _Shape(EncodedMessage, "", _f("data", _BYTES), _f("format", _FORMAT))
 _PAYLOAD = _ENCODED.kind()
-# base64_bodies: a module call's payload bytes travel as a base64 string
-_PAYLOAD_B64 = _ENCODED.replacing(_BYTES, (_bytes_or_base64, _e_base64)).kind()
+# base64_bodies: module-call payloads and http bodies travel as base64 strings
+_BYTES_B64: _Kind = (_bytes_or_base64, _e_base64)
+_PAYLOAD_B64 = _ENCODED.replacing(_BYTES, _BYTES_B64).kind()
 _ENDPOINT = _Shape(
     Endpoint,
     "",
@@ -594,9 +599,6 @@ _INIT = _Shape(
 # ---------------------------------------------------------------------------
 
 
-_F_HTTP_RESPONSE = frozenset(("op", "request_id", "status_code", "headers", "body"))
-
-
 def _body(v: Any, base64: bool) -> bytes | None:
     """An http body: null, the reference's byte array, or (``base64``) a base64 string."""
     if v is None:
@@ -604,17 +606,6 @@ def _body(v: Any, base64: bool) -> bytes | None:
     if base64 and type(v) is str:
         return decode_base64_body(v, "body")
     return _bytes(v, "body")
-
-
-def _d_http_response(o: _Obj, base64: bool = False) -> HttpResponse:
-    if type(o) is DupDict:
-        _struct(o, "", "", _F_HTTP_RESPONSE)
-    return HttpResponse(
-        request_id=_str(_req(o, "request_id", "request_id"), "request_id"),
-        status_code=_u16(_req(o, "status_code", "status_code"), "status_code"),
-        headers=_str_map(_req(o, "headers", "headers"), "headers"),
-        body=_body(o.get("body"), base64),
-    )
 
 
 _F_HTTP_REQUEST = frozenset(("op", "request_id", "method", "uri", "headers", "body"))
@@ -700,6 +691,17 @@ def _e_http_response(m: HttpResponse) -> str:
     )
 
 
+_HTTP_RESPONSE = _Shape(
+    HttpResponse,
+    "http_response",
+    _f("request_id", _STR),
+    _f("status_code", _U16),
+    _f("headers", _STR_MAP),
+    _f("body", _BYTES, _OPTIONAL),
+    encode=_e_http_response,  # the one http_response encoder (below)
+)
+_HTTP_RESPONSE_B64 = _HTTP_RESPONSE.replacing(_BYTES, _BYTES_B64)
+
 # The two enums, variants in the reference's order (the order "unknown variant" lists them).
 _MODULE_TO_ORCHESTRATOR = (
     _Shape(Identify, "identify", _f("module_id", _STR)),
@@ -748,7 +750,7 @@ _MODULE_TO_ORCHESTRATOR = (
         _f("operation", _STR),
         _f("params", _VALUE),
     ),
-    _Shape(HttpResponse, "http_response", decode=_d_http_response, encode=_e_http_response),
+    _HTTP_RESPONSE,
     _Shape(
         PortRequest,
         "port_request",
@@ -826,7 +828,7 @@ _B64_PAYLOAD_SHAPES = {
 }
 _M2O_B64: dict[str, Callable[[_Obj], Any]] = {
     **_M2O,
-    "http_response": lambda o: _d_http_response(o, True),
+    "http_response": _HTTP_RESPONSE_B64.decode,
     "route_to_module": _B64_PAYLOAD_SHAPES[RouteToModule].decode,
 }
 _O2M_B64: dict[str, Callable[[_Obj], Any]] = {
@@ -859,8 +861,7 @@ def _tagged(obj: Any, table: dict[str, Callable[[_Obj], Any]], enum_name: str) -
         raise _invalid("op", op, "variant identifier")
     decoder = table.get(op)
     if decoder is None:
-        expected = ", ".join(f"`{n}`" for n in table)
-        raise _err("op", f"unknown variant {dump_str(op)}, expected one of {expected}")
+        raise _unknown_variant("op", op, table)
     try:
         return decoder(obj)
     except LocalProtocolError as exc:  # a value the dataclass itself refused
@@ -947,7 +948,8 @@ def decode_module_line(data: _Input, *, base64_bodies: bool = False) -> ModuleTo
 def _decode_module_obj(obj: Any, base64: bool) -> ModuleToOrchestrator:
     if isinstance(obj, dict) and "op" not in obj and "content" in obj:
         _struct(obj, "", "", _F_WRAPPER)
-        content = _struct(obj["content"], "content", "IpcHttpResponse", _F_HTTP_RESPONSE)
+        shape = _HTTP_RESPONSE_B64 if base64 else _HTTP_RESPONSE
+        content = _struct(obj["content"], "content", "IpcHttpResponse", shape.known)
         if "metadata" in obj:
             try:
                 _METADATA.decode(obj["metadata"], "metadata")
@@ -956,7 +958,7 @@ def _decode_module_obj(obj: Any, base64: bool) -> ModuleToOrchestrator:
         if "op" in content and content["op"] != "http_response":
             raise _err("content.op", "expected `http_response` inside the response wrapper")
         try:
-            return _d_http_response(content, base64)
+            return shape.decode(content)  # type: ignore[no-any-return]
         except RemoteProtocolError as exc:
             raise _in_content(exc) from None
         except LocalProtocolError as exc:
