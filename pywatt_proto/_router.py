@@ -438,8 +438,9 @@ class Request:
     ) -> Request:
         """Return the request for a decoded ``http_request`` (the module link's constructor).
 
-        The values are not checked (the link layer has); ``headers`` is kept as
-        :meth:`Headers.from_wire` says. Other fields take their defaults. Never raises.
+        ``method`` upper-case, ``path``/``query_string`` the target split at ``?``, ``headers``
+        kept as :meth:`Headers.from_wire` says; not checked (the link layer has). Other fields
+        take their defaults. Never raises.
         """
         req = _new_object(cls)
         req.method = method

@@ -83,12 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         if current == text:
             continue
         if check:
-            stale.append(str(path))
+            stale.append(path)
+            sys.stderr.write(f"stale: {path} (run python -m pywatt_proto._surface)\n")
         else:
             path.write_text(text, encoding="utf-8")
             sys.stderr.write(f"wrote {path}\n")
-    for path_name in stale:
-        sys.stderr.write(f"stale: {path_name} (run python -m pywatt_proto._surface)\n")
     return 1 if stale else 0
 
 
