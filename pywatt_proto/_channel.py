@@ -294,8 +294,7 @@ class ChannelConnection(ServingLink):
             (default: a fresh ``random.Random()``).
         id_factory: returns the ``id`` of each outgoing envelope.
 
-    Raises:
-        LocalProtocolError: ``max_in_flight`` < 1.
+    Raises ``LocalProtocolError`` for ``max_in_flight`` < 1.
     """
 
     _state: ChannelState
@@ -369,11 +368,7 @@ class ChannelConnection(ServingLink):
     # -------------------------------------------------------------- lifecycle
     def start_connect(self, now: float) -> None:
         """Record that the driver is starting a connect attempt (IDLE/BACKING_OFF ->
-        CONNECTING). Returns None.
-
-        Raises:
-            LocalProtocolError: in any other state (nothing changes).
-        """
+        CONNECTING). Raises ``LocalProtocolError`` in any other state (nothing changes)."""
         self._fire(ChannelInput.CONNECT)
         self._now = max(self._now, now)
         self._retry_at = None
@@ -381,10 +376,7 @@ class ChannelConnection(ServingLink):
     def connect_failed(self, now: float, reason: str) -> float | None:
         """Record a failed connect attempt. Returns when to try again (same clock as
         ``now``; state BACKING_OFF), or None when the policy allows no more attempts (state
-        FAILED).
-
-        Raises:
-            LocalProtocolError: not CONNECTING (nothing changes).
+        FAILED). Raises ``LocalProtocolError`` when not CONNECTING (nothing changes).
         """
         if self._state is not ChannelState.CONNECTING:
             raise LocalProtocolError(f"connect_failed() in state {self._state.name}")
@@ -400,11 +392,8 @@ class ChannelConnection(ServingLink):
 
     def connected(self, now: float) -> None:
         """Record that the socket is open (CONNECTING -> OPEN): a fresh frame decoder, the
-        attempt count reset, and from now on ``reconnect_backoff`` applies. Returns None.
-
-        Raises:
-            LocalProtocolError: not CONNECTING (nothing changes).
-        """
+        attempt count reset, and from now on ``reconnect_backoff`` applies. Raises
+        ``LocalProtocolError`` when not CONNECTING (nothing changes)."""
         self._fire(ChannelInput.CONNECTED)
         self._now = max(self._now, now)
         self._decoder = FrameDecoder(self._max_frame_size)
@@ -421,10 +410,8 @@ class ChannelConnection(ServingLink):
         driver closed it after a fatal error). Requests in flight on it are abandoned.
 
         Returns when to reconnect (state BACKING_OFF), or None: the channel is CLOSED
-        (shutdown) or FAILED (attempts used up, or a fatal framing error earlier).
-
-        Raises:
-            LocalProtocolError: called while IDLE, CONNECTING or BACKING_OFF.
+        (shutdown) or FAILED (attempts used up, or a fatal framing error earlier). Raises
+        ``LocalProtocolError`` while IDLE, CONNECTING or BACKING_OFF.
         """
         state = self._state
         if state in (ChannelState.IDLE, ChannelState.CONNECTING, ChannelState.BACKING_OFF):
@@ -463,11 +450,8 @@ class ChannelConnection(ServingLink):
     # ------------------------------------------------------------------ input
     def receive_data(self, data: bytes, now: float) -> None:
         """Buffer bytes read from the socket; ``now`` is their arrival time. Frames are
-        decoded lazily by ``next_event``. Returns None.
-
-        Raises:
-            LocalProtocolError: no open connection, after ``receive_eof``, or ``data`` empty.
-        """
+        decoded lazily by ``next_event``. Raises ``LocalProtocolError`` with no open
+        connection, after ``receive_eof``, or for empty ``data``."""
         self._require_stream("receive_data")
         self._now = max(self._now, now)
         self._decoder.receive_data(data)
@@ -482,10 +466,9 @@ class ChannelConnection(ServingLink):
         """Return the next event, ``NEED_DATA``, or ``END_OF_INPUT`` (the stream ended, or
         there is no open connection; then call ``connection_lost``).
 
-        Raises:
-            FrameTooLarge, InvalidFormatCode: a header that cannot be trusted arrived. The
-                channel is now FAILED (``error`` holds it); frames before it were returned
-                first. Close the socket; ``connection_lost`` then returns None.
+        Raises ``FrameTooLarge`` or ``InvalidFormatCode`` when a header that cannot be trusted
+        arrived: the channel is now FAILED (``error`` holds it); frames before it were returned
+        first. Close the socket; ``connection_lost`` then returns None.
         """
         events = self._events
         while not events:
@@ -525,9 +508,7 @@ class ChannelConnection(ServingLink):
             return
         match msg:
             case HttpRequest():
-                event = self._accept(msg, frame)
-                if event is not None:
-                    self._events.append(event)
+                self._on_http_request(msg, frame)
             case Heartbeat():
                 # spec/framed.md section 3: "a heartbeat is always answered with heartbeat_ack
                 # on the same channel".
@@ -594,9 +575,8 @@ class ChannelConnection(ServingLink):
         Returns True if queued, False if the core already answered it (504) or its
         connection was lost -- the late result is dropped.
 
-        Raises:
-            LocalProtocolError: an id never received (or answered twice), a status outside
-                0..65535, or a response too large for a frame (state unchanged).
+        Raises ``LocalProtocolError`` for an id never received (or answered twice), a status
+        outside 0..65535, or a response too large for a frame (state unchanged).
         """
         deadline = self._in_flight.pop(request_id, None)
         if deadline is None:
@@ -611,12 +591,9 @@ class ChannelConnection(ServingLink):
         return True
 
     def send(self, message: ModuleToOrchestrator) -> None:
-        """Queue any other module->orchestrator message, enveloped.
-
-        Raises:
-            LocalProtocolError: no open connection, or a message the channel sends itself
-                (http_response, heartbeat_ack).
-        """
+        """Queue any other module->orchestrator message, enveloped. Raises
+        ``LocalProtocolError`` with no open connection, or for a message the channel sends
+        itself (http_response, heartbeat_ack)."""
         self._require_stream("send")
         if isinstance(message, HttpResponse | HeartbeatAck):
             raise LocalProtocolError(f"{type(message).__name__} is sent by ChannelConnection")

@@ -546,6 +546,11 @@ class ServingLink:
     def _reject(self, raw: Any, status: int | None, error: RemoteProtocolError) -> None:
         raise NotImplementedError
 
+    def _on_http_request(self, msg: HttpRequest, raw: Any) -> None:
+        event = self._accept(msg, raw)
+        if event is not None:
+            self._events.append(event)
+
     def _accept(self, msg: HttpRequest, raw: Any) -> RequestReceived | None:
         """The one acceptance check of an ``http_request``: return its event (not queued) when
         it is accepted, else answer it here (400/503) and return None.
@@ -706,7 +711,6 @@ class ModuleConnection(ServingLink):
         self._decoder = LineDecoder(MAX_LINE, max_first_line_size=MAX_INIT_LINE)
         self._base64 = False  # base64_bodies in use
         self._line_limit = MAX_LINE
-        self._max_body = MAX_REFERENCE_BODY
         self._init: Init | None = None
         self._extensions: frozenset[str] = frozenset()
         self._flat_responses = False
@@ -858,7 +862,6 @@ class ModuleConnection(ServingLink):
         if EXT_BASE64_BODIES in self._extensions:
             self._base64 = True
             self._line_limit = BASE64_LINE_LIMIT
-            self._max_body = MAX_BASE64_BODY
             self._decoder.set_max_line_size(BASE64_LINE_LIMIT)
         self._source_json = dump_str(init.module_id or "unknown_module")
         self._fire(ModuleInput.INIT)
@@ -910,11 +913,6 @@ class ModuleConnection(ServingLink):
         self._send_announce(listen)
 
     # ---------------------------------------------------------- per-op handlers
-    def _on_http_request(self, msg: HttpRequest, line: bytes) -> None:
-        event = self._accept(msg, line)
-        if event is not None:
-            self._events.append(event)
-
     def _on_secret(self, msg: Secret, line: bytes) -> None:
         self._store_secret(msg.name, msg.value)
         if msg.rotation_id is not None:
@@ -1087,8 +1085,9 @@ class ModuleConnection(ServingLink):
             out = self._response_line(
                 request_id, 500, _JSON_HEADERS_TEXT, error_body("response too large")
             )
+            limit = MAX_BASE64_BODY if self._base64 else MAX_REFERENCE_BODY
             self._events.append(
-                ResponseTooLarge(request_id=request_id, size=len(body), limit=self._max_body)
+                ResponseTooLarge(request_id=request_id, size=len(body), limit=limit)
             )
         self._out.append(out)
         if self._state is _CLOSING and not self._in_flight:

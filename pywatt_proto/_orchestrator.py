@@ -18,18 +18,12 @@ development orchestrator, a test) loops exactly like a module driver::
         RotationAcknowledged, ModuleUnresponsive, AnnounceTimedOut, BadModuleLine, END_OF_INPUT
     arm conn.get_timer(); on expiry conn.handle_timer(now) (heartbeats, deadlines, grace)
 
-Bodies follow the form the module selected (spec/limits.md section 1.1): byte arrays in 16 MiB
-lines, or base64 strings in 96 MiB lines with ``base64_bodies`` (offered by default);
-``max_body`` says which limit applies. ``send_request`` refuses a request whose line would be
-too long (hint 413), and an over-long module line fails its request with 502 at once when its
-``request_id`` is found in the line's first or last bytes.
-
-Responses are accepted in both shapes a module may write on stdout: the flat
-``{"op":"http_response",...}`` and the reference's ``{"content":...,"metadata":...}`` wrapper
-(``decode_module_line``). Heartbeats are sent every ``heartbeat_interval``; misses are only
-counted when the module announced the ``heartbeat_ack`` extension (a reference Rust module
-never acks on stdio, spec/reference.md R11), and ``ModuleUnresponsive`` is emitted once
-when ``max_missed_heartbeats`` in a row go unanswered.
+Bodies and line limits follow the form the module selected (spec/limits.md section 1.1,
+``max_body``). Responses are accepted in both shapes a module may write: the flat
+``http_response`` op and the reference's ``{"content":...,"metadata":...}`` wrapper. Heartbeat
+misses are only counted when the module announced ``heartbeat_ack`` (a reference Rust module
+never acks on stdio, spec/reference.md R11); ``ModuleUnresponsive`` is emitted once when
+``max_missed_heartbeats`` in a row go unanswered.
 """
 
 from __future__ import annotations
