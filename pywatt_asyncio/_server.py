@@ -74,70 +74,17 @@ class _DateCache:
         return self.value if self.until > now else self.refresh(now)
 
 
-class SendWatch:
-    """The send timeout of one transport (see :class:`pywatt_proto._http.SendProgress`).
-
-    :meth:`paused` (from ``pause_writing``) starts watching what is still to be delivered:
-    the transport's write buffer plus the kernel's send queue (``SIOCOUTQ``). The kernel
-    queue matters: with a few MiB of socket buffer, the transport's own buffer may not move
-    for seconds while a client reads steadily (the socket only turns writable again when a
-    third of that buffer is free). :meth:`resumed` stops. If nothing was delivered for
-    ``timeout`` seconds the connection is reset (``SO_LINGER`` 0, then ``abort``): the
-    kernel drops what is queued. A slow but steady reader is never cut off.
-    """
-
-    __slots__ = ("_handle", "_loop", "_progress", "_timeout", "_transport")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
-        self._loop = loop
-        self._timeout = timeout
-        self._transport: asyncio.Transport | None = None
-        self._progress: SendProgress | None = None
-        self._handle: asyncio.TimerHandle | None = None
-
-    def paused(self, transport: asyncio.Transport) -> None:
-        """Start watching ``transport`` (its writes are blocked)."""
-        self._transport = transport
-        progress = SendProgress(self._timeout, self._queued(transport), self._loop.time())
-        self._progress = progress
-        if self._handle is None:
-            self._handle = self._loop.call_later(progress.check_interval(), self._check)
-
-    def resumed(self) -> None:
-        """Stop watching (the buffer drained below the low-water mark, or the end)."""
-        self._progress = None
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-
-    @staticmethod
-    def _queued(transport: asyncio.Transport) -> int:
-        sock = transport.get_extra_info("socket")
-        kernel = unsent_bytes(sock) if sock is not None else 0
-        return transport.get_write_buffer_size() + kernel
-
-    def _check(self) -> None:
-        self._handle = None
-        progress = self._progress
-        transport = self._transport
-        if progress is None or transport is None or transport.is_closing():
-            return
-        now = self._loop.time()
-        progress.update(self._queued(transport), now)
-        if not progress.expired(now):
-            self._handle = self._loop.call_later(progress.check_interval(), self._check)
-            return
-        self._progress = None
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            reset_on_close(sock)
-        transport.abort()
-
-
 class ConnectionDriver(asyncio.Protocol):
     """What every HTTP connection driver on asyncio does around its core: the protocol
     callbacks, back-pressure both ways, the send timeout, graceful shutdown, closing and the
     core's timer (one lazily re-armed handle per connection).
+
+    Send timeout (:class:`pywatt_proto._http.SendProgress`): while writing is paused, what is
+    still to be delivered -- the transport's buffer plus the kernel's send queue
+    (``SIOCOUTQ``; with a few MiB of socket buffer the transport's own may not move for
+    seconds while a client reads steadily) -- is looked at; if nothing was delivered for
+    ``send_timeout`` seconds the connection is reset (``SO_LINGER`` 0, then ``abort``). A
+    slow but steady reader is never cut off.
 
     Used by ``serve()`` (:class:`_Connection`) and the front door
     (``pywatt_asyncio._frontdoor._FrontConnection``). A subclass sets ``_core`` in
@@ -152,7 +99,9 @@ class ConnectionDriver(asyncio.Protocol):
         "_lost",
         "_now",
         "_paused",
-        "_send_watch",
+        "_send_check",
+        "_send_progress",
+        "_send_timeout",
         "_task",
         "_timer",
         "_timer_at",
@@ -169,7 +118,9 @@ class ConnectionDriver(asyncio.Protocol):
         self._timer_at = 0.0
         self._paused = False
         self._write_paused = False
-        self._send_watch = SendWatch(loop, send_timeout)
+        self._send_timeout = send_timeout
+        self._send_progress: SendProgress | None = None
+        self._send_check: asyncio.TimerHandle | None = None
         self._busy = False
         self._lost = False
         self._task: asyncio.Task[None] | None = None
@@ -226,13 +177,12 @@ class ConnectionDriver(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self._core is not None:
             self._core.receive_data(b"", self._now())
-            if not self._busy:
-                self._drive(self._now())
+            self._kick()
         return True  # keep the write side open for the answer
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self._send_watch.resumed()
+        self.resume_writing()  # stops the send timeout
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -240,24 +190,52 @@ class ConnectionDriver(asyncio.Protocol):
             self._core.send_failed()
 
     def pause_writing(self) -> None:
-        # A client that stops reading its answers is reset after read_timeout seconds
-        # in which no byte was sent; a slow but steady reader is not.
         self._write_paused = True
-        assert self._transport is not None
-        self._send_watch.paused(self._transport)
+        progress = SendProgress(self._send_timeout, self._unsent(), self._now())
+        self._send_progress = progress
+        if self._send_check is None:
+            self._send_check = self._loop.call_later(progress.check_interval(), self._check_send)
 
     def resume_writing(self) -> None:
         self._write_paused = False
-        self._send_watch.resumed()
-        if not self._busy and not self._lost:
-            self._drive(self._now())
+        self._send_progress = None
+        if self._send_check is not None:
+            self._send_check.cancel()
+            self._send_check = None
+        self._kick()
 
     def shutdown(self) -> None:
         """Finish: an idle connection closes now, a busy one after its answer."""
         if self._core is not None and not self._lost:
             self._core.start_shutdown()
-            if not self._busy:
-                self._drive(self._now())
+            self._kick()
+
+    def _kick(self) -> None:
+        """Handle what the core has buffered, unless an answer is awaited."""
+        if not self._busy and not self._lost:
+            self._drive(self._now())
+
+    def _unsent(self) -> int:
+        transport = self._transport
+        assert transport is not None
+        return transport.get_write_buffer_size() + unsent_bytes(transport.get_extra_info("socket"))
+
+    def _check_send(self) -> None:
+        self._send_check = None
+        progress = self._send_progress
+        transport = self._transport
+        if progress is None or transport is None or transport.is_closing():
+            return
+        now = self._now()
+        progress.update(self._unsent(), now)
+        if not progress.expired(now):
+            self._send_check = self._loop.call_later(progress.check_interval(), self._check_send)
+            return
+        self._send_progress = None
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            reset_on_close(sock)
+        transport.abort()
 
     def _need_data(self) -> None:
         """The core waits for bytes: write what it has, resume reading if it takes more,
@@ -310,8 +288,7 @@ class ConnectionDriver(asyncio.Protocol):
         now = self._now()
         if now >= deadline:
             core.handle_timer(now)
-            if not self._busy:
-                self._drive(self._now())
+            self._kick()
         else:
             self._arm()
 
