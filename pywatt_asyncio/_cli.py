@@ -33,7 +33,6 @@ from ._config import (
     HostSettings,
     ModuleSpec,
     SecretSources,
-    check_secret,
     load_config,
     parse_env_file,
     spec_for_command,
@@ -101,16 +100,12 @@ def _secret(text: str) -> tuple[str, str | None]:
     name, sep, value = text.partition("=")
     if not name:
         raise argparse.ArgumentTypeError("expected NAME=VALUE or NAME")
+    source = SecretSources(inline=((name, value),)) if sep else SecretSources(from_env=(name,))
     try:
-        if sep:
-            check_secret(name, value, "--secret")
-            return name, value
-        if name not in os.environ:
-            raise ConfigError(f"--secret {name}: no environment variable {name} is set")
-        check_secret(name, os.environ[name], f"environment variable {name}")
+        source.load()
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return name, None
+    return name, value if sep else None
 
 
 def _positive(text: str) -> float:

@@ -289,9 +289,15 @@ _MODULE_KEYS = frozenset(
     {"id", "target", "command", "env", "secrets", "secret_env", "secrets_file", "env_file"}
     | {"watch"}
 )
-_HOST_KEYS = frozenset(
-    {"http", "request_timeout", "shutdown_grace", "restart", "reload", "extensions"}
-)
+#: The ``[host]`` keys (the :class:`HostSettings` fields) and the TOML types each takes.
+_HOST_KEYS: dict[str, type | tuple[type, ...]] = {
+    "http": str,
+    "request_timeout": (int, float),
+    "shutdown_grace": (int, float),
+    "restart": str,
+    "reload": bool,
+    "extensions": str,
+}
 
 
 def _module_from_table(table: Mapping[str, Any], base: str, where: str) -> ModuleSpec:
@@ -355,7 +361,7 @@ def load_config(path: str) -> tuple[HostSettings, list[ModuleSpec]]:
         raise ConfigError(f"{path}: unknown table(s) {', '.join(sorted(data))}")
     if not isinstance(host, dict):
         raise ConfigError(f"{path}: [host] must be a table")
-    unknown = sorted(set(host) - _HOST_KEYS)
+    unknown = sorted(set(host) - _HOST_KEYS.keys())
     if unknown:
         raise ConfigError(f"{path}: [host]: unknown key(s) {', '.join(unknown)}")
     if not isinstance(modules, list) or not modules:
@@ -365,19 +371,7 @@ def load_config(path: str) -> tuple[HostSettings, list[ModuleSpec]]:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: module[{i}] must be a table")
         specs.append(_module_from_table(table, base, f"{path}: module[{i}]"))
-
-    def opt(key: str, kind: type | tuple[type, ...]) -> Any:
-        value = host.get(key)
-        if value is not None and not isinstance(value, kind):
+    for key, kind in _HOST_KEYS.items():
+        if key in host and not isinstance(host[key], kind):
             raise ConfigError(f"{path}: [host].{key} has the wrong type")
-        return value
-
-    settings = HostSettings(
-        http=opt("http", str),
-        request_timeout=opt("request_timeout", (int, float)),
-        shutdown_grace=opt("shutdown_grace", (int, float)),
-        restart=opt("restart", str),
-        reload=opt("reload", bool),
-        extensions=opt("extensions", str),
-    )
-    return settings, specs
+    return HostSettings(**host), specs

@@ -2,26 +2,21 @@
 
 :func:`serve_http` accepts HTTP clients and hands each parsed request, as a
 :class:`FrontRequest`, to an :class:`Upstream` (in ``pywatt run``, the host's module router;
-:class:`ModuleUpstream` adapts one :class:`~pywatt_asyncio._orchestrator.ModuleProcess`), then
-writes the answer back.
+:class:`ModuleUpstream` adapts one ``ModuleProcess``), then writes the answer back.
 
-Theory of operation: the front door is the asyncio ``serve()`` server with a different
-handler. Each connection is an ``asyncio.Protocol`` driving
-:class:`pywatt_proto.HttpServerConnection`, which owns the limits, deadlines and error
-answers ``serve()`` has (431, 408, idle keep-alive close, 413 before reading a declared
-oversized body and never ``100 Continue`` for it, 400 and close for Content-Length together
-with Transfer-Encoding). What is particular to a front door:
+Each connection is the ``serve()`` driver (:class:`~pywatt_asyncio._server.ConnectionDriver`
+around :class:`pywatt_proto.HttpServerConnection`, which owns the limits, deadlines and error
+answers) with another handler. Particular to a front door:
 
-* the body limit of each request is the upstream's (:meth:`Upstream.body_limit`);
-* targets a reference module's URI parser would refuse are answered 400 here, absolute-form
-  is forwarded as origin-form, ``OPTIONS *`` is answered here
-  (:func:`pywatt_proto._proxy.forward_target`);
+* each request's body limit is the upstream's (:meth:`Upstream.body_limit`);
+* targets a reference module would refuse are answered 400 here, absolute-form is forwarded
+  as origin-form, ``OPTIONS *`` is answered here (:func:`pywatt_proto._proxy.forward_target`);
 * ``x-forwarded-for`` / ``x-forwarded-proto`` are set (:func:`pywatt_proto._proxy.forwarding`),
   hop-by-hop headers dropped, and the module's answer re-framed: no ``content-length`` on
   1xx/204/304, 502 for an answer that is not valid HTTP/1.1;
-* accepting is our own loop, so that past ``max_connections`` a client gets 503 at once
-  (the cap stays below the descriptor limit, leaving descriptors for the modules), and
-  accept errors (EMFILE...) are logged a few at a time, not once per attempt;
+* our own accept loop answers 503 at once past ``max_connections`` (kept below the
+  descriptor limit, leaving descriptors for the modules) and logs accept errors a few at a
+  time;
 * one access-log line per answer on the ``pywatt.access`` logger.
 
 Every limit is in :class:`FrontDoorLimits` and in spec/limits.md ("Front door").
@@ -245,12 +240,8 @@ class _Throttle:
 
 
 class FrontDoor(asyncio.AbstractServer):
-    """The running front door (from :func:`serve_http`): an ``asyncio.AbstractServer``.
-
-    ``sockets`` are the listening sockets; ``close()`` stops accepting and lets every
-    connection finish its current answer (idle ones close at once); ``connections`` is
-    the number open; ``refused`` counts clients answered 503 at the cap.
-    """
+    """The running front door (from :func:`serve_http`); ``refused`` counts clients answered
+    503 at the cap."""
 
     def __init__(
         self,
@@ -280,7 +271,6 @@ class FrontDoor(asyncio.AbstractServer):
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
-        """Return the listening sockets."""
         return tuple(self._sockets)
 
     @property
@@ -327,7 +317,7 @@ class FrontDoor(asyncio.AbstractServer):
     # -- asyncio.AbstractServer ------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop accepting; idle connections close, busy ones after their answer."""
+        """Stop accepting; idle connections close at once, busy ones after their answer."""
         if self._closing:
             return
         self._closing = True
@@ -341,11 +331,9 @@ class FrontDoor(asyncio.AbstractServer):
         self._closed.set()
 
     def get_loop(self) -> asyncio.AbstractEventLoop:
-        """Return the event loop serving this front door."""
         return self.loop
 
     def is_serving(self) -> bool:
-        """Return True until :meth:`close`."""
         return not self._closing
 
     async def start_serving(self) -> None:

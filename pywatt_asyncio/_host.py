@@ -89,8 +89,6 @@ class HostOptions:
     extensions: tuple[str, ...] | None = None
     restart: bool = False
     reload: bool = False
-    backoff: Backoff = RESTART_BACKOFF
-    base_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
 # ------------------------------------------------------------------------------- routing
@@ -241,7 +239,7 @@ class Host:
         Raises ``HostError`` (the child was killed then).
         """
         spec, o = slot.spec, self.options
-        env = child_env(o.base_env) if spec.target is not None else dict(o.base_env)
+        env = child_env() if spec.target is not None else dict(os.environ)
         env.update(spec.env)
         env["PYWATT_MODULE_ID"] = spec.module_id
         env[FORWARDED_CLIENT_ENV] = "1"  # its requests come through our front door
@@ -368,26 +366,23 @@ class Host:
         mid = slot.spec.module_id
         if proc.failure is not None:
             _note(f"pywatt: {mid}: stopping: internal failure of the host's link (see above)")
-            slot.gone = True
-            slot.ready.set()
-            self._end(1)
+        elif self.options.restart:
+            loop = asyncio.get_running_loop()
+            if proc.announced_at is not None and loop.time() - proc.announced_at >= HEALTHY_AFTER:
+                slot.failures = 0
+            await self._restart(slot)
             return
-        if not self.options.restart and self.options.reload:
+        elif self.options.reload:
             # uvicorn's way: the host stays up and the next edit starts the module again
             _note(f"pywatt: {mid}: module crashed; waiting for a change to start it (--reload)")
             slot.crashed = True
             slot.ready.set()  # held requests get their 502 now
             return
-        if not self.options.restart:
+        else:
             _note(f"pywatt: {mid}: module crashed; stopping (--restart on-failure restarts it)")
-            slot.gone = True
-            slot.ready.set()
-            self._end(1)
-            return
-        loop = asyncio.get_running_loop()
-        if proc.announced_at is not None and loop.time() - proc.announced_at >= HEALTHY_AFTER:
-            slot.failures = 0
-        await self._restart(slot)
+        slot.gone = True
+        slot.ready.set()
+        self._end(1)
 
     async def _restart(self, slot: _Slot) -> None:
         mid = slot.spec.module_id
@@ -395,7 +390,7 @@ class Host:
         try:
             while not self._stopping and (slot.proc is None or not slot.proc.running):
                 slot.failures += 1
-                delay = self.options.backoff.delay(slot.failures, self._rng)
+                delay = RESTART_BACKOFF.delay(slot.failures, self._rng)
                 _note(f"pywatt: {mid}: restarting in {delay:.2f} s (failure {slot.failures})")
                 await asyncio.sleep(delay)
                 if self._stopping:
