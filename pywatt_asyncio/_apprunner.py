@@ -30,9 +30,10 @@ import os
 import runpy
 import sys
 import traceback
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TargetNotFound", "is_module", "load_target", "main", "serve"]
+__all__ = ["TargetNotFound", "is_module", "load_target", "main"]
 
 _MODULE_CLASSES = ("pywatt_asyncio._module", "pywatt_sync._module")
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -111,28 +112,21 @@ def load_target(target: str) -> Any:
     raise TargetNotFound(f"{target}: no 'app' found (name it with {target}:NAME){listed}")
 
 
-def serve(obj: Any) -> None:
-    """Serve ``obj`` on stdin/stdout (never returns normally: the module exits).
-
-    Raises ``TypeError`` naming the type when ``obj`` is none of the kinds above.
-    """
+def _runner(obj: Any) -> Callable[[], object] | None:
+    """Return the call that serves ``obj`` on stdin/stdout (see the module docstring), or
+    None when it is none of the kinds served."""
     if is_module(obj):
-        obj.run()
-        return
+        run: Callable[[], object] = obj.run
+        return run
+    if isinstance(obj, type) or not callable(obj):
+        return None
     if _is_asgi(obj):
         from ._asgi import asgi_module
 
-        asgi_module(obj).run()
-        return
-    if callable(obj) and not isinstance(obj, type):
-        from pywatt_sync._wsgi import wsgi_module
+        return asgi_module(obj).run
+    from pywatt_sync._wsgi import wsgi_module
 
-        wsgi_module(obj).run()
-        return
-    raise TypeError(
-        f"cannot serve {type(obj).__module__}.{type(obj).__qualname__}: not a PyWatt module, "
-        "an ASGI app or a WSGI app"
-    )
+    return wsgi_module(obj).run
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -170,12 +164,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(_user_traceback(exc))
         print(f"pywatt: cannot load {args[0]}: {type(exc).__name__}: {exc}", file=sys.stderr)
         sys.exit(1)
-    if not (is_module(obj) or callable(obj)) or isinstance(obj, type):
+    run = _runner(obj)
+    if run is None:
         kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
         what = "is not a PyWatt module, an ASGI app or a WSGI app"
         print(f"pywatt: cannot serve {args[0]}: a {kind} {what}", file=sys.stderr)
         sys.exit(1)
-    serve(obj)
+    run()
 
 
 if __name__ == "__main__":

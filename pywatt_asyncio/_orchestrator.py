@@ -375,8 +375,11 @@ class ModuleProcess:
         self._fail_waiters("orchestrator failure")
         if self._announced is not None and not self._announced.done():
             self._announced.set_exception(RuntimeError(f"orchestrator failure: {exc!r}"))
-        proc = self._proc
+        self._kill_child()
+
+    def _kill_child(self) -> None:
         self._stopping = True
+        proc = self._proc
         if proc is not None and proc.returncode is None:
             self.killed = True
             with contextlib.suppress(ProcessLookupError):
@@ -582,12 +585,7 @@ class ModuleProcess:
 
     async def kill(self) -> None:
         """Kill the child now (no-op if it already exited); sets :attr:`killed` if it did."""
-        self._stopping = True
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            self.killed = True
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
+        self._kill_child()
         if self._reader is not None:
             with contextlib.suppress(BaseException):
                 await self._reader
