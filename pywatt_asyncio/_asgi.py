@@ -220,9 +220,8 @@ class AsgiApp:
 
     async def _cancel_lifespan(self) -> None:
         task, self._lifespan_task = self._lifespan_task, None
-        if task is not None and not task.done():
-            task.cancel()
         if task is not None:
+            task.cancel()  # nothing if it is done
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 

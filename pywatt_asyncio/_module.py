@@ -158,7 +158,7 @@ class Module(ModuleBase, CoreEvents):
         self._reset()
 
     def _reset(self) -> None:
-        self._conn: ModuleConnection | None = None
+        self._conn = None
         self._pipe_fds: tuple[int, ...] = ()
         # Skipped input lines: a few logged in full, then rate-limited summaries (issue 11.16).
         self._skipped_lines = SkippedLineLog()
@@ -181,7 +181,7 @@ class Module(ModuleBase, CoreEvents):
         self._ready = asyncio.Event()  # binds to a loop on first wait (3.10+)
         self._bg: set[asyncio.Task[Any]] = set()
         self._negotiation: PortNegotiation | None = None
-        self._startup_listen: str | None = None  # set_listen() during on_startup
+        self._startup_listen = None
 
     # ------------------------------------------------------------ registration
     # route/get/post/put/delete/patch/middleware/error_handler: RouteDecorators
@@ -212,29 +212,7 @@ class Module(ModuleBase, CoreEvents):
         ctx = contextvars.copy_context()
         return await asyncio.get_running_loop().run_in_executor(executor, ctx.run, fn, request)
 
-    def set_listen(self, listen: str) -> None:
-        """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
-        constructor's ``listen``, else the init's). Call it from an ``on_startup`` hook.
-
-        Raises ``RuntimeError`` outside startup (use ``Module(listen=...)`` for a fixed
-        address).
-        """
-        conn = self._conn
-        if conn is None or conn.state is not ModuleState.STARTING:
-            raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
-        self._startup_listen = listen
-
-    # --------------------------------------------------------------- services
-    @property
-    def connection(self) -> ModuleConnection | None:
-        """The protocol core while serving (None otherwise)."""
-        return self._conn
-
-    @property
-    def init(self) -> Init | None:
-        """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
-        return self._conn.init if self._conn is not None else None
-
+    # ------------------------------------- services (set_listen, connection, init: ModuleBase)
     def _serving(self, what: str) -> tuple[ModuleConnection, asyncio.AbstractEventLoop]:
         conn, loop = self._conn, self._loop
         if conn is None or loop is None:

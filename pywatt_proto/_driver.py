@@ -14,6 +14,7 @@ from ._module import (
     BadLine,
     InitReceived,
     ModuleConnection,
+    ModuleState,
     ReadyToAnnounce,
     RequestTimedOut,
     ResponseTooLarge,
@@ -85,8 +86,10 @@ def channel_failed(target: ChannelTarget, attempts: int, failure: str) -> bool:
 
 class ModuleBase(RouteDecorators):
     """What both ``Module`` classes keep beyond the routes: the options the core is built
-    from and the port listeners."""
+    from, the core while serving (``_conn``) and the port listeners."""
 
+    _conn: ModuleConnection | None
+    _startup_listen: str | None  # set_listen() during on_startup
     _prefetch: tuple[str, ...]
     _listen: str | None
     _max_in_flight: int
@@ -106,6 +109,30 @@ class ModuleBase(RouteDecorators):
             secret_timeout=self._secret_timeout,
             hold_announce=bool(self._startup_hooks),
         )
+
+    @property
+    def connection(self) -> ModuleConnection | None:
+        """The protocol core while serving (None otherwise; on ``pywatt_sync`` guarded by
+        the module's lock)."""
+        return self._conn
+
+    @property
+    def init(self) -> Init | None:
+        """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
+        return self._conn.init if self._conn is not None else None
+
+    def set_listen(self, listen: str) -> None:
+        """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
+        constructor's ``listen``, else the init's). Call it from an ``on_startup`` hook.
+
+        Raises:
+            RuntimeError: called outside startup (use ``Module(listen=...)`` for a fixed
+                address).
+        """
+        conn = self._conn
+        if conn is None or conn.state is not ModuleState.STARTING:
+            raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
+        self._startup_listen = listen
 
     def add_port_listener(self, fn: Callable[[PortResponse], None]) -> Callable[[], None]:
         """Call ``fn`` with every ``port_response`` (on the loop, or on the thread that read

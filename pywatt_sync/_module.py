@@ -615,41 +615,11 @@ class Module(ModuleBase):
         self._negotiation: PortNegotiation | None = None
         self._serving = threading.Lock()  # guards _session being set and cleared
         self._session: _Session | None = None
+        self._conn = None  # the session's, while serving
         self._announced = threading.Event()
-        self._startup_listen: str | None = None  # set_listen() during on_startup
+        self._startup_listen = None
 
-    # ------------------------------------------------------------ registration
-    # route/get/post/put/delete/patch/middleware/error_handler: RouteDecorators
-
-    def set_listen(self, listen: str) -> None:
-        """Announce ``listen`` (e.g. ``"127.0.0.1:8123"``) instead of the default (the
-        constructor's ``listen``, else the init's). Call it from an ``on_startup`` hook.
-
-        Raises:
-            RuntimeError: called outside startup (use ``Module(listen=...)`` for a
-                fixed address).
-        """
-        session = self._session
-        if session is not None:
-            with session.lock:
-                if session._conn.state is ModuleState.STARTING:
-                    self._startup_listen = listen
-                    return
-        raise RuntimeError("Module.set_listen() must be called from an on_startup hook")
-
-    # --------------------------------------------------------------- services
-    @property
-    def connection(self) -> ModuleConnection | None:
-        """The protocol core while serving (None otherwise). Guarded by the module's lock."""
-        session = self._session
-        return session._conn if session is not None else None
-
-    @property
-    def init(self) -> Init | None:
-        """The orchestrator's init (set before ``on_startup`` hooks run; None otherwise)."""
-        session = self._session
-        return session._conn.init if session is not None else None
-
+    # ------------------------------------- services (set_listen, connection, init: ModuleBase)
     @property
     def output_backlog(self) -> int:
         """Bytes of protocol output taken from the core and not yet handed to a write
@@ -873,7 +843,8 @@ class Module(ModuleBase):
             if write_fd is None:
                 write_fd = guard_stdout() if guard else 1
             out = OutputQueue(BlockingWriter(write_fd, self._on_write_error))
-            session = self._session = _Session(self, self._new_core(), out, read_fd)
+            self._conn = self._new_core()
+            session = self._session = _Session(self, self._conn, out, read_fd)
             session.pipe_fds = (read_fd, write_fd)
         previous = self._install_sigterm(session)
         set_serving(self)
@@ -904,7 +875,7 @@ class Module(ModuleBase):
             session.fail_waiters()
             stuck = session.pool.running
         with self._serving:
-            self._session = None
+            self._session = self._conn = None
             self._startup_listen = None
         return stuck
 
