@@ -249,8 +249,8 @@ MAX_PENDING_SECRETS: Final = 256
 #: Rotations announced to the driver and not yet acknowledged (the reference's rotation
 #: broadcast holds 10; acks are normally immediate).
 MAX_PENDING_ROTATIONS: Final = 64
-#: Ids of requests already answered by the core (504) whose late result must be dropped
-#: silently; older ones are forgotten and a late answer for them is a LocalProtocolError.
+#: Ids of requests the core answered itself (504, or lost with a channel connection) whose
+#: late result is dropped silently; older ones are forgotten (a late answer is then an error).
 MAX_REMEMBERED_ANSWERED: Final = 4096
 #: Cached secret values; beyond this the least recently stored one is evicted.
 MAX_CACHED_SECRETS: Final = 1024
@@ -523,8 +523,6 @@ class ServingLink:
         # request_id -> deadline (insertion order == deadline order: constant timeout and
         # monotonic now, so the first entry is always the earliest).
         self._in_flight: dict[str, float] = {}
-        # Ids the core answered itself (504, or lost with their connection) whose late answer
-        # is dropped silently; past MAX_REMEMBERED_ANSWERED the oldest are forgotten.
         self._answered: OrderedDict[str, None] = OrderedDict()
 
     @property

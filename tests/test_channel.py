@@ -322,6 +322,20 @@ def test_request_deadline_answers_504_and_drops_the_late_answer() -> None:
     assert conn.send_response("b", 200, {}, b"") is True
 
 
+def test_a_refused_answer_leaves_the_request_in_flight_with_its_deadline() -> None:
+    clock = FakeClock(100.0)
+    conn = _open(clock, request_timeout=2.0)
+    _feed(conn, [_frame(_req("a"))], clock.now())
+    clock.advance(1.0)
+    _feed(conn, [_frame(_req("b"))], clock.now())
+    with pytest.raises(LocalProtocolError):
+        conn.send_response("a", 70000, {}, b"")
+    assert conn.in_flight == 2
+    assert conn.get_timer() == 102.0  # "a" keeps its place and its deadline
+    conn.handle_timer(102.0)
+    assert _drain(conn) == [RequestTimedOut(request_id="a")]
+
+
 def test_no_deadline_when_request_timeout_is_none() -> None:
     conn = _open(request_timeout=None)
     _feed(conn, [_frame(_req("a"))])
