@@ -1,41 +1,26 @@
-"""``pywatt_sync.Module``: the decorator API over ``ModuleConnection``, with threads.
+"""``pywatt_sync.Module``: the decorator API over ``ModuleConnection``, with threads
+(plain ``def`` handlers, blocking database drivers, WSGI apps; the same API as
+``pywatt_asyncio.Module``).
 
-Same API as ``pywatt_asyncio.Module``, for blocking code (plain ``def`` handlers,
-blocking database drivers, WSGI apps)::
+Each :meth:`Module.serve_stdio` builds one :class:`_Session`: the core, the ordered output
+(:class:`~pywatt_sync._stdio.OutputQueue`) and the :class:`~pywatt_sync._scheduler.Scheduler`
+that decides which thread reads, runs handlers, writes or waits (leader/follower: a request
+is usually run by the thread that read it). The session is the scheduler's *source*.
 
-    app = Module()
-
-    @app.get("/hello")
-    def hello(request):
-        return {"message": "hello"}
-
-    if __name__ == "__main__":
-        app.run()
-
-Each :meth:`Module.serve_stdio` builds one :class:`_Session`: the core, the ordered
-output (:class:`~pywatt_sync._stdio.OutputQueue`) and the
-:class:`~pywatt_sync._scheduler.Scheduler` that decides which thread reads, runs
-handlers, writes or waits (leader/follower: a request is usually run by the thread
-that read it). The session is the scheduler's *source*; ``Module`` is the facade.
-
-* Bounds: at most ``max_workers`` threads inside handlers (plus one to read) and
-  ``max_queued`` requests waiting for one. Past both, stdin is still read (heartbeats
-  are acknowledged, ``secret`` answers arrive) and new requests are answered ``503`` at
-  once (as uvicorn's ``limit_concurrency``); a queued request answered ``504`` leaves
-  the queue. Above ``max_output_backlog`` bytes of unwritten output nobody reads stdin
-  until it is down to a sixteenth (the asyncio driver's marks).
-* A handler's thread cannot be interrupted: past its ``504`` it keeps its worker until
-  it returns. At the end such threads are abandoned (daemon threads) and
-  ``serve_stdio`` returns :data:`EXIT_ABANDONED`. A handler that raises ``SystemExit``
-  or ``KeyboardInterrupt`` is answered ``500`` and logged; the module goes on.
-* Rotation callbacks run in order on their own thread (``pywatt-rotation``), so they
-  run while every handler blocks; queued rotations count against the queue bound.
-  on_startup hooks run on their own thread too.
-* Framed channels offered by init are connected with
-  :class:`~pywatt_sync._channel.SyncChannel` (a reader thread each); their requests
-  share the queue and are answered on the channel. A required channel that cannot be
-  connected stops the module with status 1.
-* SIGTERM is a graceful shutdown, like the ``shutdown`` op.
+* At most ``max_workers`` threads are inside handlers (plus one to read) and
+  ``max_queued`` requests wait for one; past both, stdin is still read (heartbeats,
+  ``secret`` answers) and new requests are answered 503 at once (as uvicorn's
+  ``limit_concurrency``). Above ``max_output_backlog`` unwritten bytes nobody reads
+  stdin until it is down to a sixteenth (the asyncio driver's marks).
+* A handler's thread cannot be interrupted: past its 504 it keeps its worker until it
+  returns; at the end such threads are abandoned (daemon threads) and ``serve_stdio``
+  returns :data:`EXIT_ABANDONED`. A handler raising ``SystemExit`` or
+  ``KeyboardInterrupt`` is answered 500 and logged; the module goes on.
+* Rotation callbacks run in order on their own thread (``pywatt-rotation``), counted
+  against the queue bound; on_startup hooks on another. Framed channels offered by init
+  get a :class:`~pywatt_sync._channel.SyncChannel` each (a reader thread) and share the
+  queue; a required one that cannot be connected stops the module with status 1.
+  SIGTERM is a graceful shutdown, like the ``shutdown`` op.
 """
 
 from __future__ import annotations

@@ -1,25 +1,20 @@
 """Serve any PEP 3333 (WSGI) application -- Flask, Django, bottle -- as a PyWatt module.
 
-``wsgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``).
+``wsgi_module(app).run()`` is all a user writes (or ``pywatt run pkg.mod:app``). The CGI
+variables and response rules live in :mod:`pywatt_proto._gateway`; this file adds the
+process's objects and drives the call:
 
-The CGI variables and the response rules live in :mod:`pywatt_proto._gateway`;
-this file adds the objects of the running process and drives the call:
+* ``wsgi.input`` is a :class:`io.BytesIO` of the whole body (``CONTENT_LENGTH`` its real
+  length, ``wsgi.input_terminated`` True: reading to EOF is safe); ``wsgi.errors`` is
+  :data:`sys.stderr` (stdout is the protocol channel); ``wsgi.multithread`` is True,
+  ``wsgi.multiprocess`` and ``wsgi.run_once`` False.
+* The response is buffered until the iterable is exhausted, so a second
+  ``start_response`` with ``exc_info`` replaces the headers while no body byte was
+  produced, and re-raises ``exc_info`` after that (PEP 3333). The iterable's ``close()``
+  is always called.
 
-* ``wsgi.input`` is an :class:`io.BytesIO` of the whole request body (the
-  wire delivers it whole); ``CONTENT_LENGTH`` is its real length and
-  ``wsgi.input_terminated`` is True, so reading to EOF is always safe.
-* ``wsgi.errors`` is :data:`sys.stderr` (stdout is the protocol channel).
-* ``wsgi.multithread`` is True (handlers run in a thread pool),
-  ``wsgi.multiprocess`` and ``wsgi.run_once`` are False.
-* ``start_response(status, headers, exc_info=None)`` returns ``write``. The
-  response is buffered until the iterable is exhausted, so headers are never
-  "sent" before the app finishes: a second call with ``exc_info`` replaces
-  them as long as no body byte was produced; after that it re-raises
-  ``exc_info`` as PEP 3333 requires.
-* The iterable's ``close()`` is always called, also on errors.
-
-An exception from the app, a bad status line or an oversized body becomes a
-plain-text 500 (502 for oversize), logged to stderr; the module keeps serving.
+An exception from the app, a bad status line or an oversized body becomes a plain-text
+500 (502 for oversize), logged to stderr; the module keeps serving.
 """
 
 from __future__ import annotations
