@@ -368,15 +368,10 @@ class CircuitBreaker:
     # -------------------------------------------------------------- admission
 
     def acquire(self, now: float) -> int:
-        """Ask to make one call at time ``now``.
-
-        Returns:
-            a ticket (the current epoch, ``>= 0``) to hand back with the outcome,
-            or :data:`REJECTED` (``-1``) when OPEN before the timeout, or when
-            HALF_OPEN with ``half_open_max_calls`` trials already in flight.
-            A rejection is counted and changes nothing else. When an OPEN
-            breaker's timeout has elapsed it moves to HALF_OPEN first and the
-            call is admitted as a trial.
+        """Ask to make one call at time ``now``; return its ticket (the epoch, ``>= 0``) to
+        hand back with the outcome, or :data:`REJECTED` when OPEN before the timeout or
+        HALF_OPEN with every trial slot taken (counted; nothing else changes). An OPEN
+        breaker whose timeout has elapsed half-opens first and admits the call as a trial.
         """
         if self._state is _C:
             self._calls += 1
