@@ -353,18 +353,13 @@ def format_float(x: float) -> str:
         mant = mant[1:]
     int_part, _, frac = mant.partition(".")
     digits = (int_part + frac).lstrip("0") or "0"
-    # value = 0.digits * 10**kk
+    # value = 0.digits * 10**kk. repr() uses an exponent for kk > 16 and kk < -3; of those,
+    # ryu writes only 1e-5 <= |x| < 1e-4 (kk == -4) in decimal notation.
     kk = int(exp_text) + len(int_part)
     digits = digits.rstrip("0") or "0"
-    length = len(digits)
-    k = kk - length
-    if k >= 0 and kk <= 16:
-        return f"{sign}{digits}{'0' * k}.0"
-    if 0 < kk <= 16:
-        return f"{sign}{digits[:kk]}.{digits[kk:]}"
-    if -5 < kk <= 0:
+    if kk == -4:
         return f"{sign}0.{'0' * -kk}{digits}"
-    if length == 1:
+    if len(digits) == 1:
         return f"{sign}{digits}e{kk - 1}"
     return f"{sign}{digits[0]}.{digits[1:]}e{kk - 1}"
 
