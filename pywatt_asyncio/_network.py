@@ -38,25 +38,43 @@ class ModuleNetwork:
     """Routes calls between a host's modules and keeps their provider registry.
 
     Args:
-        lookup: ``module_id -> running ModuleProcess or None`` (the host swaps processes on
-            restarts).
+        lookup: ``module_id -> running ModuleProcess or None`` for a host that owns the
+            processes (restarts swap them); default: the modules given to :meth:`add`.
         known: ``module_id -> bool``, whether the host has such a module at all, running or
-            not. Unknown ids are answered ``unknown_module``, known but not running ones
-            ``target_failed``.
+            not; default: the ids given to :meth:`add`. Unknown ids are answered
+            ``unknown_module``, known but not running ones ``target_failed``.
 
-    A process routes its calls here once ``process.network`` is this object (the host sets
-    it on every process it starts).
+    A process routes its calls here once ``process.network`` is this object (``add`` sets
+    it; a host sets it on every process it starts).
     """
 
     def __init__(
-        self, *, lookup: Callable[[str], ModuleProcess | None], known: Callable[[str], bool]
+        self,
+        *,
+        lookup: Callable[[str], ModuleProcess | None] | None = None,
+        known: Callable[[str], bool] | None = None,
     ) -> None:
-        self._lookup = lookup
-        self._known = known
+        self.modules: dict[str, ModuleProcess] = {}
+        self._lookup = lookup if lookup is not None else self._added
+        self._known = known if known is not None else self.modules.__contains__
         self.registry = ProviderRegistry()
         # (caller module id, call id) -> delivery task; at most MAX_PENDING_CALLS per caller
         # (the caller's connection refuses more before a task exists).
         self._deliveries: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    def add(self, module: ModuleProcess) -> None:
+        """Route calls from and to ``module`` (by its ``module_id``).
+
+        Raises ``ValueError`` if another module has the same id.
+        """
+        if module.module_id in self.modules:
+            raise ValueError(f"two modules with id {module.module_id!r}")
+        self.modules[module.module_id] = module
+        module.network = self
+
+    def _added(self, module_id: str) -> ModuleProcess | None:
+        module = self.modules.get(module_id)
+        return module if module is not None and module.running else None
 
     def healthy(self, module_id: str) -> bool:
         """True while module ``module_id`` is running (announced, process alive)."""
