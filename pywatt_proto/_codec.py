@@ -7,8 +7,10 @@ which drives both directions: the decoder checks an object the way
 ``#[derive(Deserialize)]`` would (required fields, ``Option`` fields where a missing key
 and ``null`` both mean None, strict integer types, duplicate *known* fields rejected,
 unknown fields ignored) and the encoder writes it, ``op`` first, ``null`` or omission as
-the reference's ``skip_serializing_if`` attributes say. ``http_request`` and
-``http_response`` are read and written by hand: they are the per-request hot path.
+the reference's ``skip_serializing_if`` attributes say. The per-request messages are the
+exceptions: ``http_request`` is read and written by hand (its canonical line by one regular
+expression, :func:`decode_http_request_line`), and ``http_response`` is written by the one
+encoder :func:`http_response_text`.
 
 Deliberate differences from serde are listed in ``spec/deviations.md``:
 ``identify`` carries ``module_id`` and round-trips, and positional (array)
@@ -450,8 +452,7 @@ class _Shape:
     ``decode`` checks an object the way ``#[derive(Deserialize)]`` does (duplicate known
     fields, missing required ones, each value by its kind; unknown fields ignored) and builds
     the class; ``encode`` writes it (``op`` first for a message). ``decode``/``encode`` given
-    to the constructor replace the table-driven ones (the http messages, read and written
-    by hand for speed).
+    to the constructor replace the table-driven ones (the per-request http messages).
     """
 
     __slots__ = ("cls", "decode", "encode", "fields", "known", "op", "what")
@@ -595,7 +596,7 @@ _INIT = _Shape(
 
 
 # ---------------------------------------------------------------------------
-# http_request / http_response: read by hand (the module link's hot path)
+# http_request: read and written by hand (the module link's hot path)
 # ---------------------------------------------------------------------------
 
 
