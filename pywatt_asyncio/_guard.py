@@ -49,9 +49,8 @@ __all__ = [
 
 #: Pipe buffer asked for once bodies may be large (``base64_bodies`` selected): a 1 MiB body
 #: then crosses in one pipe-full instead of 22 (Linux's default pipe holds 64 KiB), each a
-#: wake-up of the other process. tests/benchmarks/bench_bodies.py: a bare line echo of a
-#: 1 MiB body costs about 4 ms with 64 KiB pipes, under 2 ms with 1 MiB ones. 1 MiB is
-#: Linux's default ``pipe-max-size`` for unprivileged processes.
+#: wake-up of the other process (docs/performance.md). 1 MiB is Linux's default
+#: ``pipe-max-size`` for unprivileged processes.
 BIG_PIPE: Final = 1024 * 1024
 
 

@@ -1,7 +1,8 @@
 """What both drivers' ``Module`` do that is not I/O: :class:`ModuleBase` (the core of a
 ``serve_stdio``, port listeners, routed messages), :class:`CoreEvents` (the reaction to
-every core event but ``RequestReceived``; what needs a task or a thread is a hook) and
-:class:`AppRoutes` (the ASGI and WSGI adapters' catch-all routes and announce)."""
+every core event but ``RequestReceived``; what needs a task or a thread is a hook),
+:class:`AppRoutes` (the ASGI and WSGI adapters' catch-all routes and announce), and the
+log lines both drivers write for an unhandled error and a channel that cannot connect."""
 
 from __future__ import annotations
 

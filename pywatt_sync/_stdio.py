@@ -20,11 +20,9 @@ if TYPE_CHECKING:
 
 __all__ = ["READ_CHUNK", "BlockingWriter", "OutputQueue", "guard_stdout"]
 
-#: Bytes asked for per read of stdin: a Linux pipe holds 64 KiB, so one read
-#: takes everything waiting. Not more: ``os.read`` allocates the full size
-#: first, and above glibc's mmap threshold (128 KiB) that is an mmap/munmap
-#: per read -- 256 KiB cost 16 us per read against 1 us for 64 KiB (one
-#: request line waiting), more than the rest of the request at one in flight.
+#: Bytes asked for per read of stdin: a Linux pipe holds 64 KiB, so one read takes
+#: everything waiting. Not more: ``os.read`` allocates the full size first, and above
+#: glibc's mmap threshold (128 KiB) that is an mmap/munmap per read (docs/performance.md).
 READ_CHUNK: Final = 64 * 1024
 
 
