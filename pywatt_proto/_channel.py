@@ -557,8 +557,9 @@ class ChannelConnection(ServingLink):
     def _send_response(
         self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
     ) -> None:
+        body = body if body is not None else b""
         response = HttpResponse(
-            request_id=request_id, status_code=status, headers=headers, body=body or b""
+            request_id=request_id, status_code=status, headers=headers, body=body
         )
         self._send_enveloped(response)
 
