@@ -164,12 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--http",
         type=_host_port,
-        default=None,
         metavar="HOST:PORT",
         help="address of the HTTP front door (default 127.0.0.1:8080; port 0 = any)",
     )
     run.add_argument("--config", metavar="FILE", help="pywatt.toml listing the modules")
-    run.add_argument("--module-id", default=None, help="id of the module (one module only)")
+    run.add_argument("--module-id", help="id of the module (one module only)")
     run.add_argument(
         "--secret",
         type=_secret,
@@ -196,7 +195,6 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--restart",
         choices=("no", "on-failure"),
-        default=None,
         help="on-failure: restart a crashed module with exponential backoff "
         "(default no: a crash stops the host with status 1)",
     )
@@ -219,14 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--extensions",
         type=_extensions,
-        default=None,
         metavar="LIST",
         help="pywatt extensions offered in init: 'all' (default), 'none' (exactly like the "
         "reference orchestrator) or a comma-separated list",
     )
-    run.add_argument(
-        "--request-timeout", type=_positive, default=None, help="seconds before 504 (30)"
-    )
+    run.add_argument("--request-timeout", type=_positive, help="seconds before 504 (30)")
     run.add_argument(
         "--announce-timeout", type=_positive, default=10.0, help="seconds to announce (10)"
     )
@@ -234,10 +229,7 @@ def _parser() -> argparse.ArgumentParser:
         "--heartbeat-interval", type=_positive, default=5.0, help="seconds; 0 disables (5)"
     )
     run.add_argument(
-        "--shutdown-grace",
-        type=_positive,
-        default=None,
-        help="seconds between shutdown and kill (5)",
+        "--shutdown-grace", type=_positive, help="seconds between shutdown and kill (5)"
     )
     run.add_argument("--no-access-log", action="store_true", help="no line per request")
     run.add_argument(
@@ -250,14 +242,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-header-bytes",
         type=_count,
-        default=None,
         metavar="N",
         help="largest request line plus headers the front door reads, 431 beyond (16384)",
     )
     run.add_argument(
         "--read-timeout",
         type=_seconds,
-        default=None,
         metavar="SECONDS",
         help="longest wait for each read of a request, and for progress while an answer is "
         "sent; 408 and close (10)",
@@ -265,14 +255,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--keepalive-timeout",
         type=_seconds,
-        default=None,
         metavar="SECONDS",
         help="idle time between two requests on one connection before it is closed (5)",
     )
     run.add_argument(
         "--max-connections",
         type=_count,
-        default=None,
         metavar="N",
         help="open client connections, 503 beyond (default: from the descriptor limit, "
         "at most 4096)",
@@ -324,8 +312,7 @@ def _specs(
 
 
 async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettings) -> int:
-    http = args.http or (_host_port(st.http) if st.http else ("127.0.0.1", 8080))
-    host_addr, port = http
+    host_addr, port = args.http or (_host_port(st.http) if st.http else ("127.0.0.1", 8080))
     restart = (args.restart or st.restart or "no") == "on-failure"
     extensions: tuple[str, ...] | None = args.extensions
     if extensions is None and st.extensions is not None:

@@ -313,16 +313,13 @@ class Host:
         slot.proc = proc
         slot.crashed = False
         slot.ready.set()
-        self._rebuild_routes()
-        self._spawn(self._watch(slot, proc))
-
-    def _rebuild_routes(self) -> None:
         self._routes = [
             _Route(mid, frozenset(m.upper() for m in e.methods), _pattern(e.path))
-            for mid, slot in self._slots.items()
-            if slot.proc is not None
-            for e in slot.proc.endpoints
+            for mid, s in self._slots.items()
+            if s.proc is not None
+            for e in s.proc.endpoints
         ]
+        self._spawn(self._watch(slot, proc))
 
     def _conflicts_with_others(self, slot: _Slot, proc: ModuleProcess) -> list[str]:
         announced = {

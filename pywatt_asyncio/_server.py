@@ -1,15 +1,20 @@
 """HTTP/1.1 server on asyncio serving a :class:`pywatt_proto.Router`.
 
-One ``asyncio.Protocol`` per connection, and no task unless a handler waits.
-The protocol moves bytes into :class:`pywatt_proto.HttpServerConnection`
-(which owns limits, deadlines, keep-alive and error answers) and then runs the
-driver loop inline in ``data_received``: pull events, dispatch each complete
-request with :func:`~pywatt_asyncio._dispatch.dispatch_eager`, write the
-answers, arm the core's timer (one lazily re-armed handle per connection).
-A handler that suspends is finished by a task; the connection processes
-nothing else meanwhile, so requests on one connection are answered in order
-(pipelining is supported; reading pauses while more than
+One ``asyncio.Protocol`` per connection (:class:`ConnectionDriver`, shared with the front
+door), and no task unless a handler waits. The protocol moves bytes into
+:class:`pywatt_proto.HttpServerConnection` (limits, deadlines, keep-alive, error answers)
+and runs the driver loop inline in ``data_received``: pull events, dispatch each request
+with :func:`~pywatt_asyncio._dispatch.dispatch_eager`, write the answers, arm the core's
+timer. A handler that suspends is finished by a task; the connection handles nothing else
+meanwhile, so pipelined requests are answered in order (reading pauses while more than
 ``ServerLimits.max_pending_bytes`` are queued).
+
+Send timeout (:class:`pywatt_proto._http.SendProgress`): while writing is paused, what is
+still to be delivered -- the transport's buffer plus the kernel's send queue (``SIOCOUTQ``;
+with a few MiB of socket buffer the transport's own may not move for seconds while a client
+reads steadily) -- is watched; if nothing was delivered for ``read_timeout`` seconds the
+connection is reset (``SO_LINGER`` 0, then ``abort``). A slow but steady reader is never
+cut off.
 """
 
 from __future__ import annotations
@@ -76,15 +81,8 @@ class _DateCache:
 
 class ConnectionDriver(asyncio.Protocol):
     """What every HTTP connection driver on asyncio does around its core: the protocol
-    callbacks, back-pressure both ways, the send timeout, graceful shutdown, closing and the
-    core's timer (one lazily re-armed handle per connection).
-
-    Send timeout (:class:`pywatt_proto._http.SendProgress`): while writing is paused, what is
-    still to be delivered -- the transport's buffer plus the kernel's send queue
-    (``SIOCOUTQ``; with a few MiB of socket buffer the transport's own may not move for
-    seconds while a client reads steadily) -- is looked at; if nothing was delivered for
-    ``send_timeout`` seconds the connection is reset (``SO_LINGER`` 0, then ``abort``). A
-    slow but steady reader is never cut off.
+    callbacks, back-pressure both ways, the send timeout (see the module docstring),
+    graceful shutdown, closing and the core's timer (one lazily re-armed handle).
 
     Used by ``serve()`` (:class:`_Connection`) and the front door
     (``pywatt_asyncio._frontdoor._FrontConnection``). A subclass sets ``_core`` in
