@@ -864,9 +864,8 @@ class ModuleConnection(ServingLink):
         self._source_json = dump_str(init.module_id or "unknown_module")
         self._fire(ModuleInput.INIT)
         self._events.append(InitReceived(init=init, extensions=self._extensions))
-        for name in self._prefetch:
-            if name not in self._secrets:
-                self._request_secret(name)
+        for name in self._prefetch:  # (nothing is cached before init)
+            self._request_secret(name)
         self._maybe_secrets_ready()
 
     def _maybe_secrets_ready(self) -> None:
