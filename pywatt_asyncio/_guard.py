@@ -1,4 +1,5 @@
-"""The stdout guard, shared by both drivers (no asyncio import: the blocking driver uses it).
+"""The stdout guard and ``Module.run()``'s process handling, shared by both drivers (no
+asyncio import: the blocking driver uses it).
 
 :func:`guard_stdout` keeps the protocol channel clean. It duplicates the real fd 1 for the
 protocol writer and then points fd 1 (and ``sys.stdout``) at stderr, so ``print()``, logging,
@@ -35,7 +36,8 @@ import threading
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
-    from typing import Final, TextIO
+    from collections.abc import Callable
+    from typing import Final, NoReturn, TextIO
 
 __all__ = [
     "BIG_PIPE",
@@ -45,6 +47,7 @@ __all__ = [
     "grow_pipes",
     "guard_stdout",
     "release_import_guard",
+    "run_until_exit",
 ]
 
 #: Pipe buffer asked for once bodies may be large (``base64_bodies`` selected): a 1 MiB body
@@ -186,3 +189,25 @@ def release_import_guard() -> bool:
         _import_guard = None
         os.environ.pop(PROTOCOL_FD_ENV, None)
         return True
+
+
+def run_until_exit(serve: Callable[[], int]) -> NoReturn:
+    """``Module.run()`` of both drivers: with a terminal on stdin print how to run the module
+    and exit 2; else set up stderr logging if none is configured (``PYWATT_LOG_LEVEL``,
+    default INFO; ``logging`` loaded for the first record), ``serve()`` and exit with its
+    status (130 on Ctrl-C)."""
+    from pywatt_proto._hints import terminal_stdin
+    from pywatt_proto._lazylog import basic_config
+
+    if os.isatty(0):  # a person started it by hand: say how to run it instead of waiting
+        print(terminal_stdin(sys.argv[0] or "FILE"), file=sys.stderr)
+        sys.exit(2)
+    basic_config(
+        level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        code = serve()
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

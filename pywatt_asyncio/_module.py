@@ -25,7 +25,6 @@ import inspect
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from pywatt_proto._bodies import SkippedLineLog
 from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._hints import rotation_failed, terminal_stdin
+from pywatt_proto._hints import rotation_failed
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -58,7 +57,7 @@ from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch, dispatch_eager
 from ._eager import EagerStarter
-from ._guard import grow_pipes
+from ._guard import grow_pipes, run_until_exit
 from ._stdio import PipeLink, guard_stdout
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
@@ -365,20 +364,7 @@ class Module(ModuleBase, CoreEvents):
         Sets up stderr logging if none is configured. Exits with status 0 on a clean stop,
         1 on a protocol failure.
         """
-        if os.isatty(0):  # a person started it by hand: say how to run it instead of waiting
-            print(terminal_stdin(sys.argv[0] or "FILE"), file=sys.stderr)
-            sys.exit(2)
-        if not logging.getLogger().handlers:
-            logging.basicConfig(
-                stream=sys.stderr,
-                level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
-        try:
-            code = asyncio.run(self.serve_stdio())
-        except KeyboardInterrupt:
-            code = 130
-        sys.exit(code)
+        run_until_exit(lambda: asyncio.run(self.serve_stdio()))
 
     async def serve_stdio(
         self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True

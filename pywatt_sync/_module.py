@@ -28,19 +28,19 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
+from pywatt_asyncio._guard import run_until_exit
 from pywatt_proto._bodies import SkippedLineLog
 from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
-from pywatt_proto._hints import rotation_failed, terminal_stdin
-from pywatt_proto._lazylog import LazyLogger, basic_config
+from pywatt_proto._hints import rotation_failed
+from pywatt_proto._lazylog import LazyLogger
 from pywatt_proto._module import (  # private modules: no package __init__ (start-up time)
     DEFAULT_MAX_IN_FLIGHT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -794,18 +794,7 @@ class Module(ModuleBase):
         a protocol failure, :data:`EXIT_ABANDONED` (3) when handler threads were
         still running past their 504, 130 on Ctrl-C.
         """
-        if os.isatty(0):  # a person started it by hand: say how to run it instead of waiting
-            print(terminal_stdin(sys.argv[0] or "FILE"), file=sys.stderr)
-            sys.exit(2)
-        basic_config(
-            level=os.environ.get("PYWATT_LOG_LEVEL", "INFO").upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        try:
-            code = self.serve_stdio()
-        except KeyboardInterrupt:
-            code = 130
-        sys.exit(code)
+        run_until_exit(self.serve_stdio)
 
     def serve_stdio(
         self, *, read_fd: int = 0, write_fd: int | None = None, guard: bool = True
