@@ -239,7 +239,7 @@ class _Throttle:
             _log.warning("%s", self._log.flush(now))
 
 
-class FrontDoor(asyncio.AbstractServer):
+class FrontDoor:
     """The running front door (from :func:`serve_http`); ``refused`` counts clients answered
     503 at the cap."""
 
@@ -267,7 +267,6 @@ class FrontDoor(asyncio.AbstractServer):
         self._accept_errors = _Throttle(self.loop, "accept errors")
         self._cap_notes = _Throttle(self.loop, "connections refused at the cap")
         self._tasks = [self.loop.create_task(self._accept(sock)) for sock in sockets]
-        self._closed = asyncio.Event()
 
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
@@ -314,8 +313,6 @@ class FrontDoor(asyncio.AbstractServer):
         """Forget ``conn`` (called from ``connection_lost``)."""
         self._open.discard(conn)
 
-    # -- asyncio.AbstractServer ------------------------------------------------------------
-
     def close(self) -> None:
         """Stop accepting; idle connections close at once, busy ones after their answer."""
         if self._closing:
@@ -328,29 +325,6 @@ class FrontDoor(asyncio.AbstractServer):
                 sock.close()
         for conn in list(self._open):
             conn.shutdown()
-        self._closed.set()
-
-    def get_loop(self) -> asyncio.AbstractEventLoop:
-        return self.loop
-
-    def is_serving(self) -> bool:
-        return not self._closing
-
-    async def start_serving(self) -> None:
-        """Do nothing: the front door serves from the start."""
-
-    async def serve_forever(self) -> None:
-        """Wait until :meth:`close` (closing when cancelled)."""
-        try:
-            await self._closed.wait()
-        except asyncio.CancelledError:
-            self.close()
-            raise
-
-    async def wait_closed(self) -> None:
-        """Wait until :meth:`close` was called and the accept loops ended."""
-        await self._closed.wait()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 class _FrontConnection(ConnectionDriver):
