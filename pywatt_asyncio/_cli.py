@@ -4,16 +4,9 @@
 process the way the real orchestrator does (init on stdin, the protocol on stdout, stderr
 passed through with a ``[module-id]`` prefix), serves one HTTP/1.1 front door on ``--http``
 (default 127.0.0.1:8080) and routes each request to the module that announced its endpoint
-(:mod:`pywatt_asyncio._host`). A TARGET is a Python file (``examples/hello.py``),
-``file.py:attr`` or ``package.module:attr`` (a Module of either driver, a configured
-ASGI/WSGI adapter, or a bare ASGI/WSGI app); after ``--`` comes any command line (a module in
-any language). ``--config pywatt.toml`` lists modules with their own ids, env and secrets
-(:mod:`pywatt_asyncio._config`).
-
+(:mod:`pywatt_asyncio._host`). Targets, options, the config file (:mod:`pywatt_asyncio._config`)
+and the exit statuses are documented once, in ``pywatt run --help`` (``_EPILOG``).
 Everything the command says goes to stderr; stdout stays empty.
-Exit status: 0 after Ctrl-C/SIGTERM and a clean stop of every module; 1 if a module crashed
-(without ``--restart on-failure``), failed to start, or had to be killed at the stop; 2 for
-usage errors.
 """
 
 from __future__ import annotations

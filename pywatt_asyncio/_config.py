@@ -4,23 +4,10 @@ A :class:`ModuleSpec` is everything the host needs to start (and restart, and re
 module: its id, its command line, the extra environment, where its secrets come from and
 which files to watch for ``--reload``. Specs are built from command-line targets
 (:func:`spec_for_target`, :func:`spec_for_command`) or read from a TOML file
-(:func:`load_config`, the standard library's ``tomllib``)::
-
-    [host]                      # optional; command-line options win over it
-    http = "127.0.0.1:8080"
-
-    [[module]]
-    id = "notes"                # default: the target file's stem
-    target = "notes.py"         # a Python file or pkg.mod:attr ...
-    env = { LOG_LEVEL = "debug" }
-    secrets = { DB_URL = "postgres://..." }
-    secret_env = ["API_KEY"]    # value from this host's environment variable of that name
-    secrets_file = ".env"       # NAME=VALUE lines (dotenv style; env_file is the same)
-
-    [[module]]
-    id = "billing"
-    command = ["./target/release/billing", "--flag"]   # ... or any command line
-    watch = ["src"]             # --reload watches these (default: the files named)
+(:func:`load_config`, the standard library's ``tomllib``): an optional ``[host]`` table
+(``_HOST_KEYS``; command-line options win over it) and one ``[[module]]`` table per module
+(``_MODULE_KEYS``: ``target`` or ``command``, ``id``, ``env``, ``secrets``, ``secret_env``,
+``secrets_file``, ``watch``), as ``pywatt run --help`` describes.
 
 Relative paths are taken from the config file's directory. Secret values are checked when
 read (they must be text: a value that is not valid UTF-8 cannot travel in a JSON line); the
