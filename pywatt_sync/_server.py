@@ -168,14 +168,8 @@ class _Wire:
 
 class _PollWire(_Wire):
     """A plain socket in non-blocking mode: a read waits in poll() and then reads; a
-    write sends at once and polls only when the kernel's buffer is full.
-
-    With ``settimeout`` before each call (an ioctl) and CPython's poll before every
-    ``recv``/``send`` on a socket with a timeout, an answer cost six syscalls, each
-    handing the GIL to another connection thread; this costs three. Reading before
-    polling was tried: the read usually finds data only because the threads queue
-    for the GIL, and it measured slower.
-    """
+    write sends at once and polls only when the kernel's buffer is full. Half the syscalls
+    (each a GIL hand-over) of a socket with a timeout, which polls before every call."""
 
     __slots__ = ("_fd", "_poll")
 
