@@ -671,22 +671,18 @@ class Module(ModuleBase, CoreEvents):
     def _on_channel_event(self, channel: AsyncChannel, event: ChannelEvent) -> None:
         from pywatt_proto._channel import BadFrame
 
-        t = type(event)
-        if t is RequestReceived:
-            assert isinstance(event, RequestReceived)
+        if isinstance(event, RequestReceived):
             if len(self._tasks) < self._max_concurrency:
                 self._start((channel, event))
             else:
                 self._waiting.append((channel, event))
-        elif t is RequestTimedOut:
-            assert isinstance(event, RequestTimedOut)
+        elif isinstance(event, RequestTimedOut):
             self._forget((channel, event.request_id))
             _log.warning("%s: request %s timed out (answered 504)", channel, event.request_id)
-        elif t is ShutdownRequested:
+        elif isinstance(event, ShutdownRequested):
             _log.info("shutdown requested on %s", channel.target.describe())
             self._begin_shutdown()
-        elif t is BadFrame:
-            assert isinstance(event, BadFrame)
+        elif isinstance(event, BadFrame):
             _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
         else:
             self.on_event(event, time.monotonic())  # plain orchestrator messages

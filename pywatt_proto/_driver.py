@@ -217,66 +217,53 @@ class CoreEvents:
     def on_event(self, event: object, now: float) -> object:
         """Act on one core event other than ``RequestReceived``; return what
         :meth:`_run_routed` returned for a routed message, else None."""
-        t = type(event)
-        if t is SecretUpdated:
-            assert isinstance(event, SecretUpdated)
+        if isinstance(event, SecretUpdated):
             redact_secret(event.value)  # kept out of every log record from now on
             for waiter in self._secret_waiters.pop(event.name, ()):
                 self._settle(waiter, event.value, None)
-        elif t is SecretFailed:
-            assert isinstance(event, SecretFailed)
+        elif isinstance(event, SecretFailed):
             waiters = self._secret_waiters.pop(event.name, ())
             if not waiters:
                 _log.error("secret %r unavailable: %s", event.name, event.reason)
             for waiter in waiters:
                 self._settle(waiter, None, SecretUnavailable(f"{event.name}: {event.reason}"))
-        elif t is RequestTimedOut:
-            assert isinstance(event, RequestTimedOut)
+        elif isinstance(event, RequestTimedOut):
             self._timed_out(event.request_id)
-        elif t is RotationRequested:
-            assert isinstance(event, RotationRequested)
+        elif isinstance(event, RotationRequested):
             self._rotate(event)
-        elif t is ShutdownRequested:
+        elif isinstance(event, ShutdownRequested):
             in_flight = self._conn.in_flight if self._conn is not None else 0
             _log.info("shutdown requested; finishing %d in-flight request(s)", in_flight)
             self._shutdown_channels()
-        elif t is BadLine:
-            assert isinstance(event, BadLine)
+        elif isinstance(event, BadLine):
             for text in self._skipped_lines.skipped(now, event.line, str(event.error)):
                 _log.warning("skipped input line: %s", text)
-        elif t is ResponseTooLarge:
-            assert isinstance(event, ResponseTooLarge)
+        elif isinstance(event, ResponseTooLarge):
             _log.warning("%s", event.describe())
-        elif t is PortResponse:
-            assert isinstance(event, PortResponse)
+        elif isinstance(event, PortResponse):
             for fn in list(self._port_listeners):
                 fn(event)
-        elif t is ReadyToAnnounce:
+        elif isinstance(event, ReadyToAnnounce):
             self._start_startup()
-        elif t is Announced:
-            assert isinstance(event, Announced)
+        elif isinstance(event, Announced):
             self._announced()
             _log.info("announced %d endpoint(s)", len(event.announce.endpoints))
-        elif t is InitReceived:
-            assert isinstance(event, InitReceived)
+        elif isinstance(event, InitReceived):
             _log.debug("init received")
             self._init_received(event.init, event.extensions)
-        elif t is RoutedModuleMessage:
-            assert isinstance(event, RoutedModuleMessage)
+        elif isinstance(event, RoutedModuleMessage):
             if self._routed_handlers:
                 return self._run_routed(event)
             _log.info("routed message from %s dropped (no handler)", event.source_module_id)
         elif not self._call_event(event):
-            _log.debug("ignored message %s", t.__name__)
+            _log.debug("ignored message %s", type(event).__name__)
         return None
 
     def _call_event(self, event: object) -> bool:
         """Resolve the waiter of a module-call / registry event; False if not one of those."""
         from ._calls import CallFailed, CallReplied, ServiceAnswered, ServiceFailed, service_result
 
-        t = type(event)
-        if t is CallReplied or t is CallFailed:
-            assert isinstance(event, CallReplied | CallFailed)
+        if isinstance(event, CallReplied | CallFailed):
             waiter = self._call_waiters.pop(event.request_id, None)
             if waiter is not None:
                 if isinstance(event, CallReplied):
@@ -284,8 +271,7 @@ class CoreEvents:
                 else:
                     self._settle(waiter, None, event.error)
             return True
-        if t is ServiceAnswered or t is ServiceFailed:
-            assert isinstance(event, ServiceAnswered | ServiceFailed)
+        if isinstance(event, ServiceAnswered | ServiceFailed):
             waiter = self._call_waiters.pop(("registry", event.token), None)
             if waiter is not None:
                 try:

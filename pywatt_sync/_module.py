@@ -481,22 +481,18 @@ class _Session(CoreEvents):
         """Handle one event of a channel (on its reader thread, channel lock not held)."""
         from pywatt_proto._channel import BadFrame
 
-        t = type(event)
-        if t is RequestReceived:
-            assert isinstance(event, RequestReceived)
+        if isinstance(event, RequestReceived):
             with self.lock:
                 self.channel_jobs += 1
             if not self.sched.submit(lambda: self.serve_channel(channel, event)):
                 with self.lock:
                     self.channel_jobs -= 1
-        elif t is RequestTimedOut:
-            assert isinstance(event, RequestTimedOut)
+        elif isinstance(event, RequestTimedOut):
             _log.warning("%s: request %s timed out (answered 504)", channel, event.request_id)
-        elif t is ShutdownRequested:
+        elif isinstance(event, ShutdownRequested):
             _log.info("shutdown requested on %s", channel.target.describe())
             self.begin_shutdown()
-        elif t is BadFrame:
-            assert isinstance(event, BadFrame)
+        elif isinstance(event, BadFrame):
             _log.warning("%s: skipped frame: %s", channel.target.describe(), event.error)
         else:
             self.lock.acquire()
