@@ -299,8 +299,6 @@ def _specs(
         specs.append(replace(spec, watch=spec.watch + watch) if watch else spec)
     if command is not None:
         specs.append(spec_for_command(command, module_id=mid, secrets=shared, watch=watch))
-    if not specs:
-        raise ConfigError("nothing to run: give a TARGET, -- COMMAND, or --config FILE")
     return specs
 
 

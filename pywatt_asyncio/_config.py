@@ -325,7 +325,9 @@ def _module_from_table(table: Mapping[str, Any], base: str, where: str) -> Modul
             target = rel(path) + (":" + attr if attr else "")
         return spec_for_target(target, module_id=mid, env=env, secrets=sources, watch=watch)
     argv = _str_list(command, f"{where}.command")
-    if argv and ("/" in argv[0]) and not os.path.isabs(argv[0]):
+    if not argv:
+        raise ConfigError(f"{where}.command: expected a non-empty command line")
+    if "/" in argv[0] and not os.path.isabs(argv[0]):
         argv[0] = rel(argv[0])
     argv = [argv[0], *(rel(a) if os.path.exists(os.path.join(base, a)) else a for a in argv[1:])]
     return spec_for_command(argv, module_id=mid, env=env, secrets=sources, watch=watch)

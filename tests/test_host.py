@@ -755,6 +755,7 @@ def test_config_file_gives_each_module_its_own_env_and_secrets(tmp_path: Path) -
         ('[[module]]\ntarget = "x.py"\ncolour = "red"\n', "unknown key(s) colour"),
         ('[[module]]\ntarget = "x.py"\ncommand = ["x"]\n', "exactly one of 'target' and 'command'"),
         ("[host]\n", "no [[module]] tables"),
+        ("[[module]]\ncommand = []\n", "command: expected a non-empty command line"),
         ('[[module]]\ntarget = "x.py"\nsecrets = { K = 1 }\n', "expected a table of strings"),
         ("[[module]\n", "pywatt.toml"),
     ],
