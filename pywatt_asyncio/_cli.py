@@ -303,11 +303,8 @@ def _specs(
 
 
 async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettings) -> int:
-    host_addr, port = args.http or (_host_port(st.http) if st.http else ("127.0.0.1", 8080))
+    host_addr, port = args.http or ("127.0.0.1", 8080)
     restart = (args.restart or st.restart or "no") == "on-failure"
-    extensions: tuple[str, ...] | None = args.extensions
-    if extensions is None and st.extensions is not None:
-        extensions = _extensions(st.extensions)
     options = HostOptions(
         orchestrator_api=f"http://{host_addr}:{port}",
         request_timeout=args.request_timeout or st.request_timeout or 30.0,
@@ -319,7 +316,7 @@ async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettin
             else (st.shutdown_grace if st.shutdown_grace is not None else 5.0)
         ),
         port_policy=PortPolicy(delay=args.port_delay, refuse=args.port_refuse),
-        extensions=extensions,
+        extensions=args.extensions,
         restart=restart,
         reload=bool(args.reload if args.reload is not None else st.reload),
     )
@@ -404,6 +401,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("nothing to run: give a TARGET, -- COMMAND, or --config FILE")
     try:
         settings, configured = load_config(args.config) if args.config else (HostSettings(), [])
+        try:  # [host] values are checked as the options they stand for (the command line wins)
+            if args.http is None and settings.http:
+                args.http = _host_port(settings.http)
+            if args.extensions is None and settings.extensions is not None:
+                args.extensions = _extensions(settings.extensions)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError(f"{args.config}: [host]: {exc}") from None
         specs = _specs(args, command, configured)
         for spec in specs:  # every secret source readable and valid before anything starts
             spec.secrets.load()

@@ -363,4 +363,6 @@ def load_config(path: str) -> tuple[HostSettings, list[ModuleSpec]]:
     for key, kind in _HOST_KEYS.items():
         if key in host and not isinstance(host[key], kind):
             raise ConfigError(f"{path}: [host].{key} has the wrong type")
+    if host.get("restart", "no") not in ("no", "on-failure"):
+        raise ConfigError(f"{path}: [host].restart must be 'no' or 'on-failure'")
     return HostSettings(**host), specs
