@@ -9,7 +9,7 @@ _SURFACE = {
     "module runtime, stdio, development orchestrator": {
         "._module": "DEFAULT_MAX_CONCURRENCY Module",
         "._orchestrator": "ModuleProcess PortPolicy",
-        "._stdio": "guard_stdout",
+        "._guard": "guard_stdout",
     },
     "HTTP toolkit: server, client, router dispatch": {
         "._server": "DEFAULT_MAX_CONNECTIONS HttpServer serve start_server",
@@ -17,16 +17,20 @@ _SURFACE = {
         "._dispatch": "dispatch",
     },
     "circuit breaker wrappers, port negotiation": {
-        "._breaker": "AsyncBreakerGuard Breaker CircuitOpenError",
-        "._ports": "PortNegotiation PortNegotiationError PortResult PortSource negotiate_port "
-        "port_is_free",
+        "._breaker": "AsyncBreakerGuard Breaker",
+        "pywatt_proto._breaker": "CircuitOpenError",
+        "._ports": "PortNegotiation negotiate_port",
+        "pywatt_proto._ports": "PortNegotiationError PortResult PortSource",
+        "pywatt_sync._ports": "port_is_free",
     },
     "ASGI adapter and secrets": {
         "._asgi": "AsgiApp AsgiModule LifespanFailed asgi_module",
-        "._secrets": "AsyncModuleSecrets SecretsNotAvailable secrets",
+        "._secrets": "AsyncModuleSecrets secrets",
+        "pywatt_proto._serving": "SecretsNotAvailable",
     },
     "JWT middleware": {
-        "._jwt_asgi": "JwtAsgiMiddleware jwt_authenticator module_jwt",
+        "._jwt_asgi": "JwtAsgiMiddleware module_jwt",
+        "pywatt_sync._jwt_wsgi": "jwt_authenticator",
     },
     "framed TCP / Unix-socket channels": {
         "._channel": "AsyncChannel",

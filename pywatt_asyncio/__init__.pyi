@@ -11,7 +11,7 @@ from ._orchestrator import (
     ModuleProcess as ModuleProcess,
     PortPolicy as PortPolicy,
 )
-from ._stdio import (
+from ._guard import (
     guard_stdout as guard_stdout,
 )
 
@@ -34,14 +34,20 @@ from ._dispatch import (
 from ._breaker import (
     AsyncBreakerGuard as AsyncBreakerGuard,
     Breaker as Breaker,
+)
+from pywatt_proto._breaker import (
     CircuitOpenError as CircuitOpenError,
 )
 from ._ports import (
     PortNegotiation as PortNegotiation,
+    negotiate_port as negotiate_port,
+)
+from pywatt_proto._ports import (
     PortNegotiationError as PortNegotiationError,
     PortResult as PortResult,
     PortSource as PortSource,
-    negotiate_port as negotiate_port,
+)
+from pywatt_sync._ports import (
     port_is_free as port_is_free,
 )
 
@@ -54,15 +60,19 @@ from ._asgi import (
 )
 from ._secrets import (
     AsyncModuleSecrets as AsyncModuleSecrets,
-    SecretsNotAvailable as SecretsNotAvailable,
     secrets as secrets,
+)
+from pywatt_proto._serving import (
+    SecretsNotAvailable as SecretsNotAvailable,
 )
 
 # --- JWT middleware ---
 from ._jwt_asgi import (
     JwtAsgiMiddleware as JwtAsgiMiddleware,
-    jwt_authenticator as jwt_authenticator,
     module_jwt as module_jwt,
+)
+from pywatt_sync._jwt_wsgi import (
+    jwt_authenticator as jwt_authenticator,
 )
 
 # --- framed TCP / Unix-socket channels ---

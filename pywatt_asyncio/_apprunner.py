@@ -33,8 +33,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TargetNotFound", "is_module", "load_target", "main"]
-
 _MODULE_CLASSES = ("pywatt_asyncio._module", "pywatt_sync._module")
 _OWN_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -150,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(args) != 1:
         print("usage: python -m pywatt_asyncio._apprunner TARGET", file=sys.stderr)
         sys.exit(2)
-    from ._stdio import guard_stdout
+    from ._guard import guard_stdout
 
     guard_stdout()
     try:

@@ -18,7 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any, Final
 
-from pywatt_proto._driver import ADAPTER_METHODS, CATCH_ALL_ENDPOINTS, AppRoutes
+from pywatt_proto._driver import ADAPTER_METHODS, AppRoutes
 from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._gateway import (
     ASGI_VERSION,
@@ -31,17 +31,6 @@ from pywatt_proto._messages import Endpoint
 from pywatt_proto._router import Request, Response
 
 from ._module import Module
-
-__all__ = [
-    "ADAPTER_METHODS",
-    "CATCH_ALL_ENDPOINTS",
-    "LIFESPAN_TIMEOUT",
-    "AsgiApp",
-    "AsgiModule",
-    "LifespanFailed",
-    "asgi_module",
-    "starlette_endpoints",
-]
 
 _log = logging.getLogger("pywatt.asgi")
 

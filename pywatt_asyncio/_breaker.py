@@ -28,9 +28,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
-from pywatt_proto._breaker import REJECTED, CircuitBreaker, CircuitOpenError
-
-__all__ = ["AsyncBreakerGuard", "Breaker", "CircuitOpenError"]
+from pywatt_proto._breaker import REJECTED, CircuitBreaker
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -36,8 +36,6 @@ from pywatt_proto._channel import (
 from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 
-__all__ = ["MAX_QUEUED_WRITES", "READ_CHUNK", "AsyncChannel"]
-
 _log = logging.getLogger("pywatt.channel")
 
 #: Bytes asked for per socket read.

@@ -27,15 +27,12 @@ from ._config import (
     ModuleSpec,
     SecretSources,
     load_config,
-    parse_env_file,
     spec_for_command,
     spec_for_target,
 )
 from ._frontdoor import FrontDoorLimits, serve_http
 from ._host import Host, HostError, HostOptions, describe
 from ._orchestrator import PortPolicy, _note
-
-__all__ = ["main", "parse_env_file"]
 
 _log = logging.getLogger("pywatt.cli")
 

@@ -42,8 +42,6 @@ from pywatt_proto._client_common import (
     record_response,
 )
 
-__all__ = ["AsyncClient", "AsyncRequestBuilder"]
-
 _READ_SIZE = 64 * 1024
 
 

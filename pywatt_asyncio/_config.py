@@ -24,20 +24,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = [
-    "ConfigError",
-    "HostSettings",
-    "ModuleSpec",
-    "SecretSources",
-    "check_secret",
-    "default_module_id",
-    "load_config",
-    "parse_env_file",
-    "python_argv",
-    "spec_for_command",
-    "spec_for_target",
-]
-
 #: A module id: what ``PYWATT_MODULE_ID`` and the stderr prefix carry.
 _MODULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Interpreters whose first non-option argument names the module (``python3 mod.py``).

@@ -16,8 +16,6 @@ from typing import Any
 from pywatt_proto._driver import unhandled_error
 from pywatt_proto._router import Plan, Request, Response, Router
 
-__all__ = ["dispatch", "dispatch_eager"]
-
 # Result types that are certainly not awaitable (skips inspect.isawaitable).
 _PLAIN = frozenset({dict, list, str, bytes, type(None), Response, tuple})
 

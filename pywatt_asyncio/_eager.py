@@ -24,8 +24,6 @@ from collections.abc import Callable, Coroutine
 from contextvars import Context
 from typing import Any, TypeVar
 
-__all__ = ["EagerStarter"]
-
 _T = TypeVar("_T")
 
 _NATIVE = sys.version_info >= (3, 12)

@@ -44,17 +44,6 @@ from pywatt_proto._router import Request, Response, api_error
 from ._orchestrator import ModuleProcess, _synth
 from ._server import ConnectionDriver, _DateCache
 
-__all__ = [
-    "HTTP_BACKLOG",
-    "MAX_HTTP_BODY",
-    "FrontDoor",
-    "FrontDoorLimits",
-    "FrontRequest",
-    "ModuleUpstream",
-    "Upstream",
-    "serve_http",
-]
-
 _log = logging.getLogger("pywatt.orchestrator")
 _access = logging.getLogger("pywatt.access")
 

@@ -39,17 +39,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     from collections.abc import Callable
     from typing import Final, NoReturn, TextIO
 
-__all__ = [
-    "BIG_PIPE",
-    "GUARD_ENV",
-    "PROTOCOL_FD_ENV",
-    "guard_at_import",
-    "grow_pipes",
-    "guard_stdout",
-    "release_import_guard",
-    "run_until_exit",
-]
-
 #: Pipe buffer asked for once bodies may be large (``base64_bodies`` selected): a 1 MiB body
 #: then crosses in one pipe-full instead of 22 (Linux's default pipe holds 64 KiB), each a
 #: wake-up of the other process (docs/performance.md). 1 MiB is Linux's default

@@ -51,16 +51,6 @@ from ._network import ModuleNetwork
 from ._orchestrator import ModuleProcess, PortPolicy, _note, _synth, child_env
 from ._reload import POLL_INTERVAL, FileWatcher
 
-__all__ = [
-    "HEALTHY_AFTER",
-    "MAX_HELD_REQUESTS",
-    "RESTART_BACKOFF",
-    "Host",
-    "HostError",
-    "HostOptions",
-    "route_key",
-]
-
 _log = logging.getLogger("pywatt.host")
 
 #: Requests held per module while it has no running process (restart); more get 503.

@@ -26,10 +26,6 @@ from pywatt_proto.jwt import (
 )
 from pywatt_proto.jwt._auth import log_refusal
 from pywatt_proto.jwt._secret_auth import install_module_jwt, middleware_authenticator
-from pywatt_sync._jwt_wsgi import jwt_authenticator  # one helper for both drivers
-
-__all__ = ["JwtAsgiMiddleware", "jwt_authenticator", "module_jwt"]
-
 
 _Scope = MutableMapping[str, Any]
 _Message = MutableMapping[str, Any]

@@ -57,8 +57,8 @@ from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch, dispatch_eager
 from ._eager import EagerStarter
-from ._guard import grow_pipes, run_until_exit
-from ._stdio import PipeLink, guard_stdout
+from ._guard import grow_pipes, guard_stdout, run_until_exit
+from ._stdio import PipeLink
 
 if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or open a channel
     from concurrent.futures import ThreadPoolExecutor
@@ -71,14 +71,13 @@ if TYPE_CHECKING:  # imported lazily: most modules never negotiate a port or ope
         ServiceProviderInfo,
         ServiceType,
     )
+    from pywatt_proto._ports import PortResult
 
     from ._channel import AsyncChannel
-    from ._ports import PortNegotiation, PortResult
+    from ._ports import PortNegotiation
 
 
 _FILL_CLIENT = forwarded_client_filler(os.environ)  # run by ``pywatt run``
-
-__all__ = ["DEFAULT_MAX_CONCURRENCY", "DEFAULT_MAX_THREADS", "Module"]
 
 _log = logging.getLogger("pywatt.module")
 

@@ -29,8 +29,6 @@ from pywatt_proto._routing import ProviderRegistry
 
 from ._orchestrator import ModuleProcess
 
-__all__ = ["ModuleNetwork"]
-
 _log = logging.getLogger("pywatt.orchestrator")
 
 

@@ -56,8 +56,6 @@ from pywatt_proto._orchestrator import (
     ShutdownGraceExpired,
 )
 
-__all__ = ["MAX_PENDING_HTTP", "STDERR_LINE_PIECE", "ModuleProcess", "PortPolicy"]
-
 _log = logging.getLogger("pywatt.orchestrator")
 
 

@@ -27,21 +27,10 @@ from pywatt_proto._ports import (
     NegotiationDriver,
     PortEvent,
     PortNegotiationConfig,
-    PortNegotiationError,
     PortResult,
-    PortSource,
     preassigned_result,
 )
 from pywatt_sync._ports import port_is_free
-
-__all__ = [
-    "PortNegotiation",
-    "PortNegotiationError",
-    "PortResult",
-    "PortSource",
-    "negotiate_port",
-    "port_is_free",
-]
 
 Send = Callable[[PortRequest], Awaitable[None] | None]
 

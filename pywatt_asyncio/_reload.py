@@ -16,8 +16,6 @@ import os
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["MAX_WATCHED_FILES", "POLL_INTERVAL", "SOURCE_SUFFIXES", "FileWatcher"]
-
 _log = logging.getLogger("pywatt.reload")
 
 #: Seconds between two scans.

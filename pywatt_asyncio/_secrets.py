@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pywatt_proto._serving import ModuleSecrets, SecretsNotAvailable, serving
 
-__all__ = ["AsyncModuleSecrets", "SecretsNotAvailable", "secrets"]
-
 
 class AsyncModuleSecrets(ModuleSecrets):
     """:class:`~pywatt_proto._serving.ModuleSecrets` plus ``await fetch(name)``."""

@@ -48,8 +48,6 @@ from pywatt_sync._server import reset_on_close, unsent_bytes
 
 from ._dispatch import dispatch_eager
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "HttpServer", "serve", "start_server"]
-
 _log = logging.getLogger("pywatt.http")
 
 # Open connections per server; one more is answered 503 and closed. Each idle

@@ -12,10 +12,6 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-from ._guard import guard_stdout
-
-__all__ = ["READ_CHUNK", "WRITE_HIGH_WATER", "PipeLink", "guard_stdout"]
-
 #: Bytes asked for per read of stdin: a pipe holds 64 KiB on Linux, and a larger buffer costs
 #: an allocation above glibc's mmap threshold (an mmap + munmap) on every read. asyncio's pipe
 #: transport asks for 256 KiB; its ``max_size`` is set to this instead.

@@ -20,8 +20,6 @@ if TYPE_CHECKING:  # annotations only: typing is not loaded at run time (start-u
 
     from ._random_source import RandomSource
 
-__all__ = ["Backoff", "RetryState"]
-
 
 @record
 class Backoff:

@@ -24,24 +24,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     from collections.abc import Callable
     from typing import Any, Final
 
-__all__ = [
-    "BASE64_LINE_LIMIT",
-    "EXT_BASE64_BODIES",
-    "LINE_ROOM",
-    "LogThrottle",
-    "MAX_BASE64_BODY",
-    "MAX_REFERENCE_BODY",
-    "REFERENCE_LINE_LIMIT",
-    "SCAN_WINDOW",
-    "SkippedLineLog",
-    "decode_base64_body",
-    "decode_byte_array",
-    "encode_base64_body",
-    "encode_byte_array",
-    "max_body_size",
-    "scan_request_id",
-]
-
 #: The extension name (spec/extensions.md): bodies travel as base64 strings.
 EXT_BASE64_BODIES: Final = "base64_bodies"
 

@@ -31,17 +31,6 @@ if TYPE_CHECKING:
 
     _E = TypeVar("_E", bound=BaseException)
 
-__all__ = [
-    "BreakerCounters",
-    "BreakerInput",
-    "BreakerState",
-    "BreakerTransition",
-    "CircuitBreaker",
-    "CircuitOpenError",
-    "REJECTED",
-    "BREAKER_MACHINE",
-]
-
 
 class BreakerState(enum.Enum):
     """The three states of a circuit breaker."""

@@ -40,34 +40,6 @@ if TYPE_CHECKING:
 
 _E = TypeVar("_E")
 
-__all__ = [
-    "DEFAULT_CALL_TIMEOUT",
-    "DEFAULT_SERVICE_TIMEOUT",
-    "MAX_CALL_TIMEOUT",
-    "MAX_CALLS_IN_FLIGHT",
-    "MAX_PENDING_SERVICE_REQUESTS",
-    "TIMEOUT_PROPERTY",
-    "CallDeadlineError",
-    "CallError",
-    "CallFailed",
-    "CallRejectedError",
-    "CallReplied",
-    "CallTracker",
-    "DeadlineTable",
-    "RoutedMessage",
-    "ServiceAnswered",
-    "ServiceFailed",
-    "ServiceRegistryError",
-    "ServiceRequests",
-    "TargetFailedError",
-    "UnknownEndpointError",
-    "UnknownModuleError",
-    "call_error",
-    "decode_reply",
-    "routed_message",
-    "service_result",
-]
-
 # ---------------------------------------------------------------------------
 # Limits and names (spec/limits.md section 1, spec/modules.md)
 # ---------------------------------------------------------------------------

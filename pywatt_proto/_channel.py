@@ -104,22 +104,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not loaded at run time (start-up time)
     from typing import Final, TypeAlias
 
-__all__ = [
-    "CHANNEL_MACHINE",
-    "ChannelInput",
-    "CONNECT_BACKOFF",
-    "DEFAULT_CONNECT_TIMEOUT",
-    "RECONNECT_BACKOFF",
-    "BadFrame",
-    "ChannelConnection",
-    "ChannelEvent",
-    "ChannelKind",
-    "ChannelState",
-    "ChannelTarget",
-    "channel_targets",
-    "connect_failure_reason",
-]
-
 # ============================================================================
 # STATE TABLE -- everything that changes ChannelConnection.state lives here.
 #   * IDLE: created, never connected.  CONNECTING: the driver is opening a socket.

@@ -40,19 +40,6 @@ if TYPE_CHECKING:
 
     import h11
 
-__all__ = [
-    "USER_AGENT",
-    "ClientBase",
-    "ClientCall",
-    "StaleConnection",
-    "admit",
-    "connect_error",
-    "connect_timeout_error",
-    "lost_connection_error",
-    "read_timeout_error",
-    "record_response",
-]
-
 #: Sent as ``User-Agent`` unless the client or the request sets one.
 USER_AGENT = "pywatt"
 

@@ -83,24 +83,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     import uuid
     from typing import Any, Literal, NoReturn, TypeAlias
 
-__all__ = [
-    "EXTENSIONS_KEY",
-    "EnvelopeContent",
-    "decode_encoded_message",
-    "decode_envelope",
-    "decode_init",
-    "decode_module_line",
-    "decode_module_to_orchestrator",
-    "decode_orchestrator_to_module",
-    "encode",
-    "encode_encoded_message",
-    "encode_envelope",
-    "encode_headers",
-    "encode_http_response",
-    "decode_http_request_line",
-    "http_response_text",
-]
-
 #: JSON key of ``Init.extensions`` / ``Announce.extensions`` (omitted when empty).
 EXTENSIONS_KEY = "pywatt_extensions"
 #: Member of routed_module_response marking a failed module call (spec/modules.md section 5).

@@ -39,17 +39,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     from ._messages import Init
     from ._router import Request, Response, Router
 
-__all__ = [
-    "ADAPTER_METHODS",
-    "CATCH_ALL_ENDPOINTS",
-    "AppRoutes",
-    "CoreEvents",
-    "ModuleBase",
-    "callable_name",
-    "channel_failed",
-    "unhandled_error",
-]
-
 _log = LazyLogger("pywatt.module")  # loads logging for the first emitted record
 _http_log = LazyLogger("pywatt.http")
 

@@ -15,8 +15,6 @@ Errors are built once with their final class; nothing mutates them afterwards.
 
 from __future__ import annotations
 
-__all__ = ["AuthError", "LocalProtocolError", "ProtocolError", "RemoteProtocolError"]
-
 
 class ProtocolError(Exception):
     """Root of every protocol failure raised by :mod:`pywatt_proto`.

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["EncodingFormat"]
-
 
 class EncodingFormat(enum.IntEnum):
     """Payload encoding. ``AUTO`` exists in the reference enum but is never valid on the wire."""

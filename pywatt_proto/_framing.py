@@ -34,27 +34,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time (start-up cost)
     from typing import Final
 
-__all__ = [
-    "DEFAULT_MAX_FRAME_SIZE",
-    "DEFAULT_MAX_LINE_SIZE",
-    "END_OF_INPUT",
-    "FRAME_HEADER_SIZE",
-    "MAX_FRAME_SIZE_LIMIT",
-    "NEED_DATA",
-    "OVERSIZED_WINDOW",
-    "EndOfInput",
-    "Frame",
-    "FrameDecoder",
-    "FrameTooLarge",
-    "InvalidFormatCode",
-    "LineDecoder",
-    "LineTooLong",
-    "NeedData",
-    "TruncatedInput",
-    "encode_frame",
-    "encode_line",
-]
-
 #: Largest stdio line (bytes before the ``\n``, a ``\r`` included) a decoder
 #: accepts by default. Why 16 MiB: the reference caps the init line at 1 MiB
 #: but no other line, and HTTP bodies travel as JSON arrays of byte values

@@ -32,8 +32,6 @@ else:
 
     _S = _I = None
 
-__all__ = ["Machine"]
-
 
 class Machine(_Generic[_S, _I]):
     """A named transition table ``(state, input) -> next state`` (see the module docstring).

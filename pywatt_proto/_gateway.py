@@ -21,19 +21,6 @@ from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import DEFAULT_MAX_LINE_SIZE
 from ._router import Request, Response, reason_phrase, text_response
 
-__all__ = [
-    "ASGI_VERSION",
-    "MAX_RESPONSE_BODY",
-    "MAX_RESPONSE_HEADERS",
-    "RESPONSE_LINE_OVERHEAD",
-    "ResponseCollector",
-    "asgi_http_scope",
-    "error_response",
-    "header_bytes",
-    "parse_wsgi_status",
-    "wsgi_environ",
-]
-
 #: Room kept on the response line for everything but the body: the
 #: ``http_response`` (or wrapper) keys, request id, status and headers.
 RESPONSE_LINE_OVERHEAD: Final = 64 * 1024

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-__all__ = ["NOT_AN_INIT", "rotation_failed", "terminal_stdin"]
-
 #: Logged when the first stdin line is not an init: what was expected instead.
 NOT_AN_INIT = (
     "the first line on stdin must be the orchestrator's init: one JSON object with "

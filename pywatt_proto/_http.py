@@ -40,43 +40,6 @@ if TYPE_CHECKING:
     from ._backoff import Backoff
     from ._random_source import RandomSource
 
-__all__ = [
-    "DEFAULT_MAX_BODY_BYTES",
-    "DEFAULT_MAX_HEADER_BYTES",
-    "DEFAULT_MAX_PENDING_BYTES",
-    "DEFAULT_MAX_RESPONSE_BYTES",
-    "IDEMPOTENT_METHODS",
-    "ClientEvent",
-    "ClientExchange",
-    "ClientResponse",
-    "ConnectError",
-    "ConnectTimeout",
-    "ConnectionPool",
-    "QueryParamsArg",
-    "ClientCircuitOpenError",
-    "HTTPClientError",
-    "HTTPProtocolError",
-    "HTTPStatusError",
-    "HTTPTimeoutError",
-    "HttpServerConnection",
-    "Origin",
-    "ReadTimeout",
-    "RequestSpec",
-    "RetryPolicy",
-    "ServerLimits",
-    "ServerEvent",
-    "ServerPhase",
-    "SendProgress",
-    "TotalTimeout",
-    "add_query",
-    "busy_response",
-    "encode_query",
-    "format_access_log",
-    "http_date",
-    "join_url",
-    "split_url",
-]
-
 # Request line + headers. h11's own default (16 KiB) -- nginx uses 8 KiB per
 # line / 32 KiB total, Node 16 KiB; beyond it we answer 431 and close.
 DEFAULT_MAX_HEADER_BYTES = 16 * 1024

@@ -47,18 +47,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
     from typing import Any
 
-__all__ = [
-    "MAX_DEPTH",
-    "DupDict",
-    "dump_bytes",
-    "dump_str",
-    "dump_value",
-    "format_float",
-    "loads",
-    "normalize_value",
-    "serde_number",
-]
-
 #: serde_json's recursion limit: the 128th nested array/object is an error, so at
 #: most 127 levels (the top-level object counts as one) are accepted.
 MAX_DEPTH = 127

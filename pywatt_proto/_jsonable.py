@@ -27,8 +27,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # not imported at run time (start-up time)
     from collections.abc import Callable
 
-__all__ = ["SUPPORTED_RESULTS", "fallback_json", "json_default"]
-
 #: Named in the error for a value that has no conversion.
 SUPPORTED_RESULTS = (
     "dict, list, str, bytes, None, int, float, bool, Response, ApiResponse, "

@@ -20,8 +20,6 @@ if TYPE_CHECKING:
     #: area -> private module (relative, e.g. ``"._codec"``) -> whitespace-separated names.
     Surface = Mapping[str, Mapping[str, str]]
 
-__all__ = ["exported_from", "lazy_exports"]
-
 
 def exported_from(surface: Surface) -> dict[str, str]:
     """Return ``{public name: private module}`` for ``surface``, in table order.

@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     import logging
     from typing import Any
 
-__all__ = ["LazyLogger", "basic_config"]
-
 # logging's level numbers, so that a record can be judged before logging is imported.
 _LEVELS = {"CRITICAL": 50, "FATAL": 50, "ERROR": 40, "WARN": 30, "WARNING": 30, "INFO": 20}
 _LEVELS.update(DEBUG=10, NOTSET=0)

@@ -35,52 +35,6 @@ if TYPE_CHECKING:  # typing and uuid are not imported at run time (start-up cost
     import uuid
     from typing import ClassVar, TypeAlias
 
-__all__ = [
-    "Announce",
-    "DiscoverServiceProviders",
-    "DiscoverServiceProvidersResponse",
-    "EncodedMessage",
-    "Endpoint",
-    "GetSecret",
-    "Heartbeat",
-    "HeartbeatAck",
-    "HttpRequest",
-    "HttpResponse",
-    "Identify",
-    "Init",
-    "IpcChannelConfig",
-    "JsonValue",
-    "ListenAddress",
-    "Message",
-    "MessageMetadata",
-    "ModuleToOrchestrator",
-    "OrchestratorToModule",
-    "PortRequest",
-    "PortResponse",
-    "RegisterServiceProvider",
-    "RegisterServiceProviderResponse",
-    "Rotated",
-    "RotationAck",
-    "RouteToModule",
-    "RoutedModuleMessage",
-    "RouteError",
-    "RoutedModuleResponse",
-    "Secret",
-    "SecurityLevel",
-    "ServiceOperation",
-    "ServiceOperationResult",
-    "ServiceProviderInfo",
-    "ServiceRequest",
-    "ServiceResponse",
-    "ServiceType",
-    "Shutdown",
-    "TcpChannelConfig",
-    "TcpListen",
-    "UnixListen",
-    "parse_listen_address",
-    "parse_socket_address",
-]
-
 #: Any JSON value, as ``serde_json::Value`` holds it. Integers must fit i64 or u64.
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
 

@@ -125,45 +125,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
         ServiceRequests,
     )
 
-__all__ = [
-    "MODULE_MACHINE",
-    "DEFAULT_MAX_IN_FLIGHT",
-    "DEFAULT_REQUEST_TIMEOUT",
-    "DEFAULT_SECRET_TIMEOUT",
-    "EXT_BASE64_BODIES",
-    "EXT_HEARTBEAT_ACK",
-    "EXT_HTTP_RESPONSE_OP",
-    "EXT_IDENTIFY",
-    "FORWARDED_CLIENT_ENV",
-    "MAX_INIT_LINE",
-    "MAX_LINE",
-    "MAX_PENDING_ROTATIONS",
-    "MAX_PENDING_SECRETS",
-    "MAX_REMEMBERED_ANSWERED",
-    "SUPPORTED_EXTENSIONS",
-    "Announced",
-    "BadLine",
-    "InitReceived",
-    "ModuleConnection",
-    "ModuleEvent",
-    "ModuleInput",
-    "ModuleState",
-    "ReadyToAnnounce",
-    "RequestReceived",
-    "RequestTimedOut",
-    "ResponseTooLarge",
-    "RotationRequested",
-    "SecretFailed",
-    "SecretUpdated",
-    "SecretUnavailable",
-    "ServingLink",
-    "ShutdownRequested",
-    "error_body",
-    "forwarded_client_filler",
-    "join_headers",
-    "valid_method",
-]
-
 # ============================================================================
 # STATE TABLE -- everything that changes ModuleConnection.state lives here.
 #   * AWAITING_INIT: the first line must be the init blob (bare or op-tagged).

@@ -82,37 +82,6 @@ from ._routing import PendingCalls, call_answer, call_delivery, reply_from_http
 if TYPE_CHECKING:
     import uuid
 
-__all__ = [
-    "ORCHESTRATOR_MACHINE",
-    "OrchestratorInput",
-    "DEFAULT_ANNOUNCE_TIMEOUT",
-    "DEFAULT_HEARTBEAT_INTERVAL",
-    "DEFAULT_MAX_MISSED_HEARTBEATS",
-    "DEFAULT_ORCH_MAX_IN_FLIGHT",
-    "DEFAULT_ORCH_REQUEST_TIMEOUT",
-    "DEFAULT_SHUTDOWN_GRACE",
-    "MAX_PENDING_PORT_REQUESTS",
-    "MAX_PENDING_ROTATIONS",
-    "ORCHESTRATOR_EXTENSIONS",
-    "AnnounceTimedOut",
-    "AnnounceReceived",
-    "BadModuleLine",
-    "CallAbandoned",
-    "CallRequested",
-    "ProviderDiscoveryRequested",
-    "ProviderRegistrationRequested",
-    "ModuleUnresponsive",
-    "OrchestratorConnection",
-    "OrchestratorEvent",
-    "OrchestratorState",
-    "PortRequested",
-    "RequestFailed",
-    "ResponseReceived",
-    "RotationAcknowledged",
-    "SecretRequested",
-    "ShutdownGraceExpired",
-]
-
 # ============================================================================
 # STATE TABLE -- everything that changes OrchestratorConnection.state lives here.
 #   * CREATED --start--> AWAITING_ANNOUNCE (init queued, announce deadline armed).

@@ -29,20 +29,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing is not imported at run time; cbor2 is, on first CBOR use
     from typing import Final
 
-__all__ = [
-    "DEFAULT_MAX_PAYLOAD_SIZE",
-    "MAX_CBOR_ITEMS",
-    "MAX_PAYLOAD_DEPTH",
-    "convert_encoded_message",
-    "convert_payload",
-    "decode_cbor",
-    "decode_encoded_message_value",
-    "decode_payload",
-    "encode_cbor",
-    "encode_payload",
-    "encoded_message_from_value",
-]
-
 #: Largest payload the decoders accept by default. Why 16 MiB: a payload
 #: arrives inside one stdio line (default limit 16 MiB) or one frame; decoded
 #: Python objects can take ~20x their JSON size, so this keeps one hostile

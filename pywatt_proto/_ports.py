@@ -38,30 +38,6 @@ from ._lazylog import LazyLogger
 from ._messages import Init, PortRequest, PortResponse, TcpListen
 from ._records import record
 
-__all__ = [
-    "AttemptFailed",
-    "AttemptFailure",
-    "BreakerChanged",
-    "FallbackChosen",
-    "FallbackPolicy",
-    "NEGOTIATION_MACHINE",
-    "NeedFallbackCandidate",
-    "NegotiationDriver",
-    "NegotiationFailed",
-    "NegotiationInput",
-    "NegotiationState",
-    "PortAssigned",
-    "PortEvent",
-    "PortNegotiationConfig",
-    "PortNegotiationError",
-    "PortNegotiator",
-    "PortResult",
-    "PortSource",
-    "UnsolicitedReason",
-    "UnsolicitedResponse",
-    "preassigned_port",
-]
-
 
 class NegotiationState(enum.Enum):
     """Where a :class:`PortNegotiator` is."""

@@ -20,17 +20,6 @@ from ._router import reason_phrase
 if TYPE_CHECKING:
     from ._router import Request
 
-__all__ = [
-    "MAX_URI_BYTES",
-    "PATH_BYTES",
-    "QUERY_BYTES",
-    "TrustedProxies",
-    "access_line",
-    "fill_forwarded_client",
-    "forward_target",
-    "forwarding",
-]
-
 #: Bytes the reference's parser accepts unescaped in the path (``http`` crate,
 #: ``PathAndQuery::from_shared``): ``!``, ``$``..``;``, ``=``, ``@``..``_``, ``a``..``z``,
 #: ``|``, ``~``, and ``"``, ``{``, ``}`` (allowed there "for parity" with httparse).

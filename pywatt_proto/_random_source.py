@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-__all__ = ["RandomSource"]
-
 
 class RandomSource(Protocol):
     """What :class:`~pywatt_proto.Backoff` needs from a random source (``random.Random`` fits)."""

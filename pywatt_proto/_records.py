@@ -33,9 +33,6 @@ else:
         return lambda decorator: decorator
 
 
-__all__ = ["FrozenRecordError", "NamedTuple", "field", "record", "replace"]
-
-
 class FrozenRecordError(AttributeError):
     """Raised on assignment to (or deletion of) a field of a record."""
 

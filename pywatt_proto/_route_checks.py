@@ -22,14 +22,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
     from collections.abc import Callable
     from typing import Any
 
-__all__ = [
-    "RouteDefinitionError",
-    "check_handler",
-    "check_pattern",
-    "is_async_handler",
-    "user_location",
-]
-
 # Code object flags (Include/cpython/code.h); the values are part of CPython's ABI.
 _CO_VARARGS = 0x04
 _CO_COROUTINE = 0x80

@@ -46,31 +46,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
 else:
     from ._records import NamedTuple  # typing's class syntax, without importing typing
 
-__all__ = [
-    "ApiResponse",
-    "ErrorHandler",
-    "HTTPException",
-    "Headers",
-    "Metrics",
-    "Middleware",
-    "Plan",
-    "QueryParams",
-    "Request",
-    "Response",
-    "Route",
-    "RouteEndpoint",
-    "RouteStats",
-    "Router",
-    "api_error",
-    "api_response",
-    "bytes_response",
-    "json_response",
-    "reason_phrase",
-    "redirect",
-    "router_of",
-    "text_response",
-]
-
 # A query string with more fields than this is refused with 400: parse_qsl
 # would otherwise build an arbitrarily long list (Django uses 1000 as well).
 MAX_QUERY_FIELDS = 1000

@@ -28,16 +28,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
 
     _F = TypeVar("_F", bound=Callable[..., Any])
 
-__all__ = [
-    "DEFAULT_HEALTH_PATH",
-    "DEFAULT_METRICS_PATH",
-    "PROMETHEUS_CONTENT_TYPE",
-    "RouteDecorators",
-    "health_handler",
-    "metrics_handler",
-    "version_prefix",
-]
-
 #: Path of ``Module(health=True)`` (the Rust macro's default).
 DEFAULT_HEALTH_PATH = "/health"
 #: Path of ``Module(metrics=True)``.

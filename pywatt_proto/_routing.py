@@ -45,19 +45,6 @@ if TYPE_CHECKING:
     import uuid
     from typing import Final
 
-__all__ = [
-    "CALL_ID_HEADER",
-    "MAX_PENDING_CALLS",
-    "MAX_PROVIDERS",
-    "SOURCE_HEADER",
-    "PendingCall",
-    "PendingCalls",
-    "ProviderRegistry",
-    "call_answer",
-    "call_delivery",
-    "reply_from_http",
-]
-
 #: Calls the orchestrator holds for one sender; one more is answered ``rejected``. Equal to
 #: the sender's own bound (``MAX_CALLS_IN_FLIGHT``), so a well-behaved sender is never refused.
 MAX_PENDING_CALLS: Final = 4096

@@ -23,17 +23,6 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
-__all__ = [
-    "MASK",
-    "MAX_REDACTED_VALUES",
-    "MIN_REDACTED_LENGTH",
-    "SecretRedactor",
-    "SecretValue",
-    "convert_secret",
-    "redact_secret",
-    "redactor",
-]
-
 #: What a secret value is replaced with (in logs, and in a SecretValue's repr/str).
 MASK = "**********"
 #: Shorter values are not redacted (see the module docstring).

@@ -26,8 +26,6 @@ if TYPE_CHECKING:  # not imported at run time (start-up time)
 else:
     _Serving = object
 
-__all__ = ["ModuleSecrets", "SecretsNotAvailable", "clear_serving", "serving", "set_serving"]
-
 
 class SecretsNotAvailable(LookupError):
     """No module is serving in this process (outside ``serve_stdio``), or the module has

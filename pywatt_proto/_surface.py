@@ -24,8 +24,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ._lazy import Surface
 
-__all__ = ["PACKAGES", "main", "render_stub", "stub_path"]
-
 #: The packages whose ``__init__`` has an export table.
 PACKAGES = ("pywatt_proto", "pywatt_asyncio", "pywatt_sync")
 

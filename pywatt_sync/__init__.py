@@ -9,7 +9,8 @@ _SURFACE = {
     "module runtime (blocking) and WSGI adapter": {
         "._module": "Module",
         "._wsgi": "WsgiApp WsgiModule wsgi_module",
-        "._secrets": "SyncModuleSecrets SecretsNotAvailable secrets",
+        "._secrets": "SyncModuleSecrets secrets",
+        "pywatt_proto._serving": "SecretsNotAvailable",
     },
     "HTTP toolkit: server, client, router dispatch": {
         "._server": "DEFAULT_MAX_WORKERS HttpServer serve start_server",
@@ -17,9 +18,10 @@ _SURFACE = {
         "._dispatch": "dispatch",
     },
     "circuit breaker wrappers, port negotiation": {
-        "._breaker": "Breaker BreakerGuard CircuitOpenError",
-        "._ports": "PortNegotiation PortNegotiationError PortResult PortSource negotiate_port "
-        "port_is_free",
+        "._breaker": "Breaker BreakerGuard",
+        "pywatt_proto._breaker": "CircuitOpenError",
+        "._ports": "PortNegotiation negotiate_port port_is_free",
+        "pywatt_proto._ports": "PortNegotiationError PortResult PortSource",
     },
     "JWT middleware": {
         "._jwt_wsgi": "FlaskJwt JwtWsgiMiddleware jwt_authenticator module_jwt wsgi_claims",

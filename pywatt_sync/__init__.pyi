@@ -13,8 +13,10 @@ from ._wsgi import (
 )
 from ._secrets import (
     SyncModuleSecrets as SyncModuleSecrets,
-    SecretsNotAvailable as SecretsNotAvailable,
     secrets as secrets,
+)
+from pywatt_proto._serving import (
+    SecretsNotAvailable as SecretsNotAvailable,
 )
 
 # --- HTTP toolkit: server, client, router dispatch ---
@@ -36,15 +38,19 @@ from ._dispatch import (
 from ._breaker import (
     Breaker as Breaker,
     BreakerGuard as BreakerGuard,
+)
+from pywatt_proto._breaker import (
     CircuitOpenError as CircuitOpenError,
 )
 from ._ports import (
     PortNegotiation as PortNegotiation,
+    negotiate_port as negotiate_port,
+    port_is_free as port_is_free,
+)
+from pywatt_proto._ports import (
     PortNegotiationError as PortNegotiationError,
     PortResult as PortResult,
     PortSource as PortSource,
-    negotiate_port as negotiate_port,
-    port_is_free as port_is_free,
 )
 
 # --- JWT middleware ---

@@ -29,9 +29,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import ParamSpec, TypeVar
 
-from pywatt_proto._breaker import REJECTED, CircuitBreaker, CircuitOpenError
-
-__all__ = ["Breaker", "BreakerGuard", "CircuitOpenError"]
+from pywatt_proto._breaker import REJECTED, CircuitBreaker
 
 P = ParamSpec("P")
 R = TypeVar("R")

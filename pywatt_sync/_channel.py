@@ -42,8 +42,6 @@ from pywatt_proto._errors import LocalProtocolError, RemoteProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._lazylog import LazyLogger
 
-__all__ = ["READ_CHUNK", "SyncChannel"]
-
 _log = LazyLogger("pywatt.channel")  # loads logging for the first emitted record
 
 #: Bytes asked for per socket read.

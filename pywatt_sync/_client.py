@@ -45,8 +45,6 @@ from pywatt_proto._client_common import (
     record_response,
 )
 
-__all__ = ["Client", "RequestBuilder"]
-
 _READ_SIZE = 64 * 1024
 
 

@@ -19,8 +19,6 @@ TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy read
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["dispatch"]
-
 _log = LazyLogger("pywatt.http")  # loads logging for the first emitted record
 # Router metrics are plain counters; finish() is serialised so threads do not lose counts.
 _metrics_lock = threading.Lock()

@@ -30,9 +30,6 @@ from pywatt_proto.jwt import (
 from pywatt_proto.jwt._auth import log_refusal
 from pywatt_proto.jwt._secret_auth import install_module_jwt, middleware_authenticator
 
-__all__ = ["FlaskJwt", "JwtWsgiMiddleware", "jwt_authenticator", "module_jwt", "wsgi_claims"]
-
-
 _REASONS = {400: "400 Bad Request", 401: "401 Unauthorized", 500: "500 Internal Server Error"}
 
 

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from pywatt_asyncio._guard import run_until_exit
+from pywatt_asyncio._guard import guard_stdout, run_until_exit
 from pywatt_proto._bodies import SkippedLineLog
 from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed
 from pywatt_proto._errors import ProtocolError
@@ -61,7 +61,7 @@ from pywatt_proto._serving import clear_serving, set_serving
 
 from ._dispatch import dispatch
 from ._scheduler import Scheduler, start_daemon
-from ._stdio import READ_CHUNK, BlockingWriter, OutputQueue, guard_stdout
+from ._stdio import READ_CHUNK, BlockingWriter, OutputQueue
 
 TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
 if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or open a channel
@@ -75,23 +75,16 @@ if TYPE_CHECKING:  # and imported lazily: most modules never negotiate a port or
         ServiceProviderInfo,
         ServiceType,
     )
+    from pywatt_proto._ports import PortResult
 
     from ._channel import SyncChannel
-    from ._ports import PortNegotiation, PortResult
+    from ._ports import PortNegotiation
 
     _F = TypeVar("_F", bound=Callable[..., Any])
     _T = TypeVar("_T")
 
 
 _FILL_CLIENT = forwarded_client_filler(os.environ)  # run by ``pywatt run``
-
-__all__ = [
-    "DEFAULT_MAX_OUTPUT_BACKLOG",
-    "DEFAULT_MAX_QUEUED",
-    "DEFAULT_MAX_WORKERS",
-    "EXIT_ABANDONED",
-    "Module",
-]
 
 _log = LazyLogger("pywatt.module")  # loads logging for the first emitted record
 

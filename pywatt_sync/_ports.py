@@ -27,20 +27,9 @@ from pywatt_proto._ports import (
     NegotiationDriver,
     PortEvent,
     PortNegotiationConfig,
-    PortNegotiationError,
     PortResult,
-    PortSource,
     preassigned_result,
 )
-
-__all__ = [
-    "PortNegotiation",
-    "PortNegotiationError",
-    "PortResult",
-    "PortSource",
-    "negotiate_port",
-    "port_is_free",
-]
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -72,8 +72,6 @@ if TYPE_CHECKING:
             the latest (None: no deadline) and whether any fired."""
 
 
-__all__ = ["Pool", "Scheduler", "start_daemon"]
-
 #: Monitor period, in seconds. A handler that blocks delays the work queued behind it on
 #: its thread by one to two ticks before another thread takes it. Shorter ticks cost
 #: wake-ups of the monitor (only while there is activity).

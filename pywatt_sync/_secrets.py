@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from pywatt_proto._serving import ModuleSecrets, SecretsNotAvailable, serving
 
-__all__ = ["SyncModuleSecrets", "SecretsNotAvailable", "secrets"]
-
 
 class SyncModuleSecrets(ModuleSecrets):
     """:class:`~pywatt_proto._serving.ModuleSecrets` plus a blocking ``fetch(name)``."""

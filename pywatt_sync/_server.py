@@ -60,8 +60,6 @@ from pywatt_proto._router import router_of
 
 from ._dispatch import dispatch
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_MAX_WORKERS", "HttpServer", "serve", "start_server"]
-
 _log = logging.getLogger("pywatt.http")
 
 # Threads at most (each ~8 MiB of reserved, mostly untouched, stack).

@@ -12,13 +12,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from pywatt_asyncio._guard import guard_stdout  # one process-wide guard for both drivers
-
 TYPE_CHECKING = False  # no typing import at run time (start-up time); mypy reads True
 if TYPE_CHECKING:
     from typing import Final
-
-__all__ = ["READ_CHUNK", "BlockingWriter", "OutputQueue", "guard_stdout"]
 
 #: Bytes asked for per read of stdin: a Linux pipe holds 64 KiB, so one read takes
 #: everything waiting. Not more: ``os.read`` allocates the full size first, and above

@@ -26,9 +26,9 @@ import sys
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Final
-from wsgiref.types import StartResponse, WSGIApplication
+from wsgiref.types import WSGIApplication
 
-from pywatt_proto._driver import ADAPTER_METHODS, CATCH_ALL_ENDPOINTS, AppRoutes
+from pywatt_proto._driver import AppRoutes
 from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._gateway import (
     MAX_RESPONSE_BODY,
@@ -41,18 +41,6 @@ from pywatt_proto._messages import Endpoint
 from pywatt_proto._router import Request, Response
 
 from ._module import Module
-
-__all__ = [
-    "ADAPTER_METHODS",
-    "CATCH_ALL_ENDPOINTS",
-    "StartResponse",
-    "WSGIApplication",
-    "WsgiApp",
-    "WsgiModule",
-    "flask_endpoints",
-    "flask_rule_to_pattern",
-    "wsgi_module",
-]
 
 _log = logging.getLogger("pywatt.wsgi")
 

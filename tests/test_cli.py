@@ -12,7 +12,8 @@ import pytest
 from test_e2e_asyncio import ROOT, Running
 
 from pywatt_asyncio._apprunner import load_target
-from pywatt_asyncio._cli import main, parse_env_file
+from pywatt_asyncio._cli import main
+from pywatt_asyncio._config import parse_env_file
 
 
 def test_parse_env_file(tmp_path: Path) -> None:

@@ -17,15 +17,6 @@ from .._lazylog import LazyLogger
 from ._errors import JwtError
 from ._validator import JwtValidator
 
-__all__ = [
-    "CLAIMS_ENVIRON_KEY",
-    "JwtAuthenticator",
-    "PublicPaths",
-    "auth_error_response",
-    "log_refusal",
-    "parse_bearer",
-]
-
 #: WSGI environ key under which the middleware stores verified claims.
 CLAIMS_ENVIRON_KEY = "pywatt.jwt.claims"
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import binascii
 
-__all__ = ["ALPHABET", "b64url_decode", "b64url_encode", "decode_segment"]
-
 ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TO_STD = bytes.maketrans(b"-_", b"+/")
 _TO_URL = bytes.maketrans(b"+/", b"-_")

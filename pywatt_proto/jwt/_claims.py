@@ -14,8 +14,6 @@ from typing import Any
 
 from ._errors import JwtError
 
-__all__ = ["NUMERIC_DATES", "STRING_CLAIMS", "at_or_after", "check_types"]
-
 NUMERIC_DATES = ("exp", "nbf", "iat")
 STRING_CLAIMS = ("iss", "sub", "jti")
 

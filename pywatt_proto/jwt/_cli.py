@@ -24,8 +24,6 @@ from ._validator import (
     decode_unverified,
 )
 
-__all__ = ["main"]
-
 
 class _UsageError(Exception):
     pass

@@ -19,8 +19,6 @@ from ._claims import check_types
 from ._hmac import HmacSha256
 from ._keys import JwtKey, KeyInput, to_key
 
-__all__ = ["JwtSigner", "encode"]
-
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _TO_URL = bytes.maketrans(b"+/", b"-_")
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-__all__ = ["REASONS", "JwtError", "JwtKeyError", "JwtReason"]
-
 JwtReason = Literal[
     "signature",
     "malformed",

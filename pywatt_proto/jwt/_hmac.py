@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["HmacSha256"]
-
 _BLOCK = 64  # SHA-256 block size in bytes (RFC 6234)
 _IPAD = bytes(x ^ 0x36 for x in range(256))
 _OPAD = bytes(x ^ 0x5C for x in range(256))

@@ -17,17 +17,6 @@ from typing import Literal, TypeAlias
 from ._b64 import b64url_decode
 from ._errors import JwtKeyError
 
-__all__ = [
-    "MIN_KEY_BYTES",
-    "JwtKey",
-    "JwtSecretKeys",
-    "KeyEncoding",
-    "KeyInput",
-    "coerce_keys",
-    "key_from_env",
-    "key_from_text",
-]
-
 #: RFC 7518 §3.2: an HS256 key must be at least as long as the SHA-256 output.
 MIN_KEY_BYTES = 32
 

@@ -23,14 +23,6 @@ if TYPE_CHECKING:
     from .._module import ModuleConnection
     from .._router import Router
 
-__all__ = [
-    "JwtSecretAuthenticator",
-    "ModuleApp",
-    "install_module_jwt",
-    "middleware_authenticator",
-    "serving_module_authenticator",
-]
-
 _log = LazyLogger("pywatt.jwt")
 #: Distinct causes of 503 remembered so each is logged once (a cause names one
 #: secret, so this only fills up with hundreds of secret names; then it is reset).

@@ -24,8 +24,6 @@ from typing import Any
 
 from ._errors import JwtError
 
-__all__ = ["parse_object"]
-
 
 class _Rejected(ValueError):
     """Raised from inside the decoder hooks; turned into ``malformed``."""

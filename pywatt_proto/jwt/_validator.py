@@ -23,17 +23,6 @@ from ._hmac import HmacSha256
 from ._keys import JwtKey, KeyInput, coerce_keys
 from ._strict_json import parse_object
 
-__all__ = [
-    "DEFAULT_LEEWAY",
-    "DEFAULT_MAX_DEPTH",
-    "DEFAULT_MAX_TOKEN_SIZE",
-    "JwtValidator",
-    "UnverifiedToken",
-    "decode_unverified",
-    "parse_header",
-    "split_token",
-]
-
 # The defaults and why each (spec/jwt.md §7):
 #: Bytes: tokens travel in one header line, which common servers cap near 8 KiB.
 DEFAULT_MAX_TOKEN_SIZE = 8 * 1024
