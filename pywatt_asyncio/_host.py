@@ -24,9 +24,8 @@ front door's :class:`~pywatt_asyncio._frontdoor.Upstream`:
   afresh once a process stayed up :data:`HEALTHY_AFTER` seconds); with ``reload`` only, the
   module waits for the next edit (requests get 502 meanwhile); with neither, the host stops
   with status 1. A failure of the host's own side of a link stops it with status 1 too.
-* **Module-to-module delivery.** :meth:`Host.process` maps a module id to its running
-  process and :meth:`Host.deliver` hands an ``http_request`` to a chosen module (held during a
-  restart like any request) and returns its answer.
+* **Module-to-module calls.** :attr:`Host.network` routes them;
+  :meth:`Host.process` maps a module id to its running process.
 """
 
 from __future__ import annotations
@@ -494,40 +493,18 @@ class Host:
         slot = self._choose(request.method, request.target)
         if slot is None:
             return _synth("", 404, "no module serves this path"), None
-        resp = await self._deliver(
-            slot, request.method, request.target, request.headers, request.body
-        )
-        return resp, slot.spec.module_id
+        return await self._deliver(slot, request), slot.spec.module_id
 
-    async def deliver(
-        self,
-        module_id: str,
-        method: str,
-        uri: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-    ) -> HttpResponse:
-        """Send an ``http_request`` to ``module_id`` and return its answer (or a 502/503/504
-        the host makes; 404 for an unknown module id)."""
-        slot = self._slots.get(module_id)
-        if slot is None:
-            return _synth("", 404, "no such module")
-        return await self._deliver(slot, method, uri, headers, body)
-
-    async def _deliver(
-        self,
-        slot: _Slot,
-        method: str,
-        uri: str,
-        headers: Mapping[str, str],
-        body: bytes | None,
-    ) -> HttpResponse:
+    async def _deliver(self, slot: _Slot, request: FrontRequest) -> HttpResponse:
+        """Send ``request`` to the slot's process, held while it restarts (module docstring)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.request_timeout
         while True:
             proc = slot.proc
             if proc is not None and proc.running:
-                resp = await proc.send(method, uri, headers, body)
+                resp = await proc.send(
+                    request.method, request.target, request.headers, request.body
+                )
                 if resp is not None:
                     return resp
             if slot.gone or slot.crashed:
