@@ -53,7 +53,6 @@ lazily, one frame per ``next_event`` call.
 from __future__ import annotations
 
 import enum
-import json
 import random
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -479,16 +478,13 @@ class ChannelConnection(ServingLink):
         return events.pop(0)
 
     def _handle_frame(self, frame: Frame) -> None:
-        payload = frame.payload
+        text = frame.payload
         try:
-            text = (
-                payload
-                if frame.format is EncodingFormat.JSON
-                else convert_payload(payload, frame.format, EncodingFormat.JSON)
-            )
+            if frame.format is not EncodingFormat.JSON:
+                text = convert_payload(text, frame.format, EncodingFormat.JSON)
             msg = _decode_message(text)
         except RemoteProtocolError as exc:
-            self._bad_frame(frame, exc)
+            self._skip_malformed(frame, text, exc)
             return
         match msg:
             case HttpRequest():
@@ -503,20 +499,6 @@ class ChannelConnection(ServingLink):
                     self._events.append(ShutdownRequested())
             case _:
                 self._events.append(msg)
-
-    def _bad_frame(self, frame: Frame, exc: RemoteProtocolError) -> None:
-        """Skip an undecodable frame; answer 400 if it is recognisably an http_request."""
-        try:
-            obj = json.loads(frame.payload) if frame.format is EncodingFormat.JSON else None
-        except (ValueError, RecursionError):
-            obj = None
-        rid = None
-        if isinstance(obj, dict) and obj.get("op") == "http_request":
-            rid = obj.get("request_id")
-        status = self._answer_unreadable(
-            rid if isinstance(rid, str) else None, 400, "malformed request"
-        )
-        self._reject(frame, status, exc)
 
     def _reject(self, raw: Frame, status: int | None, error: RemoteProtocolError) -> None:
         self._events.append(

@@ -569,6 +569,15 @@ class ServingLink:
             self._reject(raw, status, err)
         return None
 
+    def _skip_malformed(self, raw: Any, data: bytes, error: RemoteProtocolError) -> None:
+        """Skip an undecodable line or frame (``data``: its JSON text); answer 400 when the
+        bounded scan of its first bytes finds ``"op":"http_request"`` and a plain
+        ``request_id`` (spec/limits.md section 3, for stdio and, per spec/framed.md section
+        7.3, for every channel), so deep nesting, huge numbers or bad UTF-8 elsewhere still
+        get their 400."""
+        rid = scan_request_id(data[:SCAN_WINDOW])
+        self._reject(raw, self._answer_unreadable(rid, 400, "malformed request"), error)
+
     def _answer_unreadable(self, rid: str | None, status: int, why: str) -> int | None:
         """Answer ``status`` to an unreadable request whose id a scan found, unless that id
         is in flight (it keeps its own answer); return the status written, or None."""
@@ -804,7 +813,7 @@ class ModuleConnection(ServingLink):
         try:
             msg = decode_orchestrator_to_module(line, base64_bodies=self._base64)
         except RemoteProtocolError as exc:
-            self._bad_request_line(line, exc)
+            self._skip_malformed(line, line, exc)
             return
         handler = _HANDLERS.get(type(msg))
         if handler is None:
@@ -920,14 +929,6 @@ class ModuleConnection(ServingLink):
             return
         self._fire(ModuleInput.SHUTDOWN)
         self._maybe_drained()
-
-    def _bad_request_line(self, line: bytes, exc: RemoteProtocolError) -> None:
-        """Skip an undecodable line; answer 400 if it is recognisably an http_request."""
-        # spec/limits.md section 3: op and request_id found by a bounded scan of the line's
-        # first bytes, so deep nesting, huge numbers or bad UTF-8 elsewhere still get a 400.
-        rid = scan_request_id(line[:SCAN_WINDOW])
-        status = self._answer_unreadable(rid, 400, "malformed request")
-        self._reject(line, status, exc)
 
     def _line_too_long(self, exc: LineTooLong) -> BadLine:
         """An over-long line (dropped by the decoder): answer 413 if it was a request."""

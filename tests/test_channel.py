@@ -215,6 +215,32 @@ def test_malformed_http_request_with_an_id_is_answered_400() -> None:
     assert b'"request_id":"z","status_code":400' in conn.data_to_send()
 
 
+@pytest.mark.parametrize(
+    ("fmt", "payload", "status"),
+    [
+        # spec/limits.md section 3 (applied per channel, spec/framed.md 7.3): the bounded scan
+        # of the first bytes decides, whatever else is wrong with the frame
+        (EncodingFormat.JSON, b'{"op":"http_request","request_id":"u","uri":"\xff"}', 400),
+        (
+            EncodingFormat.JSON,
+            b'{"op":"http_request","request_id":"n","x":' + b"9" * 5000 + b"}",
+            400,
+        ),
+        (EncodingFormat.JSON, b'{"id":"e","content":{"op":"http_request","request_id":"v"}}', 400),
+        (EncodingFormat.BINARY, b'{"op":"http_request","request_id":"w"}', 400),
+        # an id with an escape is not recognised: the frame is only skipped
+        (EncodingFormat.JSON, b'{"op":"http_request","request_id":"a\\u0041"}', None),
+    ],
+)
+def test_malformed_frames_get_the_stdio_lines_answer(
+    fmt: EncodingFormat, payload: bytes, status: int | None
+) -> None:
+    conn = _open()
+    [bad] = _feed(conn, [encode_frame(fmt, payload)])
+    assert isinstance(bad, BadFrame) and bad.answered_status == status
+    assert (b'"status_code":400' in conn.data_to_send()) is (status == 400)
+
+
 def test_duplicate_invalid_and_excess_requests_are_refused() -> None:
     conn = _open(max_in_flight=2)
     events = _feed(
