@@ -83,9 +83,10 @@ class ConnectionDriver(asyncio.Protocol):
     graceful shutdown, closing and the core's timer (one lazily re-armed handle).
 
     Used by ``serve()`` (:class:`_Connection`) and the front door
-    (``pywatt_asyncio._frontdoor._FrontConnection``). A subclass sets ``_core`` in
-    ``connection_made`` and provides :meth:`_request` (answer one request); ``_busy`` is
-    True while an answer is awaited, and nothing is driven meanwhile.
+    (``pywatt_asyncio._frontdoor._FrontConnection``). ``serve()`` keeps the loop's own
+    accept (not the front door's loop): TLS handshakes must not wait in line. A subclass
+    sets ``_core`` in ``connection_made`` and provides :meth:`_request` (answer one
+    request); ``_busy`` is True while an answer is awaited, and nothing is driven meanwhile.
     """
 
     __slots__ = (

@@ -537,3 +537,15 @@ def test_client_that_stops_reading_is_dropped(start: Starter) -> None:
         received = len(read_until_closed(s, limit=5.0))
     assert received < 32 * 1024 * 1024  # the server gave up and reset the connection
     assert time.monotonic() - begin < 4.0
+
+
+def test_tls_client_that_never_handshakes_holds_up_nobody(start: Starter) -> None:
+    """Handshakes run per connection, not in the accept loop: a peer that connects and sends
+    no ClientHello does not delay the next client."""
+    server_ctx, client_ctx = make_tls()
+    srv = start(ssl=server_ctx)
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=5):
+        begin = time.monotonic()
+        with pywatt_sync.Client(ssl=client_ctx) as client:
+            assert client.get(f"https://localhost:{srv.port}/hello").send().status == 200
+        assert time.monotonic() - begin < 2.0
