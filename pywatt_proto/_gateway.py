@@ -134,7 +134,6 @@ def asgi_http_scope(
 def wsgi_environ(
     request: Request,
     *,
-    url_scheme: str = "http",
     script_name: str = "",
     server: tuple[str, int] = ("localhost", 80),
 ) -> dict[str, str]:

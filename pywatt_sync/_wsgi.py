@@ -82,27 +82,17 @@ class WsgiApp:
         Raises:
             RemoteProtocolError: the request has an invalid header (hint 400).
         """
-        environ: dict[str, Any] = dict(
-            wsgi_environ(
-                request,
-                url_scheme=self._url_scheme,
-                script_name=self._script_name,
-                server=self._server,
-            )
-        )
-        environ.update(
-            {
-                "wsgi.version": (1, 0),
-                "wsgi.url_scheme": self._url_scheme,
-                "wsgi.input": io.BytesIO(request.body),
-                "wsgi.errors": sys.stderr,
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": False,
-                "wsgi.run_once": False,
-                "wsgi.input_terminated": True,
-            }
-        )
-        return environ
+        return {
+            **wsgi_environ(request, script_name=self._script_name, server=self._server),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": self._url_scheme,
+            "wsgi.input": io.BytesIO(request.body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.input_terminated": True,
+        }
 
     def handle(self, request: Request) -> Response:
         """Call the app for one request and return its whole response.
