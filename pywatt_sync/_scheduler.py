@@ -101,15 +101,8 @@ class Pool:
     method is called with :attr:`Scheduler.lock` held."""
 
     def __init__(self, max_workers: int, max_queued: int) -> None:
-        """An empty pool: no thread, nothing queued, input open.
-
-        Raises:
-            ValueError: ``max_workers`` < 1 or ``max_queued`` < 0.
-        """
-        if max_workers < 1:
-            raise ValueError("max_workers must be at least 1")
-        if max_queued < 0:
-            raise ValueError("max_queued must not be negative")
+        """An empty pool: no thread, nothing queued, input open (``max_workers`` >= 1 and
+        ``max_queued`` >= 0, as :class:`~pywatt_sync.Module` checks)."""
         self.max_workers = max_workers
         self.capacity = max_workers + max_queued + 1  # running + waiting + the one being read
         self.ready: deque[object] = deque()  # jobs taken, not started

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pywatt_sync import Module
 from pywatt_sync._scheduler import (
     EXIT,
     FLUSH,
@@ -181,10 +182,10 @@ def test_stopped_pool_hands_out_no_work() -> None:
 
 
 def test_bad_sizes_are_refused() -> None:
-    with pytest.raises(ValueError):
-        Pool(max_workers=0, max_queued=0)
-    with pytest.raises(ValueError):
-        Pool(max_workers=1, max_queued=-1)
+    with pytest.raises(ValueError, match="max_workers must be at least 1"):
+        Module(max_workers=0)
+    with pytest.raises(ValueError, match="max_queued must not be negative"):
+        Module(max_queued=-1)
 
 
 # -- invariants under random interleavings ---------------------------------------------
