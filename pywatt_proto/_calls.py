@@ -193,11 +193,13 @@ class RoutedMessage:
 
 
 # ---------------------------------------------------------------------------
-# Payloads
+# Payloads (both sides: ``_routing`` delivers and answers calls with these)
 # ---------------------------------------------------------------------------
 
 
-def _decode_json(data: bytes) -> JsonValue:
+def decode_json_payload(data: bytes) -> JsonValue:
+    """Return the value of a ``Json`` payload (serde's reader rules and Value conversion).
+    Raises ``RemoteProtocolError`` for invalid JSON."""
     try:
         value: JsonValue = normalize_value(loads(data))
     except (ValueError, RecursionError) as exc:  # loads raises RemoteProtocolError itself
@@ -205,12 +207,13 @@ def _decode_json(data: bytes) -> JsonValue:
     return value
 
 
-def _payload_argument(payload: EncodedMessage) -> tuple[object, int | None]:
-    """``(argument, timeout_ms)`` of a call's payload: a Json ``Message`` envelope's
-    ``content`` and its ``TIMEOUT_PROPERTY``, another Json value whole, Binary/Base64 bytes."""
+def payload_argument(payload: EncodedMessage) -> tuple[object, int | None]:
+    """Return ``(argument, timeout_ms)`` of a call's payload: a Json ``Message`` envelope's
+    ``content`` and its ``TIMEOUT_PROPERTY``, another Json value whole, Binary/Base64 bytes.
+    Raises ``RemoteProtocolError`` for an ``Auto`` or undecodable payload."""
     fmt = payload.format
     if fmt is EncodingFormat.JSON:
-        value = _decode_json(payload.data)
+        value = decode_json_payload(payload.data)
         if type(value) is dict and type(value.get("id")) is str and "content" in value:
             meta = value.get("metadata")
             props = meta.get("properties") if type(meta) is dict else None
@@ -239,7 +242,7 @@ def routed_message(
 
     Raises ``RemoteProtocolError`` for a payload that cannot be decoded.
     """
-    value, _ = _payload_argument(payload)
+    value, _ = payload_argument(payload)
     return RoutedMessage(source_module_id=source_module_id, request_id=request_id, value=value)
 
 
@@ -251,8 +254,8 @@ def decode_reply(payload: EncodedMessage) -> object:
     """
     fmt = payload.format
     if fmt is EncodingFormat.JSON:
-        return _decode_json(payload.data)
-    return _payload_argument(payload)[0]
+        return decode_json_payload(payload.data)
+    return payload_argument(payload)[0]
 
 
 # ---------------------------------------------------------------------------

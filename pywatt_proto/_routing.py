@@ -21,8 +21,8 @@ from ._calls import (
     DeadlineTable,
     TargetFailedError,
     UnknownEndpointError,
-    _decode_json,
-    _payload_argument,
+    decode_json_payload,
+    payload_argument,
 )
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
@@ -75,7 +75,7 @@ def call_delivery(
     Raises ``RemoteProtocolError`` for an ``Auto`` or undecodable payload (answer the call
     ``rejected``).
     """
-    value, timeout_ms = _payload_argument(payload)
+    value, timeout_ms = payload_argument(payload)
     if isinstance(value, bytes):
         ctype, body = "application/octet-stream", value
     else:
@@ -128,7 +128,7 @@ def reply_from_http(
         ctype = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
         if _is_json_type(ctype):
             try:
-                data = dump_value(_decode_json(body)).encode("utf-8")
+                data = dump_value(decode_json_payload(body)).encode("utf-8")
             except (RemoteProtocolError, LocalProtocolError):
                 pass
             else:
