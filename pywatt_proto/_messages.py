@@ -7,8 +7,8 @@ made of (init blob pieces, endpoints, service types, the ``Message`` envelope an
 ``EncodedMessage``).  Field names are the wire names; field order is the order in
 which the reference declares (and serde writes) them.
 
-Every class validates itself in ``__post_init__`` and raises
-:class:`LocalProtocolError` naming the offending field, so an invalid message
+Every class checks each field by its annotation when built (:class:`_Checked`) and
+raises :class:`LocalProtocolError` naming the offending field, so an invalid message
 cannot exist.  A few fields are normalised on construction (documented per
 class): sequences become tuples, mappings become plain ``dict`` objects, and IP
 literals become their canonical text.  Equality is plain ``==``; classes holding
@@ -33,7 +33,11 @@ from ._records import field, record
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing and uuid are not imported at run time (start-up cost)
     import uuid
-    from typing import ClassVar, TypeAlias
+    from collections.abc import Callable
+    from typing import Any, ClassVar, TypeAlias
+
+    # A field's check: (field name, value) -> the value to keep; raises LocalProtocolError.
+    _Check: TypeAlias = Callable[[str, Any], object]
 
 #: Any JSON value, as ``serde_json::Value`` holds it. Integers must fit i64 or u64.
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -49,7 +53,7 @@ MAX_JSON_VALUE_DEPTH = 126
 
 
 # ---------------------------------------------------------------------------
-# field validators (all raise LocalProtocolError naming the field)
+# field checks: every message field is checked by its annotation
 # ---------------------------------------------------------------------------
 
 
@@ -61,76 +65,82 @@ def _tname(value: object) -> str:
     return type(value).__name__
 
 
-def _str(field_name: str, value: object) -> None:
-    if type(value) is not str:
-        raise _fail(field_name, f"expected str, got {_tname(value)}")
+def _of_type(cls: type, optional: bool = False, expected: str = "") -> _Check:
+    """Check that a value's type is exactly ``cls`` (or that it is None, when ``optional``)."""
+    expected = (expected or cls.__name__) + (" or None" if optional else "")
+
+    def check(field_name: str, value: object) -> object:
+        if type(value) is not cls and not (optional and value is None):
+            raise _fail(field_name, f"expected {expected}, got {_tname(value)}")
+        return value
+
+    return check
 
 
-def _opt_str(field_name: str, value: object) -> None:
-    if value is not None and type(value) is not str:
-        raise _fail(field_name, f"expected str or None, got {_tname(value)}")
+def _int(what: str, low: int, high: int, optional: bool = False) -> _Check:
+    """Check an ``int`` in ``low..high`` (or None, when ``optional``)."""
+
+    def check(field_name: str, value: object) -> object:
+        if optional and value is None:
+            return value
+        if type(value) is not int:
+            raise _fail(field_name, f"expected int ({what}), got {_tname(value)}")
+        if not low <= value <= high:
+            raise _fail(field_name, f"{value} is out of range {low}..{high}")
+        return value
+
+    return check
 
 
-def _bool(field_name: str, value: object) -> None:
-    if type(value) is not bool:
-        raise _fail(field_name, f"expected bool, got {_tname(value)}")
+def _tuple_of(cls: type) -> _Check:
+    """Check a tuple of ``cls`` items; a list is kept as a tuple."""
+
+    def check(field_name: str, value: object) -> object:
+        if type(value) is list:
+            value = tuple(value)
+        if type(value) is not tuple:
+            raise _fail(field_name, f"expected a tuple of {cls.__name__}, got {_tname(value)}")
+        for i, item in enumerate(value):
+            if type(item) is not cls:
+                raise _fail(f"{field_name}[{i}]", f"expected {cls.__name__}, got {_tname(item)}")
+        return value
+
+    return check
 
 
-def _u16(field_name: str, value: object) -> None:
-    if type(value) is not int:
-        raise _fail(field_name, f"expected int (u16), got {_tname(value)}")
-    if not 0 <= value <= 65535:
-        raise _fail(field_name, f"{value} is out of range 0..65535")
-
-
-def _opt_bytes(field_name: str, value: object) -> None:
-    if value is not None and type(value) is not bytes:
-        raise _fail(field_name, f"expected bytes or None, got {_tname(value)}")
-
-
-def _typed(field_name: str, value: object, cls: type, optional: bool = False) -> None:
-    if type(value) is not cls and not (optional and value is None):
-        raise _fail(field_name, f"expected {cls.__name__}, got {_tname(value)}")
-
-
-def _tuple_of(obj: object, field_name: str, value: object, cls: type = str) -> None:
-    """Check a tuple of ``cls`` items; a list is stored as a tuple."""
-    if type(value) is list:
-        value = tuple(value)
-        object.__setattr__(obj, field_name, value)
-    if type(value) is not tuple:
-        raise _fail(field_name, f"expected a tuple of {cls.__name__}, got {_tname(value)}")
-    for i, item in enumerate(value):
-        if type(item) is not cls:
-            raise _fail(f"{field_name}[{i}]", f"expected {cls.__name__}, got {_tname(item)}")
-
-
-def _str_map(obj: object, field_name: str, value: object) -> None:
+def _str_map(field_name: str, value: object) -> object:
+    """Check a mapping of str to str; any other mapping is kept as a plain ``dict``."""
     if type(value) is not dict:
         from collections.abc import Mapping
 
         if not isinstance(value, Mapping):
             raise _fail(field_name, f"expected a mapping of str to str, got {_tname(value)}")
         value = dict(value)
-        object.__setattr__(obj, field_name, value)
     for k, v in value.items():
         if type(k) is not str:
             raise _fail(field_name, f"key {k!r} is not a str")
         if type(v) is not str:
             raise _fail(f"{field_name}[{k!r}]", f"expected str, got {_tname(v)}")
+    return value
 
 
-def _opt_str_map(obj: object, field_name: str, value: object) -> None:
-    if value is not None:
-        _str_map(obj, field_name, value)
+def _opt_str_map(field_name: str, value: object) -> object:
+    return None if value is None else _str_map(field_name, value)
 
 
-def _uuid(field_name: str, value: object) -> None:
+def _listen(field_name: str, value: object) -> object:
+    if type(value) is not TcpListen and type(value) is not UnixListen:
+        raise _fail(field_name, f"expected TcpListen or UnixListen, got {_tname(value)}")
+    return value
+
+
+def _uuid(field_name: str, value: object) -> object:
     # Only a uuid.UUID passes, and one cannot exist before its module is loaded, so the
     # check never needs to import uuid itself.
     uuid_module = sys.modules.get("uuid")
     if uuid_module is None or type(value) is not uuid_module.UUID:
         raise _fail(field_name, f"expected uuid.UUID, got {_tname(value)}")
+    return value
 
 
 def check_json_value(field_name: str, value: object, depth: int = 0) -> None:
@@ -159,6 +169,89 @@ def check_json_value(field_name: str, value: object, depth: int = 0) -> None:
             check_json_value(f"{field_name}[{k!r}]", v, depth + 1)
         return
     raise _fail(field_name, f"{t.__name__} is not a JSON value")
+
+
+def _json(field_name: str, value: object) -> object:
+    check_json_value(field_name, value)
+    return value
+
+
+def _json_object(field_name: str, value: object) -> object:
+    if value is not None:
+        _of_type(dict)(field_name, value)
+        check_json_value(field_name, value)
+    return value
+
+
+def _content(field_name: str, value: object) -> object:
+    """``Message.content``: a typed message, or any JSON value."""
+    if type(value) not in _MESSAGE_CLASSES:
+        check_json_value(field_name, value)
+    return value
+
+
+#: The check for each annotation that is not a class name (or ``tuple[Class, ...]``).
+_CHECKS: dict[str, _Check] = {
+    "str": _of_type(str),
+    "str | None": _of_type(str, optional=True),
+    "bool": _of_type(bool),
+    "bool | None": _of_type(bool, optional=True),
+    "int": _int("u16", 0, 65535),
+    "int | None": _int("u16", 0, 65535, optional=True),
+    "bytes": _of_type(bytes),
+    "bytes | None": _of_type(bytes, optional=True),
+    "tuple[str, ...]": _tuple_of(str),
+    "dict[str, str]": _str_map,
+    "dict[str, str] | None": _opt_str_map,
+    "uuid.UUID": _uuid,
+    "ListenAddress": _listen,
+    "JsonValue": _json,
+    "dict[str, JsonValue] | None": _json_object,
+    "JsonValue | ModuleToOrchestrator | OrchestratorToModule": _content,
+}
+
+
+def _check_for(annotation: str) -> _Check:
+    """Return the check of a field annotated ``annotation`` (the text after ``name:``)."""
+    check = _CHECKS.get(annotation)
+    if check is not None:
+        return check
+    if annotation.startswith("tuple["):  # tuple[Class, ...]
+        return _tuple_of(globals()[annotation.removeprefix("tuple[").removesuffix(", ...]")])
+    name, _, none = annotation.partition(" | ")  # Class or Class | None
+    return _of_type(globals()[name], optional=none == "None")
+
+
+class _Checked:
+    """Base of every message class: a new instance's fields are checked by their annotations.
+
+    Each field's annotation selects its check (:data:`_CHECKS`; a class name checks for an
+    instance of exactly that class), unless the class's ``_special_checks`` names another.
+    A check raises :class:`LocalProtocolError` naming the field and returns the value to
+    keep (a list becomes a tuple, a mapping a ``dict``). A class with a further rule extends
+    ``__post_init__``.
+    """
+
+    __slots__ = ()
+    _special_checks: ClassVar[dict[str, _Check]] = {}
+
+    def __post_init__(self) -> None:
+        cls = type(self)
+        checks = _FIELD_CHECKS.get(cls)
+        if checks is None:
+            annotations = cls.__annotations__
+            checks = _FIELD_CHECKS[cls] = tuple(
+                (name, cls._special_checks.get(name) or _check_for(annotations[name]))
+                for name in cls.__record_fields__  # type: ignore[attr-defined]
+            )
+        for name, check in checks:
+            value = getattr(self, name)
+            kept = check(name, value)
+            if kept is not value:
+                object.__setattr__(self, name, kept)
+
+
+_FIELD_CHECKS: dict[type, tuple[tuple[str, _Check], ...]] = {}
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +415,7 @@ def parse_listen_address(text: str) -> ListenAddress:
 
 
 @record
-class TcpListen:
+class TcpListen(_Checked):
     """A TCP socket address. ``host`` is an IP literal, stored in canonical form.
 
     ``str()`` gives the wire text: ``"127.0.0.1:4102"`` or ``"[::1]:4102"`` (IPv6
@@ -333,8 +426,7 @@ class TcpListen:
     port: int
 
     def __post_init__(self) -> None:
-        _str("host", self.host)
-        _u16("port", self.port)
+        _Checked.__post_init__(self)  # record makes a new class: no zero-argument super()
         canonical = _canonical_host(self.host)
         if canonical is None:
             raise _fail("host", f"{self.host!r} is not an IPv4/IPv6 literal")
@@ -348,13 +440,10 @@ class TcpListen:
 
 
 @record
-class UnixListen:
+class UnixListen(_Checked):
     """A Unix-domain socket path (any string that is not a socket address)."""
 
     path: str
-
-    def __post_init__(self) -> None:
-        _str("path", self.path)
 
     def __str__(self) -> str:
         return self.path
@@ -380,7 +469,7 @@ _SERVICE_UNIT_NAMES = frozenset({"Database", "Cache", "Jwt"})
 
 
 @record
-class ServiceType:
+class ServiceType(_Checked):
     """A service kind: ``ServiceType.DATABASE``/``CACHE``/``JWT`` or ``ServiceType.custom(name)``.
 
     Wire form: ``"Database"``, ``"Cache"``, ``"Jwt"`` or ``{"Custom": name}``.
@@ -395,8 +484,7 @@ class ServiceType:
     JWT: ClassVar[ServiceType]
 
     def __post_init__(self) -> None:
-        _str("name", self.name)
-        _bool("is_custom", self.is_custom)
+        _Checked.__post_init__(self)  # record makes a new class: no zero-argument super()
         if not self.is_custom and self.name not in _SERVICE_UNIT_NAMES:
             raise _fail("name", f"{self.name!r} is not Database/Cache/Jwt (use ServiceType.custom)")
 
@@ -412,60 +500,41 @@ ServiceType.JWT = ServiceType(name="Jwt")
 
 
 @record
-class Endpoint:
+class Endpoint(_Checked):
     """An announced HTTP endpoint. ``methods`` lists become tuples."""
 
     path: str
     methods: tuple[str, ...]
     auth: str | None = None
 
-    def __post_init__(self) -> None:
-        _str("path", self.path)
-        _tuple_of(self, "methods", self.methods)
-        _opt_str("auth", self.auth)
-
 
 @record
-class TcpChannelConfig:
+class TcpChannelConfig(_Checked):
     """Init's ``tcp_channel``: where the framed TCP channel lives (``address`` is ip:port)."""
 
     address: TcpListen
     tls_enabled: bool
     required: bool
 
-    def __post_init__(self) -> None:
-        _typed("address", self.address, TcpListen)
-        _bool("tls_enabled", self.tls_enabled)
-        _bool("required", self.required)
-
 
 @record
-class IpcChannelConfig:
+class IpcChannelConfig(_Checked):
     """Init's ``ipc_channel``: the Unix-socket framed channel."""
 
     socket_path: str
     required: bool
 
-    def __post_init__(self) -> None:
-        _str("socket_path", self.socket_path)
-        _bool("required", self.required)
-
 
 @record
-class EncodedMessage:
+class EncodedMessage(_Checked):
     """Raw payload bytes plus their format (wire: ``{"data":[ints],"format":"Json"}``)."""
 
     data: bytes
     format: EncodingFormat
 
-    def __post_init__(self) -> None:
-        _typed("data", self.data, bytes)
-        if not isinstance(self.format, EncodingFormat):
-            raise _fail("format", f"expected EncodingFormat, got {_tname(self.format)}")
-
 
 @record
-class ServiceProviderInfo:
+class ServiceProviderInfo(_Checked):
     """One provider in a ``discover_service_providers_response``."""
 
     provider_id: str
@@ -477,16 +546,6 @@ class ServiceProviderInfo:
     metadata: dict[str, str]
     is_healthy: bool
 
-    def __post_init__(self) -> None:
-        _str("provider_id", self.provider_id)
-        _str("module_id", self.module_id)
-        _typed("service_type", self.service_type, ServiceType)
-        _str("name", self.name)
-        _opt_str("version", self.version)
-        _str("address", self.address)
-        _str_map(self, "metadata", self.metadata)
-        _bool("is_healthy", self.is_healthy)
-
 
 # ---------------------------------------------------------------------------
 # module -> orchestrator
@@ -494,17 +553,14 @@ class ServiceProviderInfo:
 
 
 @record
-class Identify:
+class Identify(_Checked):
     """``{"op":"identify","module_id":...}`` -- a pywatt extension (serde cannot encode it)."""
 
     module_id: str
 
-    def __post_init__(self) -> None:
-        _str("module_id", self.module_id)
-
 
 @record
-class Announce:
+class Announce(_Checked):
     """The module's announcement: where it listens and which endpoints it serves.
 
     ``listen`` is a plain string on the wire (the reference ``AnnounceBlob`` uses
@@ -516,38 +572,25 @@ class Announce:
     endpoints: tuple[Endpoint, ...]
     extensions: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        _str("listen", self.listen)
-        _tuple_of(self, "endpoints", self.endpoints, Endpoint)
-        _tuple_of(self, "extensions", self.extensions)
-
 
 @record
-class GetSecret:
+class GetSecret(_Checked):
     """Ask the orchestrator for the secret ``name``."""
 
     name: str
 
-    def __post_init__(self) -> None:
-        _str("name", self.name)
-
 
 @record
-class RotationAck:
+class RotationAck(_Checked):
     """Acknowledge a rotation (``status`` is free text; the reference sends "success")."""
 
     rotation_id: str
     status: str
     message: str | None = None
 
-    def __post_init__(self) -> None:
-        _str("rotation_id", self.rotation_id)
-        _str("status", self.status)
-        _opt_str("message", self.message)
-
 
 @record
-class RegisterServiceProvider:
+class RegisterServiceProvider(_Checked):
     """Register this module as a provider of ``service_type``."""
 
     service_type: ServiceType
@@ -556,43 +599,26 @@ class RegisterServiceProvider:
     address: str
     metadata: dict[str, str] | None = None
 
-    def __post_init__(self) -> None:
-        _typed("service_type", self.service_type, ServiceType)
-        _str("name", self.name)
-        _opt_str("version", self.version)
-        _str("address", self.address)
-        _opt_str_map(self, "metadata", self.metadata)
-
 
 @record
-class DiscoverServiceProviders:
+class DiscoverServiceProviders(_Checked):
     """Ask for providers of ``service_type``."""
 
     service_type: ServiceType
     all_providers: bool | None = None
 
-    def __post_init__(self) -> None:
-        _typed("service_type", self.service_type, ServiceType)
-        if self.all_providers is not None:
-            _bool("all_providers", self.all_providers)
-
 
 @record
-class ServiceRequest:
+class ServiceRequest(_Checked):
     """Request a connection to a service; ``config`` is any JSON value (None = null)."""
 
     id: str
     service_type: ServiceType
     config: JsonValue = None
 
-    def __post_init__(self) -> None:
-        _str("id", self.id)
-        _typed("service_type", self.service_type, ServiceType)
-        check_json_value("config", self.config)
-
 
 @record
-class ServiceOperation:
+class ServiceOperation(_Checked):
     """Run ``operation`` on an open service connection; ``params`` is any JSON value."""
 
     connection_id: str
@@ -600,15 +626,9 @@ class ServiceOperation:
     operation: str
     params: JsonValue
 
-    def __post_init__(self) -> None:
-        _str("connection_id", self.connection_id)
-        _typed("service_type", self.service_type, ServiceType)
-        _str("operation", self.operation)
-        check_json_value("params", self.params)
-
 
 @record
-class HttpResponse:
+class HttpResponse(_Checked):
     """The answer to an ``http_request`` (``status_code`` is any u16, as in the reference)."""
 
     request_id: str
@@ -616,28 +636,17 @@ class HttpResponse:
     headers: dict[str, str]
     body: bytes | None = None
 
-    def __post_init__(self) -> None:
-        _str("request_id", self.request_id)
-        _u16("status_code", self.status_code)
-        _str_map(self, "headers", self.headers)
-        _opt_bytes("body", self.body)
-
 
 @record
-class PortRequest:
+class PortRequest(_Checked):
     """Ask for a port (a specific one, or any when ``specific_port`` is None)."""
 
     request_id: str
     specific_port: int | None = None
 
-    def __post_init__(self) -> None:
-        _str("request_id", self.request_id)
-        if self.specific_port is not None:
-            _u16("specific_port", self.specific_port)
-
 
 @record
-class RouteToModule:
+class RouteToModule(_Checked):
     """Send ``payload`` to another module's endpoint through the orchestrator."""
 
     target_module_id: str
@@ -645,15 +654,9 @@ class RouteToModule:
     request_id: uuid.UUID
     payload: EncodedMessage
 
-    def __post_init__(self) -> None:
-        _str("target_module_id", self.target_module_id)
-        _str("target_endpoint", self.target_endpoint)
-        _uuid("request_id", self.request_id)
-        _typed("payload", self.payload, EncodedMessage)
-
 
 @record
-class HeartbeatAck:
+class HeartbeatAck(_Checked):
     """Answer to a ``heartbeat``."""
 
 
@@ -679,7 +682,7 @@ ModuleToOrchestrator: TypeAlias = (
 
 
 @record
-class Init:
+class Init(_Checked):
     """The handshake blob (first stdin line, bare or with ``"op":"init"``).
 
     ``extensions`` travels as ``"pywatt_extensions"`` and is omitted when empty.
@@ -695,80 +698,49 @@ class Init:
     security_level: SecurityLevel = SecurityLevel.NONE
     extensions: tuple[str, ...] = ()
 
-    def __post_init__(self) -> None:
-        _str("orchestrator_api", self.orchestrator_api)
-        _str("module_id", self.module_id)
-        _str_map(self, "env", self.env)
-        if type(self.listen) is not TcpListen and type(self.listen) is not UnixListen:
-            raise _fail("listen", f"expected TcpListen or UnixListen, got {_tname(self.listen)}")
-        _typed("tcp_channel", self.tcp_channel, TcpChannelConfig, optional=True)
-        _typed("ipc_channel", self.ipc_channel, IpcChannelConfig, optional=True)
-        _opt_str("auth_token", self.auth_token)
-        _typed("security_level", self.security_level, SecurityLevel)
-        _tuple_of(self, "extensions", self.extensions)
-
 
 @record
-class Secret:
+class Secret(_Checked):
     """A secret value (``rotation_id`` set when it is the result of a rotation)."""
 
     name: str
     value: str
     rotation_id: str | None = None
 
-    def __post_init__(self) -> None:
-        _str("name", self.name)
-        _str("value", self.value)
-        _opt_str("rotation_id", self.rotation_id)
-
 
 @record
-class Rotated:
+class Rotated(_Checked):
     """The listed secrets were rotated."""
 
     keys: tuple[str, ...]
     rotation_id: str
 
-    def __post_init__(self) -> None:
-        _tuple_of(self, "keys", self.keys)
-        _str("rotation_id", self.rotation_id)
-
 
 @record
-class Shutdown:
+class Shutdown(_Checked):
     """Stop the module."""
 
 
 @record
-class RegisterServiceProviderResponse:
+class RegisterServiceProviderResponse(_Checked):
     """Result of ``register_service_provider``."""
 
     success: bool
     provider_id: str | None = None
     error: str | None = None
 
-    def __post_init__(self) -> None:
-        _bool("success", self.success)
-        _opt_str("provider_id", self.provider_id)
-        _opt_str("error", self.error)
-
 
 @record
-class DiscoverServiceProvidersResponse:
+class DiscoverServiceProvidersResponse(_Checked):
     """Result of ``discover_service_providers``."""
 
     success: bool
     providers: tuple[ServiceProviderInfo, ...]
     error: str | None = None
 
-    def __post_init__(self) -> None:
-        _bool("success", self.success)
-        _tuple_of(self, "providers", self.providers, ServiceProviderInfo)
-        _opt_str("error", self.error)
-
 
 @record
-class ServiceResponse:
+class ServiceResponse(_Checked):
     """Answer to a ``service_request``."""
 
     id: str
@@ -777,30 +749,18 @@ class ServiceResponse:
     error: str | None = None
     connection_id: str | None = None
 
-    def __post_init__(self) -> None:
-        _str("id", self.id)
-        _typed("service_type", self.service_type, ServiceType)
-        _bool("success", self.success)
-        _opt_str("error", self.error)
-        _opt_str("connection_id", self.connection_id)
-
 
 @record
-class ServiceOperationResult:
+class ServiceOperationResult(_Checked):
     """Answer to a ``service_operation`` (``result`` null and absent are the same: None)."""
 
     success: bool
     result: JsonValue = None
     error: str | None = None
 
-    def __post_init__(self) -> None:
-        _bool("success", self.success)
-        check_json_value("result", self.result)
-        _opt_str("error", self.error)
-
 
 @record(frozen=False)
-class HttpRequest:
+class HttpRequest(_Checked):
     """An HTTP request forwarded over IPC (``uri`` = path plus optional ``?query``).
 
     Not frozen, unlike the other messages: one is decoded per request on the module's hot
@@ -813,13 +773,6 @@ class HttpRequest:
     uri: str
     headers: dict[str, str]
     body: bytes | None = None
-
-    def __post_init__(self) -> None:
-        _str("request_id", self.request_id)
-        _str("method", self.method)
-        _str("uri", self.uri)
-        _str_map(self, "headers", self.headers)
-        _opt_bytes("body", self.body)
 
 
 def trusted_http_request(
@@ -840,7 +793,7 @@ def trusted_http_request(
 
 
 @record
-class PortResponse:
+class PortResponse(_Checked):
     """Answer to a ``port_request`` (``port`` is 0 on failure by convention)."""
 
     request_id: str
@@ -848,29 +801,18 @@ class PortResponse:
     port: int
     error_message: str | None = None
 
-    def __post_init__(self) -> None:
-        _str("request_id", self.request_id)
-        _bool("success", self.success)
-        _u16("port", self.port)
-        _opt_str("error_message", self.error_message)
-
 
 @record
-class RoutedModuleMessage:
+class RoutedModuleMessage(_Checked):
     """A message routed to this module from ``source_module_id``."""
 
     source_module_id: str
     original_request_id: uuid.UUID
     payload: EncodedMessage
 
-    def __post_init__(self) -> None:
-        _str("source_module_id", self.source_module_id)
-        _uuid("original_request_id", self.original_request_id)
-        _typed("payload", self.payload, EncodedMessage)
-
 
 @record
-class RouteError:
+class RouteError(_Checked):
     """Why a module call failed (wire: the ``pywatt_error`` member, spec/modules.md section 5).
 
     ``kind`` is ``unknown_module``, ``unknown_endpoint``, ``target_failed``, ``deadline`` or
@@ -882,17 +824,9 @@ class RouteError:
     message: str
     status: int | None = None
 
-    def __post_init__(self) -> None:
-        _str("kind", self.kind)
-        _str("message", self.message)
-        if self.status is not None and (
-            type(self.status) is not int or not 0 <= self.status <= 65535
-        ):
-            raise _fail("status", f"expected an integer 0..65535, got {self.status!r}")
-
 
 @record
-class RoutedModuleResponse:
+class RoutedModuleResponse(_Checked):
     """The response to an earlier ``route_to_module`` (note: ``request_id``).
 
     ``error`` (wire ``pywatt_error``, omitted when None) marks a failed call; the reference
@@ -904,15 +838,9 @@ class RoutedModuleResponse:
     payload: EncodedMessage
     error: RouteError | None = None
 
-    def __post_init__(self) -> None:
-        _str("source_module_id", self.source_module_id)
-        _uuid("request_id", self.request_id)
-        _typed("payload", self.payload, EncodedMessage)
-        _typed("error", self.error, RouteError, optional=True)
-
 
 @record
-class Heartbeat:
+class Heartbeat(_Checked):
     """Liveness probe."""
 
 
@@ -944,7 +872,7 @@ _MESSAGE_CLASSES: tuple[type, ...] = (
 
 
 @record
-class MessageMetadata:
+class MessageMetadata(_Checked):
     """Envelope metadata; every field is optional and omitted on the wire when None.
 
     ``timestamp`` is an i64 (unit undefined by the reference); ``properties`` is a
@@ -957,22 +885,13 @@ class MessageMetadata:
     destination: str | None = None
     properties: dict[str, JsonValue] | None = None
 
-    def __post_init__(self) -> None:
-        _opt_str("id", self.id)
-        if self.timestamp is not None:
-            if type(self.timestamp) is not int:
-                raise _fail("timestamp", f"expected int (i64), got {_tname(self.timestamp)}")
-            if not _I64_MIN <= self.timestamp < 2**63:
-                raise _fail("timestamp", f"{self.timestamp} does not fit i64")
-        _opt_str("source", self.source)
-        _opt_str("destination", self.destination)
-        if self.properties is not None:
-            _typed("properties", self.properties, dict)
-            check_json_value("properties", self.properties)
+    _special_checks: ClassVar[dict[str, _Check]] = {
+        "timestamp": _int("i64", _I64_MIN, 2**63 - 1, optional=True)
+    }
 
 
 @record
-class Message:
+class Message(_Checked):
     """The framed-channel envelope ``{"id": uuid, "content": ..., "metadata": {...}}``.
 
     ``content`` is either any JSON value or a typed message object.
@@ -981,9 +900,3 @@ class Message:
     id: uuid.UUID
     content: JsonValue | ModuleToOrchestrator | OrchestratorToModule
     metadata: MessageMetadata = field(default_factory=MessageMetadata)
-
-    def __post_init__(self) -> None:
-        _uuid("id", self.id)
-        if type(self.content) not in _MESSAGE_CLASSES:
-            check_json_value("content", self.content)
-        _typed("metadata", self.metadata, MessageMetadata)
