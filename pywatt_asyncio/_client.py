@@ -34,12 +34,10 @@ from pywatt_proto._client_common import (
     ClientBase,
     ClientCall,
     StaleConnection,
-    admit,
     connect_error,
     connect_timeout_error,
     lost_connection_error,
     read_timeout_error,
-    record_response,
 )
 
 _READ_SIZE = 64 * 1024
@@ -129,34 +127,22 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
             LocalProtocolError: bad URL or header.
         """
         call = self._start(spec)
-        breaker = self.breaker
-        if breaker is None:
-            return await self._retrying(call)
-        ticket = admit(breaker, self._now(), call.url)
         try:
-            response = await self._retrying(call)
+            while True:
+                try:
+                    response = await self._attempt(call)
+                except (HTTPClientError, OSError) as exc:
+                    delay = call.after_error(exc, self._now())
+                    if delay is None:
+                        raise
+                else:
+                    delay = call.after_response(response, self._now())
+                    if delay is None:
+                        return response
+                await asyncio.sleep(delay)
         except BaseException as exc:
-            breaker.record_exception(ticket, exc, self._now())
+            call.failed(exc, self._now())
             raise
-        record_response(breaker, ticket, response, self._now())
-        return response
-
-    async def _retrying(self, call: ClientCall) -> ClientResponse:
-        """Make ``call``'s attempts per the retry policy; return the last answer or
-        raise the last error."""
-        while True:
-            try:
-                response = await self._attempt(call)
-            except (HTTPClientError, OSError) as exc:
-                delay = call.retry_after_error(exc)
-                if delay is None:
-                    raise
-            else:
-                delay = call.retry_after_response(response)
-                if delay is None:
-                    return response
-            call.check_time_left(delay, self._now())
-            await asyncio.sleep(delay)
 
     async def _attempt(self, call: ClientCall) -> ClientResponse:
         url = call.url
@@ -165,7 +151,7 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self._max_per_host)
         loop = asyncio.get_running_loop()
-        wait, _ = self._wait(call.deadline, 1e9)
+        wait, _ = call.timeout(1e9, self._now())
         try:
             async with asyncio.timeout(wait):
                 await slots.acquire()
@@ -189,7 +175,7 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
             slots.release()
 
     async def _connect(self, origin: Origin, call: ClientCall) -> _Conn:
-        wait, is_total = self._wait(call.deadline, self.connect_timeout)
+        wait, is_total = call.timeout(self.connect_timeout, self._now())
         ssl = (self._ssl or _ssl.create_default_context()) if origin.scheme == "https" else None
         try:
             async with asyncio.timeout(wait):
@@ -215,7 +201,7 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                 event = exchange.next_event()
                 if event is not NEED_DATA:
                     break
-                wait, is_total = self._wait(call.deadline, self.read_timeout)
+                wait, is_total = call.timeout(self.read_timeout, self._now())
                 try:
                     async with asyncio.timeout(wait):
                         data = await conn.reader.read(_READ_SIZE)

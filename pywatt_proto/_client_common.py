@@ -1,11 +1,9 @@
-"""The parts of the HTTP client both drivers share: settings, builders, retry bookkeeping.
+"""The parts of the HTTP client both drivers share: settings, builders, the call's state.
 
 ``pywatt_asyncio.AsyncClient`` and ``pywatt_sync.Client`` differ only in how they connect,
 wait and sleep. A driver subclasses :class:`ClientBase`, supplies ``request`` (its bound
-builder) and ``_now`` (its monotonic clock), and keeps only its loop: ``_start(spec)`` gives
-a :class:`ClientCall`; after each attempt it reports the answer or the error to the call,
-which returns the sleep before the next one (or None: return the answer / re-raise);
-``check_time_left`` refuses a sleep past the call's deadline.
+builder) and ``_now`` (its monotonic clock), and keeps only its I/O: ``_start(spec)`` gives
+a :class:`ClientCall`, which decides retries, deadlines and the breaker's outcome.
 """
 
 from __future__ import annotations
@@ -57,12 +55,26 @@ class StaleConnection(Exception):
 
 
 class ClientCall:
-    """One client call: what is sent, its total deadline, and the retry decisions.
-
-    ``attempts`` counts the attempts whose outcome was reported.
+    """One client call as a pure state machine its driver steps: what is sent, the total
+    deadline, the breaker ticket and the retry decisions. After each attempt the driver
+    reports its answer (:meth:`after_response`) or error (:meth:`after_error`) and sleeps
+    the delay returned (None: return the answer / re-raise); any exception leaving the call
+    (the last error, TotalTimeout, a cancellation) goes to :meth:`failed`. So the breaker
+    hears ONE outcome per call, after its retries (spec/breaker.md §1.8).
     """
 
-    __slots__ = ("_retry", "_rng", "attempts", "body", "deadline", "headers", "method", "url")
+    __slots__ = (
+        "_breaker",
+        "_retry",
+        "_rng",
+        "_ticket",
+        "attempts",
+        "body",
+        "deadline",
+        "headers",
+        "method",
+        "url",
+    )
 
     def __init__(
         self,
@@ -72,6 +84,7 @@ class ClientCall:
         headers: Iterable[tuple[str, str]],
         timeout: float | None,
         retry: RetryPolicy | None,
+        breaker: CircuitBreaker | None,
         rng: RandomSource,
         now: float,
     ) -> None:
@@ -87,31 +100,73 @@ class ClientCall:
         self.attempts = 0
         self._retry = retry
         self._rng = rng
+        self._breaker = breaker
+        self._ticket = 0
+        if breaker is not None:
+            self._ticket = breaker.acquire(now)
+            if self._ticket == REJECTED:
+                err = ClientCircuitOpenError(
+                    name=breaker.name,
+                    state=breaker.state,
+                    remaining=breaker.retry_after(now),
+                    url=self.url,
+                )
+                raise breaker.chain(err)
 
-    def retry_after_error(self, exc: BaseException) -> float | None:
+    def after_error(self, exc: HTTPClientError | OSError, now: float) -> float | None:
         """Report that an attempt raised ``exc``; return the wait before the next
-        attempt, or None to re-raise ``exc`` (no policy, a TotalTimeout, or the policy
-        says stop)."""
-        self.attempts += 1
-        if self._retry is None or isinstance(exc, TotalTimeout):
-            return None
-        return self._retry.next_delay(
-            method=self.method, attempts=self.attempts, rng=self._rng, error=exc
-        )
-
-    def retry_after_response(self, response: ClientResponse) -> float | None:
-        """Report an attempt's answer; return the wait before the next attempt, or None
-        to return ``response`` (no policy, or the policy does not retry its status)."""
+        attempt, or None to re-raise ``exc``. Raises TotalTimeout if the wait would reach
+        the call's deadline."""
         self.attempts += 1
         if self._retry is None:
             return None
-        return self._retry.next_delay(
-            method=self.method,
-            attempts=self.attempts,
-            rng=self._rng,
-            status=response.status,
-            retry_after=response.headers.get("retry-after"),
+        delay = self._retry.next_delay(
+            method=self.method, attempts=self.attempts, rng=self._rng, error=exc
         )
+        return self._check_time_left(delay, now)
+
+    def after_response(self, response: ClientResponse, now: float) -> float | None:
+        """Report an attempt's answer; return the wait before the next attempt (raising
+        TotalTimeout as :meth:`after_error` does), or None: ``response`` is the call's
+        outcome (for the breaker, a 5xx is a failure)."""
+        self.attempts += 1
+        delay = None
+        if self._retry is not None:
+            delay = self._retry.next_delay(
+                method=self.method,
+                attempts=self.attempts,
+                rng=self._rng,
+                status=response.status,
+                retry_after=response.headers.get("retry-after"),
+            )
+        breaker = self._breaker
+        if delay is None and breaker is not None:
+            if response.status >= 500:
+                cause = HTTPStatusError(
+                    f"HTTP {response.status} for {response.url}", response=response
+                )
+                breaker.record_failure(self._ticket, now, cause)
+            else:
+                breaker.record_success(self._ticket, now)
+        return self._check_time_left(delay, now)
+
+    def failed(self, exc: BaseException, now: float) -> None:
+        """Report that the call ends by raising ``exc`` (to the breaker, if any)."""
+        if self._breaker is not None:
+            self._breaker.record_exception(self._ticket, exc, now)
+
+    def _check_time_left(self, delay: float | None, now: float) -> float | None:
+        if delay is not None and self.deadline is not None and now + delay >= self.deadline:
+            raise TotalTimeout("no time left for another attempt", url=self.url)
+        return delay
+
+    def timeout(self, limit: float, now: float) -> tuple[float, bool]:
+        """Return (seconds to wait, whether the call's deadline is the tighter bound)
+        for a wait that ``limit`` bounds by itself."""
+        if self.deadline is None:
+            return limit, False
+        left = self.deadline - now
+        return (left, True) if left < limit else (limit, False)
 
     def exchange(self, conn: h11.Connection, max_response_bytes: int) -> ClientExchange:
         """Return a :class:`ClientExchange` making one attempt of this call on ``conn``."""
@@ -123,11 +178,6 @@ class ClientCall:
             self.body,
             max_response_bytes=max_response_bytes,
         )
-
-    def check_time_left(self, delay: float, now: float) -> None:
-        """Raise TotalTimeout if waiting ``delay`` s from ``now`` reaches the deadline."""
-        if self.deadline is not None and now + delay >= self.deadline:
-            raise TotalTimeout("no time left for another attempt", url=self.url)
 
 
 def connect_timeout_error(origin: Origin, url: str, is_total: bool) -> HTTPTimeoutError:
@@ -157,39 +207,6 @@ def lost_connection_error(exchange: ClientExchange, url: str, exc: OSError) -> E
     if not exchange.started:
         return StaleConnection()
     return HTTPProtocolError(f"connection lost: {exc}", url=url)
-
-
-# Breaker accounting: ONE outcome per client call, not per attempt (spec/breaker.md §1.8):
-# admitted before its first attempt, recorded once the retry policy is done with it.
-
-
-def admit(breaker: CircuitBreaker, now: float, url: str) -> int:
-    """Admit one client call; return its ticket for :func:`record_response` /
-    ``breaker.record_exception``.
-
-    Raises:
-        ClientCircuitOpenError: the breaker refused the call (nothing is sent); its
-            ``__cause__`` is the failure that opened the breaker, when known.
-    """
-    ticket = breaker.acquire(now)
-    if ticket == REJECTED:
-        err = ClientCircuitOpenError(
-            name=breaker.name, state=breaker.state, remaining=breaker.retry_after(now), url=url
-        )
-        raise breaker.chain(err)
-    return ticket
-
-
-def record_response(
-    breaker: CircuitBreaker, ticket: int, response: ClientResponse, now: float
-) -> None:
-    """Tell ``breaker`` how an admitted call ended: a 5xx answer is a failure (with an
-    :class:`HTTPStatusError` for it as the cause), anything else a success."""
-    if response.status >= 500:
-        cause = HTTPStatusError(f"HTTP {response.status} for {response.url}", response=response)
-        breaker.record_failure(ticket, now, cause)
-    else:
-        breaker.record_success(ticket, now)
 
 
 class ClientBase(Generic[B, C, S]):
@@ -278,11 +295,13 @@ class ClientBase(Generic[B, C, S]):
     # -- bookkeeping ---------------------------------------------------------------------------
 
     def _start(self, spec: RequestSpec) -> ClientCall:
-        """Begin a call of ``spec``.
+        """Begin a call of ``spec`` (admitted by the breaker, if any).
 
         Raises:
             HTTPClientError: the client is closed.
             LocalProtocolError: bad URL.
+            ClientCircuitOpenError: the breaker refused the call (nothing is sent); its
+                ``__cause__`` is the failure that opened the breaker, when known.
         """
         if self._closed:
             raise HTTPClientError("client is closed")
@@ -292,14 +311,7 @@ class ClientBase(Generic[B, C, S]):
             headers=self.headers,
             timeout=self.timeout,
             retry=self.retry,
+            breaker=self.breaker,
             rng=self._rng,
             now=self._now(),
         )
-
-    def _wait(self, deadline: float | None, limit: float) -> tuple[float, bool]:
-        """Return (seconds to wait, whether the call's total ``deadline`` is the tighter
-        bound) for a wait that ``limit`` bounds by itself."""
-        if deadline is None:
-            return limit, False
-        left = deadline - self._now()
-        return (left, True) if left < limit else (limit, False)

@@ -37,12 +37,10 @@ from pywatt_proto._client_common import (
     ClientBase,
     ClientCall,
     StaleConnection,
-    admit,
     connect_error,
     connect_timeout_error,
     lost_connection_error,
     read_timeout_error,
-    record_response,
 )
 
 _READ_SIZE = 64 * 1024
@@ -130,38 +128,26 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
             ClientCircuitOpenError: the breaker refused the call (nothing was sent).
             LocalProtocolError: bad URL or header.
         """
-        call = self._start(spec)
-        breaker = self.breaker
-        if breaker is None:
-            return self._retrying(call)
         with self._lock:  # the pure breaker is not thread-safe by itself
-            ticket = admit(breaker, time.monotonic(), call.url)
+            call = self._start(spec)
         try:
-            response = self._retrying(call)
+            while True:
+                try:
+                    response = self._attempt(call)
+                except (HTTPClientError, OSError) as exc:
+                    delay = call.after_error(exc, time.monotonic())
+                    if delay is None:
+                        raise
+                else:
+                    with self._lock:
+                        delay = call.after_response(response, time.monotonic())
+                    if delay is None:
+                        return response
+                time.sleep(delay)
         except BaseException as exc:
             with self._lock:
-                breaker.record_exception(ticket, exc, time.monotonic())
+                call.failed(exc, time.monotonic())
             raise
-        with self._lock:
-            record_response(breaker, ticket, response, time.monotonic())
-        return response
-
-    def _retrying(self, call: ClientCall) -> ClientResponse:
-        """Make ``call``'s attempts per the retry policy; return the last answer or
-        raise the last error."""
-        while True:
-            try:
-                response = self._attempt(call)
-            except (HTTPClientError, OSError) as exc:
-                delay = call.retry_after_error(exc)
-                if delay is None:
-                    raise
-            else:
-                delay = call.retry_after_response(response)
-                if delay is None:
-                    return response
-            call.check_time_left(delay, time.monotonic())
-            time.sleep(delay)
 
     def _attempt(self, call: ClientCall) -> ClientResponse:
         url = call.url
@@ -170,7 +156,7 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
             slots = self._slots.get(origin)
             if slots is None:
                 slots = self._slots[origin] = threading.BoundedSemaphore(self._max_per_host)
-        wait, _ = self._wait(call.deadline, 1e9)
+        wait, _ = call.timeout(1e9, time.monotonic())
         if not slots.acquire(timeout=max(wait, 0.0)):
             raise TotalTimeout("timed out waiting for a pooled connection", url=url)
         try:
@@ -192,7 +178,7 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
             slots.release()
 
     def _connect(self, origin: Origin, call: ClientCall) -> _Conn:
-        wait, is_total = self._wait(call.deadline, self.connect_timeout)
+        wait, is_total = call.timeout(self.connect_timeout, time.monotonic())
         try:
             sock = socket.create_connection((origin.host, origin.port), timeout=max(wait, 0.001))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -207,12 +193,12 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
 
     def _exchange(self, conn: _Conn, origin: Origin, call: ClientCall) -> ClientResponse:
         exchange = call.exchange(conn.h11, self.max_response_bytes)
-        url, deadline = call.url, call.deadline
+        url = call.url
         ok = False
         try:
             sock = conn.sock
             try:
-                sock.settimeout(max(self._wait(deadline, self.read_timeout)[0], 0.001))
+                sock.settimeout(max(call.timeout(self.read_timeout, time.monotonic())[0], 0.001))
                 sock.sendall(exchange.bytes_to_send())
             except TimeoutError:
                 raise ReadTimeout("timed out sending the request", url=url) from None
@@ -222,7 +208,7 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                 event = exchange.next_event()
                 if event is not NEED_DATA:
                     break
-                wait, is_total = self._wait(deadline, self.read_timeout)
+                wait, is_total = call.timeout(self.read_timeout, time.monotonic())
                 try:
                     if wait <= 0:
                         raise TimeoutError

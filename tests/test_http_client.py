@@ -422,6 +422,26 @@ def test_breaker_counts_one_outcome_per_call_not_per_attempt(
     assert flaky.calls["GET /flaky/100"] == 12
 
 
+def test_call_cancelled_while_waiting_to_retry_is_reported_cancelled(flaky: Flaky) -> None:
+    # The breaker hears one outcome per call even when the call ends in its retry sleep.
+    breaker = CircuitBreaker(failure_threshold=3, reset_timeout=30.0)
+    policy = RetryPolicy(backoff=Backoff(base=30.0, cap=30.0, max_attempts=2))
+
+    async def main() -> None:
+        async with pywatt_asyncio.AsyncClient(flaky.url, breaker=breaker, retry=policy) as c:
+            task = asyncio.ensure_future(c.get("/flaky/100").send())
+            while flaky.calls.get("GET /flaky/100") != 1:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    counters = breaker.counters
+    assert (counters.calls, counters.cancelled, counters.failures) == (1, 1, 0)
+
+
 def test_client_counts_calls_as_pybreaker_counts_a_wrapped_retrying_call(flaky: Flaky) -> None:
     pybreaker = pytest.importorskip("pybreaker")
     policy = RetryPolicy(backoff=Backoff(base=0.001, cap=0.002, max_attempts=4))
