@@ -41,7 +41,6 @@ import inspect
 import json as _json
 import os
 import select
-import socket
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -49,6 +48,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from pywatt_asyncio._orchestrator import _answer, allocate_port
 from pywatt_proto import (
     END_OF_INPUT,
     NEED_DATA,
@@ -184,13 +184,6 @@ def _retire(fds: Iterable[int]) -> None:
                 keep.append((since, fd))
         keep.extend((now, fd) for fd in fds if fd >= 0)
         _quarantine[:] = keep
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class TestClient:
@@ -434,23 +427,21 @@ class TestClient:
             event = conn.next_event()
             if event is NEED_DATA or event is END_OF_INPUT:
                 break
-            if isinstance(event, ResponseReceived):
-                r = event.response
+            if isinstance(event, RequestFailed) and event.status == 502:
+                continue  # the module went away: reported by _pump as ModuleStopped
+            if isinstance(event, ResponseReceived | RequestFailed):  # a 504 as pywatt run's
+                r = _answer(event.response if isinstance(event, ResponseReceived) else event)
                 self._responses[event.request_id] = TestResponse(
                     r.status_code, r.headers, r.body or b""
                 )
-            elif isinstance(event, RequestFailed):
-                if event.status == 502:
-                    continue  # the module went away: reported by _pump as ModuleStopped
-                body = _json.dumps({"error": event.reason}).encode()
-                self._responses[event.request_id] = TestResponse(
-                    event.status, {"content-type": "application/json"}, body
-                )
             elif isinstance(event, RotationAcknowledged):
                 self._acks[event.rotation_id] = (event.status, event.message)
-            elif isinstance(event, PortRequested):
-                port = event.request.specific_port or _free_port()
-                conn.answer_port(event.request.request_id, port=port)
+            elif isinstance(event, PortRequested):  # answered as pywatt run does
+                rid = event.request.request_id
+                try:
+                    conn.answer_port(rid, port=allocate_port(event.request.specific_port))
+                except OSError as exc:
+                    conn.answer_port(rid, error=str(exc))
             elif isinstance(event, CallRequested):
                 self._deliver_call(conn, event)
             elif isinstance(event, ProviderRegistrationRequested):

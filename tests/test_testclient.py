@@ -7,6 +7,7 @@ every request takes the module's full path (core, router, middleware, auth).
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from typing import Any
 
@@ -254,3 +255,20 @@ def test_module_calls_are_delivered_to_peer_modules() -> None:
     with TestClient(gateway, module_id="gateway", modules={"pricing": pricing}) as client:
         assert client.get("/quote/a1").json() == {"sku": "a1", "price": 3, "caller": "gateway"}
         assert client.get("/missing").json() == {"error": "UnknownModuleError"}
+
+
+def test_port_request_is_answered_as_pywatt_run_does() -> None:
+    # A port already taken is not offered: another free one is (allocate_port).
+    app = pywatt_sync.Module()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        busy = taken.getsockname()[1]
+
+        @app.get("/port")
+        def port(request: Request) -> dict[str, int]:
+            return {"port": app.negotiate_port(busy).port}
+
+        with TestClient(app) as client:
+            got = client.get("/port").json()["port"]
+    assert got != busy
+    assert got > 0
