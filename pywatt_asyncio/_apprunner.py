@@ -72,6 +72,15 @@ def _candidates(namespace: dict[str, Any]) -> list[str]:
     return found
 
 
+def split_target(target: str) -> tuple[str, str]:
+    """Return (file or module, attribute name) of a target: ``x.py:app`` -> (``x.py``,
+    ``app``); without a name ``""``. A drive letter's colon (``C:``) separates nothing."""
+    path, sep, attr = target.rpartition(":")
+    if not sep or (len(path) == 1 and path.isalpha()):
+        return target, ""
+    return path, attr
+
+
 def load_target(target: str) -> Any:
     """Import TARGET and return the object to serve.
 
@@ -79,9 +88,7 @@ def load_target(target: str) -> Any:
     candidates with their types, or names the missing attribute) or whatever importing the
     user's code raises.
     """
-    path, sep, attr = target.rpartition(":")
-    if not sep or (len(path) == 1 and path.isalpha()):  # no ":" (or a Windows drive letter)
-        path, attr = target, ""
+    path, attr = split_target(target)
     if path.endswith(".py") or os.path.isfile(path):
         full = os.path.abspath(path)
         sys.path.insert(0, os.path.dirname(full))

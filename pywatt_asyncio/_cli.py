@@ -283,20 +283,15 @@ def _specs(
         inline=tuple((n, v) for n, v in args.secret if v is not None),
         from_env=tuple(n for n, v in args.secret if v is None),
     )
-    watch = tuple(args.reload_dir)
-    specs = [
-        replace(s, secrets=shared.merged(s.secrets), watch=s.watch + watch) for s in configured
-    ]
+    specs = [replace(s, secrets=shared.merged(s.secrets)) for s in configured]
     one = len(args.targets) + (command is not None) == 1 and not specs
     mid = args.module_id if one else None
     if args.module_id and not one:
         raise ConfigError("--module-id names one module; use --config for several")
-    for target in args.targets:
-        spec = spec_for_target(target, module_id=mid, secrets=shared)
-        specs.append(replace(spec, watch=spec.watch + watch) if watch else spec)
+    specs += [spec_for_target(t, module_id=mid, secrets=shared) for t in args.targets]
     if command is not None:
-        specs.append(spec_for_command(command, module_id=mid, secrets=shared, watch=watch))
-    return specs
+        specs.append(spec_for_command(command, module_id=mid, secrets=shared))
+    return [replace(s, watch=s.watch + tuple(args.reload_dir)) for s in specs]
 
 
 async def _run(args: argparse.Namespace, specs: list[ModuleSpec], st: HostSettings) -> int:

@@ -24,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._apprunner import split_target
+
 #: A module id: what ``PYWATT_MODULE_ID`` and the stderr prefix carry.
 _MODULE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: Interpreters whose first non-option argument names the module (``python3 mod.py``).
@@ -176,7 +178,7 @@ def default_module_id(target: str | None, argv: Sequence[str]) -> str:
     ``pkg.notes:app`` -> ``notes``, ``python3 x/notes.py`` -> ``notes``, ``./bin/notes``
     -> ``notes``), made safe for an id."""
     if target is not None:
-        path = target.rpartition(":")[0] if ":" in target[2:] else target
+        path = split_target(target)[0]
         if path.endswith(".py") or os.sep in path or "/" in path:
             stem = os.path.splitext(os.path.basename(path))[0]
         else:
@@ -193,7 +195,7 @@ def default_module_id(target: str | None, argv: Sequence[str]) -> str:
 
 
 def _python_watch(target: str) -> tuple[str, ...]:
-    path = target.rpartition(":")[0] if ":" in target[2:] else target
+    path = split_target(target)[0]
     if path.endswith(".py") or os.path.isfile(path):
         return (os.path.dirname(os.path.abspath(path)),)
     return (os.getcwd(),)  # pkg.mod: the importable tree is the working directory
@@ -229,8 +231,6 @@ def spec_for_command(
     watch: Sequence[str] = (),
 ) -> ModuleSpec:
     """Return the spec of a module started as a command line (any language)."""
-    if not argv:
-        raise ConfigError("an empty command line after --")
     mid = _check_id(module_id or default_module_id(None, argv), " ".join(argv))
     files = tuple(os.path.abspath(a) for a in argv if os.path.isfile(a))
     return ModuleSpec(
@@ -304,9 +304,7 @@ def _module_from_table(table: Mapping[str, Any], base: str, where: str) -> Modul
     if target is not None:
         if not isinstance(target, str) or not target:
             raise ConfigError(f"{where}.target: expected a non-empty string")
-        path, sep, attr = target.rpartition(":")
-        if not sep or len(path) == 1:
-            path, attr = target, ""
+        path, attr = split_target(target)
         if path.endswith(".py") or os.path.exists(os.path.join(base, path)):
             target = rel(path) + (":" + attr if attr else "")
         return spec_for_target(target, module_id=mid, env=env, secrets=sources, watch=watch)

@@ -44,6 +44,7 @@ from pywatt_proto import Backoff
 from pywatt_proto._messages import Endpoint, HttpResponse
 from pywatt_proto._module import FORWARDED_CLIENT_ENV
 
+from ._apprunner import split_target
 from ._config import ModuleSpec
 from ._frontdoor import MAX_HTTP_BODY, FrontRequest
 from ._network import ModuleNetwork
@@ -140,7 +141,7 @@ def _target_file(spec: ModuleSpec) -> str | None:
     """The absolute path of a Python file target (None for commands and pkg.mod targets)."""
     if spec.target is None:
         return None
-    path = spec.target.rpartition(":")[0] if ":" in spec.target[2:] else spec.target
+    path = split_target(spec.target)[0]
     return os.path.abspath(path) if path.endswith(".py") else None
 
 

@@ -107,3 +107,19 @@ def test_every_kind_of_target_serves_http(target: str, path: str) -> None:
     finally:
         assert run.stop() == 0, run.stderr
     assert re.search(r"module stopped \(status 0\)", run.stderr)
+
+
+def test_reload_dir_is_watched_as_well_as_the_default(tmp_path: Path) -> None:
+    """``--reload-dir DIR``: "watch DIR too", for a target and for a command line alike (a
+    command's own files were dropped from the watch list)."""
+    from pywatt_asyncio._cli import _parser, _specs
+
+    script = tmp_path / "tool.py"
+    script.write_text("")
+    extra = str(tmp_path / "extra")
+    args = _parser().parse_args(["run", "--reload-dir", extra, str(script)])
+    (target,) = _specs(args, None, [])
+    assert target.watch == (str(tmp_path), extra)
+    args = _parser().parse_args(["run", "--reload-dir", extra])
+    (command,) = _specs(args, ["python3", str(script)], [])
+    assert command.watch == (str(script), extra)
