@@ -478,7 +478,10 @@ class _Shape:
                 x = o.get(key)
                 if x is not None:
                     kwargs[attr] = decode(x, p)
-        return self.cls(**kwargs)
+        try:
+            return self.cls(**kwargs)
+        except LocalProtocolError as exc:  # a rule of the class's own (the kinds check types)
+            raise RemoteProtocolError(exc.message, field=_sub(path, exc.field or "")) from None
 
     def _encode(self, m: Any) -> str:
         parts = [f'"op":"{self.op}"'] if self.op else []
@@ -845,10 +848,7 @@ def _tagged(obj: Any, table: dict[str, Callable[[_Obj], Any]], enum_name: str) -
     decoder = table.get(op)
     if decoder is None:
         raise _unknown_variant("op", op, table)
-    try:
-        return decoder(obj)
-    except LocalProtocolError as exc:  # a value the dataclass itself refused
-        raise RemoteProtocolError(exc.message, field=exc.field) from None
+    return decoder(obj)
 
 
 def _in_content(exc: RemoteProtocolError) -> RemoteProtocolError:
@@ -898,10 +898,7 @@ def decode_init(data: _Input) -> Init:
         return _tagged(obj, {"init": _INIT.decode}, "InitBlob")  # type: ignore[no-any-return]
     if not isinstance(obj, dict):
         raise _invalid("", obj, "struct InitBlob")
-    try:
-        return _INIT.decode(obj)  # type: ignore[no-any-return]
-    except LocalProtocolError as exc:
-        raise RemoteProtocolError(exc.message, field=exc.field) from None
+    return _INIT.decode(obj)  # type: ignore[no-any-return]
 
 
 _F_WRAPPER = frozenset({"content", "metadata"})
@@ -934,18 +931,13 @@ def _decode_module_obj(obj: Any, base64: bool) -> ModuleToOrchestrator:
         shape = _HTTP_RESPONSE_B64 if base64 else _HTTP_RESPONSE
         content = _struct(obj["content"], "content", "IpcHttpResponse", shape.known)
         if "metadata" in obj:
-            try:
-                _METADATA.decode(obj["metadata"], "metadata")
-            except LocalProtocolError as exc:
-                raise RemoteProtocolError(exc.message, field=f"metadata.{exc.field}") from None
+            _METADATA.decode(obj["metadata"], "metadata")
         if "op" in content and content["op"] != "http_response":
             raise _err("content.op", "expected `http_response` inside the response wrapper")
         try:
             return shape.decode(content)  # type: ignore[no-any-return]
         except RemoteProtocolError as exc:
             raise _in_content(exc) from None
-        except LocalProtocolError as exc:
-            raise RemoteProtocolError(exc.message, field=exc.field) from None
     table = _M2O_B64 if base64 else _M2O
     return _tagged(obj, table, "ModuleToOrchestrator")  # type: ignore[no-any-return]
 
@@ -971,24 +963,19 @@ def decode_envelope(data: _Input, *, content: EnvelopeContent = "json") -> Messa
     ``content.``).
     """
     o = _struct(loads(data), "", "Message", _F_ENVELOPE)
-    try:
-        msg_id = _uuid(_req(o, "id", "id"), "id")
-        raw = _req(o, "content", "content")
-        metadata = (
-            _METADATA.decode(o["metadata"], "metadata") if "metadata" in o else MessageMetadata()
-        )
-        body: Any
-        if content == "json":
-            body = _value(raw, "content")
-        else:
-            table = _M2O if content == "module_to_orchestrator" else _O2M
-            try:
-                body = _tagged(raw, table, "message")
-            except RemoteProtocolError as exc:
-                raise _in_content(exc) from None
-        return Message(id=msg_id, content=body, metadata=metadata)
-    except LocalProtocolError as exc:
-        raise RemoteProtocolError(exc.message, field=exc.field) from None
+    msg_id = _uuid(_req(o, "id", "id"), "id")
+    raw = _req(o, "content", "content")
+    metadata = _METADATA.decode(o["metadata"], "metadata") if "metadata" in o else MessageMetadata()
+    body: Any
+    if content == "json":
+        body = _value(raw, "content")  # a JSON value loads() read: one Message accepts
+    else:
+        table = _M2O if content == "module_to_orchestrator" else _O2M
+        try:
+            body = _tagged(raw, table, "message")
+        except RemoteProtocolError as exc:
+            raise _in_content(exc) from None
+    return Message(id=msg_id, content=body, metadata=metadata)
 
 
 # ---------------------------------------------------------------------------
