@@ -163,17 +163,29 @@ class TruncatedInput(RemoteProtocolError):
         self.buffered = buffered
 
 
-def _as_bytes(data: bytes | bytearray | memoryview, api: str) -> bytes:
-    """Return ``data`` as ``bytes``; refuse empty chunks and non-bytes (LocalProtocolError)."""
-    if type(data) is bytes and data:  # what drivers pass: no union type built per chunk
-        return data
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise LocalProtocolError(f"{api} takes bytes, got {type(data).__name__}")
-    if not data:
-        raise LocalProtocolError(
-            f"{api}(b'') is not an end-of-stream signal; call receive_eof() instead"
-        )
-    return data if isinstance(data, bytes) else bytes(data)
+def _chunk(data: bytes | bytearray | memoryview, eof: bool) -> bytes:
+    """Return a ``receive_data`` chunk as ``bytes``; LocalProtocolError for an empty chunk,
+    non-bytes, or a chunk after ``receive_eof()`` (``eof``)."""
+    if type(data) is not bytes or not data:  # bytes is what drivers pass
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise LocalProtocolError(f"receive_data takes bytes, got {type(data).__name__}")
+        if not data:
+            raise LocalProtocolError(
+                "receive_data(b'') is not an end-of-stream signal; call receive_eof() instead"
+            )
+        data = bytes(data)
+    if eof:
+        raise LocalProtocolError("receive_data() called after receive_eof()")
+    return data
+
+
+def _check_limit(name: str, value: int, low: int, high: int | None = None) -> None:
+    """Raise ValueError unless ``value`` is an int (not a bool) in ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
 
 
 # --------------------------------------------------------------------------- stdio
@@ -231,9 +243,9 @@ class LineDecoder:
         Raises:
             ValueError: a limit is not a positive integer.
         """
-        _check_line_size(max_line_size, "max_line_size")
+        _check_limit("max_line_size", max_line_size, 1)
         if max_first_line_size is not None:
-            _check_line_size(max_first_line_size, "max_first_line_size")
+            _check_limit("max_first_line_size", max_first_line_size, 1)
         self._max_line_size = max_line_size
         self._max_first_line_size = max_first_line_size
         self._first_pending = max_first_line_size is not None
@@ -262,7 +274,7 @@ class LineDecoder:
         Used once a connection has negotiated a body form that needs longer lines. Returns
         None; raises ValueError (nothing changed) for a limit that is not a positive int.
         """
-        _check_line_size(max_line_size, "max_line_size")
+        _check_limit("max_line_size", max_line_size, 1)
         self._max_line_size = max_line_size
 
     @property
@@ -296,9 +308,7 @@ class LineDecoder:
             LocalProtocolError: ``data`` is empty or not bytes-like, or
                 :meth:`receive_eof` was already called. Nothing is changed.
         """
-        chunk = _as_bytes(data, "receive_data")
-        if self._eof:
-            raise LocalProtocolError("receive_data() called after receive_eof()")
+        chunk = _chunk(data, self._eof)
         pos = 0
         if self._discarding:
             nl = chunk.find(_NEWLINE)
@@ -420,13 +430,6 @@ class LineDecoder:
         )
 
 
-def _check_line_size(value: int, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be positive, got {value}")
-
-
 def encode_line(
     json_bytes: bytes | bytearray | memoryview, *, max_line_size: int = DEFAULT_MAX_LINE_SIZE
 ) -> bytes:
@@ -492,15 +495,6 @@ class Frame:
             )
 
 
-def _check_max_frame_size(max_frame_size: int) -> None:
-    if isinstance(max_frame_size, bool) or not isinstance(max_frame_size, int):
-        raise ValueError(f"max_frame_size must be an int, got {max_frame_size!r}")
-    if not 0 <= max_frame_size <= MAX_FRAME_SIZE_LIMIT:
-        raise ValueError(
-            f"max_frame_size must be between 0 and {MAX_FRAME_SIZE_LIMIT}, got {max_frame_size}"
-        )
-
-
 def encode_frame(
     format: EncodingFormat,
     payload: bytes | bytearray | memoryview,
@@ -515,7 +509,7 @@ def encode_frame(
             ``max_frame_size`` (status hint 413).
         ValueError: ``max_frame_size`` is out of range (0 .. 2**32 - 1).
     """
-    _check_max_frame_size(max_frame_size)
+    _check_limit("max_frame_size", max_frame_size, 0, MAX_FRAME_SIZE_LIMIT)
     if not isinstance(format, EncodingFormat):
         raise LocalProtocolError(f"format must be an EncodingFormat, got {format!r}")
     if format is EncodingFormat.AUTO:
@@ -568,7 +562,7 @@ class FrameDecoder:
         Raises:
             ValueError: ``max_frame_size`` is not an int in 0 .. 2**32 - 1.
         """
-        _check_max_frame_size(max_frame_size)
+        _check_limit("max_frame_size", max_frame_size, 0, MAX_FRAME_SIZE_LIMIT)
         self._max_frame_size = max_frame_size
         self._queue: deque[Frame] = deque()
         self._queued_bytes = 0
@@ -611,9 +605,7 @@ class FrameDecoder:
             LocalProtocolError: ``data`` is empty or not bytes-like, or
                 :meth:`receive_eof` was already called. Nothing is changed.
         """
-        chunk = _as_bytes(data, "receive_data")
-        if self._eof:
-            raise LocalProtocolError("receive_data() called after receive_eof()")
+        chunk = _chunk(data, self._eof)
         pos = 0
         end = len(chunk)
         while pos < end and self._error is None:
