@@ -242,7 +242,6 @@ class Scheduler:
         source: the work (see :class:`Source`).
         max_workers: threads inside jobs at most.
         max_queued: jobs waiting for a thread before input stops (or is refused).
-        clock: monotonic seconds (injected by tests).
         start_thread: ``start_thread(target, name)`` starts a daemon thread (injected
             by tests).
         tick: monitor period in seconds.
@@ -254,13 +253,11 @@ class Scheduler:
         *,
         max_workers: int,
         max_queued: int,
-        clock: Callable[[], float] = time.monotonic,
         start_thread: Callable[[Callable[[], None], str], None] = start_daemon,
         tick: float = TICK,
     ) -> None:
         self.pool = Pool(max_workers, max_queued)
         self.source = source
-        self.clock = clock
         self.tick = tick
         self._start = start_thread
         #: Guards the pool and the source's core.
@@ -387,7 +384,7 @@ class Scheduler:
         try:
             next_tick = 0.0
             while not pool.stopped:
-                now = self.clock()
+                now = time.monotonic()
                 wake_at, fired = self.source.timer(now)
                 if fired:  # 504s, secret failures: taken and written by the monitor
                     self.take_locked()
