@@ -90,8 +90,10 @@ def encode_byte_array(data: bytes | bytearray | memoryview) -> bytes:
     return bytes(out.translate(None, b"\x00"))
 
 
-# Hook-free C scanner: a digits-and-commas array becomes a list of ints (cached small ints).
-_scan: Callable[[str, int], tuple[Any, int]] = getattr(  # noqa: B009
+# The hook-free C scanner (scan_plain(text, 0) -> (value, end)): objects are plain dicts (last
+# duplicate wins), a digits-and-commas array a list of (cached small) ints; the byte-array
+# decoder and the codec's canonical http_request reader use it on text already matched.
+scan_plain: Callable[[str, int], tuple[Any, int]] = getattr(  # noqa: B009
     json.JSONDecoder(strict=True), "scan_once"
 )
 _DIGITS_AND_COMMAS: Final = b"0123456789,"
@@ -113,7 +115,7 @@ def decode_byte_array(text: bytes | bytearray | memoryview) -> bytes | None:
     if inner.translate(None, _DIGITS_AND_COMMAS):  # anything but digits and commas
         return None
     try:
-        values = _scan(raw.decode("ascii"), 0)[0]
+        values = scan_plain(raw.decode("ascii"), 0)[0]
         return bytes(values)  # ValueError for values > 255
     except (ValueError, StopIteration):  # leading zeros, empty items, huge values
         return None

@@ -22,11 +22,16 @@ path of the offending field; every encoder raises :class:`LocalProtocolError`.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 
-from ._bodies import decode_base64_body, decode_byte_array, encode_base64_body, encode_byte_array
+from ._bodies import (
+    decode_base64_body,
+    decode_byte_array,
+    encode_base64_body,
+    encode_byte_array,
+    scan_plain,
+)
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
 from ._framing import DEFAULT_MAX_LINE_SIZE
@@ -629,11 +634,6 @@ _HTTP_REQUEST_LINE = re.compile(
     .replace("<P>", _PLAIN_PAIR)
 )
 _HTTP_REQUEST_START = b'{"op":"http_request","request_id":"'
-# Hook-free C scanner for the matched headers object (a dict of str, last duplicate wins as in
-# serde's HashMap) and the digits-only body array (ints only: no float, no -0).
-_scan_plain: Callable[[str, int], tuple[Any, int]] = getattr(  # noqa: B009
-    json.JSONDecoder(strict=True), "scan_once"
-)
 
 
 def decode_http_request_line(line: bytes) -> HttpRequest | None:
@@ -655,8 +655,8 @@ def decode_http_request_line(line: bytes) -> HttpRequest | None:
         return None
     request_id, method, uri, headers_text, body_text = m.groups()
     try:
-        headers = _scan_plain(headers_text, 0)[0]
-        body = None if body_text == "null" else bytes(_scan_plain(body_text, 0)[0])
+        headers = scan_plain(headers_text, 0)[0]  # serde's HashMap: last duplicate wins
+        body = None if body_text == "null" else bytes(scan_plain(body_text, 0)[0])
     except (ValueError, StopIteration):  # body: leading zeros, empty items, > 255, huge ints
         return None
     return trusted_http_request(request_id, method, uri, headers, body)

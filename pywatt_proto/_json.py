@@ -41,6 +41,7 @@ import math
 import re
 from collections.abc import Callable
 
+from ._bodies import encode_byte_array
 from ._errors import LocalProtocolError, RemoteProtocolError
 
 TYPE_CHECKING = False
@@ -361,25 +362,12 @@ def dump_bytes(data: bytes) -> str:
     """
     if len(data) < _SMALL_BYTES:
         return "[" + ",".join(map(_BYTE_TEXT_OF, data)) + "]"
-    encoder = _byte_array_encoder
-    if encoder is None:
-        encoder = _load_byte_array_encoder()
-    return encoder(data).decode("ascii")
+    return encode_byte_array(data).decode("ascii")
 
 
 #: dump_bytes joins per-byte texts below this many bytes (a handler's typical JSON answer).
 _SMALL_BYTES = 48
 _BYTE_TEXT_OF = [str(i) for i in range(256)].__getitem__
-_byte_array_encoder: Callable[[bytes], bytes] | None = None
-
-
-def _load_byte_array_encoder() -> Callable[[bytes], bytes]:
-    # _bodies imports this module, so it is looked up once, on the first large body.
-    global _byte_array_encoder
-    from ._bodies import encode_byte_array
-
-    _byte_array_encoder = encode_byte_array
-    return encode_byte_array
 
 
 def dump_value(value: Any) -> str:
