@@ -34,6 +34,7 @@ import h11
 from ._breaker import BreakerState, CircuitOpenError
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._framing import END_OF_INPUT, NEED_DATA, EndOfInput, NeedData
+from ._proxy import log_safe
 from ._router import Headers, Request, Response, api_error, reason_phrase
 
 if TYPE_CHECKING:
@@ -181,9 +182,10 @@ def busy_response(retry_after: int | None = None) -> bytes:
 def format_access_log(
     client: tuple[str, int] | None, request: Request, status: int, size: int, duration: float
 ) -> str:
-    """Return one access-log line (no newline): client, request line, status, size, ms."""
+    """Return one access-log line (no newline): client, request line (the target as
+    :func:`~pywatt_proto._proxy.log_safe` writes it), status, size, ms."""
     who = f"{client[0]}:{client[1]}" if client else "-"
-    target = request.target.replace('"', "%22")
+    target = log_safe(request.target)
     return f'{who} "{request.method} {target}" {status} {size} {duration * 1000.0:.2f}ms'
 
 

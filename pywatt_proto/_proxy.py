@@ -150,19 +150,25 @@ def access_line(
 
         127.0.0.1:50514 - "GET /hello?x=1 HTTP/1.1" 200 OK 1.25ms [hello]
 
-    ``duration`` is in seconds. ``"`` in the target is written ``%22`` and bytes outside
-    printable ASCII are escaped, so a hostile target cannot forge a log line.
+    ``duration`` is in seconds; the target is written as :func:`log_safe` says.
     """
     who = f"{client[0]}:{client[1]}" if client else "-"
+    line = (
+        f'{who} - "{method} {log_safe(target)} HTTP/{http_version}" {status} '
+        f"{reason_phrase(status)} "
+        f"{duration * 1000.0:.2f}ms"
+    )
+    return f"{line} [{module_id}]" if module_id else line
+
+
+def log_safe(target: str) -> str:
+    """Return ``target`` as access logs write it: ``"`` as ``%22`` and characters outside
+    printable ASCII escaped (``\\xNN``), so a hostile target cannot forge or colour a line."""
     shown = target.replace('"', "%22")
     if not shown.isprintable() or not shown.isascii():
         shown = shown.encode("latin-1", "backslashreplace").decode("ascii", "backslashreplace")
         shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
-    line = (
-        f'{who} - "{method} {shown} HTTP/{http_version}" {status} {reason_phrase(status)} '
-        f"{duration * 1000.0:.2f}ms"
-    )
-    return f"{line} [{module_id}]" if module_id else line
+    return shown
 
 
 def fill_forwarded_client(request: Request) -> None:

@@ -211,6 +211,13 @@ def test_access_log_line() -> None:
     assert format_access_log(None, req, 500, 0, 0).startswith("- ")
 
 
+def test_access_log_line_escapes_the_target_as_the_front_door_log_does() -> None:
+    # h11 refuses such targets on the wire; a Request built by hand may still carry them.
+    req = Request.from_target("GET", "/a\x1b[2J\x85?q=\xe9")
+    line = format_access_log(None, req, 200, 0, 0)
+    assert line == '- "GET /a\\x1b[2J\\x85?q=\\xe9" 200 0 0.00ms'
+
+
 # ------------------------------------------------------------------ client exchange
 
 
