@@ -184,22 +184,21 @@ class Headers(_Pairs):
     in order; ``items()`` the ``(name, value)`` pairs as received.
     """
 
-    __slots__ = ("_decoded", "_raw", "_wire")
+    __slots__ = ("_decoded", "_source")
     _lower = True
 
     def __init__(self, items: Iterable[tuple[str, str]] | Mapping[str, str] = ()) -> None:
         pairs = items.items() if isinstance(items, Mapping) else items
         self._decoded: tuple[tuple[str, str], ...] | None = tuple((k.lower(), v) for k, v in pairs)
-        self._raw: Sequence[tuple[bytes, bytes]] = ()
-        self._wire: dict[str, str] | None = None
+        # what _items decodes on first use: byte pairs (from_raw) or a str map (from_wire)
+        self._source: Sequence[tuple[bytes, bytes]] | dict[str, str] = ()
 
     @classmethod
     def from_raw(cls, raw: Sequence[tuple[bytes, bytes]]) -> Headers:
         """Return headers for byte pairs (latin-1, names lower-cased), decoded on first use."""
         new = _new_object(cls)
         new._decoded = None
-        new._raw = raw
-        new._wire = None
+        new._source = raw
         return new
 
     @classmethod
@@ -211,21 +210,18 @@ class Headers(_Pairs):
         """
         new = _new_object(cls)
         new._decoded = None
-        new._raw = ()
-        new._wire = wire
+        new._source = wire
         return new
 
     @property
     def _items(self) -> tuple[tuple[str, str], ...]:  # type: ignore[override]
         items = self._decoded
         if items is None:
-            wire = self._wire
-            if wire is not None:
-                items = tuple([(k.lower(), v) for k, v in wire.items()])
+            source = self._source
+            if isinstance(source, dict):
+                items = tuple([(k.lower(), v) for k, v in source.items()])
             else:
-                items = tuple(
-                    (k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in self._raw
-                )
+                items = tuple((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in source)
             self._decoded = items
         return items
 
