@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from pywatt_proto._errors import AuthError
+from pywatt_proto._router import reason_phrase
 from pywatt_proto.jwt import (
     CLAIMS_ENVIRON_KEY,
     JwtAuthenticator,
@@ -29,8 +30,6 @@ from pywatt_proto.jwt import (
 )
 from pywatt_proto.jwt._auth import log_refusal
 from pywatt_proto.jwt._secret_auth import install_module_jwt, middleware_authenticator
-
-_REASONS = {400: "400 Bad Request", 401: "401 Unauthorized", 500: "500 Internal Server Error"}
 
 
 def wsgi_claims(environ: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -100,7 +99,7 @@ class JwtWsgiMiddleware:
         except AuthError as err:
             log_refusal(environ.get("REQUEST_METHOD", "?"), path, err)
             status, headers, body = auth_error_response(err)
-            start_response(_REASONS.get(status, f"{status} Error"), headers)
+            start_response(f"{status} {reason_phrase(status)}", headers)
             return [body]
         environ[CLAIMS_ENVIRON_KEY] = claims
         return self.app(environ, start_response)

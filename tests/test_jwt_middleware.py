@@ -357,6 +357,14 @@ def test_wsgi_middleware_ignores_spoofed_environ_claims() -> None:
     assert statuses == ["200 OK", "400 Bad Request"]
 
 
+def test_wsgi_middleware_status_line_has_the_standard_reason() -> None:
+    # keys from a module's secrets, outside any module: 503 keys_unavailable
+    mw = JwtWsgiMiddleware(lambda environ, start_response: [], secrets=["JWT_SECRET"])
+    statuses: list[str] = []
+    mw({"PATH_INFO": "/x"}, lambda status, headers, exc_info=None: statuses.append(status))
+    assert statuses == ["503 Service Unavailable"]
+
+
 # ---------------------------------------------------------------- keys from secrets
 
 
