@@ -993,8 +993,9 @@ class RetryPolicy:
         elif status is None or status not in self.retry_statuses or method not in self.methods:
             return None
         delay = self.backoff.delay(attempts, rng)
-        if retry_after is not None and retry_after.strip().isdigit():
-            delay = max(delay, min(float(retry_after.strip()), self.backoff.cap))
+        seconds = (retry_after or "").strip()
+        if seconds.isascii() and seconds.isdigit():  # not "\xb2", which isdigit() accepts
+            delay = max(delay, min(float(seconds), self.backoff.cap))
         return delay
 
 

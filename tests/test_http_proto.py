@@ -90,6 +90,11 @@ def test_retry_policy_decisions() -> None:
     assert policy.next_delay(method="PUT", attempts=1, rng=rng, error=ReadTimeout("x")) == 0.1
     retry_after = policy.next_delay(method="GET", attempts=1, rng=rng, status=429, retry_after="7")
     assert retry_after == 1.0  # capped by the backoff cap
+    # Retry-After is delay-seconds (ASCII digits); a latin-1 "\xb2" passes str.isdigit()
+    # and used to raise ValueError out of the client: now ignored, as an HTTP-date is.
+    for value in ("\xb2", "\xb9", " 3\xb3", "Fri, 31 Dec 1999 23:59:59 GMT"):
+        got = policy.next_delay(method="GET", attempts=1, rng=rng, status=503, retry_after=value)
+        assert got is not None and got <= 0.1
 
 
 def test_connection_pool_bookkeeping() -> None:
