@@ -191,12 +191,17 @@ def _bool(v: Any, path: str) -> bool:
     raise _invalid(path, v, "a boolean")
 
 
-def _u16(v: Any, path: str) -> int:
-    if type(v) is int:
-        if 0 <= v <= 65535:
-            return v
-        raise _err(path, f"invalid value: integer `{v}`, expected u16")
-    raise _invalid(path, v, "u16")
+def _int_in(what: str, low: int, high: int) -> Callable[[Any, str], int]:
+    """The decoder of a Rust integer type ``what`` (``u16``, ``i64``): an int in low..high."""
+
+    def decode(v: Any, path: str) -> int:
+        if type(v) is not int:
+            raise _invalid(path, v, what)
+        if not low <= v <= high:
+            raise _err(path, f"invalid value: integer `{v}`, expected {what}")
+        return v
+
+    return decode
 
 
 def _bytes(v: Any, path: str) -> bytes:
@@ -367,14 +372,6 @@ def _path_str(v: Any, path: str) -> str:
     return v
 
 
-def _i64(v: Any, path: str) -> int:
-    if type(v) is not int:
-        raise _invalid(path, v, "i64")
-    if not -(2**63) <= v < 2**63:
-        raise _err(path, f"invalid value: integer `{v}`, expected i64")
-    return v
-
-
 def _properties(v: Any, path: str) -> dict[str, JsonValue]:
     if type(v) is not dict and type(v) is not DupDict:
         raise _invalid(path, v, "a map")
@@ -406,7 +403,7 @@ def _e_service_type(st: ServiceType) -> str:
 _STR: _Kind = (_str, dump_str)
 _STRS = _list_of(_STR)
 _BOOL: _Kind = (_bool, _e_bool)
-_U16: _Kind = (_u16, str)
+_U16: _Kind = (_int_in("u16", 0, 65535), str)
 _STR_MAP: _Kind = (_str_map, _e_str_map)
 _VALUE: _Kind = (_value, dump_value)
 _UUID: _Kind = (_uuid, _e_text)
@@ -541,7 +538,7 @@ _METADATA = _Shape(
     MessageMetadata,
     "",
     _f("id", _STR, _SKIPPED),
-    _f("timestamp", (_i64, str), _SKIPPED),
+    _f("timestamp", (_int_in("i64", -(2**63), 2**63 - 1), str), _SKIPPED),
     _f("source", _STR, _SKIPPED),
     _f("destination", _STR, _SKIPPED),
     _f("properties", (_properties, dump_value), _SKIPPED),
