@@ -1,8 +1,8 @@
 """The development host's HTTP/1.1 front door.
 
 :func:`serve_http` accepts HTTP clients and hands each parsed request, as a
-:class:`FrontRequest`, to an :class:`Upstream` (in ``pywatt run``, the host's module router;
-:class:`ModuleUpstream` adapts one ``ModuleProcess``), then writes the answer back.
+:class:`FrontRequest`, to an :class:`Upstream` (in ``pywatt run``, the host's module router),
+then writes the answer back.
 
 Each connection is the ``serve()`` driver (:class:`~pywatt_asyncio._server.ConnectionDriver`
 around :class:`pywatt_proto.HttpServerConnection`, which owns the limits, deadlines and error
@@ -41,7 +41,7 @@ from pywatt_proto._module import join_headers
 from pywatt_proto._proxy import TrustedProxies, access_line, forward_target, forwarding
 from pywatt_proto._router import Request, Response, api_error
 
-from ._orchestrator import ModuleProcess, _synth
+from ._orchestrator import _synth
 from ._server import ConnectionDriver, _DateCache
 
 _log = logging.getLogger("pywatt.orchestrator")
@@ -176,27 +176,6 @@ class FrontDoorLimits:
             request_timeout=self.request_timeout,
             keepalive_timeout=self.keepalive_timeout,
         )
-
-
-class ModuleUpstream:
-    """:class:`Upstream` for one :class:`~pywatt_asyncio._orchestrator.ModuleProcess`."""
-
-    __slots__ = ("module", "module_id")
-
-    def __init__(self, module: ModuleProcess, module_id: str | None = None) -> None:
-        self.module = module
-        self.module_id = module_id
-
-    def body_limit(self, method: str, target: str) -> int:
-        """Return the module's body limit: it follows the body form it negotiated."""
-        return self.module.body_limit
-
-    async def forward(self, request: FrontRequest) -> tuple[HttpResponse, str | None]:
-        """Forward to the module; return its answer (or 502/503/504) and its module id."""
-        response = await self.module.request(
-            request.method, request.target, request.headers, request.body
-        )
-        return response, self.module_id
 
 
 class _Throttle:

@@ -610,8 +610,16 @@ def test_raw_module_with_invalid_answers_gets_502_and_wrapper_is_accepted(tmp_pa
 RAW_ORCHESTRATOR = """
 import asyncio, sys, logging
 from pywatt_asyncio import ModuleProcess
-from pywatt_asyncio._frontdoor import ModuleUpstream, serve_http
+from pywatt_asyncio._frontdoor import serve_http
 import httpx
+
+class OneModule:  # the front door's Upstream for one ModuleProcess
+    def __init__(self, module):
+        self.module = module
+    def body_limit(self, method, target):
+        return self.module.body_limit
+    async def forward(self, r):
+        return await self.module.request(r.method, r.target, r.headers, r.body), None
 
 logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                     format="pywatt: %(levelname)s %(name)s: %(message)s")
@@ -619,7 +627,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO,
 async def main():
     m = ModuleProcess([sys.executable, sys.argv[1]], heartbeat_interval=None)
     await m.start()
-    server = await serve_http(ModuleUpstream(m), "127.0.0.1", 0)
+    server = await serve_http(OneModule(m), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
         r = await c.get("/wrapped")
