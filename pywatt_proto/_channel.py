@@ -484,7 +484,7 @@ class ChannelConnection(ServingLink):
                 text = convert_payload(text, frame.format, EncodingFormat.JSON)
             msg = _decode_message(text)
         except RemoteProtocolError as exc:
-            self._skip_malformed(frame, text, exc)
+            self._skip_malformed(frame, frame.payload, exc)
             return
         match msg:
             case HttpRequest():

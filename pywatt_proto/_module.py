@@ -221,7 +221,6 @@ MAX_HEADER_TEXTS: Final = 256
 
 EXT_HTTP_RESPONSE_OP: Final = "http_response_op"
 EXT_HEARTBEAT_ACK: Final = "heartbeat_ack"
-EXT_IDENTIFY: Final = "identify"
 EXT_BASE64_BODIES: Final = _EXT_BASE64_BODIES
 #: Extensions this implementation uses when the orchestrator lists them (identify is not
 #: used: no known orchestrator expects it on stdio, spec/reference.md).
@@ -570,7 +569,7 @@ class ServingLink:
         return None
 
     def _skip_malformed(self, raw: Any, data: bytes, error: RemoteProtocolError) -> None:
-        """Skip an undecodable line or frame (``data``: its JSON text); answer 400 when the
+        """Skip an undecodable line or frame (``data``: its bytes); answer 400 when the
         bounded scan of its first bytes finds ``"op":"http_request"`` and a plain
         ``request_id`` (spec/limits.md section 3, for stdio and, per spec/framed.md section
         7.3, for every channel), so deep nesting, huge numbers or bad UTF-8 elsewhere still
