@@ -861,7 +861,7 @@ class ModuleConnection(ServingLink):
             extensions=tuple(sorted(self._extensions)),
         )
         self._fire(ModuleInput.ANNOUNCE)
-        self._out.append(encode_line(encode(announce)))
+        self._send(announce)
         self._events.append(Announced(announce=announce))
 
     def announce(self, listen: str | None = None) -> None:
@@ -939,9 +939,6 @@ class ModuleConnection(ServingLink):
         self._events.append(BadLine(line=raw, error=error, answered_status=status))
 
     # ----------------------------------------------------------------- output
-    def _send(self, msg: RotationAck | GetSecret) -> None:
-        self._out.append(encode_line(encode(msg)))
-
     def _answer_error(self, request_id: str, status: int, why: str) -> None:
         body = error_body(why)
         try:
@@ -1092,6 +1089,9 @@ class ModuleConnection(ServingLink):
             raise LocalProtocolError(f"{type(message).__name__} is sent by ModuleConnection itself")
         if self._state is ModuleState.AWAITING_INIT:
             raise LocalProtocolError("cannot send before the init line was received")
+        self._send(message)
+
+    def _send(self, message: object) -> None:
         self._out.append(self._line(message))
 
     def _line(self, message: object) -> bytes:
@@ -1178,8 +1178,8 @@ class ModuleConnection(ServingLink):
         arrives as ``CallReplied`` or ``CallFailed`` (at the latest at the deadline).
 
         Raises ``CallRejectedError`` after end of input or with too many calls in flight,
-        ``LocalProtocolError`` before init, in ERROR, or for bad arguments (see
-        ``CallTracker.start``). Nothing is sent then.
+        ``LocalProtocolError`` before init, in ERROR, for bad arguments (see
+        ``CallTracker.start``) or a line too large (hint 413). Nothing is sent or kept then.
         """
         from ._calls import CallRejectedError, CallTracker
 
@@ -1190,7 +1190,11 @@ class ModuleConnection(ServingLink):
             self._calls = CallTracker(rng=self._rng)
         self._now = max(self._now, now)
         msg = self._calls.start(target, endpoint, value, self._now, timeout=timeout)
-        self._out.append(self._line(msg))
+        try:
+            self._send(msg)
+        except LocalProtocolError:  # too large for a line: never sent, so nothing waits
+            self._calls.cancel(str(msg.request_id))
+            raise
         return str(msg.request_id)
 
     def cancel_call(self, request_id: str) -> bool:
@@ -1211,7 +1215,8 @@ class ModuleConnection(ServingLink):
         ``ServiceFailed`` at the deadline.
 
         Raises ``LocalProtocolError`` before init, after end of input, in ERROR, or with
-        too many requests of that op awaiting answers. Nothing is sent then.
+        too many requests of that op awaiting answers, or a line too large (hint 413).
+        Nothing is sent or kept then.
         """
         from ._calls import ServiceRequests
 
@@ -1223,8 +1228,9 @@ class ModuleConnection(ServingLink):
         if self._services is None:
             self._services = ServiceRequests()
         self._now = max(self._now, now)
+        line = self._line(message)
         token = self._services.start(message, self._now)
-        self._out.append(self._line(message))
+        self._out.append(line)
         return token
 
     def _on_routed_response(self, msg: RoutedModuleResponse, line: bytes) -> None:

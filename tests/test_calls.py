@@ -605,3 +605,24 @@ def test_framed_channel_hands_routed_messages_to_the_driver_and_envelopes_calls(
     assert frame.payload == encode_envelope(  # type: ignore[union-attr]
         Message(id=uuid.UUID(int=1, version=4), content=call)
     )
+
+
+def test_a_call_or_registry_request_too_large_for_a_line_is_not_kept() -> None:
+    # start_call / start_service_request raise LocalProtocolError (hint 413) when the line
+    # would pass the limit; nothing is sent and nothing waits for an answer or a deadline
+    clock = FakeClock()
+    pair = _pair("gateway", clock)
+    conn = pair.module
+    huge = "x" * (100 * 1024 * 1024)  # past the 96 MiB base64_bodies line limit
+    with pytest.raises(LocalProtocolError) as caught:
+        conn.start_call("p", "/x", huge, clock.now())
+    assert caught.value.error_status_hint == 413
+    big = RegisterServiceProvider(
+        service_type=ServiceType.DATABASE, name=huge, version=None, address="a", metadata=None
+    )
+    with pytest.raises(LocalProtocolError):
+        conn.start_service_request(big, clock.now())
+    assert conn.calls_in_flight == 0 and conn.get_timer() is None
+    assert conn.data_to_send() == b""
+    conn.handle_timer(clock.now() + 400.0)
+    assert _drain(conn) == []
