@@ -26,6 +26,7 @@ from pywatt_proto import (
     HTTPClientError,
     HTTPProtocolError,
     Origin,
+    ReadTimeout,
     RequestSpec,
     TotalTimeout,
     split_url,
@@ -88,14 +89,13 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
     """An HTTP client with a keep-alive pool (at most ``max_per_host`` connections per
     origin, idle ones kept ``idle_timeout`` s).
 
-    Timeouts (seconds): ``connect_timeout`` per connection attempt,
-    ``read_timeout`` per wait for response bytes, ``timeout`` for the whole
-    call including retries (None = unbounded). ``retry`` enables retries
-    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every call with
-    a :class:`~pywatt_proto.CircuitBreaker`: one outcome per call, recorded after
-    its retries (a final 5xx answer or error is a failure; spec/breaker.md §1.8).
-    A refused call raises :class:`~pywatt_proto.ClientCircuitOpenError` (an
-    ``HTTPClientError``), chained to the failure that opened the breaker.
+    Timeouts (seconds): ``connect_timeout`` per connection attempt, ``read_timeout`` to send
+    the request and per wait for response bytes, ``timeout`` for the whole call including
+    retries (None = unbounded). ``retry`` enables retries (:class:`~pywatt_proto.RetryPolicy`);
+    ``breaker`` guards every call with a :class:`~pywatt_proto.CircuitBreaker`: one outcome
+    per call, recorded after its retries (a final 5xx answer or error is a failure;
+    spec/breaker.md §1.8). A refused call raises :class:`~pywatt_proto.ClientCircuitOpenError`
+    (an ``HTTPClientError``), chained to the failure that opened the breaker.
     """
 
     def request(self, method: str, url: str) -> AsyncRequestBuilder:
@@ -193,8 +193,11 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
         ok = False
         try:
             try:
-                conn.writer.write(exchange.bytes_to_send())
-                await conn.writer.drain()
+                async with asyncio.timeout(call.timeout(self.read_timeout, self._now())[0]):
+                    conn.writer.write(exchange.bytes_to_send())
+                    await conn.writer.drain()
+            except TimeoutError:
+                raise ReadTimeout("timed out sending the request", url=call.url) from None
             except OSError as exc:
                 raise StaleConnection() from exc
             while True:

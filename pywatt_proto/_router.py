@@ -515,11 +515,8 @@ class Response:
 
     def header(self, name: str) -> str | None:
         """Return the first value of header ``name`` (case-insensitive) or None."""
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return None
+        values = self.header_all(name)
+        return values[0] if values else None
 
     def header_all(self, name: str) -> list[str]:
         """Return every value of header ``name`` (case-insensitive)."""

@@ -87,14 +87,13 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
     """An HTTP client with a keep-alive pool (at most ``max_per_host`` connections per
     origin, idle ones kept ``idle_timeout`` s).
 
-    Timeouts (seconds): ``connect_timeout`` per connection attempt,
-    ``read_timeout`` per wait for response bytes, ``timeout`` for the whole
-    call including retries (None = unbounded). ``retry`` enables retries
-    (:class:`~pywatt_proto.RetryPolicy`); ``breaker`` guards every call with
-    a :class:`~pywatt_proto.CircuitBreaker`: one outcome per call, recorded after
-    its retries (a final 5xx answer or error is a failure; spec/breaker.md §1.8).
-    A refused call raises :class:`~pywatt_proto.ClientCircuitOpenError` (an
-    ``HTTPClientError``), chained to the failure that opened the breaker.
+    Timeouts (seconds): ``connect_timeout`` per connection attempt, ``read_timeout`` to send
+    the request and per wait for response bytes, ``timeout`` for the whole call including
+    retries (None = unbounded). ``retry`` enables retries (:class:`~pywatt_proto.RetryPolicy`);
+    ``breaker`` guards every call with a :class:`~pywatt_proto.CircuitBreaker`: one outcome
+    per call, recorded after its retries (a final 5xx answer or error is a failure;
+    spec/breaker.md §1.8). A refused call raises :class:`~pywatt_proto.ClientCircuitOpenError`
+    (an ``HTTPClientError``), chained to the failure that opened the breaker.
     """
 
     def _init_driver(self) -> None:

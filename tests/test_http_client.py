@@ -322,6 +322,29 @@ def test_connect_error_retried_then_raised(make: Callable[..., Facade]) -> None:
     assert time.monotonic() - begin < 2
 
 
+def test_a_peer_that_never_reads_the_request_is_a_read_timeout(
+    make: Callable[..., Facade],
+) -> None:
+    # The request's bytes must leave within read_timeout too: the asyncio client used to
+    # wait in drain() forever (no total timeout) on a peer that accepts and never reads.
+    done = threading.Event()
+
+    def deaf(conn: socket.socket) -> None:
+        done.wait(10.0)
+
+    url, close = raw_server(deaf)
+    try:
+        c = make(read_timeout=0.3, timeout=None)
+        body = b"x" * (64 * 1024 * 1024)  # more than the socket buffers hold
+        begin = time.monotonic()
+        with pytest.raises(ReadTimeout, match="sending the request"):
+            c.send(lambda cl: cl.post(url + "/up").content(body))
+        assert time.monotonic() - begin < 5.0
+    finally:
+        done.set()
+        close()
+
+
 def test_read_and_total_timeouts(make: Callable[..., Facade]) -> None:
     def silent(conn: socket.socket) -> None:
         conn.recv(65536)
