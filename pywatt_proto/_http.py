@@ -853,7 +853,8 @@ class ClientExchange:
     ``bytes_to_send()`` gives the request; feed the answer with ``receive_data`` (``b""``
     on EOF) until ``next_event()`` returns the :class:`ClientResponse` (or raises
     :class:`HTTPProtocolError`: malformed answer, early close, a body over
-    ``max_response_bytes``); ``reusable`` then says whether the connection may serve another.
+    ``max_response_bytes``, a protocol switch); ``reusable`` then says whether the
+    connection may serve another.
     """
 
     __slots__ = ("_body", "_conn", "_head", "_method", "_out", "_size", "_url", "max_bytes")
@@ -920,6 +921,8 @@ class ClientExchange:
                 raise HTTPProtocolError(f"bad response: {exc}", url=self._url) from exc
             if event is h11.NEED_DATA:
                 return NEED_DATA
+            if event is h11.PAUSED:  # a 101 to an Upgrade request or a 2xx to CONNECT
+                raise HTTPProtocolError("server switched protocols (not supported)", url=self._url)
             etype = type(event)
             if etype is h11.Response:
                 self._head = event  # type: ignore[assignment]

@@ -257,3 +257,23 @@ def test_client_exchange_limits_and_early_close() -> None:
     ex2.receive_data(b"")
     with pytest.raises(HTTPProtocolError):
         ex2.next_event()
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "answer"),
+    [
+        ("GET", [("upgrade", "websocket"), ("connection", "upgrade")],
+         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"),
+        ("CONNECT", [], b"HTTP/1.1 200 OK\r\n\r\n"),
+    ],
+)  # fmt: skip
+def test_client_exchange_refuses_a_protocol_switch(
+    method: str, headers: list[tuple[str, str]], answer: bytes
+) -> None:
+    # h11 pauses after the switch; next_event() used to ask it again forever (a busy hang).
+    ex = ClientExchange(h11.Connection(h11.CLIENT), method, "http://h/", headers)
+    ex.bytes_to_send()
+    ex.receive_data(answer)
+    with pytest.raises(HTTPProtocolError, match="switched protocols"):
+        ex.next_event()
+    assert not ex.reusable
