@@ -85,6 +85,9 @@ _ERROR_CODES = {
 }
 # fmt: on
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+# Scheme and authority of an absolute-form target (RFC 3986 §3.2: the authority ends at
+# "/", "?", "#" or the end).
+_ORIGIN = re.compile(r"https?://[^/?#]*", re.IGNORECASE)
 _JSON = "application/json"
 _TEXT = "text/plain; charset=utf-8"
 _JSON_HEADERS = (("content-type", _JSON),)
@@ -385,10 +388,10 @@ class Request:
                 query is too large (hint 400).
         """
         if target[:1] != "/":
-            lower = target[:8].lower()
-            if lower.startswith(("http://", "https://")):
-                slash = target.find("/", target.find("//") + 2)
-                target = target[slash:] if slash >= 0 else "/"
+            origin = _ORIGIN.match(target)
+            if origin is not None:  # absolute-form
+                rest = target[origin.end() :]
+                target = rest if rest[:1] == "/" else "/" + rest  # "http://h?q": path "/"
             elif not (target == "*" and method == "OPTIONS"):
                 raise RemoteProtocolError("invalid request target", field="target")
         path, _, qs = target.partition("?")

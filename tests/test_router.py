@@ -217,6 +217,9 @@ def test_request_target_forms() -> None:
     r = req("GET", "http://example.com/a/b?x=1")
     assert (r.path, r.query_string) == ("/a/b", "x=1")
     assert req("GET", "https://example.com").path == "/"
+    # the query of an absolute-form target with no path was dropped
+    assert req("GET", "http://example.com?x=1").target == "/?x=1"
+    assert req("GET", "HTTP://example.com:8080#f").target == "/"
     assert req("OPTIONS", "*").path == "*"
     assert req("get", "/a?").method == "GET"
     with pytest.raises(RemoteProtocolError):
