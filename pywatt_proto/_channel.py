@@ -93,8 +93,8 @@ from ._module import (
     RequestTimedOut,
     ServingLink,
     ShutdownRequested,
+    checked_answer,
     error_body,
-    join_headers,
 )
 from ._payload import convert_payload
 from ._records import record
@@ -521,9 +521,8 @@ class ChannelConnection(ServingLink):
         self._send_response(request_id, status, _JSON_HEADERS, error_body(why))
 
     def _send_response(
-        self, request_id: str, status: int, headers: dict[str, str], body: bytes | None
+        self, request_id: str, status: int, headers: dict[str, str], body: bytes
     ) -> None:
-        body = body if body is not None else b""
         response = HttpResponse(
             request_id=request_id, status_code=status, headers=headers, body=body
         )
@@ -542,16 +541,16 @@ class ChannelConnection(ServingLink):
         Returns True if queued, False if the core already answered it (504) or its
         connection was lost -- the late result is dropped.
 
-        Raises ``LocalProtocolError`` for an id never received (or answered twice), a status
-        outside 0..65535, or a response too large for a frame (state unchanged).
+        Raises ``LocalProtocolError`` for an id never received (or answered twice), a field
+        ``checked_answer`` refuses, or a response too large for a frame (state unchanged).
         """
         deadline = self._in_flight.pop(request_id, None)
         if deadline is None:
             return self._not_in_flight(request_id)
+        body = body if body is not None else b""
         try:
-            if not 0 <= status_code <= 65535:
-                raise LocalProtocolError(f"status code {status_code} out of range")
-            self._send_response(request_id, status_code, join_headers(headers), body)
+            folded = checked_answer(status_code, headers, body)
+            self._send_response(request_id, status_code, folded, body)
         except LocalProtocolError:
             self._restore_in_flight(request_id, deadline)
             raise

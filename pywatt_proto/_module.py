@@ -292,6 +292,27 @@ def join_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict
     return out
 
 
+def checked_answer(
+    status_code: object, headers: Mapping[str, str] | Iterable[tuple[str, str]], body: object
+) -> dict[str, str]:
+    """Check an answer's status (0..65535) and body (bytes); return its headers folded by
+    :func:`join_headers` (``headers`` itself when it is a dict of lower-case names).
+
+    Raises LocalProtocolError naming the bad field (``status``, ``body``, ``headers``);
+    header values are checked by the encoders. Used by both request links.
+    """
+    if type(status_code) is not int or not 0 <= status_code <= 65535:
+        raise LocalProtocolError(f"status code {status_code!r} out of range", field="status")
+    if type(body) is not bytes:
+        raise LocalProtocolError("body must be bytes", field="body")
+    try:
+        if type(headers) is dict and all(k == k.lower() for k in headers):
+            return headers
+        return join_headers(headers)
+    except (AttributeError, TypeError, ValueError):  # not pairs of strings
+        raise LocalProtocolError("headers must be (str, str) pairs", field="headers") from None
+
+
 # ---------------------------------------------------------------------------
 # Events (what next_event returns besides plain OrchestratorToModule messages)
 # ---------------------------------------------------------------------------
@@ -1058,16 +1079,7 @@ class ModuleConnection(ServingLink):
         """Check an answer's fields; return the wire text of its headers folded by
         :func:`join_headers` (remembered in ``_header_json`` for a tuple of ``(str, str)``
         tuples, immutable throughout). Raises LocalProtocolError naming the bad field."""
-        if type(status_code) is not int or not 0 <= status_code <= 65535:
-            raise LocalProtocolError(f"status code {status_code!r} out of range", field="status")
-        if type(body) is not bytes:
-            raise LocalProtocolError("body must be bytes", field="body")
-        try:
-            if type(headers) is dict and all(k == k.lower() for k in headers):
-                return encode_headers(headers)
-            text = encode_headers(join_headers(headers))
-        except (AttributeError, TypeError, ValueError):  # not pairs of strings
-            raise LocalProtocolError("headers must be (str, str) pairs", field="headers") from None
+        text = encode_headers(checked_answer(status_code, headers, body))
         if type(headers) is tuple and all(
             type(p) is tuple and len(p) == 2 and type(p[0]) is str and type(p[1]) is str
             for p in headers

@@ -362,6 +362,26 @@ def test_a_refused_answer_leaves_the_request_in_flight_with_its_deadline() -> No
     assert _drain(conn) == [RequestTimedOut(request_id="a")]
 
 
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "field"),
+    [("200", {}, b"", "status"), (200, [("a",)], b"", "headers"), (200, {}, "text", "body")],
+)
+def test_an_answer_of_the_wrong_type_is_refused_like_on_stdio(
+    status: object, headers: object, body: object, field: str
+) -> None:
+    # the stdio link's checks (checked_answer): a LocalProtocolError naming the field, and
+    # the request keeps waiting for its answer or its 504 (was a TypeError/ValueError that
+    # left it answered by nobody)
+    conn = _open(request_timeout=5.0)
+    _feed(conn, [_frame(_req("a"))])
+    with pytest.raises(LocalProtocolError) as caught:
+        conn.send_response("a", status, headers, body)  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert conn.in_flight == 1 and conn.get_timer() == 5.0
+    assert conn.send_response("a", 204, (("x-a", "1"), ("X-A", "2")), None) is True
+    assert b'"headers":{"x-a":"1, 2"}' in conn.data_to_send()
+
+
 def test_no_deadline_when_request_timeout_is_none() -> None:
     conn = _open(request_timeout=None)
     _feed(conn, [_frame(_req("a"))])
