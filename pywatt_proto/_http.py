@@ -828,10 +828,14 @@ class ClientResponse:
         return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
-        """Return the body parsed as JSON (raises ``ValueError`` if it is not JSON)."""
+        """Return the body parsed as JSON (raises ``ValueError`` if it is not JSON, or is
+        nested too deeply to parse)."""
         import json
 
-        return json.loads(self.body)
+        try:
+            return json.loads(self.body)
+        except RecursionError as exc:
+            raise ValueError("JSON body nested too deeply") from exc
 
     def raise_for_status(self) -> ClientResponse:
         """Return ``self`` for 1xx-3xx.

@@ -470,7 +470,7 @@ class Request:
             raise HTTPException(400, "Request body is required")
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
             raise HTTPException(400, "Invalid JSON body") from exc
 
 

@@ -19,6 +19,7 @@ from pywatt_proto import (
     ConnectError,
     ConnectionPool,
     ConnectTimeout,
+    Headers,
     HTTPProtocolError,
     HttpServerConnection,
     LocalProtocolError,
@@ -277,3 +278,10 @@ def test_client_exchange_refuses_a_protocol_switch(
     with pytest.raises(HTTPProtocolError, match="switched protocols"):
         ex.next_event()
     assert not ex.reusable
+
+
+def test_client_response_json_of_a_too_deep_body_is_a_value_error() -> None:
+    # json.loads raises RecursionError for deep nesting; json() documents ValueError.
+    resp = ClientResponse(status=200, headers=Headers(), body=b"[" * 100_000, url="http://h/")
+    with pytest.raises(ValueError, match="nested too deeply"):
+        resp.json()

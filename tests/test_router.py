@@ -245,6 +245,8 @@ def test_request_json_helper() -> None:
     assert body_json(run_sync(r, req("POST", "/echo", b'{"a":1}'))) == {"got": {"a": 1}}
     bad = run_sync(r, req("POST", "/echo", b"{nope"))
     assert bad.status == 400 and body_json(bad)["message"] == "Invalid JSON body"
+    deep = run_sync(r, req("POST", "/echo", b"[" * 100_000))  # was RecursionError: 500
+    assert deep.status == 400 and body_json(deep)["message"] == "Invalid JSON body"
     empty = run_sync(r, req("POST", "/echo"))
     assert body_json(empty)["message"] == "Request body is required"
 
