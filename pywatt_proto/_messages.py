@@ -65,9 +65,9 @@ def _tname(value: object) -> str:
     return type(value).__name__
 
 
-def _of_type(cls: type, optional: bool = False, expected: str = "") -> _Check:
+def _of_type(cls: type, optional: bool = False) -> _Check:
     """Check that a value's type is exactly ``cls`` (or that it is None, when ``optional``)."""
-    expected = (expected or cls.__name__) + (" or None" if optional else "")
+    expected = cls.__name__ + (" or None" if optional else "")
 
     def check(field_name: str, value: object) -> object:
         if type(value) is not cls and not (optional and value is None):
@@ -178,7 +178,8 @@ def _json(field_name: str, value: object) -> object:
 
 def _json_object(field_name: str, value: object) -> object:
     if value is not None:
-        _of_type(dict)(field_name, value)
+        if type(value) is not dict:
+            raise _fail(field_name, f"expected dict, got {_tname(value)}")
         check_json_value(field_name, value)
     return value
 
