@@ -3,7 +3,8 @@
 The router decides everything (route, 404/405, auth, conversions, error
 answers, HEAD, metrics); this loop only calls the user's callables. A handler
 that returns an awaitable (an ``async def`` handler) is a programming error in
-this driver: it is closed and answered with 500.
+this driver: it is closed and answered with 500. So is a ``SystemExit`` or
+``KeyboardInterrupt`` from a handler: its thread is not the process.
 """
 
 from __future__ import annotations
@@ -43,11 +44,15 @@ def dispatch(router: Router, request: Request, now_fn: Callable[[], float]) -> R
             response = router.to_response(result)
         except Exception as exc:
             response = _recover(router, request, exc)
+        except BaseException as exc:
+            response = escaped(router, f"{request.method} {request.path}", exc)
     else:
         try:
             response = _step(router, plan, 0, plan.request)
         except Exception as exc:
             response = _recover(router, plan.request, exc)
+        except BaseException as exc:
+            response = escaped(router, f"{request.method} {request.path}", exc)
     end = now_fn()
     with _metrics_lock:
         return router.finish(plan, response, end)
@@ -97,3 +102,10 @@ def _recover(router: Router, request: Request, exc: Exception) -> Response:
             _log.exception("error handler failed", exc_info=second)
             exc = second
     return unhandled_error(router, request, exc)
+
+
+def escaped(router: Router, what: str, exc: BaseException) -> Response:
+    """Log what escaped a handler (``SystemExit``, ``KeyboardInterrupt``: not an
+    ``Exception``) and return the 500 that answers it at once."""
+    _log.error("%s: handler raised %s; answered 500", what, type(exc).__name__, exc_info=exc)
+    return router.error_response(exc)

@@ -59,7 +59,7 @@ from pywatt_proto._router import Response, Router
 from pywatt_proto._secrets import convert_secret
 from pywatt_proto._serving import clear_serving, set_serving
 
-from ._dispatch import dispatch
+from ._dispatch import dispatch, escaped
 from ._scheduler import Scheduler, start_daemon
 from ._stdio import READ_CHUNK, BlockingWriter, OutputQueue
 
@@ -113,16 +113,6 @@ EXIT_ABANDONED: Final = 3
 _CLOSED: Final = ModuleState.CLOSED
 _OVERLOADED_HEADERS: Final = (("content-type", "application/json"),)
 _OVERLOADED_BODY: Final = b'{"error":"every worker is busy"}'
-
-
-def _handler_escaped(request_id: str, exc: BaseException, router: Router) -> Response:
-    """Log what escaped dispatch (a handler's ``SystemExit`` or ``KeyboardInterrupt``:
-    dispatch catches every ``Exception``) and return the 500 that answers it at once; the
-    module goes on (a handler thread is not the process)."""
-    _log.error(
-        "request %s: handler raised %s; answered 500", request_id, type(exc).__name__, exc_info=exc
-    )
-    return router.error_response(exc)
 
 
 class _SecretWait:
@@ -248,8 +238,8 @@ class _Session(CoreEvents):
             if _FILL_CLIENT is not None:  # run by ``pywatt run``: client from its proxy
                 _FILL_CLIENT(request)
             response = dispatch(self.router, request, time.monotonic)
-        except BaseException as exc:  # SystemExit/KeyboardInterrupt (dispatch catches the rest)
-            response = _handler_escaped(rid, exc, self.router)
+        except BaseException as exc:  # dispatch never raises; the thread must not either
+            response = escaped(self.router, f"request {rid}", exc)
         self.lock.acquire()
         conn = self._conn
         try:
@@ -496,10 +486,7 @@ class _Session(CoreEvents):
 
     def serve_channel(self, channel: SyncChannel, event: RequestReceived) -> None:
         try:
-            try:
-                response = dispatch(self.router, event.to_router_request(), time.monotonic)
-            except BaseException as exc:  # SystemExit/KeyboardInterrupt from a handler
-                response = _handler_escaped(event.request_id, exc, self.router)
+            response = dispatch(self.router, event.to_router_request(), time.monotonic)
             channel.send_response(
                 event.request_id, response.status, response.headers, response.body
             )

@@ -549,3 +549,25 @@ def test_tls_client_that_never_handshakes_holds_up_nobody(start: Starter) -> Non
         with pywatt_sync.Client(ssl=client_ctx) as client:
             assert client.get(f"https://localhost:{srv.port}/hello").send().status == 200
         assert time.monotonic() - begin < 2.0
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+def test_blocking_server_answers_500_to_a_handler_raising_systemexit(
+    exc_type: type[BaseException],
+) -> None:
+    # As the blocking module does: the handler's thread is not the process. The client
+    # used to wait for an answer that never came (its event thread died).
+    def leave(q: Request) -> Any:
+        raise exc_type(3)
+
+    r = Router()
+    r.add_route("/exit", leave)
+    r.add_route("/hello", lambda q: "hi")
+    srv = SyncRunning(r)
+    try:
+        s = connect(srv.port)
+        s.sendall(b"GET /exit HTTP/1.1\r\nHost: x\r\n\r\n" + GET_HELLO)
+        assert [status for status, _, _ in read_responses(s, 2)] == [500, 200]
+        s.close()
+    finally:
+        srv.close()
