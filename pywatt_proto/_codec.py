@@ -35,7 +35,7 @@ from ._bodies import (
 from ._errors import LocalProtocolError, RemoteProtocolError
 from ._formats import EncodingFormat
 from ._framing import DEFAULT_MAX_LINE_SIZE
-from ._json import DupDict, dump_bytes, dump_str, dump_value, loads, normalize_value
+from ._json import MAX_DEPTH, DupDict, dump_bytes, dump_str, dump_value, loads, normalize_value
 from ._messages import (
     Announce,
     DiscoverServiceProviders,
@@ -1135,14 +1135,25 @@ def encode_envelope(msg: Message) -> bytes:
     """Return the ``Message<T>`` envelope as serde writes it (``id``, ``content``, ``metadata``).
 
     ``content`` is written as a tagged message when it is a message object, else as a
-    JSON value (object keys sorted). Raises LocalProtocolError for invalid content.
+    JSON value (object keys sorted). Raises LocalProtocolError for invalid content, or
+    nesting deeper than :data:`~pywatt_proto._json.MAX_DEPTH` levels in all.
     """
     if type(msg) is not Message:
         raise LocalProtocolError(f"{type(msg).__name__} is not a Message")
     encoder = _ENCODERS.get(type(msg.content))
     content = encoder(msg.content) if encoder is not None else dump_value(msg.content)
     metadata = _METADATA.encode(msg.metadata)
-    return _utf8(f'{{"id":"{msg.id}","content":{content},"metadata":{metadata}}}')
+    line = _utf8(f'{{"id":"{msg.id}","content":{content},"metadata":{metadata}}}')
+    # A message's JSON values (and the metadata's properties) sit one level deeper here than
+    # in a bare message: read the line back when it could pass serde's 127-level limit.
+    if line.count(b"[") + line.count(b"{") > MAX_DEPTH:
+        try:
+            loads(line)
+        except RemoteProtocolError:
+            raise LocalProtocolError(
+                f"envelope nests deeper than {MAX_DEPTH} levels (serde_json cannot read it)"
+            ) from None
+    return line
 
 
 # ---------------------------------------------------------------------------
