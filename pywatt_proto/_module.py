@@ -1118,7 +1118,8 @@ class ModuleConnection(ServingLink):
 
         Concurrent callers share one round trip: the request is sent only if none is
         pending for ``name``. Answer: ``SecretUpdated``/``SecretFailed`` event.
-        Raises ``LocalProtocolError`` before init or past ``MAX_PENDING_SECRETS``.
+        Raises ``LocalProtocolError`` before init, past ``MAX_PENDING_SECRETS``, or for a
+        name too large for a line (hint 413; nothing is sent or kept).
         """
         self._check_alive()
         value = self._secrets.get(name)
@@ -1138,8 +1139,8 @@ class ModuleConnection(ServingLink):
         return self._secrets.get(name)
 
     def _request_secret(self, name: str) -> None:
+        self._send(GetSecret(name=name))  # first: a name too large for a line is not kept
         self._pending_secrets[name] = self._now + self._secret_timeout
-        self._send(GetSecret(name=name))
 
     def _store_secret(self, name: str, value: str) -> None:
         secrets = self._secrets

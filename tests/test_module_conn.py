@@ -297,6 +297,16 @@ def test_concurrent_get_secret_shares_one_round_trip() -> None:
     assert sent(conn) == []
 
 
+def test_a_secret_name_too_large_for_a_line_is_not_left_pending() -> None:
+    conn = running()
+    with pytest.raises(LocalProtocolError) as caught:
+        conn.get_secret("N" * (16 * 1024 * 1024), 0.0)
+    assert caught.value.error_status_hint == 413
+    assert conn.get_timer() is None and conn.data_to_send() == b""
+    conn.handle_timer(100.0)
+    assert drain(conn) == []  # no SecretFailed for a request never sent
+
+
 def test_secret_deadline_reports_failure() -> None:
     clock = FakeClock()
     conn = running(clock, secret_timeout=5.0)
