@@ -160,15 +160,20 @@ def http_date(epoch_seconds: float) -> str:
     return f"{_DAYS[weekday]}, {day:02d} {_MONTHS[month - 1]} {year:04d} {clock} GMT"
 
 
-def _closing_answer(status: int, message: str, head: list[str], tail: list[str]) -> bytes:
-    """Return a raw error answer with the API's JSON error body and ``connection: close``,
-    ``head`` header lines before its own, ``tail`` after (written without h11: after a peer
-    error h11 refuses to send)."""
-    resp = api_error(message, status)
-    lines = [f"HTTP/1.1 {status} {reason_phrase(status)}", *head]
-    lines += [f"{k}: {v}" for k, v in resp.headers]
+def _closing_answer(
+    resp: Response, head: list[str], tail: list[str], *, with_body: bool = True
+) -> bytes:
+    """Return ``resp`` written with ``content-length`` and ``connection: close`` (its own
+    framing headers dropped), ``head`` header lines before its own, ``tail`` after: without
+    h11, which refuses to send after a peer's error or a failed answer. Raises
+    UnicodeEncodeError for a header that is not latin-1."""
+    lines = [f"HTTP/1.1 {resp.status} {reason_phrase(resp.status)}", *head]
+    lines += [f"{k}: {v}" for k, v in resp.headers if k.lower() not in _FRAMING]
     lines += [f"content-length: {len(resp.body)}", "connection: close", *tail, "", ""]
-    return "\r\n".join(lines).encode("latin-1") + resp.body
+    return "\r\n".join(lines).encode("latin-1") + (resp.body if with_body else b"")
+
+
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 def busy_response(retry_after: int | None = None) -> bytes:
@@ -176,7 +181,7 @@ def busy_response(retry_after: int | None = None) -> bytes:
     connection cap) before closing it: 503 with the API's JSON error body and
     ``connection: close``, plus ``retry-after`` (seconds) when given."""
     tail = [] if retry_after is None else [f"retry-after: {retry_after:d}"]
-    return _closing_answer(503, "Service Unavailable", [], tail)
+    return _closing_answer(api_error("Service Unavailable", 503), [], tail)
 
 
 def format_access_log(
@@ -509,7 +514,8 @@ class HttpServerConnection:
         """Queue an error answer (if no response has started) and close."""
         if self._conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             head = [] if self._date is None else [f"date: {self._date().decode('latin-1')}"]
-            self._out.append(_closing_answer(status, message or reason_phrase(status), head, []))
+            answer = api_error(message or reason_phrase(status), status)
+            self._out.append(_closing_answer(answer, head, []))
         self._phase = ServerPhase.CLOSING
 
     # -- timers / shutdown ----------------------------------------------------------------
@@ -543,7 +549,9 @@ class HttpServerConnection:
         Raises:
             LocalProtocolError: no request is waiting for an answer, or the answer cannot
                 be written as HTTP/1.1 (a 1xx status, a header h11 refuses, a value that is
-                not latin-1): then nothing was queued and another answer (a 502) may be sent.
+                not latin-1, a body its status, the request or its Content-Length forbids):
+                then nothing was queued and another answer (a 502) may be sent; when h11
+                had taken the failed answer's head, that one closes the connection.
         """
         if self._phase is not ServerPhase.HANDLING:
             raise LocalProtocolError(f"send_response() in phase {self._phase.value}")
@@ -583,12 +591,18 @@ class HttpServerConnection:
             headers.append((b"content-length", str(len(body)).encode("ascii")))
         if close:
             headers.append((b"connection", b"close"))
-        out = self._out
+        if conn.our_state is h11.ERROR:  # an answer failed after h11 took its head
+            with_body = self._head is None or self._head.method != b"HEAD"
+            dated = [] if date is None else [f"date: {date.decode('latin-1')}"]
+            self._out.append(_closing_answer(response, dated, [], with_body=with_body))
+            self._phase = ServerPhase.CLOSING
+            return
         head = h11.Response(status_code=status, headers=headers, reason=reason)  # may raise
-        out.append(conn.send(head) or b"")
+        parts = [conn.send(head) or b""]  # queued only once h11 took all of it
         if body:
-            out.append(conn.send(h11.Data(data=body)) or b"")
-        out.append(conn.send(h11.EndOfMessage()) or b"")
+            parts.append(conn.send(h11.Data(data=body)) or b"")
+        parts.append(conn.send(h11.EndOfMessage()) or b"")
+        self._out += parts
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
             self._next_cycle(now)

@@ -176,3 +176,27 @@ def test_eof_queued_behind_pipelined_data_is_not_lost() -> None:
     core.send_response(Response(body=b"1"), 0.0, date=DATE)
     assert _answer(core, Response(body=b"2")).endswith(b"\r\n\r\n2")
     assert core.next_event(0.0) is END_OF_INPUT
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        Response(status=200, headers=(("content-length", "1"),), body=b"abc"),
+        Response(status=204, body=b"x"),
+    ],
+)
+def test_an_answer_h11_refuses_after_its_head_leaves_room_for_a_502(response: Response) -> None:
+    # h11 took the head, then refused the body: the head used to stay queued and h11 in
+    # ERROR refused the caller's 502 too (the front door's fallback raised; no answer).
+    core = HttpServerConnection(LIMITS, 0.0)
+    core.receive_data(GET, 0.0)
+    assert isinstance(core.next_event(0.0), Request)
+    with pytest.raises(LocalProtocolError):
+        core.send_response(response, 0.0, date=DATE)
+    assert core.data_to_send() == b""
+    core.send_response(Response(status=502, headers=(("x-a", "1"),), body=b"bad"), 0.0, date=DATE)
+    assert core.data_to_send() == (
+        b"HTTP/1.1 502 Bad Gateway\r\ndate: " + DATE + b"\r\nx-a: 1\r\n"
+        b"content-length: 3\r\nconnection: close\r\n\r\nbad"
+    )
+    assert core.next_event(0.0) is END_OF_INPUT
