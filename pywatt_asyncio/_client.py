@@ -25,20 +25,14 @@ from pywatt_proto import (
     ClientResponse,
     HTTPClientError,
     HTTPProtocolError,
-    Origin,
     ReadTimeout,
     RequestSpec,
     TotalTimeout,
-    split_url,
 )
 from pywatt_proto._client_common import (
     ClientBase,
     ClientCall,
     StaleConnection,
-    connect_error,
-    connect_timeout_error,
-    lost_connection_error,
-    read_timeout_error,
 )
 
 _READ_SIZE = 64 * 1024
@@ -146,7 +140,7 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
 
     async def _attempt(self, call: ClientCall) -> ClientResponse:
         url = call.url
-        origin, _ = split_url(url)
+        origin = call.origin
         slots = self._slots.get(origin)
         if slots is None:
             slots = self._slots[origin] = asyncio.Semaphore(self._max_per_host)
@@ -163,18 +157,19 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                 old.close()
             if conn is not None:
                 try:
-                    return await self._exchange(conn, origin, call)
+                    return await self._exchange(conn, call)
                 except StaleConnection:
                     pass  # the server closed an idle connection: use a fresh one
-            conn = await self._connect(origin, call)
+            conn = await self._connect(call)
             try:
-                return await self._exchange(conn, origin, call)
+                return await self._exchange(conn, call)
             except StaleConnection as stale:
                 raise HTTPProtocolError("server closed the connection", url=url) from stale
         finally:
             slots.release()
 
-    async def _connect(self, origin: Origin, call: ClientCall) -> _Conn:
+    async def _connect(self, call: ClientCall) -> _Conn:
+        origin = call.origin
         wait, is_total = call.timeout(self.connect_timeout, self._now())
         ssl = (self._ssl or _ssl.create_default_context()) if origin.scheme == "https" else None
         try:
@@ -183,12 +178,12 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                     origin.host, origin.port, ssl=ssl, limit=_READ_SIZE
                 )
         except TimeoutError:
-            raise connect_timeout_error(origin, call.url, is_total) from None
+            raise call.connect_timeout_error(is_total) from None
         except OSError as exc:
-            raise connect_error(origin, call.url, exc) from exc
+            raise call.connect_error(exc) from exc
         return _Conn(reader, writer)
 
-    async def _exchange(self, conn: _Conn, origin: Origin, call: ClientCall) -> ClientResponse:
+    async def _exchange(self, conn: _Conn, call: ClientCall) -> ClientResponse:
         exchange = call.exchange(conn.h11, self.max_response_bytes)
         ok = False
         try:
@@ -209,9 +204,9 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
                     async with asyncio.timeout(wait):
                         data = await conn.reader.read(_READ_SIZE)
                 except TimeoutError:
-                    raise read_timeout_error(call.url, is_total) from None
+                    raise call.read_timeout_error(is_total) from None
                 except OSError as exc:
-                    raise lost_connection_error(exchange, call.url, exc) from exc
+                    raise call.lost_connection_error(exchange, exc) from exc
                 if not data and not exchange.started:
                     raise StaleConnection()
                 exchange.receive_data(data)
@@ -220,7 +215,7 @@ class AsyncClient(ClientBase[AsyncRequestBuilder, _Conn, asyncio.Semaphore]):
             return event
         finally:
             if ok and exchange.reusable and not self._closed:
-                if not self._pool.put(origin, conn, asyncio.get_running_loop().time()):
+                if not self._pool.put(call.origin, conn, asyncio.get_running_loop().time()):
                     conn.close()
             else:
                 conn.close()

@@ -30,6 +30,7 @@ from ._http import (
     RequestSpec,
     RetryPolicy,
     TotalTimeout,
+    split_url,
 )
 from ._random_source import RandomSource
 
@@ -73,6 +74,7 @@ class ClientCall:
         "deadline",
         "headers",
         "method",
+        "origin",
         "url",
     )
 
@@ -90,6 +92,7 @@ class ClientCall:
     ) -> None:
         self.method = spec.method
         self.url = spec.resolve(base_url)
+        self.origin = split_url(self.url)[0]
         self.body = spec.body
         sent = [*headers, *spec.headers]
         if not any(k.lower() == "user-agent" for k, _ in sent):
@@ -168,6 +171,33 @@ class ClientCall:
         left = self.deadline - now
         return (left, True) if left < limit else (limit, False)
 
+    def connect_timeout_error(self, is_total: bool) -> HTTPTimeoutError:
+        """The error for a connection attempt that timed out (TotalTimeout when the
+        call's deadline was the tighter bound)."""
+        if is_total:
+            return TotalTimeout("timed out connecting", url=self.url)
+        origin = self.origin
+        return ConnectTimeout(f"connect to {origin.host}:{origin.port} timed out", url=self.url)
+
+    def connect_error(self, exc: OSError) -> ConnectError:
+        """The error for a connection attempt that failed with ``exc``."""
+        origin = self.origin
+        return ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}", url=self.url)
+
+    def read_timeout_error(self, is_total: bool) -> HTTPTimeoutError:
+        """The error for a wait for response bytes that timed out."""
+        if is_total:
+            return TotalTimeout("timed out reading the response", url=self.url)
+        return ReadTimeout("timed out reading the response", url=self.url)
+
+    def lost_connection_error(self, exchange: ClientExchange, exc: OSError) -> Exception:
+        """The error for a read that failed with ``exc``: :class:`StaleConnection` before
+        any response byte (the caller may retry on a fresh connection), else
+        HTTPProtocolError."""
+        if not exchange.started:
+            return StaleConnection()
+        return HTTPProtocolError(f"connection lost: {exc}", url=self.url)
+
     def exchange(self, conn: h11.Connection, max_response_bytes: int) -> ClientExchange:
         """Return a :class:`ClientExchange` making one attempt of this call on ``conn``."""
         return ClientExchange(
@@ -178,35 +208,6 @@ class ClientCall:
             self.body,
             max_response_bytes=max_response_bytes,
         )
-
-
-def connect_timeout_error(origin: Origin, url: str, is_total: bool) -> HTTPTimeoutError:
-    """The error for a connection attempt that timed out (TotalTimeout when the
-    call's deadline was the tighter bound)."""
-    if is_total:
-        return TotalTimeout("timed out connecting", url=url)
-    return ConnectTimeout(f"connect to {origin.host}:{origin.port} timed out", url=url)
-
-
-def connect_error(origin: Origin, url: str, exc: OSError) -> ConnectError:
-    """The error for a connection attempt that failed with ``exc``."""
-    return ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}", url=url)
-
-
-def read_timeout_error(url: str, is_total: bool) -> HTTPTimeoutError:
-    """The error for a wait for response bytes that timed out."""
-    if is_total:
-        return TotalTimeout("timed out reading the response", url=url)
-    return ReadTimeout("timed out reading the response", url=url)
-
-
-def lost_connection_error(exchange: ClientExchange, url: str, exc: OSError) -> Exception:
-    """The error for a read that failed with ``exc``: :class:`StaleConnection` before
-    any response byte (the caller may retry on a fresh connection), else
-    HTTPProtocolError."""
-    if not exchange.started:
-        return StaleConnection()
-    return HTTPProtocolError(f"connection lost: {exc}", url=url)
 
 
 class ClientBase(Generic[B, C, S]):
@@ -299,7 +300,7 @@ class ClientBase(Generic[B, C, S]):
 
         Raises:
             HTTPClientError: the client is closed.
-            LocalProtocolError: bad URL.
+            LocalProtocolError: bad URL (not absolute http/https once joined to the base).
             ClientCircuitOpenError: the breaker refused the call (nothing is sent); its
                 ``__cause__`` is the failure that opened the breaker, when known.
         """

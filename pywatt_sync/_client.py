@@ -27,20 +27,14 @@ from pywatt_proto import (
     ClientResponse,
     HTTPClientError,
     HTTPProtocolError,
-    Origin,
     ReadTimeout,
     RequestSpec,
     TotalTimeout,
-    split_url,
 )
 from pywatt_proto._client_common import (
     ClientBase,
     ClientCall,
     StaleConnection,
-    connect_error,
-    connect_timeout_error,
-    lost_connection_error,
-    read_timeout_error,
 )
 
 _READ_SIZE = 64 * 1024
@@ -150,7 +144,7 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
 
     def _attempt(self, call: ClientCall) -> ClientResponse:
         url = call.url
-        origin, _ = split_url(url)
+        origin = call.origin
         with self._lock:
             slots = self._slots.get(origin)
             if slots is None:
@@ -165,18 +159,19 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                 old.close()
             if conn is not None:
                 try:
-                    return self._exchange(conn, origin, call)
+                    return self._exchange(conn, call)
                 except StaleConnection:
                     pass  # the server closed an idle connection: use a fresh one
-            conn = self._connect(origin, call)
+            conn = self._connect(call)
             try:
-                return self._exchange(conn, origin, call)
+                return self._exchange(conn, call)
             except StaleConnection as stale:
                 raise HTTPProtocolError("server closed the connection", url=url) from stale
         finally:
             slots.release()
 
-    def _connect(self, origin: Origin, call: ClientCall) -> _Conn:
+    def _connect(self, call: ClientCall) -> _Conn:
+        origin = call.origin
         wait, is_total = call.timeout(self.connect_timeout, time.monotonic())
         try:
             sock = socket.create_connection((origin.host, origin.port), timeout=max(wait, 0.001))
@@ -185,12 +180,12 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                 ctx = self._ssl or _ssl.create_default_context()
                 sock = ctx.wrap_socket(sock, server_hostname=origin.host)
         except TimeoutError:
-            raise connect_timeout_error(origin, call.url, is_total) from None
+            raise call.connect_timeout_error(is_total) from None
         except OSError as exc:
-            raise connect_error(origin, call.url, exc) from exc
+            raise call.connect_error(exc) from exc
         return _Conn(sock)
 
-    def _exchange(self, conn: _Conn, origin: Origin, call: ClientCall) -> ClientResponse:
+    def _exchange(self, conn: _Conn, call: ClientCall) -> ClientResponse:
         exchange = call.exchange(conn.h11, self.max_response_bytes)
         url = call.url
         ok = False
@@ -214,9 +209,9 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
                     sock.settimeout(wait)
                     data = sock.recv(_READ_SIZE)
                 except TimeoutError:
-                    raise read_timeout_error(url, is_total) from None
+                    raise call.read_timeout_error(is_total) from None
                 except OSError as exc:
-                    raise lost_connection_error(exchange, url, exc) from exc
+                    raise call.lost_connection_error(exchange, exc) from exc
                 if not data and not exchange.started:
                     raise StaleConnection()
                 exchange.receive_data(data)
@@ -226,7 +221,7 @@ class Client(ClientBase[RequestBuilder, _Conn, threading.BoundedSemaphore]):
         finally:
             if ok and exchange.reusable and not self._closed:
                 with self._lock:
-                    kept = self._pool.put(origin, conn, time.monotonic())
+                    kept = self._pool.put(call.origin, conn, time.monotonic())
                 if not kept:
                     conn.close()
             else:

@@ -29,6 +29,7 @@ from pywatt_proto import (
     HTTPClientError,
     HTTPProtocolError,
     HTTPStatusError,
+    LocalProtocolError,
     ReadTimeout,
     Request,
     RetryPolicy,
@@ -443,6 +444,16 @@ def test_breaker_counts_one_outcome_per_call_not_per_attempt(
     c.send(lambda cl: cl.get("/flaky/100"))
     assert breaker.state is BreakerState.OPEN  # the third failed CALL opens it
     assert flaky.calls["GET /flaky/100"] == 12
+
+
+def test_a_bad_url_is_refused_before_the_breaker_admits_the_call(
+    make: Callable[..., Facade],
+) -> None:
+    breaker = CircuitBreaker(failure_threshold=1, reset_timeout=30.0)
+    c = make(base_url="http://127.0.0.1:99999", breaker=breaker)
+    with pytest.raises(LocalProtocolError, match="bad port"):
+        c.send(lambda cl: cl.get("/x"))
+    assert breaker.counters.calls == 0 and breaker.state is BreakerState.CLOSED
 
 
 def test_call_cancelled_while_waiting_to_retry_is_reported_cancelled(flaky: Flaky) -> None:
