@@ -42,6 +42,8 @@ from pywatt_proto import (
     format_access_log,
     http_date,
 )
+from pywatt_proto._driver import refused_answer
+from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._http import SendProgress, busy_response
 from pywatt_proto._router import router_of
 from pywatt_sync._server import reset_on_close, unsent_bytes
@@ -350,7 +352,11 @@ class _Connection(ConnectionDriver):
     def _answer(self, request: Request, response: Response, start: float, date: bytes) -> None:
         core = self._core
         assert core is not None
-        core.send_response(response, start, date=date)
+        try:
+            core.send_response(response, start, date=date)
+        except LocalProtocolError as exc:  # nothing was queued: answer 500 instead
+            response = refused_answer(self._server.router, request, exc)
+            core.send_response(response, start, date=date)
         if self._server.access_log is not None:
             self._server.log_access(core.client, request, response, self._now() - start)
 

@@ -58,6 +58,18 @@ def unhandled_error(router: Router, request: Request, exc: Exception) -> Respons
     return response
 
 
+def refused_answer(router: Router, request: Request, exc: Exception) -> Response:
+    """The 500 that replaces a handler's answer the HTTP core refused to send (``exc``: a
+    Content-Length its body does not have, a header h11 refuses), logged as an error."""
+    _http_log.error(
+        "%s %s: the handler's answer is not valid HTTP (%s); answered 500",
+        request.method,
+        request.path,
+        exc,
+    )
+    return router.error_response(exc)
+
+
 def channel_failed(target: ChannelTarget, attempts: int, failure: str) -> bool:
     """Log that the channel to ``target`` could not be connected; return True if it was
     required (the module then stops with status 1)."""

@@ -55,6 +55,8 @@ from pywatt_proto import (
     format_access_log,
     http_date,
 )
+from pywatt_proto._driver import refused_answer
+from pywatt_proto._errors import LocalProtocolError
 from pywatt_proto._http import SendProgress, busy_response
 from pywatt_proto._router import router_of
 
@@ -424,7 +426,11 @@ class HttpServer:
             response = dispatch(router, event, now)
             if stopping.is_set():
                 conn.shutdown()  # this answer says Connection: close
-            core.send_response(response, start, date=self._date.get())
+            try:
+                core.send_response(response, start, date=self._date.get())
+            except LocalProtocolError as exc:  # nothing was queued: answer 500 instead
+                response = refused_answer(router, event, exc)
+                core.send_response(response, start, date=self._date.get())
             try:
                 # a client that stops reading its answers gets read_timeout to drain them
                 wire.sendall(core.data_to_send(), send_timeout)

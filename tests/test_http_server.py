@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import io
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -21,7 +22,7 @@ import pytest
 
 import pywatt_asyncio
 import pywatt_sync
-from pywatt_proto import Request, Router, ServerLimits
+from pywatt_proto import Request, Response, Router, ServerLimits
 
 FAST = ServerLimits(
     read_timeout=0.4,
@@ -571,3 +572,25 @@ def test_blocking_server_answers_500_to_a_handler_raising_systemexit(
         s.close()
     finally:
         srv.close()
+
+
+def test_a_handler_answer_h11_refuses_gets_500_and_the_server_goes_on(
+    start: Starter, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler returning what is not valid HTTP (a Content-Length its body does not have)
+    is answered 500 and logged, like a handler that raised (was: no answer at all); the
+    connection then closes (the HTTP core's state after a refused answer) and the server
+    serves the next one."""
+    r = build_router(start.kind)  # type: ignore[attr-defined]
+    r.add_route("/lying", lambda q: Response(headers=[("content-length", "1")], body=b"abc"))
+    srv = start(r)
+    with caplog.at_level(logging.ERROR, logger="pywatt.http"), connect(srv.port) as s:
+        s.sendall(b"GET /lying HTTP/1.1\r\nhost: x\r\n\r\n")
+        ((status, headers, body),) = read_responses(s, 1)
+    assert status == 500 and json.loads(body)["message"] == "Internal server error"
+    assert headers.get("connection") == "close"
+    assert any("GET /lying" in rec.getMessage() for rec in caplog.records)
+    with connect(srv.port) as s:
+        s.sendall(GET_HELLO)
+        ((status, _, body),) = read_responses(s, 1)
+    assert status == 200 and json.loads(body) == {"message": "hello, world"}
