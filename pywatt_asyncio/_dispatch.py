@@ -2,7 +2,8 @@
 
 The router decides everything (route, 404/405, auth, conversions, error
 answers, HEAD, metrics); this loop only calls the user's callables and awaits
-them when they return awaitables. Synchronous handlers run inline on the loop.
+them when they return awaitables. Synchronous handlers run inline on the loop. A handler
+raising ``SystemExit`` or ``KeyboardInterrupt`` is answered 500 and logged.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ from collections.abc import Awaitable, Callable, Coroutine
 from types import CoroutineType
 from typing import Any
 
-from pywatt_proto._driver import unhandled_error
+from pywatt_proto._driver import escaped, unhandled_error
 from pywatt_proto._router import Plan, Request, Response, Router
 
 # Result types that are certainly not awaitable (skips inspect.isawaitable).
 _PLAIN = frozenset({dict, list, str, bytes, type(None), Response, tuple})
 
 _log = logging.getLogger("pywatt.http")
+# Not Exceptions, but a handler raising them is not the server stopping (uvicorn and the
+# blocking driver agree): answered 500 and logged. CancelledError is not caught.
+_LEFT = (SystemExit, KeyboardInterrupt)
 
 
 async def dispatch(router: Router, request: Request, now_fn: Callable[[], float]) -> Response:
@@ -55,6 +59,8 @@ def dispatch_eager(
         response = router.to_response(result)
     except Exception as exc:
         return _finish_error(router, plan, exc, now_fn)
+    except _LEFT as exc:
+        response = escaped(router, f"{request.method} {request.path}", exc)
     return router.finish(plan, response, now_fn())
 
 
@@ -73,6 +79,8 @@ async def _finish_later(
         response = router.to_response(await pending)
     except Exception as exc:
         response = await _recover(router, plan.request, exc)
+    except _LEFT as exc:
+        response = escaped(router, f"{plan.request.method} {plan.request.path}", exc)
     return router.finish(plan, response, now_fn())
 
 
@@ -103,6 +111,8 @@ async def _step(router: Router, plan: Plan, index: int, request: Request) -> Res
         return router.to_response(result)
     except Exception as exc:
         return await _recover(router, request, exc)
+    except _LEFT as exc:
+        return escaped(router, f"{request.method} {request.path}", exc)
 
 
 async def _recover(router: Router, request: Request, exc: Exception) -> Response:

@@ -58,6 +58,13 @@ def unhandled_error(router: Router, request: Request, exc: Exception) -> Respons
     return response
 
 
+def escaped(router: Router, what: str, exc: BaseException) -> Response:
+    """Log what escaped a handler (``SystemExit``, ``KeyboardInterrupt``: not an
+    ``Exception``) and return the 500 that answers it at once."""
+    _http_log.error("%s: handler raised %s; answered 500", what, type(exc).__name__, exc_info=exc)
+    return router.error_response(exc)
+
+
 def refused_answer(router: Router, request: Request, exc: Exception) -> Response:
     """The 500 that replaces a handler's answer the HTTP core refused to send (``exc``: a
     Content-Length its body does not have, a header h11 refuses), logged as an error."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from pywatt_proto._driver import unhandled_error
+from pywatt_proto._driver import escaped, unhandled_error
 from pywatt_proto._lazylog import LazyLogger
 from pywatt_proto._router import Plan, Request, Response, Router
 
@@ -102,10 +102,3 @@ def _recover(router: Router, request: Request, exc: Exception) -> Response:
             _log.exception("error handler failed", exc_info=second)
             exc = second
     return unhandled_error(router, request, exc)
-
-
-def escaped(router: Router, what: str, exc: BaseException) -> Response:
-    """Log what escaped a handler (``SystemExit``, ``KeyboardInterrupt``: not an
-    ``Exception``) and return the 500 that answers it at once."""
-    _log.error("%s: handler raised %s; answered 500", what, type(exc).__name__, exc_info=exc)
-    return router.error_response(exc)

@@ -36,7 +36,7 @@ from functools import partial
 
 from pywatt_asyncio._guard import guard_stdout, run_until_exit
 from pywatt_proto._bodies import SkippedLineLog
-from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed
+from pywatt_proto._driver import CoreEvents, ModuleBase, callable_name, channel_failed, escaped
 from pywatt_proto._errors import ProtocolError
 from pywatt_proto._framing import END_OF_INPUT, NEED_DATA
 from pywatt_proto._hints import rotation_failed
@@ -59,7 +59,7 @@ from pywatt_proto._router import Response, Router
 from pywatt_proto._secrets import convert_secret
 from pywatt_proto._serving import clear_serving, set_serving
 
-from ._dispatch import dispatch, escaped
+from ._dispatch import dispatch
 from ._scheduler import Scheduler, start_daemon
 from ._stdio import READ_CHUNK, BlockingWriter, OutputQueue
 

@@ -272,3 +272,32 @@ def test_port_request_is_answered_as_pywatt_run_does() -> None:
             got = client.get("/port").json()["port"]
     assert got != busy
     assert got > 0
+
+
+@pytest.mark.parametrize("exc_type", [SystemExit, KeyboardInterrupt])
+def test_an_asyncio_module_answers_500_to_a_handler_raising_systemexit(
+    exc_type: type[BaseException],
+) -> None:
+    """As the blocking module and uvicorn do: the handler is not the process (an async
+    handler's exception used to leave the event loop and stop the module)."""
+    import asyncio
+
+    app = pywatt_asyncio.Module()
+
+    @app.get("/async")
+    async def leave_async(request: Request) -> str:
+        await asyncio.sleep(0)
+        raise exc_type(3)
+
+    @app.get("/plain")
+    def leave(request: Request) -> str:
+        raise exc_type(3)
+
+    @app.get("/hello")
+    async def hello(request: Request) -> str:
+        return "hi"
+
+    with TestClient(app) as client:
+        assert client.get("/async").status_code == 500
+        assert client.get("/plain").status_code == 500
+        assert client.get("/hello").text == "hi"
