@@ -417,6 +417,11 @@ def test_bytes_tokens_and_bad_arguments() -> None:
         v().validate(token, "now")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         v().validate(12, NOW)  # type: ignore[arg-type]
+    # A NaN now compared false with exp, so an expired token was accepted.
+    expired = encode({"exp": 100}, KEY)
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(ValueError, match="finite"):
+            v().validate(expired, bad)
     with pytest.raises(ValueError):
         v(leeway=-1)
     with pytest.raises(ValueError):

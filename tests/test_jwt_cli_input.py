@@ -131,3 +131,24 @@ def test_real_stdin_bytes() -> None:
         out = json.loads(proc.stdout)
         assert out["valid"] is valid, (data, proc.stdout, proc.stderr)
         assert proc.returncode == (0 if valid else 1)
+
+
+def test_non_finite_times_and_bad_policies_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Before: --now nan crashed (or accepted an expired token), --now inf crashed encode,
+    # --leeway -1 / --max-size 0 crashed verify, all with a traceback and exit status 1.
+    expired = encode({"exp": 100}, KEY)
+    for bad in (["--now", "nan"], ["--now=-inf"], ["--leeway", "nan"]):
+        with pytest.raises(SystemExit) as info:
+            main(["verify", expired, *KEY_ARGS, *bad])
+        assert info.value.code == 2
+        assert "not a finite number of seconds" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["encode", "{}", *KEY_ARGS, "--now", "inf", "--expires-in", "5"])
+    assert info.value.code == 2
+    for bad, message in (["--leeway=-1"], "leeway"), (["--max-size", "0"], "max_size"):
+        big_stdin = io.StringIO("x" * 100_000)
+        assert main(["verify", *KEY_ARGS, "--now", str(NOW), *bad], stdin=big_stdin) == 2
+        assert message in capsys.readouterr().err
+        assert big_stdin.tell() == 0  # the policy is refused before stdin is read

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,16 @@ from ._validator import (
 
 class _UsageError(Exception):
     pass
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number of seconds")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     enc.add_argument(
         "--expires-in", type=int, metavar="SECONDS", help="add exp = now + SECONDS (> 0)"
     )
-    enc.add_argument("--now", type=float, help="current time, seconds (default: the clock)")
+    enc.add_argument("--now", type=_seconds, help="current time, seconds (default: the clock)")
 
     dec = sub.add_parser("decode", help="print header and claims WITHOUT verifying")
     dec.add_argument("token", nargs="?", help="token (default: the first line of stdin)")
@@ -57,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="verify a token (argument or the first line of stdin)")
     ver.add_argument("token", nargs="?", help="token (default: the first line of stdin)")
     key_args(ver)
-    ver.add_argument("--now", type=float, help="current time, seconds (default: the clock)")
-    ver.add_argument("--leeway", type=float, default=DEFAULT_LEEWAY, help="seconds of leeway")
+    ver.add_argument("--now", type=_seconds, help="current time, seconds (default: the clock)")
+    ver.add_argument("--leeway", type=_seconds, default=DEFAULT_LEEWAY, help="seconds of leeway")
     ver.add_argument("--audience", action="append", help="accepted audience (repeatable)")
     ver.add_argument("--issuer", action="append", help="accepted issuer (repeatable)")
     ver.add_argument("--require", action="append", default=[], help="required claim (repeatable)")
@@ -116,8 +127,6 @@ def _emit(out: TextIO, obj: object) -> None:
 def _verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     key = _read_key(args)
     try:
-        token = _read_token(args.token, stdin, args.max_size)
-        now = _now(args)
         validator = JwtValidator(
             key,
             leeway=args.leeway,
@@ -127,10 +136,13 @@ def _verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
             max_size=args.max_size,
             max_depth=args.max_depth,
         )
-        claims: dict[str, Any] = validator.validate(token, now)
+        token = _read_token(args.token, stdin, args.max_size)
+        claims: dict[str, Any] = validator.validate(token, _now(args))
     except JwtError as exc:
         _emit(out, {"valid": False, "reason": exc.reason, "error": exc.message})
         return 1
+    except ValueError as exc:  # the policy: --leeway, --max-size, --max-depth
+        raise _UsageError(str(exc)) from None
     _emit(out, {"valid": True, "claims": claims})
     return 0
 

@@ -274,10 +274,14 @@ class JwtValidator:
 
         Returns the verified claims as a new dict.  Raises :class:`JwtError`
         whose ``reason`` says why the token is refused (see :data:`REASONS`);
-        the validator is unchanged either way.
+        the validator is unchanged either way.  Raises :class:`TypeError` /
+        :class:`ValueError` for a ``now`` that is not a finite int or float.
         """
         if type(now) is not float and type(now) is not int:
             raise TypeError("now must be an int or float number of seconds")
+        if type(now) is float and not math.isfinite(now):
+            # A NaN compares false with every exp, so it would accept expired tokens.
+            raise ValueError("now must be a finite number of seconds")
         # 1-2: size and shape.
         h, p, s = split_token(token, self._max_size)
         # 3: header (cached by its exact bytes).
