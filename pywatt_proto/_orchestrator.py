@@ -542,14 +542,15 @@ class OrchestratorConnection:
         return events.pop(0)
 
     def _line_too_long(self, exc: LineTooLong) -> BadModuleLine:
-        """A module line over the limit (dropped): fail its request with 502 now, when its
-        request_id is in the line's first or last bytes (spec/limits.md section 1.1)."""
-        rid = scan_request_id(exc.head, exc.tail, op="http_response")
-        if rid is not None and self._in_flight.pop(rid, None) is not None:
-            self._events.append(
-                RequestFailed(request_id=rid, status=502, reason="response too large")
-            )
+        self._fail_scanned(exc.head, exc.tail, "response too large")
         return BadModuleLine(line=exc.head, error=exc)
+
+    def _fail_scanned(self, head: bytes, tail: bytes, reason: str) -> None:
+        """A module line too long or undecodable: fail its request with 502 now, when its
+        request_id is in the line's first or last bytes (spec/limits.md, "Bounded scan")."""
+        rid = scan_request_id(head, tail, op="http_response")
+        if rid is not None and self._in_flight.pop(rid, None) is not None:
+            self._events.append(RequestFailed(request_id=rid, status=502, reason=reason))
 
     def _fail_all(self, status: int, reason: str) -> None:
         for rid in self._in_flight:
@@ -560,6 +561,7 @@ class OrchestratorConnection:
         try:
             msg = decode_module_line(line, base64_bodies=self._base64)
         except RemoteProtocolError as exc:
+            self._fail_scanned(line, line, "invalid response")
             self._events.append(BadModuleLine(line=line, error=exc))
             return
         match msg:

@@ -403,3 +403,30 @@ def test_rotation_ack_of_pywatt_module_needs_no_spare_line() -> None:
     conn.receive_data(line(ack), clock.now())
     drain(conn)
     assert sent(conn) == []
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"status_code": "200", "headers": {}},  # wrong type
+        {"status_code": 200, "headers": {"x-a": 5}},
+        {"status_code": 200, "headers": [["x-a", "1"]]},
+        {"status_code": 200, "headers": {}, "body": [256, -1]},
+    ],
+)
+def test_undecodable_response_fails_its_request_with_502_at_once(fields: dict[str, Any]) -> None:
+    # spec/limits.md "Bounded scan": a response line that cannot be decoded fails the request
+    # its request_id names at once (502), never a 504 at the deadline.
+    clock = FakeClock()
+    conn = running(clock, request_timeout=30.0, heartbeat_interval=None)
+    rid = conn.send_request("GET", "/a", {}, None, clock.now())
+    other = conn.send_request("GET", "/a", {}, None, clock.now())
+    conn.receive_data(line({"op": "http_response", "request_id": rid, **fields}), clock.now())
+    failed, bad = drain(conn)
+    assert failed == RequestFailed(request_id=rid, status=502, reason="invalid response")
+    assert isinstance(bad, BadModuleLine)
+    assert conn.in_flight == 1  # the other request still waits for its answer
+    ok = {"op": "http_response", "request_id": other, "status_code": 200, "headers": {}}
+    conn.receive_data(line(ok), clock.now())
+    (answered,) = drain(conn)
+    assert answered.request_id == other
