@@ -86,6 +86,14 @@ if BREAKER_MACHINE.next(_C, _I.SUCCESS) is not _C:  # pragma: no cover - guards 
 REJECTED = -1
 
 
+def _finite(now: float) -> float:
+    # An infinite opened_at would keep the breaker OPEN forever; a NaN now compares
+    # false with the end of the open period, so it would half-open at once.
+    if not -math.inf < now < math.inf:
+        raise ValueError(f"now must be a finite number of seconds, got {now!r}")
+    return now
+
+
 @record
 class BreakerTransition:
     """One state change, as handed to listeners.
@@ -318,8 +326,9 @@ class CircuitBreaker:
         return None
 
     def handle_timer(self, now: float) -> BreakerState:
-        """Apply the OPEN -> HALF_OPEN transition if it is due; return the state."""
-        if self._state is BreakerState.OPEN and now >= self._opened_at + self._reset_timeout:
+        """Apply the OPEN -> HALF_OPEN transition if it is due; return the state.
+        Raises ValueError for a non-finite ``now`` while OPEN."""
+        if self._state is _O and _finite(now) >= self._opened_at + self._reset_timeout:
             self._transition(BreakerInput.RESET_TIMEOUT, now)
         return self._state
 
@@ -361,6 +370,7 @@ class CircuitBreaker:
         hand back with the outcome, or :data:`REJECTED` when OPEN before the timeout or
         HALF_OPEN with every trial slot taken (counted; nothing else changes). An OPEN
         breaker whose timeout has elapsed half-opens first and admits the call as a trial.
+        Raises ValueError for a non-finite ``now`` while OPEN (nothing changes).
         """
         if self._state is _C:
             self._calls += 1
@@ -368,8 +378,8 @@ class CircuitBreaker:
         return self._acquire_slow(now)
 
     def _acquire_slow(self, now: float) -> int:
-        if self._state is BreakerState.OPEN:
-            if now < self._opened_at + self._reset_timeout:
+        if self._state is _O:
+            if _finite(now) < self._opened_at + self._reset_timeout:
                 self._rejected += 1
                 return REJECTED
             self._transition(BreakerInput.RESET_TIMEOUT, now)
@@ -403,8 +413,10 @@ class CircuitBreaker:
 
         In CLOSED this counts a consecutive failure and opens the breaker at
         ``failure_threshold`` (``opened_at = now``); in HALF_OPEN it re-opens the
-        breaker. A stale ticket is only counted.
+        breaker. A stale ticket is only counted. Raises ValueError for a non-finite
+        ``now`` (nothing changes).
         """
+        _finite(now)
         self._failures += 1
         if ticket != self._epoch:
             self._stale += 1
@@ -477,7 +489,9 @@ class CircuitBreaker:
     # ---------------------------------------------------------------- control
 
     def force_open(self, now: float) -> None:
-        """Open the breaker now (``opened_at = now``), whatever its state."""
+        """Open the breaker now (``opened_at = now``), whatever its state. Raises
+        ValueError for a non-finite ``now`` (nothing changes)."""
+        _finite(now)
         self._trip_cause = None
         self._transition(BreakerInput.FORCE_OPEN, now)
 

@@ -105,6 +105,28 @@ def test_failed_trial_reopens_with_new_opened_at() -> None:
     assert cb.acquire(21.0) != REJECTED
 
 
+def test_non_finite_now_is_refused_where_it_decides_or_is_stored() -> None:
+    # Before: a trip at now=inf left the breaker OPEN forever (every finite now was
+    # "before" the timeout), and an OPEN breaker asked at now=NaN half-opened at once.
+    nan, inf = float("nan"), float("inf")
+    cb = CircuitBreaker(failure_threshold=1, reset_timeout=10.0)
+    ticket = cb.acquire(0.0)
+    for bad in (nan, inf, -inf):
+        with pytest.raises(ValueError, match="finite"):
+            cb.record_failure(ticket, bad)
+        with pytest.raises(ValueError, match="finite"):
+            cb.force_open(bad)
+    assert cb.state is C and cb.counters.failures == 0
+    cb.record_failure(ticket, 1.0)
+    for bad in (nan, inf, -inf):
+        with pytest.raises(ValueError, match="finite"):
+            cb.acquire(bad)
+        with pytest.raises(ValueError, match="finite"):
+            cb.handle_timer(bad)
+    assert cb.state is O and cb.opened_at == 1.0 and cb.counters.rejected == 0
+    assert cb.acquire(11.0) != REJECTED and cb.state is H
+
+
 def test_success_threshold_and_concurrent_trials() -> None:
     cb = CircuitBreaker(
         failure_threshold=1, reset_timeout=1.0, success_threshold=3, half_open_max_calls=2
