@@ -74,6 +74,9 @@ _RESPONSE_HOP: Final = frozenset(
 #: Methods listed in the answer to ``OPTIONS *``.
 _ALLOW: Final = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"
 _BUSY: Final = busy_response(retry_after=1)
+#: Largest header block (names, values, ``": "`` and CRLF) of a module's answer passed on;
+#: larger is 502 (nginx refuses past 4-8 KiB, curl past 100 KiB).
+MAX_RESPONSE_HEAD: Final = 64 * 1024
 #: Seconds the accept loop waits after an accept error (EMFILE: a descriptor must free up).
 _ACCEPT_RETRY: Final = 0.1
 #: Log at most this many accept errors (or cap refusals) per period, then one summary.
@@ -406,6 +409,9 @@ class _FrontConnection(ConnectionDriver):
                 headers.append((name, value))
         body = b"" if head or bodyless else reply.body or b""
         try:
+            size = sum(len(name) + len(value) + 4 for name, value in headers)
+            if size > MAX_RESPONSE_HEAD:
+                raise LocalProtocolError(f"headers of {size} bytes (over {MAX_RESPONSE_HEAD})")
             return Response(status=status, headers=tuple(headers), body=body)
         except LocalProtocolError as exc:
             _log.warning("invalid response from module for %s: %s", request.target, exc)

@@ -516,6 +516,24 @@ async def test_1xx_final_answer_from_a_module_is_502(open_door: Opener) -> None:
     assert out.startswith(b"HTTP/1.1 502 "), out
 
 
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"x-a": "a" * 70_000}, 502),  # one huge value
+        ({f"x-{i}": "v" * 100 for i in range(1000)}, 502),  # very many headers
+        ({"x-a": "a" * 60_000}, 200),  # under the bound
+    ],
+)
+async def test_module_answer_with_headers_over_64_kib_is_502(
+    open_door: Opener, headers: dict[str, str], status: int
+) -> None:
+    up = Recorder(answer=_ok(200, headers, b"ok"))
+    _, _, port = await open_door(up)
+    out = await _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert out.startswith(f"HTTP/1.1 {status} ".encode()), out[:100]
+    assert len(out) < 70_000 or status == 200
+
+
 async def test_head_keeps_the_modules_length_and_sends_no_body(open_door: Opener) -> None:
     up = Recorder(answer=_ok(200, {"content-length": "5"}, b"hello"))
     _, _, port = await open_door(up)
