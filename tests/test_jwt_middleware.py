@@ -55,6 +55,9 @@ def test_bearer_scheme_is_case_insensitive(value: str) -> None:
         ("Bearer", "invalid_request", 400, 'Bearer error="invalid_request"'),
         ("Bearer   ", "invalid_request", 400, 'Bearer error="invalid_request"'),
         ("Bearer a b", "invalid_request", 400, 'Bearer error="invalid_request"'),
+        (f"Bearer\t{GOOD}", "missing_token", 401, "Bearer"),
+        (f"Bearer \t{GOOD}", "invalid_request", 400, 'Bearer error="invalid_request"'),
+        (f"Bearer {GOOD}\n", "invalid_request", 400, 'Bearer error="invalid_request"'),
     ],
 )
 def test_bearer_failures(value: str | None, reason: str, status: int, challenge: str) -> None:
@@ -65,6 +68,16 @@ def test_bearer_failures(value: str | None, reason: str, status: int, challenge:
         status,
         challenge,
     )
+
+
+def test_bearer_parsing_is_linear_in_the_header_length() -> None:
+    # Before: the credentials regex backtracked quadratically on a run of blanks inside
+    # the value (a 32 KB header cost ~2.5 s of CPU; this one, minutes).
+    started = time.perf_counter()
+    for value in ("Bearer x" + " \t" * 100_000 + "!", "Bearer " + " " * 200_000 + "x!"):
+        with pytest.raises(AuthError):
+            parse_bearer(value)
+    assert time.perf_counter() - started < 2.0
 
 
 def test_error_response_does_not_leak() -> None:
