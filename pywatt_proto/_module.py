@@ -712,6 +712,7 @@ class ModuleConnection(ServingLink):
         self._secret_rotation: dict[str, str] = {}
         self._pending_rotations: set[str] = set()
         self._eof = False
+        self._input_ended = False  # the last line before end of input was read
         # Module calls and registry requests (pywatt_proto._calls), made on first use.
         self._calls: CallTracker | None = None
         self._services: ServiceRequests | None = None
@@ -813,6 +814,7 @@ class ModuleConnection(ServingLink):
         if self._state is ModuleState.AWAITING_INIT:
             self._state = ModuleState.ERROR
             raise RemoteProtocolError("stdin closed before the init line")
+        self._input_ended = True
         if self._state is not ModuleState.CLOSED:
             self._fire(ModuleInput.EOF)
             self._fail_secrets("input closed")
@@ -1118,8 +1120,9 @@ class ModuleConnection(ServingLink):
 
         Concurrent callers share one round trip: the request is sent only if none is
         pending for ``name``. Answer: ``SecretUpdated``/``SecretFailed`` event.
-        Raises ``LocalProtocolError`` before init, past ``MAX_PENDING_SECRETS``, or for a
-        name too large for a line (hint 413; nothing is sent or kept).
+        Raises ``SecretUnavailable`` once input has ended (no answer can come) and
+        ``LocalProtocolError`` before init, past ``MAX_PENDING_SECRETS``, or for a name
+        too large for a line (hint 413); nothing is sent or kept then.
         """
         self._check_alive()
         value = self._secrets.get(name)
@@ -1127,6 +1130,8 @@ class ModuleConnection(ServingLink):
             return value
         if self._state is ModuleState.AWAITING_INIT:
             raise LocalProtocolError("cannot request secrets before init")
+        if self._input_ended:
+            raise SecretUnavailable(f"{name}: input closed")
         if name not in self._pending_secrets:
             if len(self._pending_secrets) >= MAX_PENDING_SECRETS:
                 raise LocalProtocolError("too many secret requests outstanding")

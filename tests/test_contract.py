@@ -381,6 +381,53 @@ def test_end_of_input_answers_in_flight_first(script: Path) -> None:
     assert_clean_stdout(mod)
 
 
+_LATE_SECRET = """
+app = Module(secret_timeout=600)
+
+
+@app.get("/late")
+{a}def late(request):
+    {pause}  # input closes meanwhile (if not, the secret is failed at end of input instead)
+    try:
+        return {aw}app.secret("LATE")
+    except SecretUnavailable as exc:
+        return {{"unavailable": str(exc)}}
+
+
+app.run()
+"""
+
+
+@pytest.mark.parametrize(
+    "head, a, pause",
+    [
+        ("import asyncio\nfrom pywatt_asyncio import Module", "async ", "await asyncio.sleep(0.3)"),
+        ("import time\nfrom pywatt_sync import Module", "", "time.sleep(0.3)"),
+    ],
+    ids=["asyncio", "sync"],
+)
+def test_secret_asked_after_end_of_input_fails_at_once(
+    tmp_path: Path, head: str, a: str, pause: str
+) -> None:
+    # Nobody can answer a get_secret once stdin is closed: the handler hears so at once
+    # (not after secret_timeout) and nothing is written for it.
+    path = tmp_path / "late_secret.py"
+    source = _LATE_SECRET.format(a=a, aw="await " if a else "", pause=pause)
+    path.write_text(head + "\nfrom pywatt_proto import SecretUnavailable\n" + source)
+    mod = ModuleProcess.python(path)
+    try:
+        mod.send(INIT)
+        assert isinstance(mod.next(), Announce)
+        mod.request("late", "GET", "/late")
+        mod.close_stdin()
+        assert body_json(mod.response("late")) == {"unavailable": "LATE: input closed"}
+        assert mod.wait() == 0
+    finally:
+        mod.stop()
+    assert_clean_stdout(mod)
+    assert len(mod.raw_lines) == 2  # announce and the answer: no get_secret
+
+
 def test_print_goes_to_stderr_not_the_protocol(script: Path) -> None:
     mod, _ = start(script)
     try:

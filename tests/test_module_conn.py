@@ -22,6 +22,7 @@ from pywatt_proto._module import (
     RequestTimedOut,
     RotationRequested,
     SecretFailed,
+    SecretUnavailable,
     SecretUpdated,
     ShutdownRequested,
     join_headers,
@@ -410,6 +411,19 @@ def test_eof_fails_pending_secret_requests() -> None:
     assert conn.state is ModuleState.CLOSED
 
 
+def test_secret_asked_after_end_of_input_fails_at_once() -> None:
+    # No answer can arrive once stdin is closed: refused, nothing sent, nothing pending.
+    conn = running()
+    conn.receive_data(req("a"), 0.0)
+    conn.receive_eof()
+    assert [type(e) for e in drain(conn)] == [RequestReceived]
+    with pytest.raises(SecretUnavailable, match="S: input closed"):
+        conn.get_secret("S", 1.0)
+    assert sent(conn) == []
+    conn.send_response("a", 204, {}, None)
+    assert conn.state is ModuleState.CLOSED
+
+
 def test_other_messages_pass_through_and_send_guards_managed_ops() -> None:
     conn = running()
     conn.send(PortRequest(request_id="p1", specific_port=None))
@@ -587,3 +601,16 @@ def test_a_refused_answer_keeps_its_deadline_and_times_out_on_time() -> None:
     assert [e.request_id for e in drain(conn) if isinstance(e, RequestTimedOut)] == ["a"]
     assert [(m["request_id"], m["status_code"]) for m in sent(conn)] == [("a", 504)]
     assert conn.get_timer() == 40.0
+
+
+def test_secret_answer_read_before_end_of_input_still_counts() -> None:
+    # Input closed, but the answer's line is not read yet: the round trip goes on.
+    conn = running()
+    conn.get_secret("S", 0.0)
+    sent(conn)
+    conn.receive_data(line({"op": "secret", "name": "S", "value": "v"}), 0.0)
+    conn.receive_eof()
+    assert conn.get_secret("S", 0.0) is None  # still pending: nothing new sent
+    assert sent(conn) == []
+    assert drain(conn) == [SecretUpdated(name="S", value="v", rotation_id=None)]
+    assert conn.get_secret("S", 0.0) == "v"
