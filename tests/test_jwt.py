@@ -278,6 +278,12 @@ PEM_PUBLIC = (
         PEM_PUBLIC,
         b"  " + PEM_PUBLIC,
         b"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x",
+        # Before: only the first 32 bytes were searched, so these were taken as HS256 secrets:
+        # openssl's "Bag Attributes" / -subject lines before the PEM block, and an
+        # authorized_keys line with options before the key type.
+        b"Bag Attributes\n    friendlyName: api\nsubject=/CN=api.example\n" + PEM_PUBLIC,
+        b'from="10.0.0.0/8",no-pty,no-agent-forwarding ssh-ed25519 '
+        b"AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x",
     ],
 )
 def test_asymmetric_public_key_is_refused_with_reason_algorithm(key: bytes) -> None:

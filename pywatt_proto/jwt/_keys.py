@@ -33,8 +33,8 @@ KeyEncoding = Literal["raw", "base64url", "hex"]
 
 
 def _check_secret(secret: bytes) -> None:
-    head = secret.lstrip()[:32]
-    if any(marker in head for marker in _ASYMMETRIC_MARKERS):
+    # Anywhere, not just at the start: tools put text before the block or the key type.
+    if any(marker in secret for marker in _ASYMMETRIC_MARKERS):
         raise JwtKeyError(
             "algorithm",
             "key looks like an asymmetric (PEM/OpenSSH) key; HS256 needs a shared secret "
