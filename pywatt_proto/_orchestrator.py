@@ -352,6 +352,8 @@ class OrchestratorConnection:
         self._next_id = 0
         # request_id -> deadline; insertion order is deadline order (constant timeout).
         self._in_flight: dict[str, float] = {}
+        # The last max_in_flight ids given up (client gone, 504): a late answer says so.
+        self._given_up: dict[str, None] = {}
         self._pending_ports: set[str] = set()
         self._pending_rotations: set[str] = set()
         self._calls = PendingCalls()  # module calls read from this module
@@ -453,7 +455,16 @@ class OrchestratorConnection:
 
         Returns True if it was in flight.
         """
-        return self._in_flight.pop(request_id, None) is not None
+        if self._in_flight.pop(request_id, None) is None:
+            return False
+        self._give_up(request_id)
+        return True
+
+    def _give_up(self, request_id: str) -> None:
+        given_up = self._given_up
+        given_up[request_id] = None
+        if len(given_up) > self._max_in_flight:
+            del given_up[next(iter(given_up))]
 
     def answer_port(
         self, request_id: str, *, port: int | None = None, error: str | None = None
@@ -566,10 +577,14 @@ class OrchestratorConnection:
             return
         match msg:
             case HttpResponse(request_id=rid):
-                if self._in_flight.pop(rid, None) is None:
-                    self._bad_line(line, f"response for unknown request {rid!r}", "request_id")
-                else:
+                if self._in_flight.pop(rid, None) is not None:
                     self._events.append(ResponseReceived(request_id=rid, response=msg))
+                elif rid in self._given_up:
+                    del self._given_up[rid]
+                    why = "given up: client gone or deadline passed"
+                    self._bad_line(line, f"late response for request {rid!r} ({why})", "request_id")
+                else:
+                    self._bad_line(line, f"response for unknown request {rid!r}", "request_id")
             case HeartbeatAck():
                 self._missed = 0
                 self._unresponsive_reported = False
@@ -746,6 +761,7 @@ class OrchestratorConnection:
             if deadline > now:
                 break
             del in_flight[rid]
+            self._give_up(rid)
             self._events.append(
                 RequestFailed(request_id=rid, status=504, reason="module did not answer in time")
             )

@@ -430,3 +430,25 @@ def test_undecodable_response_fails_its_request_with_502_at_once(fields: dict[st
     conn.receive_data(line(ok), clock.now())
     (answered,) = drain(conn)
     assert answered.request_id == other
+
+
+def test_late_answer_names_why_the_request_was_given_up() -> None:
+    # A request given up (its client left, or 504 at its deadline) then answered is not a
+    # module fault to report as an unknown request: the bad line says the answer came late.
+    clock = FakeClock()
+    conn = running(clock, request_timeout=2.0, heartbeat_interval=None)
+    left = conn.send_request("GET", "/a", {}, None, clock.now())
+    late = conn.send_request("GET", "/a", {}, None, clock.now())
+    assert conn.cancel_request(left)
+    clock.advance(2.0)
+    conn.handle_timer(clock.now())
+    drain(conn)
+    for rid in (left, late, "r999"):
+        answer = {"op": "http_response", "request_id": rid, "status_code": 200, "headers": {}}
+        conn.receive_data(line(answer), clock.now())
+    messages = [str(event.error) for event in drain(conn)]
+    assert messages == [
+        f"late response for request {left!r} (given up: client gone or deadline passed)",
+        f"late response for request {late!r} (given up: client gone or deadline passed)",
+        "response for unknown request 'r999'",
+    ]
