@@ -650,14 +650,18 @@ class PortNegotiator:
             policy is FallbackPolicy.ON_BREAKER_OPEN and opened
         )
         self._end_reason = reason
-        if not use_fallback:
+        lo, hi = self._config.fallback_range
+        # never the requested port: the orchestrator has just failed to grant it
+        pool = [port for port in range(lo, hi + 1) if port != self._specific_port]
+        if use_fallback and not pool:
+            reason += f"; the fallback range {lo}-{hi} holds only the requested port"
+        if not use_fallback or not pool:
             self._move(_N.GIVE_UP)
             self._events.append(NegotiationFailed(reason=reason, attempts=self._call_attempts))
             return
-        lo, hi = self._config.fallback_range
-        count = min(self._config.max_fallback_tries, hi - lo + 1)
+        count = min(self._config.max_fallback_tries, len(pool))
         # uniform and without repeats (the reference's `10000 + rand % 1000` is biased)
-        self._candidates = self._rng.sample(range(lo, hi + 1), count)
+        self._candidates = self._rng.sample(pool, count)
         self._tries = 0
         self._move(_N.TO_FALLBACK)
         self._ask_candidate()

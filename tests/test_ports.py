@@ -555,3 +555,27 @@ def test_send_failure_report_for_an_ended_attempt_is_ignored() -> None:
     neg.send_failed(0.2, "BrokenPipeError", request_id=req.request_id)
     assert neg.state is S.ASSIGNED and neg.port == 8600
     assert neg.breaker.counters.failures == 0
+
+
+def test_the_requested_port_is_never_a_fallback_candidate() -> None:
+    # spec/breaker.md §3.2; before, the port the orchestrator had just refused was drawn
+    # (and, with a one-port range, chosen) as the fallback.
+    refused = PortResponse(request_id="", success=False, port=0, error_message="in use")
+    for seed in range(20):
+        neg = PortNegotiator(
+            PortNegotiationConfig(fallback_range=(10000, 10002)), rng=random.Random(seed)
+        )
+        neg.start(0.0, specific_port=10001)
+        neg.receive_response(replace(refused, request_id=only_request(neg).request_id), 0.5)
+        asked = [e.port for e in drain(neg) if isinstance(e, NeedFallbackCandidate)]
+        assert asked and 10001 not in asked
+    neg = PortNegotiator(PortNegotiationConfig(fallback_range=(10001, 10001)), rng=random.Random(1))
+    neg.start(0.0, specific_port=10001)
+    neg.receive_response(replace(refused, request_id=only_request(neg).request_id), 0.5)
+    events = drain(neg)
+    assert events[-1] == NegotiationFailed(
+        reason="orchestrator refused: in use; the fallback range 10001-10001 "
+        "holds only the requested port",
+        attempts=1,
+    )
+    assert neg.state is S.FAILED
