@@ -414,8 +414,7 @@ class _FrontConnection(ConnectionDriver):
                 raise LocalProtocolError(f"headers of {size} bytes (over {MAX_RESPONSE_HEAD})")
             return Response(status=status, headers=tuple(headers), body=body)
         except LocalProtocolError as exc:
-            _log.warning("invalid response from module for %s: %s", request.target, exc)
-            return api_error("invalid response from module", 502)
+            return _invalid_answer(request, exc)
 
     def _send(
         self, request: Request, response: Response, start: float, module_id: str | None
@@ -427,10 +426,8 @@ class _FrontConnection(ConnectionDriver):
         try:
             core.send_response(response, start, date=door.date.get())
         except LocalProtocolError as exc:  # a 1xx, a header h11 refuses, non-latin-1
-            _log.warning("invalid response from module for %s: %s", request.target, exc)
-            response = api_error("invalid response from module", 502)
+            response = _invalid_answer(request, exc)
             core.send_response(response, start, date=door.date.get())
-            module_id = None
         out = core.data_to_send()
         if out:
             transport.write(out)
@@ -446,6 +443,11 @@ class _FrontConnection(ConnectionDriver):
                 module_id,
             )
             _access.info("%s", line)
+
+
+def _invalid_answer(request: Request, exc: LocalProtocolError) -> Response:
+    _log.warning("invalid response from module for %s: %s", request.target, exc)
+    return api_error("invalid response from module", 502)
 
 
 def _listen(host: str, port: int) -> list[socket.socket]:

@@ -509,11 +509,21 @@ async def test_no_content_length_on_204_and_304(open_door: Opener, status: int) 
     assert _head(out)["etag"] == '"1"'
 
 
-async def test_1xx_final_answer_from_a_module_is_502(open_door: Opener) -> None:
-    up = Recorder(answer=_ok(103, {"content-length": "0"}, b""))
-    _, _, port = await open_door(up)
-    out = await _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+@pytest.mark.parametrize(
+    "answer",
+    [_ok(103, {"content-length": "0"}, b""), _ok(999), _ok(200, {"x-a": "\u20ac"})],
+    ids=["1xx", "over 599", "not latin-1"],
+)
+async def test_invalid_answer_from_a_module_is_502_logged_with_the_module(
+    open_door: Opener, caplog: pytest.LogCaptureFixture, answer: HttpResponse
+) -> None:
+    _, _, port = await open_door(Recorder(answer=answer))
+    with caplog.at_level(logging.INFO):
+        out = await _exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 502 "), out
+    assert any("invalid response from module for /" in r.getMessage() for r in caplog.records)
+    (access,) = [r.getMessage() for r in caplog.records if r.name == "pywatt.access"]
+    assert access.endswith(" [mod]"), access  # the module that answered it, as for every 502
 
 
 @pytest.mark.parametrize(
