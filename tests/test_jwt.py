@@ -121,6 +121,10 @@ def test_signer_headers_and_kid() -> None:
         JwtSigner(KEY, headers={"alg": "HS512"})
     with pytest.raises(ValueError):
         JwtSigner(KEY, headers={"crit": ["exp"]})
+    # Before: these were signed, and every validator refused the token (reason header).
+    for bad in ({"kid": 5}, {"typ": ["JWT"]}, {"cty": 1}, {"cty": "application/JWT"}):
+        with pytest.raises(ValueError, match="header"):
+            JwtSigner(KEY, headers=bad)
 
 
 def test_encode_refuses_claims_it_would_not_accept() -> None:

@@ -16,8 +16,10 @@ from typing import Any
 
 from ._b64 import b64url_encode
 from ._claims import check_types
+from ._errors import JwtError
 from ._hmac import HmacSha256
 from ._keys import JwtKey, KeyInput, to_key
+from ._validator import DEFAULT_MAX_DEPTH, parse_header
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _TO_URL = bytes.maketrans(b"+/", b"-_")
@@ -38,7 +40,12 @@ def _header_segment(kid: str | None, headers: Mapping[str, Any] | None) -> bytes
         header.update(headers)
         header = {k: v for k, v in header.items() if v is not None}
         header["alg"] = "HS256"
-    return b64url_encode(_ENCODER.encode(header).encode("utf-8"))
+    segment = b64url_encode(_ENCODER.encode(header).encode("utf-8"))
+    try:  # what every validator checks (kid/typ/cty types, nested cty, depth)
+        parse_header(segment, DEFAULT_MAX_DEPTH, None)
+    except JwtError as exc:
+        raise ValueError(f"header refused by the validator: {exc.message}") from None
+    return segment
 
 
 class JwtSigner:
@@ -47,7 +54,8 @@ class JwtSigner:
     ``headers`` adds or overrides header parameters (a value of None removes
     one, e.g. ``{"typ": None}``); ``alg`` is always ``HS256``.  Raises
     :class:`JwtKeyError` for a refused key, :class:`ValueError` for a header
-    that asks for another algorithm or an unsupported extension.
+    that asks for another algorithm or an unsupported extension, or that a validator
+    would refuse (``kid``/``typ``/``cty`` not strings, ``cty`` ``JWT``).
     """
 
     __slots__ = ("_header", "_mac")
