@@ -86,6 +86,13 @@ if BREAKER_MACHINE.next(_C, _I.SUCCESS) is not _C:  # pragma: no cover - guards 
 REJECTED = -1
 
 
+def check_count(name: str, value: int) -> None:
+    """Raise ValueError unless ``value`` is an int >= 1 (a NaN compares false with
+    every count, so a NaN threshold would never be reached)."""
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def _finite(now: float) -> float:
     # An infinite opened_at would keep the breaker OPEN forever; a NaN now compares
     # false with the end of the open period, so it would half-open at once.
@@ -216,14 +223,11 @@ class CircuitBreaker:
         listeners: Iterable[Listener] = (),
         name: str | None = None,
     ) -> None:
-        if failure_threshold < 1:
-            raise ValueError(f"failure_threshold must be >= 1, got {failure_threshold!r}")
+        check_count("failure_threshold", failure_threshold)
         if not (math.isfinite(reset_timeout) and reset_timeout >= 0):
             raise ValueError(f"reset_timeout must be finite and >= 0, got {reset_timeout!r}")
-        if success_threshold < 1:
-            raise ValueError(f"success_threshold must be >= 1, got {success_threshold!r}")
-        if half_open_max_calls < 1:
-            raise ValueError(f"half_open_max_calls must be >= 1, got {half_open_max_calls!r}")
+        check_count("success_threshold", success_threshold)
+        check_count("half_open_max_calls", half_open_max_calls)
         self._failure_threshold = failure_threshold
         self._reset_timeout = float(reset_timeout)
         self._success_threshold = success_threshold

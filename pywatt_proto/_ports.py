@@ -31,7 +31,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 
-from ._breaker import REJECTED, BreakerState, BreakerTransition, CircuitBreaker
+from ._breaker import REJECTED, BreakerState, BreakerTransition, CircuitBreaker, check_count
 from ._errors import LocalProtocolError
 from ._fsm import Machine
 from ._lazylog import LazyLogger
@@ -144,17 +144,14 @@ class PortNegotiationConfig:
             raise ValueError(f"timeout_step must be finite and >= 0, got {self.timeout_step!r}")
         if self.max_timeout < self.initial_timeout:
             raise ValueError("max_timeout must be >= initial_timeout")
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1, got {self.max_attempts!r}")
-        if self.breaker_failure_threshold < 1:
-            raise ValueError("breaker_failure_threshold must be >= 1")
+        check_count("max_attempts", self.max_attempts)
+        check_count("breaker_failure_threshold", self.breaker_failure_threshold)
         if not (math.isfinite(self.breaker_reset_timeout) and self.breaker_reset_timeout >= 0):
             raise ValueError("breaker_reset_timeout must be finite and >= 0")
         lo, hi = self.fallback_range
         if not (1 <= lo <= hi <= MAX_PORT):
             raise ValueError(f"fallback_range must satisfy 1 <= lo <= hi <= 65535, got {lo}-{hi}")
-        if self.max_fallback_tries < 1:
-            raise ValueError(f"max_fallback_tries must be >= 1, got {self.max_fallback_tries!r}")
+        check_count("max_fallback_tries", self.max_fallback_tries)
 
     def timeout_for(self, failed_since_success: int) -> float:
         """Return the timeout of an attempt made after ``failed_since_success``

@@ -62,6 +62,11 @@ def test_defaults_match_reference() -> None:
         {"reset_timeout": float("inf")},
         {"success_threshold": 0},
         {"half_open_max_calls": 0},
+        # Before: accepted; a NaN threshold is never reached (the breaker never opened).
+        {"failure_threshold": float("nan")},
+        {"success_threshold": float("nan")},
+        {"half_open_max_calls": float("nan")},
+        {"failure_threshold": 2.5},
     ],
 )
 def test_invalid_parameters(kwargs: dict[str, float]) -> None:

@@ -133,6 +133,11 @@ def test_start_rejects_misuse() -> None:
         {"fallback_range": (2000, 1000)},
         {"fallback_range": (1, 65536)},
         {"max_fallback_tries": 0},
+        # Before: accepted; a NaN max_attempts retried forever, a NaN max_fallback_tries
+        # made the fallback raise TypeError.
+        {"max_attempts": float("nan")},
+        {"breaker_failure_threshold": float("nan")},
+        {"max_fallback_tries": float("nan")},
     ],
 )
 def test_config_validation(kwargs: dict[str, object]) -> None:
