@@ -399,7 +399,8 @@ class Module(ModuleBase, CoreEvents):
             await self._link.start()
             code = await self._done
             await self._close_channels(drain=code == 0)
-            await self._link.flush_and_close()
+            if not await self._link.flush_and_close():
+                code = 1  # answers were lost: not a clean stop
             return code
         finally:
             clear_serving(self)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 from collections.abc import Callable
 from typing import Final
+
+_log = logging.getLogger("pywatt.module")
 
 #: Bytes asked for per read of stdin: a pipe holds 64 KiB on Linux, and a larger buffer costs
 #: an allocation above glibc's mmap threshold (an mmap + munmap) on every read. asyncio's pipe
@@ -163,14 +166,25 @@ class PipeLink:
             return
         t.write(data)
 
-    async def flush_and_close(self, timeout: float = 5.0) -> None:
-        """Wait (up to ``timeout`` s) for queued output to be written, then detach both fds."""
+    async def flush_and_close(self, timeout: float = 5.0) -> bool:
+        """Wait for queued output to be written, giving up after ``timeout`` s without
+        progress (a peer that stopped reading), then detach both fds. Returns False if
+        output was left unwritten."""
         t = self._wtransport
+        written = True
         if t is not None and not t.is_closing():
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
-            while t.get_write_buffer_size() and loop.time() < deadline and not self._write_failed:
+            left = t.get_write_buffer_size()
+            while left and loop.time() < deadline and not self._write_failed:
                 await asyncio.sleep(0.005)
+                if t.get_write_buffer_size() < left:  # the peer reads: wait on
+                    left = t.get_write_buffer_size()
+                    deadline = loop.time() + timeout
+            if left and not self._write_failed:
+                _log.error("protocol output stalled for %s s: %d byte(s) dropped", timeout, left)
+                written = False
             t.close()
         if self._rtransport is not None:
             self._rtransport.close()
+        return written

@@ -101,9 +101,9 @@ DEFAULT_MAX_QUEUED: Final = 64
 #: driver's write buffer (16 MiB / 1 MiB): one maximal response line fits, and a
 #: stalled orchestrator cannot make the module buffer without bound.
 DEFAULT_MAX_OUTPUT_BACKLOG: Final = 16 * 1024 * 1024
-#: Seconds serve_stdio waits at exit for the last output to be written (the asyncio
-#: driver's flush_and_close waits as long): an orchestrator that no longer reads cannot
-#: keep the module from exiting.
+#: Seconds without progress after which serve_stdio stops waiting at exit for the last
+#: output to be written (status 1; the asyncio driver's flush_and_close waits as long):
+#: an orchestrator that no longer reads cannot keep the module from exiting.
 FINAL_FLUSH_TIMEOUT: Final = 5.0
 
 #: serve_stdio's status when it stopped with handler threads still running (past
@@ -808,6 +808,8 @@ class Module(ModuleBase):
                 signal.signal(signal.SIGTERM, previous)
             code = 1 if session.code is None else session.code
             stuck = self._stop(session, drain=code == 0)
+            if session.code == 1:  # also: the last output could not be written
+                code = 1
             self._run_shutdown_hooks()
         if stuck and code == 0:
             _log.error("%d handler thread(s) still running past their 504: abandoned", stuck)
@@ -819,7 +821,9 @@ class Module(ModuleBase):
         number of threads still inside handlers."""
         session.close_channels(drain=drain)
         session.write()  # what the core still holds (the last responses)
-        session.out.wait_idle(FINAL_FLUSH_TIMEOUT)  # let the flush under way finish
+        if not session.out.wait_idle(FINAL_FLUSH_TIMEOUT):  # let the flush under way finish
+            _log.error("protocol output stalled for %s s: answers dropped", FINAL_FLUSH_TIMEOUT)
+            session.code = 1
         with session.lock:
             session.sched.stop_locked()
             session.fail_waiters()

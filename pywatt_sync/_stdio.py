@@ -161,11 +161,15 @@ class OutputQueue:
                 self._waiters -= 1
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block until no flush is under way, at most ``timeout`` seconds; return whether
-        it ended."""
+        """Block until no flush is under way, giving up after ``timeout`` seconds in which
+        the backlog did not shrink (the peer stopped reading); return whether it ended."""
         with self._lock:
             give_up = time.monotonic() + timeout
+            backlog = self.backlog
             while self._flushing:
+                if self.backlog < backlog:  # the peer reads: wait on
+                    backlog = self.backlog
+                    give_up = time.monotonic() + timeout
                 left = give_up - time.monotonic()
                 if left <= 0:
                     return False

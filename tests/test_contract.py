@@ -18,14 +18,18 @@ nothing but protocol lines even when handlers ``print()``.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from modproc import INIT, ModuleProcess
+from modproc import INIT, REPO, WAIT, ModuleProcess
 
 from pywatt_proto import (
     Announce,
@@ -440,3 +444,92 @@ def test_print_goes_to_stderr_not_the_protocol(script: Path) -> None:
         mod.stop()
     assert_clean_stdout(mod)
     assert "printed-from-handler" in mod.stderr
+
+
+_BIG = """
+app = Module()
+
+
+@app.get("/big")
+{a}def big(request):
+    return b"x" * (1024 * 1024)
+
+
+app.run()
+"""
+
+
+def big_answers_then_shutdown(tmp_path: Path, head: str, a: str) -> subprocess.Popen[bytes]:
+    """A module asked for six 1 MiB answers (~25 MiB of lines) and then to shut down."""
+    path = tmp_path / "big.py"
+    path.write_text(head + "\n" + _BIG.format(a=a))
+    proc = subprocess.Popen(
+        [sys.executable, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(INIT).encode() + b"\n")
+    proc.stdin.flush()
+    assert b'"announce"' in proc.stdout.readline()
+    for i in range(6):
+        line = {"op": "http_request", "request_id": f"b{i}", "method": "GET", "uri": "/big"}
+        proc.stdin.write(json.dumps(line | {"headers": {}, "body": None}).encode() + b"\n")
+    proc.stdin.write(b'{"op":"shutdown"}\n')
+    proc.stdin.close()
+    return proc
+
+
+def stop_big(proc: subprocess.Popen[bytes]) -> bytes:
+    """Kill the module if it still runs; return its stderr."""
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    with proc.stderr:
+        return proc.stderr.read()
+
+
+BIG_DRIVERS = pytest.mark.parametrize(
+    "head, a",
+    [("from pywatt_asyncio import Module", "async "), ("from pywatt_sync import Module", "")],
+    ids=["asyncio", "sync"],
+)
+
+
+@BIG_DRIVERS
+def test_shutdown_waits_for_a_slow_reader_while_output_moves(
+    tmp_path: Path, head: str, a: str
+) -> None:
+    # Read at ~2.5 MB/s: longer than the final flush's 5 s, but never 5 s without
+    # progress, so every answer arrives whole before the module exits.
+    proc = big_answers_then_shutdown(tmp_path, head, a)
+    assert proc.stdout is not None
+    try:
+        data = bytearray()
+        while chunk := os.read(proc.stdout.fileno(), 64 * 1024):
+            data += chunk
+            time.sleep(0.025)
+        assert proc.wait(WAIT) == 0
+    finally:
+        stop_big(proc)
+    answers = [decode_module_line(raw) for raw in bytes(data).splitlines()]
+    assert sorted(r.request_id for r in answers if isinstance(r, HttpResponse)) == [
+        f"b{i}" for i in range(6)
+    ]
+
+
+@BIG_DRIVERS
+def test_reader_that_stopped_reading_cannot_keep_the_module_alive(
+    tmp_path: Path, head: str, a: str
+) -> None:
+    # Nobody reads: after 5 s without progress the module gives up on the rest, says
+    # so, and does not report a clean stop.
+    proc = big_answers_then_shutdown(tmp_path, head, a)
+    try:
+        assert proc.wait(WAIT) == 1
+    finally:
+        err = stop_big(proc)
+    assert b"protocol output stalled for 5.0 s" in err
