@@ -561,6 +561,10 @@ def test_api_misuse_is_reported() -> None:
         key_from_text("x" * 40, encoding="rot13")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         JwtSecretKeys([], on_change=print)
+    # Before: accepted; the second value then made set_keys raise, and sending it
+    # again was a silent no-op (the source had already stored it).
+    with pytest.raises(ValueError, match="share a kid"):
+        JwtSecretKeys({"a": "k", "b": "k"}, on_change=print)
     with pytest.raises(ValueError):
         v(max_size=0)
     with pytest.raises(ValueError):

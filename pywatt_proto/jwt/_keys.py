@@ -158,7 +158,8 @@ class JwtSecretKeys:
     ``keep_previous=True`` the value a rotation replaces stays in the set (after
     the current keys) so tokens signed just before the rotation still validate
     until :meth:`retire_previous` is called.  This object does no I/O: the
-    module runtime fetches the secrets and calls it.
+    module runtime fetches the secrets and calls it.  Raises :class:`ValueError`
+    for no names or two names with the same ``kid``.
     """
 
     __slots__ = ("_current", "_encoding", "_names", "_on_change", "_previous", "keep_previous")
@@ -174,6 +175,9 @@ class JwtSecretKeys:
         mapping = dict(names) if isinstance(names, Mapping) else dict.fromkeys(names, None)
         if not mapping:
             raise ValueError("at least one secret name is required")
+        kids = [kid for kid in mapping.values() if kid is not None]
+        if len(kids) != len(set(kids)):
+            raise ValueError("two secrets share a kid")
         self._names: dict[str, str | None] = mapping
         self._encoding: KeyEncoding = encoding
         self._on_change = on_change
