@@ -341,15 +341,15 @@ class _FrontConnection(ConnectionDriver):
             answer = Response(status=200, headers=(("allow", _ALLOW),), body=b"")
         else:
             try:
-                forward_target(request.path, request.query_string)
+                target = forward_target(request.path, request.query_string)
             except RemoteProtocolError as exc:
                 answer = api_error(str(exc), exc.error_status_hint)
             else:
-                return self._forward(request, now)
+                return self._forward(request, target, now)
         self._send(request, answer, now, None)
         return None
 
-    async def _forward(self, request: Request, start: float) -> None:
+    async def _forward(self, request: Request, target: str, start: float) -> None:
         core = self._core
         assert core is not None
         door = self._door
@@ -371,7 +371,7 @@ class _FrontConnection(ConnectionDriver):
         headers["x-forwarded-proto"] = proto
         front = FrontRequest(
             method=request.method,
-            target=forward_target(request.path, request.query_string),
+            target=target,
             headers=headers,
             body=body,
             client=(host, 0) if host is not None and client and host != client[0] else client,
